@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package tpm-ma needs to build, test and run.
+# Idempotent and non-interactive; run as root (CI and fresh machines).
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake pkg-config clang-format
+  # service and package libraries
+  gsoap libgsoap-dev libboost-dev libboost-system-dev libssl-dev openssl
+  libxml2-dev libxml2-utils libxmlsec1-dev xmlsec1 libsqlite3-dev sqlite3
+  libtss2-dev
+  # small helpers
+  libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  swtpm swtpm-tools tpm2-tools
+  python3-zeep python3-cryptography python3-lxml
+  uuid-runtime
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages (${missing[*]}); run as root" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${missing[*]}"
