@@ -1,0 +1,1524 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "storage/sqlite_vault.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <concepts>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <variant>
+
+#include <openssl/evp.h>
+
+#include "common/openssl.h"
+
+namespace tpmma::storage {
+namespace {
+
+// g++ 12 has no <format>; a tiny concatenation helper keeps messages readable.
+void AppendPiece(std::string& out, std::string_view s) {
+  out += s;
+}
+void AppendPiece(std::string& out, const char* s) {
+  out += s;
+}
+void AppendPiece(std::string& out, const std::string& s) {
+  out += s;
+}
+template <std::integral T>
+void AppendPiece(std::string& out, T v) {
+  out += std::to_string(v);
+}
+template <typename... Args>
+std::string Cat(const Args&... args) {
+  std::string out;
+  (AppendPiece(out, args), ...);
+  return out;
+}
+std::string Hex32(uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%#x", v);
+  return buf;
+}
+
+// ---------------------------------------------------------------------------------------
+// Schema. Migration i takes user_version i to i+1; append, never edit a released entry.
+
+constexpr std::string_view kMigrations[] = {
+    // 0 → 1: the initial schema.
+    R"sql(
+CREATE TABLE platforms (
+  id                 TEXT PRIMARY KEY,
+  ek_public          BLOB NOT NULL,
+  ek_certificate     BLOB NOT NULL,
+  ak_public          BLOB NOT NULL,
+  ak_name            BLOB NOT NULL,
+  signing_key_public BLOB,
+  state              TEXT NOT NULL CHECK (state IN ('active', 'revoked')),
+  created_at         INTEGER NOT NULL,
+  last_seen_at       INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE challenges (
+  id              TEXT PRIMARY KEY,
+  kind            TEXT NOT NULL CHECK (kind IN ('authenticate', 'download-nonce')),
+  platform_id     TEXT NOT NULL,
+  expected_hash   BLOB NOT NULL,
+  nonce           BLOB NOT NULL,
+  associated_data BLOB NOT NULL,
+  created_at      INTEGER NOT NULL,
+  expires_at      INTEGER NOT NULL,
+  used_at         INTEGER
+) STRICT;
+CREATE INDEX challenges_expiry ON challenges (expires_at);
+
+CREATE TABLE sessions (
+  token_hash  BLOB PRIMARY KEY,
+  platform_id TEXT NOT NULL REFERENCES platforms (id),
+  created_at  INTEGER NOT NULL,
+  expires_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX sessions_platform ON sessions (platform_id);
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+
+CREATE TABLE packages (
+  pk                 INTEGER PRIMARY KEY,
+  package_id         TEXT NOT NULL UNIQUE,
+  source_platform_id TEXT NOT NULL REFERENCES platforms (id),
+  format_version     TEXT NOT NULL,
+  created_at         INTEGER NOT NULL,
+  uploaded_at        INTEGER NOT NULL,
+  sha256             BLOB NOT NULL,
+  size               INTEGER NOT NULL,
+  custody            TEXT NOT NULL CHECK (custody IN ('recovery-code', 'escrow'))
+) STRICT;
+CREATE INDEX packages_source ON packages (source_platform_id, pk);
+
+CREATE TABLE package_bodies (
+  package_pk INTEGER PRIMARY KEY REFERENCES packages (pk) ON DELETE CASCADE,
+  body       BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE package_keys (
+  package_pk INTEGER NOT NULL REFERENCES packages (pk) ON DELETE CASCADE,
+  ordinal    INTEGER NOT NULL,
+  key_id     TEXT NOT NULL,
+  label      TEXT NOT NULL,
+  usage      TEXT NOT NULL,
+  PRIMARY KEY (package_pk, ordinal)
+) STRICT;
+
+CREATE TABLE approvals (
+  id              INTEGER PRIMARY KEY,
+  old_platform_id TEXT NOT NULL,
+  new_platform_id TEXT NOT NULL,
+  all_packages    INTEGER NOT NULL CHECK (all_packages IN (0, 1)),
+  reason          TEXT NOT NULL,
+  created_by      TEXT NOT NULL,
+  created_at      INTEGER NOT NULL,
+  expires_at      INTEGER NOT NULL,
+  confirmed_by    TEXT,
+  state           TEXT NOT NULL CHECK (state IN ('pending', 'active', 'used', 'revoked')),
+  used_at         INTEGER
+) STRICT;
+CREATE INDEX approvals_new ON approvals (new_platform_id, state);
+
+CREATE TABLE approval_packages (
+  approval_id INTEGER NOT NULL REFERENCES approvals (id) ON DELETE CASCADE,
+  package_id  TEXT NOT NULL,
+  PRIMARY KEY (approval_id, package_id)
+) STRICT;
+
+CREATE TABLE operators (
+  name             TEXT PRIMARY KEY,
+  role             TEXT NOT NULL CHECK (role IN ('helpdesk', 'auditor', 'admin')),
+  cert_fingerprint TEXT NOT NULL UNIQUE,
+  created_at       INTEGER NOT NULL,
+  revoked_at       INTEGER
+) STRICT;
+
+CREATE TABLE audit_log (
+  seq       INTEGER PRIMARY KEY,
+  time      INTEGER NOT NULL,
+  actor     TEXT NOT NULL,
+  action    TEXT NOT NULL,
+  object    TEXT NOT NULL,
+  outcome   TEXT NOT NULL,
+  detail    TEXT NOT NULL,
+  prev_hash BLOB NOT NULL,
+  hash      BLOB NOT NULL
+) STRICT;
+CREATE INDEX audit_time ON audit_log (time);
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+  BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+  BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+)sql",
+};
+
+constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
+constexpr size_t kHashSize = 32;
+constexpr size_t kDefaultPageSize = 100;
+constexpr size_t kMaxPageSize = 1000;
+constexpr size_t kMaxAuditField = 1024;
+
+// ---------------------------------------------------------------------------------------
+// SQLite plumbing
+
+// Messages name the statement's purpose and SQLite's own text (which names tables and
+// columns, never bound values).
+Status SqliteError(sqlite3* db, int rc, std::string_view purpose) {
+  Code code = Code::kIoError;
+  switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+      code = Code::kConflict;
+      break;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      code = Code::kCorruption;
+      break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      code = Code::kUnavailable;
+      break;
+    default:
+      break;
+  }
+  std::string msg = Cat(purpose, ": ", sqlite3_errstr(rc));
+  if (db != nullptr) {
+    const char* detail = sqlite3_errmsg(db);
+    if (detail != nullptr && std::strcmp(detail, sqlite3_errstr(rc)) != 0) {
+      msg += Cat(" (", detail, ")");
+    }
+  }
+  return Status(code, std::move(msg));
+}
+
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+// Non-null even for empty values: SQLite binds a null pointer as NULL, not as ''.
+const char kEmpty[1] = {0};
+
+class Stmt {
+ public:
+  static Result<Stmt> Prepare(sqlite3* db, std::string_view purpose, std::string_view sql) {
+    sqlite3_stmt* raw = nullptr;
+    int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &raw, nullptr);
+    StmtPtr stmt(raw);
+    if (rc != SQLITE_OK) return Error(SqliteError(db, rc, Cat("prepare ", purpose)));
+    return Stmt(db, purpose, std::move(stmt));
+  }
+
+  template <typename... Args>
+  Stmt& Bind(const Args&... args) {
+    int i = 1;
+    (BindOne(i++, args), ...);
+    return *this;
+  }
+
+  template <std::integral T>
+  void BindOne(int i, T v) {
+    Check(sqlite3_bind_int64(stmt_.get(), i, static_cast<sqlite3_int64>(v)));
+  }
+  void BindOne(int i, std::string_view v) {
+    Check(sqlite3_bind_text64(stmt_.get(), i, v.empty() ? kEmpty : v.data(), v.size(),
+                              SQLITE_TRANSIENT, SQLITE_UTF8));
+  }
+  void BindOne(int i, const std::string& v) { BindOne(i, std::string_view(v)); }
+  void BindOne(int i, const char* v) { BindOne(i, std::string_view(v)); }
+  void BindOne(int i, ByteView v) {
+    Check(sqlite3_bind_blob64(stmt_.get(), i,
+                              v.empty() ? static_cast<const void*>(kEmpty) : v.data(), v.size(),
+                              SQLITE_TRANSIENT));
+  }
+  void BindOne(int i, const Bytes& v) { BindOne(i, ByteView(v)); }
+  void BindOne(int i, std::nullopt_t) { Check(sqlite3_bind_null(stmt_.get(), i)); }
+  template <typename T>
+  void BindOne(int i, const std::optional<T>& v) {
+    if (v) {
+      BindOne(i, *v);
+    } else {
+      BindOne(i, std::nullopt);
+    }
+  }
+  void BindOne(int i, const std::variant<int64_t, std::string>& v) {
+    std::visit([&](const auto& x) { BindOne(i, x); }, v);
+  }
+
+  // true: a row is ready; false: done.
+  Result<bool> Step() {
+    if (!bind_error_.ok()) return Error(bind_error_);
+    int rc = sqlite3_step(stmt_.get());
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return Error(SqliteError(db_, rc, purpose_));
+  }
+  // For statements that return no rows.
+  Status Run() {
+    auto r = Step();
+    if (!r) return r.error();
+    return Status();
+  }
+  void Reset() {
+    sqlite3_reset(stmt_.get());
+    sqlite3_clear_bindings(stmt_.get());
+  }
+
+  int64_t Int(int c) const { return sqlite3_column_int64(stmt_.get(), c); }
+  bool IsNull(int c) const { return sqlite3_column_type(stmt_.get(), c) == SQLITE_NULL; }
+  std::string Text(int c) const {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_.get(), c));
+    int n = sqlite3_column_bytes(stmt_.get(), c);
+    return p == nullptr ? std::string() : std::string(p, static_cast<size_t>(n));
+  }
+  Bytes Blob(int c) const {
+    const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(stmt_.get(), c));
+    int n = sqlite3_column_bytes(stmt_.get(), c);
+    return p == nullptr ? Bytes() : Bytes(p, p + n);
+  }
+  std::optional<int64_t> OptInt(int c) const {
+    return IsNull(c) ? std::nullopt : std::optional<int64_t>(Int(c));
+  }
+
+ private:
+  Stmt(sqlite3* db, std::string_view purpose, StmtPtr stmt)
+      : db_(db), purpose_(purpose), stmt_(std::move(stmt)) {}
+  void Check(int rc) {
+    if (rc != SQLITE_OK && bind_error_.ok()) {
+      bind_error_ = SqliteError(db_, rc, Cat("bind ", purpose_));
+    }
+  }
+
+  sqlite3* db_;
+  std::string purpose_;
+  StmtPtr stmt_;
+  Status bind_error_;
+};
+
+Status Exec(sqlite3* db, std::string_view purpose, const std::string& sql) {
+  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(db, rc, purpose);
+  return Status();
+}
+
+void RollbackIfOpen(sqlite3* db) {
+  // A failed statement may already have rolled the transaction back (SQLITE_FULL, IOERR).
+  if (sqlite3_get_autocommit(db) == 0) sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+// Runs f() in a transaction: committed if f succeeds, rolled back otherwise. Writers use
+// BEGIN IMMEDIATE so that the write lock is taken up front (no deadlock upgrading a read
+// lock when another process writes), readers a deferred BEGIN for a consistent snapshot.
+template <typename F>
+auto InTxn(sqlite3* db, bool write, std::string_view purpose, F&& f) -> decltype(f()) {
+  if (Status s = Exec(db, Cat("begin ", purpose), write ? "BEGIN IMMEDIATE" : "BEGIN"); !s.ok()) {
+    return Error(std::move(s));
+  }
+  auto r = f();
+  if (!r.has_value()) {
+    RollbackIfOpen(db);
+    return r;
+  }
+  if (Status s = Exec(db, Cat("commit ", purpose), "COMMIT"); !s.ok()) {
+    RollbackIfOpen(db);
+    return Error(std::move(s));
+  }
+  return r;
+}
+
+Status ToStatus(const Result<void>& r) {
+  return r.has_value() ? Status() : r.error();
+}
+
+void Fault(const SqliteVaultOptions& options, std::string_view step) {
+  if (options.fault_hook) options.fault_hook(step);
+}
+
+size_t ClampPageSize(size_t n) {
+  if (n == 0) return kDefaultPageSize;
+  return std::min(n, kMaxPageSize);
+}
+
+// Page tokens are opaque to callers: hex of "<kind>:<last key>".
+std::string MakePageToken(char kind, std::string_view last) {
+  std::string raw = std::string(1, kind) + ":" + std::string(last);
+  return HexEncode(View(raw));
+}
+
+Result<std::string> ParsePageToken(char kind, std::string_view token) {
+  auto raw = HexDecode(token);
+  if (!raw || raw->size() < 2 || (*raw)[0] != static_cast<uint8_t>(kind) || (*raw)[1] != ':') {
+    return Error(Code::kInvalidArgument, "page token was not issued by this vault");
+  }
+  return std::string(raw->begin() + 2, raw->end());
+}
+
+Result<int64_t> ParseIntPageToken(char kind, std::string_view token) {
+  if (token.empty()) return 0;
+  TPMMA_ASSIGN_OR_RETURN(std::string s, ParsePageToken(kind, token));
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || v < 0) {
+    return Error(Code::kInvalidArgument, "page token was not issued by this vault");
+  }
+  return v;
+}
+
+Result<Bytes> Sha256(ByteView data) {
+  Bytes digest(EVP_MAX_MD_SIZE);
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), digest.data(), &len, EVP_sha256(), nullptr) != 1) {
+    return Error(OpensslError("EVP_Digest(SHA-256) of package body"));
+  }
+  digest.resize(len);
+  return digest;
+}
+
+template <typename E, size_t N>
+Result<E> ParseEnum(std::string_view text, const E (&values)[N], std::string_view what) {
+  for (E v : values) {
+    if (ToString(v) == text) return v;
+  }
+  return Error(Code::kCorruption, Cat("unknown ", what, " '", text, "' in vault"));
+}
+
+constexpr PlatformState kPlatformStates[] = {PlatformState::kActive, PlatformState::kRevoked};
+constexpr ChallengeKind kChallengeKinds[] = {ChallengeKind::kAuthenticate,
+                                             ChallengeKind::kDownloadNonce};
+constexpr CustodyMode kCustodyModes[] = {CustodyMode::kRecoveryCode, CustodyMode::kEscrow};
+constexpr ApprovalState kApprovalStates[] = {ApprovalState::kPending, ApprovalState::kActive,
+                                             ApprovalState::kUsed, ApprovalState::kRevoked};
+constexpr OperatorRole kOperatorRoles[] = {OperatorRole::kHelpdesk, OperatorRole::kAuditor,
+                                           OperatorRole::kAdmin};
+
+// ---------------------------------------------------------------------------------------
+// Row helpers; callers hold the mutex and, for writes, an open transaction.
+
+Result<int64_t> AppendAuditLocked(sqlite3* db, const AuditEvent& e) {
+  // The log is for short facts; a big field is a bug (or a secret being dumped into it).
+  for (const std::string* field : {&e.actor, &e.action, &e.object, &e.outcome, &e.detail}) {
+    if (field->size() > kMaxAuditField) {
+      return Error(Code::kInvalidArgument,
+                   Cat("audit field longer than ", kMaxAuditField, " bytes"));
+    }
+  }
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt last, Stmt::Prepare(db, "read audit chain head",
+                               "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"));
+  TPMMA_ASSIGN_OR_RETURN(bool has_last, last.Step());
+  int64_t seq = has_last ? last.Int(0) + 1 : 1;
+  Bytes prev = has_last ? last.Blob(1) : Bytes(kHashSize, 0);
+  TPMMA_ASSIGN_OR_RETURN(Bytes hash, AuditRecordHash(seq, e, prev));
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt ins, Stmt::Prepare(db, "append audit record",
+                              "INSERT INTO audit_log (seq, time, actor, action, object, outcome, "
+                              "detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  ins.Bind(seq, e.time, e.actor, e.action, e.object, e.outcome, e.detail, prev, hash);
+  TPMMA_RETURN_IF_ERROR(ins.Run());
+  return seq;
+}
+
+Status MaybeAudit(sqlite3* db, const std::optional<AuditEvent>& audit) {
+  if (audit) TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, *audit));
+  return Status();
+}
+
+constexpr std::string_view kPlatformColumns =
+    "id, ek_public, ek_certificate, ak_public, ak_name, signing_key_public, state, created_at, "
+    "last_seen_at";
+
+Result<Platform> ReadPlatform(const Stmt& s) {
+  Platform p;
+  p.id = s.Text(0);
+  p.ek_public = s.Blob(1);
+  p.ek_certificate = s.Blob(2);
+  p.ak_public = s.Blob(3);
+  p.ak_name = s.Blob(4);
+  if (!s.IsNull(5)) p.signing_key_public = s.Blob(5);
+  TPMMA_ASSIGN_OR_RETURN(p.state, ParseEnum(s.Text(6), kPlatformStates, "platform state"));
+  p.created_at = s.Int(7);
+  p.last_seen_at = s.Int(8);
+  return p;
+}
+
+Result<Platform> GetPlatformLocked(sqlite3* db, std::string_view id) {
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt s, Stmt::Prepare(db, "read platform",
+                            Cat("SELECT ", kPlatformColumns, " FROM platforms WHERE id = ?")));
+  s.Bind(id);
+  TPMMA_ASSIGN_OR_RETURN(bool found, s.Step());
+  if (!found) return Error(Code::kNotFound, Cat("platform ", id, " not found"));
+  return ReadPlatform(s);
+}
+
+Result<Platform> UpsertPlatformLocked(sqlite3* db, const Platform& p) {
+  if (p.id.empty()) return Error(Code::kInvalidArgument, "platform id is empty");
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt s,
+      Stmt::Prepare(
+          db, "upsert platform",
+          "INSERT INTO platforms (id, ek_public, ek_certificate, ak_public, ak_name, "
+          "signing_key_public, state, created_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+          "ON CONFLICT (id) DO UPDATE SET ek_public = excluded.ek_public, "
+          "ek_certificate = excluded.ek_certificate, ak_public = excluded.ak_public, "
+          "ak_name = excluded.ak_name, "
+          "signing_key_public = COALESCE(excluded.signing_key_public, signing_key_public), "
+          "last_seen_at = excluded.last_seen_at"));
+  s.Bind(p.id, p.ek_public, p.ek_certificate, p.ak_public, p.ak_name, p.signing_key_public,
+         ToString(p.state), p.created_at, p.last_seen_at);
+  TPMMA_RETURN_IF_ERROR(s.Run());
+  return GetPlatformLocked(db, p.id);
+}
+
+Result<bool> PlatformExists(sqlite3* db, std::string_view id) {
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt s, Stmt::Prepare(db, "check platform exists", "SELECT 1 FROM platforms WHERE id = ?"));
+  s.Bind(id);
+  return s.Step();
+}
+
+Result<Challenge> ConsumeChallengeLocked(sqlite3* db, std::string_view id, ChallengeKind kind,
+                                         int64_t now) {
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt s, Stmt::Prepare(db, "read challenge",
+                            "SELECT kind, platform_id, expected_hash, nonce, associated_data, "
+                            "created_at, expires_at, used_at FROM challenges WHERE id = ?"));
+  s.Bind(id);
+  TPMMA_ASSIGN_OR_RETURN(bool found, s.Step());
+  if (!found) return Error(Code::kNotFound, "challenge not found");
+  Challenge c;
+  c.id = std::string(id);
+  TPMMA_ASSIGN_OR_RETURN(c.kind, ParseEnum(s.Text(0), kChallengeKinds, "challenge kind"));
+  c.platform_id = s.Text(1);
+  c.expected_hash = s.Blob(2);
+  c.nonce = s.Blob(3);
+  c.associated_data = s.Blob(4);
+  c.created_at = s.Int(5);
+  c.expires_at = s.Int(6);
+  if (!s.IsNull(7)) return Error(Code::kUnauthenticated, "challenge already used");
+  if (c.kind != kind) {
+    return Error(Code::kUnauthenticated,
+                 Cat("challenge is for ", ToString(c.kind), ", not ", ToString(kind)));
+  }
+  if (now >= c.expires_at) return Error(Code::kExpired, "challenge expired");
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt u, Stmt::Prepare(db, "mark challenge used",
+                            "UPDATE challenges SET used_at = ? WHERE id = ? AND used_at IS NULL"));
+  u.Bind(now, id);
+  TPMMA_RETURN_IF_ERROR(u.Run());
+  // Cannot be 0 under the write lock; checked anyway so that a replay never succeeds.
+  if (sqlite3_changes(db) != 1) return Error(Code::kUnauthenticated, "challenge already used");
+  return c;
+}
+
+Status InsertSessionLocked(sqlite3* db, const Session& session) {
+  if (session.token_hash.size() != kHashSize) {
+    return Status(Code::kInvalidArgument, "session token hash must be 32 bytes (SHA-256)");
+  }
+  TPMMA_ASSIGN_OR_RETURN(bool exists, PlatformExists(db, session.platform_id));
+  if (!exists) {
+    return Status(Code::kNotFound, Cat("platform ", session.platform_id, " not found for session"));
+  }
+  TPMMA_ASSIGN_OR_RETURN(Stmt s,
+                         Stmt::Prepare(db, "insert session",
+                                       "INSERT INTO sessions (token_hash, platform_id, created_at, "
+                                       "expires_at) VALUES (?, ?, ?, ?)"));
+  s.Bind(session.token_hash, session.platform_id, session.created_at, session.expires_at);
+  Status st = s.Run();
+  if (st.code() == Code::kConflict) return Status(Code::kAlreadyExists, "session already exists");
+  return st;
+}
+
+constexpr std::string_view kPackageColumns =
+    "pk, package_id, source_platform_id, format_version, created_at, uploaded_at, sha256, size, "
+    "custody";
+
+Result<PackageDescriptor> ReadDescriptor(const Stmt& s) {
+  PackageDescriptor d;
+  d.package_id = s.Text(1);
+  d.source_platform_id = s.Text(2);
+  d.format_version = s.Text(3);
+  d.created_at = s.Int(4);
+  d.uploaded_at = s.Int(5);
+  d.sha256 = s.Blob(6);
+  d.size = s.Int(7);
+  TPMMA_ASSIGN_OR_RETURN(d.custody, ParseEnum(s.Text(8), kCustodyModes, "custody mode"));
+  return d;
+}
+
+Result<std::vector<PackageKey>> ReadKeys(Stmt& keys, int64_t pk) {
+  keys.Reset();
+  keys.Bind(pk);
+  std::vector<PackageKey> out;
+  while (true) {
+    TPMMA_ASSIGN_OR_RETURN(bool row, keys.Step());
+    if (!row) break;
+    out.push_back(PackageKey{keys.Text(0), keys.Text(1), keys.Text(2)});
+  }
+  return out;
+}
+
+Result<Stmt> PrepareKeysStmt(sqlite3* db) {
+  return Stmt::Prepare(db, "read package keys",
+                       "SELECT key_id, label, usage FROM package_keys WHERE package_pk = ? "
+                       "ORDER BY ordinal");
+}
+
+// Returns the descriptor and its internal pk.
+Result<std::pair<PackageDescriptor, int64_t>> GetDescriptorLocked(sqlite3* db,
+                                                                  std::string_view package_id) {
+  TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "read package",
+                                               Cat("SELECT ", kPackageColumns,
+                                                   " FROM packages WHERE package_id = ?")));
+  s.Bind(package_id);
+  TPMMA_ASSIGN_OR_RETURN(bool found, s.Step());
+  if (!found) return Error(Code::kNotFound, Cat("package ", package_id, " not found"));
+  TPMMA_ASSIGN_OR_RETURN(PackageDescriptor d, ReadDescriptor(s));
+  int64_t pk = s.Int(0);
+  TPMMA_ASSIGN_OR_RETURN(Stmt keys, PrepareKeysStmt(db));
+  TPMMA_ASSIGN_OR_RETURN(d.keys, ReadKeys(keys, pk));
+  return std::make_pair(std::move(d), pk);
+}
+
+constexpr std::string_view kApprovalColumns =
+    "id, old_platform_id, new_platform_id, all_packages, reason, created_by, created_at, "
+    "expires_at, confirmed_by, state, used_at";
+
+Result<Approval> GetApprovalLocked(sqlite3* db, int64_t id) {
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt s, Stmt::Prepare(db, "read approval",
+                            Cat("SELECT ", kApprovalColumns, " FROM approvals WHERE id = ?")));
+  s.Bind(id);
+  TPMMA_ASSIGN_OR_RETURN(bool found, s.Step());
+  if (!found) return Error(Code::kNotFound, Cat("approval ", id, " not found"));
+  Approval a;
+  a.id = s.Int(0);
+  a.old_platform_id = s.Text(1);
+  a.new_platform_id = s.Text(2);
+  a.all_packages = s.Int(3) != 0;
+  a.reason = s.Text(4);
+  a.created_by = s.Text(5);
+  a.created_at = s.Int(6);
+  a.expires_at = s.Int(7);
+  if (!s.IsNull(8)) a.confirmed_by = s.Text(8);
+  TPMMA_ASSIGN_OR_RETURN(a.state, ParseEnum(s.Text(9), kApprovalStates, "approval state"));
+  a.used_at = s.OptInt(10);
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt p, Stmt::Prepare(db, "read approval packages",
+                            "SELECT package_id FROM approval_packages WHERE approval_id = ? "
+                            "ORDER BY package_id"));
+  p.Bind(id);
+  while (true) {
+    TPMMA_ASSIGN_OR_RETURN(bool row, p.Step());
+    if (!row) break;
+    a.package_ids.push_back(p.Text(0));
+  }
+  return a;
+}
+
+Status SetApprovalState(sqlite3* db, int64_t id, ApprovalState state,
+                        std::optional<std::string_view> confirmed_by,
+                        std::optional<int64_t> used_at) {
+  TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "update approval",
+                                               "UPDATE approvals SET state = ?, "
+                                               "confirmed_by = COALESCE(?, confirmed_by), "
+                                               "used_at = COALESCE(?, used_at) WHERE id = ?"));
+  s.Bind(ToString(state), confirmed_by, used_at, id);
+  return s.Run();
+}
+
+constexpr std::string_view kOperatorColumns =
+    "name, role, cert_fingerprint, created_at, revoked_at";
+
+Result<Operator> ReadOperator(const Stmt& s) {
+  Operator op;
+  op.name = s.Text(0);
+  TPMMA_ASSIGN_OR_RETURN(op.role, ParseEnum(s.Text(1), kOperatorRoles, "operator role"));
+  op.cert_fingerprint = s.Text(2);
+  op.created_at = s.Int(3);
+  op.revoked_at = s.OptInt(4);
+  return op;
+}
+
+Result<Operator> GetOperatorWhere(sqlite3* db, std::string_view column, std::string_view value) {
+  TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "read operator",
+                                               Cat("SELECT ", kOperatorColumns,
+                                                   " FROM operators WHERE ", column, " = ?")));
+  s.Bind(value);
+  TPMMA_ASSIGN_OR_RETURN(bool found, s.Step());
+  if (!found) return Error(Code::kNotFound, "operator not found");
+  return ReadOperator(s);
+}
+
+Status VerifyAuditChainLocked(sqlite3* db) {
+  TPMMA_ASSIGN_OR_RETURN(Stmt s,
+                         Stmt::Prepare(db, "read audit log",
+                                       "SELECT seq, time, actor, action, object, outcome, detail, "
+                                       "prev_hash, hash FROM audit_log ORDER BY seq"));
+  int64_t expected_seq = 1;
+  Bytes prev(kHashSize, 0);
+  while (true) {
+    TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    int64_t seq = s.Int(0);
+    if (seq != expected_seq) {
+      return Status(Code::kCorruption, Cat("audit chain broken at seq ", expected_seq,
+                                           ": record missing (next present is seq ", seq, ")"));
+    }
+    AuditEvent e{s.Int(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Text(6)};
+    Bytes prev_hash = s.Blob(7);
+    Bytes hash = s.Blob(8);
+    if (prev_hash != prev) {
+      return Status(Code::kCorruption, Cat("audit chain broken at seq ", seq,
+                                           ": prev_hash does not match the hash of seq ", seq - 1));
+    }
+    TPMMA_ASSIGN_OR_RETURN(Bytes computed, AuditRecordHash(seq, e, prev_hash));
+    if (computed != hash) {
+      return Status(Code::kCorruption,
+                    Cat("audit chain broken at seq ", seq, ": record was altered"));
+    }
+    prev = std::move(hash);
+    ++expected_seq;
+  }
+  return Status();
+}
+
+Result<int64_t> ReadPragmaInt(sqlite3* db, std::string_view pragma) {
+  TPMMA_ASSIGN_OR_RETURN(Stmt s,
+                         Stmt::Prepare(db, Cat("read PRAGMA ", pragma), Cat("PRAGMA ", pragma)));
+  TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+  if (!row) return Error(Code::kInternal, Cat("PRAGMA ", pragma, " returned no row"));
+  return s.Int(0);
+}
+
+// Refuses files that are not ours before anything is written to them.
+Status CheckIdentity(sqlite3* db, const std::string& path) {
+  auto app_id = ReadPragmaInt(db, "application_id");
+  if (!app_id) {
+    if (app_id.error().code() == Code::kCorruption) {
+      return Status(Code::kCorruption,
+                    Cat(path, " is not a SQLite database: ", app_id.error().message()));
+    }
+    return app_id.error();
+  }
+  if (*app_id == SqliteVault::kApplicationId) return Status();
+  if (*app_id != 0) {
+    return Status(Code::kInvalidArgument,
+                  Cat(path, " is not a tpm-ma vault (SQLite application_id ",
+                      Hex32(static_cast<uint32_t>(*app_id)), ", expected ",
+                      Hex32(static_cast<uint32_t>(SqliteVault::kApplicationId)), ")"));
+  }
+  TPMMA_ASSIGN_OR_RETURN(int64_t objects, [&]() -> Result<int64_t> {
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db, "count schema objects", "SELECT count(*) FROM sqlite_schema"));
+    TPMMA_RETURN_IF_ERROR(s.Step());
+    return s.Int(0);
+  }());
+  TPMMA_ASSIGN_OR_RETURN(int64_t version, ReadPragmaInt(db, "user_version"));
+  if (objects != 0 || version != 0) {
+    return Status(Code::kInvalidArgument, Cat(path,
+                                              " is a SQLite database of another program (no tpm-ma "
+                                              "application_id); refusing to use it as a vault"));
+  }
+  return Status();
+}
+
+Status Migrate(sqlite3* db, const std::string& path) {
+  while (true) {
+    auto step = InTxn(db, true, "schema migration", [&]() -> Result<bool> {
+      // Re-read inside the write lock: another process may have migrated meanwhile.
+      TPMMA_ASSIGN_OR_RETURN(int64_t version, ReadPragmaInt(db, "user_version"));
+      if (version > kSchemaVersion) {
+        return Error(Code::kVersionTooNew, Cat("vault ", path, " has schema version ", version,
+                                               ", newer than this build supports (", kSchemaVersion,
+                                               "); upgrade tpm-ma"));
+      }
+      if (version == kSchemaVersion) return false;
+      TPMMA_RETURN_IF_ERROR(Exec(db, Cat("schema migration ", version, " to ", version + 1),
+                                 std::string(kMigrations[version])));
+      TPMMA_RETURN_IF_ERROR(Exec(db, "set application_id",
+                                 Cat("PRAGMA application_id = ", SqliteVault::kApplicationId)));
+      TPMMA_RETURN_IF_ERROR(
+          Exec(db, "set user_version", Cat("PRAGMA user_version = ", version + 1)));
+      return true;
+    });
+    if (!step) return step.error();
+    if (!*step) return Status();
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+
+void SqliteVault::DbCloser::operator()(sqlite3* db) const {
+  sqlite3_close_v2(db);
+}
+
+int SqliteVault::SchemaVersion() {
+  return kSchemaVersion;
+}
+
+SqliteVault::SqliteVault(DbPtr db, SqliteVaultOptions options)
+    : db_(std::move(db)), options_(std::move(options)) {}
+
+SqliteVault::~SqliteVault() = default;
+
+Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
+                                                       SqliteVaultOptions options) {
+  // Create the file ourselves so that it is 0600 whatever the umask; SQLite gives the
+  // -wal and -shm files the database file's mode.
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::fchmod(fd, 0600);
+    ::close(fd);
+  } else if (errno != EEXIST) {
+    return Error(Code::kIoError, Cat("cannot create vault ", path, ": ", std::strerror(errno)));
+  }
+  sqlite3* raw = nullptr;
+  int rc =
+      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  DbPtr db(raw);
+  if (rc != SQLITE_OK) {
+    return Error(SqliteError(db.get(), rc, Cat("open vault ", path)));
+  }
+  sqlite3_extended_result_codes(db.get(), 1);
+  sqlite3_busy_timeout(db.get(), options.busy_timeout_ms);
+  // trusted_schema=OFF: a tampered file's triggers/views cannot call risky functions.
+  TPMMA_RETURN_IF_ERROR(Exec(db.get(), "configure connection",
+                             "PRAGMA trusted_schema = OFF; PRAGMA foreign_keys = ON; "
+                             "PRAGMA secure_delete = ON;"));
+  TPMMA_RETURN_IF_ERROR(CheckIdentity(db.get(), path));
+  {
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db.get(), "set WAL journal mode", "PRAGMA journal_mode = WAL"));
+    TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row || s.Text(0) != "wal") {
+      return Error(Code::kIoError, Cat("vault ", path, ": cannot enable WAL mode"));
+    }
+  }
+  // FULL: a commit is on disk (WAL fsynced) before the call returns; DESIGN 7.
+  TPMMA_RETURN_IF_ERROR(Exec(db.get(), "set synchronous mode", "PRAGMA synchronous = FULL"));
+  TPMMA_RETURN_IF_ERROR(Migrate(db.get(), path));
+  return std::unique_ptr<SqliteVault>(new SqliteVault(std::move(db), std::move(options)));
+}
+
+// --- Platforms
+
+Result<Platform> SqliteVault::UpsertPlatform(const Platform& platform,
+                                             const std::optional<AuditEvent>& audit) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, true, "upsert platform", [&]() -> Result<Platform> {
+    TPMMA_ASSIGN_OR_RETURN(Platform p, UpsertPlatformLocked(db, platform));
+    TPMMA_RETURN_IF_ERROR(MaybeAudit(db, audit));
+    return p;
+  });
+}
+
+Result<Platform> SqliteVault::GetPlatform(std::string_view id) {
+  std::lock_guard lock(mu_);
+  return GetPlatformLocked(db_.get(), id);
+}
+
+Result<PlatformPage> SqliteVault::ListPlatforms(size_t page_size, std::string_view page_token) {
+  std::string after;
+  if (!page_token.empty()) {
+    TPMMA_ASSIGN_OR_RETURN(after, ParsePageToken('f', page_token));
+  }
+  size_t n = ClampPageSize(page_size);
+  std::lock_guard lock(mu_);
+  TPMMA_ASSIGN_OR_RETURN(Stmt s,
+                         Stmt::Prepare(db_.get(), "list platforms",
+                                       Cat("SELECT ", kPlatformColumns,
+                                           " FROM platforms WHERE id > ? ORDER BY id LIMIT ?")));
+  s.Bind(after, n + 1);
+  PlatformPage page;
+  while (true) {
+    TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    if (page.platforms.size() == n) {
+      page.next_page_token = MakePageToken('f', page.platforms.back().id);
+      break;
+    }
+    TPMMA_ASSIGN_OR_RETURN(Platform p, ReadPlatform(s));
+    page.platforms.push_back(std::move(p));
+  }
+  return page;
+}
+
+Status SqliteVault::RevokePlatform(std::string_view id, const AuditEvent& audit) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return ToStatus(InTxn(db, true, "revoke platform", [&]() -> Result<void> {
+    TPMMA_ASSIGN_OR_RETURN(Stmt u, Stmt::Prepare(db, "revoke platform",
+                                                 "UPDATE platforms SET state = 'revoked' "
+                                                 "WHERE id = ?"));
+    u.Bind(id);
+    TPMMA_RETURN_IF_ERROR(u.Run());
+    if (sqlite3_changes(db) == 0) {
+      return Error(Code::kNotFound, Cat("platform ", id, " not found"));
+    }
+    TPMMA_ASSIGN_OR_RETURN(Stmt d, Stmt::Prepare(db, "end sessions of revoked platform",
+                                                 "DELETE FROM sessions WHERE platform_id = ?"));
+    d.Bind(id);
+    TPMMA_RETURN_IF_ERROR(d.Run());
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    return {};
+  }));
+}
+
+// --- Challenges and sessions
+
+Status SqliteVault::CreateChallenge(const Challenge& c, const std::optional<AuditEvent>& audit) {
+  if (c.id.empty()) return Status(Code::kInvalidArgument, "challenge id is empty");
+  if (c.expected_hash.size() != kHashSize) {
+    return Status(Code::kInvalidArgument, "challenge expected hash must be 32 bytes (SHA-256)");
+  }
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return ToStatus(InTxn(db, true, "create challenge", [&]() -> Result<void> {
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db, "insert challenge",
+                              "INSERT INTO challenges (id, kind, platform_id, expected_hash, "
+                              "nonce, associated_data, created_at, expires_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+    s.Bind(c.id, ToString(c.kind), c.platform_id, c.expected_hash, c.nonce, c.associated_data,
+           c.created_at, c.expires_at);
+    Status st = s.Run();
+    if (st.code() == Code::kConflict) {
+      return Error(Code::kAlreadyExists, "challenge id already exists");
+    }
+    TPMMA_RETURN_IF_ERROR(st);
+    TPMMA_RETURN_IF_ERROR(MaybeAudit(db, audit));
+    return {};
+  }));
+}
+
+Result<Challenge> SqliteVault::ConsumeChallenge(std::string_view id, ChallengeKind kind,
+                                                int64_t now) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, true, "consume challenge",
+               [&]() -> Result<Challenge> { return ConsumeChallengeLocked(db, id, kind, now); });
+}
+
+Result<Challenge> SqliteVault::CompleteAuthentication(const AuthCompletion& a) {
+  if (a.session.platform_id != a.platform.id) {
+    return Error(Code::kInvalidArgument, "session and platform name different platforms");
+  }
+  if (a.proof_hash.size() != kHashSize) {
+    return Error(Code::kInvalidArgument, "proof hash must be 32 bytes (SHA-256)");
+  }
+  struct Outcome {
+    Challenge challenge;
+    Code refused = Code::kOk;
+    std::string message;
+  };
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  // A refusal is still committed: the challenge must stay burnt.
+  auto r = InTxn(db, true, "complete authentication", [&]() -> Result<Outcome> {
+    TPMMA_ASSIGN_OR_RETURN(
+        Challenge c,
+        ConsumeChallengeLocked(db, a.challenge_id, ChallengeKind::kAuthenticate, a.now));
+    if (c.platform_id != a.platform.id) {
+      return Outcome{std::move(c), Code::kUnauthenticated,
+                     "challenge was issued to another platform"};
+    }
+    if (!ConstantTimeEqual(a.proof_hash, c.expected_hash)) {
+      return Outcome{std::move(c), Code::kUnauthenticated, "proof does not match the challenge"};
+    }
+    auto existing = GetPlatformLocked(db, a.platform.id);
+    if (existing && existing->state == PlatformState::kRevoked) {
+      return Outcome{std::move(c), Code::kPermissionDenied,
+                     Cat("platform ", a.platform.id, " is revoked")};
+    }
+    if (!existing && existing.error().code() != Code::kNotFound) return Error(existing.error());
+    TPMMA_RETURN_IF_ERROR(UpsertPlatformLocked(db, a.platform));
+    TPMMA_RETURN_IF_ERROR(InsertSessionLocked(db, a.session));
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, a.audit));
+    return Outcome{std::move(c), Code::kOk, {}};
+  });
+  if (!r) return Error(r.error());
+  if (r->refused != Code::kOk) return Error(r->refused, std::move(r->message));
+  return std::move(r->challenge);
+}
+
+Status SqliteVault::CreateSession(const Session& session, const std::optional<AuditEvent>& audit) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return ToStatus(InTxn(db, true, "create session", [&]() -> Result<void> {
+    TPMMA_RETURN_IF_ERROR(InsertSessionLocked(db, session));
+    TPMMA_RETURN_IF_ERROR(MaybeAudit(db, audit));
+    return {};
+  }));
+}
+
+Result<Session> SqliteVault::GetSession(ByteView token_hash, int64_t now) {
+  std::lock_guard lock(mu_);
+  TPMMA_ASSIGN_OR_RETURN(Stmt s,
+                         Stmt::Prepare(db_.get(), "read session",
+                                       "SELECT platform_id, created_at, expires_at FROM sessions "
+                                       "WHERE token_hash = ?"));
+  s.Bind(token_hash);
+  TPMMA_ASSIGN_OR_RETURN(bool found, s.Step());
+  if (!found) return Error(Code::kNotFound, "session not found");
+  Session out{Bytes(token_hash.begin(), token_hash.end()), s.Text(0), s.Int(1), s.Int(2)};
+  if (now >= out.expires_at) return Error(Code::kExpired, "session expired");
+  return out;
+}
+
+Status SqliteVault::DeleteSession(ByteView token_hash, const std::optional<AuditEvent>& audit) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return ToStatus(InTxn(db, true, "delete session", [&]() -> Result<void> {
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db, "delete session", "DELETE FROM sessions WHERE token_hash = ?"));
+    s.Bind(token_hash);
+    TPMMA_RETURN_IF_ERROR(s.Run());
+    if (sqlite3_changes(db) == 0) return Error(Code::kNotFound, "session not found");
+    TPMMA_RETURN_IF_ERROR(MaybeAudit(db, audit));
+    return {};
+  }));
+}
+
+Result<int64_t> SqliteVault::PurgeExpired(int64_t now) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, true, "purge expired", [&]() -> Result<int64_t> {
+    int64_t total = 0;
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db, "purge sessions", "DELETE FROM sessions WHERE expires_at <= ?"));
+    s.Bind(now);
+    TPMMA_RETURN_IF_ERROR(s.Run());
+    total += sqlite3_changes(db);
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt c,
+        Stmt::Prepare(db, "purge challenges",
+                      "DELETE FROM challenges WHERE expires_at <= ? OR used_at IS NOT NULL"));
+    c.Bind(now);
+    TPMMA_RETURN_IF_ERROR(c.Run());
+    total += sqlite3_changes(db);
+    return total;
+  });
+}
+
+// --- Packages
+
+Result<PutOutcome> SqliteVault::PutPackage(const Package& package, const AuditEvent& audit) {
+  const PackageDescriptor& d = package.descriptor;
+  if (d.package_id.empty()) return Error(Code::kInvalidArgument, "package id is empty");
+  TPMMA_ASSIGN_OR_RETURN(Bytes digest, Sha256(package.body));
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, true, "put package", [&]() -> Result<PutOutcome> {
+    TPMMA_ASSIGN_OR_RETURN(Stmt existing,
+                           Stmt::Prepare(db, "check existing package",
+                                         "SELECT sha256 FROM packages WHERE package_id = ?"));
+    existing.Bind(d.package_id);
+    TPMMA_ASSIGN_OR_RETURN(bool found, existing.Step());
+    if (found) {
+      if (existing.Blob(0) != digest) {
+        return Error(Code::kConflict,
+                     Cat("package ", d.package_id, " is already stored with different content"));
+      }
+      TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+      return PutOutcome::kAlreadyStored;
+    }
+    TPMMA_ASSIGN_OR_RETURN(bool platform_exists, PlatformExists(db, d.source_platform_id));
+    if (!platform_exists) {
+      return Error(Code::kNotFound, Cat("source platform ", d.source_platform_id, " of package ",
+                                        d.package_id, " not found"));
+    }
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt ins, Stmt::Prepare(db, "insert package",
+                                "INSERT INTO packages (package_id, source_platform_id, "
+                                "format_version, created_at, uploaded_at, sha256, size, custody) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+    ins.Bind(d.package_id, d.source_platform_id, d.format_version, d.created_at, d.uploaded_at,
+             digest, package.body.size(), ToString(d.custody));
+    TPMMA_RETURN_IF_ERROR(ins.Run());
+    int64_t pk = sqlite3_last_insert_rowid(db);
+    Fault(options_, "package_row");
+    TPMMA_ASSIGN_OR_RETURN(Stmt body, Stmt::Prepare(db, "insert package body",
+                                                    "INSERT INTO package_bodies (package_pk, body) "
+                                                    "VALUES (?, ?)"));
+    body.Bind(pk, package.body);
+    TPMMA_RETURN_IF_ERROR(body.Run());
+    Fault(options_, "package_body");
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt key, Stmt::Prepare(db, "insert package key",
+                                "INSERT INTO package_keys (package_pk, ordinal, key_id, label, "
+                                "usage) VALUES (?, ?, ?, ?, ?)"));
+    for (size_t i = 0; i < d.keys.size(); ++i) {
+      key.Reset();
+      key.Bind(pk, i, d.keys[i].key_id, d.keys[i].label, d.keys[i].usage);
+      TPMMA_RETURN_IF_ERROR(key.Run());
+      Fault(options_, "package_key");
+    }
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    Fault(options_, "before_commit");
+    return PutOutcome::kStored;
+  });
+}
+
+Result<Package> SqliteVault::GetPackage(std::string_view package_id) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, false, "get package", [&]() -> Result<Package> {
+    TPMMA_ASSIGN_OR_RETURN(auto dpk, GetDescriptorLocked(db, package_id));
+    TPMMA_ASSIGN_OR_RETURN(Stmt s,
+                           Stmt::Prepare(db, "read package body",
+                                         "SELECT body FROM package_bodies WHERE package_pk = ?"));
+    s.Bind(dpk.second);
+    TPMMA_ASSIGN_OR_RETURN(bool found, s.Step());
+    if (!found) {
+      return Error(Code::kCorruption, Cat("package ", package_id, " has no body"));
+    }
+    return Package{std::move(dpk.first), s.Blob(0)};
+  });
+}
+
+Result<PackageDescriptor> SqliteVault::GetPackageDescriptor(std::string_view package_id) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, false, "get package descriptor", [&]() -> Result<PackageDescriptor> {
+    TPMMA_ASSIGN_OR_RETURN(auto dpk, GetDescriptorLocked(db, package_id));
+    return std::move(dpk.first);
+  });
+}
+
+Status SqliteVault::DeletePackage(std::string_view package_id, const AuditEvent& audit) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  TPMMA_RETURN_IF_ERROR(InTxn(db, true, "delete package", [&]() -> Result<void> {
+    // Keys and body go by ON DELETE CASCADE; secure_delete zeroes the freed space.
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db, "delete package", "DELETE FROM packages WHERE package_id = ?"));
+    s.Bind(package_id);
+    TPMMA_RETURN_IF_ERROR(s.Run());
+    if (sqlite3_changes(db) == 0) {
+      return Error(Code::kNotFound, Cat("package ", package_id, " not found"));
+    }
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    return {};
+  }));
+  // The body's original frames may still sit in the WAL: checkpoint and truncate it so the
+  // bytes are gone from the files too. Best effort: a reader in another process can make it
+  // partial (the next delete or the automatic checkpoint finishes the job).
+  sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  return Status();
+}
+
+Result<PackagePage> SqliteVault::QueryPackages(const PackageQuery& q) {
+  TPMMA_ASSIGN_OR_RETURN(int64_t after_pk, ParseIntPageToken('p', q.page_token));
+  size_t n = ClampPageSize(q.page_size);
+  std::string sql = Cat("SELECT ", kPackageColumns, " FROM packages p WHERE p.pk > ?");
+  std::vector<std::variant<int64_t, std::string>> args{after_pk};
+  if (q.source_platform_id) {
+    sql += " AND p.source_platform_id = ?";
+    args.emplace_back(*q.source_platform_id);
+  }
+  if (q.created_after) {
+    sql += " AND p.created_at > ?";
+    args.emplace_back(*q.created_after);
+  }
+  if (q.created_before) {
+    sql += " AND p.created_at < ?";
+    args.emplace_back(*q.created_before);
+  }
+  if (q.label_contains) {
+    // instr, not LIKE: a label filter must not be able to smuggle in wildcards.
+    sql +=
+        " AND EXISTS (SELECT 1 FROM package_keys k WHERE k.package_pk = p.pk "
+        "AND instr(k.label, ?) > 0)";
+    args.emplace_back(*q.label_contains);
+  }
+  if (q.visible_to_platform) {
+    sql +=
+        " AND (p.source_platform_id = ? OR EXISTS (SELECT 1 FROM approvals a "
+        "WHERE a.new_platform_id = ? AND a.old_platform_id = p.source_platform_id "
+        "AND a.state = 'active' AND a.expires_at > ? AND (a.all_packages = 1 OR EXISTS "
+        "(SELECT 1 FROM approval_packages ap WHERE ap.approval_id = a.id "
+        "AND ap.package_id = p.package_id))))";
+    args.emplace_back(*q.visible_to_platform);
+    args.emplace_back(*q.visible_to_platform);
+    args.emplace_back(q.now);
+  }
+  sql += " ORDER BY p.pk LIMIT ?";
+  args.emplace_back(static_cast<int64_t>(n + 1));
+
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, false, "query packages", [&]() -> Result<PackagePage> {
+    TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "query packages", sql));
+    for (size_t i = 0; i < args.size(); ++i) s.BindOne(static_cast<int>(i + 1), args[i]);
+    TPMMA_ASSIGN_OR_RETURN(Stmt keys, PrepareKeysStmt(db));
+    PackagePage page;
+    int64_t last_pk = 0;
+    while (true) {
+      TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      if (page.packages.size() == n) {
+        page.next_page_token = MakePageToken('p', std::to_string(last_pk));
+        break;
+      }
+      TPMMA_ASSIGN_OR_RETURN(PackageDescriptor d, ReadDescriptor(s));
+      last_pk = s.Int(0);
+      TPMMA_ASSIGN_OR_RETURN(d.keys, ReadKeys(keys, last_pk));
+      page.packages.push_back(std::move(d));
+    }
+    return page;
+  });
+}
+
+// --- Approvals
+
+Result<Approval> SqliteVault::CreateApproval(const ApprovalRequest& r, const AuditEvent& audit) {
+  if (r.old_platform_id.empty() || r.new_platform_id.empty()) {
+    return Error(Code::kInvalidArgument, "approval needs an old and a new platform");
+  }
+  if (r.old_platform_id == r.new_platform_id) {
+    return Error(Code::kInvalidArgument, "approval old and new platform are the same");
+  }
+  if (!r.all_packages && r.package_ids.empty()) {
+    return Error(Code::kInvalidArgument, "approval lists no packages");
+  }
+  if (r.expires_at <= r.created_at) {
+    return Error(Code::kInvalidArgument, "approval expires before it is created");
+  }
+  if (r.created_by.empty()) return Error(Code::kInvalidArgument, "approval has no operator");
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, true, "create approval", [&]() -> Result<Approval> {
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db, "insert approval",
+                              "INSERT INTO approvals (old_platform_id, new_platform_id, "
+                              "all_packages, reason, created_by, created_at, expires_at, state) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+    s.Bind(r.old_platform_id, r.new_platform_id, r.all_packages ? 1 : 0, r.reason, r.created_by,
+           r.created_at, r.expires_at,
+           ToString(r.require_confirmation ? ApprovalState::kPending : ApprovalState::kActive));
+    TPMMA_RETURN_IF_ERROR(s.Run());
+    int64_t id = sqlite3_last_insert_rowid(db);
+    Fault(options_, "approval_row");
+    if (!r.all_packages) {
+      TPMMA_ASSIGN_OR_RETURN(Stmt p, Stmt::Prepare(db, "insert approval package",
+                                                   "INSERT OR IGNORE INTO approval_packages "
+                                                   "(approval_id, package_id) VALUES (?, ?)"));
+      for (const std::string& pkg : r.package_ids) {
+        p.Reset();
+        p.Bind(id, pkg);
+        TPMMA_RETURN_IF_ERROR(p.Run());
+        Fault(options_, "approval_package");
+      }
+    }
+    AuditEvent e = audit;
+    if (e.object.empty()) e.object = std::to_string(id);
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, e));
+    return GetApprovalLocked(db, id);
+  });
+}
+
+Result<Approval> SqliteVault::ConfirmApproval(int64_t approval_id, std::string_view operator_name,
+                                              int64_t now, const AuditEvent& audit) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, true, "confirm approval", [&]() -> Result<Approval> {
+    TPMMA_ASSIGN_OR_RETURN(Approval a, GetApprovalLocked(db, approval_id));
+    if (a.state != ApprovalState::kPending) {
+      return Error(Code::kConflict,
+                   Cat("approval ", approval_id, " is ", ToString(a.state), ", not pending"));
+    }
+    if (a.created_by == operator_name) {
+      return Error(Code::kPermissionDenied,
+                   Cat("approval ", approval_id, " must be confirmed by a second operator"));
+    }
+    if (now >= a.expires_at) {
+      return Error(Code::kExpired, Cat("approval ", approval_id, " expired"));
+    }
+    TPMMA_RETURN_IF_ERROR(
+        SetApprovalState(db, approval_id, ApprovalState::kActive, operator_name, std::nullopt));
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    return GetApprovalLocked(db, approval_id);
+  });
+}
+
+Status SqliteVault::RevokeApproval(int64_t approval_id, const AuditEvent& audit) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return ToStatus(InTxn(db, true, "revoke approval", [&]() -> Result<void> {
+    TPMMA_ASSIGN_OR_RETURN(Approval a, GetApprovalLocked(db, approval_id));
+    if (a.state != ApprovalState::kPending && a.state != ApprovalState::kActive) {
+      return Error(Code::kConflict,
+                   Cat("approval ", approval_id, " is ", ToString(a.state), ", cannot revoke"));
+    }
+    TPMMA_RETURN_IF_ERROR(
+        SetApprovalState(db, approval_id, ApprovalState::kRevoked, std::nullopt, std::nullopt));
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    return {};
+  }));
+}
+
+Result<Approval> SqliteVault::GetApproval(int64_t approval_id) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, false, "get approval",
+               [&]() -> Result<Approval> { return GetApprovalLocked(db, approval_id); });
+}
+
+Result<std::vector<Approval>> SqliteVault::ListApprovals(std::string_view new_platform_id) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, false, "list approvals", [&]() -> Result<std::vector<Approval>> {
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db, "list approvals",
+                              "SELECT id FROM approvals WHERE ? = '' OR new_platform_id = ? "
+                              "ORDER BY id DESC"));
+    s.Bind(new_platform_id, new_platform_id);
+    std::vector<Approval> out;
+    while (true) {
+      TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      TPMMA_ASSIGN_OR_RETURN(Approval a, GetApprovalLocked(db, s.Int(0)));
+      out.push_back(std::move(a));
+    }
+    return out;
+  });
+}
+
+Result<Approval> SqliteVault::FindActiveApproval(std::string_view new_platform_id,
+                                                 std::string_view package_id, int64_t now) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, false, "find active approval", [&]() -> Result<Approval> {
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db, "find active approval",
+                              "SELECT a.id FROM approvals a JOIN packages p "
+                              "ON p.package_id = ? AND p.source_platform_id = a.old_platform_id "
+                              "WHERE a.new_platform_id = ? AND a.state = 'active' "
+                              "AND a.expires_at > ? AND (a.all_packages = 1 OR EXISTS "
+                              "(SELECT 1 FROM approval_packages ap WHERE ap.approval_id = a.id "
+                              "AND ap.package_id = p.package_id)) ORDER BY a.id LIMIT 1"));
+    s.Bind(package_id, new_platform_id, now);
+    TPMMA_ASSIGN_OR_RETURN(bool found, s.Step());
+    if (!found) {
+      return Error(Code::kNotFound, Cat("no active approval for platform ", new_platform_id,
+                                        " and package ", package_id));
+    }
+    return GetApprovalLocked(db, s.Int(0));
+  });
+}
+
+Status SqliteVault::MarkApprovalUsed(int64_t approval_id, int64_t now, const AuditEvent& audit) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return ToStatus(InTxn(db, true, "mark approval used", [&]() -> Result<void> {
+    TPMMA_ASSIGN_OR_RETURN(Approval a, GetApprovalLocked(db, approval_id));
+    if (a.state != ApprovalState::kActive) {
+      return Error(Code::kConflict,
+                   Cat("approval ", approval_id, " is ", ToString(a.state), ", not active"));
+    }
+    if (now >= a.expires_at) {
+      return Error(Code::kExpired, Cat("approval ", approval_id, " expired"));
+    }
+    TPMMA_RETURN_IF_ERROR(
+        SetApprovalState(db, approval_id, ApprovalState::kUsed, std::nullopt, now));
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    return {};
+  }));
+}
+
+// --- Operators
+
+Status SqliteVault::AddOperator(const Operator& op, const AuditEvent& audit) {
+  if (op.name.empty() || op.cert_fingerprint.empty()) {
+    return Status(Code::kInvalidArgument, "operator needs a name and a certificate fingerprint");
+  }
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return ToStatus(InTxn(db, true, "add operator", [&]() -> Result<void> {
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt c, Stmt::Prepare(db, "check operator exists",
+                              "SELECT 1 FROM operators WHERE name = ? OR cert_fingerprint = ?"));
+    c.Bind(op.name, op.cert_fingerprint);
+    TPMMA_ASSIGN_OR_RETURN(bool exists, c.Step());
+    if (exists) {
+      return Error(Code::kAlreadyExists,
+                   Cat("operator ", op.name, " or its certificate is already registered"));
+    }
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(db, "insert operator",
+                              "INSERT INTO operators (name, role, cert_fingerprint, created_at, "
+                              "revoked_at) VALUES (?, ?, ?, ?, ?)"));
+    s.Bind(op.name, ToString(op.role), op.cert_fingerprint, op.created_at, op.revoked_at);
+    TPMMA_RETURN_IF_ERROR(s.Run());
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    return {};
+  }));
+}
+
+Result<Operator> SqliteVault::GetOperator(std::string_view name) {
+  std::lock_guard lock(mu_);
+  return GetOperatorWhere(db_.get(), "name", name);
+}
+
+Result<Operator> SqliteVault::GetOperatorByFingerprint(std::string_view fingerprint) {
+  std::lock_guard lock(mu_);
+  return GetOperatorWhere(db_.get(), "cert_fingerprint", fingerprint);
+}
+
+Result<std::vector<Operator>> SqliteVault::ListOperators() {
+  std::lock_guard lock(mu_);
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt s, Stmt::Prepare(db_.get(), "list operators",
+                            Cat("SELECT ", kOperatorColumns, " FROM operators ORDER BY name")));
+  std::vector<Operator> out;
+  while (true) {
+    TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    TPMMA_ASSIGN_OR_RETURN(Operator op, ReadOperator(s));
+    out.push_back(std::move(op));
+  }
+  return out;
+}
+
+Status SqliteVault::RevokeOperator(std::string_view name, int64_t now, const AuditEvent& audit) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return ToStatus(InTxn(db, true, "revoke operator", [&]() -> Result<void> {
+    TPMMA_ASSIGN_OR_RETURN(Operator op, GetOperatorWhere(db, "name", name));
+    if (op.revoked_at) {
+      return Error(Code::kConflict, Cat("operator ", name, " is already revoked"));
+    }
+    TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "revoke operator",
+                                                 "UPDATE operators SET revoked_at = ? "
+                                                 "WHERE name = ?"));
+    s.Bind(now, name);
+    TPMMA_RETURN_IF_ERROR(s.Run());
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    return {};
+  }));
+}
+
+// --- Audit
+
+Result<int64_t> SqliteVault::AppendAudit(const AuditEvent& event) {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return InTxn(db, true, "append audit",
+               [&]() -> Result<int64_t> { return AppendAuditLocked(db, event); });
+}
+
+Result<AuditPage> SqliteVault::ListAudit(const AuditFilter& f) {
+  TPMMA_ASSIGN_OR_RETURN(int64_t after_seq, ParseIntPageToken('a', f.page_token));
+  size_t n = ClampPageSize(f.page_size);
+  std::string sql =
+      "SELECT seq, time, actor, action, object, outcome, detail, prev_hash, hash "
+      "FROM audit_log WHERE seq > ?";
+  std::vector<std::variant<int64_t, std::string>> args{after_seq};
+  if (f.actor) {
+    sql += " AND actor = ?";
+    args.emplace_back(*f.actor);
+  }
+  if (f.action) {
+    sql += " AND action = ?";
+    args.emplace_back(*f.action);
+  }
+  if (f.object) {
+    sql += " AND object = ?";
+    args.emplace_back(*f.object);
+  }
+  if (f.time_from) {
+    sql += " AND time >= ?";
+    args.emplace_back(*f.time_from);
+  }
+  if (f.time_to) {
+    sql += " AND time < ?";
+    args.emplace_back(*f.time_to);
+  }
+  sql += " ORDER BY seq LIMIT ?";
+  args.emplace_back(static_cast<int64_t>(n + 1));
+  std::lock_guard lock(mu_);
+  TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db_.get(), "list audit log", sql));
+  for (size_t i = 0; i < args.size(); ++i) s.BindOne(static_cast<int>(i + 1), args[i]);
+  AuditPage page;
+  while (true) {
+    TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    if (page.records.size() == n) {
+      page.next_page_token = MakePageToken('a', std::to_string(page.records.back().seq));
+      break;
+    }
+    AuditRecord r;
+    r.seq = s.Int(0);
+    r.event = AuditEvent{s.Int(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Text(6)};
+    r.prev_hash = s.Blob(7);
+    r.hash = s.Blob(8);
+    page.records.push_back(std::move(r));
+  }
+  return page;
+}
+
+Status SqliteVault::VerifyAuditChain() {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return ToStatus(InTxn(db, false, "verify audit chain", [&]() -> Result<void> {
+    TPMMA_RETURN_IF_ERROR(VerifyAuditChainLocked(db));
+    return {};
+  }));
+}
+
+Status SqliteVault::IntegrityCheck() {
+  std::lock_guard lock(mu_);
+  sqlite3* db = db_.get();
+  return ToStatus(InTxn(db, false, "integrity check", [&]() -> Result<void> {
+    {
+      TPMMA_ASSIGN_OR_RETURN(Stmt s,
+                             Stmt::Prepare(db, "integrity check", "PRAGMA integrity_check(20)"));
+      std::string findings;
+      while (true) {
+        TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+        if (!row) break;
+        std::string line = s.Text(0);
+        if (line != "ok") findings += (findings.empty() ? "" : "; ") + line;
+      }
+      if (!findings.empty()) {
+        return Error(Code::kCorruption, "SQLite integrity check: " + findings);
+      }
+    }
+    {
+      TPMMA_ASSIGN_OR_RETURN(Stmt s,
+                             Stmt::Prepare(db, "foreign key check", "PRAGMA foreign_key_check"));
+      TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (row) {
+        return Error(Code::kCorruption, Cat("foreign key violation: table ", s.Text(0), " rowid ",
+                                            s.Int(1), " references ", s.Text(2)));
+      }
+    }
+    {
+      TPMMA_ASSIGN_OR_RETURN(
+          Stmt s, Stmt::Prepare(db, "check audit triggers",
+                                "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND "
+                                "name IN ('audit_log_no_update', 'audit_log_no_delete')"));
+      TPMMA_RETURN_IF_ERROR(s.Step());
+      if (s.Int(0) != 2) {
+        return Error(Code::kCorruption, "audit_log append-only triggers are missing");
+      }
+    }
+    TPMMA_RETURN_IF_ERROR(VerifyAuditChainLocked(db));
+    return {};
+  }));
+}
+
+}  // namespace tpmma::storage

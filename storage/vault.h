@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The vault: everything the MA must remember, behind one interface so that the embedded
+// SQLite backend and a later PostgreSQL one are interchangeable (tests/storage/ holds the
+// suite every backend must pass).
+//
+// Rules every implementation keeps:
+// - Each call is one transaction: it is either fully done and durable when it returns
+//   OK, or not done at all. Calls that change state take an AuditEvent that is appended
+//   to the hash-chained audit log in that same transaction, so the log never misses a
+//   committed change and never records one that did not commit. The server never needs
+//   raw transactions.
+// - Secrets are never stored: challenges keep the hash of the expected proof, sessions
+//   the hash of the token. Error messages never carry bound values.
+// - Times are Unix seconds passed in by the caller (the server reads its Env clock), so
+//   tests can move time without sleeping.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/bytes.h"
+#include "common/status.h"
+
+namespace tpmma::storage {
+
+// ---------------------------------------------------------------------------------------
+// Audit log
+
+// What the caller supplies; the vault assigns seq and the chain hashes.
+struct AuditEvent {
+  int64_t time = 0;
+  std::string actor;    // platform id, "operator:<name>" or "system"
+  std::string action;   // operation name, e.g. "Upload", "ApproveRestore"
+  std::string object;   // package id, platform id, approval id, ...
+  std::string outcome;  // "ok" or a CodeName(), e.g. "Conflict"
+  std::string detail;   // short, human; NEVER secrets
+  // Each text field is at most 1024 bytes (kInvalidArgument otherwise).
+};
+
+struct AuditRecord {
+  int64_t seq = 0;  // 1, 2, 3, ... without gaps
+  AuditEvent event;
+  Bytes prev_hash;  // 32 zero bytes for seq 1
+  Bytes hash;       // AuditRecordHash(seq, event, prev_hash)
+};
+
+// SHA-256 over a length-prefixed, domain-separated encoding of (seq, time, actor, action,
+// object, outcome, detail, prev_hash). Shared by every backend and by `ma-admin audit
+// verify`, so that a chain exported from one backend verifies with the other.
+Result<Bytes> AuditRecordHash(int64_t seq, const AuditEvent& event, ByteView prev_hash);
+
+struct AuditFilter {
+  std::optional<std::string> actor;
+  std::optional<std::string> action;
+  std::optional<std::string> object;
+  std::optional<int64_t> time_from;  // inclusive
+  std::optional<int64_t> time_to;    // exclusive
+  size_t page_size = 100;            // 0 → 100, capped at 1000
+  std::string page_token;            // from the previous page; empty for the first
+};
+
+struct AuditPage {
+  std::vector<AuditRecord> records;  // ascending seq
+  std::string next_page_token;       // empty when there are no more
+};
+
+// ---------------------------------------------------------------------------------------
+// Platforms (one TPM each)
+
+enum class PlatformState { kActive, kRevoked };
+
+struct Platform {
+  std::string id;  // hex of the EK Name
+  Bytes ek_public;
+  Bytes ek_certificate;  // DER
+  Bytes ak_public;
+  Bytes ak_name;
+  std::optional<Bytes> signing_key_public;  // package-signing key, once known
+  PlatformState state = PlatformState::kActive;
+  int64_t created_at = 0;
+  int64_t last_seen_at = 0;
+};
+
+struct PlatformPage {
+  std::vector<Platform> platforms;  // ascending id
+  std::string next_page_token;
+};
+
+// ---------------------------------------------------------------------------------------
+// Challenges and sessions
+
+enum class ChallengeKind { kAuthenticate, kDownloadNonce };
+
+struct Challenge {
+  std::string id;
+  ChallengeKind kind = ChallengeKind::kAuthenticate;
+  std::string platform_id;
+  Bytes expected_hash;    // SHA-256 of the expected proof/secret, never the secret
+  Bytes nonce;            // e.g. the qualifying data the AK must certify over
+  Bytes associated_data;  // opaque to the vault: the AK public, a package id, ...
+  int64_t created_at = 0;
+  int64_t expires_at = 0;
+};
+
+struct Session {
+  Bytes token_hash;  // SHA-256 of the token; the token itself is never stored
+  std::string platform_id;
+  int64_t created_at = 0;
+  int64_t expires_at = 0;
+};
+
+// Step 4 of Authenticate (DESIGN 4.1) as one transaction.
+struct AuthCompletion {
+  std::string challenge_id;
+  Bytes proof_hash;  // SHA-256 of what the platform sent; compared in constant time
+  int64_t now = 0;
+  // Written only after the proof matched, so an unproven AK never replaces a proven one.
+  // created_at/state of an existing row are kept; a revoked platform stays revoked.
+  Platform platform;
+  Session session;  // platform_id must equal platform.id and the challenge's platform
+  AuditEvent audit;
+};
+
+// ---------------------------------------------------------------------------------------
+// Packages
+
+enum class CustodyMode { kRecoveryCode, kEscrow };
+
+struct PackageKey {
+  std::string key_id;
+  std::string label;
+  std::string usage;
+};
+
+struct PackageDescriptor {
+  std::string package_id;  // UUID from the package
+  std::string source_platform_id;
+  std::string format_version;
+  int64_t created_at = 0;  // as stated in the package
+  int64_t uploaded_at = 0;
+  Bytes sha256;      // of the body; computed by the vault on Put
+  int64_t size = 0;  // of the body; computed by the vault on Put
+  CustodyMode custody = CustodyMode::kRecoveryCode;
+  std::vector<PackageKey> keys;  // in package order
+};
+
+struct Package {
+  PackageDescriptor descriptor;
+  Bytes body;  // the signed XML Migration Package
+};
+
+enum class PutOutcome { kStored, kAlreadyStored };
+
+struct PackageQuery {
+  std::optional<std::string> source_platform_id;
+  std::optional<int64_t> created_after;       // exclusive
+  std::optional<int64_t> created_before;      // exclusive
+  std::optional<std::string> label_contains;  // case-sensitive substring of any key label
+  // Own packages, plus those an active, unexpired approval at `now` grants to it.
+  std::optional<std::string> visible_to_platform;
+  int64_t now = 0;         // for visible_to_platform
+  size_t page_size = 100;  // 0 → 100, capped at 1000
+  std::string page_token;
+};
+
+struct PackagePage {
+  std::vector<PackageDescriptor> packages;  // in upload order
+  std::string next_page_token;
+};
+
+// ---------------------------------------------------------------------------------------
+// Approvals (helpdesk: "packages of OLD may be restored to NEW")
+
+enum class ApprovalState { kPending, kActive, kUsed, kRevoked };
+
+struct ApprovalRequest {
+  std::string old_platform_id;
+  std::string new_platform_id;
+  bool all_packages = true;
+  std::vector<std::string> package_ids;  // when !all_packages; must be non-empty then
+  std::string reason;
+  std::string created_by;  // operator name
+  int64_t created_at = 0;
+  int64_t expires_at = 0;
+  // Two-person rule: the approval stays pending until a different operator confirms it.
+  bool require_confirmation = false;
+};
+
+struct Approval {
+  int64_t id = 0;
+  std::string old_platform_id;
+  std::string new_platform_id;
+  bool all_packages = true;
+  std::vector<std::string> package_ids;
+  std::string reason;
+  std::string created_by;
+  int64_t created_at = 0;
+  int64_t expires_at = 0;
+  std::optional<std::string> confirmed_by;
+  ApprovalState state = ApprovalState::kPending;
+  std::optional<int64_t> used_at;
+};
+
+// ---------------------------------------------------------------------------------------
+// Operators
+
+enum class OperatorRole { kHelpdesk, kAuditor, kAdmin };
+
+struct Operator {
+  std::string name;
+  OperatorRole role = OperatorRole::kHelpdesk;
+  std::string cert_fingerprint;  // SHA-256 of the DER certificate, lower-case hex
+  int64_t created_at = 0;
+  std::optional<int64_t> revoked_at;
+};
+
+// Stable names, as stored and as printed by ma-admin.
+std::string_view ToString(PlatformState v);
+std::string_view ToString(ChallengeKind v);
+std::string_view ToString(CustodyMode v);
+std::string_view ToString(ApprovalState v);
+std::string_view ToString(OperatorRole v);
+
+// ---------------------------------------------------------------------------------------
+
+class Vault {
+ public:
+  virtual ~Vault() = default;
+
+  // --- Platforms
+  // Inserts, or updates the keys/certificate/last_seen_at of an existing platform (its
+  // created_at and state are kept). Returns the stored row.
+  virtual Result<Platform> UpsertPlatform(const Platform& platform,
+                                          const std::optional<AuditEvent>& audit) = 0;
+  virtual Result<Platform> GetPlatform(std::string_view id) = 0;
+  virtual Result<PlatformPage> ListPlatforms(size_t page_size, std::string_view page_token) = 0;
+  // Marks revoked and ends its sessions. kNotFound.
+  virtual Status RevokePlatform(std::string_view id, const AuditEvent& audit) = 0;
+
+  // --- Challenges
+  // kAlreadyExists if the id is taken.
+  virtual Status CreateChallenge(const Challenge& challenge,
+                                 const std::optional<AuditEvent>& audit) = 0;
+  // Marks the challenge used and returns it, atomically: of any number of concurrent
+  // callers exactly one gets it. kNotFound (unknown id), kUnauthenticated (already used
+  // or of another kind), kExpired (now >= expires_at).
+  virtual Result<Challenge> ConsumeChallenge(std::string_view id, ChallengeKind kind,
+                                             int64_t now) = 0;
+  // Consumes the authenticate challenge, checks the proof hash, upserts the platform,
+  // creates the session and appends the audit event, in one transaction. A wrong proof or
+  // a challenge issued to another platform still burns the challenge (committed) and
+  // returns kUnauthenticated; a revoked platform gets kPermissionDenied (also burnt).
+  // Refusals append no audit row: the caller records them with AppendAudit.
+  // Returns the consumed challenge.
+  virtual Result<Challenge> CompleteAuthentication(const AuthCompletion& completion) = 0;
+
+  // --- Sessions
+  virtual Status CreateSession(const Session& session, const std::optional<AuditEvent>& audit) = 0;
+  // kNotFound, or kExpired when now >= expires_at.
+  virtual Result<Session> GetSession(ByteView token_hash, int64_t now) = 0;
+  virtual Status DeleteSession(ByteView token_hash, const std::optional<AuditEvent>& audit) = 0;
+  // Removes expired sessions and expired or used challenges; returns how many rows.
+  virtual Result<int64_t> PurgeExpired(int64_t now) = 0;
+
+  // --- Packages
+  // Computes sha256/size from the body (the caller's values are ignored). Same id and
+  // same digest → kAlreadyStored (nothing written but the audit event); same id and a
+  // different digest → kConflict. The source platform must exist (kNotFound).
+  virtual Result<PutOutcome> PutPackage(const Package& package, const AuditEvent& audit) = 0;
+  virtual Result<Package> GetPackage(std::string_view package_id) = 0;
+  virtual Result<PackageDescriptor> GetPackageDescriptor(std::string_view package_id) = 0;
+  // Row, key rows and body are gone, and not readable from the file, once this returns.
+  virtual Status DeletePackage(std::string_view package_id, const AuditEvent& audit) = 0;
+  // kInvalidArgument for a page token this backend did not issue.
+  virtual Result<PackagePage> QueryPackages(const PackageQuery& query) = 0;
+
+  // --- Approvals
+  // Active at once, or pending if request.require_confirmation. An empty audit.object is
+  // filled in with the new approval's id (the caller cannot know it beforehand).
+  virtual Result<Approval> CreateApproval(const ApprovalRequest& request,
+                                          const AuditEvent& audit) = 0;
+  // pending → active. kPermissionDenied if `operator_name` created it, kExpired, kConflict
+  // if not pending.
+  virtual Result<Approval> ConfirmApproval(int64_t approval_id, std::string_view operator_name,
+                                           int64_t now, const AuditEvent& audit) = 0;
+  // pending/active → revoked; kConflict otherwise.
+  virtual Status RevokeApproval(int64_t approval_id, const AuditEvent& audit) = 0;
+  virtual Result<Approval> GetApproval(int64_t approval_id) = 0;
+  // Approvals naming `new_platform_id` (all of them if empty), newest first.
+  virtual Result<std::vector<Approval>> ListApprovals(std::string_view new_platform_id) = 0;
+  // An active, unexpired approval letting `new_platform_id` download `package_id` (whose
+  // source must be the approval's old platform). kNotFound if none.
+  virtual Result<Approval> FindActiveApproval(std::string_view new_platform_id,
+                                              std::string_view package_id, int64_t now) = 0;
+  // active → used. kConflict if not active, kExpired if past expires_at.
+  virtual Status MarkApprovalUsed(int64_t approval_id, int64_t now, const AuditEvent& audit) = 0;
+
+  // --- Operators
+  // kAlreadyExists for a taken name or fingerprint.
+  virtual Status AddOperator(const Operator& op, const AuditEvent& audit) = 0;
+  virtual Result<Operator> GetOperator(std::string_view name) = 0;
+  // Returns revoked operators too; the caller checks revoked_at.
+  virtual Result<Operator> GetOperatorByFingerprint(std::string_view fingerprint) = 0;
+  virtual Result<std::vector<Operator>> ListOperators() = 0;
+  // kNotFound; kConflict if already revoked.
+  virtual Status RevokeOperator(std::string_view name, int64_t now, const AuditEvent& audit) = 0;
+
+  // --- Audit
+  // For events with no state change of their own (a refused request, a login). Returns seq.
+  virtual Result<int64_t> AppendAudit(const AuditEvent& event) = 0;
+  virtual Result<AuditPage> ListAudit(const AuditFilter& filter) = 0;
+  // kCorruption naming the first bad seq (edited, inserted or deleted record).
+  virtual Status VerifyAuditChain() = 0;
+
+  // --- Maintenance
+  // Backend self-check plus VerifyAuditChain; kCorruption on any finding.
+  virtual Status IntegrityCheck() = 0;
+};
+
+}  // namespace tpmma::storage

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The conformance suite every Vault backend must pass (vault_test.cc). A backend plugs in
+// with one INSTANTIATE_TEST_SUITE_P giving a VaultBackend that opens, and reopens, a
+// vault kept under a test directory; see sqlite_vault_test.cc.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "storage/vault.h"
+#include "tests/support/testutil.h"
+
+namespace tpmma::storage::testing {
+
+struct VaultBackend {
+  std::string name;
+  // Opens the vault whose data lives under `dir` (creating it the first time).
+  std::function<Result<std::unique_ptr<Vault>>(const std::string& dir)> open;
+};
+
+inline std::string BackendName(const ::testing::TestParamInfo<VaultBackend>& info) {
+  return info.param.name;
+}
+
+class VaultTest : public ::testing::TestWithParam<VaultBackend> {
+ protected:
+  void SetUp() override { ASSERT_NO_FATAL_FAILURE(Open()); }
+
+  void Open() {
+    auto v = GetParam().open(dir_.path());
+    ASSERT_TRUE(v.has_value()) << v.error().ToString();
+    vault_ = std::move(*v);
+  }
+  void Reopen() {
+    vault_.reset();
+    Open();
+  }
+
+  tpmma::testing::TempDir dir_;
+  std::unique_ptr<Vault> vault_;
+};
+
+}  // namespace tpmma::storage::testing
+
+// Work for both Status and Result<T>.
+#ifndef ASSERT_OK
+#define ASSERT_OK(expr)                                                 \
+  do {                                                                  \
+    auto&& s_ = (expr);                                                 \
+    ASSERT_TRUE(::tpmma::internal::AsStatus(s_).ok())                   \
+        << #expr << ": " << ::tpmma::internal::AsStatus(s_).ToString(); \
+  } while (0)
+#endif
+#ifndef EXPECT_CODE
+#define EXPECT_CODE(expr, c) EXPECT_EQ(::tpmma::internal::AsStatus((expr)).code(), (c)) << #expr
+#endif
