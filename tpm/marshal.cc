@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "tpm/marshal.h"
+
+#include <string>
+
+#include <tss2/tss2_mu.h>
+
+#include "tpm/tss_error.h"
+
+namespace tpmma::tpm {
+
+namespace {
+
+template <typename T>
+using MarshalFn = TSS2_RC (*)(const T*, uint8_t*, size_t, size_t*);
+template <typename T>
+using UnmarshalFn = TSS2_RC (*)(const uint8_t*, size_t, size_t*, T*);
+
+template <typename T>
+Result<T> DoUnmarshal(ByteView data, UnmarshalFn<T> fn, const char* call) {
+  T out{};
+  size_t offset = 0;
+  TPMMA_RETURN_IF_ERROR(CheckRc(call, fn(data.data(), data.size(), &offset, &out)));
+  if (offset != data.size()) {
+    return Error(Code::kMalformed, std::string(call) + ": " + std::to_string(data.size() - offset) +
+                                       " trailing bytes after the structure");
+  }
+  return out;
+}
+
+template <typename T>
+Result<Bytes> DoMarshal(const T& value, MarshalFn<T> fn, const char* call) {
+  // The in-memory structs hold every array at its maximum size, so they bound the
+  // marshalled size; the slack covers selector/size fields.
+  Bytes out(sizeof(T) + 64);
+  size_t offset = 0;
+  TPMMA_RETURN_IF_ERROR(CheckRc(call, fn(&value, out.data(), out.size(), &offset)));
+  out.resize(offset);
+  return out;
+}
+
+}  // namespace
+
+#define TPMMA_MU_TYPE(T)                                                               \
+  template <>                                                                          \
+  Result<T> Unmarshal<T>(ByteView data) {                                              \
+    return DoUnmarshal<T>(data, &Tss2_MU_##T##_Unmarshal, "Tss2_MU_" #T "_Unmarshal"); \
+  }                                                                                    \
+  template <>                                                                          \
+  Result<Bytes> Marshal<T>(const T& value) {                                           \
+    return DoMarshal<T>(value, &Tss2_MU_##T##_Marshal, "Tss2_MU_" #T "_Marshal");      \
+  }
+
+TPMMA_MU_TYPE(TPM2B_PUBLIC)
+TPMMA_MU_TYPE(TPMT_PUBLIC)
+TPMMA_MU_TYPE(TPM2B_PRIVATE)
+TPMMA_MU_TYPE(TPM2B_ENCRYPTED_SECRET)
+TPMMA_MU_TYPE(TPM2B_ID_OBJECT)
+TPMMA_MU_TYPE(TPM2B_NAME)
+TPMMA_MU_TYPE(TPM2B_ATTEST)
+TPMMA_MU_TYPE(TPMS_ATTEST)
+TPMMA_MU_TYPE(TPMT_SIGNATURE)
+TPMMA_MU_TYPE(TPM2B_DIGEST)
+TPMMA_MU_TYPE(TPMS_ECC_POINT)
+TPMMA_MU_TYPE(TPM2B_SENSITIVE)
+
+#undef TPMMA_MU_TYPE
+
+Result<TPMS_ATTEST> AttestFromTpm2b(const TPM2B_ATTEST& attest) {
+  return Unmarshal<TPMS_ATTEST>(ByteView(attest.attestationData, attest.size));
+}
+
+}  // namespace tpmma::tpm
