@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Everything that touches a gSOAP context goes through here, so that the server and the
+// LMS share one set of safe settings (DESIGN.md section 6) and one Status <-> SOAP Fault
+// mapping (section 7): a fault's MAFault/Code is CodeName() of the Status, verbatim.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "common/bytes.h"
+#include "common/status.h"
+#include "soapH.h"  // generated: struct soap, xsd__base64Binary, _ma__* classes
+
+namespace tpmma::wsdl {
+
+// gSOAP's defaults wait forever and accept 2 GB bodies; these are bounded. Tune per role
+// (the server from its config; Limits in GetMAServiceInfo must advertise the same values).
+struct SoapLimits {
+  uint64_t max_message_bytes = 16u << 20;  // whole received message (recv_maxlength)
+  long max_string_bytes = 12l << 20;       // one string or base64 value (maxlength)
+  unsigned max_depth = 32;                 // XML nesting (maxlevel); ours is < 10 deep
+  size_t max_occurs = 1000;                // items in one repeated element (maxoccurs)
+  int connect_timeout_s = 10;
+  int accept_timeout_s = 30;
+  int recv_timeout_s = 30;       // per read
+  int send_timeout_s = 30;       // per write
+  int transfer_timeout_s = 120;  // a whole message, so a slow sender cannot hold a thread
+};
+
+// Applies strict parsing (SOAP_XML_STRICT: missing/unknown/duplicate elements and bad
+// base64 are errors), UTF-8 strings as-is (SOAP_C_UTFSTRING), and the limits above.
+// Call it on every context right after creating it (and after soap_init/reset).
+void HardenContext(struct soap* soap, const SoapLimits& limits = {});
+
+// gSOAP silently skips a DOCTYPE (and so would let entity tricks near the parser): refuse
+// any body containing "<!DOCTYPE" in any case before gSOAP sees it. Also refuses NUL bytes,
+// which is how a UTF-16 body would hide the same declaration. Code::kMalformed.
+Status RejectDoctype(std::string_view body);
+
+// Server side: turns `status` (not OK) into the SOAP Fault to send: faultcode Client for
+// errors the caller can fix, Server otherwise; faultstring and MAFault/Message = the
+// message; MAFault/Code = CodeName(code). Returns SOAP_FAULT, so a service method can
+// `return SetFault(soap, status);`.
+int SetFault(struct soap* soap, const Status& status);
+
+// Client side (and server side after a failed parse): the Status behind soap->error.
+// MAFault details map back to their Code (unknown names become kInternal); transport
+// errors become kUnavailable, XML that breaks the schema kSchemaViolation, unparseable XML
+// kMalformed, exceeded limits kLimitExceeded.
+Status StatusFromSoap(struct soap* soap);
+
+// "SchemaViolation" -> Code::kSchemaViolation; kInternal for unknown names (so a newer MA
+// cannot make an old client misread a code). TODO: move to common/ next to CodeName.
+Code CodeFromName(std::string_view name);
+
+// Bytes <-> xsd:base64Binary. The result of ToBase64Binary lives in soap's arena (freed
+// by soap_end), so it can go straight into a generated request or response.
+xsd__base64Binary ToBase64Binary(struct soap* soap, ByteView data);
+Bytes FromBase64Binary(const xsd__base64Binary& value);
+
+}  // namespace tpmma::wsdl
