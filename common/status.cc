@@ -30,6 +30,13 @@ std::string_view CodeName(Code code) {
   return "Internal";
 }
 
+Code CodeFromName(std::string_view name) {
+  for (int i = static_cast<int>(Code::kOk); i <= static_cast<int>(Code::kInternal); ++i) {
+    if (CodeName(static_cast<Code>(i)) == name) return static_cast<Code>(i);
+  }
+  return Code::kInternal;
+}
+
 std::string Status::ToString() const {
   if (ok()) return "OK";
   std::string out(CodeName(code_));

@@ -33,11 +33,15 @@ enum class Code {
   kUnsupported,        // algorithm, version or feature not supported
   kVersionTooNew,      // on-disk or on-wire format newer than this build understands
   kUnavailable,        // dependency unreachable (MA, TPM); retrying may help
-  kInternal,           // a bug: an invariant did not hold
+  kInternal,           // a bug: an invariant did not hold; keep last (CodeFromName)
 };
 
 // Stable name used on the wire ("SchemaViolation"); never changes once released.
 std::string_view CodeName(Code code);
+
+// "SchemaViolation" -> Code::kSchemaViolation; kInternal for unknown names, so a newer
+// peer cannot make an old one misread a code.
+Code CodeFromName(std::string_view name);
 
 class [[nodiscard]] Status {
  public:

@@ -97,13 +97,6 @@ int SetFault(struct soap* soap, const Status& status) {
   return SOAP_FAULT;
 }
 
-Code CodeFromName(std::string_view name) {
-  for (int i = static_cast<int>(Code::kOk); i <= static_cast<int>(Code::kInternal); ++i) {
-    if (CodeName(static_cast<Code>(i)) == name) return static_cast<Code>(i);
-  }
-  return Code::kInternal;
-}
-
 Status StatusFromSoap(struct soap* soap) {
   const int error = soap->error;
   if (error == SOAP_OK) return Status::Ok();

@@ -50,10 +50,6 @@ int SetFault(struct soap* soap, const Status& status);
 // kMalformed, exceeded limits kLimitExceeded.
 Status StatusFromSoap(struct soap* soap);
 
-// "SchemaViolation" -> Code::kSchemaViolation; kInternal for unknown names (so a newer MA
-// cannot make an old client misread a code). TODO: move to common/ next to CodeName.
-Code CodeFromName(std::string_view name);
-
 // Bytes <-> xsd:base64Binary. The result of ToBase64Binary lives in soap's arena (freed
 // by soap_end), so it can go straight into a generated request or response.
 xsd__base64Binary ToBase64Binary(struct soap* soap, ByteView data);

@@ -51,6 +51,11 @@ TEST(StatusTest, CodeNamesAreStableAndDistinct) {
     names.insert(CodeName(static_cast<Code>(c)));
   }
   EXPECT_EQ(names.size(), static_cast<size_t>(Code::kInternal) + 1);
+  for (int c = 0; c <= static_cast<int>(Code::kInternal); ++c) {
+    EXPECT_EQ(CodeFromName(CodeName(static_cast<Code>(c))), static_cast<Code>(c));
+  }
+  EXPECT_EQ(CodeFromName("NoSuchCode"), Code::kInternal);
+  EXPECT_EQ(CodeFromName("schemaviolation"), Code::kInternal);  // names are case-sensitive
 }
 
 }  // namespace

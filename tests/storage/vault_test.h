@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -20,6 +21,9 @@ struct VaultBackend {
   // Opens the vault whose data lives under `dir` (creating it the first time).
   std::function<Result<std::unique_ptr<Vault>>(const std::string& dir)> open;
 };
+
+// Keeps ctest names readable ("... # GetParam() = Sqlite", not a byte dump).
+inline void PrintTo(const VaultBackend& backend, std::ostream* os) { *os << backend.name; }
 
 inline std::string BackendName(const ::testing::TestParamInfo<VaultBackend>& info) {
   return info.param.name;
