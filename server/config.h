@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// ma-server's configuration: one TOML file (written by `ma-admin init`, read by
+// `ma-server --config`). Relative paths are resolved against the file's directory, so a
+// state directory can be moved as a whole.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace tpmma::server {
+
+struct Config {
+  // [server]
+  std::string listen_address = "127.0.0.1";
+  uint16_t listen_port = 8443;
+  int io_threads = 2;
+  int worker_threads = 8;
+  int max_connections = 1024;
+  // [tls]
+  std::string tls_certificate;  // PEM chain
+  std::string tls_private_key;  // PEM, mode 0600
+  // [limits]
+  uint32_t max_header_bytes = 8 * 1024;
+  uint64_t max_body_bytes = 16 * 1024 * 1024;
+  uint32_t read_timeout_ms = 10'000;  // whole request, headers + body (slowloris)
+  uint32_t idle_timeout_ms = 60'000;  // between keep-alive requests
+  uint64_t max_package_bytes = 8 * 1024 * 1024;
+  uint32_t max_child_keys = 1000;
+  // [ma]
+  std::string ma_key_id = "ma-1";
+  std::string ma_private_key;  // PEM, mode 0600, readable only by the service user
+  std::string ma_certificate;  // PEM X.509 of the MA storage key
+  // [vault]
+  std::string vault_path;
+  // [trust]
+  std::vector<std::string> ek_roots;  // PEM files or directories of PEM files
+  // [auth]
+  uint32_t challenge_ttl_s = 120;
+  uint32_t session_ttl_s = 900;
+  uint32_t download_nonce_ttl_s = 300;
+  // [log]
+  std::string log_level = "info";  // trace, debug, info, warn, error
+  // [bench]
+  bool bench_echo = false;  // POST /echo answers with the body (ma-bench baseline only)
+};
+
+// Reads and checks the file; every bad value gives kInvalidArgument naming the key
+// ("limits.max_body_bytes must be between 1024 and 268435456, got 0").
+Result<Config> LoadConfig(const std::string& path);
+
+// The TOML text for `cfg` (used by `ma-admin init`); LoadConfig(SaveConfig(c)) == c.
+std::string ConfigToToml(const Config& cfg);
+
+}  // namespace tpmma::server
