@@ -1,0 +1,10 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Files compiled into the library by embed_file.cmake (internal to schema/).
+#pragma once
+
+#include <cstddef>
+
+namespace tpmma::package::internal {
+extern const unsigned char kPackageXsd[];
+extern const size_t kPackageXsdSize;
+}  // namespace tpmma::package::internal
