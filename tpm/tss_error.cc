@@ -108,6 +108,13 @@ Status CheckRc(std::string_view call, TSS2_RC rc) {
     return Status(Code::kUnavailable, std::move(msg) + ": cannot reach the TPM");
   }
   std::string_view plain = Explain(call, TpmBaseRc(rc));
+  // TPM2_Import's 4th parameter is inSymSeed: any error there means the seed was encrypted
+  // to another parent (e.g. an ECC-wrapped backup offered to an RSA SRK).
+  constexpr uint32_t kInSymSeed = 4;
+  if (Contains(call, "Import") && layer == TSS2_TPM_RC_LAYER && (base_code & TPM2_RC_FMT1) &&
+      (base_code & TPM2_RC_P) && ((base_code >> 8) & 0xF) == kInSymSeed) {
+    plain = "this backup was not wrapped for this TPM (its seed does not match this parent key)";
+  }
   if (!plain.empty()) {
     msg += ": ";
     msg += plain;

@@ -35,6 +35,14 @@ TEST(TssErrorTest, ImportFailureMeansWrongTpm) {
   EXPECT_FALSE(Has(CheckRc("Esys_Sign", 0x101), "not wrapped for this TPM"));
 }
 
+TEST(TssErrorTest, ImportSeedParameterErrorMeansWrongTpm) {
+  // 0x4D5: TPM_RC_SIZE on parameter 4 (inSymSeed): an ECC-wrapped seed under an RSA SRK.
+  EXPECT_TRUE(Has(CheckRc("Esys_Import", 0x4D5), "not wrapped for this TPM"));
+  // The same code on parameter 3 (duplicate) is about the inner wrapper, not the parent.
+  EXPECT_TRUE(Has(CheckRc("Esys_Import", 0x3D5), "inner wrapper key"));
+  EXPECT_FALSE(Has(CheckRc("Esys_Load", 0x4D5), "not wrapped for this TPM"));
+}
+
 TEST(TssErrorTest, KnownCodesInPlainWords) {
   EXPECT_TRUE(Has(CheckRc("Esys_Import", 0x3DF), "damaged or was tampered with"));
   EXPECT_TRUE(Has(CheckRc("Esys_Import", 0x1C2), "inner wrapper key"));
