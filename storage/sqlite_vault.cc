@@ -6,13 +6,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <concepts>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <variant>
+#include <vector>
 
 #include <openssl/evp.h>
 
@@ -339,8 +346,8 @@ Status ToStatus(const Result<void>& r) {
   return r.has_value() ? Status() : r.error();
 }
 
-void Fault(const SqliteVaultOptions& options, std::string_view step) {
-  if (options.fault_hook) options.fault_hook(step);
+Status Fault(const SqliteVaultOptions& options, std::string_view step) {
+  return options.fault_hook(step);
 }
 
 size_t ClampPageSize(size_t n) {
@@ -401,7 +408,8 @@ constexpr OperatorRole kOperatorRoles[] = {OperatorRole::kHelpdesk, OperatorRole
                                            OperatorRole::kAdmin};
 
 // ---------------------------------------------------------------------------------------
-// Row helpers; callers hold the mutex and, for writes, an open transaction.
+// Row helpers. Writes run on the writer thread inside its open transaction; reads on a
+// leased read connection.
 
 Result<int64_t> AppendAuditLocked(sqlite3* db, const AuditEvent& e) {
   // The log is for short facts; a big field is a bug (or a secret being dumped into it).
@@ -759,19 +767,323 @@ Status Migrate(sqlite3* db, const std::string& path) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
+// The writer thread and the read connections.
 
-void SqliteVault::DbCloser::operator()(sqlite3* db) const {
-  sqlite3_close_v2(db);
+namespace internal {
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+
+// A non-owning, non-allocating callable reference: enough because a caller blocks until
+// the writer is done with its closure.
+template <typename Sig>
+class FunctionRef;
+template <typename R, typename... A>
+class FunctionRef<R(A...)> {
+ public:
+  // Constrained so that copying a FunctionRef copies it instead of wrapping it.
+  template <typename F,
+            typename = std::enable_if_t<!std::is_same_v<std::remove_cvref_t<F>, FunctionRef>>>
+  FunctionRef(F& f)  // NOLINT(google-explicit-constructor)
+      : obj_(&f), call_([](void* obj, A... a) -> R { return (*static_cast<F*>(obj))(a...); }) {}
+  R operator()(A... a) const { return call_(obj_, a...); }
+
+ private:
+  void* obj_;
+  R (*call_)(void*, A...);
+};
+
+// Owns the only read-write connection. Calls queue up while the thread is busy (mostly
+// in fsync); it then takes up to max_batch of them into one transaction, each inside its
+// own SAVEPOINT, and commits once.
+class SqliteWriter {
+ public:
+  // One queued call; lives on the caller's stack until Complete() has run.
+  struct Op {
+    Op(std::string_view purpose_in, FunctionRef<Status(sqlite3*)> run_in, bool checkpoint)
+        : purpose(purpose_in), run(run_in), checkpoint_after(checkpoint) {}
+    std::string_view purpose;
+    FunctionRef<Status(sqlite3*)> run;
+    bool checkpoint_after;
+    Status status;  // the call's own outcome; written by the writer thread only
+
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;    // guarded by mu
+    Status final_status;  // guarded by mu; what the caller gets
+  };
+
+  SqliteWriter(DbPtr db, size_t max_batch, const FaultHook* hook)
+      : db_(std::move(db)), max_batch_(std::max<size_t>(max_batch, 1)), hook_(hook) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~SqliteWriter() { Stop(); }
+  SqliteWriter(const SqliteWriter&) = delete;
+  SqliteWriter& operator=(const SqliteWriter&) = delete;
+
+  // Runs everything already queued, then joins the thread. Idempotent.
+  void Stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Blocks until the call ran and the COMMIT that holds it returned (or failed).
+  Status Run(std::string_view purpose, FunctionRef<Status(sqlite3*)> run, bool checkpoint_after) {
+    Op op(purpose, run, checkpoint_after);
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return Status(Code::kUnavailable, "vault is shutting down");
+      queue_.push_back(&op);
+      queued_.store(queue_.size(), std::memory_order_relaxed);
+    }
+    cv_.notify_one();
+    std::unique_lock lock(op.mu);
+    op.cv.wait(lock, [&] { return op.done; });
+    return std::move(op.final_status);
+  }
+
+  SqliteVaultStats Stats() const {
+    SqliteVaultStats s;
+    s.calls = calls_.load(std::memory_order_relaxed);
+    s.commits = commits_.load(std::memory_order_relaxed);
+    s.largest_batch = largest_batch_.load(std::memory_order_relaxed);
+    s.queued = queued_.load(std::memory_order_relaxed);
+    return s;
+  }
+
+ private:
+  void Loop() {
+    std::vector<Op*> batch;
+    std::unique_lock lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything queued has been run
+      while (!queue_.empty() && batch.size() < max_batch_) {
+        batch.push_back(queue_.front());
+        queue_.pop_front();
+      }
+      queued_.store(queue_.size(), std::memory_order_relaxed);
+      lock.unlock();
+      if (batch.size() > largest_batch_.load(std::memory_order_relaxed)) {
+        largest_batch_.store(batch.size(), std::memory_order_relaxed);
+      }
+      RunBatch(std::move(batch));
+      batch.clear();
+      lock.lock();
+    }
+  }
+
+  void Complete(Op* op, Status status) {
+    calls_.fetch_add(1, std::memory_order_relaxed);
+    // Notify under the lock: once it sees `done` the caller returns and destroys *op.
+    std::lock_guard lock(op->mu);
+    op->final_status = std::move(status);
+    op->done = true;
+    op->cv.notify_one();
+  }
+
+  // Runs one call in its own savepoint, so that its failure undoes only its own rows.
+  void RunInSavepoint(sqlite3* db, Op& op) {
+    op.status = Exec(db, Cat("savepoint ", op.purpose), "SAVEPOINT call");
+    if (!op.status.ok()) return;
+    op.status = op.run(db);
+    if (sqlite3_get_autocommit(db) != 0) return;  // SQLite dropped the transaction; see caller
+    if (op.status.ok()) {
+      op.status = Exec(db, Cat("release savepoint ", op.purpose), "RELEASE call");
+      if (op.status.ok()) return;
+    }
+    Status undo = Exec(db, Cat("roll back ", op.purpose), "ROLLBACK TO call; RELEASE call");
+    // Never commit a call's half-written rows: if they cannot be undone alone, drop the
+    // whole transaction (the caller then runs the neighbours again).
+    if (!undo.ok()) RollbackIfOpen(db);
+  }
+
+  void RunBatch(std::vector<Op*> pending) {
+    sqlite3* db = db_.get();
+    while (!pending.empty()) {
+      if (Status s = Exec(db, "begin write batch", "BEGIN IMMEDIATE"); !s.ok()) {
+        for (Op* op : pending) Complete(op, s);
+        return;
+      }
+      size_t next = 0;
+      Op* lost_by = nullptr;
+      while (next < pending.size() && lost_by == nullptr) {
+        Op* op = pending[next++];
+        RunInSavepoint(db, *op);
+        // Some errors (SQLITE_FULL, IOERR, ...) make SQLite roll back the whole
+        // transaction, taking the neighbours' rows with it.
+        if (sqlite3_get_autocommit(db) != 0) lost_by = op;
+      }
+      if (lost_by != nullptr) {
+        Complete(lost_by, lost_by->status.ok()
+                              ? Status(Code::kIoError,
+                                       Cat(lost_by->purpose, ": transaction rolled back by SQLite"))
+                              : lost_by->status);
+        // Nothing of the others is left, and their answers may rest on rows that are
+        // gone: run them again in a new transaction. Each round completes one call.
+        std::erase(pending, lost_by);
+        continue;
+      }
+      Status commit = (*hook_)("commit");
+      if (commit.ok()) commit = Exec(db, "commit write batch", "COMMIT");
+      if (!commit.ok()) {
+        RollbackIfOpen(db);
+        // Nothing of theirs is durable, and even a refusal may rest on a neighbour's
+        // rows that are now gone: every call gets the COMMIT's error.
+        for (Op* op : pending) Complete(op, commit);
+        return;
+      }
+      commits_.fetch_add(1, std::memory_order_relaxed);
+      if (std::ranges::any_of(pending, [](const Op* op) { return op->checkpoint_after; })) {
+        // Removes deleted bodies' old frames from the WAL file. Best effort: a reader in
+        // another process can make it partial (the next delete or the automatic
+        // checkpoint finishes the job).
+        sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+      }
+      for (Op* op : pending) Complete(op, op->status);
+      return;
+    }
+  }
+
+  DbPtr db_;  // the writer thread's alone once the thread runs
+  const size_t max_batch_;
+  const FaultHook* hook_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Op*> queue_;  // guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
+
+  std::atomic<uint64_t> calls_{0};
+  std::atomic<uint64_t> commits_{0};
+  std::atomic<uint64_t> largest_batch_{0};
+  std::atomic<uint64_t> queued_{0};
+
+  std::thread thread_;  // last: starts once everything above exists
+};
+
+// Read-only connections. A WAL reader sees the last COMMIT and is never blocked by the
+// writer, so reads do not queue behind an fsync; a small pool, because the server's
+// worker threads are few and each connection keeps its own page cache (up to 2 MB).
+class SqliteReadPool {
+ public:
+  class Lease {
+   public:
+    Lease(SqliteReadPool* pool, sqlite3* db) : pool_(pool), db_(db) {}
+    ~Lease() { pool_->Release(db_); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    sqlite3* get() const { return db_; }
+
+   private:
+    SqliteReadPool* pool_;
+    sqlite3* db_;
+  };
+
+  explicit SqliteReadPool(std::vector<DbPtr> conns) : conns_(std::move(conns)) {
+    for (const DbPtr& c : conns_) free_.push_back(c.get());
+  }
+
+  Lease Acquire() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !free_.empty(); });
+    sqlite3* db = free_.back();
+    free_.pop_back();
+    return Lease(this, db);
+  }
+
+ private:
+  void Release(sqlite3* db) {
+    {
+      std::lock_guard lock(mu_);
+      free_.push_back(db);
+    }
+    cv_.notify_one();
+  }
+
+  std::vector<DbPtr> conns_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<sqlite3*> free_;  // guarded by mu_
+};
+
+}  // namespace internal
+
+namespace {
+
+using internal::DbPtr;
+
+constexpr bool kCheckpointAfter = true;
+
+// Runs f(db) on the writer thread inside the current batch's transaction and returns its
+// result once that transaction has committed; the COMMIT's error if it did not.
+template <typename F>
+auto Write(internal::SqliteWriter& writer, std::string_view purpose, bool checkpoint_after, F&& f)
+    -> std::invoke_result_t<F&, sqlite3*> {
+  using R = std::invoke_result_t<F&, sqlite3*>;
+  std::optional<R> result;
+  auto run = [&](sqlite3* db) -> Status {
+    result.emplace(f(db));  // may run twice if SQLite drops the transaction; last one counts
+    return result->has_value() ? Status() : result->error();
+  };
+  Status s = writer.Run(purpose, run, checkpoint_after);
+  if (!s.ok()) return Error(std::move(s));
+  return std::move(*result);
 }
+
+template <typename F>
+auto Write(internal::SqliteWriter& writer, std::string_view purpose, F&& f) {
+  return Write(writer, purpose, false, std::forward<F>(f));
+}
+
+// Same configuration on every connection: a tampered file's triggers/views cannot call
+// risky functions (trusted_schema=OFF).
+Result<DbPtr> OpenConnection(const std::string& path, const SqliteVaultOptions& options,
+                             std::string_view pragmas) {
+  sqlite3* raw = nullptr;
+  int rc =
+      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  DbPtr db(raw);
+  if (rc != SQLITE_OK) {
+    return Error(SqliteError(db.get(), rc, Cat("open vault ", path)));
+  }
+  sqlite3_extended_result_codes(db.get(), 1);
+  sqlite3_busy_timeout(db.get(), options.busy_timeout_ms);
+  TPMMA_RETURN_IF_ERROR(
+      Exec(db.get(), "configure connection",
+           Cat("PRAGMA trusted_schema = OFF; PRAGMA foreign_keys = ON; ", pragmas)));
+  return db;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
 
 int SqliteVault::SchemaVersion() {
   return kSchemaVersion;
 }
 
-SqliteVault::SqliteVault(DbPtr db, SqliteVaultOptions options)
-    : db_(std::move(db)), options_(std::move(options)) {}
+SqliteVault::SqliteVault(SqliteVaultOptions options,
+                         std::unique_ptr<internal::SqliteReadPool> readers)
+    : options_(std::move(options)), readers_(std::move(readers)) {}
 
-SqliteVault::~SqliteVault() = default;
+SqliteVault::~SqliteVault() {
+  // Drain first; then close the readers before the writer, so that the read-write
+  // connection is the last one and its close checkpoints the WAL into the file.
+  if (writer_) writer_->Stop();
+  readers_.reset();
+  writer_.reset();
+}
+
+SqliteVaultStats SqliteVault::GetStats() const {
+  return writer_->Stats();
+}
 
 Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
                                                        SqliteVaultOptions options) {
@@ -784,19 +1096,7 @@ Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
   } else if (errno != EEXIST) {
     return Error(Code::kIoError, Cat("cannot create vault ", path, ": ", std::strerror(errno)));
   }
-  sqlite3* raw = nullptr;
-  int rc =
-      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
-  DbPtr db(raw);
-  if (rc != SQLITE_OK) {
-    return Error(SqliteError(db.get(), rc, Cat("open vault ", path)));
-  }
-  sqlite3_extended_result_codes(db.get(), 1);
-  sqlite3_busy_timeout(db.get(), options.busy_timeout_ms);
-  // trusted_schema=OFF: a tampered file's triggers/views cannot call risky functions.
-  TPMMA_RETURN_IF_ERROR(Exec(db.get(), "configure connection",
-                             "PRAGMA trusted_schema = OFF; PRAGMA foreign_keys = ON; "
-                             "PRAGMA secure_delete = ON;"));
+  TPMMA_ASSIGN_OR_RETURN(DbPtr db, OpenConnection(path, options, "PRAGMA secure_delete = ON;"));
   TPMMA_RETURN_IF_ERROR(CheckIdentity(db.get(), path));
   {
     TPMMA_ASSIGN_OR_RETURN(
@@ -809,16 +1109,27 @@ Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
   // FULL: a commit is on disk (WAL fsynced) before the call returns; DESIGN 7.
   TPMMA_RETURN_IF_ERROR(Exec(db.get(), "set synchronous mode", "PRAGMA synchronous = FULL"));
   TPMMA_RETURN_IF_ERROR(Migrate(db.get(), path));
-  return std::unique_ptr<SqliteVault>(new SqliteVault(std::move(db), std::move(options)));
+
+  // Opened after the migration, so they never hold an outdated schema. query_only: a bug
+  // that wrote through a reader would bypass the writer's transaction and audit chain.
+  std::vector<DbPtr> readers;
+  for (size_t i = 0; i < std::max<size_t>(options.read_connections, 1); ++i) {
+    TPMMA_ASSIGN_OR_RETURN(DbPtr r, OpenConnection(path, options, "PRAGMA query_only = ON;"));
+    readers.push_back(std::move(r));
+  }
+  size_t max_batch = options.group_commit ? options.max_batch : 1;
+  std::unique_ptr<SqliteVault> vault(new SqliteVault(
+      std::move(options), std::make_unique<internal::SqliteReadPool>(std::move(readers))));
+  vault->writer_ = std::make_unique<internal::SqliteWriter>(std::move(db), max_batch,
+                                                            &vault->options_.fault_hook);
+  return vault;
 }
 
 // --- Platforms
 
 Result<Platform> SqliteVault::UpsertPlatform(const Platform& platform,
                                              const std::optional<AuditEvent>& audit) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return InTxn(db, true, "upsert platform", [&]() -> Result<Platform> {
+  return Write(*writer_, "upsert platform", [&](sqlite3* db) -> Result<Platform> {
     TPMMA_ASSIGN_OR_RETURN(Platform p, UpsertPlatformLocked(db, platform));
     TPMMA_RETURN_IF_ERROR(MaybeAudit(db, audit));
     return p;
@@ -826,8 +1137,8 @@ Result<Platform> SqliteVault::UpsertPlatform(const Platform& platform,
 }
 
 Result<Platform> SqliteVault::GetPlatform(std::string_view id) {
-  std::lock_guard lock(mu_);
-  return GetPlatformLocked(db_.get(), id);
+  auto conn = readers_->Acquire();
+  return GetPlatformLocked(conn.get(), id);
 }
 
 Result<PlatformPage> SqliteVault::ListPlatforms(size_t page_size, std::string_view page_token) {
@@ -836,9 +1147,9 @@ Result<PlatformPage> SqliteVault::ListPlatforms(size_t page_size, std::string_vi
     TPMMA_ASSIGN_OR_RETURN(after, ParsePageToken('f', page_token));
   }
   size_t n = ClampPageSize(page_size);
-  std::lock_guard lock(mu_);
+  auto conn = readers_->Acquire();
   TPMMA_ASSIGN_OR_RETURN(Stmt s,
-                         Stmt::Prepare(db_.get(), "list platforms",
+                         Stmt::Prepare(conn.get(), "list platforms",
                                        Cat("SELECT ", kPlatformColumns,
                                            " FROM platforms WHERE id > ? ORDER BY id LIMIT ?")));
   s.Bind(after, n + 1);
@@ -857,9 +1168,7 @@ Result<PlatformPage> SqliteVault::ListPlatforms(size_t page_size, std::string_vi
 }
 
 Status SqliteVault::RevokePlatform(std::string_view id, const AuditEvent& audit) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return ToStatus(InTxn(db, true, "revoke platform", [&]() -> Result<void> {
+  return ToStatus(Write(*writer_, "revoke platform", [&](sqlite3* db) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(Stmt u, Stmt::Prepare(db, "revoke platform",
                                                  "UPDATE platforms SET state = 'revoked' "
                                                  "WHERE id = ?"));
@@ -884,9 +1193,7 @@ Status SqliteVault::CreateChallenge(const Challenge& c, const std::optional<Audi
   if (c.expected_hash.size() != kHashSize) {
     return Status(Code::kInvalidArgument, "challenge expected hash must be 32 bytes (SHA-256)");
   }
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return ToStatus(InTxn(db, true, "create challenge", [&]() -> Result<void> {
+  return ToStatus(Write(*writer_, "create challenge", [&](sqlite3* db) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(
         Stmt s, Stmt::Prepare(db, "insert challenge",
                               "INSERT INTO challenges (id, kind, platform_id, expected_hash, "
@@ -906,10 +1213,9 @@ Status SqliteVault::CreateChallenge(const Challenge& c, const std::optional<Audi
 
 Result<Challenge> SqliteVault::ConsumeChallenge(std::string_view id, ChallengeKind kind,
                                                 int64_t now) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return InTxn(db, true, "consume challenge",
-               [&]() -> Result<Challenge> { return ConsumeChallengeLocked(db, id, kind, now); });
+  return Write(*writer_, "consume challenge", [&](sqlite3* db) -> Result<Challenge> {
+    return ConsumeChallengeLocked(db, id, kind, now);
+  });
 }
 
 Result<Challenge> SqliteVault::CompleteAuthentication(const AuthCompletion& a) {
@@ -924,10 +1230,8 @@ Result<Challenge> SqliteVault::CompleteAuthentication(const AuthCompletion& a) {
     Code refused = Code::kOk;
     std::string message;
   };
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
   // A refusal is still committed: the challenge must stay burnt.
-  auto r = InTxn(db, true, "complete authentication", [&]() -> Result<Outcome> {
+  auto r = Write(*writer_, "complete authentication", [&](sqlite3* db) -> Result<Outcome> {
     TPMMA_ASSIGN_OR_RETURN(
         Challenge c,
         ConsumeChallengeLocked(db, a.challenge_id, ChallengeKind::kAuthenticate, a.now));
@@ -955,9 +1259,7 @@ Result<Challenge> SqliteVault::CompleteAuthentication(const AuthCompletion& a) {
 }
 
 Status SqliteVault::CreateSession(const Session& session, const std::optional<AuditEvent>& audit) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return ToStatus(InTxn(db, true, "create session", [&]() -> Result<void> {
+  return ToStatus(Write(*writer_, "create session", [&](sqlite3* db) -> Result<void> {
     TPMMA_RETURN_IF_ERROR(InsertSessionLocked(db, session));
     TPMMA_RETURN_IF_ERROR(MaybeAudit(db, audit));
     return {};
@@ -965,9 +1267,9 @@ Status SqliteVault::CreateSession(const Session& session, const std::optional<Au
 }
 
 Result<Session> SqliteVault::GetSession(ByteView token_hash, int64_t now) {
-  std::lock_guard lock(mu_);
+  auto conn = readers_->Acquire();
   TPMMA_ASSIGN_OR_RETURN(Stmt s,
-                         Stmt::Prepare(db_.get(), "read session",
+                         Stmt::Prepare(conn.get(), "read session",
                                        "SELECT platform_id, created_at, expires_at FROM sessions "
                                        "WHERE token_hash = ?"));
   s.Bind(token_hash);
@@ -979,9 +1281,7 @@ Result<Session> SqliteVault::GetSession(ByteView token_hash, int64_t now) {
 }
 
 Status SqliteVault::DeleteSession(ByteView token_hash, const std::optional<AuditEvent>& audit) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return ToStatus(InTxn(db, true, "delete session", [&]() -> Result<void> {
+  return ToStatus(Write(*writer_, "delete session", [&](sqlite3* db) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(
         Stmt s, Stmt::Prepare(db, "delete session", "DELETE FROM sessions WHERE token_hash = ?"));
     s.Bind(token_hash);
@@ -993,9 +1293,7 @@ Status SqliteVault::DeleteSession(ByteView token_hash, const std::optional<Audit
 }
 
 Result<int64_t> SqliteVault::PurgeExpired(int64_t now) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return InTxn(db, true, "purge expired", [&]() -> Result<int64_t> {
+  return Write(*writer_, "purge expired", [&](sqlite3* db) -> Result<int64_t> {
     int64_t total = 0;
     TPMMA_ASSIGN_OR_RETURN(
         Stmt s, Stmt::Prepare(db, "purge sessions", "DELETE FROM sessions WHERE expires_at <= ?"));
@@ -1019,9 +1317,7 @@ Result<PutOutcome> SqliteVault::PutPackage(const Package& package, const AuditEv
   const PackageDescriptor& d = package.descriptor;
   if (d.package_id.empty()) return Error(Code::kInvalidArgument, "package id is empty");
   TPMMA_ASSIGN_OR_RETURN(Bytes digest, Sha256(package.body));
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return InTxn(db, true, "put package", [&]() -> Result<PutOutcome> {
+  return Write(*writer_, "put package", [&](sqlite3* db) -> Result<PutOutcome> {
     TPMMA_ASSIGN_OR_RETURN(Stmt existing,
                            Stmt::Prepare(db, "check existing package",
                                          "SELECT sha256 FROM packages WHERE package_id = ?"));
@@ -1049,13 +1345,13 @@ Result<PutOutcome> SqliteVault::PutPackage(const Package& package, const AuditEv
              digest, package.body.size(), ToString(d.custody));
     TPMMA_RETURN_IF_ERROR(ins.Run());
     int64_t pk = sqlite3_last_insert_rowid(db);
-    Fault(options_, "package_row");
+    TPMMA_RETURN_IF_ERROR(Fault(options_, "package_row"));
     TPMMA_ASSIGN_OR_RETURN(Stmt body, Stmt::Prepare(db, "insert package body",
                                                     "INSERT INTO package_bodies (package_pk, body) "
                                                     "VALUES (?, ?)"));
     body.Bind(pk, package.body);
     TPMMA_RETURN_IF_ERROR(body.Run());
-    Fault(options_, "package_body");
+    TPMMA_RETURN_IF_ERROR(Fault(options_, "package_body"));
     TPMMA_ASSIGN_OR_RETURN(
         Stmt key, Stmt::Prepare(db, "insert package key",
                                 "INSERT INTO package_keys (package_pk, ordinal, key_id, label, "
@@ -1064,17 +1360,17 @@ Result<PutOutcome> SqliteVault::PutPackage(const Package& package, const AuditEv
       key.Reset();
       key.Bind(pk, i, d.keys[i].key_id, d.keys[i].label, d.keys[i].usage);
       TPMMA_RETURN_IF_ERROR(key.Run());
-      Fault(options_, "package_key");
+      TPMMA_RETURN_IF_ERROR(Fault(options_, "package_key"));
     }
     TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
-    Fault(options_, "before_commit");
+    TPMMA_RETURN_IF_ERROR(Fault(options_, "before_commit"));
     return PutOutcome::kStored;
   });
 }
 
 Result<Package> SqliteVault::GetPackage(std::string_view package_id) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
+  auto conn = readers_->Acquire();
+  sqlite3* db = conn.get();
   return InTxn(db, false, "get package", [&]() -> Result<Package> {
     TPMMA_ASSIGN_OR_RETURN(auto dpk, GetDescriptorLocked(db, package_id));
     TPMMA_ASSIGN_OR_RETURN(Stmt s,
@@ -1090,8 +1386,8 @@ Result<Package> SqliteVault::GetPackage(std::string_view package_id) {
 }
 
 Result<PackageDescriptor> SqliteVault::GetPackageDescriptor(std::string_view package_id) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
+  auto conn = readers_->Acquire();
+  sqlite3* db = conn.get();
   return InTxn(db, false, "get package descriptor", [&]() -> Result<PackageDescriptor> {
     TPMMA_ASSIGN_OR_RETURN(auto dpk, GetDescriptorLocked(db, package_id));
     return std::move(dpk.first);
@@ -1099,25 +1395,22 @@ Result<PackageDescriptor> SqliteVault::GetPackageDescriptor(std::string_view pac
 }
 
 Status SqliteVault::DeletePackage(std::string_view package_id, const AuditEvent& audit) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  TPMMA_RETURN_IF_ERROR(InTxn(db, true, "delete package", [&]() -> Result<void> {
-    // Keys and body go by ON DELETE CASCADE; secure_delete zeroes the freed space.
-    TPMMA_ASSIGN_OR_RETURN(
-        Stmt s, Stmt::Prepare(db, "delete package", "DELETE FROM packages WHERE package_id = ?"));
-    s.Bind(package_id);
-    TPMMA_RETURN_IF_ERROR(s.Run());
-    if (sqlite3_changes(db) == 0) {
-      return Error(Code::kNotFound, Cat("package ", package_id, " not found"));
-    }
-    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
-    return {};
-  }));
-  // The body's original frames may still sit in the WAL: checkpoint and truncate it so the
-  // bytes are gone from the files too. Best effort: a reader in another process can make it
-  // partial (the next delete or the automatic checkpoint finishes the job).
-  sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
-  return Status();
+  // The body's original frames may still sit in the WAL: the writer checkpoints and
+  // truncates it after the COMMIT, before this returns, so the bytes are gone from the
+  // files too.
+  return ToStatus(
+      Write(*writer_, "delete package", kCheckpointAfter, [&](sqlite3* db) -> Result<void> {
+        // Keys and body go by ON DELETE CASCADE; secure_delete zeroes the freed space.
+        TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "delete package",
+                                                     "DELETE FROM packages WHERE package_id = ?"));
+        s.Bind(package_id);
+        TPMMA_RETURN_IF_ERROR(s.Run());
+        if (sqlite3_changes(db) == 0) {
+          return Error(Code::kNotFound, Cat("package ", package_id, " not found"));
+        }
+        TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+        return {};
+      }));
 }
 
 Result<PackagePage> SqliteVault::QueryPackages(const PackageQuery& q) {
@@ -1158,8 +1451,8 @@ Result<PackagePage> SqliteVault::QueryPackages(const PackageQuery& q) {
   sql += " ORDER BY p.pk LIMIT ?";
   args.emplace_back(static_cast<int64_t>(n + 1));
 
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
+  auto conn = readers_->Acquire();
+  sqlite3* db = conn.get();
   return InTxn(db, false, "query packages", [&]() -> Result<PackagePage> {
     TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "query packages", sql));
     for (size_t i = 0; i < args.size(); ++i) s.BindOne(static_cast<int>(i + 1), args[i]);
@@ -1198,9 +1491,7 @@ Result<Approval> SqliteVault::CreateApproval(const ApprovalRequest& r, const Aud
     return Error(Code::kInvalidArgument, "approval expires before it is created");
   }
   if (r.created_by.empty()) return Error(Code::kInvalidArgument, "approval has no operator");
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return InTxn(db, true, "create approval", [&]() -> Result<Approval> {
+  return Write(*writer_, "create approval", [&](sqlite3* db) -> Result<Approval> {
     TPMMA_ASSIGN_OR_RETURN(
         Stmt s, Stmt::Prepare(db, "insert approval",
                               "INSERT INTO approvals (old_platform_id, new_platform_id, "
@@ -1211,7 +1502,7 @@ Result<Approval> SqliteVault::CreateApproval(const ApprovalRequest& r, const Aud
            ToString(r.require_confirmation ? ApprovalState::kPending : ApprovalState::kActive));
     TPMMA_RETURN_IF_ERROR(s.Run());
     int64_t id = sqlite3_last_insert_rowid(db);
-    Fault(options_, "approval_row");
+    TPMMA_RETURN_IF_ERROR(Fault(options_, "approval_row"));
     if (!r.all_packages) {
       TPMMA_ASSIGN_OR_RETURN(Stmt p, Stmt::Prepare(db, "insert approval package",
                                                    "INSERT OR IGNORE INTO approval_packages "
@@ -1220,7 +1511,7 @@ Result<Approval> SqliteVault::CreateApproval(const ApprovalRequest& r, const Aud
         p.Reset();
         p.Bind(id, pkg);
         TPMMA_RETURN_IF_ERROR(p.Run());
-        Fault(options_, "approval_package");
+        TPMMA_RETURN_IF_ERROR(Fault(options_, "approval_package"));
       }
     }
     AuditEvent e = audit;
@@ -1232,9 +1523,7 @@ Result<Approval> SqliteVault::CreateApproval(const ApprovalRequest& r, const Aud
 
 Result<Approval> SqliteVault::ConfirmApproval(int64_t approval_id, std::string_view operator_name,
                                               int64_t now, const AuditEvent& audit) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return InTxn(db, true, "confirm approval", [&]() -> Result<Approval> {
+  return Write(*writer_, "confirm approval", [&](sqlite3* db) -> Result<Approval> {
     TPMMA_ASSIGN_OR_RETURN(Approval a, GetApprovalLocked(db, approval_id));
     if (a.state != ApprovalState::kPending) {
       return Error(Code::kConflict,
@@ -1255,9 +1544,7 @@ Result<Approval> SqliteVault::ConfirmApproval(int64_t approval_id, std::string_v
 }
 
 Status SqliteVault::RevokeApproval(int64_t approval_id, const AuditEvent& audit) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return ToStatus(InTxn(db, true, "revoke approval", [&]() -> Result<void> {
+  return ToStatus(Write(*writer_, "revoke approval", [&](sqlite3* db) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(Approval a, GetApprovalLocked(db, approval_id));
     if (a.state != ApprovalState::kPending && a.state != ApprovalState::kActive) {
       return Error(Code::kConflict,
@@ -1271,15 +1558,15 @@ Status SqliteVault::RevokeApproval(int64_t approval_id, const AuditEvent& audit)
 }
 
 Result<Approval> SqliteVault::GetApproval(int64_t approval_id) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
+  auto conn = readers_->Acquire();
+  sqlite3* db = conn.get();
   return InTxn(db, false, "get approval",
                [&]() -> Result<Approval> { return GetApprovalLocked(db, approval_id); });
 }
 
 Result<std::vector<Approval>> SqliteVault::ListApprovals(std::string_view new_platform_id) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
+  auto conn = readers_->Acquire();
+  sqlite3* db = conn.get();
   return InTxn(db, false, "list approvals", [&]() -> Result<std::vector<Approval>> {
     TPMMA_ASSIGN_OR_RETURN(
         Stmt s, Stmt::Prepare(db, "list approvals",
@@ -1299,8 +1586,8 @@ Result<std::vector<Approval>> SqliteVault::ListApprovals(std::string_view new_pl
 
 Result<Approval> SqliteVault::FindActiveApproval(std::string_view new_platform_id,
                                                  std::string_view package_id, int64_t now) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
+  auto conn = readers_->Acquire();
+  sqlite3* db = conn.get();
   return InTxn(db, false, "find active approval", [&]() -> Result<Approval> {
     TPMMA_ASSIGN_OR_RETURN(
         Stmt s, Stmt::Prepare(db, "find active approval",
@@ -1321,9 +1608,7 @@ Result<Approval> SqliteVault::FindActiveApproval(std::string_view new_platform_i
 }
 
 Status SqliteVault::MarkApprovalUsed(int64_t approval_id, int64_t now, const AuditEvent& audit) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return ToStatus(InTxn(db, true, "mark approval used", [&]() -> Result<void> {
+  return ToStatus(Write(*writer_, "mark approval used", [&](sqlite3* db) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(Approval a, GetApprovalLocked(db, approval_id));
     if (a.state != ApprovalState::kActive) {
       return Error(Code::kConflict,
@@ -1345,9 +1630,7 @@ Status SqliteVault::AddOperator(const Operator& op, const AuditEvent& audit) {
   if (op.name.empty() || op.cert_fingerprint.empty()) {
     return Status(Code::kInvalidArgument, "operator needs a name and a certificate fingerprint");
   }
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return ToStatus(InTxn(db, true, "add operator", [&]() -> Result<void> {
+  return ToStatus(Write(*writer_, "add operator", [&](sqlite3* db) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(
         Stmt c, Stmt::Prepare(db, "check operator exists",
                               "SELECT 1 FROM operators WHERE name = ? OR cert_fingerprint = ?"));
@@ -1369,19 +1652,19 @@ Status SqliteVault::AddOperator(const Operator& op, const AuditEvent& audit) {
 }
 
 Result<Operator> SqliteVault::GetOperator(std::string_view name) {
-  std::lock_guard lock(mu_);
-  return GetOperatorWhere(db_.get(), "name", name);
+  auto conn = readers_->Acquire();
+  return GetOperatorWhere(conn.get(), "name", name);
 }
 
 Result<Operator> SqliteVault::GetOperatorByFingerprint(std::string_view fingerprint) {
-  std::lock_guard lock(mu_);
-  return GetOperatorWhere(db_.get(), "cert_fingerprint", fingerprint);
+  auto conn = readers_->Acquire();
+  return GetOperatorWhere(conn.get(), "cert_fingerprint", fingerprint);
 }
 
 Result<std::vector<Operator>> SqliteVault::ListOperators() {
-  std::lock_guard lock(mu_);
+  auto conn = readers_->Acquire();
   TPMMA_ASSIGN_OR_RETURN(
-      Stmt s, Stmt::Prepare(db_.get(), "list operators",
+      Stmt s, Stmt::Prepare(conn.get(), "list operators",
                             Cat("SELECT ", kOperatorColumns, " FROM operators ORDER BY name")));
   std::vector<Operator> out;
   while (true) {
@@ -1394,9 +1677,7 @@ Result<std::vector<Operator>> SqliteVault::ListOperators() {
 }
 
 Status SqliteVault::RevokeOperator(std::string_view name, int64_t now, const AuditEvent& audit) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return ToStatus(InTxn(db, true, "revoke operator", [&]() -> Result<void> {
+  return ToStatus(Write(*writer_, "revoke operator", [&](sqlite3* db) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(Operator op, GetOperatorWhere(db, "name", name));
     if (op.revoked_at) {
       return Error(Code::kConflict, Cat("operator ", name, " is already revoked"));
@@ -1414,10 +1695,8 @@ Status SqliteVault::RevokeOperator(std::string_view name, int64_t now, const Aud
 // --- Audit
 
 Result<int64_t> SqliteVault::AppendAudit(const AuditEvent& event) {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
-  return InTxn(db, true, "append audit",
-               [&]() -> Result<int64_t> { return AppendAuditLocked(db, event); });
+  return Write(*writer_, "append audit",
+               [&](sqlite3* db) -> Result<int64_t> { return AppendAuditLocked(db, event); });
 }
 
 Result<AuditPage> SqliteVault::ListAudit(const AuditFilter& f) {
@@ -1449,8 +1728,8 @@ Result<AuditPage> SqliteVault::ListAudit(const AuditFilter& f) {
   }
   sql += " ORDER BY seq LIMIT ?";
   args.emplace_back(static_cast<int64_t>(n + 1));
-  std::lock_guard lock(mu_);
-  TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db_.get(), "list audit log", sql));
+  auto conn = readers_->Acquire();
+  TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(conn.get(), "list audit log", sql));
   for (size_t i = 0; i < args.size(); ++i) s.BindOne(static_cast<int>(i + 1), args[i]);
   AuditPage page;
   while (true) {
@@ -1471,8 +1750,8 @@ Result<AuditPage> SqliteVault::ListAudit(const AuditFilter& f) {
 }
 
 Status SqliteVault::VerifyAuditChain() {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
+  auto conn = readers_->Acquire();
+  sqlite3* db = conn.get();
   return ToStatus(InTxn(db, false, "verify audit chain", [&]() -> Result<void> {
     TPMMA_RETURN_IF_ERROR(VerifyAuditChainLocked(db));
     return {};
@@ -1480,8 +1759,8 @@ Status SqliteVault::VerifyAuditChain() {
 }
 
 Status SqliteVault::IntegrityCheck() {
-  std::lock_guard lock(mu_);
-  sqlite3* db = db_.get();
+  auto conn = readers_->Acquire();
+  sqlite3* db = conn.get();
   return ToStatus(InTxn(db, false, "integrity check", [&]() -> Result<void> {
     {
       TPMMA_ASSIGN_OR_RETURN(Stmt s,

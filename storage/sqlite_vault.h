@@ -1,32 +1,82 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // The embedded default Vault: one SQLite file (WAL, synchronous=FULL).
 //
-// Threading: one connection, guarded by one mutex, for reads and writes alike. Every
-// call holds the mutex for its whole transaction, which also makes the audit chain
-// (read last hash, append) race-free. Durable commits are fsync-bound (~3-4k/s here),
-// so the lock is not the bottleneck; the server's single writer thread with group
-// commit is where throughput comes from later. Other processes (ma-admin) may open the
-// same file: BEGIN IMMEDIATE plus busy_timeout serialises writers across processes.
+// Threading: every state-changing call is handed to one writer thread, which owns the
+// only read-write connection and runs queued calls in batches: one transaction and one
+// fsync-ed COMMIT per batch (group commit), each call in its own SAVEPOINT so that one
+// call's failure never undoes another's. A durable commit costs an fsync (~3-4k/s here),
+// so sharing it is what lifts write throughput; the caller still blocks until the COMMIT
+// holding its call has returned, so "OK" keeps meaning "durable" (DESIGN 7). Reads use a
+// small pool of read-only connections: WAL readers see the last committed state and
+// never wait behind the writer's fsync. Other processes (ma-admin) may open the same
+// file: BEGIN IMMEDIATE plus busy_timeout serialises writers across processes.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "storage/vault.h"
 
-struct sqlite3;
-
 namespace tpmma::storage {
+
+namespace internal {
+class SqliteWriter;
+class SqliteReadPool;
+}  // namespace internal
+
+// Test hook. Called on the writer thread inside the open transaction: between the rows of
+// multi-row writes ("package_row", "package_body", "package_key" after each key,
+// "approval_row", "approval_package", "before_commit") and once per batch just before its
+// COMMIT ("commit"). Tests crash the process there, hold the writer, or return a non-OK
+// Status: at a row step that call fails (and is rolled back to its savepoint); at "commit"
+// the batch fails exactly as if COMMIT had. A hook returning void never fails a step.
+class FaultHook {
+ public:
+  FaultHook() = default;
+  template <typename F,
+            typename = std::enable_if_t<!std::is_same_v<std::remove_cvref_t<F>, FaultHook> &&
+                                        std::is_invocable_v<F&, std::string_view>>>
+  FaultHook(F f) {  // NOLINT(google-explicit-constructor): `o.fault_hook = lambda;`
+    if constexpr (std::is_void_v<std::invoke_result_t<F&, std::string_view>>) {
+      fn_ = [f = std::move(f)](std::string_view step) mutable {
+        f(step);
+        return Status();
+      };
+    } else {
+      fn_ = std::move(f);
+    }
+  }
+  explicit operator bool() const { return static_cast<bool>(fn_); }
+  Status operator()(std::string_view step) const { return fn_ ? fn_(step) : Status(); }
+
+ private:
+  std::function<Status(std::string_view)> fn_;
+};
 
 struct SqliteVaultOptions {
   // How long a writer waits for another process's write lock before kUnavailable.
   int busy_timeout_ms = 5000;
-  // Test hook, called between the rows of multi-row writes (e.g. "package_key" after each
-  // key row) inside the open transaction; tests crash the process there.
-  std::function<void(std::string_view step)> fault_hook;
+  // Group commit: at most this many queued calls share one transaction and its fsync.
+  // A cap, not a target (the writer never waits to fill a batch): it bounds how long a
+  // caller waits for the calls ahead of it in its batch. 0 counts as 1.
+  size_t max_batch = 64;
+  // false: one transaction and one fsync per call (batches of 1), for benchmarks.
+  bool group_commit = true;
+  // Read-only connections shared by all reading threads. 0 counts as 1.
+  size_t read_connections = 4;
+  FaultHook fault_hook;
+};
+
+// Counters for tests and benchmarks; monotonic except `queued`.
+struct SqliteVaultStats {
+  uint64_t calls = 0;          // write calls completed (whatever their outcome)
+  uint64_t commits = 0;        // COMMITs that succeeded (one fsync each)
+  uint64_t largest_batch = 0;  // most calls that ever shared one transaction
+  uint64_t queued = 0;         // write calls waiting for the writer thread right now
 };
 
 class SqliteVault final : public Vault {
@@ -41,9 +91,13 @@ class SqliteVault final : public Vault {
   // file, kCorruption if it is not SQLite at all.
   static Result<std::unique_ptr<SqliteVault>> Open(const std::string& path,
                                                    SqliteVaultOptions options = {});
+  // Runs and commits every call already queued, then stops the writer thread. No call may
+  // still be in progress on another thread.
   ~SqliteVault() override;
   SqliteVault(const SqliteVault&) = delete;
   SqliteVault& operator=(const SqliteVault&) = delete;
+
+  SqliteVaultStats GetStats() const;
 
   Result<Platform> UpsertPlatform(const Platform& platform,
                                   const std::optional<AuditEvent>& audit) override;
@@ -90,16 +144,12 @@ class SqliteVault final : public Vault {
   Status IntegrityCheck() override;
 
  private:
-  struct DbCloser {
-    void operator()(sqlite3* db) const;
-  };
-  using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+  SqliteVault(SqliteVaultOptions options, std::unique_ptr<internal::SqliteReadPool> readers);
 
-  SqliteVault(DbPtr db, SqliteVaultOptions options);
-
-  std::mutex mu_;
-  DbPtr db_;
+  // Declared before the writer and readers, which refer to the hook in it.
   SqliteVaultOptions options_;
+  std::unique_ptr<internal::SqliteReadPool> readers_;
+  std::unique_ptr<internal::SqliteWriter> writer_;
 };
 
 }  // namespace tpmma::storage
