@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -19,14 +20,24 @@ struct Config {
   int io_threads = 2;
   int worker_threads = 8;
   int max_connections = 1024;
+  // Requests waiting for a worker; beyond this the front end answers 503 + Retry-After
+  // rather than letting latency grow without bound.
+  int max_queued_requests = 256;
+  uint32_t shutdown_timeout_ms = 10'000;  // SIGTERM: how long in-flight requests may take
   // [tls]
   std::string tls_certificate;  // PEM chain
   std::string tls_private_key;  // PEM, mode 0600
+  // Operators authenticate by client certificate (mTLS). With a CA file the certificate
+  // must chain to it; with request_client_cert alone any certificate is taken and only its
+  // fingerprint (RequestInfo) identifies the operator. Presenting one is never required.
+  std::string tls_client_ca;
+  bool tls_request_client_cert = false;
   // [limits]
   uint32_t max_header_bytes = 8 * 1024;
   uint64_t max_body_bytes = 16 * 1024 * 1024;
   uint32_t read_timeout_ms = 10'000;  // whole request, headers + body (slowloris)
   uint32_t idle_timeout_ms = 60'000;  // between keep-alive requests
+  uint32_t handshake_timeout_ms = 5'000;
   uint64_t max_package_bytes = 8 * 1024 * 1024;
   uint32_t max_child_keys = 1000;
   // [ma]
@@ -45,13 +56,26 @@ struct Config {
   std::string log_level = "info";  // trace, debug, info, warn, error
   // [bench]
   bool bench_echo = false;  // POST /echo answers with the body (ma-bench baseline only)
+
+  bool operator==(const Config&) const = default;
 };
 
 // Reads and checks the file; every bad value gives kInvalidArgument naming the key
 // ("limits.max_body_bytes must be between 1024 and 268435456, got 0").
 Result<Config> LoadConfig(const std::string& path);
 
-// The TOML text for `cfg` (used by `ma-admin init`); LoadConfig(SaveConfig(c)) == c.
+// Parses TOML text; relative paths are resolved against `base_dir`. `origin` names the
+// text in error messages (usually the file name).
+Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_dir,
+                           const std::string& origin = "config");
+
+// The TOML text for `cfg` (used by `ma-admin init`); LoadConfig(ConfigToToml(c)) == c
+// when c's paths are absolute (relative ones are written as given).
 std::string ConfigToToml(const Config& cfg);
+
+// What --check-config adds to LoadConfig: the files the config names exist and are
+// readable (TLS, MA key and certificate, EK roots, client CA) and the vault's directory
+// exists. kInvalidArgument naming the key and path.
+Status CheckConfigFiles(const Config& cfg);
 
 }  // namespace tpmma::server

@@ -1,0 +1,873 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// First, before any Asio header: Boost 1.74's awaitable.hpp uses std::exchange under C++23
+// without including <utility>.
+#include <utility>
+
+#include "server/http_server.h"
+
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+
+#include "common/openssl.h"
+#include "server/log.h"
+
+namespace tpmma::server {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using std::chrono::milliseconds;
+
+// Beast reads min(buffer capacity, 64 KB) per call; without the reservation it reads 512
+// bytes at a time (DESIGN.md 6).
+constexpr size_t kReadBufferBytes = 64 * 1024;
+// Certificates and keys are a few KB; bound what we read so a wrong path (a disk image)
+// fails fast.
+constexpr size_t kMaxPemBytes = 1 << 20;
+// After an error reply on a connection we are closing: how long to wait for the peer's
+// TLS close_notify before dropping the socket.
+constexpr milliseconds kCloseGrace{500};
+
+// Forward secrecy and AEAD only; TLS 1.3 suites are OpenSSL's defaults (all AEAD).
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+bool IsCallerError(Code code) {
+  switch (code) {
+    case Code::kInvalidArgument:
+    case Code::kMalformed:
+    case Code::kSchemaViolation:
+    case Code::kLimitExceeded:
+    case Code::kSignatureInvalid:
+    case Code::kIntegrityFailure:
+    case Code::kNotFound:
+    case Code::kAlreadyExists:
+    case Code::kConflict:
+    case Code::kUnauthenticated:
+    case Code::kPermissionDenied:
+    case Code::kExpired:
+    case Code::kUnsupported:
+    case Code::kVersionTooNew:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string XmlEscape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// A fixed pool of worker threads with a bounded queue. TryPost refuses instead of
+// blocking: the caller is an I/O thread, which must never wait.
+class WorkerPool {
+ public:
+  WorkerPool(int threads, size_t max_queued) : max_queued_(max_queued) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
+  }
+  ~WorkerPool() { Shutdown(); }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  bool TryPost(std::function<void()> job) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_ || queue_.size() >= max_queued_) return false;
+      queue_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+    return true;
+  }
+
+  size_t queued() const {
+    std::lock_guard lock(mu_);
+    return queue_.size();
+  }
+
+  // Runs what is already queued, then joins.
+  void Shutdown() {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_ && threads_.empty()) return;
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      job();
+    }
+  }
+
+  const size_t max_queued_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+class ServerImpl;
+
+enum class Route { kHealth, kSoap, kEcho };
+
+// One TLS connection. Every member is touched only on the connection's strand (the
+// executor of its socket); workers hand replies back with asio::post.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(ServerImpl* server, tcp::socket socket, ssl::context& ctx);
+  ~Session();
+
+  void Start();
+  // Graceful stop: idle connections close now, others after their current request.
+  void OnStop();
+  // Shutdown deadline passed: close whatever state we are in.
+  void ForceClose() { CloseNow(); }
+  asio::any_io_executor executor() { return stream_.get_executor(); }
+
+ private:
+  enum class State { kHandshake, kIdle, kReading, kHandling, kWriting, kClosing, kClosed };
+
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+  const Config& cfg() const;
+
+  void OnHandshake(beast::error_code ec);
+  void ReadNext();
+  void ReadHeader();
+  void OnHeader(beast::error_code ec);
+  void ReadBody();
+  void OnRequest();
+  void OnReadError(beast::error_code ec);
+  void Dispatch(Route route);
+  void SendReply(Reply reply);
+  // A reply made on the I/O thread (health, HTTP errors). `close`: the connection cannot
+  // carry another request (unread body, protocol error).
+  void Respond(http::status status, std::string body, bool close, std::string_view outcome,
+               http::field extra = http::field::unknown, std::string_view extra_value = {});
+  void Write(bool close);
+  void OnWrite(beast::error_code ec);
+  void GracefulClose();
+  void CloseNow();
+
+  ServerImpl* server_;
+  beast::ssl_stream<beast::tcp_stream> stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::response<http::string_body> res_;
+  State state_ = State::kHandshake;
+  bool stopping_ = false;
+  bool first_request_ = true;
+  bool head_ = false;
+  bool keep_alive_ = false;  // the client's wish for the current request
+  Route route_ = Route::kHealth;
+  std::string peer_;
+  std::string fingerprint_;
+  uint64_t start_micros_ = 0;
+  // For the request log line, written once the reply is sent.
+  std::string log_op_;
+  std::string log_platform_;
+  std::string log_outcome_;
+};
+
+class ServerImpl final : public HttpServer {
+ public:
+  ServerImpl(const Config& cfg, Endpoint* endpoint, Env* env, ssl::context ctx)
+      : cfg_(cfg),
+        endpoint_(endpoint),
+        env_(env),
+        ssl_ctx_(std::move(ctx)),
+        acceptor_(asio::make_strand(ioc_)),
+        accept_timer_(acceptor_.get_executor()) {}
+
+  ~ServerImpl() override {
+    Stop();
+    Wait();
+  }
+
+  Status Listen() {
+    beast::error_code ec;
+    auto addr = asio::ip::make_address(cfg_.listen_address, ec);
+    if (ec) {
+      return Status(
+          Code::kInvalidArgument,
+          fmt::format("server.listen_address: '{}' is not an IP address", cfg_.listen_address));
+    }
+    tcp::endpoint ep(addr, cfg_.listen_port);
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(ep, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return Status(Code::kIoError, fmt::format("listen on {}:{}: {}", cfg_.listen_address,
+                                                cfg_.listen_port, ec.message()));
+    }
+    port_ = acceptor_.local_endpoint().port();
+    return Status::Ok();
+  }
+
+  uint16_t port() const override { return port_; }
+
+  Status Start(bool handle_signals) override {
+    {
+      std::lock_guard lock(mu_);
+      if (started_) return Status(Code::kInternal, "HttpServer::Start called twice");
+      started_ = true;
+    }
+    pool_ = std::make_unique<WorkerPool>(cfg_.worker_threads,
+                                         static_cast<size_t>(cfg_.max_queued_requests));
+    work_.emplace(asio::make_work_guard(ioc_));
+    if (handle_signals) {
+      signals_.emplace(acceptor_.get_executor(), SIGINT, SIGTERM);
+      signals_->async_wait([this](beast::error_code ec, int sig) {
+        if (ec) return;
+        spdlog::info("signal {}: shutting down", sig);
+        Stop();
+      });
+    }
+    asio::post(acceptor_.get_executor(), [this] { DoAccept(); });
+    for (int i = 0; i < cfg_.io_threads; ++i) {
+      io_threads_.emplace_back([this] {
+        // A throwing handler (bad_alloc) costs its connection, not the I/O thread.
+        for (;;) {
+          try {
+            ioc_.run();
+            return;
+          } catch (const std::exception& e) {
+            spdlog::error("I/O thread: {}", e.what());
+          }
+        }
+      });
+    }
+    std::string host = cfg_.listen_address.find(':') != std::string::npos
+                           ? "[" + cfg_.listen_address + "]"
+                           : cfg_.listen_address;
+    spdlog::info("listening on https://{}:{} ({} I/O threads, {} workers)", host, port_,
+                 cfg_.io_threads, cfg_.worker_threads);
+    return Status::Ok();
+  }
+
+  void Stop() override {
+    {
+      std::lock_guard lock(mu_);
+      if (stop_requested_) return;
+      stop_requested_ = true;
+      stop_deadline_ = std::chrono::steady_clock::now() + milliseconds(cfg_.shutdown_timeout_ms);
+    }
+    cv_.notify_all();
+    asio::post(acceptor_.get_executor(), [this] { BeginShutdown(); });
+  }
+
+  void Wait() override {
+    std::unique_lock lock(mu_);
+    if (!started_ || joined_) return;
+    cv_.wait(lock, [this] { return stop_requested_; });
+    bool drained = cv_.wait_until(lock, stop_deadline_, [this] { return sessions_.empty(); });
+    if (!drained) {
+      spdlog::warn("shutdown: {} connections still open after {} ms, closing them",
+                   sessions_.size(), cfg_.shutdown_timeout_ms);
+      lock.unlock();
+      for (auto& s : Snapshot()) asio::post(s->executor(), [s] { s->ForceClose(); });
+      lock.lock();
+      // Closing is quick; workers still inside the Endpoint are waited for below.
+      cv_.wait_for(lock, milliseconds(200), [this] { return sessions_.empty(); });
+    }
+    lock.unlock();
+    work_.reset();
+    ioc_.stop();
+    for (std::thread& t : io_threads_) t.join();
+    io_threads_.clear();
+    // In-flight Endpoint calls finish here (a vault commit must not be cut short).
+    pool_->Shutdown();
+    lock.lock();
+    joined_ = true;
+    spdlog::info("stopped");
+  }
+
+  int active_connections() const override { return active_.load(); }
+  uint64_t rejected_connections() const override { return rejected_.load(); }
+  size_t queued_requests() const override { return pool_ ? pool_->queued() : 0; }
+
+  // For sessions.
+  const Config& cfg() const { return cfg_; }
+  Endpoint* endpoint() const { return endpoint_; }
+  Env* env() const { return env_; }
+  WorkerPool& pool() { return *pool_; }
+  bool stopping() {
+    std::lock_guard lock(mu_);
+    return stop_requested_;
+  }
+  void Unregister(Session* s) {
+    std::lock_guard lock(mu_);
+    sessions_.erase(s);
+    --active_;
+    if (sessions_.empty()) cv_.notify_all();
+  }
+
+ private:
+  void DoAccept() {
+    acceptor_.async_accept(
+        asio::make_strand(ioc_), [this](beast::error_code ec, tcp::socket socket) {
+          if (!acceptor_.is_open()) return;
+          if (ec) {
+            // EMFILE and friends: back off briefly instead of spinning on a full fd table.
+            spdlog::warn("accept: {}", ec.message());
+            accept_timer_.expires_after(milliseconds(100));
+            accept_timer_.async_wait([this](beast::error_code e) {
+              if (!e && acceptor_.is_open()) DoAccept();
+            });
+            return;
+          }
+          if (active_.load() >= cfg_.max_connections) {
+            // Closed before the TLS handshake: an overload costs no crypto and reads nothing.
+            ++rejected_;
+            spdlog::debug("connection refused: max_connections ({}) reached", cfg_.max_connections);
+            beast::error_code ignored;
+            socket.close(ignored);
+          } else {
+            // Request/response: a reply's last segment must not wait for a delayed ACK.
+            beast::error_code ignored;
+            socket.set_option(tcp::no_delay(true), ignored);
+            auto session = std::make_shared<Session>(this, std::move(socket), ssl_ctx_);
+            {
+              std::lock_guard lock(mu_);
+              sessions_.emplace(session.get(), session);
+              ++active_;
+            }
+            session->Start();
+          }
+          DoAccept();
+        });
+  }
+
+  // On the acceptor's strand.
+  void BeginShutdown() {
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+    accept_timer_.cancel();
+    if (signals_) signals_->cancel(ignored);
+    std::vector<std::shared_ptr<Session>> sessions = Snapshot();
+    spdlog::info("shutdown: no longer accepting; {} connections open", sessions.size());
+    for (auto& s : sessions) asio::post(s->executor(), [s] { s->OnStop(); });
+  }
+
+  // The live sessions. Must be called, and its result dropped, without holding mu_: the
+  // last reference to a session may be in it, and ~Session takes mu_.
+  std::vector<std::shared_ptr<Session>> Snapshot() {
+    std::vector<std::shared_ptr<Session>> out;
+    std::lock_guard lock(mu_);
+    for (auto& [ptr, weak] : sessions_) {
+      if (auto s = weak.lock()) out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  const Config cfg_;
+  Endpoint* const endpoint_;
+  Env* const env_;
+  uint16_t port_ = 0;
+
+  // Declared before ioc_: sessions destroyed with the io_context still unregister here.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
+  bool started_ = false;
+  bool stop_requested_ = false;
+  bool joined_ = false;
+  std::chrono::steady_clock::time_point stop_deadline_;
+  std::atomic<int> active_{0};
+  std::atomic<uint64_t> rejected_{0};
+
+  asio::io_context ioc_;
+  ssl::context ssl_ctx_;
+  tcp::acceptor acceptor_;
+  asio::steady_timer accept_timer_;
+  std::optional<asio::signal_set> signals_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::unique_ptr<WorkerPool> pool_;
+  std::vector<std::thread> io_threads_;
+};
+
+// ---------------------------------------------------------------------------------------
+
+Session::Session(ServerImpl* server, tcp::socket socket, ssl::context& ctx)
+    : server_(server), stream_(std::move(socket), ctx) {
+  buffer_.reserve(kReadBufferBytes);
+  beast::error_code ec;
+  tcp::endpoint remote = lowest().socket().remote_endpoint(ec);
+  if (!ec) {
+    peer_ = remote.address().is_v6()
+                ? fmt::format("[{}]:{}", remote.address().to_string(), remote.port())
+                : fmt::format("{}:{}", remote.address().to_string(), remote.port());
+  }
+}
+
+Session::~Session() {
+  server_->Unregister(this);
+}
+
+const Config& Session::cfg() const {
+  return server_->cfg();
+}
+
+void Session::Start() {
+  asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+    if (self->server_->stopping()) return self->CloseNow();
+    self->lowest().expires_after(milliseconds(self->cfg().handshake_timeout_ms));
+    self->stream_.async_handshake(ssl::stream_base::server,
+                                  [self](beast::error_code ec) { self->OnHandshake(ec); });
+  });
+}
+
+void Session::OnStop() {
+  stopping_ = true;
+  // A request being read, handled or written finishes (bounded by read_timeout_ms and the
+  // shutdown deadline) and is answered with Connection: close.
+  if (state_ == State::kHandshake || state_ == State::kIdle) CloseNow();
+}
+
+void Session::OnHandshake(beast::error_code ec) {
+  if (ec) {
+    // Scanners, TLS 1.0 clients, timeouts: not worth more than a debug line.
+    spdlog::debug("TLS handshake with {} failed: {}", peer_, ec.message());
+    return CloseNow();
+  }
+  if (X509* cert = SSL_get0_peer_certificate(stream_.native_handle())) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (X509_digest(cert, EVP_sha256(), md, &len) == 1) {
+      for (unsigned i = 0; i < len; ++i) fingerprint_ += fmt::format("{:02x}", md[i]);
+    }
+  }
+  ReadNext();
+}
+
+void Session::ReadNext() {
+  if (stopping_) return GracefulClose();
+  parser_.emplace();
+  parser_->header_limit(cfg().max_header_bytes);
+  parser_->body_limit(cfg().max_body_bytes);
+  if (buffer_.size() > 0) return ReadHeader();  // pipelined: the next request is here
+  // Until the first byte of a request arrives the connection is idle (and a graceful stop
+  // may close it): read_timeout_ms after the handshake, idle_timeout_ms between keep-alive
+  // requests. The request deadline starts with that first byte.
+  state_ = State::kIdle;
+  lowest().expires_after(
+      milliseconds(first_request_ ? cfg().read_timeout_ms : cfg().idle_timeout_ms));
+  stream_.async_read_some(buffer_.prepare(kReadBufferBytes),
+                          [self = shared_from_this()](beast::error_code ec, size_t n) {
+                            self->buffer_.commit(n);
+                            if (ec) return self->OnReadError(ec);
+                            self->ReadHeader();
+                          });
+}
+
+void Session::ReadHeader() {
+  state_ = State::kReading;
+  start_micros_ = server_->env()->NowMicros();
+  log_op_ = "-";
+  log_platform_.clear();
+  // One deadline for headers and body together: a client trickling bytes (slowloris)
+  // cannot extend it.
+  lowest().expires_after(milliseconds(cfg().read_timeout_ms));
+  http::async_read_header(
+      stream_, buffer_, *parser_,
+      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+}
+
+void Session::OnHeader(beast::error_code ec) {
+  if (ec) return OnReadError(ec);
+  const auto& req = parser_->get();
+  head_ = req.method() == http::verb::head;
+  std::string_view target(req.target().data(), req.target().size());
+  std::string_view path = target.substr(0, target.find('?'));
+
+  // Route on the header alone, so a request we will refuse never has its body read.
+  std::optional<Route> route;
+  http::status refuse = http::status::ok;
+  std::string_view outcome;
+  if (path == "/healthz") {
+    if (req.method() == http::verb::get || req.method() == http::verb::head) {
+      route = Route::kHealth;
+    } else {
+      refuse = http::status::method_not_allowed;
+    }
+  } else if (path == "/" || path == "/soap" || (path == "/echo" && cfg().bench_echo)) {
+    if (req.method() != http::verb::post) {
+      refuse = http::status::method_not_allowed;
+    } else if (path != "/echo" &&
+               !beast::iequals(beast::string_view(req[http::field::content_type]).substr(0, 8),
+                               "text/xml")) {
+      refuse = http::status::unsupported_media_type;
+    } else {
+      route = path == "/echo" ? Route::kEcho : Route::kSoap;
+    }
+  } else {
+    refuse = http::status::not_found;
+  }
+  outcome = refuse == http::status::not_found ? "NotFound" : "Unsupported";
+
+  auto expect = req.find(http::field::expect);
+  bool wants_continue = false;
+  if (expect != req.end()) {
+    if (!beast::iequals(expect->value(), "100-continue")) {
+      return Respond(http::status::expectation_failed, "unsupported Expect\n", true, "Unsupported");
+    }
+    wants_continue = true;
+  }
+  keep_alive_ = req.keep_alive();
+  if (!route) {
+    std::string body(http::obsolete_reason(refuse));
+    body += "\n";
+    bool is_405 = refuse == http::status::method_not_allowed;
+    // An unread body would be parsed as the next request: close instead.
+    return Respond(refuse, std::move(body), !parser_->is_done(), outcome,
+                   is_405 ? http::field::allow : http::field::unknown,
+                   path == "/healthz" ? "GET, HEAD" : "POST");
+  }
+  route_ = *route;
+  if (wants_continue && !parser_->is_done()) {
+    // The client holds the body back until we agree to take it (curl waits 1 s otherwise).
+    auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
+    http::async_write(stream_, *cont,
+                      [self = shared_from_this(), cont](beast::error_code e, size_t) {
+                        if (e) return self->CloseNow();
+                        self->ReadBody();
+                      });
+    return;
+  }
+  ReadBody();
+}
+
+void Session::ReadBody() {
+  if (parser_->is_done()) return OnRequest();
+  http::async_read(stream_, buffer_, *parser_,
+                   [self = shared_from_this()](beast::error_code ec, size_t) {
+                     if (ec) return self->OnReadError(ec);
+                     self->OnRequest();
+                   });
+}
+
+void Session::OnReadError(beast::error_code ec) {
+  if (ec == http::error::header_limit) {
+    return Respond(http::status::request_header_fields_too_large, "header too large\n", true,
+                   "LimitExceeded");
+  }
+  if (ec == http::error::body_limit) {
+    return Respond(http::status::payload_too_large, "body too large\n", true, "LimitExceeded");
+  }
+  if (ec == beast::error::timeout) {
+    // tcp_stream has closed the socket already; nothing can be sent.
+    if (state_ == State::kReading) {
+      LogRequest({.op = "-",
+                  .platform = "",
+                  .outcome = "Timeout",
+                  .http_status = 0,
+                  .latency_micros = server_->env()->NowMicros() - start_micros_,
+                  .peer = peer_});
+    }
+    return CloseNow();
+  }
+  if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
+      ec == asio::error::eof || ec == asio::error::operation_aborted ||
+      ec == ssl::error::stream_truncated || ec == asio::error::connection_reset) {
+    if (ec == http::error::partial_message) spdlog::debug("{}: truncated request", peer_);
+    return CloseNow();
+  }
+  if (ec.category() == http::make_error_code(http::error::bad_method).category()) {
+    return Respond(http::status::bad_request, "malformed request\n", true, "Malformed");
+  }
+  spdlog::debug("{}: read failed: {}", peer_, ec.message());
+  CloseNow();
+}
+
+void Session::OnRequest() {
+  if (route_ == Route::kHealth) {
+    log_op_ = "healthz";
+    return Respond(http::status::ok, "ok\n", false, "ok");
+  }
+  state_ = State::kHandling;
+  // The worker's time is not the client's: no deadline until the reply is written.
+  lowest().expires_never();
+  RequestInfo info{.peer = peer_,
+                   .client_cert_fingerprint = fingerprint_,
+                   .received_micros = server_->env()->NowMicros()};
+  auto body = std::make_shared<std::string>(std::move(parser_->get().body()));
+  bool echo = route_ == Route::kEcho;
+  Endpoint* endpoint = server_->endpoint();
+  bool queued = server_->pool().TryPost([self = shared_from_this(), body, info = std::move(info),
+                                         echo, endpoint] {
+    Reply reply;
+    if (echo) {
+      reply.content_type = "application/octet-stream";
+      reply.body = std::move(*body);
+      reply.log_op = "echo";
+    } else {
+      try {
+        reply = endpoint->Handle(*body, info);
+      } catch (...) {
+        // A bug in an operation must cost one request, not the process.
+        spdlog::error("endpoint threw an exception");
+        reply = Reply();
+        reply.http_status = 500;
+        reply.body = SoapFaultXml(Status(Code::kInternal, "internal error"));
+        reply.log_outcome = CodeName(Code::kInternal);
+      }
+    }
+    asio::post(self->executor(),
+               [self, reply = std::move(reply)]() mutable { self->SendReply(std::move(reply)); });
+  });
+  if (!queued) {
+    Respond(http::status::service_unavailable, "server busy\n", false, "Unavailable",
+            http::field::retry_after, "1");
+  }
+}
+
+void Session::SendReply(Reply reply) {
+  if (state_ == State::kClosed) return;  // force-closed while the worker ran
+  log_op_ = std::move(reply.log_op);
+  log_platform_ = std::move(reply.log_platform);
+  log_outcome_ = std::move(reply.log_outcome);
+  res_ = {};
+  // Beast throws on a status outside 0..999, on an I/O thread: never pass one through.
+  bool valid = reply.http_status >= 200 && reply.http_status <= 599;
+  res_.result(valid ? reply.http_status : 500u);
+  res_.set(http::field::content_type, reply.content_type);
+  res_.body() = std::move(reply.body);
+  Write(false);
+}
+
+void Session::Respond(http::status status, std::string body, bool close, std::string_view outcome,
+                      http::field extra, std::string_view extra_value) {
+  log_outcome_ = outcome;
+  res_ = {};
+  res_.result(status);
+  res_.set(http::field::content_type, "text/plain; charset=utf-8");
+  if (extra != http::field::unknown) {
+    res_.set(extra, beast::string_view(extra_value.data(), extra_value.size()));
+  }
+  res_.body() = std::move(body);
+  if (close) keep_alive_ = false;
+  Write(close);
+}
+
+void Session::Write(bool close) {
+  state_ = State::kWriting;
+  bool keep = keep_alive_ && !close && !stopping_;
+  res_.version(11);
+  res_.set(http::field::server, "tpm-ma");
+  res_.keep_alive(keep);
+  res_.prepare_payload();
+  if (head_) res_.body().clear();  // Content-Length stays that of the GET reply
+  // Replies (a Download is megabytes) get the idle timeout: generous, but a client that
+  // stops reading still loses the connection.
+  lowest().expires_after(milliseconds(cfg().idle_timeout_ms));
+  http::async_write(stream_, res_, [self = shared_from_this(), keep](beast::error_code ec, size_t) {
+    self->keep_alive_ = keep;
+    self->OnWrite(ec);
+  });
+}
+
+void Session::OnWrite(beast::error_code ec) {
+  LogRequest({.op = log_op_,
+              .platform = log_platform_,
+              .outcome = log_outcome_,
+              .http_status = res_.result_int(),
+              .latency_micros = server_->env()->NowMicros() - start_micros_,
+              .peer = peer_});
+  if (ec) return CloseNow();
+  if (!keep_alive_) return GracefulClose();
+  first_request_ = false;
+  res_ = {};
+  ReadNext();
+}
+
+void Session::GracefulClose() {
+  if (state_ == State::kClosing || state_ == State::kClosed) return;
+  state_ = State::kClosing;
+  // close_notify tells the client the reply is complete; don't wait long for its answer.
+  lowest().expires_after(kCloseGrace);
+  stream_.async_shutdown([self = shared_from_this()](beast::error_code) { self->CloseNow(); });
+}
+
+void Session::CloseNow() {
+  if (state_ == State::kClosed) return;
+  state_ = State::kClosed;
+  beast::error_code ignored;
+  lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+  lowest().close();
+}
+
+}  // namespace
+
+namespace {
+
+// The TLS settings, certificate, key and client-certificate policy from the config.
+Status ConfigureTls(ssl::context& ctx, const Config& config, Env* env) {
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                  ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                  ssl::context::single_dh_use | ssl::context::no_compression);
+  SSL_CTX* native = ctx.native_handle();
+  // TLS 1.2 and 1.3 only; renegotiation is a DoS lever and we never need it.
+  if (SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1) {
+    return Error(OpensslError("SSL_CTX_set_min_proto_version"));
+  }
+  SSL_CTX_set_options(
+      native, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
+  if (SSL_CTX_set_cipher_list(native, kTls12Ciphers) != 1) {
+    return Error(OpensslError("SSL_CTX_set_cipher_list"));
+  }
+
+  auto load = [&](std::string_view key, const std::string& path) -> Result<Bytes> {
+    if (path.empty()) {
+      return Error(Code::kInvalidArgument, fmt::format("{} is required", key));
+    }
+    auto data = env->ReadFile(path, kMaxPemBytes);
+    if (!data) return Error(data.error().WithContext(key));
+    return data;
+  };
+  beast::error_code ec;
+  TPMMA_ASSIGN_OR_RETURN(Bytes cert, load("tls.certificate", config.tls_certificate));
+  ctx.use_certificate_chain(asio::buffer(cert.data(), cert.size()), ec);
+  if (ec) {
+    return Error(Code::kInvalidArgument,
+                 fmt::format("tls.certificate: {}: {}", config.tls_certificate, ec.message()));
+  }
+  {
+    TPMMA_ASSIGN_OR_RETURN(Bytes key, load("tls.private_key", config.tls_private_key));
+    ctx.use_private_key(asio::buffer(key.data(), key.size()), ssl::context::pem, ec);
+    OPENSSL_cleanse(key.data(), key.size());
+  }
+  if (ec) {
+    return Error(Code::kInvalidArgument,
+                 fmt::format("tls.private_key: {}: {}", config.tls_private_key, ec.message()));
+  }
+  if (SSL_CTX_check_private_key(native) != 1) {
+    return Error(
+        Code::kInvalidArgument,
+        fmt::format("tls.private_key does not match tls.certificate ({})", config.tls_private_key));
+  }
+  if (!config.tls_client_ca.empty()) {
+    TPMMA_ASSIGN_OR_RETURN(Bytes ca, load("tls.client_ca", config.tls_client_ca));
+    ctx.add_certificate_authority(asio::buffer(ca.data(), ca.size()), ec);
+    if (ec) {
+      return Error(Code::kInvalidArgument,
+                   fmt::format("tls.client_ca: {}: {}", config.tls_client_ca, ec.message()));
+    }
+    // Requested, verified if presented, never required: LMS clients have none.
+    ctx.set_verify_mode(ssl::verify_peer);
+  } else if (config.tls_request_client_cert) {
+    // No CA to check against: take any certificate; only its fingerprint (proven by the
+    // handshake's CertificateVerify) identifies the peer.
+    ctx.set_verify_mode(ssl::verify_peer);
+    ctx.set_verify_callback([](bool, ssl::verify_context&) { return true; });
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status CheckTlsConfig(const Config& config, Env* env) {
+  ssl::context ctx(ssl::context::tls_server);
+  return ConfigureTls(ctx, config, env);
+}
+
+Result<std::unique_ptr<HttpServer>> HttpServer::Create(const Config& config, Endpoint* endpoint,
+                                                       Env* env) {
+  ssl::context ctx(ssl::context::tls_server);
+  TPMMA_RETURN_IF_ERROR(ConfigureTls(ctx, config, env));
+  auto server = std::make_unique<ServerImpl>(config, endpoint, env, std::move(ctx));
+  TPMMA_RETURN_IF_ERROR(server->Listen());
+  return std::unique_ptr<HttpServer>(std::move(server));
+}
+
+std::string SoapFaultXml(const Status& status) {
+  std::string message = XmlEscape(status.message());
+  return fmt::format(
+      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+      "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\" "
+      "xmlns:ma=\"urn:tpm-ma:migration:1\"><SOAP-ENV:Body><SOAP-ENV:Fault>"
+      "<faultcode>SOAP-ENV:{}</faultcode><faultstring>{}</faultstring><detail><ma:MAFault>"
+      "<ma:Code>{}</ma:Code><ma:Message>{}</ma:Message></ma:MAFault></detail>"
+      "</SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>\n",
+      IsCallerError(status.code()) ? "Client" : "Server", message, CodeName(status.code()),
+      message);
+}
+
+namespace {
+class UnsupportedEndpoint final : public Endpoint {
+ public:
+  Reply Handle(std::string_view, const RequestInfo&) override {
+    Status status(Code::kUnsupported, "operations not built yet");
+    Reply reply;
+    reply.http_status = 500;
+    reply.body = SoapFaultXml(status);
+    reply.log_op = "soap";
+    reply.log_outcome = CodeName(status.code());
+    return reply;
+  }
+};
+}  // namespace
+
+std::unique_ptr<Endpoint> MakeUnsupportedEndpoint() {
+  return std::make_unique<UnsupportedEndpoint>();
+}
+
+}  // namespace tpmma::server

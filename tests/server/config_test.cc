@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// ma-server's TOML configuration: values, defaults, relative paths, one clear error per bad
+// value, unknown keys, and the ConfigToToml round trip.
+#include "server/config.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "tests/support/testutil.h"
+
+namespace tpmma::server {
+namespace {
+
+using testing::TempDir;
+
+constexpr const char* kRequired = R"(
+[tls]
+certificate = "tls/cert.pem"
+private_key = "tls/key.pem"
+[ma]
+private_key = "ma/key.pem"
+certificate = "/etc/tpm-ma/ma.crt"
+[vault]
+path = "vault.db"
+)";
+
+void Write(const std::string& path, const std::string& text) {
+  testing::WriteFileOrDie(path,
+                          ByteView(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+// kRequired plus `extra`; keys for [tls] and [ma], which kRequired already opens (TOML
+// forbids a second [tls]), go into the existing section.
+Result<Config> Parse(const std::string& extra) {
+  std::string text = kRequired;
+  for (const std::string header : {"[tls]\n", "[ma]\n"}) {
+    if (extra.starts_with(header)) {
+      text.insert(text.find(header) + header.size(), extra.substr(header.size()) + "\n");
+      return ParseConfig(text, "/srv/ma", "test.toml");
+    }
+  }
+  return ParseConfig(text + extra, "/srv/ma", "test.toml");
+}
+
+TEST(ConfigTest, GoodFileWithRelativePathsResolvedAgainstItsDirectory) {
+  TempDir dir;
+  Write(dir.File("ma.toml"), R"(
+[server]
+listen_address = "::1"
+listen_port = 9443
+io_threads = 3
+worker_threads = 5
+max_connections = 100
+max_queued_requests = 10
+shutdown_timeout_ms = 1500
+[tls]
+certificate = "tls/cert.pem"
+private_key = "./tls/../tls/key.pem"
+request_client_cert = true
+[limits]
+max_header_bytes = 4096
+max_body_bytes = 1048576
+read_timeout_ms = 2000
+idle_timeout_ms = 30000
+handshake_timeout_ms = 1000
+max_package_bytes = 524288
+max_child_keys = 50
+[ma]
+key_id = "ma-2024.1"
+private_key = "ma/key.pem"
+certificate = "/etc/tpm-ma/ma.crt"
+[vault]
+path = "vault.db"
+[trust]
+ek_roots = ["roots", "/usr/share/ek/root.pem"]
+[auth]
+challenge_ttl_s = 60
+session_ttl_s = 600
+download_nonce_ttl_s = 120
+[log]
+level = "debug"
+[bench]
+echo = true
+)");
+  Result<Config> c = LoadConfig(dir.File("ma.toml"));
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  EXPECT_EQ(c->listen_address, "::1");
+  EXPECT_EQ(c->listen_port, 9443);
+  EXPECT_EQ(c->io_threads, 3);
+  EXPECT_EQ(c->worker_threads, 5);
+  EXPECT_EQ(c->max_connections, 100);
+  EXPECT_EQ(c->max_queued_requests, 10);
+  EXPECT_EQ(c->shutdown_timeout_ms, 1500u);
+  EXPECT_EQ(c->tls_certificate, dir.path() + "/tls/cert.pem");
+  EXPECT_EQ(c->tls_private_key, dir.path() + "/tls/key.pem");
+  EXPECT_TRUE(c->tls_request_client_cert);
+  EXPECT_EQ(c->tls_client_ca, "");
+  EXPECT_EQ(c->max_header_bytes, 4096u);
+  EXPECT_EQ(c->max_body_bytes, 1048576u);
+  EXPECT_EQ(c->read_timeout_ms, 2000u);
+  EXPECT_EQ(c->idle_timeout_ms, 30000u);
+  EXPECT_EQ(c->handshake_timeout_ms, 1000u);
+  EXPECT_EQ(c->max_package_bytes, 524288u);
+  EXPECT_EQ(c->max_child_keys, 50u);
+  EXPECT_EQ(c->ma_key_id, "ma-2024.1");
+  EXPECT_EQ(c->ma_private_key, dir.path() + "/ma/key.pem");
+  EXPECT_EQ(c->ma_certificate, "/etc/tpm-ma/ma.crt");
+  EXPECT_EQ(c->vault_path, dir.path() + "/vault.db");
+  EXPECT_EQ(c->ek_roots,
+            (std::vector<std::string>{dir.path() + "/roots", "/usr/share/ek/root.pem"}));
+  EXPECT_EQ(c->challenge_ttl_s, 60u);
+  EXPECT_EQ(c->session_ttl_s, 600u);
+  EXPECT_EQ(c->download_nonce_ttl_s, 120u);
+  EXPECT_EQ(c->log_level, "debug");
+  EXPECT_TRUE(c->bench_echo);
+}
+
+TEST(ConfigTest, OmittedKeysKeepTheirDefaults) {
+  Result<Config> c = Parse("");
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  Config defaults;
+  EXPECT_EQ(c->listen_address, defaults.listen_address);
+  EXPECT_EQ(c->listen_port, defaults.listen_port);
+  EXPECT_EQ(c->max_body_bytes, defaults.max_body_bytes);
+  EXPECT_EQ(c->read_timeout_ms, defaults.read_timeout_ms);
+  EXPECT_EQ(c->log_level, "info");
+  EXPECT_FALSE(c->bench_echo);
+  EXPECT_EQ(c->tls_certificate, "/srv/ma/tls/cert.pem");
+}
+
+struct BadValue {
+  const char* toml;
+  const char* message;  // a substring the error must contain
+};
+
+class ConfigBadValueTest : public ::testing::TestWithParam<BadValue> {};
+
+TEST_P(ConfigBadValueTest, IsAnInvalidArgumentNamingTheKeyAndRange) {
+  Result<Config> c = Parse(GetParam().toml);
+  ASSERT_FALSE(c.has_value()) << GetParam().toml;
+  EXPECT_EQ(c.error().code(), Code::kInvalidArgument);
+  EXPECT_NE(c.error().message().find(GetParam().message), std::string::npos) << c.error().message();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Values, ConfigBadValueTest,
+    ::testing::Values(
+        BadValue{"[server]\nlisten_port = 70000",
+                 "server.listen_port must be an integer between 0 and 65535, got 70000"},
+        BadValue{"[server]\nlisten_port = -1", "server.listen_port must be an integer"},
+        BadValue{"[server]\nlisten_port = \"8443\"",
+                 "server.listen_port must be an integer between 0 and 65535, got \"8443\""},
+        BadValue{"[server]\nlisten_address = \"localhost\"",
+                 "server.listen_address must be an IPv4 or IPv6 address"},
+        BadValue{"[server]\nio_threads = 0", "server.io_threads must be an integer between 1"},
+        BadValue{"[server]\nworker_threads = 1000", "between 1 and 256, got 1000"},
+        BadValue{"[server]\nmax_connections = 0", "server.max_connections"},
+        BadValue{"[server]\nmax_queued_requests = 0", "server.max_queued_requests"},
+        BadValue{"[server]\nshutdown_timeout_ms = 1.5", "server.shutdown_timeout_ms"},
+        BadValue{"[limits]\nmax_body_bytes = 0",
+                 "limits.max_body_bytes must be an integer between 1024 and 268435456, got 0"},
+        BadValue{"[limits]\nmax_header_bytes = 100", "limits.max_header_bytes"},
+        BadValue{"[limits]\nread_timeout_ms = \"fast\"", "limits.read_timeout_ms"},
+        BadValue{"[limits]\nidle_timeout_ms = 10", "limits.idle_timeout_ms"},
+        BadValue{"[limits]\nhandshake_timeout_ms = 0", "limits.handshake_timeout_ms"},
+        BadValue{"[limits]\nmax_child_keys = 0", "limits.max_child_keys"},
+        BadValue{"[limits]\nmax_body_bytes = 4096\nmax_package_bytes = 8192",
+                 "limits.max_package_bytes (8192) must not exceed limits.max_body_bytes"},
+        BadValue{"[tls]\nrequest_client_cert = 1", "tls.request_client_cert must be true or false"},
+        BadValue{"[ma]\nkey_id = \"a b\"", "ma.key_id must be 1 to 64 characters"},
+        BadValue{"[trust]\nek_roots = \"roots\"", "trust.ek_roots must be an array"},
+        BadValue{"[trust]\nek_roots = [\"\"]", "trust.ek_roots must be an array"},
+        BadValue{"[auth]\nsession_ttl_s = 0", "auth.session_ttl_s"},
+        BadValue{"[auth]\nchallenge_ttl_s = 99999", "auth.challenge_ttl_s"},
+        BadValue{"[auth]\ndownload_nonce_ttl_s = true", "auth.download_nonce_ttl_s"},
+        BadValue{"[log]\nlevel = \"loud\"", "log.level must be one of trace, debug"},
+        BadValue{"[bench]\necho = \"yes\"", "bench.echo must be true or false"}));
+
+TEST(ConfigTest, BadTlsPathIsNamed) {
+  // The required block defines [tls] already; a second [tls] is a TOML error, so test the
+  // value through a full text.
+  Result<Config> c = ParseConfig(
+      "[tls]\ncertificate = \"\"\nprivate_key = \"k\"\n[ma]\nprivate_key = \"a\"\n"
+      "certificate = \"b\"\n[vault]\npath = \"v\"\n",
+      "/srv", "t.toml");
+  ASSERT_FALSE(c.has_value());
+  EXPECT_NE(c.error().message().find("tls.certificate must be a non-empty path"), std::string::npos)
+      << c.error().message();
+}
+
+TEST(ConfigTest, UnknownKeysAndSectionsAreErrorsWithSuggestions) {
+  Result<Config> typo = Parse("[server]\nlisten_adress = \"0.0.0.0\"");
+  ASSERT_FALSE(typo.has_value());
+  EXPECT_NE(typo.error().message().find(
+                "unknown key server.listen_adress (did you mean server.listen_address?)"),
+            std::string::npos)
+      << typo.error().message();
+
+  Result<Config> section = Parse("[srever]\nlisten_port = 1");
+  ASSERT_FALSE(section.has_value());
+  EXPECT_NE(section.error().message().find("unknown section [srever] (did you mean server?)"),
+            std::string::npos)
+      << section.error().message();
+
+  Result<Config> unrelated = Parse("[server]\nfrobnicate = 1\n[extra]\nx = 1");
+  ASSERT_FALSE(unrelated.has_value());
+  // Every problem is reported at once, not one per run.
+  EXPECT_NE(unrelated.error().message().find("unknown key server.frobnicate"), std::string::npos);
+  EXPECT_NE(unrelated.error().message().find("unknown section [extra]"), std::string::npos);
+  EXPECT_EQ(unrelated.error().message().find("did you mean"), std::string::npos);
+
+  Result<Config> not_table = ParseConfig("server = 1\n" + std::string(kRequired), "/", "t");
+  ASSERT_FALSE(not_table.has_value());
+  EXPECT_NE(not_table.error().message().find("server must be a table"), std::string::npos)
+      << not_table.error().message();
+}
+
+TEST(ConfigTest, MissingRequiredKeysAreNamed) {
+  Result<Config> c = ParseConfig("[server]\nlisten_port = 1\n", "/srv", "t.toml");
+  ASSERT_FALSE(c.has_value());
+  for (const char* key :
+       {"tls.certificate is required", "tls.private_key is required", "ma.private_key is required",
+        "ma.certificate is required", "vault.path is required"}) {
+    EXPECT_NE(c.error().message().find(key), std::string::npos) << c.error().message();
+  }
+}
+
+TEST(ConfigTest, SyntaxErrorNamesFileAndLine) {
+  Result<Config> c = ParseConfig("[server]\nlisten_port = = 1\n", "/srv", "ma.toml");
+  ASSERT_FALSE(c.has_value());
+  EXPECT_EQ(c.error().code(), Code::kInvalidArgument);
+  EXPECT_TRUE(c.error().message().starts_with("ma.toml:2:")) << c.error().message();
+}
+
+TEST(ConfigTest, MissingFileIsAnError) {
+  TempDir dir;
+  Result<Config> c = LoadConfig(dir.File("nope.toml"));
+  ASSERT_FALSE(c.has_value());
+  EXPECT_NE(c.error().code(), Code::kOk);
+}
+
+TEST(ConfigTest, ConfigToTomlRoundTrips) {
+  Config c;
+  c.listen_address = "0.0.0.0";
+  c.listen_port = 0;
+  c.io_threads = 4;
+  c.worker_threads = 16;
+  c.max_connections = 5000;
+  c.max_queued_requests = 77;
+  c.shutdown_timeout_ms = 0;
+  c.tls_certificate = "/state/tls \"quoted\" \\ dir/cert.pem";
+  c.tls_private_key = "/state/tls/key.pem";
+  c.tls_client_ca = "/state/admin-ca.pem";
+  c.tls_request_client_cert = true;
+  c.max_header_bytes = 16384;
+  c.max_body_bytes = 2 << 20;
+  c.read_timeout_ms = 1234;
+  c.idle_timeout_ms = 4321;
+  c.handshake_timeout_ms = 999;
+  c.max_package_bytes = 1 << 20;
+  c.max_child_keys = 12;
+  c.ma_key_id = "ma-7";
+  c.ma_private_key = "/state/ma/key.pem";
+  c.ma_certificate = "/state/ma/cert.pem";
+  c.vault_path = "/state/vault.db";
+  c.ek_roots = {"/state/roots", "/usr/share/tpm/ek-roots/infineon.pem"};
+  c.challenge_ttl_s = 30;
+  c.session_ttl_s = 300;
+  c.download_nonce_ttl_s = 45;
+  c.log_level = "warn";
+  c.bench_echo = true;
+  std::string text = ConfigToToml(c);
+  Result<Config> back = ParseConfig(text, "/elsewhere", "roundtrip");
+  ASSERT_TRUE(back.has_value()) << back.error().ToString() << "\n" << text;
+  EXPECT_TRUE(*back == c) << text;
+
+  // Defaults too (empty optional paths are written as comments, not as "").
+  Config d;
+  d.tls_certificate = "/a";
+  d.tls_private_key = "/b";
+  d.ma_private_key = "/c";
+  d.ma_certificate = "/d";
+  d.vault_path = "/e";
+  Result<Config> back_d = ParseConfig(ConfigToToml(d), "/", "roundtrip");
+  ASSERT_TRUE(back_d.has_value()) << back_d.error().ToString();
+  EXPECT_TRUE(*back_d == d);
+}
+
+TEST(ConfigTest, CheckConfigFilesNamesTheMissingFile) {
+  TempDir dir;
+  for (const char* f : {"cert.pem", "key.pem", "ma.pem", "ma.crt"}) Write(dir.File(f), "x");
+  Config c;
+  c.tls_certificate = dir.File("cert.pem");
+  c.tls_private_key = dir.File("key.pem");
+  c.ma_private_key = dir.File("ma.pem");
+  c.ma_certificate = dir.File("ma.crt");
+  c.vault_path = dir.File("vault.db");
+  c.ek_roots = {dir.path()};
+  EXPECT_TRUE(CheckConfigFiles(c).ok()) << CheckConfigFiles(c).ToString();
+
+  Config missing = c;
+  missing.ma_certificate = dir.File("nope.crt");
+  Status s = CheckConfigFiles(missing);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("ma.certificate"), std::string::npos) << s.message();
+
+  Config no_dir = c;
+  no_dir.vault_path = dir.File("no/such/dir/vault.db");
+  EXPECT_NE(CheckConfigFiles(no_dir).message().find("vault.path"), std::string::npos);
+
+  Config bad_root = c;
+  bad_root.ek_roots = {dir.File("none.pem")};
+  EXPECT_NE(CheckConfigFiles(bad_root).message().find("trust.ek_roots"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tpmma::server

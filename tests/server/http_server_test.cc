@@ -1,0 +1,610 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The HTTPS front end against a real TLS client on 127.0.0.1 (ephemeral ports): routing,
+// keep-alive, limits, deadlines, overload and graceful shutdown.
+#include <utility>  // before Asio: Boost 1.74 under C++23
+
+#include "server/http_server.h"
+
+#include <poll.h>
+
+#include <gtest/gtest.h>
+#include <openssl/ssl.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include <boost/asio.hpp>
+
+#include "common/env.h"
+#include "tests/server/tls_client.h"
+#include "tests/support/testutil.h"
+
+namespace tpmma::server {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+using testing::GetRequest;
+using testing::PostRequest;
+using testing::TlsClient;
+
+// Answers "<ok n=LEN/>"; can hold requests at a gate to play a slow operation.
+class TestEndpoint : public Endpoint {
+ public:
+  Reply Handle(std::string_view body, const RequestInfo& info) override {
+    {
+      std::unique_lock lock(mu_);
+      ++entered_;
+      last_info_ = info;
+      last_body_ = std::string(body);
+      cv_.notify_all();
+      cv_.wait(lock, [this] { return !gated_; });
+    }
+    if (body == "throw") throw std::runtime_error("boom");
+    Reply reply;
+    reply.body = "<ok n=\"" + std::to_string(body.size()) + "\"/>";
+    reply.log_op = "Test";
+    reply.log_platform = "platform-1";
+    return reply;
+  }
+
+  void Gate() {
+    std::lock_guard lock(mu_);
+    gated_ = true;
+  }
+  void Release() {
+    std::lock_guard lock(mu_);
+    gated_ = false;
+    cv_.notify_all();
+  }
+  bool WaitEntered(int n, milliseconds timeout = milliseconds(5000)) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return entered_ >= n; });
+  }
+  RequestInfo last_info() {
+    std::lock_guard lock(mu_);
+    return last_info_;
+  }
+  std::string last_body() {
+    std::lock_guard lock(mu_);
+    return last_body_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool gated_ = false;
+  int entered_ = 0;
+  RequestInfo last_info_;
+  std::string last_body_;
+};
+
+template <typename Pred>
+bool Eventually(Pred pred, milliseconds timeout = milliseconds(5000)) {
+  auto deadline = steady_clock::now() + timeout;
+  while (steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return pred();
+}
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cert_ = testing::MakeSelfSignedCert(dir_.path(), "server");
+    cfg_.listen_address = "127.0.0.1";
+    cfg_.listen_port = 0;
+    cfg_.io_threads = 2;
+    cfg_.worker_threads = 2;
+    cfg_.max_connections = 16;
+    cfg_.max_queued_requests = 8;
+    cfg_.tls_certificate = cert_.cert_path;
+    cfg_.tls_private_key = cert_.key_path;
+    cfg_.max_header_bytes = 2048;
+    cfg_.max_body_bytes = 64 * 1024;
+    cfg_.read_timeout_ms = 300;
+    cfg_.idle_timeout_ms = 5000;
+    cfg_.handshake_timeout_ms = 2000;
+    cfg_.shutdown_timeout_ms = 5000;
+    cfg_.bench_echo = true;
+  }
+
+  void TearDown() override {
+    endpoint_.Release();
+    if (server_) {
+      server_->Stop();
+      server_->Wait();
+    }
+  }
+
+  void StartServer() {
+    auto server = HttpServer::Create(cfg_, &endpoint_, Env::Default());
+    ASSERT_TRUE(server.has_value()) << server.error().ToString();
+    server_ = std::move(*server);
+    ASSERT_NE(server_->port(), 0);
+    ASSERT_TRUE(server_->Start(/*handle_signals=*/false).ok());
+  }
+
+  // A fresh connection that gets /healthz answered: the server is still serving.
+  void ExpectServing() {
+    TlsClient c;
+    ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+    auto res = c.RoundTrip(GetRequest("/healthz"));
+    ASSERT_TRUE(res.has_value()) << c.error();
+    EXPECT_EQ(res->status, 200u);
+    EXPECT_EQ(res->body, "ok\n");
+  }
+
+  testing::TempDir dir_;
+  testing::CertFiles cert_;
+  Config cfg_;
+  TestEndpoint endpoint_;
+  std::unique_ptr<HttpServer> server_;
+};
+
+TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+  auto health = c.RoundTrip(GetRequest("/healthz"));
+  ASSERT_TRUE(health.has_value()) << c.error();
+  EXPECT_EQ(health->status, 200u);
+  EXPECT_EQ(health->body, "ok\n");
+  for (int i = 1; i <= 3; ++i) {
+    std::string body(100 * i, 'x');
+    auto res = c.RoundTrip(PostRequest(i % 2 ? "/" : "/soap", body));
+    ASSERT_TRUE(res.has_value()) << "request " << i << ": " << c.error();
+    EXPECT_EQ(res->status, 200u);
+    EXPECT_EQ(res->body, "<ok n=\"" + std::to_string(body.size()) + "\"/>");
+    EXPECT_EQ(res->connection, "");  // HTTP/1.1 default: keep-alive
+    EXPECT_EQ(endpoint_.last_body(), body);
+  }
+  EXPECT_EQ(server_->active_connections(), 1);
+  RequestInfo info = endpoint_.last_info();
+  EXPECT_TRUE(info.peer.starts_with("127.0.0.1:")) << info.peer;
+  EXPECT_EQ(info.client_cert_fingerprint, "");
+  EXPECT_GT(info.received_micros, 0u);
+}
+
+TEST_F(HttpServerTest, RsaServerCertificateWorksToo) {
+  testing::CertFiles rsa = testing::MakeSelfSignedCert(dir_.path(), "rsa-server", /*rsa=*/true);
+  cfg_.tls_certificate = rsa.cert_path;
+  cfg_.tls_private_key = rsa.key_path;
+  StartServer();
+  ExpectServing();
+}
+
+TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+  ASSERT_TRUE(c.Send(PostRequest("/", "a") + GetRequest("/healthz") + PostRequest("/", "bbb")));
+  auto r1 = c.Read(), r2 = c.Read(), r3 = c.Read();
+  ASSERT_TRUE(r1 && r2 && r3) << c.error();
+  EXPECT_EQ(r1->body, "<ok n=\"1\"/>");
+  EXPECT_EQ(r2->body, "ok\n");
+  EXPECT_EQ(r3->body, "<ok n=\"3\"/>");
+}
+
+TEST_F(HttpServerTest, UnknownRoutesAndMethods) {
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+  auto not_found = c.RoundTrip(GetRequest("/nope"));
+  ASSERT_TRUE(not_found) << c.error();
+  EXPECT_EQ(not_found->status, 404u);
+  auto get_root = c.RoundTrip(GetRequest("/"));
+  ASSERT_TRUE(get_root) << c.error();
+  EXPECT_EQ(get_root->status, 405u);
+  EXPECT_EQ(get_root->allow, "POST");
+  auto post_health = c.RoundTrip(PostRequest("/healthz", ""));
+  ASSERT_TRUE(post_health) << c.error();
+  EXPECT_EQ(post_health->status, 405u);
+  EXPECT_EQ(post_health->allow, "GET, HEAD");
+  // A refused request without a body leaves the connection usable.
+  auto wrong_type = c.RoundTrip(PostRequest("/", "", "application/json"));
+  ASSERT_TRUE(wrong_type) << c.error();
+  EXPECT_EQ(wrong_type->status, 415u);
+  auto ok = c.RoundTrip(GetRequest("/healthz"));
+  ASSERT_TRUE(ok) << c.error();
+  EXPECT_EQ(ok->status, 200u);
+}
+
+TEST_F(HttpServerTest, RefusedRequestWithUnreadBodyClosesTheConnection) {
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+  // The body would otherwise be read as the next request.
+  ASSERT_TRUE(c.Send("POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n"));
+  auto res = c.Read();
+  ASSERT_TRUE(res) << c.error();
+  EXPECT_EQ(res->status, 404u);
+  EXPECT_EQ(res->connection, "close");
+  EXPECT_TRUE(c.WaitClosed(milliseconds(3000)));
+}
+
+TEST_F(HttpServerTest, EchoOnlyWhenConfigured) {
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+  auto res = c.RoundTrip(PostRequest("/echo", "hello", "application/octet-stream"));
+  ASSERT_TRUE(res) << c.error();
+  EXPECT_EQ(res->status, 200u);
+  EXPECT_EQ(res->body, "hello");
+  server_->Stop();
+  server_->Wait();
+
+  cfg_.bench_echo = false;
+  StartServer();
+  TlsClient c2;
+  ASSERT_TRUE(c2.Connect(server_->port())) << c2.error();
+  auto off = c2.RoundTrip(PostRequest("/echo", "hello"));
+  ASSERT_TRUE(off) << c2.error();
+  EXPECT_EQ(off->status, 404u);
+}
+
+TEST_F(HttpServerTest, OversizedBodyGets413AndCloseWhileOthersAreServed) {
+  StartServer();
+  TlsClient big;
+  ASSERT_TRUE(big.Connect(server_->port())) << big.error();
+  ASSERT_TRUE(
+      big.Send("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+               "Content-Length: 10000000\r\n\r\n<a>"));
+  auto start = steady_clock::now();
+  auto res = big.Read();
+  ASSERT_TRUE(res) << big.error();
+  EXPECT_EQ(res->status, 413u);
+  EXPECT_EQ(res->connection, "close");
+  EXPECT_LT(steady_clock::now() - start, milliseconds(1000));  // refused on the header
+  EXPECT_TRUE(big.WaitClosed(milliseconds(3000)));
+  ExpectServing();
+}
+
+TEST_F(HttpServerTest, OversizedChunkedBodyGets413) {
+  StartServer();
+  TlsClient big;
+  ASSERT_TRUE(big.Connect(server_->port())) << big.error();
+  std::string chunk(32 * 1024, 'x');
+  std::string req =
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 3; ++i) req += "8000\r\n" + chunk + "\r\n";  // 96 KB > 64 KB
+  ASSERT_TRUE(big.Send(req));
+  auto res = big.Read();
+  ASSERT_TRUE(res) << big.error();
+  EXPECT_EQ(res->status, 413u);
+  EXPECT_TRUE(big.WaitClosed(milliseconds(3000)));
+  ExpectServing();
+}
+
+TEST_F(HttpServerTest, OversizedHeadersGet431) {
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+  std::string req =
+      "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4096, 'a') + "\r\n\r\n";
+  auto res = c.RoundTrip(req);
+  ASSERT_TRUE(res) << c.error();
+  EXPECT_EQ(res->status, 431u);
+  EXPECT_TRUE(c.WaitClosed(milliseconds(3000)));
+  ExpectServing();
+}
+
+TEST_F(HttpServerTest, MalformedRequestLineGets400) {
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+  auto res = c.RoundTrip("HELLO THERE\r\n\r\n");
+  ASSERT_TRUE(res) << c.error();
+  EXPECT_EQ(res->status, 400u);
+  EXPECT_TRUE(c.WaitClosed(milliseconds(3000)));
+  TlsClient c2;
+  ASSERT_TRUE(c2.Connect(server_->port())) << c2.error();
+  auto bad_length = c2.RoundTrip("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n");
+  ASSERT_TRUE(bad_length) << c2.error();
+  EXPECT_EQ(bad_length->status, 400u);
+  ExpectServing();
+}
+
+TEST_F(HttpServerTest, SlowlorisIsCutOffAtTheRequestDeadline) {
+  StartServer();
+  TlsClient slow;
+  ASSERT_TRUE(slow.Connect(server_->port())) << slow.error();
+  auto start = steady_clock::now();
+  // One header byte every 50 ms: each byte arrives well within any per-read timeout, but
+  // the request as a whole must be done within read_timeout_ms (300).
+  std::string req = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nX-Slow: ";
+  bool closed = false;
+  bool served_meanwhile = false;
+  for (size_t i = 0; i < 200 && !closed; ++i) {
+    if (!slow.Send(std::string(1, req[i % req.size()]))) {
+      closed = true;
+      break;
+    }
+    closed = slow.PeerClosed(milliseconds(50));
+    if (!served_meanwhile) {
+      ExpectServing();  // a normal client is not held up by the slow one
+      served_meanwhile = true;
+    }
+  }
+  auto elapsed = steady_clock::now() - start;
+  EXPECT_TRUE(closed);
+  EXPECT_TRUE(served_meanwhile);
+  EXPECT_GE(elapsed, milliseconds(250));
+  EXPECT_LT(elapsed, milliseconds(1500));
+}
+
+TEST_F(HttpServerTest, StalledPartialRequestIsClosedAtReadTimeout) {
+  StartServer();
+  TlsClient stalled;
+  ASSERT_TRUE(stalled.Connect(server_->port())) << stalled.error();
+  ASSERT_TRUE(
+      stalled.Send("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+                   "Content-Length: 100\r\n\r\n<partial"));
+  auto start = steady_clock::now();
+  ExpectServing();
+  EXPECT_TRUE(stalled.WaitClosed(milliseconds(3000)));
+  auto elapsed = steady_clock::now() - start;
+  EXPECT_GE(elapsed, milliseconds(250));
+  EXPECT_LT(elapsed, milliseconds(1500));
+}
+
+TEST_F(HttpServerTest, IdleKeepAliveConnectionIsClosedAtIdleTimeout) {
+  cfg_.idle_timeout_ms = 300;
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+  ASSERT_TRUE(c.RoundTrip(GetRequest("/healthz")));
+  auto start = steady_clock::now();
+  EXPECT_FALSE(c.PeerClosed(milliseconds(150)));  // not before the idle timeout
+  EXPECT_TRUE(c.PeerClosed(milliseconds(3000)));
+  auto elapsed = steady_clock::now() - start;
+  EXPECT_GE(elapsed, milliseconds(250));
+  EXPECT_LT(elapsed, milliseconds(1500));
+}
+
+TEST_F(HttpServerTest, ClientThatNeverHandshakesIsClosedAtHandshakeTimeout) {
+  cfg_.handshake_timeout_ms = 300;
+  StartServer();
+  boost::asio::io_context ioc;
+  boost::asio::ip::tcp::socket raw(ioc);
+  raw.connect({boost::asio::ip::make_address("127.0.0.1"), server_->port()});
+  auto start = steady_clock::now();
+  pollfd p{raw.native_handle(), POLLRDHUP, 0};
+  ASSERT_EQ(::poll(&p, 1, 3000), 1);
+  EXPECT_NE(p.revents & (POLLRDHUP | POLLHUP | POLLERR), 0);
+  auto elapsed = steady_clock::now() - start;
+  EXPECT_GE(elapsed, milliseconds(250));
+  EXPECT_LT(elapsed, milliseconds(1500));
+  ExpectServing();
+}
+
+TEST_F(HttpServerTest, TruncatedBodyThenCloseLeavesServerServing) {
+  StartServer();
+  {
+    TlsClient c;
+    ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+    ASSERT_TRUE(
+        c.Send("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+               "Content-Length: 1000\r\n\r\n<only-a-bit"));
+    c.Close();
+  }
+  EXPECT_TRUE(Eventually([&] { return server_->active_connections() == 0; }));
+  ExpectServing();
+}
+
+TEST_F(HttpServerTest, Tls11ClientIsRefused) {
+  StartServer();
+  TlsClient old;
+  EXPECT_FALSE(old.Connect(server_->port(), {.max_tls_version = TLS1_1_VERSION}));
+  // The same client settings capped at TLS 1.2 do connect: the refusal is about the version.
+  TlsClient tls12;
+  EXPECT_TRUE(tls12.Connect(server_->port(), {.max_tls_version = TLS1_2_VERSION})) << tls12.error();
+  ExpectServing();
+}
+
+TEST_F(HttpServerTest, MaxConnectionsIsEnforced) {
+  cfg_.max_connections = 2;
+  StartServer();
+  TlsClient a, b;
+  ASSERT_TRUE(a.Connect(server_->port())) << a.error();
+  ASSERT_TRUE(b.Connect(server_->port())) << b.error();
+  ASSERT_TRUE(Eventually([&] { return server_->active_connections() == 2; }));
+  TlsClient c;
+  EXPECT_FALSE(c.Connect(server_->port()));
+  EXPECT_EQ(server_->rejected_connections(), 1u);
+  // The connections we have keep working.
+  auto res = a.RoundTrip(GetRequest("/healthz"));
+  ASSERT_TRUE(res) << a.error();
+  EXPECT_EQ(res->status, 200u);
+  // A slot freed is a slot available.
+  b.Close();
+  ASSERT_TRUE(Eventually([&] { return server_->active_connections() == 1; }));
+  TlsClient d;
+  EXPECT_TRUE(d.Connect(server_->port())) << d.error();
+}
+
+TEST_F(HttpServerTest, FullWorkerQueueGets503WithRetryAfter) {
+  cfg_.worker_threads = 1;
+  cfg_.max_queued_requests = 1;
+  StartServer();
+  endpoint_.Gate();
+  TlsClient running, queued, refused;
+  ASSERT_TRUE(running.Connect(server_->port()));
+  ASSERT_TRUE(running.Send(PostRequest("/", "one")));
+  ASSERT_TRUE(endpoint_.WaitEntered(1));
+  ASSERT_TRUE(queued.Connect(server_->port()));
+  ASSERT_TRUE(queued.Send(PostRequest("/", "two")));
+  ASSERT_TRUE(Eventually([&] { return server_->queued_requests() == 1; }));
+  ASSERT_TRUE(refused.Connect(server_->port()));
+  auto busy = refused.RoundTrip(PostRequest("/", "three"));
+  ASSERT_TRUE(busy) << refused.error();
+  EXPECT_EQ(busy->status, 503u);
+  EXPECT_EQ(busy->retry_after, "1");
+  // /healthz does not need a worker.
+  auto health = refused.RoundTrip(GetRequest("/healthz"));
+  ASSERT_TRUE(health) << refused.error();
+  EXPECT_EQ(health->status, 200u);
+  endpoint_.Release();
+  auto r1 = running.Read(), r2 = queued.Read();
+  ASSERT_TRUE(r1 && r2);
+  EXPECT_EQ(r1->status, 200u);
+  EXPECT_EQ(r2->status, 200u);
+}
+
+TEST_F(HttpServerTest, EndpointExceptionBecomesFaultAndServerSurvives) {
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(server_->port()));
+  auto res = c.RoundTrip(PostRequest("/", "throw"));
+  ASSERT_TRUE(res) << c.error();
+  EXPECT_EQ(res->status, 500u);
+  EXPECT_NE(res->body.find("<ma:Code>Internal</ma:Code>"), std::string::npos) << res->body;
+  auto again = c.RoundTrip(PostRequest("/", "fine"));
+  ASSERT_TRUE(again) << c.error();
+  EXPECT_EQ(again->status, 200u);
+}
+
+TEST_F(HttpServerTest, Expect100ContinueIsHonoured) {
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(server_->port()));
+  ASSERT_TRUE(
+      c.Send("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+             "Content-Length: 4\r\nExpect: 100-continue\r\n\r\n"));
+  auto interim = c.Read();
+  ASSERT_TRUE(interim) << c.error();
+  EXPECT_EQ(interim->status, 100u);
+  ASSERT_TRUE(c.Send("<a/>"));
+  auto res = c.Read();
+  ASSERT_TRUE(res) << c.error();
+  EXPECT_EQ(res->status, 200u);
+  EXPECT_EQ(res->body, "<ok n=\"4\"/>");
+  // Too big: refused before the client sends the body.
+  auto big = c.RoundTrip(
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+      "Content-Length: 1000000\r\nExpect: 100-continue\r\n\r\n");
+  ASSERT_TRUE(big) << c.error();
+  EXPECT_EQ(big->status, 413u);
+}
+
+TEST_F(HttpServerTest, ClientCertificateFingerprintReachesTheEndpoint) {
+  cfg_.tls_request_client_cert = true;
+  StartServer();
+  testing::CertFiles operator_cert = testing::MakeSelfSignedCert(dir_.path(), "operator");
+  TlsClient with_cert;
+  ASSERT_TRUE(with_cert.Connect(server_->port(), {.client_cert = &operator_cert}))
+      << with_cert.error();
+  ASSERT_TRUE(with_cert.RoundTrip(PostRequest("/", "x")));
+  EXPECT_EQ(endpoint_.last_info().client_cert_fingerprint, operator_cert.sha256_hex);
+  TlsClient without;
+  ASSERT_TRUE(without.Connect(server_->port())) << without.error();
+  ASSERT_TRUE(without.RoundTrip(PostRequest("/", "y")));
+  EXPECT_EQ(endpoint_.last_info().client_cert_fingerprint, "");
+}
+
+TEST_F(HttpServerTest, ClientCertificateNotFromTheConfiguredCaIsRefused) {
+  testing::CertFiles ca = testing::MakeSelfSignedCert(dir_.path(), "admin-ca");
+  cfg_.tls_client_ca = ca.cert_path;
+  StartServer();
+  testing::CertFiles stranger = testing::MakeSelfSignedCert(dir_.path(), "stranger");
+  TlsClient c;
+  bool ok = c.Connect(server_->port(), {.client_cert = &stranger});
+  // TLS 1.3: the client learns of the refusal on its first read.
+  if (ok) ok = c.RoundTrip(GetRequest("/healthz")).has_value();
+  EXPECT_FALSE(ok);
+  // Presenting no certificate is allowed (LMS clients have none).
+  ExpectServing();
+}
+
+TEST_F(HttpServerTest, StopFinishesInFlightRequestsThenCloses) {
+  StartServer();
+  endpoint_.Gate();
+  TlsClient busy, idle;
+  ASSERT_TRUE(idle.Connect(server_->port()));
+  ASSERT_TRUE(idle.RoundTrip(GetRequest("/healthz")));
+  ASSERT_TRUE(busy.Connect(server_->port()));
+  ASSERT_TRUE(busy.Send(PostRequest("/", "in-flight")));
+  ASSERT_TRUE(endpoint_.WaitEntered(1));
+
+  server_->Stop();
+  auto waited = std::async(std::launch::async, [&] { server_->Wait(); });
+  EXPECT_TRUE(idle.WaitClosed(milliseconds(3000)));  // idle keep-alive: closed at once
+  EXPECT_EQ(waited.wait_for(milliseconds(100)), std::future_status::timeout);  // still busy
+  TlsClient late;
+  EXPECT_FALSE(late.Connect(server_->port(), {}, milliseconds(1000)));
+
+  endpoint_.Release();
+  auto res = busy.Read();
+  ASSERT_TRUE(res) << busy.error();
+  EXPECT_EQ(res->status, 200u);
+  EXPECT_EQ(res->connection, "close");
+  EXPECT_EQ(waited.wait_for(milliseconds(5000)), std::future_status::ready);
+  EXPECT_EQ(server_->active_connections(), 0);
+}
+
+TEST_F(HttpServerTest, StopGivesUpOnStuckRequestsAfterTheTimeout) {
+  cfg_.shutdown_timeout_ms = 200;
+  StartServer();
+  endpoint_.Gate();
+  TlsClient busy;
+  ASSERT_TRUE(busy.Connect(server_->port()));
+  ASSERT_TRUE(busy.Send(PostRequest("/", "stuck")));
+  ASSERT_TRUE(endpoint_.WaitEntered(1));
+  server_->Stop();
+  auto waited = std::async(std::launch::async, [&] { server_->Wait(); });
+  // The connection is dropped at the deadline even though the worker is still busy.
+  EXPECT_TRUE(busy.WaitClosed(milliseconds(3000)));
+  endpoint_.Release();  // now Wait() can join the worker
+  EXPECT_EQ(waited.wait_for(milliseconds(5000)), std::future_status::ready);
+}
+
+TEST_F(HttpServerTest, BadCertificateOrKeyIsAnInvalidArgument) {
+  cfg_.tls_certificate = dir_.File("missing.crt");
+  auto missing = HttpServer::Create(cfg_, &endpoint_, Env::Default());
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_NE(missing.error().message().find("tls.certificate"), std::string::npos);
+
+  testing::CertFiles other = testing::MakeSelfSignedCert(dir_.path(), "other");
+  cfg_.tls_certificate = cert_.cert_path;
+  cfg_.tls_private_key = other.key_path;
+  auto mismatch = HttpServer::Create(cfg_, &endpoint_, Env::Default());
+  ASSERT_FALSE(mismatch.has_value());
+  EXPECT_EQ(mismatch.error().code(), Code::kInvalidArgument);
+  EXPECT_NE(mismatch.error().message().find("tls.private_key"), std::string::npos)
+      << mismatch.error().ToString();
+}
+
+TEST_F(HttpServerTest, PortInUseIsAnIoError) {
+  StartServer();
+  cfg_.listen_port = server_->port();
+  TestEndpoint other;
+  auto second = HttpServer::Create(cfg_, &other, Env::Default());
+  ASSERT_FALSE(second.has_value());
+  EXPECT_EQ(second.error().code(), Code::kIoError);
+}
+
+TEST(UnsupportedEndpointTest, AnswersEveryRequestWithAnUnsupportedFault) {
+  auto endpoint = MakeUnsupportedEndpoint();
+  Reply reply = endpoint->Handle("<Envelope/>", RequestInfo{});
+  EXPECT_EQ(reply.http_status, 500u);
+  EXPECT_NE(reply.body.find("<ma:Code>Unsupported</ma:Code>"), std::string::npos);
+  EXPECT_NE(reply.body.find("operations not built yet"), std::string::npos);
+  EXPECT_EQ(reply.log_outcome, "Unsupported");
+}
+
+TEST(SoapFaultXmlTest, EscapesTheMessageAndPicksTheFaultcode) {
+  std::string client = SoapFaultXml(Status(Code::kMalformed, "bad <tag> & \"quote\""));
+  EXPECT_NE(client.find("SOAP-ENV:Client"), std::string::npos);
+  EXPECT_NE(client.find("bad &lt;tag&gt; &amp; &quot;quote&quot;"), std::string::npos);
+  EXPECT_EQ(client.find("<tag>"), std::string::npos);
+  std::string server = SoapFaultXml(Status(Code::kIoError, "disk"));
+  EXPECT_NE(server.find("SOAP-ENV:Server"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tpmma::server

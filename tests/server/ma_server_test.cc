@@ -1,0 +1,243 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The real ma-server binary: --check-config, --help/--version, and a run that serves
+// /healthz on an ephemeral port and exits 0 on SIGTERM.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "tests/server/tls_client.h"
+#include "tests/support/testutil.h"
+
+namespace tpmma::testing {
+namespace {
+
+using std::chrono::milliseconds;
+
+void Write(const std::string& path, const std::string& text) {
+  WriteFileOrDie(path, ByteView(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+// ma-server as a child process with its stderr on a pipe.
+class ServerProcess {
+ public:
+  explicit ServerProcess(std::vector<std::string> argv) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fds[1], 2);
+      std::vector<char*> args;
+      for (auto& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    fd_ = fds[0];
+  }
+  ~ServerProcess() {
+    if (pid_ > 0 && !reaped_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  // Reads stderr until the "listening on https://127.0.0.1:PORT" line (or EOF/timeout).
+  std::optional<uint16_t> WaitListening(milliseconds timeout) {
+    static const std::regex kListening(R"(listening on https://127\.0\.0\.1:(\d+))");
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      std::smatch m;
+      if (std::regex_search(output_, m, kListening)) return std::stoi(m[1].str());
+      auto left =
+          std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left <= milliseconds(0) || !ReadSome(left)) return std::nullopt;
+    }
+  }
+
+  // Sends `sig` and returns the exit code (-1 if killed by a signal or still running after
+  // `timeout`).
+  int SignalAndWait(int sig, milliseconds timeout) {
+    ::kill(pid_, sig);
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        reaped_ = true;
+        while (ReadSome(milliseconds(100))) {
+        }
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      ReadSome(milliseconds(20));
+    }
+    return -1;
+  }
+
+  const std::string& output() const { return output_; }
+
+ private:
+  bool ReadSome(milliseconds timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
+    char buf[4096];
+    ssize_t n = ::read(fd_, buf, sizeof buf);
+    if (n <= 0) return false;
+    output_.append(buf, static_cast<size_t>(n));
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  bool reaped_ = false;
+  std::string output_;
+};
+
+class MaServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CertFiles tls = MakeSelfSignedCert(dir_.path(), "tls");
+    // An RSA-2048 key and certificate stand in for the MA storage key.
+    MakeSelfSignedCert(dir_.path(), "ma", /*rsa=*/true);
+    // Any CA certificate will do as an EK root: nothing authenticates here.
+    MakeSelfSignedCert(dir_.path(), "ek-root");
+    ::chmod(tls.key_path.c_str(), 0600);
+    ::chmod(dir_.File("ma.key").c_str(), 0600);  // the MA service refuses a readable key
+    config_ = dir_.File("ma.toml");
+    // Relative paths: resolved against the config file's directory, not the cwd.
+    Write(config_, R"([server]
+listen_address = "127.0.0.1"
+listen_port = 0
+io_threads = 1
+worker_threads = 2
+[tls]
+certificate = "tls.crt"
+private_key = "tls.key"
+[ma]
+private_key = "ma.key"
+certificate = "ma.crt"
+[vault]
+path = "vault.db"
+[trust]
+ek_roots = ["ek-root.crt"]
+[limits]
+read_timeout_ms = 2000
+)");
+  }
+
+  TempDir dir_;
+  std::string config_;
+};
+
+TEST_F(MaServerTest, ServesHealthzAndExitsZeroOnSigterm) {
+  ServerProcess server({MA_SERVER_BIN, "--config", config_});
+  std::optional<uint16_t> port = server.WaitListening(milliseconds(10000));
+  ASSERT_TRUE(port.has_value()) << server.output();
+
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(*port)) << c.error();
+  auto health = c.RoundTrip(GetRequest("/healthz"));
+  ASSERT_TRUE(health.has_value()) << c.error();
+  EXPECT_EQ(health->status, 200u);
+  EXPECT_EQ(health->body, "ok\n");
+  // Not SOAP at all: whichever endpoint is built in, the answer is a SOAP Fault.
+  auto soap = c.RoundTrip(PostRequest("/", "<not-an-envelope/>"));
+  ASSERT_TRUE(soap.has_value()) << c.error();
+  EXPECT_EQ(soap->status, 500u);
+  EXPECT_NE(soap->body.find("Fault"), std::string::npos) << soap->body;
+
+  EXPECT_EQ(server.SignalAndWait(SIGTERM, milliseconds(10000)), 0) << server.output();
+  EXPECT_NE(server.output().find("shutting down"), std::string::npos) << server.output();
+  // The request log: op, outcome, status, latency and peer; never the body.
+  EXPECT_NE(server.output().find("request op="), std::string::npos) << server.output();
+  EXPECT_EQ(server.output().find("not-an-envelope"), std::string::npos) << server.output();
+}
+
+TEST_F(MaServerTest, SigintAlsoStopsCleanly) {
+  ServerProcess server({MA_SERVER_BIN, "--config", config_});
+  ASSERT_TRUE(server.WaitListening(milliseconds(10000)).has_value()) << server.output();
+  EXPECT_EQ(server.SignalAndWait(SIGINT, milliseconds(10000)), 0) << server.output();
+}
+
+TEST_F(MaServerTest, CheckConfigSaysOk) {
+  CommandResult r = RunCommand({MA_SERVER_BIN, "--config", config_, "--check-config"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("config OK"), std::string::npos) << r.output;
+}
+
+TEST_F(MaServerTest, CheckConfigNamesTheBadKeyAndExits2) {
+  Write(config_, "[server]\nlisten_port = 99999\n");
+  CommandResult r = RunCommand({MA_SERVER_BIN, "--config", config_, "--check-config"});
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("server.listen_port must be an integer between 0 and 65535"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(r.output.find("config OK"), std::string::npos);
+}
+
+TEST_F(MaServerTest, CheckConfigNamesAMissingFile) {
+  ::unlink(dir_.File("ma.crt").c_str());
+  CommandResult r = RunCommand({MA_SERVER_BIN, "--config", config_, "--check-config"});
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("ma.certificate"), std::string::npos) << r.output;
+}
+
+TEST_F(MaServerTest, CheckConfigFindsAKeyThatDoesNotMatchTheCertificate) {
+  MakeSelfSignedCert(dir_.path(), "other");
+  Bytes original = ReadFileOrDie(config_);
+  std::string cfg(original.begin(), original.end());
+  cfg.replace(cfg.find("private_key = \"tls.key\""), 23, "private_key = \"other.key\"");
+  Write(config_, cfg);
+  CommandResult r = RunCommand({MA_SERVER_BIN, "--config", config_, "--check-config"});
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("tls.private_key"), std::string::npos) << r.output;
+}
+
+TEST_F(MaServerTest, BadConfigAlsoStopsANormalStartWithExit2) {
+  Write(config_, "[server]\nlisten_prot = 1\n");
+  CommandResult r = RunCommand({MA_SERVER_BIN, "--config", config_});
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("did you mean server.listen_port"), std::string::npos) << r.output;
+}
+
+TEST_F(MaServerTest, UsageErrorsExit2HelpAndVersionExit0) {
+  CommandResult none = RunCommand({MA_SERVER_BIN});
+  EXPECT_EQ(none.exit_code, 2) << none.output;
+  CommandResult bogus = RunCommand({MA_SERVER_BIN, "--bogus"});
+  EXPECT_EQ(bogus.exit_code, 2) << bogus.output;
+  CommandResult help = RunCommand({MA_SERVER_BIN, "--help"});
+  EXPECT_EQ(help.exit_code, 0) << help.output;
+  EXPECT_NE(help.output.find("Exit codes"), std::string::npos) << help.output;
+  EXPECT_NE(help.output.find("--check-config"), std::string::npos) << help.output;
+  CommandResult version = RunCommand({MA_SERVER_BIN, "--version"});
+  EXPECT_EQ(version.exit_code, 0) << version.output;
+  EXPECT_NE(version.output.find("ma-server "), std::string::npos) << version.output;
+}
+
+TEST_F(MaServerTest, PortInUseExits1) {
+  ServerProcess first({MA_SERVER_BIN, "--config", config_});
+  std::optional<uint16_t> port = first.WaitListening(milliseconds(10000));
+  ASSERT_TRUE(port.has_value()) << first.output();
+  std::string cfg2 = dir_.File("second.toml");
+  Bytes original = ReadFileOrDie(config_);
+  std::string text(original.begin(), original.end());
+  text.replace(text.find("listen_port = 0"), 15, "listen_port = " + std::to_string(*port));
+  Write(cfg2, text);
+  CommandResult r = RunCommand({MA_SERVER_BIN, "--config", cfg2});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(first.SignalAndWait(SIGTERM, milliseconds(10000)), 0) << first.output();
+}
+
+}  // namespace
+}  // namespace tpmma::testing
