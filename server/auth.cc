@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "server/auth.h"
+
+#include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509_vfy.h>
+
+#include "tpm/attest.h"
+#include "tpm/credential.h"
+#include "tpm/marshal.h"
+#include "tpm/public.h"
+
+namespace tpmma::server {
+namespace {
+
+constexpr size_t kSecretBytes = 32;
+constexpr size_t kIdBytes = 32;
+constexpr size_t kMaxRootFileBytes = 1024 * 1024;
+
+Bytes Sha256(ByteView data) {
+  Bytes out(SHA256_DIGEST_LENGTH);
+  SHA256(data.data(), data.size(), out.data());
+  return out;
+}
+
+Result<SecureBytes> HmacSha256(ByteView key, ByteView data) {
+  SecureBytes out(SHA256_DIGEST_LENGTH);
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), data.data(), data.size(),
+           out.data(), &len) == nullptr ||
+      len != out.size()) {
+    return Error(OpensslError("HMAC"));
+  }
+  return out;
+}
+
+std::string Base64Url(ByteView data) {
+  std::string s = Base64Encode(data);
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    if (c == '+')
+      out.push_back('-');
+    else if (c == '/')
+      out.push_back('_');
+    else if (c != '=')
+      out.push_back(c);
+  }
+  Wipe(s.data(), s.size());
+  return out;
+}
+
+Result<X509Ptr> ParseDer(ByteView der, std::string_view what) {
+  const unsigned char* p = der.data();
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!cert || p != der.data() + der.size()) {
+    return Error(Code::kMalformed, std::string(what) + " is not a DER X.509 certificate");
+  }
+  return cert;
+}
+
+Status AddPemFile(X509_STORE* store, Env* env, const std::string& path) {
+  TPMMA_ASSIGN_OR_RETURN(Bytes pem, env->ReadFile(path, kMaxRootFileBytes));
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (!bio) return OpensslError("BIO_new_mem_buf");
+  int added = 0;
+  while (true) {
+    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (!cert) break;
+    if (X509_STORE_add_cert(store, cert.get()) != 1) return OpensslError("X509_STORE_add_cert");
+    ++added;
+  }
+  ERR_clear_error();  // the loop ends on a "no start line" error
+  if (added == 0) {
+    return Status(Code::kInvalidArgument, "EK root file " + path + " holds no PEM certificate");
+  }
+  return Status::Ok();
+}
+
+void WriteLv(Bytes& out, ByteView v) {
+  uint32_t n = static_cast<uint32_t>(v.size());
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(n >> shift));
+  out.insert(out.end(), v.begin(), v.end());
+}
+
+}  // namespace
+
+Result<Bytes> AttestBody(ByteView tpm2b_attest) {
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_ATTEST a, tpm::Unmarshal<TPM2B_ATTEST>(tpm2b_attest));
+  return Bytes(a.attestationData, a.attestationData + a.size);
+}
+
+Status CheckSigningKeyAttributes(const TPMT_PUBLIC& key) {
+  const TPMA_OBJECT need = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT |
+                           TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_SIGN_ENCRYPT;
+  const TPMA_OBJECT a = key.objectAttributes;
+  if ((a & need) != need) {
+    return Status(Code::kInvalidArgument,
+                  "package-signing key must have fixedTPM|fixedParent|sensitiveDataOrigin|sign");
+  }
+  if ((a & TPMA_OBJECT_DECRYPT) != 0 || (a & TPMA_OBJECT_RESTRICTED) != 0) {
+    return Status(Code::kInvalidArgument,
+                  "package-signing key must not be a decryption or restricted key");
+  }
+  if (key.type != TPM2_ALG_RSA && key.type != TPM2_ALG_ECC) {
+    return Status(Code::kUnsupported, "package-signing key must be RSA or ECC");
+  }
+  return Status::Ok();
+}
+
+Bytes Authenticator::TokenHash(std::string_view token) {
+  return Sha256(View(token));
+}
+
+Result<std::unique_ptr<Authenticator>> Authenticator::Create(const AuthOptions& options,
+                                                             storage::Vault* vault, Env* env) {
+  X509StorePtr store(X509_STORE_new());
+  if (!store) return Error(OpensslError("X509_STORE_new"));
+  if (options.ek_roots.empty()) {
+    return Error(Code::kInvalidArgument, "trust.ek_roots is empty: no EK could ever be trusted");
+  }
+  for (const std::string& path : options.ek_roots) {
+    auto entries = env->ListDir(path);
+    if (entries) {
+      for (const std::string& name : *entries) {
+        if (name.ends_with(".pem") || name.ends_with(".crt")) {
+          TPMMA_RETURN_IF_ERROR(AddPemFile(store.get(), env, path + "/" + name));
+        }
+      }
+    } else {
+      TPMMA_RETURN_IF_ERROR(AddPemFile(store.get(), env, path));
+    }
+  }
+  return std::unique_ptr<Authenticator>(new Authenticator(options, vault, env, std::move(store)));
+}
+
+Status Authenticator::VerifyEkCertificate(const BeginRequest& request,
+                                          const TPMT_PUBLIC& ek) const {
+  TPMMA_ASSIGN_OR_RETURN(X509Ptr leaf, ParseDer(request.ek_certificate, "EKCertificate"));
+  std::unique_ptr<STACK_OF(X509),
+                  decltype([](STACK_OF(X509) * s) { sk_X509_pop_free(s, X509_free); })>
+      untrusted(sk_X509_new_null());
+  if (!untrusted) return OpensslError("sk_X509_new_null");
+  for (const Bytes& der : request.ek_intermediates) {
+    TPMMA_ASSIGN_OR_RETURN(X509Ptr c, ParseDer(der, "EKIntermediateCertificate"));
+    if (sk_X509_push(untrusted.get(), c.get()) == 0) return OpensslError("sk_X509_push");
+    c.release();  // owned by the stack now
+  }
+  X509StoreCtxPtr ctx(X509_STORE_CTX_new());
+  if (!ctx || X509_STORE_CTX_init(ctx.get(), roots_.get(), leaf.get(), untrusted.get()) != 1) {
+    return OpensslError("X509_STORE_CTX_init");
+  }
+  // Validity is judged on the service clock, like every other TTL here.
+  X509_STORE_CTX_set_time(ctx.get(), 0, static_cast<time_t>(env_->NowUnixSeconds()));
+  if (X509_verify_cert(ctx.get()) != 1) {
+    int err = X509_STORE_CTX_get_error(ctx.get());
+    ERR_clear_error();
+    return Status(Code::kUnauthenticated,
+                  std::string("EK certificate not trusted: ") + X509_verify_cert_error_string(err));
+  }
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr ek_key, tpm::PublicToEvp(ek));
+  if (EVP_PKEY_eq(X509_get0_pubkey(leaf.get()), ek_key.get()) != 1) {
+    ERR_clear_error();
+    return Status(Code::kUnauthenticated, "EK certificate does not certify the EKPublic sent");
+  }
+  return Status::Ok();
+}
+
+void Authenticator::Remember(const std::string& id, Pending pending) {
+  std::lock_guard lock(mu_);
+  const int64_t now = env_->NowUnixSeconds();
+  // Drop what is expired (nothing could complete it) and, beyond the cap, the oldest.
+  while (!pending_order_.empty()) {
+    auto first = pending_order_.begin();
+    auto it = pending_.find(first->second);
+    bool expired = it == pending_.end() || it->second.expires_at <= now;
+    if (!expired && pending_.size() < options_.max_pending_challenges) break;
+    if (it != pending_.end()) pending_.erase(it);
+    pending_order_.erase(first);
+  }
+  pending.seq = next_seq_++;
+  pending_order_.emplace(pending.seq, id);
+  pending_.insert_or_assign(id, std::move(pending));
+}
+
+std::optional<Authenticator::Pending> Authenticator::Take(const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return std::nullopt;
+  Pending p = std::move(it->second);
+  pending_order_.erase(p.seq);
+  pending_.erase(it);
+  return p;
+}
+
+Result<BeginResult> Authenticator::Begin(const BeginRequest& request) {
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ek, tpm::Unmarshal<TPM2B_PUBLIC>(request.ek_public));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(request.ak_public));
+  TPMMA_ASSIGN_OR_RETURN(Bytes ek_name, tpm::ComputeName(ek.publicArea));
+  BeginResult out;
+  out.platform_id = HexEncode(ek_name);
+  TPMMA_RETURN_IF_ERROR(VerifyEkCertificate(request, ek.publicArea));
+  TPMMA_RETURN_IF_ERROR(tpm::CheckAkAttributes(ak.publicArea));
+  // The AK Name binds the credential: computed here, never taken from the client.
+  TPMMA_ASSIGN_OR_RETURN(Bytes ak_name, tpm::ComputeName(ak.publicArea));
+
+  TPMMA_ASSIGN_OR_RETURN(Bytes secret_plain, RandomBytes(kSecretBytes));
+  SecureBytes secret(secret_plain.begin(), secret_plain.end());
+  Wipe(secret_plain.data(), secret_plain.size());
+  TPMMA_ASSIGN_OR_RETURN(tpm::Credential cred, tpm::MakeCredential(ek, ak_name, secret));
+  TPMMA_ASSIGN_OR_RETURN(out.challenge_id, RandomBytes(kIdBytes));
+  TPMMA_ASSIGN_OR_RETURN(out.nonce, RandomBytes(kIdBytes));
+  TPMMA_ASSIGN_OR_RETURN(out.credential_blob, tpm::Marshal(cred.id_object));
+  TPMMA_ASSIGN_OR_RETURN(out.encrypted_secret, tpm::Marshal(cred.encrypted_secret));
+  // Only the hash of the expected proof is stored: a vault dump cannot answer a challenge.
+  TPMMA_ASSIGN_OR_RETURN(SecureBytes proof, HmacSha256(secret, out.challenge_id));
+
+  const int64_t now = env_->NowUnixSeconds();
+  out.expires_at = now + options_.challenge_ttl_s;
+  storage::Challenge c;
+  c.id = HexEncode(out.challenge_id);
+  c.kind = storage::ChallengeKind::kAuthenticate;
+  c.platform_id = out.platform_id;
+  c.expected_hash = Sha256(proof);
+  c.nonce = out.nonce;
+  WriteLv(c.associated_data, request.ak_public);
+  WriteLv(c.associated_data, request.ek_public);
+  c.created_at = now;
+  c.expires_at = out.expires_at;
+  storage::AuditEvent audit{now,  out.platform_id,   "Authenticate.Begin", out.platform_id,
+                            "ok", "challenge issued"};
+  TPMMA_RETURN_IF_ERROR(vault_->CreateChallenge(c, audit));
+
+  Pending p;
+  p.platform_id = out.platform_id;
+  p.ek_public = request.ek_public;
+  p.ek_certificate = request.ek_certificate;
+  p.ak_public = request.ak_public;
+  p.ak_name = std::move(ak_name);
+  p.nonce = out.nonce;
+  p.expires_at = out.expires_at;
+  Remember(c.id, std::move(p));
+  return out;
+}
+
+Result<CompleteResult> Authenticator::Complete(const CompleteRequest& request,
+                                               std::string* platform_id) {
+  const std::string id = HexEncode(request.challenge_id);
+  std::optional<Pending> p = Take(id);
+  if (!p) {
+    return Error(Code::kUnauthenticated,
+                 "unknown or already used challenge: start Authenticate again");
+  }
+  *platform_id = p->platform_id;
+  const int64_t now = env_->NowUnixSeconds();
+
+  std::optional<Bytes> signing_key;
+  if (request.signing_key) {
+    const SigningKeyProof& s = *request.signing_key;
+    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(p->ak_public));
+    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC key, tpm::Unmarshal<TPM2B_PUBLIC>(s.public_area));
+    TPMMA_ASSIGN_OR_RETURN(Bytes attest, AttestBody(s.certify_info));
+    TPMMA_ASSIGN_OR_RETURN(TPMT_SIGNATURE sig, tpm::Unmarshal<TPMT_SIGNATURE>(s.certify_signature));
+    Status certified = tpm::VerifyCertify(ak.publicArea, attest, sig, p->nonce, key.publicArea);
+    if (!certified.ok()) {
+      return Error(certified.code(), "PackageSigningKey certification: " + certified.message());
+    }
+    TPMMA_RETURN_IF_ERROR(CheckSigningKeyAttributes(key.publicArea));
+    signing_key = s.public_area;
+  }
+
+  TPMMA_ASSIGN_OR_RETURN(Bytes token_bytes, RandomBytes(32));
+  CompleteResult out;
+  {
+    std::string t = Base64Url(token_bytes);
+    out.token.assign(t.begin(), t.end());
+    Wipe(t.data(), t.size());
+    Wipe(token_bytes.data(), token_bytes.size());
+  }
+  out.platform_id = p->platform_id;
+  out.expires_at = now + options_.session_ttl_s;
+
+  storage::AuthCompletion a;
+  a.challenge_id = id;
+  a.proof_hash = Sha256(request.proof);
+  a.now = now;
+  a.platform.id = p->platform_id;
+  a.platform.ek_public = p->ek_public;
+  a.platform.ek_certificate = p->ek_certificate;
+  a.platform.ak_public = p->ak_public;
+  a.platform.ak_name = p->ak_name;
+  a.platform.signing_key_public = signing_key;
+  a.platform.created_at = now;
+  a.platform.last_seen_at = now;
+  a.session.token_hash = TokenHash(std::string_view(out.token.data(), out.token.size()));
+  a.session.platform_id = p->platform_id;
+  a.session.created_at = now;
+  a.session.expires_at = out.expires_at;
+  a.audit = storage::AuditEvent{
+      now,
+      p->platform_id,
+      "Authenticate.Complete",
+      p->platform_id,
+      "ok",
+      signing_key ? "session opened; package-signing key certified" : "session opened"};
+  TPMMA_RETURN_IF_ERROR(vault_->CompleteAuthentication(a));
+  return out;
+}
+
+Result<storage::Session> Authenticator::CheckSession(std::string_view token) {
+  auto s = vault_->GetSession(TokenHash(token), env_->NowUnixSeconds());
+  if (!s && s.error().code() == Code::kNotFound) {
+    return Error(Code::kUnauthenticated, "unknown session token: Authenticate first");
+  }
+  if (!s && s.error().code() == Code::kExpired) {
+    return Error(Code::kExpired, "session expired: Authenticate again");
+  }
+  return s;
+}
+
+}  // namespace tpmma::server
