@@ -1,0 +1,17 @@
+# ma-admin and ma-bench (included from server/CMakeLists.txt).
+
+# PKI helpers and `ma-admin init`.
+add_library(tpmma_admin STATIC pki.cc admin_init.cc)
+tpmma_target(tpmma_admin)
+target_link_libraries(tpmma_admin PUBLIC tpmma_common tpmma_tpm tpmma_storage
+                      tpmma_server_config OpenSSL::Crypto)
+
+add_executable(ma-admin admin_main.cc)
+tpmma_target(ma-admin)
+target_link_libraries(ma-admin PRIVATE tpmma_admin CLI11::CLI11)
+
+# Load generator, see docs/benchmarks.md.
+add_executable(ma-bench bench/ma_bench.cc bench/bench_ops.cc)
+tpmma_target(ma-bench)
+target_link_libraries(ma-bench PRIVATE tpmma_common Boost::system OpenSSL::SSL OpenSSL::Crypto
+                      Threads::Threads CLI11::CLI11)
