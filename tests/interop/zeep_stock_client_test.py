@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A stock SOAP client that no one here wrote (python3-zeep) calls the real ma-server over
+TLS, knowing only the WSDL: GetMAServiceInfo and GetMAKey. The MA key it gets back is
+checked independently with python3-cryptography: the TPM2B_PUBLIC must carry the same RSA
+key as the MA certificate, and the Name must be nameAlg || SHA-256(TPMT_PUBLIC).
+
+usage: zeep_stock_client_test.py WSDL MA_ADMIN MA_SERVER
+"""
+import hashlib
+import os
+import struct
+import sys
+import unittest
+
+import requests
+import zeep
+import zeep.exceptions
+from cryptography import x509
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ma_server_fixture import MaServer  # noqa: E402
+
+WSDL, MA_ADMIN, MA_SERVER = sys.argv[1:4]
+del sys.argv[1:4]
+
+
+class StockClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = MaServer(MA_ADMIN, MA_SERVER)
+        session = requests.Session()
+        # Environment CA bundles (REQUESTS_CA_BUNDLE) and proxies would override ours.
+        session.trust_env = False
+        session.verify = cls.server.ca  # real TLS: the MA CA from ma-admin init
+        transport = zeep.Transport(session=session)
+        cls.client = zeep.Client(WSDL, transport=transport)
+        cls.service = cls.client.create_service(
+            '{urn:tpm-ma:migration:1}MigrationAuthorityBinding', cls.server.url)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.server.stop()
+        assert rc == 0, f'ma-server exited with {rc} after SIGTERM'
+
+    def test_service_info(self):
+        info = self.service.GetMAServiceInfo()
+        self.assertIn('urn:tpm-ma:migration:1', list(info.ProtocolVersion))
+        ops = set(info.Operation)
+        self.assertEqual(ops, {'Authenticate', 'Upload', 'Download', 'Query', 'Delete',
+                               'GetMAServiceInfo', 'GetMAKey'})
+        self.assertGreater(info.Limits.MaxPackageBytes, 0)
+        self.assertIn('ma-1', info.MAKeyId)
+
+    def test_ma_key_matches_certificate_and_name(self):
+        key = self.service.GetMAKey()
+        self.assertEqual(key.KeyId, 'ma-1')
+        cert = x509.load_der_x509_certificate(key.Certificate)
+        with open(self.server.ma_cert, 'rb') as f:
+            self.assertEqual(cert, x509.load_pem_x509_certificate(f.read()))
+        # TPM2B_PUBLIC: size, then TPMT_PUBLIC (type, nameAlg, attributes, authPolicy, ...)
+        size, = struct.unpack_from('>H', key.Public, 0)
+        self.assertEqual(size + 2, len(key.Public))
+        area = key.Public[2:]
+        alg, name_alg, attrs = struct.unpack_from('>HHI', area, 0)
+        self.assertEqual((alg, name_alg), (0x0001, 0x000B))  # RSA, SHA-256
+        restricted, decrypt, sign = 1 << 16, 1 << 17, 1 << 18
+        self.assertEqual(attrs & (restricted | decrypt | sign), restricted | decrypt)
+        modulus = area[-256:]
+        self.assertEqual(int.from_bytes(modulus, 'big'), cert.public_key().public_numbers().n)
+        # TPM2B_NAME on the wire: size || nameAlg || digest
+        expected = struct.pack('>H', 0x000B) + hashlib.sha256(area).digest()
+        self.assertEqual(key.Name, struct.pack('>H', len(expected)) + expected)
+
+    def test_unknown_key_is_a_fault_with_a_stable_code(self):
+        with self.assertRaises(zeep.exceptions.Fault) as ctx:
+            self.service.GetMAKey(KeyId='no-such-key')
+        detail = ctx.exception.detail
+        self.assertIsNotNone(detail)
+        codes = [e.text for e in detail.iter() if e.tag.endswith('Code')]
+        self.assertEqual(codes, ['NotFound'])
+
+    def test_session_operations_refuse_a_bogus_token(self):
+        with self.assertRaises(zeep.exceptions.Fault) as ctx:
+            self.service.Delete(SessionToken='A' * 43,
+                                PackageId='00000000-0000-4000-8000-000000000000')
+        codes = [e.text for e in ctx.exception.detail.iter() if e.tag.endswith('Code')]
+        self.assertEqual(codes, ['Unauthenticated'])
+
+
+if __name__ == '__main__':
+    unittest.main(verbosity=2)
