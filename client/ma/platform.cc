@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "client/ma/platform.h"
+
+#include <openssl/x509.h>
+
+#include <algorithm>
+
+#include "client/tpm/tpm_pkey.h"
+#include "common/openssl.h"
+#include "tpm/marshal.h"
+#include "tpm/public.h"
+
+namespace tpmma::client {
+
+Bytes Tpm2bAttest(ByteView attest) {
+  Bytes out(2 + attest.size());
+  out[0] = static_cast<uint8_t>(attest.size() >> 8);
+  out[1] = static_cast<uint8_t>(attest.size());
+  std::copy(attest.begin(), attest.end(), out.begin() + 2);
+  return out;
+}
+
+Result<VerifiedMaKey> VerifyMaKey(const MaKeyInfo& key) {
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::Unmarshal<TPM2B_PUBLIC>(key.public_area));
+  TPMMA_RETURN_IF_ERROR(
+      tpm::CheckStorageParent(pub.publicArea).WithContext("the MA key is not a storage key"));
+  TPMMA_ASSIGN_OR_RETURN(Bytes name, tpm::ComputeName(pub.publicArea));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_NAME sent, tpm::Unmarshal<TPM2B_NAME>(key.name));
+  if (!ConstantTimeEqual(ByteView(sent.name, sent.size), name)) {
+    return Error(Code::kIntegrityFailure,
+                 "the MA key's Name does not match its public area: refusing to name it as "
+                 "the duplication target");
+  }
+  const unsigned char* p = key.certificate.data();
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(key.certificate.size())));
+  if (!cert || p != key.certificate.data() + key.certificate.size()) {
+    return Error(Code::kMalformed, "the MA key certificate is not one DER certificate");
+  }
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr tpm_key, tpm::PublicToEvp(pub.publicArea));
+  if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), tpm_key.get()) != 1) {
+    return Error(Code::kIntegrityFailure,
+                 "the MA key certificate certifies a different key than the TPM public area");
+  }
+  return VerifiedMaKey{.key_id = key.key_id, .public_area = pub, .name = std::move(name)};
+}
+
+Result<esys::KeyBlob> CreateAttestationKey(esys::Tpm& tpm, esys::KeyAlg alg) {
+  TPMMA_ASSIGN_OR_RETURN(esys::Object ek, tpm.CreateEk());
+  return tpm.CreateAk(ek, alg);
+}
+
+TPM2B_PUBLIC PackageSigningTemplate(esys::ChildType type) {
+  TPM2B_PUBLIC t = esys::ChildTemplate(type, false);
+  t.publicArea.objectAttributes |= TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT;
+  return t;
+}
+
+Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::KeyBlob& ak_blob,
+                                     const esys::Object* signing_parent,
+                                     const AuthenticateOptions& options) {
+  if (options.with_signing_key && signing_parent == nullptr) {
+    return Error(Code::kInvalidArgument, "a package-signing key needs a parent (the SRK)");
+  }
+  TPMMA_ASSIGN_OR_RETURN(esys::Object ek, tpm.CreateEk());
+  TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo ek_info, tpm.ReadPublic(ek));
+  TPMMA_ASSIGN_OR_RETURN(Bytes ek_cert, tpm.ReadEkCertificate());
+  TPMMA_ASSIGN_OR_RETURN(Bytes ak_public, tpm::Marshal(ak_blob.public_area));
+
+  TPMMA_ASSIGN_OR_RETURN(AuthChallenge ch,
+                         ma.AuthenticateBegin({.ek_public = ek_info.marshalled,
+                                               .ek_certificate = std::move(ek_cert),
+                                               .ek_intermediates = options.ek_intermediates,
+                                               .ak_public = ak_public}));
+  TPMMA_ASSIGN_OR_RETURN(auto blob, tpm::Unmarshal<TPM2B_ID_OBJECT>(ch.credential_blob));
+  TPMMA_ASSIGN_OR_RETURN(auto secret, tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(ch.encrypted_secret));
+
+  TPMMA_ASSIGN_OR_RETURN(esys::Object ak, tpm.Load(ek, ak_blob));
+  TPMMA_ASSIGN_OR_RETURN(SecureBytes activated, tpm.ActivateCredential(ak, ek, blob, secret));
+  ek.reset();  // frees a slot for the signing key
+
+  PlatformSession out;
+  std::optional<SigningKeyProof> proof;
+  if (options.with_signing_key) {
+    TPMMA_ASSIGN_OR_RETURN(
+        esys::KeyBlob key_blob,
+        tpm.Create(*signing_parent, PackageSigningTemplate(options.signing_key_type)));
+    TPMMA_ASSIGN_OR_RETURN(esys::Object key, tpm.Load(*signing_parent, key_blob));
+    TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo key_info, tpm.ReadPublic(key));
+    TPMMA_ASSIGN_OR_RETURN(esys::Attestation cert, tpm.Certify(key, ak, ch.nonce));
+    proof = SigningKeyProof{.public_area = key_info.marshalled,
+                            .certify_info = Tpm2bAttest(cert.attest),
+                            .certify_signature = cert.signature};
+    out.signing_public = key_info.marshalled;
+    TPMMA_ASSIGN_OR_RETURN(out.signer, esys::MakeTpmSigningKey(tpm, std::move(key)));
+  }
+  ak.reset();
+
+  TPMMA_ASSIGN_OR_RETURN(Bytes p, ChallengeProof(activated, ch.challenge_id));
+  TPMMA_ASSIGN_OR_RETURN(out.session, ma.AuthenticateComplete({.challenge_id = ch.challenge_id,
+                                                               .proof = std::move(p),
+                                                               .signing_key = std::move(proof)}));
+  return out;
+}
+
+Result<DownloadedPackage> DownloadTo(MaClient& ma, esys::Tpm& tpm, std::string_view token,
+                                     std::string_view package_id, const esys::Object& parent,
+                                     const esys::KeyBlob& ak_blob) {
+  TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo parent_info, tpm.ReadPublic(parent));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_NAME name,
+                         tpm::ComputeTpm2bName(parent_info.public_area.publicArea));
+  TPMMA_ASSIGN_OR_RETURN(Bytes name_bytes, tpm::Marshal(name));
+  TPMMA_ASSIGN_OR_RETURN(Bytes nonce, ma.DownloadPrepare(token, package_id, name_bytes));
+
+  TPMMA_ASSIGN_OR_RETURN(esys::Object ek, tpm.CreateEk());
+  TPMMA_ASSIGN_OR_RETURN(esys::Object ak, tpm.Load(ek, ak_blob));
+  ek.reset();
+  TPMMA_ASSIGN_OR_RETURN(esys::Attestation cert, tpm.Certify(parent, ak, nonce));
+  ak.reset();
+  return ma.DownloadComplete(token, package_id,
+                             {.nonce = std::move(nonce),
+                              .destination_public = parent_info.marshalled,
+                              .certify_info = Tpm2bAttest(cert.attest),
+                              .certify_signature = cert.signature});
+}
+
+}  // namespace tpmma::client

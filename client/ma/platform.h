@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The platform's side of the MA protocol (DESIGN 4.1, 4.3, docs/protocol.md), on a real
+// TPM through the ESAPI layer:
+//
+//   VerifyMaKey          GetMAKey's answer checked: certificate key == TPM public, Name
+//                        recomputed; the Name is what the MRK's policy names.
+//   Authenticate         EK + EK certificate + AK -> credential activation -> session; with
+//                        a package-signing key certified by the AK over the MA's nonce.
+//   DownloadTo           the MA re-wraps a package to a parent (the SRK) after the session's
+//                        AK certified that parent over a fresh MA nonce.
+//
+// swtpm and many TPMs hold three transient objects: these functions load at most three at
+// a time and flush what they loaded before returning (the signer excepted).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <tss2/tss2_tpm2_types.h>
+
+#include "client/ma/ma_client.h"
+#include "client/tpm/esys.h"
+#include "common/openssl.h"
+#include "common/status.h"
+
+namespace tpmma::client {
+
+struct VerifiedMaKey {
+  std::string key_id;
+  TPM2B_PUBLIC public_area{};
+  Bytes name;  // nameAlg || digest, as CreateMrk and PolicyDuplicationSelect want it
+};
+
+// The Name in the answer must equal the one computed from Public, and the certificate's
+// public key must be the key in Public (so the certificate an operator checks and the key
+// the TPM duplicates to are the same).
+Result<VerifiedMaKey> VerifyMaKey(const MaKeyInfo& key);
+
+// The AK: a restricted signing key under the (transient, re-created) EK. Keep the blob:
+// the same AK must certify the SRK at Download time.
+Result<esys::KeyBlob> CreateAttestationKey(esys::Tpm& tpm,
+                                           esys::KeyAlg alg = esys::KeyAlg::kRsa2048);
+
+struct AuthenticateOptions {
+  // EK certificate intermediates (DER) the MA may need to reach its roots.
+  std::vector<Bytes> ek_intermediates;
+  // Also create a package-signing key under `signing_parent`, certified by the AK over the
+  // challenge nonce, and hand it back as a TPM-backed EVP_PKEY.
+  bool with_signing_key = false;
+  esys::ChildType signing_key_type = esys::ChildType::kEccSign;
+};
+
+struct PlatformSession {
+  MaSession session;
+  EvpPkeyPtr signer;     // with_signing_key only; holds a TPM slot until freed
+  Bytes signing_public;  // TPM2B_PUBLIC of the signer
+};
+
+// The package-signing key template: fixedTPM|fixedParent|sensitiveDataOrigin, sign only.
+TPM2B_PUBLIC PackageSigningTemplate(esys::ChildType type);
+
+// Both rounds of Authenticate. `signing_parent` is only used with with_signing_key.
+Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::KeyBlob& ak,
+                                     const esys::Object* signing_parent,
+                                     const AuthenticateOptions& options = {});
+
+// Download round one and two for `package_id`, re-wrapped to `parent`, which the AK
+// certifies over the MA's nonce.
+Result<DownloadedPackage> DownloadTo(MaClient& ma, esys::Tpm& tpm, std::string_view token,
+                                     std::string_view package_id, const esys::Object& parent,
+                                     const esys::KeyBlob& ak);
+
+// TPMS_ATTEST bytes (as Certify returns them) -> TPM2B_ATTEST (as the MA takes them).
+Bytes Tpm2bAttest(ByteView attest);
+
+}  // namespace tpmma::client
