@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// ma-admin: the helpdesk/admin tool. Today: `init`. Platforms, packages, approvals and
-// audit commands arrive with issue #5.
+// ma-admin: the helpdesk/admin tool: `init` creates an MA; platforms, packages,
+// approve/approvals and audit work on an MA's state directory (--dir) on the MA host.
 //
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage.
 #include <charconv>
@@ -11,8 +11,14 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include "common/env.h"
+#include "server/admin_commands.h"
 #include "server/admin_init.h"
+#include "server/config.h"
+#include "storage/sqlite_vault.h"
 
 namespace {
 
@@ -25,6 +31,12 @@ int Fail(const tpmma::Status& s, bool json) {
     std::fprintf(stderr, "ma-admin: %s\n", s.ToString().c_str());
   }
   return 1;
+}
+
+// "admin:<login>": who did it, for the audit log.
+std::string LocalActor() {
+  const passwd* pw = ::getpwuid(::geteuid());
+  return std::string("admin:") + (pw != nullptr ? pw->pw_name : std::to_string(::geteuid()));
 }
 
 }  // namespace
@@ -47,6 +59,79 @@ int main(int argc, char** argv) {
                        "PEM certificate of a TPM manufacturer root to trust (repeatable)");
   init_cmd->add_option("--ma-key-id", init.ma_key_id, "identifier of the MA key")
       ->capture_default_str();
+
+  // --- commands on an existing MA's state directory
+  std::string dir = "/var/lib/tpm-ma";
+  auto add_dir = [&](CLI::App* c) {
+    c->add_option("--dir", dir, "the MA state directory (holds config.toml)")
+        ->capture_default_str();
+  };
+  std::string id, reason;
+  std::optional<std::string> platform_filter;
+
+  auto* platforms = app.add_subcommand("platforms", "list, show or revoke platforms (TPMs)");
+  platforms->require_subcommand(1);
+  auto* pl_list = platforms->add_subcommand("list", "every platform that ever authenticated");
+  auto* pl_show = platforms->add_subcommand("show", "one platform and its packages");
+  pl_show->add_option("ID", id, "platform id")->required();
+  auto* pl_revoke = platforms->add_subcommand(
+      "revoke", "block a platform (stolen laptop): its sessions and downloads stop at once");
+  pl_revoke->add_option("ID", id, "platform id")->required();
+  pl_revoke->add_option("--reason", reason, "why (recorded in the audit log)")->required();
+  for (auto* c : {pl_list, pl_show, pl_revoke}) add_dir(c);
+
+  auto* packages = app.add_subcommand("packages", "list, show or delete vaulted packages");
+  packages->require_subcommand(1);
+  auto* pk_list = packages->add_subcommand("list", "packages, newest last");
+  pk_list->add_option("--platform", platform_filter, "only packages of this source platform");
+  auto* pk_show = packages->add_subcommand("show", "one package's descriptor and keys");
+  pk_show->add_option("ID", id, "package id")->required();
+  auto* pk_delete = packages->add_subcommand("delete", "delete a package (securely)");
+  pk_delete->add_option("ID", id, "package id")->required();
+  pk_delete->add_option("--reason", reason, "why (recorded in the audit log)")->required();
+  for (auto* c : {pk_list, pk_show, pk_delete}) add_dir(c);
+
+  tpmma::server::ApproveOptions approve;
+  std::string expires = "24h";
+  auto* approve_cmd = app.add_subcommand(
+      "approve", "let platform NEW restore packages of platform OLD (motherboard swap)");
+  approve_cmd->add_option("--old", approve.old_platform, "the old platform's id")->required();
+  approve_cmd->add_option("--new", approve.new_platform, "the new platform's id")->required();
+  approve_cmd->add_option("--package", approve.package_ids,
+                          "only this package (repeatable; default: all of OLD's)");
+  approve_cmd->add_option("--expires", expires, "validity, e.g. 4h, 2d")->capture_default_str();
+  approve_cmd->add_option("--reason", approve.reason, "ticket or reason (audited)")->required();
+  approve_cmd->add_flag("--two-person", approve.require_confirmation,
+                        "stay pending until a second operator confirms");
+  add_dir(approve_cmd);
+
+  int64_t approval_id = 0;
+  auto* approvals = app.add_subcommand("approvals", "list, confirm or revoke approvals");
+  approvals->require_subcommand(1);
+  auto* ap_list = approvals->add_subcommand("list", "approvals, newest first");
+  std::string new_filter;
+  ap_list->add_option("--new", new_filter, "only approvals for this new platform");
+  auto* ap_confirm = approvals->add_subcommand("confirm", "second operator confirms (two-person)");
+  ap_confirm->add_option("ID", approval_id, "approval id")->required();
+  auto* ap_revoke = approvals->add_subcommand("revoke", "withdraw an approval");
+  ap_revoke->add_option("ID", approval_id, "approval id")->required();
+  ap_revoke->add_option("--reason", reason, "why (audited)")->required();
+  for (auto* c : {ap_list, ap_confirm, ap_revoke}) add_dir(c);
+
+  tpmma::server::AuditQuery audit_q;
+  std::string since, until;
+  auto* audit = app.add_subcommand("audit", "read the audit log, or verify its hash chain");
+  audit->add_option("--platform", audit_q.platform,
+                    "rows where this platform acted or was acted on");
+  audit->add_option("--operator", audit_q.operator_name, "rows by this actor (e.g. admin:alice)");
+  audit->add_option("--action", audit_q.action, "rows of this action (e.g. Upload)");
+  audit->add_option("--since", since, "from this time (YYYY-MM-DD[THH:MM:SSZ] or Unix seconds)");
+  audit->add_option("--until", until, "before this time");
+  audit->add_option("--limit", audit_q.limit, "newest N rows")->capture_default_str();
+  add_dir(audit);
+  auto* audit_verify =
+      audit->add_subcommand("verify", "check the hash chain; names the first bad row");
+  add_dir(audit_verify);
 
   try {
     app.parse(argc, argv);
@@ -92,5 +177,55 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  return 2;
+
+  // Everything else works on an existing MA.
+  auto cfg = tpmma::server::LoadConfig(dir + "/config.toml");
+  if (!cfg) return Fail(cfg.error().WithContext("the MA in " + dir), json);
+  auto vault = tpmma::storage::SqliteVault::Open(cfg->vault_path);
+  if (!vault) return Fail(vault.error(), json);
+  tpmma::server::AdminContext ctx{.vault = vault->get(),
+                                  .env = tpmma::Env::Default(),
+                                  .actor = LocalActor(),
+                                  .json = json,
+                                  .out = stdout};
+  namespace s = tpmma::server;
+  tpmma::Status st;
+  if (*pl_list) {
+    st = s::ListPlatforms(ctx);
+  } else if (*pl_show) {
+    st = s::ShowPlatform(ctx, id);
+  } else if (*pl_revoke) {
+    st = s::RevokePlatform(ctx, id, reason);
+  } else if (*pk_list) {
+    st = s::ListPackages(ctx, platform_filter);
+  } else if (*pk_show) {
+    st = s::ShowPackage(ctx, id);
+  } else if (*pk_delete) {
+    st = s::DeletePackage(ctx, id, reason);
+  } else if (*approve_cmd) {
+    auto ttl = s::ParseDuration(expires);
+    if (!ttl) return Fail(ttl.error().WithContext("--expires"), json);
+    approve.ttl_s = *ttl;
+    st = s::Approve(ctx, approve);
+  } else if (*ap_list) {
+    st = s::ListApprovals(ctx, new_filter);
+  } else if (*ap_confirm) {
+    st = s::ConfirmApproval(ctx, approval_id);
+  } else if (*ap_revoke) {
+    st = s::RevokeApproval(ctx, approval_id, reason);
+  } else if (*audit_verify) {
+    st = s::VerifyAudit(ctx);
+  } else if (*audit) {
+    for (auto [text, field] :
+         {std::pair{&since, &audit_q.since}, std::pair{&until, &audit_q.until}}) {
+      if (text->empty()) continue;
+      auto t = s::ParseTime(*text);
+      if (!t) return Fail(t.error(), json);
+      *field = *t;
+    }
+    st = s::ListAudit(ctx, audit_q);
+  } else {
+    return 2;
+  }
+  return st.ok() ? 0 : Fail(st, json);
 }

@@ -1,10 +1,10 @@
 # ma-admin and ma-bench (included from server/CMakeLists.txt).
 
 # PKI helpers and `ma-admin init`.
-add_library(tpmma_admin STATIC pki.cc admin_init.cc)
+add_library(tpmma_admin STATIC pki.cc admin_init.cc admin_commands.cc)
 tpmma_target(tpmma_admin)
 target_link_libraries(tpmma_admin PUBLIC tpmma_common tpmma_tpm tpmma_storage
-                      tpmma_server_config OpenSSL::Crypto)
+                      tpmma_server_config OpenSSL::Crypto fmt::fmt)
 
 add_executable(ma-admin admin_main.cc)
 tpmma_target(ma-admin)

@@ -2,3 +2,8 @@
 tpmma_test(admin_init_test SOURCES admin_init_test.cc LIBS tpmma_admin LABELS server)
 target_compile_definitions(admin_init_test PRIVATE MA_ADMIN_PATH="$<TARGET_FILE:ma-admin>")
 add_dependencies(admin_init_test ma-admin)
+
+tpmma_test(admin_commands_test SOURCES admin_commands_test.cc
+  LIBS tpmma_admin tpmma_storage PkgConfig::SQLITE3 LABELS server)
+target_compile_definitions(admin_commands_test PRIVATE MA_ADMIN_PATH="$<TARGET_FILE:ma-admin>")
+add_dependencies(admin_commands_test ma-admin)

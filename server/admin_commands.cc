@@ -1,0 +1,406 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "server/admin_commands.h"
+
+#include <charconv>
+#include <ctime>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common/bytes.h"
+
+namespace tpmma::server {
+
+using nlohmann::json;
+using storage::AuditEvent;
+
+namespace {
+
+std::string Iso(int64_t t) {
+  if (t == 0) return "-";
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void Print(const AdminContext& ctx, const json& j) {
+  std::fprintf(ctx.out, "%s\n", j.dump(2).c_str());
+}
+void Line(const AdminContext& ctx, const std::string& s) {
+  std::fprintf(ctx.out, "%s\n", s.c_str());
+}
+
+AuditEvent Event(const AdminContext& ctx, std::string action, std::string object,
+                 std::string detail) {
+  return AuditEvent{.time = ctx.env->NowUnixSeconds(),
+                    .actor = ctx.actor,
+                    .action = std::move(action),
+                    .object = std::move(object),
+                    .outcome = "ok",
+                    .detail = std::move(detail)};
+}
+
+// Ids are shown in full in JSON; tables shorten platform ids (68 hex digits) to 16.
+std::string Short(const std::string& id) {
+  return id.size() > 16 ? id.substr(0, 16) + "…" : id;
+}
+
+json PlatformJson(const storage::Platform& p) {
+  return {{"id", p.id},
+          {"state", std::string(storage::ToString(p.state))},
+          {"created_at", Iso(p.created_at)},
+          {"last_seen_at", Iso(p.last_seen_at)},
+          {"has_signing_key", p.signing_key_public.has_value()}};
+}
+
+json DescriptorJson(const storage::PackageDescriptor& d) {
+  json keys = json::array();
+  for (const auto& k : d.keys)
+    keys.push_back({{"id", k.key_id}, {"label", k.label}, {"usage", k.usage}});
+  return {{"id", d.package_id},
+          {"source_platform", d.source_platform_id},
+          {"created_at", Iso(d.created_at)},
+          {"uploaded_at", Iso(d.uploaded_at)},
+          {"size", d.size},
+          {"sha256", HexEncode(d.sha256)},
+          {"custody", std::string(storage::ToString(d.custody))},
+          {"keys", keys}};
+}
+
+json ApprovalJson(const storage::Approval& a) {
+  json j = {{"id", a.id},
+            {"old_platform", a.old_platform_id},
+            {"new_platform", a.new_platform_id},
+            {"all_packages", a.all_packages},
+            {"packages", a.package_ids},
+            {"reason", a.reason},
+            {"created_by", a.created_by},
+            {"created_at", Iso(a.created_at)},
+            {"expires_at", Iso(a.expires_at)},
+            {"state", std::string(storage::ToString(a.state))}};
+  if (a.confirmed_by) j["confirmed_by"] = *a.confirmed_by;
+  if (a.used_at) j["used_at"] = Iso(*a.used_at);
+  return j;
+}
+
+}  // namespace
+
+Result<int64_t> ParseDuration(std::string_view text) {
+  if (text.empty()) return Error(Code::kInvalidArgument, "empty duration");
+  int64_t unit = 1;
+  switch (text.back()) {
+    case 's':
+      unit = 1;
+      text.remove_suffix(1);
+      break;
+    case 'm':
+      unit = 60;
+      text.remove_suffix(1);
+      break;
+    case 'h':
+      unit = 3600;
+      text.remove_suffix(1);
+      break;
+    case 'd':
+      unit = 86400;
+      text.remove_suffix(1);
+      break;
+    default:
+      break;
+  }
+  int64_t n = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size() || n <= 0 ||
+      n > 366 * 86400 / unit) {
+    return Error(Code::kInvalidArgument,
+                 "a duration is a positive number with s, m, h or d (e.g. 24h), at most a year");
+  }
+  return n * unit;
+}
+
+Result<int64_t> ParseTime(std::string_view text) {
+  int64_t n = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (!text.empty() && ec == std::errc() && ptr == text.data() + text.size()) return n;
+  std::tm tm{};
+  std::string s(text);
+  const char* end = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (end == nullptr || *end != '\0') {
+    end = strptime(s.c_str(), "%Y-%m-%d", &tm);
+    if (end == nullptr || *end != '\0') {
+      return Error(
+          Code::kInvalidArgument,
+          "a time is YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ (UTC) or Unix seconds, got '" + s + "'");
+    }
+  }
+  return static_cast<int64_t>(timegm(&tm));
+}
+
+Status ListPlatforms(const AdminContext& ctx) {
+  json all = json::array();
+  std::string token;
+  do {
+    TPMMA_ASSIGN_OR_RETURN(auto page, ctx.vault->ListPlatforms(500, token));
+    for (const auto& p : page.platforms) all.push_back(PlatformJson(p));
+    token = page.next_page_token;
+  } while (!token.empty());
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"platforms", all}});
+    return Status::Ok();
+  }
+  Line(ctx, fmt::format("{:<20} {:<8} {:<21} {}", "PLATFORM", "STATE", "LAST SEEN", "CREATED"));
+  for (const auto& p : all) {
+    Line(ctx,
+         fmt::format("{:<20} {:<8} {:<21} {}", Short(p["id"]), p["state"].get<std::string>(),
+                     p["last_seen_at"].get<std::string>(), p["created_at"].get<std::string>()));
+  }
+  Line(ctx, fmt::format("{} platform(s)", all.size()));
+  return Status::Ok();
+}
+
+Status ShowPlatform(const AdminContext& ctx, const std::string& id) {
+  TPMMA_ASSIGN_OR_RETURN(storage::Platform p, ctx.vault->GetPlatform(id));
+  storage::PackageQuery q;
+  q.source_platform_id = id;
+  q.page_size = 1000;
+  TPMMA_ASSIGN_OR_RETURN(auto page, ctx.vault->QueryPackages(q));
+  json j = PlatformJson(p);
+  j["packages"] = json::array();
+  for (const auto& d : page.packages) j["packages"].push_back(d.package_id);
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"platform", j}});
+    return Status::Ok();
+  }
+  Line(ctx, "platform:  " + p.id);
+  Line(ctx, "state:     " + j["state"].get<std::string>());
+  Line(ctx, "created:   " + Iso(p.created_at));
+  Line(ctx, "last seen: " + Iso(p.last_seen_at));
+  Line(ctx, fmt::format("packages:  {}", page.packages.size()));
+  for (const auto& d : page.packages) Line(ctx, "  " + d.package_id);
+  return Status::Ok();
+}
+
+Status RevokePlatform(const AdminContext& ctx, const std::string& id, const std::string& reason) {
+  TPMMA_RETURN_IF_ERROR(ctx.vault->RevokePlatform(id, Event(ctx, "RevokePlatform", id, reason)));
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"revoked", id}});
+  } else {
+    Line(ctx, "Revoked platform " + id + ": its sessions and downloads are refused from now on.");
+  }
+  return Status::Ok();
+}
+
+Status ListPackages(const AdminContext& ctx, const std::optional<std::string>& platform) {
+  json all = json::array();
+  storage::PackageQuery q;
+  q.source_platform_id = platform;
+  q.page_size = 1000;
+  do {
+    TPMMA_ASSIGN_OR_RETURN(auto page, ctx.vault->QueryPackages(q));
+    for (const auto& d : page.packages) all.push_back(DescriptorJson(d));
+    q.page_token = page.next_page_token;
+  } while (!q.page_token.empty());
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"packages", all}});
+    return Status::Ok();
+  }
+  Line(ctx, fmt::format("{:<37} {:<20} {:>5} {:>8} {:<13} {}", "PACKAGE", "PLATFORM", "KEYS",
+                        "BYTES", "CUSTODY", "UPLOADED"));
+  for (const auto& d : all) {
+    Line(ctx, fmt::format("{:<37} {:<20} {:>5} {:>8} {:<13} {}", d["id"].get<std::string>(),
+                          Short(d["source_platform"]), d["keys"].size(), d["size"].get<int64_t>(),
+                          d["custody"].get<std::string>(), d["uploaded_at"].get<std::string>()));
+  }
+  Line(ctx, fmt::format("{} package(s)", all.size()));
+  return Status::Ok();
+}
+
+Status ShowPackage(const AdminContext& ctx, const std::string& id) {
+  TPMMA_ASSIGN_OR_RETURN(storage::PackageDescriptor d, ctx.vault->GetPackageDescriptor(id));
+  json j = DescriptorJson(d);
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"package", j}});
+    return Status::Ok();
+  }
+  Line(ctx, "package:  " + d.package_id);
+  Line(ctx, "platform: " + d.source_platform_id);
+  Line(ctx, "created:  " + Iso(d.created_at) + "   uploaded: " + Iso(d.uploaded_at));
+  Line(ctx, fmt::format("size:     {} bytes, sha256 {}", d.size, HexEncode(d.sha256)));
+  Line(ctx, "custody:  " + std::string(storage::ToString(d.custody)));
+  for (const auto& k : d.keys)
+    Line(ctx, fmt::format("  key {}  {:<8} {}", k.key_id, k.usage, k.label));
+  return Status::Ok();
+}
+
+Status DeletePackage(const AdminContext& ctx, const std::string& id, const std::string& reason) {
+  TPMMA_RETURN_IF_ERROR(ctx.vault->DeletePackage(id, Event(ctx, "DeletePackage", id, reason)));
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"deleted", id}});
+  } else {
+    Line(ctx, "Deleted package " + id + ".");
+  }
+  return Status::Ok();
+}
+
+Status Approve(const AdminContext& ctx, const ApproveOptions& o) {
+  if (o.reason.empty()) {
+    return Status(Code::kInvalidArgument,
+                  "an approval needs a --reason (it goes in the audit log)");
+  }
+  if (o.old_platform == o.new_platform) {
+    return Status(Code::kInvalidArgument,
+                  "old and new platform are the same: a platform restores its own packages "
+                  "without an approval");
+  }
+  // Both platforms must be known: an approval for a typo would wait forever.
+  TPMMA_ASSIGN_OR_RETURN(storage::Platform old_p, ctx.vault->GetPlatform(o.old_platform));
+  TPMMA_ASSIGN_OR_RETURN(storage::Platform new_p, ctx.vault->GetPlatform(o.new_platform));
+  if (new_p.state == storage::PlatformState::kRevoked) {
+    return Status(Code::kPermissionDenied, "the new platform is revoked");
+  }
+  for (const auto& id : o.package_ids) {
+    TPMMA_ASSIGN_OR_RETURN(storage::PackageDescriptor d, ctx.vault->GetPackageDescriptor(id));
+    if (d.source_platform_id != o.old_platform) {
+      return Status(Code::kInvalidArgument, "package " + id + " is not from the old platform");
+    }
+  }
+  const int64_t now = ctx.env->NowUnixSeconds();
+  storage::ApprovalRequest req{.old_platform_id = o.old_platform,
+                               .new_platform_id = o.new_platform,
+                               .all_packages = o.package_ids.empty(),
+                               .package_ids = o.package_ids,
+                               .reason = o.reason,
+                               .created_by = ctx.actor,
+                               .created_at = now,
+                               .expires_at = now + o.ttl_s,
+                               .require_confirmation = o.require_confirmation};
+  TPMMA_ASSIGN_OR_RETURN(
+      storage::Approval a,
+      ctx.vault->CreateApproval(req, Event(ctx, "ApproveRestore", "",
+                                           fmt::format("{} -> {}: {}", Short(o.old_platform),
+                                                       Short(o.new_platform), o.reason))));
+  (void)old_p;
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"approval", ApprovalJson(a)}});
+  } else {
+    Line(ctx, fmt::format("Approval {} ({}): packages of {} may be restored to {} until {}.", a.id,
+                          storage::ToString(a.state), Short(a.old_platform_id),
+                          Short(a.new_platform_id), Iso(a.expires_at)));
+    if (a.state == storage::ApprovalState::kPending) {
+      Line(ctx,
+           "A second operator must confirm it: ma-admin approvals confirm " + std::to_string(a.id));
+    }
+  }
+  return Status::Ok();
+}
+
+Status ConfirmApproval(const AdminContext& ctx, int64_t id) {
+  TPMMA_ASSIGN_OR_RETURN(
+      storage::Approval a,
+      ctx.vault->ConfirmApproval(id, ctx.actor, ctx.env->NowUnixSeconds(),
+                                 Event(ctx, "ConfirmApproval", std::to_string(id), "")));
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"approval", ApprovalJson(a)}});
+  } else {
+    Line(ctx, fmt::format("Approval {} is now {}.", a.id, storage::ToString(a.state)));
+  }
+  return Status::Ok();
+}
+
+Status RevokeApproval(const AdminContext& ctx, int64_t id, const std::string& reason) {
+  TPMMA_RETURN_IF_ERROR(
+      ctx.vault->RevokeApproval(id, Event(ctx, "RevokeApproval", std::to_string(id), reason)));
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"revoked", id}});
+  } else {
+    Line(ctx, fmt::format("Revoked approval {}.", id));
+  }
+  return Status::Ok();
+}
+
+Status ListApprovals(const AdminContext& ctx, const std::string& new_platform) {
+  TPMMA_ASSIGN_OR_RETURN(auto list, ctx.vault->ListApprovals(new_platform));
+  json all = json::array();
+  for (const auto& a : list) all.push_back(ApprovalJson(a));
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"approvals", all}});
+    return Status::Ok();
+  }
+  Line(ctx, fmt::format("{:>4} {:<9} {:<20} {:<20} {:<21} {}", "ID", "STATE", "OLD", "NEW",
+                        "EXPIRES", "REASON"));
+  for (const auto& a : list) {
+    Line(ctx, fmt::format("{:>4} {:<9} {:<20} {:<20} {:<21} {}", a.id, storage::ToString(a.state),
+                          Short(a.old_platform_id), Short(a.new_platform_id), Iso(a.expires_at),
+                          a.reason));
+  }
+  return Status::Ok();
+}
+
+Status ListAudit(const AdminContext& ctx, const AuditQuery& query) {
+  // The vault filters on one actor/object; a platform appears as either, so filter here.
+  storage::AuditFilter f;
+  f.action = query.action;
+  f.time_from = query.since;
+  f.time_to = query.until;
+  if (query.operator_name) f.actor = *query.operator_name;
+  f.page_size = 1000;
+  json all = json::array();
+  std::vector<storage::AuditRecord> rows;
+  do {
+    TPMMA_ASSIGN_OR_RETURN(auto page, ctx.vault->ListAudit(f));
+    for (auto& r : page.records) {
+      if (query.platform && r.event.actor != *query.platform && r.event.object != *query.platform) {
+        continue;
+      }
+      rows.push_back(std::move(r));
+    }
+    f.page_token = page.next_page_token;
+  } while (!f.page_token.empty());
+  // The newest `limit` rows.
+  if (rows.size() > query.limit) rows.erase(rows.begin(), rows.end() - query.limit);
+  for (const auto& r : rows) {
+    all.push_back({{"seq", r.seq},
+                   {"time", Iso(r.event.time)},
+                   {"actor", r.event.actor},
+                   {"action", r.event.action},
+                   {"object", r.event.object},
+                   {"outcome", r.event.outcome},
+                   {"detail", r.event.detail},
+                   {"hash", HexEncode(r.hash)}});
+  }
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"records", all}});
+    return Status::Ok();
+  }
+  for (const auto& r : rows) {
+    Line(ctx, fmt::format("{:>6} {} {:<20} {:<22} {:<20} {:<18} {}", r.seq, Iso(r.event.time),
+                          Short(r.event.actor), r.event.action, Short(r.event.object),
+                          r.event.outcome, r.event.detail));
+  }
+  return Status::Ok();
+}
+
+Status VerifyAudit(const AdminContext& ctx) {
+  Status s = ctx.vault->VerifyAuditChain();
+  if (!s.ok()) return s;
+  // How far it reaches, for the operator's report.
+  storage::AuditFilter f;
+  f.page_size = 1000;
+  int64_t last = 0;
+  do {
+    TPMMA_ASSIGN_OR_RETURN(auto page, ctx.vault->ListAudit(f));
+    if (!page.records.empty()) last = page.records.back().seq;
+    f.page_token = page.next_page_token;
+  } while (!f.page_token.empty());
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"verified_rows", last}});
+  } else {
+    Line(ctx, fmt::format("Audit log intact: {} row(s), hash chain verified.", last));
+  }
+  return Status::Ok();
+}
+
+}  // namespace tpmma::server

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The ma-admin commands that work on an MA's state directory directly (run on the MA host
+// by its administrator, with the service user's file access): platforms, packages,
+// approvals, audit. Every change goes through the Vault, so it is one transaction with its
+// audit row, exactly like a change made through the server.
+//
+// Each command prints a table (or one JSON document with --json) to `out` and returns a
+// Status; main() maps it to the exit code.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/env.h"
+#include "common/status.h"
+#include "storage/vault.h"
+
+namespace tpmma::server {
+
+struct AdminContext {
+  storage::Vault* vault = nullptr;
+  Env* env = nullptr;
+  std::string actor;  // "admin:<login>" in the audit log
+  bool json = false;
+  std::FILE* out = stdout;
+};
+
+Status ListPlatforms(const AdminContext& ctx);
+Status ShowPlatform(const AdminContext& ctx, const std::string& id);
+Status RevokePlatform(const AdminContext& ctx, const std::string& id, const std::string& reason);
+
+Status ListPackages(const AdminContext& ctx, const std::optional<std::string>& platform);
+Status ShowPackage(const AdminContext& ctx, const std::string& id);
+Status DeletePackage(const AdminContext& ctx, const std::string& id, const std::string& reason);
+
+struct ApproveOptions {
+  std::string old_platform, new_platform;
+  std::vector<std::string> package_ids;  // empty: all of OLD's packages
+  int64_t ttl_s = 24 * 3600;
+  std::string reason;
+  bool require_confirmation = false;
+};
+Status Approve(const AdminContext& ctx, const ApproveOptions& options);
+Status ConfirmApproval(const AdminContext& ctx, int64_t id);
+Status RevokeApproval(const AdminContext& ctx, int64_t id, const std::string& reason);
+Status ListApprovals(const AdminContext& ctx, const std::string& new_platform);
+
+struct AuditQuery {
+  std::optional<std::string> platform;  // actor or object
+  std::optional<std::string> operator_name;
+  std::optional<std::string> action;
+  std::optional<int64_t> since, until;
+  size_t limit = 1000;
+};
+Status ListAudit(const AdminContext& ctx, const AuditQuery& query);
+// Walks the whole hash chain; kCorruption naming the first bad row.
+Status VerifyAudit(const AdminContext& ctx);
+
+// "24h", "90m", "7d", "3600" (seconds) -> seconds; kInvalidArgument otherwise.
+Result<int64_t> ParseDuration(std::string_view text);
+// "2026-11-30T12:00:00Z" or Unix seconds -> Unix seconds.
+Result<int64_t> ParseTime(std::string_view text);
+
+}  // namespace tpmma::server

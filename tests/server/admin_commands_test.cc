@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// ma-admin's platforms, packages, approve/approvals and audit commands, run as the real
+// binary against a state directory made by `ma-admin init` and filled through the Vault.
+#include <sqlite3.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "server/admin_commands.h"
+#include "server/admin_init.h"
+#include "server/config.h"
+#include "storage/sqlite_vault.h"
+#include "tests/support/testutil.h"
+
+namespace tpmma::server {
+namespace {
+
+using nlohmann::json;
+using tpmma::testing::CommandResult;
+using tpmma::testing::RunCommand;
+using tpmma::testing::TempDir;
+
+const std::string kOld = "000b" + std::string(64, 'a');
+const std::string kNew = "000b" + std::string(64, 'b');
+const std::string kPkg = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
+
+class AdminCommandsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    InitOptions o;
+    o.dir = dir_;
+    o.listen_port = 0;
+    auto report = InitMaState(o, Env::Default());
+    ASSERT_TRUE(report.has_value()) << report.error().ToString();
+    auto cfg = LoadConfig(dir_ + "/config.toml");
+    ASSERT_TRUE(cfg.has_value());
+    vault_path_ = cfg->vault_path;
+    auto vault = storage::SqliteVault::Open(vault_path_);
+    ASSERT_TRUE(vault.has_value());
+    for (const auto& id : {kOld, kNew}) {
+      storage::Platform p;
+      p.id = id;
+      p.ek_public = Bytes(10, 1);
+      p.ek_certificate = Bytes(10, 2);
+      p.ak_public = Bytes(10, 3);
+      p.ak_name = Bytes(34, 4);
+      p.created_at = p.last_seen_at = 1700000000;
+      ASSERT_TRUE((*vault)->UpsertPlatform(p, Event(id, "Authenticate", id)).has_value());
+    }
+    storage::Package pkg;
+    pkg.descriptor.package_id = kPkg;
+    pkg.descriptor.source_platform_id = kOld;
+    pkg.descriptor.format_version = "1";
+    pkg.descriptor.created_at = 1700000000;
+    pkg.descriptor.uploaded_at = 1700000001;
+    pkg.descriptor.keys = {{"7c9e6679-7425-40de-944b-e07fc1f90ae7", "VPN key", "sign"}};
+    pkg.body = Bytes(100, 'x');
+    ASSERT_TRUE((*vault)->PutPackage(pkg, Event(kOld, "Upload", kPkg)).has_value());
+  }
+
+  static storage::AuditEvent Event(const std::string& actor, const std::string& action,
+                                   const std::string& object) {
+    return {.time = 1700000000,
+            .actor = actor,
+            .action = action,
+            .object = object,
+            .outcome = "ok",
+            .detail = ""};
+  }
+
+  CommandResult Admin(std::vector<std::string> args) {
+    args.insert(args.begin(), MA_ADMIN_PATH);
+    // --dir belongs to the innermost subcommand, so it goes last.
+    args.push_back("--dir");
+    args.push_back(dir_);
+    return RunCommand(args);
+  }
+  json AdminJson(std::vector<std::string> args) {
+    args.insert(args.begin(), "--json");
+    CommandResult r = Admin(args);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return json::parse(r.output, nullptr, false);
+  }
+
+  TempDir tmp_;
+  std::string dir_ = tmp_.File("ma");
+  std::string vault_path_;
+};
+
+TEST_F(AdminCommandsTest, PlatformsAndPackages) {
+  json pl = AdminJson({"platforms", "list"});
+  ASSERT_EQ(pl["platforms"].size(), 2u) << pl.dump();
+  EXPECT_EQ(pl["platforms"][0]["state"], "active");
+
+  json pk = AdminJson({"packages", "list", "--platform", kOld});
+  ASSERT_EQ(pk["packages"].size(), 1u);
+  EXPECT_EQ(pk["packages"][0]["id"], kPkg);
+  EXPECT_EQ(pk["packages"][0]["keys"][0]["label"], "VPN key");
+  EXPECT_EQ(AdminJson({"packages", "list", "--platform", kNew})["packages"].size(), 0u);
+
+  json show = AdminJson({"platforms", "show", kOld});
+  EXPECT_EQ(show["platform"]["packages"][0], kPkg);
+
+  CommandResult text = Admin({"packages", "show", kPkg});
+  EXPECT_EQ(text.exit_code, 0);
+  EXPECT_NE(text.output.find("VPN key"), std::string::npos) << text.output;
+
+  CommandResult missing = Admin({"platforms", "show", "000b" + std::string(64, 'c')});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find("NotFound"), std::string::npos) << missing.output;
+
+  EXPECT_EQ(Admin({"packages", "delete", kPkg, "--reason", "user left"}).exit_code, 0);
+  EXPECT_EQ(AdminJson({"packages", "list"})["packages"].size(), 0u);
+  EXPECT_EQ(Admin({"packages", "delete", kPkg, "--reason", "again"}).exit_code, 1);
+}
+
+TEST_F(AdminCommandsTest, ApprovalsAndRevocation) {
+  json a = AdminJson(
+      {"approve", "--old", kOld, "--new", kNew, "--reason", "ticket 4711", "--expires", "4h"});
+  ASSERT_EQ(a["approval"]["state"], "active") << a.dump();
+  EXPECT_EQ(a["approval"]["all_packages"], true);
+  const int64_t id = a["approval"]["id"];
+
+  // Refusals: same platform, unknown platform, package of another platform, no reason.
+  CommandResult same = Admin({"approve", "--old", kOld, "--new", kOld, "--reason", "x"});
+  EXPECT_EQ(same.exit_code, 1);
+  EXPECT_NE(same.output.find("same"), std::string::npos) << same.output;
+  EXPECT_EQ(
+      Admin({"approve", "--old", kOld, "--new", "000b" + std::string(64, 'c'), "--reason", "x"})
+          .exit_code,
+      1);
+  EXPECT_EQ(Admin({"approve", "--old", kNew, "--new", kOld, "--package", kPkg, "--reason", "x"})
+                .exit_code,
+            1);
+  EXPECT_EQ(Admin({"approve", "--old", kOld, "--new", kNew}).exit_code, 2);  // usage
+
+  // Two-person: pending until confirmed by someone else (here: the same login, refused).
+  json two = AdminJson({"approve", "--old", kOld, "--new", kNew, "--package", kPkg, "--reason",
+                        "ticket 4712", "--two-person"});
+  EXPECT_EQ(two["approval"]["state"], "pending");
+  CommandResult self =
+      Admin({"approvals", "confirm", std::to_string(two["approval"]["id"].get<int64_t>())});
+  EXPECT_EQ(self.exit_code, 1);
+  EXPECT_NE(self.output.find("PermissionDenied"), std::string::npos) << self.output;
+
+  json list = AdminJson({"approvals", "list", "--new", kNew});
+  EXPECT_EQ(list["approvals"].size(), 2u);
+  EXPECT_EQ(Admin({"approvals", "revoke", std::to_string(id), "--reason", "wrong user"}).exit_code,
+            0);
+  EXPECT_EQ(AdminJson({"approvals", "list"})["approvals"][1]["state"], "revoked");
+
+  EXPECT_EQ(Admin({"platforms", "revoke", kNew, "--reason", "stolen"}).exit_code, 0);
+  CommandResult revoked = Admin({"approve", "--old", kOld, "--new", kNew, "--reason", "x"});
+  EXPECT_EQ(revoked.exit_code, 1);
+  EXPECT_NE(revoked.output.find("revoked"), std::string::npos) << revoked.output;
+
+  json audit = AdminJson({"audit", "--platform", kNew});
+  bool saw_revoke = false;
+  for (const auto& r : audit["records"]) saw_revoke |= r["action"] == "RevokePlatform";
+  EXPECT_TRUE(saw_revoke) << audit.dump();
+  json by_action = AdminJson({"audit", "--action", "ApproveRestore"});
+  EXPECT_EQ(by_action["records"].size(), 2u);
+  EXPECT_EQ(AdminJson({"audit", "--since", "2100-01-01"})["records"].size(), 0u);
+}
+
+TEST_F(AdminCommandsTest, AuditVerifyNamesTheEditedRow) {
+  EXPECT_EQ(Admin({"approve", "--old", kOld, "--new", kNew, "--reason", "ticket"}).exit_code, 0);
+  json ok = AdminJson({"audit", "verify"});
+  EXPECT_EQ(ok["ok"], true);
+  EXPECT_GE(ok["verified_rows"].get<int64_t>(), 4);
+
+  // Someone with write access to the file edits one row directly. The vault's triggers
+  // refuse UPDATE on the log, so first they drop the triggers.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(vault_path_.c_str(), &db), SQLITE_OK);
+  EXPECT_NE(sqlite3_exec(db, "UPDATE audit_log SET detail = 'x' WHERE seq = 3", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  std::vector<std::string> triggers;
+  sqlite3_exec(
+      db, "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'",
+      [](void* out, int, char** values, char**) {
+        static_cast<std::vector<std::string>*>(out)->push_back(values[0]);
+        return 0;
+      },
+      &triggers, nullptr);
+  for (const auto& t : triggers) {
+    ASSERT_EQ(sqlite3_exec(db, ("DROP TRIGGER " + t).c_str(), nullptr, nullptr, nullptr),
+              SQLITE_OK);
+  }
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE audit_log SET detail = 'nothing to see' WHERE seq = 3",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  EXPECT_EQ(sqlite3_changes(db), 1);
+  sqlite3_close(db);
+
+  CommandResult bad = Admin({"audit", "verify"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("Corruption"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("audit chain broken at seq 3"), std::string::npos) << bad.output;
+}
+
+TEST(AdminParse, DurationsAndTimes) {
+  EXPECT_EQ(*ParseDuration("90m"), 5400);
+  EXPECT_EQ(*ParseDuration("2d"), 172800);
+  EXPECT_EQ(*ParseDuration("30"), 30);
+  for (const char* bad : {"", "h", "-1h", "0", "1y", "400d", "1.5h", "4 h"}) {
+    EXPECT_FALSE(ParseDuration(bad).has_value()) << bad;
+  }
+  EXPECT_EQ(*ParseTime("1970-01-02"), 86400);
+  EXPECT_EQ(*ParseTime("2026-11-30T12:00:00Z"), 1796040000);
+  EXPECT_EQ(*ParseTime("42"), 42);
+  EXPECT_FALSE(ParseTime("yesterday").has_value());
+  EXPECT_FALSE(ParseTime("2026-11-30T12:00:00").has_value());
+}
+
+}  // namespace
+}  // namespace tpmma::server
