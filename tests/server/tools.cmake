@@ -7,3 +7,6 @@ tpmma_test(admin_commands_test SOURCES admin_commands_test.cc
   LIBS tpmma_admin tpmma_storage PkgConfig::SQLITE3 LABELS server)
 target_compile_definitions(admin_commands_test PRIVATE MA_ADMIN_PATH="$<TARGET_FILE:ma-admin>")
 add_dependencies(admin_commands_test ma-admin)
+
+# TPM-resident MA key (server/ma_key_tpm.h): two swtpm instances.
+tpmma_swtpm_test(ma_key_tpm_test SOURCES ma_key_tpm_test.cc LIBS tpmma_ma_service tpmma_esys)
