@@ -4,6 +4,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <mutex>
@@ -63,7 +65,16 @@ Result<std::unique_ptr<MaClient>> MaClient::Create(const MaClientOptions& option
     return Error(Code::kInvalidArgument, "the MA timeout must be positive");
   }
   static std::once_flag ssl_once;
-  std::call_once(ssl_once, [] { soap_ssl_init(); });
+  std::call_once(ssl_once, [] {
+    soap_ssl_init();
+    // gSOAP's TLS path writes with write(2) (through OpenSSL's socket BIO), so an MA that
+    // goes away mid-request would kill the whole process with SIGPIPE instead of giving a
+    // kUnavailable Status. Ignore SIGPIPE unless the program installed its own handler.
+    struct sigaction old {};
+    if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) {
+      ::signal(SIGPIPE, SIG_IGN);
+    }
+  });
   return std::unique_ptr<MaClient>(new MaClient(options));
 }
 
@@ -78,6 +89,7 @@ Status MaClient::Prepare() {
     limits.transfer_timeout_s = options_.timeout_s * 4;
     wsdl::HardenContext(soap, limits);
     soap_set_mode(soap, SOAP_IO_KEEPALIVE);
+    soap->socket_flags = MSG_NOSIGNAL;  // plain sends too
     // TLS 1.2+, server certificate verified against ca_file only (not the system store),
     // host name checked against the certificate (gSOAP does not skip it without the flag).
     if (soap_ssl_client_context(soap,
