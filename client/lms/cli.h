@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The lms command line (CLI11). Each group of commands registers itself on the app with
+// the runner to call if it was chosen; Run() parses, runs and maps the outcome to an exit
+// code. The MA commands (authenticate, backup, query, restore, delete, status) slot in as
+// another Add...Commands next to AddLocalCommands.
+//
+// Exit codes (every command): 0 success, 1 the operation failed (the message says why in
+// plain words; with --json it is {"ok":false,"code":...,"message":...} on stdout),
+// 2 bad usage (unknown command or option, missing or malformed argument).
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "client/lms/keystore.h"
+#include "client/lms/operations.h"
+#include "common/bytes.h"
+#include "common/env.h"
+#include "common/status.h"
+
+namespace tpmma::lms::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailed = 1;
+inline constexpr int kExitUsage = 2;
+
+// Options every command takes (they may come before or after the command name).
+struct Globals {
+  std::string store = kDefaultStoreDir;  // --store, else $LMS_STORE
+  std::string tcti;                      // --tcti, else $TPM2TOOLS_TCTI, $TCTI, the device
+  bool json = false;                     // --json
+  Env* env = nullptr;
+
+  Options LmsOptions() const { return {.store_dir = store, .tcti = tcti, .env = env}; }
+};
+
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+// ---- output helpers for command implementations
+// Success: `json` (with "ok": true added) on stdout under --json, else `text` as is.
+int Succeed(const Globals& g, nlohmann::json json, const std::string& text);
+// Failure: message on stderr ("lms: ..."), or the JSON error object on stdout; returns 1.
+int Fail(const Globals& g, const Status& status);
+// `json` plus one secret string field, written without leaving unwiped copies behind.
+int SucceedWithSecret(const Globals& g, nlohmann::json json, const char* field,
+                      const SecureString& secret, const SecureString& text);
+// Bytes to `path` (atomically, with `mode`), or to stdout for "" or "-".
+Status WriteOutput(const Globals& g, const std::string& path, ByteView data, uint32_t mode);
+// A file (or stdin for "-"), at most `max` bytes.
+Result<Bytes> ReadInput(const Globals& g, const std::string& path, size_t max);
+// The same for secret input (data to seal): only wiped buffers hold it.
+Result<SecureBytes> ReadSecretInput(const Globals& g, const std::string& path, size_t max);
+// SHA-256 of a file or stdin ("-"), streamed.
+Result<Bytes> Sha256OfInput(const std::string& path);
+// The JSON view of a key (no blobs).
+nlohmann::json KeyJson(const KeyRecord& key);
+
+// init, keygen, keys, pubkey, sign, encrypt, decrypt, unseal, import-tpm2.
+void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands);
+
+// The whole program: returns the exit code.
+int Run(int argc, char** argv, Env* env = nullptr);
+
+}  // namespace tpmma::lms::cli

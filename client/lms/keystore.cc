@@ -1,0 +1,445 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "client/lms/keystore.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <tuple>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "schema/package.h"
+
+namespace tpmma::lms {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr size_t kMaxFileBytes = 1 << 20;
+constexpr uint32_t kDirMode = 0700;
+constexpr uint32_t kFileMode = 0600;
+
+// Reads typed fields out of a JSON object; the first problem wins and names the file and
+// the field.
+class Fields {
+ public:
+  Fields(const json& j, std::string_view what) : j_(j), what_(what) {}
+
+  std::string Str(const char* key) {
+    const json* v = Find(key);
+    if (v == nullptr) return {};
+    if (!v->is_string()) return Bad(key, "is not a string"), std::string();
+    return v->get<std::string>();
+  }
+  std::optional<std::string> OptStr(const char* key) {
+    if (!Has(key)) return std::nullopt;
+    return Str(key);
+  }
+  int64_t Int(const char* key) {
+    const json* v = Find(key);
+    if (v == nullptr) return 0;
+    if (!v->is_number_integer()) return Bad(key, "is not an integer"), 0;
+    return v->get<int64_t>();
+  }
+  std::optional<int64_t> OptInt(const char* key) {
+    if (!Has(key)) return std::nullopt;
+    return Int(key);
+  }
+  bool Bool(const char* key) {
+    const json* v = Find(key);
+    if (v == nullptr) return false;
+    if (!v->is_boolean()) return Bad(key, "is not true or false"), false;
+    return v->get<bool>();
+  }
+  Bytes Base64(const char* key) {
+    std::string s = Str(key);
+    if (!status_.ok()) return {};
+    auto b = Base64Decode(s);
+    if (!b) return Bad(key, "is not base64"), Bytes();
+    return *b;
+  }
+  Bytes Hex(const char* key) {
+    std::string s = Str(key);
+    if (!status_.ok()) return {};
+    auto b = HexDecode(s);
+    if (!b) return Bad(key, "is not hex"), Bytes();
+    return *b;
+  }
+  const json* Object(const char* key) {
+    const json* v = Find(key);
+    if (v != nullptr && !v->is_object()) return Bad(key, "is not an object"), nullptr;
+    return v;
+  }
+  void Bad(std::string_view key, std::string_view why) {
+    if (status_.ok()) {
+      status_ = Status(Code::kCorruption, std::string(what_) + ": field '" + std::string(key) +
+                                              "' " + std::string(why));
+    }
+  }
+  const Status& status() const { return status_; }
+
+ private:
+  bool Has(const char* key) const { return j_.contains(key) && !j_.at(key).is_null(); }
+  const json* Find(const char* key) {
+    if (!status_.ok()) return nullptr;
+    if (!j_.contains(key)) return Bad(key, "is missing"), nullptr;
+    return &j_.at(key);
+  }
+
+  const json& j_;
+  std::string_view what_;
+  Status status_;
+};
+
+Result<json> ParseObject(std::string_view text, std::string_view what) {
+  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Error(Code::kCorruption, std::string(what) + " is not a JSON object");
+  }
+  return j;
+}
+
+Status CheckFormat(const json& j, std::string_view what) {
+  if (!j.contains("format") || !j.at("format").is_number_unsigned()) {
+    return Status(Code::kCorruption, std::string(what) + ": no format number");
+  }
+  const auto format = j.at("format").get<uint64_t>();
+  if (format > kStoreFormat) {
+    return Status(Code::kVersionTooNew, std::string(what) + " has format " +
+                                            std::to_string(format) + "; this lms reads up to " +
+                                            std::to_string(kStoreFormat));
+  }
+  return Status::Ok();
+}
+
+json OptionalInt(const std::optional<int64_t>& v) {
+  return v ? json(*v) : json(nullptr);
+}
+
+std::string UtcStamp(int64_t t) {
+  std::time_t tt = static_cast<std::time_t>(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+std::string_view KeyTypeName(KeyType type) {
+  switch (type) {
+    case KeyType::kMrk:
+      return "mrk";
+    case KeyType::kEccSign:
+      return "ecc-sign";
+    case KeyType::kRsaSign:
+      return "rsa-sign";
+    case KeyType::kRsaDecrypt:
+      return "rsa-decrypt";
+    case KeyType::kSealed:
+      return "sealed";
+  }
+  return "unknown";
+}
+
+Result<KeyType> KeyTypeFromName(std::string_view name) {
+  for (KeyType t : {KeyType::kMrk, KeyType::kEccSign, KeyType::kRsaSign, KeyType::kRsaDecrypt,
+                    KeyType::kSealed}) {
+    if (KeyTypeName(t) == name) return t;
+  }
+  return Error(Code::kInvalidArgument, "unknown key type '" + std::string(name) + "'");
+}
+
+std::string KeyRecordToJson(const KeyRecord& k) {
+  json j = {{"format", kStoreFormat},
+            {"id", k.id},
+            {"label", k.label},
+            {"type", KeyTypeName(k.type)},
+            {"parent", k.parent},
+            {"migratable", k.migratable},
+            {"origin", k.origin},
+            {"created", k.created},
+            {"backed_up_at", OptionalInt(k.backed_up_at)},
+            {"name", HexEncode(k.name)},
+            {"public", Base64Encode(k.public_area)},
+            {"private", Base64Encode(k.private_area)}};
+  return j.dump(2) + "\n";
+}
+
+Result<KeyRecord> KeyRecordFromJson(std::string_view text, std::string_view what) {
+  TPMMA_ASSIGN_OR_RETURN(json j, ParseObject(text, what));
+  TPMMA_RETURN_IF_ERROR(CheckFormat(j, what));
+  Fields f(j, what);
+  KeyRecord k;
+  k.id = f.Str("id");
+  k.label = f.Str("label");
+  const std::string type = f.Str("type");
+  k.parent = f.Str("parent");
+  k.migratable = f.Bool("migratable");
+  k.origin = f.Str("origin");
+  k.created = f.Int("created");
+  k.backed_up_at = f.OptInt("backed_up_at");
+  k.name = f.Hex("name");
+  k.public_area = f.Base64("public");
+  k.private_area = f.Base64("private");
+  if (!f.status().ok()) return Error(f.status());
+  auto t = KeyTypeFromName(type);
+  if (!t) return Error(Code::kCorruption, std::string(what) + ": unknown key type '" + type + "'");
+  k.type = *t;
+  if (!package::IsCanonicalUuid(k.id)) {
+    return Error(Code::kCorruption, std::string(what) + ": id is not a UUID");
+  }
+  return k;
+}
+
+std::string StoreStateToJson(const StoreState& s) {
+  const RecoveryCustody& c = s.custody;
+  json custody = {{"mode", "recovery-code"},
+                  {"kdf", c.kdf},
+                  {"salt", Base64Encode(c.salt)},
+                  {"n", c.n},
+                  {"r", c.r},
+                  {"p", c.p},
+                  {"verifier", Base64Encode(c.verifier)},
+                  {"sealed_public", Base64Encode(c.sealed_public)},
+                  {"sealed_private", Base64Encode(c.sealed_private)}};
+  json j = {
+      {"format", kStoreFormat},
+      {"initialized_at", s.initialized_at},
+      {"srk", {{"handle", s.srk_handle}, {"alg", s.srk_alg}, {"name", HexEncode(s.srk_name)}}},
+      {"mrk_id", s.mrk_id},
+      {"ma_key", {{"public", Base64Encode(s.ma_key_public)}, {"name", HexEncode(s.ma_key_name)}}},
+      {"custody", custody},
+      {"last_backup_at", OptionalInt(s.last_backup_at)},
+      {"last_backup_package_id",
+       s.last_backup_package_id ? json(*s.last_backup_package_id) : json(nullptr)}};
+  return j.dump(2) + "\n";
+}
+
+Result<StoreState> StoreStateFromJson(std::string_view text, std::string_view what) {
+  TPMMA_ASSIGN_OR_RETURN(json j, ParseObject(text, what));
+  TPMMA_RETURN_IF_ERROR(CheckFormat(j, what));
+  Fields f(j, what);
+  StoreState s;
+  s.initialized_at = f.Int("initialized_at");
+  s.mrk_id = f.Str("mrk_id");
+  s.last_backup_at = f.OptInt("last_backup_at");
+  s.last_backup_package_id = f.OptStr("last_backup_package_id");
+  const json* srk = f.Object("srk");
+  const json* ma = f.Object("ma_key");
+  const json* custody = f.Object("custody");
+  if (!f.status().ok()) return Error(f.status());
+  const std::string srk_what = std::string(what) + " srk";
+  Fields fs(*srk, srk_what);
+  const int64_t handle = fs.Int("handle");
+  s.srk_alg = fs.Str("alg");
+  s.srk_name = fs.Hex("name");
+  if (!fs.status().ok()) return Error(fs.status());
+  if (handle <= 0 || handle > 0xffffffffLL) {
+    return Error(Code::kCorruption, srk_what + ": bad handle");
+  }
+  s.srk_handle = static_cast<uint32_t>(handle);
+  const std::string ma_what = std::string(what) + " ma_key";
+  Fields fm(*ma, ma_what);
+  s.ma_key_public = fm.Base64("public");
+  s.ma_key_name = fm.Hex("name");
+  if (!fm.status().ok()) return Error(fm.status());
+  const std::string c_what = std::string(what) + " custody";
+  Fields fc(*custody, c_what);
+  const std::string mode = fc.Str("mode");
+  RecoveryCustody& c = s.custody;
+  c.kdf = fc.Str("kdf");
+  c.salt = fc.Base64("salt");
+  const int64_t n = fc.Int("n"), r = fc.Int("r"), p = fc.Int("p");
+  c.verifier = fc.Base64("verifier");
+  c.sealed_public = fc.Base64("sealed_public");
+  c.sealed_private = fc.Base64("sealed_private");
+  if (!fc.status().ok()) return Error(fc.status());
+  if (mode != "recovery-code") {
+    return Error(Code::kUnsupported, c_what + ": custody mode '" + mode + "' is not supported");
+  }
+  if (n <= 0 || r <= 0 || p <= 0 || r > 0xffffffffLL || p > 0xffffffffLL) {
+    return Error(Code::kCorruption, c_what + ": bad scrypt parameters");
+  }
+  c.n = static_cast<uint64_t>(n);
+  c.r = static_cast<uint32_t>(r);
+  c.p = static_cast<uint32_t>(p);
+  return s;
+}
+
+KeyStore::KeyStore(std::string dir, Env* env) : dir_(std::move(dir)), env_(env) {
+  while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
+}
+
+KeyStore::KeyStore(KeyStore&& o) noexcept {
+  *this = std::move(o);
+}
+
+KeyStore& KeyStore::operator=(KeyStore&& o) noexcept {
+  if (this != &o) {
+    Unlock();
+    dir_ = std::move(o.dir_);
+    env_ = o.env_;
+    lock_fd_ = std::exchange(o.lock_fd_, -1);
+  }
+  return *this;
+}
+
+KeyStore::~KeyStore() {
+  Unlock();
+}
+
+Status KeyStore::CreateLayout() {
+  TPMMA_RETURN_IF_ERROR(env_->CreateDirs(dir_ + "/keys", kDirMode));
+  return Status::Ok();
+}
+
+bool KeyStore::Initialized() const {
+  return env_->FileExists(dir_ + "/store.json");
+}
+
+Status KeyStore::Lock(int timeout_ms) {
+  if (lock_fd_ >= 0) return Status::Ok();
+  const std::string path = dir_ + "/.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, kFileMode);
+  if (fd < 0) {
+    return Status(Code::kIoError, "cannot open " + path + ": " + std::strerror(errno));
+  }
+  for (int waited = 0;; waited += 50) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) break;
+    if (errno != EWOULDBLOCK || waited >= timeout_ms) {
+      ::close(fd);
+      return Status(Code::kUnavailable,
+                    "another lms is changing the store " + dir_ + "; try again when it is done");
+    }
+    ::usleep(50 * 1000);
+  }
+  lock_fd_ = fd;
+  return Status::Ok();
+}
+
+void KeyStore::Unlock() {
+  if (lock_fd_ >= 0) {
+    ::flock(lock_fd_, LOCK_UN);
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+  }
+}
+
+Result<StoreState> KeyStore::ReadState() const {
+  const std::string path = dir_ + "/store.json";
+  if (!env_->FileExists(path)) {
+    return Error(Code::kNotFound,
+                 "the key store " + dir_ + " is not initialised (run `lms init` first)");
+  }
+  TPMMA_ASSIGN_OR_RETURN(Bytes text, env_->ReadFile(path, kMaxFileBytes));
+  return StoreStateFromJson(ToString(text), path);
+}
+
+Status KeyStore::WriteState(const StoreState& state) {
+  return env_->WriteFileAtomic(dir_ + "/store.json", View(StoreStateToJson(state)), kFileMode);
+}
+
+std::string KeyStore::KeyPath(std::string_view id) const {
+  return dir_ + "/keys/" + std::string(id) + ".json";
+}
+
+Result<std::vector<KeyRecord>> KeyStore::ListKeys() const {
+  std::vector<KeyRecord> out;
+  const std::string keys_dir = dir_ + "/keys";
+  if (!env_->FileExists(keys_dir)) return out;
+  TPMMA_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(keys_dir));
+  for (const std::string& name : names) {
+    // Only <uuid>.json: temp files of an interrupted atomic write are not keys.
+    if (name.size() != 41 || !name.ends_with(".json") ||
+        !package::IsCanonicalUuid(std::string_view(name).substr(0, 36))) {
+      continue;
+    }
+    const std::string path = keys_dir + "/" + name;
+    TPMMA_ASSIGN_OR_RETURN(Bytes text, env_->ReadFile(path, kMaxFileBytes));
+    TPMMA_ASSIGN_OR_RETURN(KeyRecord k, KeyRecordFromJson(ToString(text), path));
+    if (k.id != name.substr(0, 36)) {
+      return Error(Code::kCorruption,
+                   path + ": holds key " + k.id + ", not the one it is named for");
+    }
+    out.push_back(std::move(k));
+  }
+  std::sort(out.begin(), out.end(), [](const KeyRecord& a, const KeyRecord& b) {
+    return std::tie(a.created, a.id) < std::tie(b.created, b.id);
+  });
+  return out;
+}
+
+Result<KeyRecord> KeyStore::GetKey(std::string_view id) const {
+  if (!package::IsCanonicalUuid(id)) {
+    return Error(Code::kInvalidArgument, "'" + std::string(id) + "' is not a key id (a UUID)");
+  }
+  const std::string path = KeyPath(id);
+  if (!env_->FileExists(path)) {
+    return Error(Code::kNotFound, "no key " + std::string(id) + " in " + dir_);
+  }
+  TPMMA_ASSIGN_OR_RETURN(Bytes text, env_->ReadFile(path, kMaxFileBytes));
+  TPMMA_ASSIGN_OR_RETURN(KeyRecord k, KeyRecordFromJson(ToString(text), path));
+  if (k.id != id) return Error(Code::kCorruption, path + ": holds key " + k.id);
+  return k;
+}
+
+Result<KeyRecord> KeyStore::FindKey(std::string_view id_or_label) const {
+  std::string lowered(id_or_label);
+  std::transform(lowered.begin(), lowered.end(), lowered.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (package::IsCanonicalUuid(lowered)) return GetKey(lowered);
+  TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> keys, ListKeys());
+  for (KeyRecord& k : keys) {
+    if (k.label == id_or_label) return std::move(k);
+  }
+  return Error(Code::kNotFound, "no key with id or label '" + std::string(id_or_label) + "' in " +
+                                    dir_ + " (`lms keys` lists them)");
+}
+
+Status KeyStore::PutKey(const KeyRecord& key) {
+  if (!package::IsCanonicalUuid(key.id)) {
+    return Status(Code::kInvalidArgument, "key id is not a UUID");
+  }
+  return env_->WriteFileAtomic(KeyPath(key.id), View(KeyRecordToJson(key)), kFileMode);
+}
+
+Result<std::string> KeyStore::Retire() {
+  const std::string stamp = UtcStamp(env_->NowUnixSeconds());
+  std::string target;
+  for (int n = 0;; ++n) {
+    target = dir_ + "/retired/" + stamp + "-" + std::to_string(n);
+    if (!env_->FileExists(target)) break;
+  }
+  TPMMA_RETURN_IF_ERROR(env_->CreateDirs(target + "/keys", kDirMode));
+  std::vector<std::pair<std::string, std::string>> moves;  // from, to
+  const std::string keys_dir = dir_ + "/keys";
+  if (env_->FileExists(keys_dir)) {
+    TPMMA_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(keys_dir));
+    for (const std::string& name : names) {
+      if (name.ends_with(".json"))
+        moves.emplace_back(keys_dir + "/" + name, target + "/keys/" + name);
+    }
+  }
+  // store.json last: until it moves, the store still reads as initialised.
+  if (env_->FileExists(dir_ + "/store.json")) {
+    moves.emplace_back(dir_ + "/store.json", target + "/store.json");
+  }
+  for (const auto& [from, to] : moves) {
+    TPMMA_ASSIGN_OR_RETURN(Bytes content, env_->ReadFile(from, kMaxFileBytes));
+    TPMMA_RETURN_IF_ERROR(env_->WriteFileAtomic(to, content, kFileMode));
+    TPMMA_RETURN_IF_ERROR(env_->RemoveFile(from));
+  }
+  return target;
+}
+
+}  // namespace tpmma::lms

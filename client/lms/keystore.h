@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The lms key store: a directory (default /var/lib/tpm-ma) holding what the endpoint needs
+// to use and back up its TPM keys. Nothing in it is secret in the clear: private blobs are
+// TPM2B_PRIVATEs, encrypted by the TPM under their parent, and the recovery code is never
+// stored. Every write is atomic (Env::WriteFileAtomic: temp file, fsync, rename, fsync dir).
+//
+//   <store>/store.json         StoreState: SRK, MRK id, MA key, inner-key custody, backups
+//   <store>/keys/<uuid>.json   one KeyRecord per key (the MRK included)
+//   <store>/retired/<time>/    what `lms init --force` set aside (never deleted by lms)
+//   <store>/.lock              flock()ed by commands that change the store
+//
+// store.json is written last by `lms init`: its presence is what "initialised" means.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/bytes.h"
+#include "common/env.h"
+#include "common/status.h"
+
+namespace tpmma::lms {
+
+inline constexpr uint32_t kStoreFormat = 1;
+inline constexpr const char* kDefaultStoreDir = "/var/lib/tpm-ma";
+
+enum class KeyType { kMrk, kEccSign, kRsaSign, kRsaDecrypt, kSealed };
+
+// "mrk", "ecc-sign", "rsa-sign", "rsa-decrypt", "sealed" (CLI and JSON names).
+std::string_view KeyTypeName(KeyType type);
+Result<KeyType> KeyTypeFromName(std::string_view name);
+
+struct KeyRecord {
+  std::string id;     // lower-case UUID
+  std::string label;  // unique in the store
+  KeyType type = KeyType::kEccSign;
+  std::string parent;                   // "srk" for the MRK, else the MRK's id
+  bool migratable = true;               // travels in a backup (with the MRK)
+  std::string origin;                   // "lms" (made by lms) or "tpm2-tools" (lms import-tpm2)
+  int64_t created = 0;                  // Unix seconds
+  std::optional<int64_t> backed_up_at;  // last backup that carried this key, Unix seconds
+  Bytes public_area;                    // TPM2B_PUBLIC, marshalled
+  Bytes private_area;                   // TPM2B_PRIVATE under `parent`, marshalled
+  Bytes name;                           // the TPM Name of public_area
+  bool operator==(const KeyRecord&) const = default;
+};
+
+// DESIGN 4.4, recovery-code custody. The inner wrapper key is scrypt(code, salt, n, r, p)
+// (first 16 bytes); `verifier` (the next 32) lets a restore tell a mistyped code from a
+// wrong TPM. For unattended backups the inner key is also kept sealed to this TPM
+// (fixedTPM under the SRK): useless anywhere else, and gone with the SRK.
+struct RecoveryCustody {
+  std::string kdf = "scrypt";
+  Bytes salt;
+  uint64_t n = 0;
+  uint32_t r = 0;
+  uint32_t p = 0;
+  Bytes verifier;
+  Bytes sealed_public;   // TPM2B_PUBLIC of the sealed inner key (under the SRK)
+  Bytes sealed_private;  // TPM2B_PRIVATE
+  bool operator==(const RecoveryCustody&) const = default;
+};
+
+struct StoreState {
+  uint32_t format = kStoreFormat;
+  int64_t initialized_at = 0;
+  uint32_t srk_handle = 0;
+  std::string srk_alg;  // "rsa2048" | "ecc-p256"
+  Bytes srk_name;
+  std::string mrk_id;
+  Bytes ma_key_public;  // TPM2B_PUBLIC of the MA storage key the MRK duplicates to
+  Bytes ma_key_name;
+  RecoveryCustody custody;
+  std::optional<int64_t> last_backup_at;
+  std::optional<std::string> last_backup_package_id;
+  bool operator==(const StoreState&) const = default;
+};
+
+class KeyStore {
+ public:
+  // Opens (does not create) the directory. Creating it is Init's job (CreateLayout).
+  KeyStore(std::string dir, Env* env);
+  KeyStore(KeyStore&&) noexcept;
+  KeyStore& operator=(KeyStore&&) noexcept;
+  ~KeyStore();
+
+  const std::string& dir() const { return dir_; }
+  Env* env() const { return env_; }
+
+  // The directory and keys/ with mode 0700 (parents as needed).
+  Status CreateLayout();
+  bool Initialized() const;
+
+  // Exclusive advisory lock (flock on <store>/.lock), held until Unlock or destruction.
+  // kUnavailable if another lms holds it for longer than `timeout_ms`.
+  Status Lock(int timeout_ms = 10000);
+  void Unlock();
+
+  // kNotFound "not initialised" when store.json is absent; kCorruption for a damaged
+  // file; kVersionTooNew for a newer format.
+  Result<StoreState> ReadState() const;
+  Status WriteState(const StoreState& state);
+
+  Result<std::vector<KeyRecord>> ListKeys() const;  // sorted by creation time, then id
+  Result<KeyRecord> GetKey(std::string_view id) const;
+  // A key by UUID or by (unique) label. kNotFound names what was asked for.
+  Result<KeyRecord> FindKey(std::string_view id_or_label) const;
+  Status PutKey(const KeyRecord& key);
+
+  // Moves store.json and every keys/*.json into retired/<YYYYmmddTHHMMSSZ>-<n>/ and
+  // returns that directory. Nothing is deleted.
+  Result<std::string> Retire();
+
+ private:
+  std::string KeyPath(std::string_view id) const;
+
+  std::string dir_;
+  Env* env_ = nullptr;
+  int lock_fd_ = -1;
+};
+
+// JSON forms, exposed for tests.
+std::string KeyRecordToJson(const KeyRecord& key);
+Result<KeyRecord> KeyRecordFromJson(std::string_view text, std::string_view what);
+std::string StoreStateToJson(const StoreState& state);
+Result<StoreState> StoreStateFromJson(std::string_view text, std::string_view what);
+
+}  // namespace tpmma::lms
