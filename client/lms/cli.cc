@@ -6,8 +6,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 
+#include "client/lms/remote.h"
 #include "client/tpm/templates.h"
 #include "common/openssl.h"
 #include "schema/package.h"
@@ -75,6 +77,14 @@ std::string KeyLine(const KeyRecord& k) {
 }
 
 }  // namespace
+
+void ShowProgress(const Globals& g, Lms& lms) {
+  if (g.json || g.quiet) return;
+  lms.set_progress([](std::string_view line) {
+    std::fprintf(stderr, "lms: %.*s\n", static_cast<int>(line.size()), line.data());
+    std::fflush(stderr);
+  });
+}
 
 int Succeed(const Globals& g, json j, const std::string& text) {
   if (g.json) {
@@ -213,17 +223,21 @@ void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands)
   // ------------------------------------------------------------------ init
   {
     struct Args {
-      std::string ma_key_public;
+      std::string ma_key_public, ma_key_id;
       std::string mrk_alg = "rsa2048";
       bool force = false, discard = false;
     };
     auto a = std::make_shared<Args>();
     CLI::App* c = add("init",
                       "Create the key store: the SRK (persistent at 0x81000001), a Migratable Root "
-                      "Key bound to the MA key, and the recovery code (shown once)");
+                      "Key bound to the MA key, and the recovery code (shown once). The MA key "
+                      "comes from the MA (--ma, GetMAKey, checked against its certificate) or "
+                      "from a file; --ma/--ma-ca are recorded in the store for later commands");
     c->add_option("--ma-key-public", a->ma_key_public,
-                  "the MA storage key's TPM2B_PUBLIC, as GetMAKey returns it")
-        ->required();
+                  "the MA storage key's TPM2B_PUBLIC, as GetMAKey returns it (default: fetch it "
+                  "from the MA)");
+    c->add_option("--ma-key-id", a->ma_key_id,
+                  "which MA key to fetch (default: the one the MA uses now)");
     c->add_option("--mrk-alg", a->mrk_alg, "MRK algorithm: rsa2048 | ecc-p256")
         ->check(CLI::IsMember({"rsa2048", "ecc-p256"}))
         ->capture_default_str();
@@ -237,15 +251,49 @@ void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands)
         {c, [&g, a]() -> int {
            auto lms = OpenLms(g);
            if (!lms) return Fail(g, lms.error());
-           auto ma = ReadInput(g, a->ma_key_public, kMaxSmallInput);
-           if (!ma) return Fail(g, ma.error());
+           ShowProgress(g, **lms);
+           auto settings = ResolveMaSettings(
+               (*lms)->store(),
+               {.url = g.ma_url, .ca_file = g.ma_ca, .ek_intermediates = g.ek_intermediates});
+           Bytes ma_public;
+           if (!a->ma_key_public.empty()) {
+             auto ma = ReadInput(g, a->ma_key_public, kMaxSmallInput);
+             if (!ma) return Fail(g, ma.error());
+             ma_public = std::move(*ma);
+           } else {
+             if (!settings) {
+               return Fail(g, Status(Code::kInvalidArgument,
+                                     "init needs the MA key: --ma-key-public FILE, or the MA to "
+                                     "fetch it from (" +
+                                         settings.error().message() + ")"));
+             }
+             (*lms)->Progress("fetching the MA key from " + settings->url);
+             auto key = FetchMaKey(*settings, a->ma_key_id);
+             if (!key) return Fail(g, key.error());
+             ma_public = std::move(key->public_area);
+           }
            InitOptions o;
-           o.ma_key_public = *ma;
+           o.ma_key_public = ma_public;
            o.mrk_alg = a->mrk_alg == "ecc-p256" ? esys::KeyAlg::kEccP256 : esys::KeyAlg::kRsa2048;
            o.force = a->force;
            o.discard_unbacked = a->discard;
            auto r = (*lms)->Init(o);
            if (!r) return Fail(g, r.error());
+           if (settings) {
+             // Later commands (the backup timer) find the MA without flags.
+             std::error_code ec;
+             StoreConfig config;
+             config.ma_url = settings->url;
+             config.ma_ca = std::filesystem::absolute(settings->ca_file, ec).string();
+             for (const std::string& f : settings->ek_intermediates) {
+               config.ek_intermediates.push_back(std::filesystem::absolute(f, ec).string());
+             }
+             Status saved = (*lms)->store().WriteConfig(config);
+             if (!saved.ok()) {
+               std::fprintf(stderr, "lms: warning: the MA settings were not recorded: %s\n",
+                            saved.message().c_str());
+             }
+           }
            json j = {{"store", (*lms)->store().dir()},
                      {"srk_handle", Hex32(r->state.srk_handle)},
                      {"srk_name", HexEncode(r->state.srk_name)},
@@ -542,13 +590,23 @@ int Run(int argc, char** argv, Env* env) {
   app.add_option("--tcti", g.tcti,
                  "TPM connection as in tpm2-tools: device:/dev/tpmrm0, tabrmd:, "
                  "swtpm:host=H,port=P (default: $TPM2TOOLS_TCTI, $TCTI, device:/dev/tpmrm0)");
-  app.add_flag("--json", g.json, "machine-readable output on stdout");
+  app.add_flag("--json", g.json, "machine-readable output on stdout (and no progress lines)");
+  app.add_flag("--quiet", g.quiet, "no progress lines on stderr");
+  app.add_option("--ma", g.ma_url,
+                 "the Migration Authority, https://HOST:PORT (default: $LMS_MA_URL, else the "
+                 "store's config.json)");
+  app.add_option("--ma-ca", g.ma_ca,
+                 "PEM file trusted for the MA's TLS certificate (default: $LMS_MA_CA, else the "
+                 "store's config.json)");
+  app.add_option("--ek-intermediate", g.ek_intermediates,
+                 "EK certificate intermediate CA the MA may need (PEM or DER file; repeatable)");
   app.footer(
       "Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.\n"
       "With --json, failures are {\"ok\":false,\"code\":...,\"message\":...} on stdout.");
 
   std::vector<Command> commands;
   AddLocalCommands(app, g, &commands);
+  AddMaCommands(app, g, &commands);
 
   try {
     app.parse(argc, argv);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // The lms command line (CLI11). Each group of commands registers itself on the app with
 // the runner to call if it was chosen; Run() parses, runs and maps the outcome to an exit
-// code. The MA commands (authenticate, backup, query, restore, delete, status) slot in as
-// another Add...Commands next to AddLocalCommands.
+// code. The MA commands (authenticate, backup, query, restore, delete, status) are
+// AddMaCommands (cli_ma.cc).
 //
 // Exit codes (every command): 0 success, 1 the operation failed (the message says why in
 // plain words; with --json it is {"ok":false,"code":...,"message":...} on stdout),
@@ -33,6 +33,11 @@ struct Globals {
   std::string store = kDefaultStoreDir;  // --store, else $LMS_STORE
   std::string tcti;                      // --tcti, else $TPM2TOOLS_TCTI, $TCTI, the device
   bool json = false;                     // --json
+  bool quiet = false;                    // --quiet: no progress lines on stderr
+  // --ma, --ma-ca, --ek-intermediate (else $LMS_MA_URL, $LMS_MA_CA, the store's config.json)
+  std::string ma_url;
+  std::string ma_ca;
+  std::vector<std::string> ek_intermediates;
   Env* env = nullptr;
 
   Options LmsOptions() const { return {.store_dir = store, .tcti = tcti, .env = env}; }
@@ -62,8 +67,14 @@ Result<Bytes> Sha256OfInput(const std::string& path);
 // The JSON view of a key (no blobs).
 nlohmann::json KeyJson(const KeyRecord& key);
 
+// Progress lines ("lms: authenticating to ...") on stderr, unless --json or --quiet.
+void ShowProgress(const Globals& g, Lms& lms);
+
 // init, keygen, keys, pubkey, sign, encrypt, decrypt, unseal, import-tpm2.
 void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands);
+
+// authenticate, backup, query, restore, delete, status (cli_ma.cc).
+void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands);
 
 // The whole program: returns the exit code.
 int Run(int argc, char** argv, Env* env = nullptr);

@@ -276,6 +276,91 @@ Result<StoreState> StoreStateFromJson(std::string_view text, std::string_view wh
   return s;
 }
 
+std::string StoreConfigToJson(const StoreConfig& c) {
+  json j = {{"format", kStoreFormat},
+            {"ma_url", c.ma_url},
+            {"ma_ca", c.ma_ca},
+            {"ek_intermediates", c.ek_intermediates}};
+  return j.dump(2) + "\n";
+}
+
+Result<StoreConfig> StoreConfigFromJson(std::string_view text, std::string_view what) {
+  TPMMA_ASSIGN_OR_RETURN(json j, ParseObject(text, what));
+  TPMMA_RETURN_IF_ERROR(CheckFormat(j, what));
+  Fields f(j, what);
+  StoreConfig c;
+  c.ma_url = f.OptStr("ma_url").value_or("");
+  c.ma_ca = f.OptStr("ma_ca").value_or("");
+  if (!f.status().ok()) return Error(f.status());
+  if (j.contains("ek_intermediates") && !j.at("ek_intermediates").is_null()) {
+    const json& list = j.at("ek_intermediates");
+    if (!list.is_array()) {
+      return Error(Code::kCorruption, std::string(what) + ": ek_intermediates is not a list");
+    }
+    for (const json& e : list) {
+      if (!e.is_string()) {
+        return Error(Code::kCorruption,
+                     std::string(what) + ": ek_intermediates holds something not a file name");
+      }
+      c.ek_intermediates.push_back(e.get<std::string>());
+    }
+  }
+  return c;
+}
+
+std::string MaStateToJson(const MaState& m) {
+  json signers = json::array();
+  for (const KnownSigner& k : m.signers) {
+    signers.push_back({{"platform_id", k.platform_id}, {"public", Base64Encode(k.public_area)}});
+  }
+  json j = {
+      {"format", kStoreFormat},
+      {"platform_id", m.platform_id},
+      {"authenticated_at", m.authenticated_at},
+      {"ak",
+       {{"public", Base64Encode(m.ak_public)},
+        {"private", Base64Encode(m.ak_private)},
+        {"srk_name", HexEncode(m.ak_srk_name)}}},
+      {"signing_key",
+       {{"public", Base64Encode(m.signing_public)}, {"private", Base64Encode(m.signing_private)}}},
+      {"signers", signers}};
+  return j.dump(2) + "\n";
+}
+
+Result<MaState> MaStateFromJson(std::string_view text, std::string_view what) {
+  TPMMA_ASSIGN_OR_RETURN(json j, ParseObject(text, what));
+  TPMMA_RETURN_IF_ERROR(CheckFormat(j, what));
+  Fields f(j, what);
+  MaState m;
+  m.platform_id = f.Str("platform_id");
+  m.authenticated_at = f.Int("authenticated_at");
+  const json* ak = f.Object("ak");
+  const json* sk = f.Object("signing_key");
+  if (!f.status().ok()) return Error(f.status());
+  Fields fa(*ak, std::string(what) + " ak");
+  m.ak_public = fa.Base64("public");
+  m.ak_private = fa.Base64("private");
+  m.ak_srk_name = fa.Hex("srk_name");
+  if (!fa.status().ok()) return Error(fa.status());
+  Fields fs(*sk, std::string(what) + " signing_key");
+  m.signing_public = fs.Base64("public");
+  m.signing_private = fs.Base64("private");
+  if (!fs.status().ok()) return Error(fs.status());
+  if (!j.contains("signers") || !j.at("signers").is_array()) {
+    return Error(Code::kCorruption, std::string(what) + ": signers is not a list");
+  }
+  for (const json& e : j.at("signers")) {
+    if (!e.is_object()) return Error(Code::kCorruption, std::string(what) + ": bad signer");
+    Fields fk(e, std::string(what) + " signers[]");
+    KnownSigner k;
+    k.platform_id = fk.Str("platform_id");
+    k.public_area = fk.Base64("public");
+    if (!fk.status().ok()) return Error(fk.status());
+    m.signers.push_back(std::move(k));
+  }
+  return m;
+}
+
 KeyStore::KeyStore(std::string dir, Env* env) : dir_(std::move(dir)), env_(env) {
   while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
 }
@@ -347,6 +432,28 @@ Result<StoreState> KeyStore::ReadState() const {
 
 Status KeyStore::WriteState(const StoreState& state) {
   return env_->WriteFileAtomic(dir_ + "/store.json", View(StoreStateToJson(state)), kFileMode);
+}
+
+Result<StoreConfig> KeyStore::ReadConfig() const {
+  const std::string path = dir_ + "/config.json";
+  if (!env_->FileExists(path)) return StoreConfig{};
+  TPMMA_ASSIGN_OR_RETURN(Bytes text, env_->ReadFile(path, kMaxFileBytes));
+  return StoreConfigFromJson(ToString(text), path);
+}
+
+Status KeyStore::WriteConfig(const StoreConfig& config) {
+  return env_->WriteFileAtomic(dir_ + "/config.json", View(StoreConfigToJson(config)), kFileMode);
+}
+
+Result<MaState> KeyStore::ReadMaState() const {
+  const std::string path = dir_ + "/ma.json";
+  if (!env_->FileExists(path)) return MaState{};
+  TPMMA_ASSIGN_OR_RETURN(Bytes text, env_->ReadFile(path, kMaxFileBytes));
+  return MaStateFromJson(ToString(text), path);
+}
+
+Status KeyStore::WriteMaState(const MaState& state) {
+  return env_->WriteFileAtomic(dir_ + "/ma.json", View(MaStateToJson(state)), kFileMode);
 }
 
 std::string KeyStore::KeyPath(std::string_view id) const {

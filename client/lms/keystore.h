@@ -6,6 +6,8 @@
 //
 //   <store>/store.json         StoreState: SRK, MRK id, MA key, inner-key custody, backups
 //   <store>/keys/<uuid>.json   one KeyRecord per key (the MRK included)
+//   <store>/config.json        StoreConfig: the MA's URL and CA (optional)
+//   <store>/ma.json            MaState: platform id, AK, package-signing key (optional)
 //   <store>/retired/<time>/    what `lms init --force` set aside (never deleted by lms)
 //   <store>/.lock              flock()ed by commands that change the store
 //
@@ -79,6 +81,39 @@ struct StoreState {
   bool operator==(const StoreState&) const = default;
 };
 
+// <store>/config.json: settings chosen at `lms init` (or by an installer) so that later
+// commands, the backup timer among them, need no flags. Flags and the environment
+// (LMS_MA_URL, LMS_MA_CA) override them. Absent file: all empty.
+struct StoreConfig {
+  std::string ma_url;                         // https://host:port
+  std::string ma_ca;                          // PEM file trusted for the MA's TLS certificate
+  std::vector<std::string> ek_intermediates;  // EK certificate intermediates (PEM or DER files)
+  bool operator==(const StoreConfig&) const = default;
+};
+
+// A package-signing key this store has signed backups with, kept so that `lms restore` can
+// check a downloaded package's signature (also after the key itself is gone with a clear).
+struct KnownSigner {
+  std::string platform_id;
+  Bytes public_area;  // TPM2B_PUBLIC
+  bool operator==(const KnownSigner&) const = default;
+};
+
+// <store>/ma.json: what lms keeps of its dealings with the MA. Nothing secret: TPM blobs
+// encrypted by their parents, and public values. Absent file: all empty.
+struct MaState {
+  std::string platform_id;  // hex of the EK Name, from the last Authenticate
+  int64_t authenticated_at = 0;
+  Bytes ak_public;       // TPM2B_PUBLIC of the AK (under the EK)
+  Bytes ak_private;      // TPM2B_PRIVATE; no longer loads after a TPM clear
+  Bytes ak_srk_name;     // the SRK's Name when the AK was made (a clear changes it)
+  Bytes signing_public;  // the package-signing key (fixedTPM, under the SRK)
+  Bytes signing_private;
+  std::vector<KnownSigner> signers;  // oldest first, at most kMaxKnownSigners
+  bool operator==(const MaState&) const = default;
+};
+inline constexpr size_t kMaxKnownSigners = 32;
+
 class KeyStore {
  public:
   // Opens (does not create) the directory. Creating it is Init's job (CreateLayout).
@@ -110,6 +145,12 @@ class KeyStore {
   Result<KeyRecord> FindKey(std::string_view id_or_label) const;
   Status PutKey(const KeyRecord& key);
 
+  // config.json and ma.json (empty values when absent; kCorruption when damaged).
+  Result<StoreConfig> ReadConfig() const;
+  Status WriteConfig(const StoreConfig& config);
+  Result<MaState> ReadMaState() const;
+  Status WriteMaState(const MaState& state);
+
   // Moves store.json and every keys/*.json into retired/<YYYYmmddTHHMMSSZ>-<n>/ and
   // returns that directory. Nothing is deleted.
   Result<std::string> Retire();
@@ -127,5 +168,9 @@ std::string KeyRecordToJson(const KeyRecord& key);
 Result<KeyRecord> KeyRecordFromJson(std::string_view text, std::string_view what);
 std::string StoreStateToJson(const StoreState& state);
 Result<StoreState> StoreStateFromJson(std::string_view text, std::string_view what);
+std::string StoreConfigToJson(const StoreConfig& config);
+Result<StoreConfig> StoreConfigFromJson(std::string_view text, std::string_view what);
+std::string MaStateToJson(const MaState& state);
+Result<MaState> MaStateFromJson(std::string_view text, std::string_view what);
 
 }  // namespace tpmma::lms

@@ -32,14 +32,6 @@ const char* AlgName(esys::KeyAlg alg) {
   return alg == esys::KeyAlg::kRsa2048 ? "rsa2048" : "ecc-p256";
 }
 
-// A sealed-data object under the SRK that never leaves this TPM (fixedTPM|fixedParent).
-TPM2B_PUBLIC SealedUnderSrkTemplate() {
-  TPM2B_PUBLIC p = esys::ChildTemplate(esys::ChildType::kSealed, false);
-  p.publicArea.objectAttributes =
-      TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA;
-  return p;
-}
-
 KeyType FromChildType(esys::ChildType t) {
   switch (t) {
     case esys::ChildType::kEccSign:
@@ -97,6 +89,13 @@ void SshMpint(Bytes& out, ByteView magnitude) {
 }
 
 }  // namespace
+
+TPM2B_PUBLIC SealedInnerKeyTemplate() {
+  TPM2B_PUBLIC p = esys::ChildTemplate(esys::ChildType::kSealed, false);
+  p.publicArea.objectAttributes =
+      TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA;
+  return p;
+}
 
 Result<KeyType> ClassifyChild(const TPMT_PUBLIC& pub) {
   const TPMA_OBJECT a = pub.objectAttributes;
@@ -220,6 +219,7 @@ Status Lms::OpenTpm(bool create_srk, const StoreState* expected) {
   TPMMA_RETURN_IF_ERROR(tpm->EnableParameterEncryption(srk));
   tpm_ = std::move(tpm);
   srk_ = std::move(srk);
+  srk_verified_ = true;
   return Status::Ok();
 }
 
@@ -228,6 +228,44 @@ Result<esys::Tpm*> Lms::tpm() {
     TPMMA_ASSIGN_OR_RETURN(StoreState state, store_.ReadState());
     TPMMA_RETURN_IF_ERROR(OpenTpm(false, &state));
   }
+  if (!srk_verified_) {
+    return Error(Code::kConflict,
+                 "the TPM's SRK is not the one the key store was made under (the TPM was "
+                 "cleared, or this is another TPM); its keys must be restored from a backup "
+                 "(lms restore)");
+  }
+  return tpm_.get();
+}
+
+Result<esys::Tpm*> Lms::OpenForMa() {
+  if (tpm_) return tpm_.get();
+  std::optional<StoreState> state;
+  if (store_.Initialized()) {
+    TPMMA_ASSIGN_OR_RETURN(state, store_.ReadState());
+  }
+  TPMMA_ASSIGN_OR_RETURN(std::unique_ptr<esys::Tpm> tpm, esys::Tpm::Open(tcti_));
+  esys::Object srk;
+  bool verified = false;
+  if (state) {
+    TPMMA_ASSIGN_OR_RETURN(bool exists, tpm->HandleExists(state->srk_handle));
+    if (exists) {
+      TPMMA_ASSIGN_OR_RETURN(esys::Object persistent, tpm->FromPersistent(state->srk_handle));
+      TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo info, tpm->ReadPublic(persistent));
+      if (info.name == state->srk_name) {
+        srk = std::move(persistent);
+        verified = true;
+      }
+    }
+  }
+  if (!verified) {
+    Progress("using the storage root key at " + Hex32(esys::kSrkHandle) +
+             " (made now if the TPM has none)");
+    TPMMA_ASSIGN_OR_RETURN(srk, tpm->GetOrCreateSrk(esys::KeyAlg::kRsa2048));
+  }
+  TPMMA_RETURN_IF_ERROR(tpm->EnableParameterEncryption(srk));
+  tpm_ = std::move(tpm);
+  srk_ = std::move(srk);
+  srk_verified_ = verified;
   return tpm_.get();
 }
 
@@ -323,7 +361,7 @@ Result<InitResult> Lms::Init(const InitOptions& o) {
   TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob mrk_blob, tpm_->CreateMrk(srk_, ma_name, o.mrk_alg));
   TPMMA_ASSIGN_OR_RETURN(NewCustody custody, MakeRecoveryCustody());
   TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob sealed,
-                         tpm_->Create(srk_, SealedUnderSrkTemplate(), custody.inner_key));
+                         tpm_->Create(srk_, SealedInnerKeyTemplate(), custody.inner_key));
 
   const int64_t now = env_->NowUnixSeconds();
   TPMMA_ASSIGN_OR_RETURN(out.mrk, RecordOf(mrk_blob, KeyType::kMrk, "mrk", "srk", "lms", now));

@@ -12,6 +12,7 @@
 // until `lms restore`), and turns on parameter encryption salted by it.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -95,6 +96,23 @@ class Lms {
   // that must run unattended).
   Result<SecureBytes> UnsealInnerKey();
 
+  // ---- for the MA commands (remote.h)
+  // Opens the TPM for talking to the MA and for restoring: the store's SRK if it is still
+  // there, else the storage key at 0x81000001 (made if absent: after a TPM clear a restore
+  // needs one). Works on an uninitialised store too. Afterwards tpm() still refuses a TPM
+  // whose SRK is not the store's, so local commands never use a foreign SRK.
+  Result<esys::Tpm*> OpenForMa();
+  // After OpenForMa: whether the SRK in use is the one store.json names.
+  bool srk_matches_store() const { return srk_verified_; }
+  const esys::Object& current_srk() const { return srk_; }
+  // Progress lines for slow steps ("authenticating to ..."); default: none.
+  void set_progress(std::function<void(std::string_view)> progress) {
+    progress_ = std::move(progress);
+  }
+  void Progress(std::string_view line) const {
+    if (progress_) progress_(line);
+  }
+
  private:
   Lms(KeyStore store, std::string tcti, Env* env);
   Status OpenTpm(bool create_srk, const StoreState* expected);
@@ -108,7 +126,13 @@ class Lms {
   // Declared in this order so that the SRK handle goes before the Tpm it belongs to.
   std::unique_ptr<esys::Tpm> tpm_;
   esys::Object srk_;
+  bool srk_verified_ = false;  // srk_ is the SRK store.json names
+  std::function<void(std::string_view)> progress_;
 };
+
+// The sealed-data object that keeps the inner wrapper key under the SRK: fixedTPM and
+// fixedParent, so it opens in this TPM only and is gone with the SRK.
+TPM2B_PUBLIC SealedInnerKeyTemplate();
 
 // The OpenSSH public-key line ("ecdsa-sha2-nistp256 AAAA... comment" / "ssh-rsa ...").
 Result<std::string> OpenSshPublicKey(const TPMT_PUBLIC& pub, std::string_view comment);

@@ -81,16 +81,27 @@ Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::K
   PlatformSession out;
   std::optional<SigningKeyProof> proof;
   if (options.with_signing_key) {
-    TPMMA_ASSIGN_OR_RETURN(
-        esys::KeyBlob key_blob,
-        tpm.Create(*signing_parent, PackageSigningTemplate(options.signing_key_type)));
-    TPMMA_ASSIGN_OR_RETURN(esys::Object key, tpm.Load(*signing_parent, key_blob));
+    esys::KeyBlob key_blob;
+    esys::Object key;
+    if (options.reuse_signing_key != nullptr) {
+      auto reused = tpm.Load(*signing_parent, *options.reuse_signing_key);
+      if (reused) {
+        key_blob = *options.reuse_signing_key;
+        key = std::move(*reused);
+      }
+    }
+    if (!key) {
+      TPMMA_ASSIGN_OR_RETURN(
+          key_blob, tpm.Create(*signing_parent, PackageSigningTemplate(options.signing_key_type)));
+      TPMMA_ASSIGN_OR_RETURN(key, tpm.Load(*signing_parent, key_blob));
+    }
     TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo key_info, tpm.ReadPublic(key));
     TPMMA_ASSIGN_OR_RETURN(esys::Attestation cert, tpm.Certify(key, ak, ch.nonce));
     proof = SigningKeyProof{.public_area = key_info.marshalled,
                             .certify_info = Tpm2bAttest(cert.attest),
                             .certify_signature = cert.signature};
     out.signing_public = key_info.marshalled;
+    out.signing_blob = key_blob;
     TPMMA_ASSIGN_OR_RETURN(out.signer, esys::MakeTpmSigningKey(tpm, std::move(key)));
   }
   ak.reset();

@@ -49,12 +49,18 @@ struct AuthenticateOptions {
   // challenge nonce, and hand it back as a TPM-backed EVP_PKEY.
   bool with_signing_key = false;
   esys::ChildType signing_key_type = esys::ChildType::kEccSign;
+  // with_signing_key: certify this key (made earlier under `signing_parent` with
+  // PackageSigningTemplate) instead of creating one, if it still loads there; a key that no
+  // longer loads (the TPM was cleared) is replaced by a new one. Keeping one key lets the
+  // MA verify every package the platform signed since.
+  const esys::KeyBlob* reuse_signing_key = nullptr;
 };
 
 struct PlatformSession {
   MaSession session;
-  EvpPkeyPtr signer;     // with_signing_key only; holds a TPM slot until freed
-  Bytes signing_public;  // TPM2B_PUBLIC of the signer
+  EvpPkeyPtr signer;           // with_signing_key only; holds a TPM slot until freed
+  Bytes signing_public;        // TPM2B_PUBLIC of the signer
+  esys::KeyBlob signing_blob;  // the signer's blob under `signing_parent`, to reuse later
 };
 
 // The package-signing key template: fixedTPM|fixedParent|sensitiveDataOrigin, sign only.

@@ -1,0 +1,837 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "client/lms/remote.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <thread>
+#include <tuple>
+#include <utility>
+
+#include "client/lms/custody.h"
+#include "client/ma/platform.h"
+#include "common/openssl.h"
+#include "schema/package.h"
+#include "schema/package_xml.h"
+#include "tpm/marshal.h"
+#include "tpm/public.h"
+
+namespace tpmma::lms {
+
+namespace {
+
+constexpr size_t kMaxCertFile = 256 * 1024;
+constexpr uint32_t kQueryPageSize = 200;
+constexpr size_t kMaxQueryPages = 100;
+
+std::string Utc(int64_t t) {
+  auto s = package::FormatUtc(t);
+  return s ? *s : std::to_string(t);
+}
+
+std::string GetEnv(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? std::string(v) : std::string();
+}
+
+// DER certificates from PEM (one or more) or DER files.
+Result<std::vector<Bytes>> ReadCertificates(const std::vector<std::string>& files) {
+  std::vector<Bytes> out;
+  for (const std::string& f : files) {
+    auto data = Env::Default()->ReadFile(f, kMaxCertFile);
+    if (!data) return Error(data.error().WithContext("EK intermediate certificate " + f));
+    const std::string_view text(reinterpret_cast<const char*>(data->data()), data->size());
+    if (text.find("-----BEGIN CERTIFICATE-----") != std::string_view::npos) {
+      BioPtr bio(BIO_new_mem_buf(data->data(), static_cast<int>(data->size())));
+      size_t found = 0;
+      while (true) {
+        X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+        if (!cert) break;
+        const int len = i2d_X509(cert.get(), nullptr);
+        if (len <= 0) break;
+        Bytes der(static_cast<size_t>(len));
+        unsigned char* p = der.data();
+        i2d_X509(cert.get(), &p);
+        out.push_back(std::move(der));
+        ++found;
+      }
+      ERR_clear_error();
+      if (found == 0) {
+        return Error(Code::kInvalidArgument, "no certificate could be read from " + f);
+      }
+    } else {
+      const unsigned char* p = data->data();
+      X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(data->size())));
+      if (!cert) {
+        ERR_clear_error();
+        return Error(Code::kInvalidArgument, f + " is neither a PEM nor a DER certificate");
+      }
+      out.push_back(std::move(*data));
+    }
+  }
+  return out;
+}
+
+Result<std::unique_ptr<client::MaClient>> Connect(const MaSettings& s) {
+  return client::MaClient::Create({.url = s.url, .ca_file = s.ca_file, .timeout_s = s.timeout_s});
+}
+
+// The MA's answer in plain words, naming the MA.
+Status MaFailure(const Status& s, const MaSettings& ma, std::string_view doing) {
+  if (s.code() == Code::kUnavailable) {
+    return Status(Code::kUnavailable, "cannot reach the MA at " + ma.url + " (" +
+                                          std::string(doing) + "): " + s.message());
+  }
+  return Status(s.code(), "the MA refused " + std::string(doing) + ": " + s.message());
+}
+
+std::string_view TokenOf(const client::PlatformSession& s) {
+  return std::string_view(s.session.token.data(), s.session.token.size());
+}
+
+// An authenticated session with the MA, and what it took.
+struct Session {
+  std::unique_ptr<client::MaClient> ma;
+  client::PlatformSession platform;
+  esys::KeyBlob ak;
+  bool new_ak = false;
+  std::string_view token() const { return TokenOf(platform); }
+  const std::string& platform_id() const { return platform.session.platform_id; }
+};
+
+bool TpmSideFailure(const Status& s) {
+  return s.code() == Code::kTpmError || s.code() == Code::kIntegrityFailure;
+}
+
+// Authenticate (DESIGN 4.1) with the AK kept in ma.json (a new one after a TPM clear) and,
+// for backups, the package-signing key kept there too. Writes ma.json on success.
+Result<Session> OpenSession(Lms& lms, const MaSettings& s, bool with_signing_key) {
+  TPMMA_ASSIGN_OR_RETURN(std::vector<Bytes> intermediates, ReadCertificates(s.ek_intermediates));
+  Session out;
+  TPMMA_ASSIGN_OR_RETURN(out.ma, Connect(s));
+  TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, lms.OpenForMa());
+  const esys::Object& srk = lms.current_srk();
+  KeyStore& store = lms.store();
+  TPMMA_ASSIGN_OR_RETURN(MaState m, store.ReadMaState());
+
+  const bool have_ak = !m.ak_public.empty() && !m.ak_private.empty() && m.ak_srk_name == srk.name();
+  auto make_ak = [&]() -> Status {
+    lms.Progress("making an attestation key (AK) under the endorsement key");
+    TPMMA_ASSIGN_OR_RETURN(out.ak, client::CreateAttestationKey(*tpm, esys::KeyAlg::kEccP256));
+    out.new_ak = true;
+    return Status::Ok();
+  };
+  if (have_ak) {
+    TPMMA_ASSIGN_OR_RETURN(out.ak.public_area, tpm::Unmarshal<TPM2B_PUBLIC>(m.ak_public));
+    TPMMA_ASSIGN_OR_RETURN(out.ak.private_area, tpm::Unmarshal<TPM2B_PRIVATE>(m.ak_private));
+  } else {
+    TPMMA_RETURN_IF_ERROR(make_ak());
+  }
+  std::optional<esys::KeyBlob> signing;
+  if (with_signing_key && !m.signing_public.empty() && !m.signing_private.empty()) {
+    esys::KeyBlob b;
+    TPMMA_ASSIGN_OR_RETURN(b.public_area, tpm::Unmarshal<TPM2B_PUBLIC>(m.signing_public));
+    TPMMA_ASSIGN_OR_RETURN(b.private_area, tpm::Unmarshal<TPM2B_PRIVATE>(m.signing_private));
+    signing = b;
+  }
+  client::AuthenticateOptions o;
+  o.ek_intermediates = std::move(intermediates);
+  o.with_signing_key = with_signing_key;
+  o.signing_key_type = esys::ChildType::kEccSign;
+  o.reuse_signing_key = signing ? &*signing : nullptr;
+
+  lms.Progress("authenticating to the MA at " + s.url);
+  auto session = client::Authenticate(*out.ma, *tpm, out.ak, &srk, o);
+  if (!session && !out.new_ak && TpmSideFailure(session.error())) {
+    // The kept AK no longer loads (the endorsement hierarchy changed): make a new one.
+    TPMMA_RETURN_IF_ERROR(make_ak());
+    session = client::Authenticate(*out.ma, *tpm, out.ak, &srk, o);
+  }
+  if (!session) {
+    if (session.error().code() == Code::kUnavailable || !TpmSideFailure(session.error())) {
+      return Error(MaFailure(session.error(), s, "to authenticate this TPM"));
+    }
+    return Error(session.error().WithContext("authenticating to the MA"));
+  }
+  out.platform = std::move(*session);
+
+  m.platform_id = out.platform_id();
+  m.authenticated_at = lms.env()->NowUnixSeconds();
+  TPMMA_ASSIGN_OR_RETURN(m.ak_public, tpm::Marshal(out.ak.public_area));
+  TPMMA_ASSIGN_OR_RETURN(m.ak_private, tpm::Marshal(out.ak.private_area));
+  m.ak_srk_name = srk.name();
+  if (with_signing_key) {
+    TPMMA_ASSIGN_OR_RETURN(m.signing_public, tpm::Marshal(out.platform.signing_blob.public_area));
+    TPMMA_ASSIGN_OR_RETURN(m.signing_private, tpm::Marshal(out.platform.signing_blob.private_area));
+    const bool known = std::any_of(m.signers.begin(), m.signers.end(), [&](const KnownSigner& k) {
+      return k.public_area == m.signing_public;
+    });
+    if (!known) {
+      m.signers.push_back({.platform_id = m.platform_id, .public_area = m.signing_public});
+      if (m.signers.size() > kMaxKnownSigners) m.signers.erase(m.signers.begin());
+    }
+  }
+  TPMMA_RETURN_IF_ERROR(store.CreateLayout());
+  TPMMA_RETURN_IF_ERROR(store.WriteMaState(m));
+  return out;
+}
+
+Result<std::vector<client::PackageDescriptor>> QueryAll(Session& s, const MaSettings& ma,
+                                                        const client::QueryFilter& filter) {
+  std::vector<client::PackageDescriptor> out;
+  std::string page_token;
+  for (size_t page = 0; page < kMaxQueryPages; ++page) {
+    auto r = s.ma->Query(s.token(), filter, kQueryPageSize, page_token);
+    if (!r) return Error(MaFailure(r.error(), ma, "the query"));
+    for (auto& d : r->packages) out.push_back(std::move(d));
+    if (r->next_page_token.empty()) break;
+    page_token = r->next_page_token;
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.created_at, a.uploaded_at, a.package_id) >
+           std::tie(b.created_at, b.uploaded_at, b.package_id);
+  });
+  return out;
+}
+
+package::KeyUsage UsageOf(KeyType t) {
+  switch (t) {
+    case KeyType::kEccSign:
+    case KeyType::kRsaSign:
+      return package::KeyUsage::kSign;
+    case KeyType::kRsaDecrypt:
+      return package::KeyUsage::kDecrypt;
+    case KeyType::kSealed:
+      return package::KeyUsage::kSeal;
+    case KeyType::kMrk:
+      return package::KeyUsage::kStorage;
+  }
+  return package::KeyUsage::kSign;
+}
+
+bool SameCustodyParameters(const RecoveryCustody& a, const RecoveryCustody& b) {
+  return a.kdf == b.kdf && a.salt == b.salt && a.n == b.n && a.r == b.r && a.p == b.p &&
+         a.verifier == b.verifier;
+}
+
+Result<KeyRecord> FindMrk(const StoreState& state, const std::vector<KeyRecord>& keys) {
+  for (const KeyRecord& k : keys) {
+    if (k.id == state.mrk_id) {
+      if (k.type != KeyType::kMrk) {
+        return Error(Code::kCorruption, "store.json names key " + k.id +
+                                            " as the MRK, but it is a " +
+                                            std::string(KeyTypeName(k.type)) + " key");
+      }
+      return k;
+    }
+  }
+  return Error(Code::kCorruption, "the key store has no record of its MRK " + state.mrk_id);
+}
+
+}  // namespace
+
+Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags) {
+  TPMMA_ASSIGN_OR_RETURN(StoreConfig config, store.ReadConfig());
+  MaSettings s;
+  s.url = !flags.url.empty() ? flags.url : GetEnv("LMS_MA_URL");
+  if (s.url.empty()) s.url = config.ma_url;
+  s.ca_file = !flags.ca_file.empty() ? flags.ca_file : GetEnv("LMS_MA_CA");
+  if (s.ca_file.empty()) s.ca_file = config.ma_ca;
+  s.ek_intermediates =
+      !flags.ek_intermediates.empty() ? flags.ek_intermediates : config.ek_intermediates;
+  if (s.url.empty()) {
+    return Error(Code::kInvalidArgument,
+                 "no MA given: use --ma https://HOST:PORT, set LMS_MA_URL, or record it in the "
+                 "key store (lms init --ma URL --ma-ca FILE does)");
+  }
+  if (s.ca_file.empty()) {
+    return Error(Code::kInvalidArgument,
+                 "no CA certificate for the MA's TLS certificate: use --ma-ca FILE, set "
+                 "LMS_MA_CA, or record it in the key store (lms init --ma URL --ma-ca FILE)");
+  }
+  return s;
+}
+
+Result<FetchedMaKey> FetchMaKey(const MaSettings& ma, std::string_view key_id) {
+  TPMMA_ASSIGN_OR_RETURN(auto client, Connect(ma));
+  auto key = client->GetMAKey(key_id);
+  if (!key) return Error(MaFailure(key.error(), ma, "to give its key (GetMAKey)"));
+  auto verified = client::VerifyMaKey(*key);
+  if (!verified) {
+    return Error(verified.error().WithContext("the MA key from " + ma.url + " does not check out"));
+  }
+  FetchedMaKey out;
+  out.key_id = verified->key_id;
+  out.public_area = key->public_area;
+  out.name = verified->name;
+  return out;
+}
+
+Result<AuthenticateResult> Authenticate(Lms& lms, const MaSettings& ma) {
+  TPMMA_RETURN_IF_ERROR(lms.store().CreateLayout());
+  TPMMA_RETURN_IF_ERROR(lms.store().Lock());
+  TPMMA_ASSIGN_OR_RETURN(Session s, OpenSession(lms, ma, false));
+  return AuthenticateResult{.platform_id = s.platform_id(),
+                            .expires_at = s.platform.session.expires_at,
+                            .new_ak = s.new_ak};
+}
+
+Result<bool> ChangedSinceLastBackup(Lms& lms) {
+  TPMMA_ASSIGN_OR_RETURN(StoreState state, lms.store().ReadState());
+  if (!state.last_backup_at) return true;
+  TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> keys, lms.store().ListKeys());
+  return std::any_of(keys.begin(), keys.end(), [](const KeyRecord& k) {
+    return k.migratable && !k.backed_up_at.has_value();
+  });
+}
+
+Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions& o) {
+  KeyStore& store = lms.store();
+  TPMMA_ASSIGN_OR_RETURN(StoreState state, store.ReadState());
+  TPMMA_RETURN_IF_ERROR(store.Lock());
+  BackupResult out;
+  TPMMA_ASSIGN_OR_RETURN(bool changed, ChangedSinceLastBackup(lms));
+  if (!changed && !o.full) {
+    out.reason = "nothing changed since the last backup";
+    if (state.last_backup_package_id) out.reason += " (package " + *state.last_backup_package_id;
+    if (state.last_backup_at) out.reason += ", " + Utc(*state.last_backup_at) + ")";
+    out.package_id = state.last_backup_package_id.value_or("");
+    out.created_at = state.last_backup_at.value_or(0);
+    return out;
+  }
+  TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> keys, store.ListKeys());
+  TPMMA_ASSIGN_OR_RETURN(KeyRecord mrk_record, FindMrk(state, keys));
+  TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, lms.tpm());
+
+  // The MRK duplicated to the MA key with the inner key the recovery code derives (kept
+  // sealed to this TPM for unattended backups): done once, whatever the MA does.
+  auto inner = lms.UnsealInnerKey();
+  if (!inner) {
+    return Error(inner.error().WithContext(
+        "unsealing the inner wrapper key (kept sealed to this TPM since lms init)"));
+  }
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ma_public, tpm::Unmarshal<TPM2B_PUBLIC>(state.ma_key_public));
+  lms.Progress("duplicating the MRK to the MA key");
+  esys::Duplicated dup;
+  {
+    TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, lms.LoadKey(mrk_record, nullptr));
+    TPMMA_ASSIGN_OR_RETURN(dup, tpm->Duplicate(mrk, ma_public, esys::InnerWrap::kGiven, *inner));
+  }
+
+  package::MigrationPackage model;
+  model.mrk.public_area = mrk_record.public_area;
+  TPMMA_ASSIGN_OR_RETURN(model.mrk.duplicate, tpm::Marshal(dup.duplicate));
+  TPMMA_ASSIGN_OR_RETURN(model.mrk.encrypted_seed, tpm::Marshal(dup.encrypted_seed));
+  model.mrk.symmetric = package::SymmetricAlgorithm::kAes128Cfb;
+  std::vector<const KeyRecord*> carried;
+  for (const KeyRecord& k : keys) {
+    if (k.type == KeyType::kMrk || k.parent != state.mrk_id || !k.migratable) continue;
+    package::ChildKey c;
+    c.key_id = k.id;
+    c.label = k.label;
+    c.usage = UsageOf(k.type);
+    c.public_area = k.public_area;
+    c.private_area = k.private_area;
+    model.child_keys.push_back(std::move(c));
+    carried.push_back(&k);
+  }
+  package::RecoveryCodeCustody custody;
+  custody.kdf = state.custody.kdf;
+  custody.salt = state.custody.salt;
+  custody.n = state.custody.n;
+  custody.r = state.custody.r;
+  custody.p = state.custody.p;
+  custody.verifier = state.custody.verifier;
+  model.custody = custody;
+  out.child_keys = model.child_keys.size();
+
+  // Authenticate, sign, upload; in agent mode again after a back-off while the MA cannot
+  // be reached. Nothing local changes before the MA acknowledged the upload.
+  const int attempts = std::max(1, o.attempts);
+  int delay_ms = std::max(0, o.retry_delay_ms);
+  Status last;
+  std::optional<client::UploadResult> uploaded;
+  for (int attempt = 1; attempt <= attempts && !uploaded; ++attempt) {
+    out.attempts = attempt;
+    if (attempt > 1) {
+      char wait[32];
+      std::snprintf(wait, sizeof wait, "%.1f s", delay_ms / 1000.0);
+      lms.Progress(last.message() + "; trying again in " + wait + " (attempt " +
+                   std::to_string(attempt) + " of " + std::to_string(attempts) + ")");
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      delay_ms *= 2;
+    }
+    auto session = OpenSession(lms, ma, true);
+    if (!session) {
+      last = session.error();
+      if (last.code() == Code::kUnavailable) continue;
+      return Error(last);
+    }
+    TPMMA_ASSIGN_OR_RETURN(model.package_id, package::NewUuid());
+    model.source_platform_id = session->platform_id();
+    model.creation_time = lms.env()->NowUnixSeconds();
+    lms.Progress("signing package " + model.package_id + " (" +
+                 std::to_string(model.child_keys.size()) + " keys)");
+    auto bytes = package::SignPackage(model, session->platform.signer.get());
+    session->platform.signer.reset();  // frees its TPM slot
+    if (!bytes) return Error(bytes.error().WithContext("signing the package"));
+    lms.Progress("uploading package " + model.package_id + " (" + std::to_string(bytes->size()) +
+                 " bytes)");
+    auto up = session->ma->Upload(session->token(), *bytes);
+    if (!up) {
+      last = MaFailure(up.error(), ma, "the upload");
+      if (up.error().code() == Code::kUnavailable) continue;
+      return Error(last);
+    }
+    uploaded = *up;
+    out.platform_id = session->platform_id();
+  }
+  if (!uploaded) {
+    if (attempts > 1) {
+      return Error(Code::kUnavailable, last.message() + " (tried " + std::to_string(attempts) +
+                                           " times; nothing was changed locally)");
+    }
+    return Error(last);
+  }
+
+  const int64_t now = model.creation_time;
+  for (KeyRecord k : keys) {
+    const bool in_package =
+        k.id == mrk_record.id || std::any_of(carried.begin(), carried.end(),
+                                             [&](const KeyRecord* c) { return c->id == k.id; });
+    if (!in_package) continue;
+    k.backed_up_at = now;
+    TPMMA_RETURN_IF_ERROR(store.PutKey(k));
+  }
+  state.last_backup_at = now;
+  state.last_backup_package_id = uploaded->package_id;
+  TPMMA_RETURN_IF_ERROR(store.WriteState(state));
+
+  out.uploaded = true;
+  out.package_id = uploaded->package_id;
+  out.digest_hex = uploaded->digest_hex;
+  out.already_stored = uploaded->already_stored;
+  out.created_at = now;
+  return out;
+}
+
+Result<QueryResult> Query(Lms& lms, const MaSettings& ma, const QueryOptions& o) {
+  TPMMA_RETURN_IF_ERROR(lms.store().CreateLayout());
+  TPMMA_RETURN_IF_ERROR(lms.store().Lock());
+  TPMMA_ASSIGN_OR_RETURN(Session s, OpenSession(lms, ma, false));
+  client::QueryFilter filter;
+  filter.source_platform_id = o.from_platform;
+  QueryResult out;
+  out.platform_id = s.platform_id();
+  TPMMA_ASSIGN_OR_RETURN(out.packages, QueryAll(s, ma, filter));
+  return out;
+}
+
+Result<RestoreResult> Restore(Lms& lms, const MaSettings& ma, const RestoreOptions& o) {
+  KeyStore& store = lms.store();
+  if (!store.Initialized()) {
+    return Error(Code::kNotFound,
+                 "the key store " + store.dir() +
+                     " is not initialised: lms restore brings keys back into the key store they "
+                     "were backed up from (it lives on the disk, so it moves with it); restoring "
+                     "into a new key store is not supported");
+  }
+  TPMMA_ASSIGN_OR_RETURN(StoreState state, store.ReadState());
+  TPMMA_RETURN_IF_ERROR(store.Lock());
+  TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> keys, store.ListKeys());
+  TPMMA_ASSIGN_OR_RETURN(KeyRecord mrk_record, FindMrk(state, keys));
+
+  TPMMA_ASSIGN_OR_RETURN(Session session, OpenSession(lms, ma, false));
+  TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, lms.OpenForMa());
+  const esys::Object& srk = lms.current_srk();
+  RestoreResult out;
+  out.platform_id = session.platform_id();
+  out.srk_changed = !lms.srk_matches_store();
+
+  // Which package: as asked, or the newest one of this platform (or of --from).
+  std::string id = o.package_id;
+  if (id.empty()) {
+    client::QueryFilter filter;
+    if (!o.from_platform.empty()) filter.source_platform_id = o.from_platform;
+    TPMMA_ASSIGN_OR_RETURN(auto list, QueryAll(session, ma, filter));
+    for (const auto& d : list) {
+      const bool wanted =
+          o.from_platform.empty() ? d.access == "Own" : d.source_platform_id == o.from_platform;
+      if (wanted) {
+        id = d.package_id;
+        break;
+      }
+    }
+    if (id.empty() && o.from_platform.empty()) {
+      TPMMA_ASSIGN_OR_RETURN(MaState m, store.ReadMaState());
+      std::string hint;
+      for (auto it = m.signers.rbegin(); it != m.signers.rend(); ++it) {
+        if (it->platform_id != out.platform_id) {
+          hint = "; this key store's keys were last backed up by platform " + it->platform_id +
+                 ": once the helpdesk approved (ma-admin approve --old " + it->platform_id +
+                 " --new " + out.platform_id + "), run lms restore --from " + it->platform_id;
+          break;
+        }
+      }
+      return Error(Code::kNotFound,
+                   "the MA has no backup of this platform (" + out.platform_id + ")" + hint);
+    }
+    if (id.empty()) {
+      return Error(Code::kNotFound,
+                   "the MA has no package of platform " + o.from_platform +
+                       " that this platform (" + out.platform_id +
+                       ") may restore; the helpdesk approves that with ma-admin approve --old " +
+                       o.from_platform + " --new " + out.platform_id);
+    }
+  }
+
+  lms.Progress("downloading package " + id + ", re-wrapped by the MA for this TPM");
+  auto got = client::DownloadTo(*session.ma, *tpm, session.token(), id, srk, session.ak);
+  if (!got) {
+    const Status& e = got.error();
+    if (e.code() == Code::kPermissionDenied) {
+      return Error(Code::kPermissionDenied,
+                   "the MA does not let this platform (" + out.platform_id + ") restore package " +
+                       id + ": " + e.message() +
+                       " (a package of another platform needs a helpdesk approval: ma-admin "
+                       "approve --old <its platform> --new " +
+                       out.platform_id + ")");
+    }
+    if (e.code() == Code::kNotFound) {
+      return Error(Code::kNotFound, "the MA has no package " + id + ": " + e.message());
+    }
+    return Error(MaFailure(e, ma, "the download of package " + id));
+  }
+  if (o.after_download) o.after_download(*got);
+
+  // Only what the package's signature covers is used, checked with the package-signing
+  // keys this store has signed with.
+  auto reader = package::PackageReader::Open(got->document);
+  if (!reader) {
+    return Error(reader.error().code(),
+                 "the downloaded package " + id +
+                     " is damaged; nothing was restored: " + reader.error().message());
+  }
+  TPMMA_ASSIGN_OR_RETURN(MaState m, store.ReadMaState());
+  std::vector<Bytes> candidates;
+  for (auto it = m.signers.rbegin(); it != m.signers.rend(); ++it) {
+    candidates.push_back(it->public_area);
+  }
+  if (!m.signing_public.empty()) candidates.push_back(m.signing_public);
+  if (candidates.empty()) {
+    return Error(Code::kNotFound,
+                 "this key store has never signed a backup, so it cannot check package " + id +
+                     " (signed by platform " + reader->UnverifiedHeaderFields().source_platform_id +
+                     "); restore into the key store the backup was made from");
+  }
+  std::optional<package::MigrationPackage> model;
+  Status verify_error;
+  for (const Bytes& c : candidates) {
+    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::Unmarshal<TPM2B_PUBLIC>(c));
+    TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, tpm::PublicToEvp(pub.publicArea));
+    auto v = reader->Verify(key.get());
+    if (v) {
+      model = std::move(*v);
+      break;
+    }
+    verify_error = v.error();
+  }
+  if (!model) {
+    return Error(Code::kSignatureInvalid,
+                 "package " + id +
+                     " does not verify with the package-signing keys this key store has signed "
+                     "with: it was changed after it was signed, or it is not this store's; "
+                     "nothing was restored (" +
+                     verify_error.message() + ")");
+  }
+  if (model->package_id != id) {
+    return Error(Code::kIntegrityFailure, "the MA sent package " + model->package_id +
+                                              " when asked for " + id + "; nothing was restored");
+  }
+  out.package_id = id;
+  out.source_platform_id = model->source_platform_id;
+  out.package_created_at = model->creation_time;
+
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC mrk_public,
+                         tpm::Unmarshal<TPM2B_PUBLIC>(model->mrk.public_area));
+  TPMMA_ASSIGN_OR_RETURN(Bytes mrk_name, tpm::ComputeName(mrk_public.publicArea));
+  if (mrk_name != mrk_record.name) {
+    return Error(Code::kConflict,
+                 "package " + id + " holds another MRK (" + HexEncode(mrk_name) +
+                     ") than this key store (" + mrk_record.id + ", " + HexEncode(mrk_record.name) +
+                     "); it can only be restored into the key store it was backed up from");
+  }
+  const auto* rc = std::get_if<package::RecoveryCodeCustody>(&model->custody);
+  if (rc == nullptr) {
+    return Error(Code::kUnsupported,
+                 "package " + id + " keeps its inner key in escrow, which this lms does not do");
+  }
+  if (!rc->verifier || rc->verifier->empty()) {
+    return Error(
+        Code::kUnsupported,
+        "package " + id + " has no recovery-code verifier; lms cannot check a code for it");
+  }
+  RecoveryCustody custody;
+  custody.kdf = rc->kdf;
+  custody.salt = rc->salt;
+  custody.n = rc->n;
+  custody.r = rc->r;
+  custody.p = rc->p;
+  custody.verifier = *rc->verifier;
+
+  // The inner key: unsealed from this TPM while the store's sealed copy still works (same
+  // SRK, same custody), else from the recovery code, checked before the TPM sees it.
+  SecureBytes inner;
+  const bool sealed_usable = lms.srk_matches_store() &&
+                             SameCustodyParameters(state.custody, custody) &&
+                             !state.custody.sealed_public.empty();
+  if (sealed_usable) {
+    auto unsealed = lms.UnsealInnerKey();
+    if (unsealed) inner = std::move(*unsealed);
+  }
+  if (inner.empty()) {
+    if (!o.recovery_code) {
+      return Error(Code::kInvalidArgument,
+                   "restoring package " + id +
+                       " needs the recovery code shown at lms init (the copy of the inner key "
+                       "sealed to this TPM is gone with its SRK)");
+    }
+    TPMMA_ASSIGN_OR_RETURN(SecureString code, o.recovery_code());
+    lms.Progress("checking the recovery code");
+    auto derived = DeriveInnerKey(code, custody);
+    if (!derived) {
+      if (derived.error().code() == Code::kPermissionDenied) {
+        return Error(Code::kPermissionDenied,
+                     "wrong recovery code: it is not the one shown at lms init for these keys "
+                     "(package " +
+                         id + "); nothing was changed");
+      }
+      return Error(derived.error().WithContext("the recovery code"));
+    }
+    inner = std::move(*derived);
+    out.used_recovery_code = true;
+  }
+
+  lms.Progress("importing the MRK under this TPM's SRK");
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PRIVATE duplicate, tpm::Unmarshal<TPM2B_PRIVATE>(got->duplicate));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_ENCRYPTED_SECRET seed,
+                         tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(got->encrypted_seed));
+  auto imported = tpm->Import(srk, mrk_public, duplicate, seed, inner);
+  if (!imported) return Error(imported.error().WithContext("importing the MRK"));
+  esys::KeyBlob mrk_blob{.public_area = mrk_public, .private_area = *imported};
+  auto mrk_loaded = tpm->Load(srk, mrk_blob);
+  if (!mrk_loaded) return Error(mrk_loaded.error().WithContext("loading the imported MRK"));
+  esys::Object mrk = std::move(*mrk_loaded);
+
+  // Every key in the package must load under it before anything is written.
+  lms.Progress("checking the " + std::to_string(model->child_keys.size()) + " keys in the package");
+  std::map<std::string, const KeyRecord*> by_id;
+  std::set<std::string> labels;
+  for (const KeyRecord& k : keys) {
+    by_id[k.id] = &k;
+    labels.insert(k.label);
+  }
+  std::vector<KeyRecord> records;
+  const int64_t now = lms.env()->NowUnixSeconds();
+  for (const package::ChildKey& c : model->child_keys) {
+    const std::string what = "key " + c.key_id + " ('" + c.label + "') in package " + id;
+    esys::KeyBlob blob;
+    TPMMA_ASSIGN_OR_RETURN(blob.public_area, tpm::Unmarshal<TPM2B_PUBLIC>(c.public_area));
+    TPMMA_ASSIGN_OR_RETURN(blob.private_area, tpm::Unmarshal<TPM2B_PRIVATE>(c.private_area));
+    auto type = ClassifyChild(blob.public_area.publicArea);
+    if (!type) return Error(type.error().WithContext(what));
+    if (UsageOf(*type) != c.usage) {
+      return Error(Code::kIntegrityFailure, what + ": its usage does not match its key");
+    }
+    auto loaded = tpm->Load(mrk, blob);
+    if (!loaded) {
+      return Error(loaded.error().WithContext(what + " does not load under the restored MRK"));
+    }
+    loaded->reset();
+    TPMMA_ASSIGN_OR_RETURN(Bytes name, tpm::ComputeName(blob.public_area.publicArea));
+    KeyRecord r;
+    auto existing = by_id.find(c.key_id);
+    if (existing != by_id.end()) {
+      r = *existing->second;
+      out.keys.push_back({.key = {}, .outcome = "updated"});
+    } else {
+      r.id = c.key_id;
+      r.label = c.label;
+      if (labels.count(r.label) != 0) {
+        for (int n = 1;; ++n) {
+          std::string l = c.label + " (restored" + (n > 1 ? " " + std::to_string(n) : "") + ")";
+          if (labels.count(l) == 0) {
+            r.label = l;
+            break;
+          }
+        }
+      }
+      labels.insert(r.label);
+      r.origin = "restored";
+      r.created = model->creation_time > 0 ? model->creation_time : now;
+      r.migratable = true;
+      out.keys.push_back({.key = {}, .outcome = "added"});
+    }
+    r.type = *type;
+    r.parent = mrk_record.id;
+    r.public_area = c.public_area;
+    r.private_area = c.private_area;
+    r.name = std::move(name);
+    if (!r.backed_up_at) r.backed_up_at = model->creation_time;
+    out.keys.back().key = r;
+    records.push_back(std::move(r));
+  }
+  mrk.reset();
+  std::set<std::string> in_package;
+  for (const auto& c : model->child_keys) in_package.insert(c.key_id);
+  for (const KeyRecord& k : keys) {
+    if (k.type != KeyType::kMrk && in_package.count(k.id) == 0) ++out.kept;
+  }
+
+  // The inner key sealed again, under the SRK in use now.
+  RecoveryCustody new_custody = custody;
+  if (sealed_usable && !out.used_recovery_code) {
+    new_custody.sealed_public = state.custody.sealed_public;
+    new_custody.sealed_private = state.custody.sealed_private;
+  } else {
+    lms.Progress("sealing the inner key to this TPM for unattended backups");
+    TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob sealed, tpm->Create(srk, SealedInnerKeyTemplate(), inner));
+    TPMMA_ASSIGN_OR_RETURN(new_custody.sealed_public, tpm::Marshal(sealed.public_area));
+    TPMMA_ASSIGN_OR_RETURN(new_custody.sealed_private, tpm::Marshal(sealed.private_area));
+  }
+  TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo srk_info, tpm->ReadPublic(srk));
+
+  // Keys first, the MRK next, store.json last: until it is written the store still names
+  // the old SRK, and a restore cut short is simply run again.
+  for (const KeyRecord& r : records) {
+    auto existing = by_id.find(r.id);
+    if (existing != by_id.end() && *existing->second == r) continue;  // unchanged
+    TPMMA_RETURN_IF_ERROR(store.PutKey(r));
+  }
+  mrk_record.parent = "srk";
+  TPMMA_ASSIGN_OR_RETURN(mrk_record.private_area, tpm::Marshal(*imported));
+  if (!mrk_record.backed_up_at) mrk_record.backed_up_at = model->creation_time;
+  TPMMA_RETURN_IF_ERROR(store.PutKey(mrk_record));
+  state.srk_handle = esys::kSrkHandle;
+  state.srk_alg = "rsa2048";
+  state.srk_name = srk_info.name;
+  state.custody = new_custody;
+  if (model->source_platform_id == out.platform_id) {
+    if (!state.last_backup_at || *state.last_backup_at < model->creation_time) {
+      state.last_backup_at = model->creation_time;
+      state.last_backup_package_id = id;
+    }
+  } else {
+    // Another platform's backup: this platform has none of its own yet.
+    state.last_backup_at.reset();
+    state.last_backup_package_id.reset();
+  }
+  TPMMA_RETURN_IF_ERROR(store.WriteState(state));
+  return out;
+}
+
+Status DeletePackage(Lms& lms, const MaSettings& ma, std::string_view package_id) {
+  KeyStore& store = lms.store();
+  TPMMA_RETURN_IF_ERROR(store.CreateLayout());
+  TPMMA_RETURN_IF_ERROR(store.Lock());
+  TPMMA_ASSIGN_OR_RETURN(Session s, OpenSession(lms, ma, false));
+  Status deleted = s.ma->Delete(s.token(), package_id);
+  if (!deleted.ok()) {
+    if (deleted.code() == Code::kNotFound) {
+      return Status(Code::kNotFound, "the MA has no package " + std::string(package_id));
+    }
+    return MaFailure(deleted, ma, "to delete package " + std::string(package_id));
+  }
+  if (!store.Initialized()) return Status::Ok();
+  TPMMA_ASSIGN_OR_RETURN(StoreState state, store.ReadState());
+  if (state.last_backup_package_id != package_id) return Status::Ok();
+  // The store's last backup is gone: its keys count as not backed up again.
+  TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> keys, store.ListKeys());
+  for (KeyRecord k : keys) {
+    if (!k.backed_up_at) continue;
+    k.backed_up_at.reset();
+    TPMMA_RETURN_IF_ERROR(store.PutKey(k));
+  }
+  state.last_backup_at.reset();
+  state.last_backup_package_id.reset();
+  return store.WriteState(state);
+}
+
+StatusReport GetStatus(Lms& lms, const Result<MaSettings>& ma) {
+  StatusReport r;
+  KeyStore& store = lms.store();
+  r.store_dir = store.dir();
+  r.initialised = store.Initialized();
+  if (r.initialised) {
+    auto state = store.ReadState();
+    auto keys = store.ListKeys();
+    if (state) {
+      r.last_backup_at = state->last_backup_at;
+      r.last_backup_package_id = state->last_backup_package_id;
+    }
+    if (keys) {
+      r.keys = keys->size();
+      for (const KeyRecord& k : *keys) r.not_backed_up += k.backed_up_at ? 0 : 1;
+    }
+  }
+  if (!ma) {
+    r.ma_error = ma.error().message();
+  } else {
+    r.ma_url = ma->url;
+    auto client = Connect(*ma);
+    if (!client) {
+      r.ma_error = client.error().message();
+    } else {
+      auto info = (*client)->GetMAServiceInfo();
+      if (info) {
+        r.ma_reachable = true;
+        r.ma_service_version = info->service_version;
+      } else {
+        r.ma_error = MaFailure(info.error(), *ma, "GetMAServiceInfo").message();
+      }
+    }
+  }
+  auto tpm = lms.OpenForMa();
+  if (tpm) {
+    r.tpm_reachable = true;
+    r.srk_matches_store = r.initialised && lms.srk_matches_store();
+  } else {
+    r.tpm_error = tpm.error().message();
+  }
+  if (!r.ma_reachable || !r.tpm_reachable) {
+    auto m = store.ReadMaState();
+    if (m) r.platform_id = m->platform_id;  // as last seen
+    return r;
+  }
+  Status locked = store.CreateLayout();
+  if (locked.ok()) locked = store.Lock();
+  if (!locked.ok()) {
+    r.enroll_error = locked.message();
+    return r;
+  }
+  auto session = OpenSession(lms, *ma, false);
+  if (!session) {
+    r.enroll_error = session.error().message();
+    return r;
+  }
+  r.enrolled = true;
+  r.platform_id = session->platform_id();
+  auto list = QueryAll(*session, *ma, {});
+  if (list) {
+    for (const auto& d : *list) {
+      if (d.access != "Own") continue;
+      ++r.packages_on_ma;
+      if (!r.newest_on_ma || d.created_at > *r.newest_on_ma) r.newest_on_ma = d.created_at;
+    }
+  }
+  return r;
+}
+
+}  // namespace tpmma::lms

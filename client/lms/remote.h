@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// What lms does with the Migration Authority (DESIGN 4.1-4.5): authenticate, back up,
+// query, restore, delete, status. Built on Lms (operations.h: store and TPM) and client/ma
+// (MaClient over HTTPS, the platform's side of Authenticate and Download).
+//
+//   TPMMA_ASSIGN_OR_RETURN(MaSettings ma, ResolveMaSettings(lms->store(), flags));
+//   TPMMA_ASSIGN_OR_RETURN(BackupResult b, Backup(*lms, ma, {}));
+//   ... tpm2_clear ...
+//   TPMMA_ASSIGN_OR_RETURN(RestoreResult r, Restore(*lms, ma, {.recovery_code = ask, ...}));
+//
+// Local state changes only when an operation has succeeded at the MA: a backup marks its
+// keys backed up after the MA acknowledged the upload; a restore writes the store after the
+// MRK was imported and every key in the package loaded under it. ma.json (platform id, AK,
+// package-signing key) is updated after each successful authentication.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "client/lms/keystore.h"
+#include "client/lms/operations.h"
+#include "client/ma/ma_client.h"
+#include "common/bytes.h"
+#include "common/status.h"
+
+namespace tpmma::lms {
+
+struct MaSettings {
+  std::string url;                            // https://host:port
+  std::string ca_file;                        // PEM trusted for the MA's TLS certificate
+  std::vector<std::string> ek_intermediates;  // EK certificate intermediates (PEM or DER files)
+  int timeout_s = 30;
+};
+
+// Where the MA settings come from: flags, else the environment (LMS_MA_URL, LMS_MA_CA),
+// else the store's config.json. kInvalidArgument saying what to give when the URL or the
+// CA file is missing.
+struct MaFlags {
+  std::string url;
+  std::string ca_file;
+  std::vector<std::string> ek_intermediates;
+};
+Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags);
+
+// The MA key's TPM2B_PUBLIC from GetMAKey, checked with client::VerifyMaKey (Name and
+// certificate match the public area), for `lms init`.
+struct FetchedMaKey {
+  std::string key_id;
+  Bytes public_area;  // marshalled TPM2B_PUBLIC
+  Bytes name;
+};
+Result<FetchedMaKey> FetchMaKey(const MaSettings& ma, std::string_view key_id = {});
+
+struct AuthenticateResult {
+  std::string platform_id;
+  int64_t expires_at = 0;
+  bool new_ak = false;  // an AK was made (first time, or the old one was gone with a clear)
+};
+Result<AuthenticateResult> Authenticate(Lms& lms, const MaSettings& ma);
+
+struct BackupOptions {
+  bool full = false;  // upload even if nothing changed since the last backup
+  // Agent mode: tries when the MA cannot be reached, waiting retry_delay_ms, then twice
+  // that, ... between them. Nothing local changes until an upload is acknowledged.
+  int attempts = 1;
+  int retry_delay_ms = 5000;
+};
+
+struct BackupResult {
+  bool uploaded = false;
+  std::string reason;  // when not uploaded: why ("nothing changed since ...")
+  std::string package_id;
+  std::string platform_id;
+  std::string digest_hex;
+  bool already_stored = false;
+  size_t child_keys = 0;
+  int64_t created_at = 0;
+  int attempts = 0;
+};
+// Whether anything changed since the last backup: a key never backed up, or no backup of
+// this store yet.
+Result<bool> ChangedSinceLastBackup(Lms& lms);
+Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions& options);
+
+struct QueryOptions {
+  std::optional<std::string> from_platform;  // only packages of this source platform
+};
+struct QueryResult {
+  std::string platform_id;
+  std::vector<client::PackageDescriptor> packages;  // newest first
+};
+Result<QueryResult> Query(Lms& lms, const MaSettings& ma, const QueryOptions& options);
+
+struct RestoreOptions {
+  std::string package_id;     // empty: the newest one (own, or from `from_platform`)
+  std::string from_platform;  // restore a package of this platform (helpdesk-approved)
+  // Asked only when the inner key cannot be unsealed from this TPM (after a clear, or on
+  // another TPM). The code is checked against the package's verifier before the TPM sees
+  // anything: a wrong code is kPermissionDenied, "wrong recovery code ...".
+  std::function<Result<SecureString>()> recovery_code;
+  // For tests: sees (and may change) what the MA sent before anything is checked.
+  std::function<void(client::DownloadedPackage&)> after_download;
+};
+
+struct RestoredKey {
+  KeyRecord key;
+  std::string outcome;  // "updated" (was in the store) or "added" (new store entry)
+};
+struct RestoreResult {
+  std::string package_id;
+  std::string source_platform_id;
+  std::string platform_id;
+  int64_t package_created_at = 0;
+  bool used_recovery_code = false;
+  bool srk_changed = false;       // restored under a new SRK (cleared or other TPM)
+  std::vector<RestoredKey> keys;  // every child in the package
+  size_t kept = 0;  // keys in the store that the package does not have (made after it)
+};
+Result<RestoreResult> Restore(Lms& lms, const MaSettings& ma, const RestoreOptions& options);
+
+// Deletes one of this platform's packages on the MA. If it was the store's last backup,
+// the keys count as not backed up again (the next backup uploads).
+Status DeletePackage(Lms& lms, const MaSettings& ma, std::string_view package_id);
+
+struct StatusReport {
+  std::string store_dir;
+  bool initialised = false;
+  size_t keys = 0;
+  size_t not_backed_up = 0;
+  std::optional<int64_t> last_backup_at;
+  std::optional<std::string> last_backup_package_id;
+  bool tpm_reachable = false;
+  bool srk_matches_store = false;
+  std::string tpm_error;
+  std::string ma_url;
+  bool ma_reachable = false;
+  std::string ma_service_version;
+  std::string ma_error;
+  bool enrolled = false;  // the MA accepted this TPM (Authenticate succeeded)
+  std::string platform_id;
+  std::string enroll_error;
+  size_t packages_on_ma = 0;  // this platform's own packages
+  std::optional<int64_t> newest_on_ma;
+};
+// Never fails for an unreachable MA or TPM: the report says so. An MA setting missing is
+// reported as ma_error.
+StatusReport GetStatus(Lms& lms, const Result<MaSettings>& ma);
+
+}  // namespace tpmma::lms
