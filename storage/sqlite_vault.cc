@@ -10,14 +10,17 @@
 #include <atomic>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <concepts>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -207,10 +210,95 @@ Status SqliteError(sqlite3* db, int rc, std::string_view purpose) {
   return Status(code, std::move(msg));
 }
 
-struct StmtFinalizer {
-  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+// Prepared statements, kept per connection and keyed by their text. Parsing SQL was most of
+// what a small write or read cost (profile of the writer under read-audit load: SQLite's
+// parser and its mallocs were ~45% of the thread), so Stmt::Prepare borrows a statement
+// from its connection's cache and gives it back, reset, when done. A connection is used by
+// one thread at a time (the writer thread, or the holder of a read lease), so a cache needs
+// no lock; the registry from connection to cache is read-mostly (shared lock).
+class StmtCache {
+ public:
+  struct Entry {
+    sqlite3_stmt* stmt = nullptr;
+    bool in_use = false;
+  };
+  // Distinct statements per connection: ~40 fixed ones plus the filter combinations of
+  // QueryPackages and ListAudit. Beyond this, statements are prepared and finalized per use.
+  static constexpr size_t kMaxEntries = 160;
+
+  StmtCache() = default;
+  StmtCache(const StmtCache&) = delete;
+  StmtCache& operator=(const StmtCache&) = delete;
+  ~StmtCache() {
+    for (auto& [sql, e] : map_) sqlite3_finalize(e.stmt);
+  }
+
+  // The idle cached statement for `sql`, now in use; nullptr if there is none (not cached
+  // yet, or in use by an enclosing Stmt of the same text).
+  Entry* Take(std::string_view sql) {
+    auto it = map_.find(sql);
+    if (it == map_.end() || it->second.in_use) return nullptr;
+    it->second.in_use = true;
+    return &it->second;
+  }
+  // Keeps a freshly prepared statement (in use) if `sql` is new and there is room.
+  Entry* Adopt(std::string_view sql, sqlite3_stmt* stmt) {
+    if (map_.size() >= kMaxEntries || map_.contains(sql)) return nullptr;
+    Entry& e = map_[std::string(sql)];  // node-based: the address stays valid
+    e.stmt = stmt;
+    e.in_use = true;
+    return &e;
+  }
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
+  std::unordered_map<std::string, Entry, Hash, std::equal_to<>> map_;
 };
-using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+std::shared_mutex g_caches_mu;
+std::unordered_map<sqlite3*, std::unique_ptr<StmtCache>> g_caches;  // guarded by g_caches_mu
+
+void AttachStmtCache(sqlite3* db) {
+  std::unique_lock lock(g_caches_mu);
+  g_caches[db] = std::make_unique<StmtCache>();
+}
+
+// Finalizes the connection's cached statements (before it is closed: SQLite keeps a
+// connection with live statements open as a zombie, and it would never checkpoint).
+void DropStmtCache(sqlite3* db) {
+  std::unique_ptr<StmtCache> cache;
+  {
+    std::unique_lock lock(g_caches_mu);
+    auto it = g_caches.find(db);
+    if (it == g_caches.end()) return;
+    cache = std::move(it->second);
+    g_caches.erase(it);
+  }
+}
+
+StmtCache* CacheOf(sqlite3* db) {
+  std::shared_lock lock(g_caches_mu);
+  auto it = g_caches.find(db);
+  return it == g_caches.end() ? nullptr : it->second.get();
+}
+
+// Finalizes an uncached statement; resets a cached one and gives it back to its cache.
+struct StmtRelease {
+  StmtCache::Entry* entry = nullptr;
+  void operator()(sqlite3_stmt* s) const {
+    if (entry == nullptr) {
+      sqlite3_finalize(s);
+      return;
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    entry->in_use = false;
+  }
+};
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtRelease>;
 
 // Non-null even for empty values: SQLite binds a null pointer as NULL, not as ''.
 const char kEmpty[1] = {0};
@@ -218,10 +306,23 @@ const char kEmpty[1] = {0};
 class Stmt {
  public:
   static Result<Stmt> Prepare(sqlite3* db, std::string_view purpose, std::string_view sql) {
+    StmtCache* cache = CacheOf(db);
+    if (cache != nullptr) {
+      if (StmtCache::Entry* e = cache->Take(sql)) {
+        return Stmt(db, purpose, StmtPtr(e->stmt, StmtRelease{e}));
+      }
+    }
     sqlite3_stmt* raw = nullptr;
-    int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &raw, nullptr);
+    int rc = sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()),
+                                cache != nullptr ? SQLITE_PREPARE_PERSISTENT : 0, &raw, nullptr);
     StmtPtr stmt(raw);
     if (rc != SQLITE_OK) return Error(SqliteError(db, rc, Cat("prepare ", purpose)));
+    if (cache != nullptr) {
+      if (StmtCache::Entry* e = cache->Adopt(sql, raw)) {
+        stmt.release();
+        stmt = StmtPtr(raw, StmtRelease{e});
+      }
+    }
     return Stmt(db, purpose, std::move(stmt));
   }
 
@@ -312,6 +413,14 @@ class Stmt {
 };
 
 Status Exec(sqlite3* db, std::string_view purpose, const std::string& sql) {
+  if (sql.find(';') == std::string::npos) {
+    // One statement (BEGIN, SAVEPOINT, COMMIT, ...): from the connection's cache.
+    TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, purpose, sql));
+    while (true) {
+      TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) return Status();
+    }
+  }
   int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
   if (rc != SQLITE_OK) return SqliteError(db, rc, purpose);
   return Status();
@@ -411,14 +520,19 @@ constexpr OperatorRole kOperatorRoles[] = {OperatorRole::kHelpdesk, OperatorRole
 // Row helpers. Writes run on the writer thread inside its open transaction; reads on a
 // leased read connection.
 
-Result<int64_t> AppendAuditLocked(sqlite3* db, const AuditEvent& e) {
-  // The log is for short facts; a big field is a bug (or a secret being dumped into it).
+// The log is for short facts; a big field is a bug (or a secret being dumped into it).
+Status CheckAuditEvent(const AuditEvent& e) {
   for (const std::string* field : {&e.actor, &e.action, &e.object, &e.outcome, &e.detail}) {
     if (field->size() > kMaxAuditField) {
-      return Error(Code::kInvalidArgument,
-                   Cat("audit field longer than ", kMaxAuditField, " bytes"));
+      return Status(Code::kInvalidArgument,
+                    Cat("audit field longer than ", kMaxAuditField, " bytes"));
     }
   }
+  return Status();
+}
+
+Result<int64_t> AppendAuditLocked(sqlite3* db, const AuditEvent& e) {
+  TPMMA_RETURN_IF_ERROR(CheckAuditEvent(e));
   TPMMA_ASSIGN_OR_RETURN(
       Stmt last, Stmt::Prepare(db, "read audit chain head",
                                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"));
@@ -594,6 +708,7 @@ Result<std::pair<PackageDescriptor, int64_t>> GetDescriptorLocked(sqlite3* db,
   int64_t pk = s.Int(0);
   TPMMA_ASSIGN_OR_RETURN(Stmt keys, PrepareKeysStmt(db));
   TPMMA_ASSIGN_OR_RETURN(d.keys, ReadKeys(keys, pk));
+  d.key_count = static_cast<int64_t>(d.keys.size());
   return std::make_pair(std::move(d), pk);
 }
 
@@ -772,7 +887,10 @@ Status Migrate(sqlite3* db, const std::string& path) {
 namespace internal {
 
 struct DbCloser {
-  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+  void operator()(sqlite3* db) const {
+    DropStmtCache(db);
+    sqlite3_close_v2(db);
+  }
 };
 using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
 
@@ -797,7 +915,9 @@ class FunctionRef<R(A...)> {
 
 // Owns the only read-write connection. Calls queue up while the thread is busy (mostly
 // in fsync); it then takes up to max_batch of them into one transaction, each inside its
-// own SAVEPOINT, and commits once.
+// own SAVEPOINT, and commits once. Deferred audit records (AppendAuditDeferred) wait in a
+// second, bounded queue that nobody blocks on; each batch appends those queued so far
+// (at most kMaxDeferredPerBatch) before its calls, and counts them committed or lost.
 class SqliteWriter {
  public:
   // One queued call; lives on the caller's stack until Complete() has run.
@@ -815,8 +935,18 @@ class SqliteWriter {
     Status final_status;  // guarded by mu; what the caller gets
   };
 
-  SqliteWriter(DbPtr db, size_t max_batch, const FaultHook* hook)
-      : db_(std::move(db)), max_batch_(std::max<size_t>(max_batch, 1)), hook_(hook) {
+  // Bounds how long the calls sharing a batch with deferred records wait for them.
+  static constexpr size_t kMaxDeferredPerBatch = 1024;
+
+  SqliteWriter(DbPtr db, size_t max_batch, size_t max_deferred,
+               std::chrono::milliseconds deferred_delay, const FaultHook* hook)
+      : db_(std::move(db)),
+        max_batch_(std::max<size_t>(max_batch, 1)),
+        max_deferred_(std::max<size_t>(max_deferred, 1)),
+        // Half the queue, so that writers rarely find it full while we wait.
+        deferred_eager_(std::max<size_t>(std::min(max_deferred_ / 2, kMaxDeferredPerBatch), 1)),
+        deferred_delay_(deferred_delay),
+        hook_(hook) {
     thread_ = std::thread([this] { Loop(); });
   }
   ~SqliteWriter() { Stop(); }
@@ -830,6 +960,7 @@ class SqliteWriter {
       stopping_ = true;
     }
     cv_.notify_one();
+    space_cv_.notify_all();
     if (thread_.joinable()) thread_.join();
   }
 
@@ -848,34 +979,97 @@ class SqliteWriter {
     return std::move(op.final_status);
   }
 
+  // Queues an audit record for the next batch; blocks only while the queue is full.
+  Status Defer(AuditEvent event) {
+    bool wake = false;
+    {
+      std::unique_lock lock(mu_);
+      if (!stopping_ && deferred_.size() >= max_deferred_) {
+        deferred_waits_.fetch_add(1, std::memory_order_relaxed);
+        deferred_blocked_.fetch_add(1, std::memory_order_relaxed);
+        space_cv_.wait(lock, [&] { return stopping_ || deferred_.size() < max_deferred_; });
+        deferred_blocked_.fetch_sub(1, std::memory_order_relaxed);
+      }
+      if (stopping_) return Status(Code::kUnavailable, "vault is shutting down");
+      deferred_.push_back(std::move(event));
+      ++deferred_enqueued_;
+      deferred_queued_.store(deferred_.size(), std::memory_order_relaxed);
+      // The writer needs waking only to start its wait for more (first record) or to end
+      // it early (enough for a batch); a wake-up per read would cost a context switch each.
+      wake = deferred_.size() == 1 || deferred_.size() == deferred_eager_;
+    }
+    if (wake) cv_.notify_one();
+    return Status();
+  }
+
+  // Waits until every record deferred before this call is committed or lost.
+  void FlushDeferred() {
+    std::unique_lock lock(mu_);
+    const uint64_t target = deferred_enqueued_;
+    ++flushers_;
+    cv_.notify_one();  // no point in waiting for more records now
+    done_cv_.wait(lock, [&] { return deferred_done_ >= target || exited_; });
+    --flushers_;
+  }
+
   SqliteVaultStats Stats() const {
     SqliteVaultStats s;
     s.calls = calls_.load(std::memory_order_relaxed);
     s.commits = commits_.load(std::memory_order_relaxed);
     s.largest_batch = largest_batch_.load(std::memory_order_relaxed);
     s.queued = queued_.load(std::memory_order_relaxed);
+    s.deferred_queued = deferred_queued_.load(std::memory_order_relaxed);
+    s.deferred_committed = deferred_committed_.load(std::memory_order_relaxed);
+    s.deferred_lost = deferred_lost_.load(std::memory_order_relaxed);
+    s.deferred_waits = deferred_waits_.load(std::memory_order_relaxed);
+    s.deferred_blocked = deferred_blocked_.load(std::memory_order_relaxed);
     return s;
   }
 
  private:
   void Loop() {
     std::vector<Op*> batch;
+    std::vector<AuditEvent> deferred;
     std::unique_lock lock(mu_);
     while (true) {
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and everything queued has been run
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || !deferred_.empty(); });
+      if (queue_.empty() && deferred_.empty()) {
+        // Stopping, and everything queued has been run.
+        exited_ = true;
+        done_cv_.notify_all();
+        return;
+      }
+      if (queue_.empty() && deferred_delay_.count() > 0) {
+        // Only deferred records: nobody waits for them, so let them gather for a moment
+        // (one fsync per delay rather than one per read). Ends early for a call that
+        // waits, for a full batch, a flush, or shutdown.
+        cv_.wait_for(lock, deferred_delay_, [&] {
+          return stopping_ || !queue_.empty() || deferred_.size() >= deferred_eager_ ||
+                 flushers_ > 0;
+        });
+      }
       while (!queue_.empty() && batch.size() < max_batch_) {
         batch.push_back(queue_.front());
         queue_.pop_front();
       }
+      while (!deferred_.empty() && deferred.size() < kMaxDeferredPerBatch) {
+        deferred.push_back(std::move(deferred_.front()));
+        deferred_.pop_front();
+      }
       queued_.store(queue_.size(), std::memory_order_relaxed);
+      deferred_queued_.store(deferred_.size(), std::memory_order_relaxed);
       lock.unlock();
+      if (!deferred.empty()) space_cv_.notify_all();
       if (batch.size() > largest_batch_.load(std::memory_order_relaxed)) {
         largest_batch_.store(batch.size(), std::memory_order_relaxed);
       }
-      RunBatch(std::move(batch));
+      const size_t taken = deferred.size();
+      RunBatch(std::move(batch), deferred);
       batch.clear();
+      deferred.clear();
       lock.lock();
+      deferred_done_ += taken;
+      done_cv_.notify_all();
     }
   }
 
@@ -904,13 +1098,79 @@ class SqliteWriter {
     if (!undo.ok()) RollbackIfOpen(db);
   }
 
-  void RunBatch(std::vector<Op*> pending) {
+  Status AppendDeferred(sqlite3* db, const AuditEvent& e) {
+    auto seq = AppendAuditLocked(db, e);
+    if (!seq) return seq.error();
+    return (*hook_)("deferred_audit");
+  }
+
+  // Appends the deferred records inside the open transaction. Fast path: one savepoint for
+  // all of them. If one fails, that savepoint is undone and they are appended one savepoint
+  // each, so that only a record that fails on its own is given up (erased, counted in
+  // *lost). Returns false if SQLite dropped the whole transaction: the record at fault is
+  // given up and the caller starts a new transaction for the rest.
+  bool RunDeferred(sqlite3* db, std::vector<AuditEvent>& events, uint64_t* lost) {
+    if (events.empty()) return true;
+    auto give_up = [&](size_t i) {
+      events.erase(events.begin() + static_cast<std::ptrdiff_t>(i));
+      ++*lost;
+    };
+    if (Exec(db, "savepoint deferred audit", "SAVEPOINT deferred").ok()) {
+      size_t i = 0;
+      Status st;
+      for (; i < events.size() && st.ok(); ++i) st = AppendDeferred(db, events[i]);
+      if (sqlite3_get_autocommit(db) != 0) {
+        give_up(i - 1);  // the last one run (events is not empty)
+        return false;
+      }
+      if (st.ok() && Exec(db, "release deferred audit", "RELEASE deferred").ok()) return true;
+      if (!Exec(db, "roll back deferred audit", "ROLLBACK TO deferred; RELEASE deferred").ok()) {
+        RollbackIfOpen(db);
+        *lost += events.size();
+        events.clear();
+        return false;
+      }
+    }
+    for (size_t i = 0; i < events.size();) {
+      Status st = Exec(db, "savepoint deferred audit record", "SAVEPOINT one");
+      if (st.ok()) st = AppendDeferred(db, events[i]);
+      if (sqlite3_get_autocommit(db) != 0) {
+        give_up(i);
+        return false;
+      }
+      if (st.ok()) st = Exec(db, "release deferred audit record", "RELEASE one");
+      if (st.ok()) {
+        ++i;
+        continue;
+      }
+      if (!Exec(db, "roll back deferred audit record", "ROLLBACK TO one; RELEASE one").ok()) {
+        RollbackIfOpen(db);
+        give_up(i);
+        return false;
+      }
+      give_up(i);
+    }
+    return true;
+  }
+
+  void RunBatch(std::vector<Op*> pending, std::vector<AuditEvent>& deferred) {
     sqlite3* db = db_.get();
-    while (!pending.empty()) {
+    uint64_t lost = 0;
+    auto finish = [&](bool committed) {
+      if (committed) {
+        deferred_committed_.fetch_add(deferred.size(), std::memory_order_relaxed);
+      } else {
+        lost += deferred.size();
+      }
+      deferred_lost_.fetch_add(lost, std::memory_order_relaxed);
+    };
+    while (!pending.empty() || !deferred.empty()) {
       if (Status s = Exec(db, "begin write batch", "BEGIN IMMEDIATE"); !s.ok()) {
         for (Op* op : pending) Complete(op, s);
-        return;
+        return finish(false);
       }
+      // The deferred records first: they were queued before these calls were taken.
+      if (!RunDeferred(db, deferred, &lost)) continue;  // transaction gone: again, without it
       size_t next = 0;
       Op* lost_by = nullptr;
       while (next < pending.size() && lost_by == nullptr) {
@@ -937,7 +1197,7 @@ class SqliteWriter {
         // Nothing of theirs is durable, and even a refusal may rest on a neighbour's
         // rows that are now gone: every call gets the COMMIT's error.
         for (Op* op : pending) Complete(op, commit);
-        return;
+        return finish(false);
       }
       commits_.fetch_add(1, std::memory_order_relaxed);
       if (std::ranges::any_of(pending, [](const Op* op) { return op->checkpoint_after; })) {
@@ -947,23 +1207,39 @@ class SqliteWriter {
         sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
       }
       for (Op* op : pending) Complete(op, op->status);
-      return;
+      return finish(true);
     }
+    finish(false);  // every deferred record was given up (nothing left to commit)
   }
 
   DbPtr db_;  // the writer thread's alone once the thread runs
   const size_t max_batch_;
+  const size_t max_deferred_;
+  const size_t deferred_eager_;  // this many deferred records end the wait for more
+  const std::chrono::milliseconds deferred_delay_;
   const FaultHook* hook_;
 
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Op*> queue_;  // guarded by mu_
-  bool stopping_ = false;  // guarded by mu_
+  std::condition_variable cv_;        // the writer waits for work
+  std::condition_variable space_cv_;  // Defer() waits for room in deferred_
+  std::condition_variable done_cv_;   // FlushDeferred() waits for deferred_done_
+  std::deque<Op*> queue_;             // guarded by mu_
+  std::deque<AuditEvent> deferred_;   // guarded by mu_
+  uint64_t deferred_enqueued_ = 0;    // guarded by mu_
+  uint64_t deferred_done_ = 0;        // guarded by mu_; committed or lost
+  bool stopping_ = false;             // guarded by mu_
+  bool exited_ = false;               // guarded by mu_
+  int flushers_ = 0;                  // guarded by mu_; threads in FlushDeferred()
 
   std::atomic<uint64_t> calls_{0};
   std::atomic<uint64_t> commits_{0};
   std::atomic<uint64_t> largest_batch_{0};
   std::atomic<uint64_t> queued_{0};
+  std::atomic<uint64_t> deferred_queued_{0};
+  std::atomic<uint64_t> deferred_committed_{0};
+  std::atomic<uint64_t> deferred_lost_{0};
+  std::atomic<uint64_t> deferred_waits_{0};
+  std::atomic<uint64_t> deferred_blocked_{0};
 
   std::thread thread_;  // last: starts once everything above exists
 };
@@ -1109,19 +1385,24 @@ Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
   // FULL: a commit is on disk (WAL fsynced) before the call returns; DESIGN 7.
   TPMMA_RETURN_IF_ERROR(Exec(db.get(), "set synchronous mode", "PRAGMA synchronous = FULL"));
   TPMMA_RETURN_IF_ERROR(Migrate(db.get(), path));
+  // From here on the schema is fixed: statements can be kept.
+  AttachStmtCache(db.get());
 
   // Opened after the migration, so they never hold an outdated schema. query_only: a bug
   // that wrote through a reader would bypass the writer's transaction and audit chain.
   std::vector<DbPtr> readers;
   for (size_t i = 0; i < std::max<size_t>(options.read_connections, 1); ++i) {
     TPMMA_ASSIGN_OR_RETURN(DbPtr r, OpenConnection(path, options, "PRAGMA query_only = ON;"));
+    AttachStmtCache(r.get());
     readers.push_back(std::move(r));
   }
   size_t max_batch = options.group_commit ? options.max_batch : 1;
   std::unique_ptr<SqliteVault> vault(new SqliteVault(
       std::move(options), std::make_unique<internal::SqliteReadPool>(std::move(readers))));
-  vault->writer_ = std::make_unique<internal::SqliteWriter>(std::move(db), max_batch,
-                                                            &vault->options_.fault_hook);
+  vault->writer_ = std::make_unique<internal::SqliteWriter>(
+      std::move(db), max_batch, vault->options_.max_deferred_audit,
+      std::chrono::milliseconds(vault->options_.deferred_audit_delay_ms),
+      &vault->options_.fault_hook);
   return vault;
 }
 
@@ -1416,7 +1697,10 @@ Status SqliteVault::DeletePackage(std::string_view package_id, const AuditEvent&
 Result<PackagePage> SqliteVault::QueryPackages(const PackageQuery& q) {
   TPMMA_ASSIGN_OR_RETURN(int64_t after_pk, ParseIntPageToken('p', q.page_token));
   size_t n = ClampPageSize(q.page_size);
-  std::string sql = Cat("SELECT ", kPackageColumns, " FROM packages p WHERE p.pk > ?");
+  // Column 9: the key count, from package_keys' primary key alone (no key row is decoded).
+  std::string sql = Cat("SELECT ", kPackageColumns,
+                        ", (SELECT count(*) FROM package_keys k WHERE k.package_pk = p.pk) "
+                        "FROM packages p WHERE p.pk > ?");
   std::vector<std::variant<int64_t, std::string>> args{after_pk};
   if (q.source_platform_id) {
     sql += " AND p.source_platform_id = ?";
@@ -1468,7 +1752,10 @@ Result<PackagePage> SqliteVault::QueryPackages(const PackageQuery& q) {
       }
       TPMMA_ASSIGN_OR_RETURN(PackageDescriptor d, ReadDescriptor(s));
       last_pk = s.Int(0);
-      TPMMA_ASSIGN_OR_RETURN(d.keys, ReadKeys(keys, last_pk));
+      d.key_count = s.Int(9);
+      if (q.with_keys) {
+        TPMMA_ASSIGN_OR_RETURN(d.keys, ReadKeys(keys, last_pk));
+      }
       page.packages.push_back(std::move(d));
     }
     return page;
@@ -1697,6 +1984,16 @@ Status SqliteVault::RevokeOperator(std::string_view name, int64_t now, const Aud
 Result<int64_t> SqliteVault::AppendAudit(const AuditEvent& event) {
   return Write(*writer_, "append audit",
                [&](sqlite3* db) -> Result<int64_t> { return AppendAuditLocked(db, event); });
+}
+
+Status SqliteVault::AppendAuditDeferred(const AuditEvent& event) {
+  TPMMA_RETURN_IF_ERROR(CheckAuditEvent(event));
+  return writer_->Defer(event);
+}
+
+Status SqliteVault::FlushDeferredAudit() {
+  writer_->FlushDeferred();
+  return Status();
 }
 
 Result<AuditPage> SqliteVault::ListAudit(const AuditFilter& f) {

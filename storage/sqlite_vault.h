@@ -4,11 +4,12 @@
 // Threading: every state-changing call is handed to one writer thread, which owns the
 // only read-write connection and runs queued calls in batches: one transaction and one
 // fsync-ed COMMIT per batch (group commit), each call in its own SAVEPOINT so that one
-// call's failure never undoes another's. A durable commit costs an fsync (~3-4k/s here),
-// so sharing it is what lifts write throughput; the caller still blocks until the COMMIT
-// holding its call has returned, so "OK" keeps meaning "durable" (DESIGN 7). Reads use a
-// small pool of read-only connections: WAL readers see the last committed state and
-// never wait behind the writer's fsync. Other processes (ma-admin) may open the same
+// call's failure never undoes another's. Deferred audit records (AppendAuditDeferred:
+// successful reads) ride along in the next batch without their caller waiting for it. A durable
+// commit costs an fsync (~3-4k/s here), so sharing it is what lifts write throughput; the caller
+// still blocks until the COMMIT holding its call has returned, so "OK" keeps meaning "durable"
+// (DESIGN 7). Reads use a small pool of read-only connections: WAL readers see the last committed
+// state and never wait behind the writer's fsync. Other processes (ma-admin) may open the same
 // file: BEGIN IMMEDIATE plus busy_timeout serialises writers across processes.
 #pragma once
 
@@ -30,10 +31,11 @@ class SqliteReadPool;
 
 // Test hook. Called on the writer thread inside the open transaction: between the rows of
 // multi-row writes ("package_row", "package_body", "package_key" after each key,
-// "approval_row", "approval_package", "before_commit") and once per batch just before its
-// COMMIT ("commit"). Tests crash the process there, hold the writer, or return a non-OK
-// Status: at a row step that call fails (and is rolled back to its savepoint); at "commit"
-// the batch fails exactly as if COMMIT had. A hook returning void never fails a step.
+// "approval_row", "approval_package", "before_commit"), after each deferred audit record
+// ("deferred_audit") and once per batch just before its COMMIT ("commit"). Tests crash the
+// process there, hold the writer, or return a non-OK Status: at a row step that call fails
+// (and is rolled back to its savepoint), at "deferred_audit" that record is given up, at
+// "commit" the batch fails exactly as if COMMIT had. A hook returning void never fails a step.
 class FaultHook {
  public:
   FaultHook() = default;
@@ -68,6 +70,14 @@ struct SqliteVaultOptions {
   bool group_commit = true;
   // Read-only connections shared by all reading threads. 0 counts as 1.
   size_t read_connections = 4;
+  // AppendAuditDeferred: at most this many records wait for the writer; a caller finding
+  // the queue full blocks until there is room (back-pressure). It is also the most a crash
+  // can lose beyond the batch being committed. 0 counts as 1.
+  size_t max_deferred_audit = 8192;
+  // When the writer has only deferred audit records to write, it waits up to this long for
+  // more (or for half the queue, a write call, a flush) before committing them: one fsync
+  // per interval instead of one per read. A crash loses at most this much more. 0: no wait.
+  uint32_t deferred_audit_delay_ms = 10;
   FaultHook fault_hook;
 };
 
@@ -77,6 +87,12 @@ struct SqliteVaultStats {
   uint64_t commits = 0;        // COMMITs that succeeded (one fsync each)
   uint64_t largest_batch = 0;  // most calls that ever shared one transaction
   uint64_t queued = 0;         // write calls waiting for the writer thread right now
+  // AppendAuditDeferred records.
+  uint64_t deferred_queued = 0;     // waiting for the writer right now (<= max_deferred_audit)
+  uint64_t deferred_committed = 0;  // in the chain and durable
+  uint64_t deferred_lost = 0;       // given up: their batch failed to commit
+  uint64_t deferred_waits = 0;      // callers that found the queue full and had to wait
+  uint64_t deferred_blocked = 0;    // callers waiting for room right now
 };
 
 class SqliteVault final : public Vault {
@@ -138,6 +154,8 @@ class SqliteVault final : public Vault {
   Status RevokeOperator(std::string_view name, int64_t now, const AuditEvent& audit) override;
 
   Result<int64_t> AppendAudit(const AuditEvent& event) override;
+  Status AppendAuditDeferred(const AuditEvent& event) override;
+  Status FlushDeferredAudit() override;
   Result<AuditPage> ListAudit(const AuditFilter& filter) override;
   Status VerifyAuditChain() override;
 

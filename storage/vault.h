@@ -144,7 +144,8 @@ struct PackageDescriptor {
   Bytes sha256;      // of the body; computed by the vault on Put
   int64_t size = 0;  // of the body; computed by the vault on Put
   CustodyMode custody = CustodyMode::kRecoveryCode;
-  std::vector<PackageKey> keys;  // in package order
+  std::vector<PackageKey> keys;  // in package order; empty from a query without with_keys
+  int64_t key_count = 0;         // filled by the vault whether or not `keys` is
 };
 
 struct Package {
@@ -161,7 +162,10 @@ struct PackageQuery {
   std::optional<std::string> label_contains;  // case-sensitive substring of any key label
   // Own packages, plus those an active, unexpired approval at `now` grants to it.
   std::optional<std::string> visible_to_platform;
-  int64_t now = 0;         // for visible_to_platform
+  int64_t now = 0;  // for visible_to_platform
+  // false: descriptors carry key_count but no keys (a listing that shows counts need not
+  // read every key row).
+  bool with_keys = true;
   size_t page_size = 100;  // 0 → 100, capped at 1000
   std::string page_token;
 };
@@ -309,8 +313,25 @@ class Vault {
   virtual Status RevokeOperator(std::string_view name, int64_t now, const AuditEvent& audit) = 0;
 
   // --- Audit
-  // For events with no state change of their own (a refused request, a login). Returns seq.
+  // For events with no state change of their own (a refused request, a login). Returns seq
+  // once the record is durable.
   virtual Result<int64_t> AppendAudit(const AuditEvent& event) = 0;
+  // For records of calls that changed nothing (successful reads), where paying an fsync
+  // per call would cap the service at the disk's commit rate. The record is validated
+  // (kInvalidArgument, as AppendAudit) and queued; it is appended to the same hash chain,
+  // in queue order, with the next commit, and this returns WITHOUT waiting for it. A crash
+  // can lose the records still queued or in the batch being committed, never more, and
+  // never a state change's record (those are written by the state change's own call).
+  // The queue is bounded: when it is full this blocks until the writer has taken records
+  // out of it (back-pressure), so a read flood slows to the commit rate instead of growing
+  // memory. kUnavailable once the vault is shutting down. The default appends durably.
+  virtual Status AppendAuditDeferred(const AuditEvent& event) {
+    auto seq = AppendAudit(event);
+    return seq ? Status() : seq.error();
+  }
+  // Returns once every record queued by AppendAuditDeferred before this call has been
+  // committed or given up (see the backend's stats). For tests, shutdown and ma-admin.
+  virtual Status FlushDeferredAudit() { return Status(); }
   virtual Result<AuditPage> ListAudit(const AuditFilter& filter) = 0;
   // kCorruption naming the first bad seq (edited, inserted or deleted record).
   virtual Status VerifyAuditChain() = 0;

@@ -269,9 +269,11 @@ TEST_P(VaultTest, PutPackageIsIdempotentAndDetectsConflicts) {
   EXPECT_EQ(got->descriptor.keys[2].key_id, "u1-k2");
   EXPECT_EQ(got->descriptor.keys[2].label, "label-2-u1");
   EXPECT_EQ(got->descriptor.keys[2].usage, "sign");
+  EXPECT_EQ(got->descriptor.key_count, 3);
   auto desc = vault_->GetPackageDescriptor("u1");
   ASSERT_OK(desc);
   EXPECT_EQ(desc->keys.size(), 3u);
+  EXPECT_EQ(desc->key_count, 3);
 
   ASSERT_OK(vault_->DeletePackage("u1", Audit("Delete", "u1")));
   EXPECT_CODE(vault_->GetPackage("u1"), Code::kNotFound);
@@ -338,6 +340,53 @@ TEST_P(VaultTest, QueryPages250PackagesWithFilters) {
   auto big = vault_->QueryPackages(q);
   ASSERT_OK(big);
   EXPECT_EQ(big->packages.size(), 250u);
+}
+
+TEST_P(VaultTest, QueryWithoutKeysStillCountsThem) {
+  ASSERT_OK(vault_->UpsertPlatform(MakePlatform("p"), std::nullopt));
+  for (int keys : {0, 1, 4}) {
+    Package pkg = MakePackage("k" + std::to_string(keys), "p", keys);
+    ASSERT_OK(vault_->PutPackage(pkg, Audit("Upload", pkg.descriptor.package_id)));
+  }
+  PackageQuery q;
+  q.with_keys = false;
+  auto counted = vault_->QueryPackages(q);
+  ASSERT_OK(counted);
+  ASSERT_EQ(counted->packages.size(), 3u);
+  q.with_keys = true;
+  auto full = vault_->QueryPackages(q);
+  ASSERT_OK(full);
+  ASSERT_EQ(full->packages.size(), 3u);
+  const int64_t want[] = {0, 1, 4};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(counted->packages[i].keys.empty());
+    EXPECT_EQ(counted->packages[i].key_count, want[i]);
+    EXPECT_EQ(full->packages[i].key_count, want[i]);
+    EXPECT_EQ(static_cast<int64_t>(full->packages[i].keys.size()), want[i]);
+  }
+}
+
+TEST_P(VaultTest, DeferredAuditRecordsShareTheChain) {
+  ASSERT_OK(vault_->AppendAudit(Audit("First")));
+  for (int i = 0; i < 30; ++i) ASSERT_OK(vault_->AppendAuditDeferred(Audit("Read")));
+  AuditEvent big = Audit("Read");
+  big.object = std::string(2000, 'o');
+  EXPECT_CODE(vault_->AppendAuditDeferred(big), Code::kInvalidArgument);
+  ASSERT_OK(vault_->FlushDeferredAudit());
+  auto last = vault_->AppendAudit(Audit("Last"));
+  ASSERT_OK(last);
+  EXPECT_EQ(*last, 32);  // every deferred record before it, in the same sequence
+  AuditFilter f;
+  f.action = "Read";
+  auto page = vault_->ListAudit(f);
+  ASSERT_OK(page);
+  EXPECT_EQ(page->records.size(), 30u);
+  ASSERT_OK(vault_->VerifyAuditChain());
+  Reopen();
+  ASSERT_OK(vault_->VerifyAuditChain());
+  page = vault_->ListAudit(f);
+  ASSERT_OK(page);
+  EXPECT_EQ(page->records.size(), 30u);
 }
 
 TEST_P(VaultTest, VisibilityFollowsApprovals) {
