@@ -7,6 +7,11 @@
 #include <openssl/sha.h>
 #include <openssl/x509_vfy.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <ctime>
+#include <optional>
+
 #include "tpm/attest.h"
 #include "tpm/credential.h"
 #include "tpm/marshal.h"
@@ -79,6 +84,12 @@ Status AddPemFile(X509_STORE* store, Env* env, const std::string& path) {
   return Status::Ok();
 }
 
+std::optional<int64_t> AsnTimeToUnix(const ASN1_TIME* t) {
+  struct tm tm {};
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return std::nullopt;
+  return static_cast<int64_t>(timegm(&tm));
+}
+
 void WriteLv(Bytes& out, ByteView v) {
   uint32_t n = static_cast<uint32_t>(v.size());
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(n >> shift));
@@ -136,8 +147,47 @@ Result<std::unique_ptr<Authenticator>> Authenticator::Create(const AuthOptions& 
   return std::unique_ptr<Authenticator>(new Authenticator(options, vault, env, std::move(store)));
 }
 
-Status Authenticator::VerifyEkCertificate(const BeginRequest& request,
-                                          const TPMT_PUBLIC& ek) const {
+std::string Authenticator::EkCacheKey(const BeginRequest& request) {
+  Bytes encoded;
+  WriteLv(encoded, request.ek_public);
+  WriteLv(encoded, request.ek_certificate);
+  for (const Bytes& c : request.ek_intermediates) WriteLv(encoded, c);
+  Bytes digest = Sha256(encoded);
+  return std::string(digest.begin(), digest.end());
+}
+
+bool Authenticator::EkCacheHit(const std::string& key, int64_t now) {
+  if (options_.ek_cache_entries == 0) return false;
+  std::lock_guard lock(ek_mu_);
+  auto it = ek_cache_.find(key);
+  if (it == ek_cache_.end()) return false;
+  if (now < it->second.not_before || now > it->second.not_after) {
+    ek_lru_.erase(it->second.lru);
+    ek_cache_.erase(it);
+    return false;
+  }
+  ek_lru_.splice(ek_lru_.begin(), ek_lru_, it->second.lru);
+  return true;
+}
+
+void Authenticator::EkCacheRemember(const std::string& key, int64_t not_before, int64_t not_after) {
+  if (options_.ek_cache_entries == 0) return;
+  std::lock_guard lock(ek_mu_);
+  if (ek_cache_.contains(key)) return;
+  while (ek_cache_.size() >= options_.ek_cache_entries && !ek_lru_.empty()) {
+    ek_cache_.erase(ek_lru_.back());
+    ek_lru_.pop_back();
+  }
+  ek_lru_.push_front(key);
+  ek_cache_.emplace(key, VerifiedEk{not_before, not_after, ek_lru_.begin()});
+}
+
+Status Authenticator::VerifyEkCertificate(const BeginRequest& request, const TPMT_PUBLIC& ek) {
+  const int64_t now = env_->NowUnixSeconds();
+  const std::string cache_key = EkCacheKey(request);
+  // The same EK public, certificate and intermediates verified before, and every
+  // certificate of that chain still valid now: the same checks would pass again.
+  if (EkCacheHit(cache_key, now)) return Status::Ok();
   TPMMA_ASSIGN_OR_RETURN(X509Ptr leaf, ParseDer(request.ek_certificate, "EKCertificate"));
   std::unique_ptr<STACK_OF(X509),
                   decltype([](STACK_OF(X509) * s) { sk_X509_pop_free(s, X509_free); })>
@@ -153,7 +203,7 @@ Status Authenticator::VerifyEkCertificate(const BeginRequest& request,
     return OpensslError("X509_STORE_CTX_init");
   }
   // Validity is judged on the service clock, like every other TTL here.
-  X509_STORE_CTX_set_time(ctx.get(), 0, static_cast<time_t>(env_->NowUnixSeconds()));
+  X509_STORE_CTX_set_time(ctx.get(), 0, static_cast<time_t>(now));
   if (X509_verify_cert(ctx.get()) != 1) {
     int err = X509_STORE_CTX_get_error(ctx.get());
     ERR_clear_error();
@@ -165,10 +215,28 @@ Status Authenticator::VerifyEkCertificate(const BeginRequest& request,
     ERR_clear_error();
     return Status(Code::kUnauthenticated, "EK certificate does not certify the EKPublic sent");
   }
+  // The window in which this verification holds: every certificate of the chain it built
+  // (leaf, intermediates, root) within its validity.
+  int64_t not_before = INT64_MIN, not_after = INT64_MAX;
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(ctx.get());
+  bool known = chain != nullptr && sk_X509_num(chain) > 0;
+  for (int i = 0; known && i < sk_X509_num(chain); ++i) {
+    X509* c = sk_X509_value(chain, i);
+    auto nb = AsnTimeToUnix(X509_get0_notBefore(c));
+    auto na = AsnTimeToUnix(X509_get0_notAfter(c));
+    if (!nb || !na) {
+      known = false;
+      break;
+    }
+    not_before = std::max(not_before, *nb);
+    not_after = std::min(not_after, *na);
+  }
+  if (known) EkCacheRemember(cache_key, not_before, not_after);
   return Status::Ok();
 }
 
-void Authenticator::Remember(const std::string& id, Pending pending) {
+void Authenticator::Remember(const std::string& id, const std::string& identity_key,
+                             const std::function<Identity()>& make, Pending pending) {
   std::lock_guard lock(mu_);
   const int64_t now = env_->NowUnixSeconds();
   // Drop what is expired (nothing could complete it) and, beyond the cap, the oldest.
@@ -179,6 +247,15 @@ void Authenticator::Remember(const std::string& id, Pending pending) {
     if (!expired && pending_.size() < options_.max_pending_challenges) break;
     if (it != pending_.end()) pending_.erase(it);
     pending_order_.erase(first);
+  }
+  std::weak_ptr<const Identity>& shared = identities_[identity_key];
+  pending.identity = shared.lock();
+  if (!pending.identity) {
+    pending.identity = std::make_shared<const Identity>(make());
+    shared = pending.identity;
+  }
+  if (identities_.size() > 2 * pending_.size() + 64) {
+    std::erase_if(identities_, [](const auto& kv) { return kv.second.expired(); });
   }
   pending.seq = next_seq_++;
   pending_order_.emplace(pending.seq, id);
@@ -234,14 +311,20 @@ Result<BeginResult> Authenticator::Begin(const BeginRequest& request) {
   TPMMA_RETURN_IF_ERROR(vault_->CreateChallenge(c, audit));
 
   Pending p;
-  p.platform_id = out.platform_id;
-  p.ek_public = request.ek_public;
-  p.ek_certificate = request.ek_certificate;
-  p.ak_public = request.ak_public;
-  p.ak_name = std::move(ak_name);
   p.nonce = out.nonce;
   p.expires_at = out.expires_at;
-  Remember(c.id, std::move(p));
+  Bytes identity_key_bytes;
+  WriteLv(identity_key_bytes, request.ek_public);
+  WriteLv(identity_key_bytes, request.ek_certificate);
+  WriteLv(identity_key_bytes, request.ak_public);
+  Bytes identity_key = Sha256(identity_key_bytes);
+  Remember(
+      c.id, std::string(identity_key.begin(), identity_key.end()),
+      [&] {
+        return Identity{out.platform_id, request.ek_public, request.ek_certificate,
+                        request.ak_public, std::move(ak_name)};
+      },
+      std::move(p));
   return out;
 }
 
@@ -253,13 +336,14 @@ Result<CompleteResult> Authenticator::Complete(const CompleteRequest& request,
     return Error(Code::kUnauthenticated,
                  "unknown or already used challenge: start Authenticate again");
   }
-  *platform_id = p->platform_id;
+  const Identity& who = *p->identity;
+  *platform_id = who.platform_id;
   const int64_t now = env_->NowUnixSeconds();
 
   std::optional<Bytes> signing_key;
   if (request.signing_key) {
     const SigningKeyProof& s = *request.signing_key;
-    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(p->ak_public));
+    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(who.ak_public));
     TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC key, tpm::Unmarshal<TPM2B_PUBLIC>(s.public_area));
     TPMMA_ASSIGN_OR_RETURN(Bytes attest, AttestBody(s.certify_info));
     TPMMA_ASSIGN_OR_RETURN(TPMT_SIGNATURE sig, tpm::Unmarshal<TPMT_SIGNATURE>(s.certify_signature));
@@ -279,30 +363,30 @@ Result<CompleteResult> Authenticator::Complete(const CompleteRequest& request,
     Wipe(t.data(), t.size());
     Wipe(token_bytes.data(), token_bytes.size());
   }
-  out.platform_id = p->platform_id;
+  out.platform_id = who.platform_id;
   out.expires_at = now + options_.session_ttl_s;
 
   storage::AuthCompletion a;
   a.challenge_id = id;
   a.proof_hash = Sha256(request.proof);
   a.now = now;
-  a.platform.id = p->platform_id;
-  a.platform.ek_public = p->ek_public;
-  a.platform.ek_certificate = p->ek_certificate;
-  a.platform.ak_public = p->ak_public;
-  a.platform.ak_name = p->ak_name;
+  a.platform.id = who.platform_id;
+  a.platform.ek_public = who.ek_public;
+  a.platform.ek_certificate = who.ek_certificate;
+  a.platform.ak_public = who.ak_public;
+  a.platform.ak_name = who.ak_name;
   a.platform.signing_key_public = signing_key;
   a.platform.created_at = now;
   a.platform.last_seen_at = now;
   a.session.token_hash = TokenHash(std::string_view(out.token.data(), out.token.size()));
-  a.session.platform_id = p->platform_id;
+  a.session.platform_id = who.platform_id;
   a.session.created_at = now;
   a.session.expires_at = out.expires_at;
   a.audit = storage::AuditEvent{
       now,
-      p->platform_id,
+      who.platform_id,
       "Authenticate.Complete",
-      p->platform_id,
+      who.platform_id,
       "ok",
       signing_key ? "session opened; package-signing key certified" : "session opened"};
   TPMMA_RETURN_IF_ERROR(vault_->CompleteAuthentication(a));

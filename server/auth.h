@@ -6,10 +6,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <list>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <tss2/tss2_tpm2_types.h>
@@ -29,6 +33,13 @@ struct AuthOptions {
   // Begin requests remembered until their Complete; the oldest are dropped beyond this
   // (their Complete then fails with Unauthenticated), so a Begin flood cannot exhaust memory.
   size_t max_pending_challenges = 20000;
+  // EK certificate chains already verified, remembered by the SHA-256 of (EK public, EK
+  // certificate, intermediates) with the time window in which every certificate of the
+  // verified chain is valid. In OpenSSL 3.0 parsing the certificates and checking the
+  // chain is most of what a Begin costs; a platform authenticating again, or a Begin flood
+  // repeating one platform, skips it while the window holds. Least recently used entries
+  // go beyond this (about 100 bytes each); 0 turns the cache off. Only successes are kept.
+  size_t ek_cache_entries = 4096;
 };
 
 struct BeginRequest {
@@ -87,12 +98,18 @@ class Authenticator {
   static Bytes TokenHash(std::string_view token);
 
  private:
-  struct Pending {
+  // What the platform row needs from a Begin. Shared by every pending Begin with the same
+  // EK, certificate and AK (a platform retrying, a Begin flood), so that the cap on pending
+  // Begins bounds memory at ~100 bytes each plus one Identity per distinct platform.
+  struct Identity {
     std::string platform_id;
     Bytes ek_public;
     Bytes ek_certificate;
     Bytes ak_public;
     Bytes ak_name;
+  };
+  struct Pending {
+    std::shared_ptr<const Identity> identity;
     Bytes nonce;
     int64_t expires_at = 0;
     uint64_t seq = 0;
@@ -101,8 +118,15 @@ class Authenticator {
   Authenticator(const AuthOptions& options, storage::Vault* vault, Env* env, X509StorePtr roots)
       : options_(options), vault_(vault), env_(env), roots_(std::move(roots)) {}
 
-  Status VerifyEkCertificate(const BeginRequest& request, const TPMT_PUBLIC& ek) const;
-  void Remember(const std::string& id, Pending pending);
+  Status VerifyEkCertificate(const BeginRequest& request, const TPMT_PUBLIC& ek);
+  // The cache of verified EK chains (see AuthOptions::ek_cache_entries).
+  static std::string EkCacheKey(const BeginRequest& request);
+  bool EkCacheHit(const std::string& key, int64_t now);
+  void EkCacheRemember(const std::string& key, int64_t not_before, int64_t not_after);
+  // `identity_key` names the identity's bytes; `make` builds it when no pending Begin
+  // shares it yet.
+  void Remember(const std::string& id, const std::string& identity_key,
+                const std::function<Identity()>& make, Pending pending);
   std::optional<Pending> Take(const std::string& id);
 
   AuthOptions options_;
@@ -113,9 +137,20 @@ class Authenticator {
   // Begin data waiting for Complete, by challenge id (hex). The vault holds the
   // authoritative one-time challenge; this only carries the EK/AK the platform row needs.
   std::mutex mu_;
-  std::map<std::string, Pending> pending_;
+  std::unordered_map<std::string, Pending> pending_;
   std::map<uint64_t, std::string> pending_order_;
   uint64_t next_seq_ = 0;
+  // Identities of pending Begins; entries whose last Pending is gone are swept.
+  std::unordered_map<std::string, std::weak_ptr<const Identity>> identities_;
+
+  struct VerifiedEk {
+    int64_t not_before = 0;  // the verification holds while not_before <= now <= not_after
+    int64_t not_after = 0;
+    std::list<std::string>::iterator lru;
+  };
+  std::mutex ek_mu_;
+  std::unordered_map<std::string, VerifiedEk> ek_cache_;  // guarded by ek_mu_
+  std::list<std::string> ek_lru_;                         // most recently used first
 };
 
 }  // namespace tpmma::server

@@ -266,6 +266,7 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("server", "max_connections", c.max_connections, 1, 100'000);
   r.Int("server", "max_queued_requests", c.max_queued_requests, 1, 100'000);
   r.Int("server", "shutdown_timeout_ms", c.shutdown_timeout_ms, 0, 600'000);
+  r.Int("server", "malloc_arenas", c.malloc_arenas, 0, 256);
   r.Path("tls", "certificate", c.tls_certificate);
   r.Path("tls", "private_key", c.tls_private_key);
   r.Path("tls", "client_ca", c.tls_client_ca);
@@ -280,17 +281,46 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.String("ma", "key_id", c.ma_key_id, IsKeyId, "1 to 64 characters of A-Z a-z 0-9 . _ -");
   r.Path("ma", "private_key", c.ma_private_key);
   r.Path("ma", "certificate", c.ma_certificate);
+  r.String(
+      "ma", "custody", c.ma_custody,
+      [](const std::string& v) { return v == "software" || v == "tpm"; },
+      "\"software\" or \"tpm\"");
+  r.String(
+      "ma", "tpm_tcti", c.ma_tpm_tcti,
+      [](const std::string& v) { return !v.empty() && v.size() <= 256; },
+      "a TCTI string such as \"device:/dev/tpmrm0\"");
+  r.Path("ma", "tpm_public", c.ma_tpm_public);
+  r.Path("ma", "tpm_private", c.ma_tpm_private);
+  r.Int("ma", "tpm_parent", c.ma_tpm_parent, 0x81000000u, 0x81FFFFFFu);
+  r.Bool("approvals", "two_person", c.approvals_two_person);
+  r.Int("approvals", "max_ttl_s", c.approvals_max_ttl_s, 60, 366 * 86400);
   r.Path("vault", "path", c.vault_path);
+  r.Int("vault", "max_batch", c.vault_max_batch, 1, 4096);
+  r.Int("vault", "read_connections", c.vault_read_connections, 1, 64);
+  r.Int("vault", "max_deferred_audit", c.vault_max_deferred_audit, 1, 1'000'000);
+  r.Int("vault", "deferred_audit_delay_ms", c.vault_deferred_audit_delay_ms, 0, 1000);
   r.PathList("trust", "ek_roots", c.ek_roots);
   r.Int("auth", "challenge_ttl_s", c.challenge_ttl_s, 1, 3600);
   r.Int("auth", "session_ttl_s", c.session_ttl_s, 1, 86'400);
   r.Int("auth", "download_nonce_ttl_s", c.download_nonce_ttl_s, 1, 3600);
+  r.Int("auth", "max_pending_challenges", c.max_pending_challenges, 1, 1'000'000);
+  r.Int("auth", "ek_cache_entries", c.ek_cache_entries, 0, 1'000'000);
+  r.String(
+      "audit", "reads", c.audit_reads,
+      [](const std::string& v) { return v == "deferred" || v == "durable"; },
+      "\"deferred\" or \"durable\"");
   r.String("log", "level", c.log_level, IsLogLevel, "one of trace, debug, info, warn, error");
   r.Bool("bench", "echo", c.bench_echo);
 
   r.Require("tls", "certificate", c.tls_certificate);
   r.Require("tls", "private_key", c.tls_private_key);
-  r.Require("ma", "private_key", c.ma_private_key);
+  if (c.ma_custody == "tpm") {
+    r.Require("ma", "tpm_tcti", c.ma_tpm_tcti);
+    r.Require("ma", "tpm_public", c.ma_tpm_public);
+    r.Require("ma", "tpm_private", c.ma_tpm_private);
+  } else {
+    r.Require("ma", "private_key", c.ma_private_key);
+  }
   r.Require("ma", "certificate", c.ma_certificate);
   r.Require("vault", "path", c.vault_path);
   if (c.max_package_bytes > c.max_body_bytes) {
@@ -334,6 +364,7 @@ std::string ConfigToToml(const Config& c) {
   out += fmt::format("max_connections = {}\n", c.max_connections);
   out += fmt::format("max_queued_requests = {}\n", c.max_queued_requests);
   out += fmt::format("shutdown_timeout_ms = {}\n", c.shutdown_timeout_ms);
+  out += fmt::format("malloc_arenas = {}\n", c.malloc_arenas);
   out += "\n[tls]\n";
   out += opt_path("certificate", c.tls_certificate);
   out += opt_path("private_key", c.tls_private_key);
@@ -351,14 +382,30 @@ std::string ConfigToToml(const Config& c) {
   out += fmt::format("key_id = {}\n", Quote(c.ma_key_id));
   out += opt_path("private_key", c.ma_private_key);
   out += opt_path("certificate", c.ma_certificate);
+  out += fmt::format("custody = {}\n", Quote(c.ma_custody));
+  if (!c.ma_tpm_tcti.empty()) out += fmt::format("tpm_tcti = {}\n", Quote(c.ma_tpm_tcti));
+  if (!c.ma_tpm_public.empty()) out += opt_path("tpm_public", c.ma_tpm_public);
+  if (!c.ma_tpm_private.empty()) out += opt_path("tpm_private", c.ma_tpm_private);
+  if (c.ma_tpm_parent != 0x81000001) out += fmt::format("tpm_parent = {}\n", c.ma_tpm_parent);
+  out += "\n[approvals]\n";
+  out += fmt::format("two_person = {}\n", c.approvals_two_person);
+  out += fmt::format("max_ttl_s = {}\n", c.approvals_max_ttl_s);
   out += "\n[vault]\n";
   out += opt_path("path", c.vault_path);
+  out += fmt::format("max_batch = {}\n", c.vault_max_batch);
+  out += fmt::format("read_connections = {}\n", c.vault_read_connections);
+  out += fmt::format("max_deferred_audit = {}\n", c.vault_max_deferred_audit);
+  out += fmt::format("deferred_audit_delay_ms = {}\n", c.vault_deferred_audit_delay_ms);
   out += "\n[trust]\n";
   out += fmt::format("ek_roots = [{}]\n", list);
   out += "\n[auth]\n";
   out += fmt::format("challenge_ttl_s = {}\n", c.challenge_ttl_s);
   out += fmt::format("session_ttl_s = {}\n", c.session_ttl_s);
   out += fmt::format("download_nonce_ttl_s = {}\n", c.download_nonce_ttl_s);
+  out += fmt::format("max_pending_challenges = {}\n", c.max_pending_challenges);
+  out += fmt::format("ek_cache_entries = {}\n", c.ek_cache_entries);
+  out += "\n[audit]\n";
+  out += fmt::format("reads = {}\n", Quote(c.audit_reads));
   out += "\n[log]\n";
   out += fmt::format("level = {}\n", Quote(c.log_level));
   out += "\n[bench]\n";
@@ -372,7 +419,12 @@ Status CheckConfigFiles(const Config& c) {
   if (!c.tls_client_ca.empty()) {
     TPMMA_RETURN_IF_ERROR(CheckReadable("tls.client_ca", c.tls_client_ca));
   }
-  TPMMA_RETURN_IF_ERROR(CheckReadable("ma.private_key", c.ma_private_key));
+  if (c.ma_custody == "tpm") {
+    TPMMA_RETURN_IF_ERROR(CheckReadable("ma.tpm_public", c.ma_tpm_public));
+    TPMMA_RETURN_IF_ERROR(CheckReadable("ma.tpm_private", c.ma_tpm_private));
+  } else {
+    TPMMA_RETURN_IF_ERROR(CheckReadable("ma.private_key", c.ma_private_key));
+  }
   TPMMA_RETURN_IF_ERROR(CheckReadable("ma.certificate", c.ma_certificate));
   for (const std::string& root : c.ek_roots) {
     std::error_code ec;

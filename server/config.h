@@ -24,6 +24,9 @@ struct Config {
   // rather than letting latency grow without bound.
   int max_queued_requests = 256;
   uint32_t shutdown_timeout_ms = 10'000;  // SIGTERM: how long in-flight requests may take
+  // glibc malloc arenas (M_ARENA_MAX). Its default, 8 per core, lets every one of many
+  // worker threads keep its own heap: measured +13 MB RSS with 64 workers. 0: glibc's default.
+  int malloc_arenas = 2;
   // [tls]
   std::string tls_certificate;  // PEM chain
   std::string tls_private_key;  // PEM, mode 0600
@@ -44,14 +47,47 @@ struct Config {
   std::string ma_key_id = "ma-1";
   std::string ma_private_key;  // PEM, mode 0600, readable only by the service user
   std::string ma_certificate;  // PEM X.509 of the MA storage key
+  // "software": ma_private_key is the key. "tpm": the same key imported into a TPM of the
+  // MA's own (server/ma_key_tpm.h); ma_private_key is then not needed on this host.
+  std::string ma_custody = "software";
+  std::string ma_tpm_tcti;              // e.g. "device:/dev/tpmrm0"
+  std::string ma_tpm_public;            // TPM2B_PUBLIC from tpm2_import -u
+  std::string ma_tpm_private;           // TPM2B_PRIVATE from tpm2_import -r
+  uint32_t ma_tpm_parent = 0x81000001;  // persistent parent it was imported under
+  // [approvals]
+  bool approvals_two_person = false;         // a second operator must confirm each approval
+  uint32_t approvals_max_ttl_s = 7 * 86400;  // longest validity an operator may grant
   // [vault]
   std::string vault_path;
+  // Group commit: at most this many write calls share one transaction and its fsync.
+  uint32_t vault_max_batch = 64;
+  // Read-only SQLite connections shared by the workers (each caches up to 2 MB of pages).
+  uint32_t vault_read_connections = 4;
+  // Read-audit records waiting for the vault's writer (audit.reads = "deferred"); a full
+  // queue makes reads wait (back-pressure). Also the most a crash can lose, beyond one batch.
+  uint32_t vault_max_deferred_audit = 8192;
+  // With only read-audit records to write, the vault waits up to this long for more before
+  // one commit (fewer fsyncs); a crash can lose this much more of them. 0: commit at once.
+  uint32_t vault_deferred_audit_delay_ms = 10;
   // [trust]
   std::vector<std::string> ek_roots;  // PEM files or directories of PEM files
   // [auth]
   uint32_t challenge_ttl_s = 120;
   uint32_t session_ttl_s = 900;
   uint32_t download_nonce_ttl_s = 300;
+  // Authenticate.Begin data kept in memory until its Complete (about 100 bytes each, plus
+  // one EK/AK record per distinct platform); beyond this the oldest are dropped (their
+  // Complete fails with Unauthenticated).
+  uint32_t max_pending_challenges = 20000;
+  // Verified EK certificate chains remembered (about 100 bytes each) so that a platform
+  // authenticating again skips parsing and verifying its chain; 0: off.
+  uint32_t ek_cache_entries = 4096;
+  // [audit]
+  // How records of successful reads (GetMAKey, GetMAServiceInfo, Query) and refused reads
+  // reach the hash-chained audit log: "deferred" (queued, committed with the next batch,
+  // the reply does not wait for the fsync; a crash can lose the last unsynced ones) or
+  // "durable" (the reply waits, as for every state change and every refused write).
+  std::string audit_reads = "deferred";
   // [log]
   std::string log_level = "info";  // trace, debug, info, warn, error
   // [bench]

@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "server/ma_service.h"
 
+#include "server/ma_key_tpm.h"
+#include "server/operator_service.h"
+
 #include <algorithm>
 #include <cctype>
 #include <mutex>
 #include <sstream>
 #include <streambuf>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "schema/package_xml.h"
@@ -43,12 +48,45 @@ class ViewBuf : public std::streambuf {
   }
 };
 
+// Package-signing keys decoded from their TPM2B_PUBLIC bytes. Building an EVP_PKEY from a
+// TPM public area costs an EC point multiplication (about a tenth of an Upload's CPU in
+// the profile); the platform row is still read for every Upload, only the decoding of the
+// same bytes is reused. An EVP_PKEY is only read by the verifiers, which may share it.
+class SigningKeyCache {
+ public:
+  static constexpr size_t kMaxEntries = 1024;
+
+  Result<EvpPkeyPtr> Get(const Bytes& public_bytes) {
+    std::string key(public_bytes.begin(), public_bytes.end());
+    {
+      std::lock_guard lock(mu_);
+      auto it = keys_.find(key);
+      if (it != keys_.end()) return UpRef(it->second.get());
+    }
+    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::Unmarshal<TPM2B_PUBLIC>(public_bytes));
+    TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr pkey, tpm::PublicToEvp(pub.publicArea));
+    std::lock_guard lock(mu_);
+    if (keys_.size() >= kMaxEntries) keys_.clear();  // rare: more platforms than entries
+    auto [it, inserted] = keys_.try_emplace(std::move(key), std::move(pkey));
+    return UpRef(it->second.get());
+  }
+
+ private:
+  static Result<EvpPkeyPtr> UpRef(EVP_PKEY* k) {
+    if (EVP_PKEY_up_ref(k) != 1) return Error(OpensslError("EVP_PKEY_up_ref"));
+    return EvpPkeyPtr(k);
+  }
+  std::mutex mu_;
+  std::unordered_map<std::string, EvpPkeyPtr> keys_;  // guarded by mu_
+};
+
 // Everything the handlers share; thread-safe (the vault and the custody are, the rest is
 // read-only after construction).
 struct Core {
   Config cfg;
   Env* env = nullptr;
   MaServiceOptions options;
+  OperatorPolicy operator_policy;
   std::unique_ptr<storage::Vault> owned_vault;
   std::unique_ptr<MaKeyCustody> owned_custody;
   storage::Vault* vault = nullptr;
@@ -57,6 +95,8 @@ struct Core {
   Bytes ma_name_tpm2b;  // GetMAKey's Name (TPM2B_NAME)
   Bytes mrk_policy;     // PolicyDuplicationSelect(MA Name): every MRK's authPolicy
   wsdl::SoapLimits limits;
+  bool defer_read_audit = true;  // audit.reads = "deferred"
+  SigningKeyCache signing_keys;
 };
 
 Result<storage::CustodyMode> CustodyOf(const package::Custody& c) {
@@ -124,7 +164,8 @@ constexpr int kMaxDer = 16384;
 
 class Handler final : public MigrationAuthorityBindingService {
  public:
-  explicit Handler(Core* core) : core_(core) {
+  explicit Handler(Core* core)
+      : core_(core), operator_calls_(soap, core->vault, core->env, core->operator_policy) {
     wsdl::HardenContext(soap, core_->limits);
     soap_set_mode(soap, SOAP_ENC_PLAIN);
   }
@@ -154,6 +195,19 @@ class Handler final : public MigrationAuthorityBindingService {
     } else {
       int rc = soap_begin_serve(soap);
       if (rc == SOAP_OK) rc = dispatch();
+      if (rc == SOAP_NO_METHOD) {
+        // Not one of the seven: maybe an operator call (operator.wsdl), which authenticates
+        // by TLS client certificate only (operator_service.h).
+        soap->error = SOAP_OK;
+        OperatorCallLog log;
+        rc = operator_calls_.Dispatch(info, &log);
+        if (!log.op.empty()) {
+          op_ = log.op;
+          actor_ = log.actor;
+          outcome_ = log.outcome;
+          faulted_ = log.faulted;
+        }
+      }
       if (rc != SOAP_OK) {
         if (!faulted_) {
           // gSOAP refused the XML (schema, size, syntax) before any operation ran: give it
@@ -267,11 +321,23 @@ class Handler final : public MigrationAuthorityBindingService {
                                Clip(object_), std::move(outcome), Clip(std::move(detail))};
   }
 
+  // Operations that change nothing: their records (success or refusal) may be deferred.
+  bool IsRead() const { return op_ == "GetMAKey" || op_ == "GetMAServiceInfo" || op_ == "Query"; }
+
+  // Appends a record: durably (the reply waits for the commit) for state changes' refusals
+  // and whenever audit.reads = "durable"; for reads otherwise deferred (queued for the
+  // vault's next group commit, the reply does not wait for the fsync; a full queue makes
+  // us wait instead: back-pressure). Either way in the same hash chain.
+  Status Audit(storage::AuditEvent event) {
+    if (IsRead() && core_->defer_read_audit) return core_->vault->AppendAuditDeferred(event);
+    auto seq = core_->vault->AppendAudit(event);
+    return seq ? Status::Ok() : seq.error();
+  }
+
   // A successful read: audited only if configured (see MaServiceOptions).
   Status Read() {
     if (!core_->options.audit_successful_reads) return Status::Ok();
-    auto seq = core_->vault->AppendAudit(Event("ok", "peer " + info_->peer));
-    return seq ? Status::Ok() : seq.error();
+    return Audit(Event("ok", "peer " + info_->peer));
   }
 
   // Every refusal is audited (a successful operation audited itself, in its own
@@ -280,9 +346,9 @@ class Handler final : public MigrationAuthorityBindingService {
     if (s.ok()) return SOAP_OK;
     faulted_ = true;
     outcome_ = s.code();
-    auto seq = core_->vault->AppendAudit(
-        Event(std::string(CodeName(s.code())), "peer " + info_->peer + ": " + s.message()));
-    (void)seq;  // a failing audit write must not hide the refusal from the caller
+    Status audited =
+        Audit(Event(std::string(CodeName(s.code())), "peer " + info_->peer + ": " + s.message()));
+    (void)audited;  // a failing audit write must not hide the refusal from the caller
     return wsdl::SetFault(soap, s);
   }
 
@@ -305,11 +371,15 @@ class Handler final : public MigrationAuthorityBindingService {
     for (const auto& c : b.EKIntermediateCertificate)
       r.ek_intermediates.push_back(FromBase64Binary(c));
     r.ak_public = FromBase64Binary(b.AKPublic);
-    // Name the claimed platform in refusals too (it is only a claim until the chain checks).
-    if (auto ek = tpm::Unmarshal<TPM2B_PUBLIC>(r.ek_public)) {
-      if (auto name = tpm::ComputeName(ek->publicArea)) actor_ = "claimed:" + HexEncode(*name);
+    auto begun = core_->auth->Begin(r);
+    if (!begun) {
+      // Name the claimed platform in the refusal (only a claim: the chain did not check).
+      if (auto ek = tpm::Unmarshal<TPM2B_PUBLIC>(r.ek_public)) {
+        if (auto name = tpm::ComputeName(ek->publicArea)) actor_ = "claimed:" + HexEncode(*name);
+      }
+      return begun.error();
     }
-    TPMMA_ASSIGN_OR_RETURN(BeginResult out, core_->auth->Begin(r));
+    BeginResult& out = *begun;
     actor_ = out.platform_id;
     object_ = out.platform_id;
     auto* ch = soap_new_ma__AuthenticateChallenge(soap);
@@ -366,8 +436,7 @@ class Handler final : public MigrationAuthorityBindingService {
                        " has no certified package-signing key: Authenticate with a "
                        "PackageSigningKey certified by the AK first");
     }
-    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::Unmarshal<TPM2B_PUBLIC>(*p.signing_key_public));
-    return tpm::PublicToEvp(pub.publicArea);
+    return core_->signing_keys.Get(*p.signing_key_public);
   }
 
   package::ParseLimits Limits() const {
@@ -445,6 +514,7 @@ class Handler final : public MigrationAuthorityBindingService {
     q.visible_to_platform = session.platform_id;
     q.now = Now();
     q.page_size = static_cast<size_t>(req.PageSize);
+    q.with_keys = false;  // the reply carries KeyCount only
     if (req.PageToken != nullptr) q.page_token = *req.PageToken;
     if (req.Filter != nullptr) {
       const ma__QueryFilter& f = *req.Filter;
@@ -460,7 +530,7 @@ class Handler final : public MigrationAuthorityBindingService {
       out->SourcePlatformId = d.source_platform_id;
       out->CreatedAt = static_cast<time_t>(d.created_at);
       out->UploadedAt = static_cast<time_t>(d.uploaded_at);
-      out->KeyCount = static_cast<unsigned int>(d.keys.size());
+      out->KeyCount = static_cast<unsigned int>(d.key_count);
       out->SizeBytes = static_cast<ULONG64>(d.size);
       out->CustodyMode = d.custody == storage::CustodyMode::kEscrow ? ma__CustodyMode__Escrow
                                                                     : ma__CustodyMode__RecoveryCode;
@@ -492,13 +562,17 @@ class Handler final : public MigrationAuthorityBindingService {
     return Status::Ok();
   }
 
-  // Own packages always; another platform's only with an active helpdesk approval.
-  Status MayRestore(const storage::PackageDescriptor& d, const std::string& platform) {
-    if (d.source_platform_id == platform) return Status::Ok();
+  // Own packages always (nullopt); another platform's only with an active helpdesk
+  // approval (its id).
+  Result<std::optional<int64_t>> MayRestore(const storage::PackageDescriptor& d,
+                                            const std::string& platform) {
+    if (d.source_platform_id == platform) return std::optional<int64_t>();
     auto approval = core_->vault->FindActiveApproval(platform, d.package_id, Now());
-    if (approval) return Status::Ok();
-    if (approval.error().code() != Code::kNotFound) return approval.error();
-    return Status(Code::kPermissionDenied, "restore to another platform needs a helpdesk approval");
+    if (approval) return std::optional<int64_t>(approval->id);
+    if (approval.error().code() != Code::kNotFound) return Error(approval.error());
+    return Error(Code::kPermissionDenied,
+                 "restore to another platform needs a helpdesk approval (none is active for "
+                 "this platform and package)");
   }
 
   static Bytes DownloadBinding(std::string_view package_id, ByteView parent_name) {
@@ -533,7 +607,7 @@ class Handler final : public MigrationAuthorityBindingService {
     object_ = Clip(req.PackageId);
     TPMMA_ASSIGN_OR_RETURN(storage::PackageDescriptor d,
                            core_->vault->GetPackageDescriptor(req.PackageId));
-    TPMMA_RETURN_IF_ERROR(MayRestore(d, session.platform_id));
+    TPMMA_ASSIGN_OR_RETURN(std::optional<int64_t> approval, MayRestore(d, session.platform_id));
 
     if (prepare && req.union_DownloadRequest.Prepare != nullptr) {
       Bytes name = FromBase64Binary(req.union_DownloadRequest.Prepare->DestinationParentName);
@@ -609,9 +683,17 @@ class Handler final : public MigrationAuthorityBindingService {
     TPMMA_ASSIGN_OR_RETURN(tpm::Rewrapped rw, core_->custody->Rewrap(mrk, dup, seed, parent));
     TPMMA_ASSIGN_OR_RETURN(Bytes dup_out, tpm::Marshal(rw.duplicate));
     TPMMA_ASSIGN_OR_RETURN(Bytes seed_out, tpm::Marshal(rw.encrypted_seed));
-    auto audited = core_->vault->AppendAudit(Event(
-        "ok", "re-wrapped to parent " + HexEncode(ByteView(parent_name.name, parent_name.size))));
-    if (!audited) return audited.error();  // no audit record, no key material out
+    const std::string detail =
+        "re-wrapped to parent " + HexEncode(ByteView(parent_name.name, parent_name.size));
+    if (approval) {
+      // A cross-platform restore uses its approval up, in the same transaction as its
+      // audit record: a second Download under it is refused (a new approval is needed).
+      TPMMA_RETURN_IF_ERROR(core_->vault->MarkApprovalUsed(
+          *approval, Now(), Event("ok", detail + " under approval " + std::to_string(*approval))));
+    } else {
+      auto audited = core_->vault->AppendAudit(Event("ok", detail));
+      if (!audited) return audited.error();  // no audit record, no key material out
+    }
     auto* p = soap_new_ma__DownloadedPackage(soap);
     p->Document = ToBase64Binary(soap, stored.body);
     p->DuplicateRewrapped = ToBase64Binary(soap, dup_out);
@@ -622,6 +704,7 @@ class Handler final : public MigrationAuthorityBindingService {
   }
 
   Core* core_;
+  OperatorCalls operator_calls_;
   const RequestInfo* info_ = nullptr;
   std::string op_;
   std::string actor_;
@@ -664,6 +747,11 @@ Result<std::unique_ptr<Endpoint>> Build(std::unique_ptr<Core> core) {
   a.ek_roots = core->cfg.ek_roots;
   a.challenge_ttl_s = core->cfg.challenge_ttl_s;
   a.session_ttl_s = core->cfg.session_ttl_s;
+  a.max_pending_challenges = core->cfg.max_pending_challenges;
+  a.ek_cache_entries = core->cfg.ek_cache_entries;
+  core->defer_read_audit = core->cfg.audit_reads != "durable";
+  core->operator_policy.two_person_approvals = core->cfg.approvals_two_person;
+  core->operator_policy.max_approval_ttl_s = core->cfg.approvals_max_ttl_s;
   auto auth = Authenticator::Create(a, core->vault, core->env);
   if (!auth) return Error(auth.error().WithContext("trust.ek_roots"));
   core->auth = std::move(*auth);
@@ -699,10 +787,27 @@ Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env,
   core->cfg = cfg;
   core->env = env;
   core->options = options;
-  auto custody = LoadSoftwareMaKey(cfg.ma_key_id, cfg.ma_private_key, cfg.ma_certificate, env);
-  if (!custody) return Error(custody.error().WithContext("ma.private_key/ma.certificate"));
+  auto custody = cfg.ma_custody == "tpm" ? LoadTpmMaKey({.key_id = cfg.ma_key_id,
+                                                         .tcti = cfg.ma_tpm_tcti,
+                                                         .parent_handle = cfg.ma_tpm_parent,
+                                                         .public_path = cfg.ma_tpm_public,
+                                                         .private_path = cfg.ma_tpm_private,
+                                                         .certificate_path = cfg.ma_certificate},
+                                                        env)
+                                         : LoadSoftwareMaKey(cfg.ma_key_id, cfg.ma_private_key,
+                                                             cfg.ma_certificate, env);
+  if (!custody) {
+    return Error(custody.error().WithContext(cfg.ma_custody == "tpm"
+                                                 ? "ma.tpm_* (TPM-resident MA key)"
+                                                 : "ma.private_key/ma.certificate"));
+  }
   core->owned_custody = std::move(*custody);
-  auto vault = storage::SqliteVault::Open(cfg.vault_path);
+  storage::SqliteVaultOptions vault_options;
+  vault_options.max_batch = cfg.vault_max_batch;
+  vault_options.read_connections = cfg.vault_read_connections;
+  vault_options.max_deferred_audit = cfg.vault_max_deferred_audit;
+  vault_options.deferred_audit_delay_ms = cfg.vault_deferred_audit_delay_ms;
+  auto vault = storage::SqliteVault::Open(cfg.vault_path, std::move(vault_options));
   if (!vault) return Error(vault.error().WithContext("vault.path " + cfg.vault_path));
   core->owned_vault = std::move(*vault);
   core->vault = core->owned_vault.get();

@@ -30,11 +30,11 @@ void Write(const std::string& path, const std::string& text) {
                           ByteView(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 
-// kRequired plus `extra`; keys for [tls] and [ma], which kRequired already opens (TOML
-// forbids a second [tls]), go into the existing section.
+// kRequired plus `extra`; keys for [tls], [ma] and [vault], which kRequired already opens
+// (TOML forbids a second [tls]), go into the existing section.
 Result<Config> Parse(const std::string& extra) {
   std::string text = kRequired;
-  for (const std::string header : {"[tls]\n", "[ma]\n"}) {
+  for (const std::string header : {"[tls]\n", "[ma]\n", "[vault]\n"}) {
     if (extra.starts_with(header)) {
       text.insert(text.find(header) + header.size(), extra.substr(header.size()) + "\n");
       return ParseConfig(text, "/srv/ma", "test.toml");
@@ -175,7 +175,55 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"[auth]\nchallenge_ttl_s = 99999", "auth.challenge_ttl_s"},
         BadValue{"[auth]\ndownload_nonce_ttl_s = true", "auth.download_nonce_ttl_s"},
         BadValue{"[log]\nlevel = \"loud\"", "log.level must be one of trace, debug"},
-        BadValue{"[bench]\necho = \"yes\"", "bench.echo must be true or false"}));
+        BadValue{"[bench]\necho = \"yes\"", "bench.echo must be true or false"},
+        BadValue{"[vault]\nmax_batch = 0",
+                 "vault.max_batch must be an integer between 1 and 4096, got 0"},
+        BadValue{"[vault]\nread_connections = 65", "vault.read_connections"},
+        BadValue{"[vault]\nmax_deferred_audit = 0",
+                 "vault.max_deferred_audit must be an integer between 1 and 1000000, got 0"},
+        BadValue{"[vault]\ndeferred_audit_delay_ms = 1001", "vault.deferred_audit_delay_ms"},
+        BadValue{"[auth]\nmax_pending_challenges = 0", "auth.max_pending_challenges"},
+        BadValue{"[auth]\nek_cache_entries = -1", "auth.ek_cache_entries"},
+        BadValue{"[audit]\nreads = \"off\"",
+                 "audit.reads must be \"deferred\" or \"durable\", got \"off\""},
+        BadValue{"[audit]\nreads = true", "audit.reads must be"},
+        BadValue{"[server]\nmalloc_arenas = -1",
+                 "server.malloc_arenas must be an integer between 0 and 256, got -1"}));
+
+TEST(ConfigTest, ThroughputKeysHaveSafeDefaultsAndParse) {
+  Result<Config> d = Parse("");
+  ASSERT_TRUE(d.has_value()) << d.error().ToString();
+  EXPECT_EQ(d->vault_max_batch, 64u);
+  EXPECT_EQ(d->vault_read_connections, 4u);
+  EXPECT_EQ(d->vault_max_deferred_audit, 8192u);
+  EXPECT_EQ(d->vault_deferred_audit_delay_ms, 10u);
+  EXPECT_EQ(d->max_pending_challenges, 20000u);
+  EXPECT_EQ(d->ek_cache_entries, 4096u);
+  EXPECT_EQ(d->audit_reads, "deferred");
+  EXPECT_EQ(d->malloc_arenas, 2);
+
+  Result<Config> c = ParseConfig(std::string(kRequired) +
+                                     "max_batch = 128\nread_connections = 8\n"
+                                     "max_deferred_audit = 100\ndeferred_audit_delay_ms = 0\n"
+                                     "[auth]\nmax_pending_challenges = 5\nek_cache_entries = 0\n"
+                                     "[audit]\nreads = \"durable\"\n",
+                                 "/srv/ma", "test.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  EXPECT_EQ(c->vault_path, "/srv/ma/vault.db");  // the [vault] of kRequired is kept
+  EXPECT_EQ(c->vault_max_batch, 128u);
+  EXPECT_EQ(c->vault_read_connections, 8u);
+  EXPECT_EQ(c->vault_max_deferred_audit, 100u);
+  EXPECT_EQ(c->vault_deferred_audit_delay_ms, 0u);
+  EXPECT_EQ(c->max_pending_challenges, 5u);
+  EXPECT_EQ(c->ek_cache_entries, 0u);
+  EXPECT_EQ(c->audit_reads, "durable");
+
+  Result<Config> typo = Parse("[audit]\nread = \"deferred\"");
+  ASSERT_FALSE(typo.has_value());
+  EXPECT_NE(typo.error().message().find("unknown key audit.read (did you mean audit.reads?)"),
+            std::string::npos)
+      << typo.error().message();
+}
 
 TEST(ConfigTest, BadTlsPathIsNamed) {
   // The required block defines [tls] already; a second [tls] is a TOML error, so test the
@@ -270,6 +318,14 @@ TEST(ConfigTest, ConfigToTomlRoundTrips) {
   c.download_nonce_ttl_s = 45;
   c.log_level = "warn";
   c.bench_echo = true;
+  c.vault_max_batch = 7;
+  c.vault_read_connections = 2;
+  c.vault_max_deferred_audit = 33;
+  c.vault_deferred_audit_delay_ms = 0;
+  c.max_pending_challenges = 99;
+  c.ek_cache_entries = 0;
+  c.audit_reads = "durable";
+  c.malloc_arenas = 0;
   std::string text = ConfigToToml(c);
   Result<Config> back = ParseConfig(text, "/elsewhere", "roundtrip");
   ASSERT_TRUE(back.has_value()) << back.error().ToString() << "\n" << text;

@@ -386,6 +386,90 @@ TEST(MaService, ConcurrentRequestsUseSeparateContexts) {
   EXPECT_EQ(other.load(), 0);
 }
 
+// Every read is in the audit log, in the hash chain, whether its record is deferred (the
+// default: the reply does not wait for the fsync) or durable; refusals of reads too.
+TEST(MaService, EveryReadIsAuditedInTheChainDeferredOrDurable) {
+  TempDir dir;
+  MaFiles ma = MakeMaFiles(dir);
+  FakeClockEnv env;
+  for (const std::string mode : {"deferred", "durable"}) {
+    SCOPED_TRACE(mode);
+    Config cfg = BaseConfig(dir, ma, {ma.cert});
+    cfg.vault_path = dir.File(mode + ".db");
+    cfg.audit_reads = mode;
+    auto vault = storage::SqliteVault::Open(cfg.vault_path);
+    ASSERT_OK(vault);
+    auto custody = LoadSoftwareMaKey(cfg.ma_key_id, cfg.ma_private_key, cfg.ma_certificate, &env);
+    ASSERT_OK(custody);
+    auto ep = MakeMaService(cfg, &env, vault->get(), custody->get());
+    ASSERT_OK(ep);
+    std::string get_key, info, query;
+    {
+      Client c(ep->get());
+      _ma__GetMAKeyRequest k;
+      _ma__GetMAKeyResponse kr;
+      ASSERT_TRUE(c.Call([&](auto& p) { return Put(p.soap, &k, "ma:GetMAKeyRequest"); },
+                         [&](auto& p) { return p.recv_GetMAKey(kr); })
+                      .ok());
+      get_key = c.body;
+      _ma__GetMAServiceInfoRequest i;
+      _ma__GetMAServiceInfoResponse ir;
+      ASSERT_TRUE(c.Call([&](auto& p) { return Put(p.soap, &i, "ma:GetMAServiceInfoRequest"); },
+                         [&](auto& p) { return p.recv_GetMAServiceInfo(ir); })
+                      .ok());
+      info = c.body;
+      _ma__QueryRequest q;
+      q.SessionToken = std::string(43, 'Q');
+      q.PageSize = 5;
+      _ma__QueryResponse qr;
+      ASSERT_EQ(c.Call([&](auto& p) { return Put(p.soap, &q, "ma:QueryRequest"); },
+                       [&](auto& p) { return p.recv_Query(qr); })
+                    .code(),
+                Code::kUnauthenticated);
+      query = c.body;
+    }
+    ASSERT_TRUE((*vault)->FlushDeferredAudit().ok());
+    storage::SqliteVaultStats before = (*vault)->GetStats();
+    constexpr int kThreads = 6, kEach = 60;
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        RequestInfo ri;
+        ri.peer = "127.0.0.1:" + std::to_string(1000 + t);
+        for (int i = 0; i < kEach; ++i) {
+          int kind = (i + t) % 3;
+          Reply r = (*ep)->Handle(kind == 0 ? get_key : kind == 1 ? info : query, ri);
+          if (r.http_status != (kind == 2 ? 500u : 200u)) ++wrong;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(wrong.load(), 0);
+    ASSERT_TRUE((*vault)->FlushDeferredAudit().ok());
+    auto count = [&](const std::string& action, const std::string& outcome) {
+      storage::AuditFilter f;
+      f.action = action;
+      f.page_size = 1000;
+      auto page = (*vault)->ListAudit(f);
+      EXPECT_TRUE(page.has_value());
+      int n = 0;
+      for (const auto& r : page->records) n += r.event.outcome == outcome;
+      return n;
+    };
+    // +1 each for the requests made above to capture the bodies.
+    EXPECT_EQ(count("GetMAKey", "ok"), kThreads * kEach / 3 + 1);
+    EXPECT_EQ(count("GetMAServiceInfo", "ok"), kThreads * kEach / 3 + 1);
+    EXPECT_EQ(count("Query", "Unauthenticated"), kThreads * kEach / 3 + 1);
+    ASSERT_TRUE((*vault)->VerifyAuditChain().ok());
+    storage::SqliteVaultStats after = (*vault)->GetStats();
+    uint64_t deferred = after.deferred_committed - before.deferred_committed;
+    EXPECT_EQ(deferred, mode == "deferred" ? uint64_t{kThreads * kEach} : 0u);
+    EXPECT_EQ(after.deferred_lost, 0u);
+    ep->reset();  // before the vault it uses
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // With a TPM: the whole path.
 
@@ -540,7 +624,11 @@ class MaServiceTpmTest : public ::testing::Test {
     Status s = c.Call([&](auto& p) { return Put(p.soap, &req, "ma:QueryRequest"); },
                       [&](auto& p) { return p.recv_Query(resp); });
     ids->clear();
-    for (auto* d : resp.PackageDescriptor) ids->push_back(d->PackageId);
+    last_key_counts_.clear();
+    for (auto* d : resp.PackageDescriptor) {
+      ids->push_back(d->PackageId);
+      last_key_counts_.push_back(d->KeyCount);
+    }
     return s;
   }
 
@@ -610,6 +698,7 @@ class MaServiceTpmTest : public ::testing::Test {
   esys::Tpm* cur_ = nullptr;  // the TPM Begin reads the EK certificate from
   Bytes intermediate_;
   Bytes cur_intermediate_;
+  std::vector<unsigned> last_key_counts_;  // KeyCount of each descriptor of the last Query
 
   // ---- helpers for tests with several platforms
 
@@ -1007,6 +1096,66 @@ TEST_F(MaServiceTpmTest, EkFromAnUnknownRootIsRefused) {
   EXPECT_NE(s.message().find("EK certificate not trusted"), std::string::npos) << s.message();
 }
 
+// A verified EK chain is remembered for exactly its bytes (EK public included) and only
+// while every certificate in it is valid.
+TEST_F(MaServiceTpmTest, RememberedEkChainsHoldOnlyForTheirBytesAndValidity) {
+  Client c(ep_.get());
+  auto ek = tpm_->CreateEk();
+  ASSERT_OK(ek);
+  auto ak_blob = tpm_->CreateAk(*ek, esys::KeyAlg::kRsa2048);
+  ASSERT_OK(ak_blob);
+  Bytes ak_pub = *tpm::Marshal(ak_blob->public_area);
+  Begun b;
+  ASSERT_TRUE(Begin(c, *ek, ak_pub, &b).ok()) << c.reply.body;
+  ASSERT_TRUE(Begin(c, *ek, ak_pub, &b).ok()) << c.reply.body;  // from the cache
+  // The same certificate and intermediate with another key as "EK": refused.
+  auto srk = tpm_->GetOrCreateSrk(esys::KeyAlg::kRsa2048);
+  ASSERT_OK(srk);
+  Status other = Begin(c, *srk, ak_pub, &b);
+  EXPECT_EQ(other.code(), Code::kUnauthenticated) << other.ToString();
+  EXPECT_NE(other.message().find("does not certify"), std::string::npos) << other.message();
+  // Before the certificates' validity: refused although the bytes were verified before.
+  env_.offset = -20LL * 365 * 86400;
+  Status early = Begin(c, *ek, ak_pub, &b);
+  EXPECT_EQ(early.code(), Code::kUnauthenticated) << early.ToString();
+  env_.offset = 0;
+  ASSERT_TRUE(Begin(c, *ek, ak_pub, &b).ok());
+}
+
+// auth.max_pending_challenges: beyond it the oldest Begin is forgotten (its Complete is
+// refused), the newer ones complete.
+TEST_F(MaServiceTpmTest, PendingBeginsAreCapped) {
+  TempDir d;
+  Config cfg = cfg_;
+  cfg.vault_path = d.File("v.db");
+  cfg.max_pending_challenges = 1;
+  auto ep = MakeMaService(cfg, &env_);
+  ASSERT_OK(ep);
+  Client c(ep->get());
+  auto ek = tpm_->CreateEk();
+  ASSERT_OK(ek);
+  auto ak_blob = tpm_->CreateAk(*ek, esys::KeyAlg::kRsa2048);
+  ASSERT_OK(ak_blob);
+  auto ak = tpm_->Load(*ek, *ak_blob);
+  ASSERT_OK(ak);
+  Bytes ak_pub = *tpm::Marshal(ak_blob->public_area);
+  Begun first, second;
+  ASSERT_TRUE(Begin(c, *ek, ak_pub, &first).ok());
+  ASSERT_TRUE(Begin(c, *ek, ak_pub, &second).ok());
+  auto s1 = tpm_->ActivateCredential(*ak, *ek, first.blob, first.secret);
+  ASSERT_OK(s1);
+  auto s2 = tpm_->ActivateCredential(*ak, *ek, second.blob, second.secret);
+  ASSERT_OK(s2);
+  std::string token, platform;
+  EXPECT_CODE(Complete(c, first.challenge_id, Proof(*s1, first.challenge_id), nullptr, nullptr,
+                       &token, &platform),
+              Code::kUnauthenticated);
+  EXPECT_TRUE(Complete(c, second.challenge_id, Proof(*s2, second.challenge_id), nullptr, nullptr,
+                       &token, &platform)
+                  .ok())
+      << c.reply.body;
+}
+
 TEST_F(MaServiceTpmTest, PlatformsSeeOnlyTheirOwnOrApprovedPackages) {
   std::string why;
   Swtpm* tb = testing::SharedSwtpm(1, &why);
@@ -1078,6 +1227,8 @@ TEST_F(MaServiceTpmTest, PlatformsSeeOnlyTheirOwnOrApprovedPackages) {
 
   std::vector<std::string> ids;
   ASSERT_TRUE(Query(c, b.token, &ids).ok());
+  // KeyCount comes from the vault's count (the keys themselves are not read for a Query).
+  EXPECT_EQ(last_key_counts_, std::vector<unsigned>(ids.size(), 1u));
   EXPECT_EQ(std::count(ids.begin(), ids.end(), pa.model.package_id), 0);
   EXPECT_CODE(Delete(c, b.token, pa.model.package_id), Code::kPermissionDenied);
   Downloaded got;
