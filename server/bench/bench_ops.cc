@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "server/bench/bench_ops.h"
 
+#include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <string>
+#include <vector>
+
+#include "server/bench/bench_http.h"
+#include "server/bench/bench_tpm.h"
 
 namespace tpmma::bench {
 namespace {
@@ -19,16 +26,19 @@ std::string Envelope(std::string_view body) {
   return out;
 }
 
-// The same bytes every time: read-only operations.
+bool IsReply(std::string_view reply, std::string_view element) {
+  return reply.find(element) != std::string_view::npos &&
+         reply.find("Fault>") == std::string_view::npos;
+}
+
+// The same bytes every time: read-only operations, and Authenticate.Begin (each one gets
+// a fresh challenge from the MA).
 class FixedRequest : public RequestSource {
  public:
   FixedRequest(std::string body, std::string expect)
       : body_(std::move(body)), expect_(std::move(expect)) {}
-  std::string Next(size_t, uint64_t) override { return body_; }
-  bool Accept(std::string_view reply) const override {
-    return reply.find(expect_) != std::string_view::npos &&
-           reply.find("Fault>") == std::string_view::npos;
-  }
+  std::optional<std::string> Next(size_t, uint64_t) override { return body_; }
+  bool Accept(std::string_view reply) const override { return IsReply(reply, expect_); }
 
  private:
   std::string body_;
@@ -39,12 +49,128 @@ class FixedRequest : public RequestSource {
 class Echo : public RequestSource {
  public:
   Echo() : body_(Envelope("<ma:Echo>" + std::string(4096, 'x') + "</ma:Echo>")) {}
-  std::string Next(size_t, uint64_t) override { return body_; }
+  std::optional<std::string> Next(size_t, uint64_t) override { return body_; }
   bool Accept(std::string_view reply) const override { return reply.size() == body_.size(); }
 
  private:
   std::string body_;
 };
+
+// Pre-built Upload bodies, each handed out once (across phases and repeats): every
+// request uploads a package the MA has never seen (a re-upload is a cheaper idempotent
+// no-op). The reply must say AlreadyStored false.
+class Uploads : public RequestSource {
+ public:
+  explicit Uploads(std::vector<std::string> bodies) : bodies_(std::move(bodies)) {}
+  std::optional<std::string> Next(size_t, uint64_t) override {
+    size_t i = next_.fetch_add(1, std::memory_order_relaxed);
+    if (i >= bodies_.size()) return std::nullopt;
+    return std::move(bodies_[i]);  // sent once; frees the memory as the phase runs
+  }
+  bool Accept(std::string_view reply) const override {
+    return IsReply(reply, "UploadResponse") &&
+           reply.find("AlreadyStored>false<") != std::string_view::npos;
+  }
+
+ private:
+  std::vector<std::string> bodies_;
+  std::atomic<size_t> next_{0};
+};
+
+void Say(const SetupOptions& o, const std::string& text) {
+  if (o.verbose) std::fprintf(stderr, "ma-bench setup: %s\n", text.c_str());
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+Result<std::unique_ptr<RequestSource>> MakeAuthenticate(const SetupOptions& o) {
+  TPMMA_ASSIGN_OR_RETURN(auto platform, BenchPlatform::Open(o));
+  TPMMA_ASSIGN_OR_RETURN(std::string body, platform->BeginBody());
+  // One real Begin first, so that a refusal (EK root not configured, ...) is reported here
+  // and not as a phase full of errors.
+  TPMMA_ASSIGN_OR_RETURN(auto http, SyncHttps::Connect(o.url, o.ca_file));
+  TPMMA_ASSIGN_OR_RETURN(HttpReply reply, http->Post(body));
+  if (reply.status != 200 || !IsReply(reply.body, "Challenge")) {
+    return Error(Code::kUnauthenticated,
+                 "Authenticate.Begin refused (is the TPM's EK root in trust.ek_roots?): HTTP " +
+                     std::to_string(reply.status) + " " + reply.body.substr(0, 400));
+  }
+  Say(o, "Begin body " + std::to_string(body.size()) + " bytes (EK public, EK certificate, " +
+             std::to_string(o.ek_intermediates.size()) + " intermediate file(s), AK public)");
+  return std::unique_ptr<RequestSource>(
+      std::make_unique<FixedRequest>(std::move(body), "AuthenticateResponse"));
+}
+
+Result<std::unique_ptr<RequestSource>> MakeQuery(const SetupOptions& o) {
+  TPMMA_ASSIGN_OR_RETURN(auto platform, BenchPlatform::Open(o));
+  TPMMA_ASSIGN_OR_RETURN(auto http, SyncHttps::Connect(o.url, o.ca_file));
+  TPMMA_RETURN_IF_ERROR(platform->Authenticate(*http, /*with_signing_key=*/true));
+  // The platform owns a full page of packages, so every Query returns page_size
+  // descriptors (each with its key list).
+  TPMMA_ASSIGN_OR_RETURN(
+      std::vector<Bytes> pkgs,
+      platform->MakePackages(*http, static_cast<size_t>(o.page_size), o.package_bytes));
+  for (const Bytes& p : pkgs) {
+    TPMMA_ASSIGN_OR_RETURN(std::string body, platform->UploadBody(p));
+    TPMMA_ASSIGN_OR_RETURN(HttpReply reply, http->Post(body));
+    if (reply.status != 200) {
+      return Error(Code::kInternal, "setup upload failed: " + reply.body.substr(0, 400));
+    }
+  }
+  TPMMA_ASSIGN_OR_RETURN(std::string body, platform->QueryBody(o.page_size));
+  TPMMA_ASSIGN_OR_RETURN(HttpReply reply, http->Post(body));
+  size_t found = 0;
+  for (size_t at = reply.body.find("PackageDescriptor>"); at != std::string::npos;
+       at = reply.body.find("PackageDescriptor>", at + 1)) {
+    ++found;
+  }
+  if (reply.status != 200 || found / 2 != static_cast<size_t>(o.page_size)) {
+    return Error(Code::kInternal,
+                 "setup Query did not return a full page: " + reply.body.substr(0, 400));
+  }
+  Say(o, "Query: platform " + platform->platform_id().substr(0, 16) + "... owns " +
+             std::to_string(pkgs.size()) + " packages; PageSize " + std::to_string(o.page_size));
+  return std::unique_ptr<RequestSource>(
+      std::make_unique<FixedRequest>(std::move(body), "QueryResponse"));
+}
+
+Result<std::unique_ptr<RequestSource>> MakeUpload(const SetupOptions& o) {
+  TPMMA_ASSIGN_OR_RETURN(auto platform, BenchPlatform::Open(o));
+  TPMMA_ASSIGN_OR_RETURN(auto http, SyncHttps::Connect(o.url, o.ca_file));
+  TPMMA_RETURN_IF_ERROR(platform->Authenticate(*http, /*with_signing_key=*/true));
+  auto start = std::chrono::steady_clock::now();
+  TPMMA_ASSIGN_OR_RETURN(std::vector<Bytes> pkgs,
+                         platform->MakePackages(*http, o.packages + 1, o.package_bytes));
+  double signing = SecondsSince(start);
+  size_t min_size = SIZE_MAX, max_size = 0;
+  for (const Bytes& p : pkgs) {
+    min_size = std::min(min_size, p.size());
+    max_size = std::max(max_size, p.size());
+  }
+  std::vector<std::string> bodies;
+  bodies.reserve(pkgs.size());
+  for (Bytes& p : pkgs) {
+    TPMMA_ASSIGN_OR_RETURN(std::string body, platform->UploadBody(p));
+    bodies.push_back(std::move(body));
+    Bytes().swap(p);
+  }
+  // The last one checks, before the clock starts, that the MA takes these packages.
+  TPMMA_ASSIGN_OR_RETURN(HttpReply reply, http->Post(bodies.back()));
+  if (reply.status != 200 || reply.body.find("AlreadyStored>false<") == std::string::npos) {
+    return Error(Code::kInternal, "setup upload refused: " + reply.body.substr(0, 400));
+  }
+  bodies.pop_back();
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "signed %zu packages (%zu..%zu bytes, %s key in the TPM) in %.1f s (%.2f ms each); "
+                "request bodies %zu bytes",
+                pkgs.size(), min_size, max_size, o.sign_alg.c_str(), signing,
+                1000 * signing / static_cast<double>(pkgs.size()), bodies.front().size());
+  Say(o, line);
+  return std::unique_ptr<RequestSource>(std::make_unique<Uploads>(std::move(bodies)));
+}
 
 }  // namespace
 
@@ -53,7 +179,7 @@ std::unique_ptr<RequestSource> MakeEcho() {
 }
 
 std::string OperationNames() {
-  return "getmakey, getmaserviceinfo (authenticate, query, upload: need --tcti)";
+  return "getmakey, getmaserviceinfo, authenticate, query, upload (the last three need --tcti)";
 }
 
 Result<std::unique_ptr<RequestSource>> MakeOperation(const std::string& name,
@@ -69,7 +195,12 @@ Result<std::unique_ptr<RequestSource>> MakeOperation(const std::string& name,
     if (setup.tcti.empty()) {
       return Error(Code::kUnsupported, name + " needs a TPM for its session: pass --tcti");
     }
-    return Error(Code::kUnsupported, name + ": session setup is not built yet");
+    if (setup.sign_alg != "ecc" && setup.sign_alg != "rsa") {
+      return Error(Code::kInvalidArgument, "--sign-alg must be ecc or rsa");
+    }
+    if (name == "authenticate") return MakeAuthenticate(setup);
+    if (name == "query") return MakeQuery(setup);
+    return MakeUpload(setup);
   }
   return Error(Code::kInvalidArgument,
                "unknown operation '" + name + "'; known: " + OperationNames());

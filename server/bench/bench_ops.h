@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
 
@@ -16,20 +18,30 @@ class RequestSource {
  public:
   virtual ~RequestSource() = default;
   // The body of request number `seq` on connection `conn`; called from I/O threads.
-  virtual std::string Next(size_t conn, uint64_t seq) = 0;
+  // nullopt: nothing left to send (e.g. every pre-signed package has been uploaded once).
+  virtual std::optional<std::string> Next(size_t conn, uint64_t seq) = 0;
   // Whether a 200 reply is a success for this operation (e.g. not a Fault).
   virtual bool Accept(std::string_view reply) const = 0;
 };
 
 struct SetupOptions {
-  std::string url;
-  std::string ca_file;
-  std::string tcti;            // a TPM for session-bound operations
-  std::string ek_certificate;  // its EK certificate (DER)
+  std::string url;      // https://host:port/ (SOAP endpoint)
+  std::string ca_file;  // CA of the server's TLS certificate
+  std::string tcti;     // a TPM for session-bound operations
+  // The TPM's EK certificate (DER). Empty: read from NV 0x01c00002.
+  std::string ek_certificate;
+  // Certificates (PEM files) between the EK certificate and the root the MA trusts.
+  std::vector<std::string> ek_intermediates;
+  size_t packages = 20000;       // upload: distinct packages signed before the clock starts
+  size_t package_bytes = 8192;   // upload: each signed package at least this big
+  int page_size = 10;            // query: PageSize (the session's platform owns this many)
+  std::string sign_alg = "ecc";  // package-signing key in the TPM: ecc (ECDSA P-256) or rsa
+  bool verbose = true;           // setup progress on stderr
 };
 
 std::unique_ptr<RequestSource> MakeEcho();
-// kInvalidArgument for an unknown name; kUnsupported if its setup needs what is missing.
+// kInvalidArgument for an unknown name; kUnsupported if its setup needs what is missing
+// (a TPM); other codes if the setup itself failed.
 Result<std::unique_ptr<RequestSource>> MakeOperation(const std::string& name,
                                                      const SetupOptions& setup);
 std::string OperationNames();

@@ -41,10 +41,16 @@ struct PhaseResult {
   std::string name;
   uint64_t ok = 0;
   uint64_t errors = 0;
-  double seconds = 0;
+  double seconds = 0;  // the measured window (shorter if the source ran out)
+  bool exhausted = false;
   double p50_ms = 0, p99_ms = 0, max_ms = 0;
   std::string first_error;
   double ops_per_s() const { return seconds > 0 ? ok / seconds : 0; }
+};
+
+// Shared by the connections of a phase: the first time a source has nothing left to send.
+struct PhaseState {
+  std::atomic<int64_t> exhausted_at_ns{INT64_MAX};  // Clock time since epoch
 };
 
 // One keep-alive connection running the closed loop until `deadline`.
@@ -52,14 +58,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(asio::io_context& io, ssl::context& tls, const tcp::resolver::results_type& addr,
              std::string target, tpmma::bench::RequestSource* source, size_t index,
-             Clock::time_point measure_from, Clock::time_point deadline)
+             Clock::time_point measure_from, Clock::time_point deadline, PhaseState* state)
       : stream_(asio::make_strand(io), tls),
         addr_(addr),
         target_(std::move(target)),
         source_(source),
         index_(index),
         measure_from_(measure_from),
-        deadline_(deadline) {}
+        deadline_(deadline),
+        state_(state) {}
 
   void Run() {
     beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(10));
@@ -73,20 +80,31 @@ class Connection : public std::enable_shared_from_this<Connection> {
         });
   }
 
-  std::vector<uint32_t> latencies_us;  // replies that completed inside the measured window
+  // Replies that completed inside the measured window: latency, and completion time (ns
+  // after measure_from) to cut the window short if the source runs out.
+  std::vector<uint32_t> latencies_us;
+  std::vector<int64_t> done_ns;
   uint64_t errors = 0;
   std::string first_error;
 
  private:
   void Send() {
     if (Clock::now() >= deadline_) return Close();
+    std::optional<std::string> body = source_->Next(index_, seq_++);
+    if (!body) {
+      int64_t now = Clock::now().time_since_epoch().count();
+      int64_t prev = state_->exhausted_at_ns.load();
+      while (now < prev && !state_->exhausted_at_ns.compare_exchange_weak(prev, now)) {
+      }
+      return Close();
+    }
     req_ = {};
     req_.method(http::verb::post);
     req_.target(target_);
     req_.version(11);
     req_.set(http::field::host, "ma");
     req_.set(http::field::content_type, "text/xml; charset=utf-8");
-    req_.body() = source_->Next(index_, seq_++);
+    req_.body() = std::move(*body);
     req_.prepare_payload();
     started_ = Clock::now();
     beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(30));
@@ -114,6 +132,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     } else if (started_ >= measure_from_ && now <= deadline_) {
       latencies_us.push_back(static_cast<uint32_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(now - started_).count()));
+      done_ns.push_back((now - measure_from_).count());
     }
     if (!res.keep_alive()) {
       errors++;
@@ -142,6 +161,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t index_;
   uint64_t seq_ = 0;
   Clock::time_point measure_from_, deadline_, started_;
+  PhaseState* state_;
   beast::flat_buffer buffer_{64 * 1024};
   http::request<http::string_body> req_;
   http::response<http::string_body> res_;
@@ -167,10 +187,11 @@ PhaseResult RunPhase(const std::string& name, const std::string& host, const std
       start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup_s));
   auto deadline = measure_from + std::chrono::duration_cast<Clock::duration>(
                                      std::chrono::duration<double>(duration_s));
+  PhaseState state;
   std::vector<std::shared_ptr<Connection>> conns;
   for (int i = 0; i < connections; ++i) {
-    conns.push_back(std::make_shared<Connection>(io, tls, addr, target, source,
-                                                 static_cast<size_t>(i), measure_from, deadline));
+    conns.push_back(std::make_shared<Connection>(
+        io, tls, addr, target, source, static_cast<size_t>(i), measure_from, deadline, &state));
     conns.back()->Run();
   }
   std::vector<std::thread> pool;
@@ -181,9 +202,20 @@ PhaseResult RunPhase(const std::string& name, const std::string& host, const std
   PhaseResult r;
   r.name = name;
   r.seconds = duration_s;
+  // A source that ran out ends the window when the first connection found it empty: from
+  // then on fewer connections are busy, which is not the load being measured.
+  int64_t window_ns = (deadline - measure_from).count();
+  int64_t exhausted = state.exhausted_at_ns.load();
+  if (exhausted != INT64_MAX) {
+    r.exhausted = true;
+    window_ns = std::min(window_ns, exhausted - measure_from.time_since_epoch().count());
+    r.seconds = std::max(0.0, static_cast<double>(window_ns) / 1e9);
+  }
   std::vector<uint32_t> all;
   for (auto& c : conns) {
-    all.insert(all.end(), c->latencies_us.begin(), c->latencies_us.end());
+    for (size_t i = 0; i < c->latencies_us.size(); ++i) {
+      if (c->done_ns[i] <= window_ns) all.push_back(c->latencies_us[i]);
+    }
     r.errors += c->errors;
     if (r.first_error.empty()) r.first_error = c->first_error;
   }
@@ -222,7 +254,21 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 20));
   app.add_option("--tcti", setup.tcti, "TPM for operations that need a session (swtpm:...)");
-  app.add_option("--ek-cert", setup.ek_certificate, "EK certificate (DER) of that TPM");
+  app.add_option("--ek-cert", setup.ek_certificate,
+                 "EK certificate (DER) of that TPM (default: read from NV 0x01c00002)");
+  app.add_option("--ek-intermediate", setup.ek_intermediates,
+                 "PEM certificate(s) between the EK certificate and the MA's EK root (repeatable)");
+  app.add_option("--packages", setup.packages,
+                 "upload: distinct packages to sign before the clock starts (shared by all "
+                 "upload phases; a phase that runs out is cut short and says so)")
+      ->capture_default_str();
+  app.add_option("--package-bytes", setup.package_bytes, "upload: minimum size of each package")
+      ->capture_default_str();
+  app.add_option("--page-size", setup.page_size, "query: PageSize (the platform owns that many)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 500));
+  app.add_option("--sign-alg", setup.sign_alg, "package-signing key in the TPM: ecc or rsa")
+      ->capture_default_str();
   app.add_flag("--json", json, "one JSON object per phase on stdout");
   app.footer("Exit codes: 0 measured, 1 a phase failed, 2 bad usage.");
   try {
@@ -260,17 +306,20 @@ int main(int argc, char** argv) {
     double ratio = echo_ops > 0 ? r.ops_per_s() / echo_ops : 0;
     if (json) {
       nlohmann::json out = {
-          {"phase", r.name},    {"ops_per_s", r.ops_per_s()}, {"p50_ms", r.p50_ms},
-          {"p99_ms", r.p99_ms}, {"max_ms", r.max_ms},         {"ok", r.ok},
-          {"errors", r.errors}, {"ratio_to_echo", ratio},     {"connections", connections}};
+          {"phase", r.name},      {"ops_per_s", r.ops_per_s()}, {"p50_ms", r.p50_ms},
+          {"p99_ms", r.p99_ms},   {"max_ms", r.max_ms},         {"ok", r.ok},
+          {"errors", r.errors},   {"ratio_to_echo", ratio},     {"connections", connections},
+          {"seconds", r.seconds}, {"exhausted", r.exhausted}};
       if (!r.first_error.empty()) out["first_error"] = r.first_error;
       std::printf("%s\n", out.dump().c_str());
     } else {
       std::printf(
           "%-18s %10.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms  ratio %5.2f  errors "
-          "%llu%s%s\n",
+          "%llu%s%s%s\n",
           r.name.c_str(), r.ops_per_s(), r.p50_ms, r.p99_ms, r.max_ms, ratio,
           static_cast<unsigned long long>(r.errors),
+          r.exhausted ? ("  (source ran out after " + std::to_string(r.seconds) + " s)").c_str()
+                      : "",
           r.first_error.empty() ? "" : "  first: ", r.first_error.c_str());
     }
     std::fflush(stdout);
