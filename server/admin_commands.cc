@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/bytes.h"
+#include "server/pki.h"
 
 namespace tpmma::server {
 
@@ -399,6 +400,123 @@ Status VerifyAudit(const AdminContext& ctx) {
     Print(ctx, {{"ok", true}, {"verified_rows", last}});
   } else {
     Line(ctx, fmt::format("Audit log intact: {} row(s), hash chain verified.", last));
+  }
+  return Status::Ok();
+}
+
+Status IssueOperator(const AdminContext& ctx, const std::string& state_dir, const std::string& name,
+                     const std::string& role_text, const std::string& out_dir) {
+  const bool name_ok =
+      !name.empty() && name.size() <= 64 && name[0] >= 'a' && name[0] <= 'z' &&
+      std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+      });
+  if (!name_ok) {
+    return Status(Code::kInvalidArgument,
+                  "an operator name is 1-64 of a-z 0-9 . _ - and starts with a letter");
+  }
+  storage::OperatorRole role;
+  if (role_text == "helpdesk") {
+    role = storage::OperatorRole::kHelpdesk;
+  } else if (role_text == "auditor") {
+    role = storage::OperatorRole::kAuditor;
+  } else if (role_text == "admin") {
+    role = storage::OperatorRole::kAdmin;
+  } else {
+    return Status(Code::kInvalidArgument, "--role must be helpdesk, auditor or admin");
+  }
+  if (auto existing = ctx.vault->GetOperator(name); existing.has_value()) {
+    return Status(Code::kAlreadyExists,
+                  "operator " + name + " exists (revoked or not): pick another name");
+  }
+  constexpr size_t kMaxPem = 64 * 1024;
+  TPMMA_ASSIGN_OR_RETURN(Bytes ca_key_pem,
+                         ctx.env->ReadFile(state_dir + "/ca/operator-ca-key.pem", kMaxPem));
+  SecureBytes ca_key_secure(ca_key_pem.begin(), ca_key_pem.end());
+  Wipe(ca_key_pem.data(), ca_key_pem.size());
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr ca_key, PrivateKeyFromPem(ca_key_secure));
+  TPMMA_ASSIGN_OR_RETURN(Bytes ca_cert_pem,
+                         ctx.env->ReadFile(state_dir + "/ca/operator-ca-cert.pem", kMaxPem));
+  TPMMA_ASSIGN_OR_RETURN(X509Ptr ca_cert, CertificateFromPem(ca_cert_pem));
+
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateKey(KeyType::kEcP256));
+  TPMMA_ASSIGN_OR_RETURN(X509Ptr cert,
+                         IssueCertificate({.common_name = name + " (" + role_text + ")",
+                                           .profile = CertProfile::kTlsClient,
+                                           .dns_names = {},
+                                           .ip_addresses = {},
+                                           .valid_days = 365},
+                                          key.get(), ca_key.get(), ca_cert.get()));
+  TPMMA_ASSIGN_OR_RETURN(std::string fingerprint, CertificateFingerprint(cert.get()));
+  TPMMA_ASSIGN_OR_RETURN(SecureString key_pem, PrivateKeyToPem(key.get()));
+  TPMMA_ASSIGN_OR_RETURN(std::string cert_pem, CertificateToPem(cert.get()));
+  SecureString bundle = key_pem;
+  bundle.append(cert_pem.begin(), cert_pem.end());
+  auto view = [](const auto& s) {
+    return ByteView(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  // Files first, registration last: a crash in between leaves an unregistered (useless)
+  // certificate, never a registered one nobody has.
+  TPMMA_RETURN_IF_ERROR(
+      ctx.env->WriteFileAtomic(out_dir + "/" + name + ".key", view(key_pem), 0600));
+  TPMMA_RETURN_IF_ERROR(
+      ctx.env->WriteFileAtomic(out_dir + "/" + name + ".crt", view(cert_pem), 0600));
+  TPMMA_RETURN_IF_ERROR(
+      ctx.env->WriteFileAtomic(out_dir + "/" + name + ".pem", view(bundle), 0600));
+  const int64_t now = ctx.env->NowUnixSeconds();
+  TPMMA_RETURN_IF_ERROR(
+      ctx.vault->AddOperator(storage::Operator{.name = name,
+                                               .role = role,
+                                               .cert_fingerprint = fingerprint,
+                                               .created_at = now,
+                                               .revoked_at = std::nullopt},
+                             Event(ctx, "AddOperator", "operator:" + name, "role " + role_text)));
+  if (ctx.json) {
+    Print(ctx, {{"ok", true},
+                {"operator", name},
+                {"role", role_text},
+                {"fingerprint", fingerprint},
+                {"bundle", out_dir + "/" + name + ".pem"}});
+  } else {
+    Line(ctx, fmt::format("Operator {} ({}) registered; certificate SHA-256 {}.", name, role_text,
+                          fingerprint));
+    Line(ctx, "Give " + out_dir + "/" + name +
+                  ".pem (private key + certificate) to the operator only; it is their login.");
+  }
+  return Status::Ok();
+}
+
+Status RevokeOperator(const AdminContext& ctx, const std::string& name, const std::string& reason) {
+  TPMMA_RETURN_IF_ERROR(ctx.vault->RevokeOperator(
+      name, ctx.env->NowUnixSeconds(), Event(ctx, "RevokeOperator", "operator:" + name, reason)));
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"revoked", name}});
+  } else {
+    Line(ctx, "Revoked operator " + name + ": their certificate is refused from now on.");
+  }
+  return Status::Ok();
+}
+
+Status ListOperators(const AdminContext& ctx) {
+  TPMMA_ASSIGN_OR_RETURN(auto ops, ctx.vault->ListOperators());
+  json all = json::array();
+  for (const auto& o : ops) {
+    json j = {{"name", o.name},
+              {"role", std::string(storage::ToString(o.role))},
+              {"fingerprint", o.cert_fingerprint},
+              {"created_at", Iso(o.created_at)}};
+    if (o.revoked_at) j["revoked_at"] = Iso(*o.revoked_at);
+    all.push_back(j);
+  }
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"operators", all}});
+    return Status::Ok();
+  }
+  Line(ctx, fmt::format("{:<20} {:<9} {:<21} {}", "NAME", "ROLE", "REVOKED", "FINGERPRINT"));
+  for (const auto& o : ops) {
+    Line(ctx,
+         fmt::format("{:<20} {:<9} {:<21} {}", o.name, storage::ToString(o.role),
+                     o.revoked_at ? Iso(*o.revoked_at) : "-", o.cert_fingerprint.substr(0, 16)));
   }
   return Status::Ok();
 }

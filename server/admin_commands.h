@@ -59,6 +59,15 @@ Status ListAudit(const AdminContext& ctx, const AuditQuery& query);
 // Walks the whole hash chain; kCorruption naming the first bad row.
 Status VerifyAudit(const AdminContext& ctx);
 
+// Operators (helpdesk, auditor, admin) authenticate to ma-server with a TLS client
+// certificate from the operator CA in `state_dir`/ca. Issue writes OUT_DIR/NAME.key,
+// NAME.crt and NAME.pem (key + certificate, what `ma-admin --operator-cert` takes), all
+// 0600, and registers the certificate's fingerprint with the role.
+Status IssueOperator(const AdminContext& ctx, const std::string& state_dir, const std::string& name,
+                     const std::string& role, const std::string& out_dir);
+Status RevokeOperator(const AdminContext& ctx, const std::string& name, const std::string& reason);
+Status ListOperators(const AdminContext& ctx);
+
 // "24h", "90m", "7d", "3600" (seconds) -> seconds; kInvalidArgument otherwise.
 Result<int64_t> ParseDuration(std::string_view text);
 // "2026-11-30T12:00:00Z" or Unix seconds -> Unix seconds.

@@ -87,6 +87,22 @@ Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
                         .valid_days = 825},
                        tls_key.get(), ca_key.get(), ca_cert.get()));
 
+  // A separate CA for operator client certificates (helpdesk, auditor, admin): the
+  // server trusts it for client authentication only, so no TLS server or MA-key
+  // certificate can double as an operator, and the operator CA key can be kept apart.
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr op_ca_key, GenerateKey(KeyType::kEcP256));
+  TPMMA_ASSIGN_OR_RETURN(X509Ptr op_ca_cert,
+                         IssueCertificate({.common_name = "tpm-ma operator CA",
+                                           .profile = CertProfile::kCa,
+                                           .dns_names = {},
+                                           .ip_addresses = {},
+                                           .valid_days = 3650},
+                                          op_ca_key.get(), op_ca_key.get(), nullptr));
+  TPMMA_ASSIGN_OR_RETURN(SecureString op_ca_key_pem, PrivateKeyToPem(op_ca_key.get()));
+  TPMMA_ASSIGN_OR_RETURN(std::string op_ca_cert_pem, CertificateToPem(op_ca_cert.get()));
+  TPMMA_RETURN_IF_ERROR(WriteSecret(env, dir + "/ca/operator-ca-key.pem", op_ca_key_pem));
+  TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/ca/operator-ca-cert.pem", op_ca_cert_pem));
+
   TPMMA_ASSIGN_OR_RETURN(SecureString ca_key_pem, PrivateKeyToPem(ca_key.get()));
   TPMMA_ASSIGN_OR_RETURN(SecureString ma_key_pem, PrivateKeyToPem(ma_key.get()));
   TPMMA_ASSIGN_OR_RETURN(SecureString tls_key_pem, PrivateKeyToPem(tls_key.get()));
@@ -99,11 +115,14 @@ Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
   TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/ma/ma-cert.pem", ma_cert_pem));
   TPMMA_RETURN_IF_ERROR(WriteSecret(env, dir + "/tls/server-key.pem", tls_key_pem));
   TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/tls/server-cert.pem", tls_cert_pem));
-  for (const auto& root : opts.ek_root_files) {
+  // Numbered: roots from different vendors are often all called "root.pem" (swtpm's
+  // are), and one must not overwrite another.
+  for (size_t i = 0; i < opts.ek_root_files.size(); ++i) {
+    const std::string& root = opts.ek_root_files[i];
     TPMMA_ASSIGN_OR_RETURN(Bytes pem, env->ReadFile(root, kMaxRootFileBytes));
     TPMMA_RETURN_IF_ERROR(CertificateFromPem(pem));  // refuse a file that is not a cert
-    TPMMA_RETURN_IF_ERROR(
-        env->WriteFileAtomic(dir + "/trust/ek-roots/" + BaseName(root), pem, kPublicMode));
+    TPMMA_RETURN_IF_ERROR(env->WriteFileAtomic(
+        dir + "/trust/ek-roots/" + std::to_string(i + 1) + "-" + BaseName(root), pem, kPublicMode));
   }
 
   {
@@ -122,6 +141,7 @@ Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
   cfg.listen_port = opts.listen_port;
   cfg.tls_certificate = "tls/server-cert.pem";
   cfg.tls_private_key = "tls/server-key.pem";
+  cfg.tls_client_ca = "ca/operator-ca-cert.pem";
   cfg.ma_key_id = opts.ma_key_id;
   cfg.ma_private_key = "ma/ma-key.pem";
   cfg.ma_certificate = "ma/ma-cert.pem";

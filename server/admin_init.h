@@ -5,6 +5,8 @@
 //     config.toml             0600  (paths inside are relative to DIR)
 //     ca/ca-key.pem           0600  MA CA: issues the TLS and MA key certificates
 //     ca/ca-cert.pem          0644  what clients trust (`lms --ma-ca`)
+//     ca/operator-ca-key.pem  0600  operator CA: issues helpdesk/auditor/admin client certs
+//     ca/operator-ca-cert.pem 0644  tls.client_ca: the server accepts operator certs from it
 //     ma/ma-key.pem           0600  the MA storage key packages are duplicated to
 //     ma/ma-cert.pem          0644
 //     tls/server-key.pem      0600

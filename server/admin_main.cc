@@ -18,6 +18,7 @@
 #include "server/admin_commands.h"
 #include "server/admin_init.h"
 #include "server/config.h"
+#include "server/operator_client.h"
 #include "storage/sqlite_vault.h"
 
 namespace {
@@ -118,6 +119,31 @@ int main(int argc, char** argv) {
   ap_revoke->add_option("--reason", reason, "why (audited)")->required();
   for (auto* c : {ap_list, ap_confirm, ap_revoke}) add_dir(c);
 
+  std::string op_name, op_role, op_out = ".";
+  auto* operators = app.add_subcommand("operator", "issue, revoke or list operator certificates");
+  operators->require_subcommand(1);
+  auto* op_issue = operators->add_subcommand(
+      "issue", "new helpdesk/auditor/admin: key + client certificate from the operator CA");
+  op_issue->add_option("--name", op_name, "operator name (a-z0-9._-)")->required();
+  op_issue->add_option("--role", op_role, "helpdesk, auditor or admin")->required();
+  op_issue->add_option("--out", op_out, "directory for NAME.key/.crt/.pem")->capture_default_str();
+  auto* op_revoke =
+      operators->add_subcommand("revoke", "refuse an operator's certificate from now on");
+  op_revoke->add_option("--name", op_name, "operator name")->required();
+  op_revoke->add_option("--reason", reason, "why (audited)")->required();
+  auto* op_list = operators->add_subcommand("list", "every operator and its role");
+  for (auto* c : {op_issue, op_revoke, op_list}) add_dir(c);
+
+  // Remote mode: the operator operations over HTTPS with an operator certificate, for
+  // helpdesk and auditors who have no access to the MA host.
+  tpmma::server::OperatorClientOptions remote;
+  app.add_option("--ma", remote.url, "remote mode: the MA URL (https://host:port)");
+  app.add_option("--ma-ca", remote.ca_file,
+                 "remote mode: CA file trusting the MA's TLS certificate");
+  app.add_option("--operator-cert", remote.bundle_file,
+                 "remote mode: your key + certificate (NAME.pem from `operator issue`)");
+  auto* whoami = app.add_subcommand("whoami", "remote mode: the operator and role the MA sees");
+
   tpmma::server::AuditQuery audit_q;
   std::string since, until;
   auto* audit = app.add_subcommand("audit", "read the audit log, or verify its hash chain");
@@ -178,6 +204,75 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  namespace s = tpmma::server;
+  if (!remote.url.empty()) {
+    auto client = s::OperatorClient::Create(remote);
+    if (!client) return Fail(client.error(), json);
+    auto& c = **client;
+    tpmma::Result<nlohmann::json> out = nlohmann::json{{"ok", true}};
+    if (*whoami) {
+      out = c.WhoAmI();
+    } else if (*pl_list) {
+      out = c.ListPlatforms();
+    } else if (*pl_revoke) {
+      tpmma::Status st = c.RevokePlatform(id, reason);
+      if (!st.ok())
+        out = tpmma::Error(st);
+      else
+        out = nlohmann::json{{"ok", true}, {"revoked", id}};
+    } else if (*pk_list) {
+      out = c.ListPackages(platform_filter);
+    } else if (*approve_cmd) {
+      auto ttl = s::ParseDuration(expires);
+      if (!ttl) return Fail(ttl.error().WithContext("--expires"), json);
+      if (approve.require_confirmation) {
+        std::fprintf(stderr,
+                     "ma-admin: --two-person is the MA's policy in remote mode "
+                     "(approvals.two_person in its config)\n");
+        return 2;
+      }
+      out = c.Approve(approve.old_platform, approve.new_platform, approve.package_ids, *ttl,
+                      approve.reason);
+    } else if (*ap_list) {
+      out = c.ListApprovals(new_filter);
+    } else if (*ap_confirm) {
+      out = c.ConfirmApproval(approval_id);
+    } else if (*ap_revoke) {
+      tpmma::Status st = c.RevokeApproval(approval_id, reason);
+      if (!st.ok())
+        out = tpmma::Error(st);
+      else
+        out = nlohmann::json{{"ok", true}, {"revoked", approval_id}};
+    } else if (*audit_verify) {
+      auto rows = c.VerifyAudit();
+      if (!rows)
+        out = tpmma::Error(rows.error());
+      else
+        out = nlohmann::json{{"ok", true}, {"verified_rows", *rows}};
+    } else if (*audit) {
+      std::optional<int64_t> from, to;
+      for (auto [text, field] : {std::pair{&since, &from}, std::pair{&until, &to}}) {
+        if (text->empty()) continue;
+        auto t = s::ParseTime(*text);
+        if (!t) return Fail(t.error(), json);
+        *field = *t;
+      }
+      out = c.ListAudit(audit_q.operator_name, audit_q.platform, audit_q.action, from, to);
+    } else {
+      std::fprintf(stderr,
+                   "ma-admin: this command works on the MA host only (--dir), not with --ma\n");
+      return 2;
+    }
+    if (!out) return Fail(out.error(), json);
+    // Remote answers print as JSON either way: one shape for scripts and people.
+    std::printf("%s\n", out->dump(json ? -1 : 2).c_str());
+    return 0;
+  }
+  if (*whoami) {
+    std::fprintf(stderr, "ma-admin: whoami needs remote mode (--ma, --ma-ca, --operator-cert)\n");
+    return 2;
+  }
+
   // Everything else works on an existing MA.
   auto cfg = tpmma::server::LoadConfig(dir + "/config.toml");
   if (!cfg) return Fail(cfg.error().WithContext("the MA in " + dir), json);
@@ -188,7 +283,6 @@ int main(int argc, char** argv) {
                                   .actor = LocalActor(),
                                   .json = json,
                                   .out = stdout};
-  namespace s = tpmma::server;
   tpmma::Status st;
   if (*pl_list) {
     st = s::ListPlatforms(ctx);
@@ -213,6 +307,12 @@ int main(int argc, char** argv) {
     st = s::ConfirmApproval(ctx, approval_id);
   } else if (*ap_revoke) {
     st = s::RevokeApproval(ctx, approval_id, reason);
+  } else if (*op_issue) {
+    st = s::IssueOperator(ctx, dir, op_name, op_role, op_out);
+  } else if (*op_revoke) {
+    st = s::RevokeOperator(ctx, op_name, reason);
+  } else if (*op_list) {
+    st = s::ListOperators(ctx);
   } else if (*audit_verify) {
     st = s::VerifyAudit(ctx);
   } else if (*audit) {

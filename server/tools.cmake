@@ -1,17 +1,19 @@
 # ma-admin and ma-bench (included from server/CMakeLists.txt).
 
 # PKI helpers and `ma-admin init`.
-add_library(tpmma_admin STATIC pki.cc admin_init.cc admin_commands.cc)
+add_library(tpmma_admin STATIC pki.cc admin_init.cc admin_commands.cc operator_client.cc)
 tpmma_target(tpmma_admin)
 target_link_libraries(tpmma_admin PUBLIC tpmma_common tpmma_tpm tpmma_storage
-                      tpmma_server_config OpenSSL::Crypto fmt::fmt)
+                      tpmma_server_config tpmma_soap OpenSSL::SSL OpenSSL::Crypto fmt::fmt)
 
 add_executable(ma-admin admin_main.cc)
 tpmma_target(ma-admin)
 target_link_libraries(ma-admin PRIVATE tpmma_admin CLI11::CLI11)
 
-# Load generator, see docs/benchmarks.md.
-add_executable(ma-bench bench/ma_bench.cc bench/bench_ops.cc)
+# Load generator, see docs/benchmarks.md. Its TPM setup (authenticate, certify, sign
+# packages) uses the ESAPI layer and the package library, as an LMS would.
+add_executable(ma-bench bench/ma_bench.cc bench/bench_ops.cc bench/bench_http.cc
+               bench/bench_tpm.cc)
 tpmma_target(ma-bench)
-target_link_libraries(ma-bench PRIVATE tpmma_common Boost::system OpenSSL::SSL OpenSSL::Crypto
-                      Threads::Threads CLI11::CLI11)
+target_link_libraries(ma-bench PRIVATE tpmma_common tpmma_soap tpmma_esys tpmma_package tpmma_tpm
+                      Boost::system OpenSSL::SSL OpenSSL::Crypto Threads::Threads CLI11::CLI11)

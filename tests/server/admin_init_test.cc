@@ -105,11 +105,27 @@ TEST_F(AdminInitTest, CopiesEkRootsAndRefusesNonCertificates) {
   tpmma::testing::WriteFileOrDie(tmp_.File("root.pem"), View(*CertificateToPem(cert->get())));
   tpmma::testing::WriteFileOrDie(tmp_.File("junk.pem"), View("not a certificate"));
 
+  // A second vendor's root with the same file name must not replace the first.
+  ::mkdir(tmp_.File("vendor2").c_str(), 0700);
+  auto key2 = GenerateKey(KeyType::kEcP256);
+  ASSERT_TRUE(key2.has_value());
+  auto cert2 = IssueCertificate({.common_name = "Second EK Root",
+                                 .profile = CertProfile::kCa,
+                                 .dns_names = {},
+                                 .ip_addresses = {},
+                                 .valid_days = 30},
+                                key2->get(), key2->get(), nullptr);
+  ASSERT_TRUE(cert2.has_value());
+  tpmma::testing::WriteFileOrDie(tmp_.File("vendor2/root.pem"),
+                                 View(*CertificateToPem(cert2->get())));
+
   InitOptions o = Options();
-  o.ek_root_files = {tmp_.File("root.pem")};
+  o.ek_root_files = {tmp_.File("root.pem"), tmp_.File("vendor2/root.pem")};
   ASSERT_TRUE(InitMaState(o, Env::Default()).has_value());
-  EXPECT_EQ(tpmma::testing::ReadFileOrDie(tmp_.File("ma/trust/ek-roots/root.pem")),
+  EXPECT_EQ(tpmma::testing::ReadFileOrDie(tmp_.File("ma/trust/ek-roots/1-root.pem")),
             tpmma::testing::ReadFileOrDie(tmp_.File("root.pem")));
+  EXPECT_EQ(tpmma::testing::ReadFileOrDie(tmp_.File("ma/trust/ek-roots/2-root.pem")),
+            tpmma::testing::ReadFileOrDie(tmp_.File("vendor2/root.pem")));
 
   o.dir = tmp_.File("ma2");
   o.ek_root_files = {tmp_.File("junk.pem")};

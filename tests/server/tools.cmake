@@ -10,3 +10,10 @@ add_dependencies(admin_commands_test ma-admin)
 
 # TPM-resident MA key (server/ma_key_tpm.h): two swtpm instances.
 tpmma_swtpm_test(ma_key_tpm_test SOURCES ma_key_tpm_test.cc LIBS tpmma_ma_service tpmma_esys)
+
+# Operator roles over the wire (real ma-server, ma-admin remote mode).
+tpmma_test(operator_test SOURCES operator_test.cc
+  LIBS tpmma_storage tpmma_server_testclient tpmma_testsupport LABELS server)
+target_compile_definitions(operator_test PRIVATE MA_ADMIN_PATH="$<TARGET_FILE:ma-admin>"
+                                                 MA_SERVER_PATH="$<TARGET_FILE:ma-server>")
+add_dependencies(operator_test ma-admin ma-server)
