@@ -13,7 +13,7 @@
 //          approval (ma-admin approve), then restored from A's package.
 //
 // DISABLED_BackupAndRestoreOf100KeysTiming measures backup and restore for
-// docs/lms-benchmarks.md (run with --gtest_also_run_disabled_tests).
+// docs/benchmarks.md (issue #4 section) (run with --gtest_also_run_disabled_tests).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <spawn.h>
@@ -730,7 +730,7 @@ double MedianMs(std::vector<double> v) {
 
 // Backup and restore of an MRK with 100 children on swtpm, in-process (the library the CLI
 // uses) and end to end through the lms binary; restore after tpm2_clear, with the recovery
-// code. Figures go to docs/lms-benchmarks.md.
+// code. Figures go to docs/benchmarks.md (issue #4 section).
 TEST_F(LmsMaTest, DISABLED_BackupAndRestoreOf100KeysTiming) {
   constexpr int kRuns = 5;
   const std::string store = F("bench");
