@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# The motherboard-swap drill, end to end, printed step by step in plain words:
+#   a fresh MA (ma-admin init + ma-server) and two software TPMs (swtpm): board A (old) and
+#   board B (new). A enrolls and backs up its keys; B authenticates; B's restore is refused
+#   without an approval; a helpdesk operator approves (remote ma-admin, operator
+#   certificate); B restores with the user's recovery code; every key on B has A's public
+#   key, signatures made on A and on B verify with it, a ciphertext made for A decrypts on
+#   B, sealed data unseals; the approval is used up; the audit log verifies.
+#
+# Usage: deploy/demo.sh [--build DIR] [--workdir DIR] [--ma-key software|tpm]
+#   --ma-key tpm: the MA storage key lives in a third swtpm (TPM2_Rewrap there).
+# Exit 0 when every check passed; 1 and the failing step otherwise. Loopback only.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD_DIR:-$root/build}
+work=""
+ma_key=software
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build=$2; shift 2 ;;
+    --workdir) work=$2; shift 2 ;;
+    --ma-key) ma_key=$2; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+case "$ma_key" in software|tpm) ;; *) echo "demo.sh: --ma-key software|tpm" >&2; exit 2 ;; esac
+MA_ADMIN=$build/server/ma-admin
+MA_SERVER=$build/server/ma-server
+LMS=$build/client/lms/lms
+for b in "$MA_ADMIN" "$MA_SERVER" "$LMS"; do
+  [ -x "$b" ] || { echo "demo.sh: $b is not built (cmake --build $build)" >&2; exit 2; }
+done
+[ -n "$work" ] || work=$(mktemp -d /tmp/tpm-ma-demo.XXXXXX)
+mkdir -p "$work"
+PY=/usr/bin/python3
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+n=0
+step() { n=$((n + 1)); printf '\n== %d. %s\n' "$n" "$*"; }
+ok() { printf '   ok: %s\n' "$*"; }
+fail() { printf '   FAILED: %s\n' "$*" >&2; exit 1; }
+json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+free_port() {  # a free loopback port P with P+1 free too (swtpm's control port)
+  $PY - <<'EOF'
+import socket
+while True:
+    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", p + 1))
+    except OSError:
+        a.close(); continue
+    a.close(); b.close(); print(p); break
+EOF
+}
+
+# ---- software TPMs with EK certificates from a private swtpm-localca
+ca=$work/localca
+mkdir -p "$ca"
+cat > "$work/swtpm-localca.conf" <<EOF
+statedir = $ca
+signingkey = $ca/signkey.pem
+issuercert = $ca/issuercert.pem
+certserial = $ca/certserial
+EOF
+printf -- '--platform-manufacturer tpm-ma-demo\n--platform-version 1\n--platform-model demo\n' \
+  > "$work/swtpm-localca.options"
+cat > "$work/swtpm_setup.conf" <<EOF
+create_certs_tool = /usr/bin/swtpm_localca
+create_certs_tool_config = $work/swtpm-localca.conf
+create_certs_tool_options = $work/swtpm-localca.options
+active_pcr_banks = sha256
+EOF
+start_tpm() {  # NAME -> sets TCTI_NAME
+  local name=$1 state=$work/tpm-$1 port
+  mkdir -p "$state"
+  swtpm_setup --tpm2 --tpmstate "$state" --config "$work/swtpm_setup.conf" --create-ek-cert \
+    --create-platform-cert --overwrite --logfile "$work/swtpm_setup-$name.log" >/dev/null
+  for _ in 1 2 3 4 5; do
+    port=$(free_port)
+    swtpm socket --tpm2 --tpmstate dir="$state" \
+      --server type=tcp,port="$port",bindaddr=127.0.0.1 \
+      --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 \
+      --flags not-need-init,startup-clear --log file="$work/swtpm-$name.log" &
+    pids+=($!)
+    local tcti="swtpm:host=127.0.0.1,port=$port"
+    for _ in $(seq 1 50); do
+      if tpm2_getcap -T "$tcti" properties-fixed >/dev/null 2>&1; then
+        eval "TCTI_$name=\$tcti"
+        return 0
+      fi
+      kill -0 "${pids[-1]}" 2>/dev/null || break
+      sleep 0.1
+    done
+  done
+  fail "swtpm $name did not start (see $work/swtpm-$name.log)"
+}
+
+step "Two laptops: board A (old) and board B (new), each with its own TPM and EK certificate"
+start_tpm A
+start_tpm B
+ok "TPM A at $TCTI_A, TPM B at $TCTI_B"
+ek_root=$ca/swtpm-localca-rootca-cert.pem
+ek_inter=$ca/issuercert.pem
+
+step "A fresh Migration Authority (ma-admin init, ma-server on a free loopback port)"
+"$MA_ADMIN" init --dir "$work/ma" --listen 127.0.0.1:0 --ek-root "$ek_root" >/dev/null
+if [ "$ma_key" = tpm ]; then
+  start_tpm HSM
+  # The MA key goes into the MA's own TPM; ma-server then re-wraps with TPM2_Rewrap there.
+  TPM2TOOLS_TCTI=$TCTI_HSM tpm2_createprimary -Q -C o -g sha256 -G rsa2048:aes128cfb \
+    -a "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt" \
+    -c "$work/hsm-srk.ctx"
+  TPM2TOOLS_TCTI=$TCTI_HSM tpm2_evictcontrol -Q -C o -c "$work/hsm-srk.ctx" 0x81000001
+  TPM2TOOLS_TCTI=$TCTI_HSM tpm2_import -Q -C 0x81000001 -G rsa -i "$work/ma/ma/ma-key.pem" \
+    -a "restricted|decrypt|userwithauth" -u "$work/ma/ma/ma-tpm.pub" -r "$work/ma/ma/ma-tpm.priv"
+  TPM2TOOLS_TCTI=$TCTI_HSM tpm2_flushcontext -t
+  $PY - "$work/ma/config.toml" "$TCTI_HSM" <<'EOF'
+import sys
+p, tcti = sys.argv[1], sys.argv[2]
+s = open(p).read().replace('custody = "software"\n',
+    'custody = "tpm"\ntpm_tcti = "%s"\ntpm_public = "ma/ma-tpm.pub"\ntpm_private = "ma/ma-tpm.priv"\n' % tcti, 1)
+open(p, "w").write(s)
+EOF
+  mv "$work/ma/ma/ma-key.pem" "$work/ma-key-offline.pem"  # the host no longer holds it
+fi
+"$MA_SERVER" --config "$work/ma/config.toml" 2> "$work/ma-server.log" &
+pids+=($!)
+port=""
+for _ in $(seq 1 100); do
+  port=$(sed -n 's/.*listening on https:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/ma-server.log" | head -1)
+  [ -n "$port" ] && break
+  kill -0 "${pids[-1]}" 2>/dev/null || fail "ma-server exited: $(tail -3 "$work/ma-server.log")"
+  sleep 0.1
+done
+[ -n "$port" ] || fail "ma-server did not report its port"
+MA=https://127.0.0.1:$port
+MA_CA=$work/ma/ca/ca-cert.pem
+ok "MA at $MA (MA key custody: $ma_key)"
+
+"$MA_ADMIN" operator issue --name helen --role helpdesk --out "$work" --dir "$work/ma" >/dev/null
+"$MA_ADMIN" operator issue --name audrey --role auditor --out "$work" --dir "$work/ma" >/dev/null
+helpdesk() { "$MA_ADMIN" --json --ma "$MA" --ma-ca "$MA_CA" --operator-cert "$work/helen.pem" "$@"; }
+auditor() { "$MA_ADMIN" --json --ma "$MA" --ma-ca "$MA_CA" --operator-cert "$work/audrey.pem" "$@"; }
+ok "operators: helen (helpdesk), audrey (auditor)"
+
+lms_a() {
+  "$LMS" --store "$work/store-A" --tcti "$TCTI_A" --ma "$MA" --ma-ca "$MA_CA" \
+    --ek-intermediate "$ek_inter" "$@"
+}
+lms_b() {
+  "$LMS" --store "$work/store-B" --tcti "$TCTI_B" --ma "$MA" --ma-ca "$MA_CA" \
+    --ek-intermediate "$ek_inter" "$@"
+}
+d=$work/data
+mkdir -p "$d"
+
+step "Board A: lms init (SRK, MRK bound to the MA key, recovery code shown once)"
+lms_a --json init > "$d/init.json"
+json 'd["recovery_code"]' < "$d/init.json" > "$d/recovery-code.txt"  # the user writes it down
+chmod 600 "$d/recovery-code.txt"
+ok "recovery code noted (not printed here)"
+
+step "Board A: the user's keys: a VPN signing key, a mail decryption key, a sealed disk secret"
+lms_a keygen --type ecc-sign --label vpn >/dev/null
+lms_a keygen --type rsa-decrypt --label mail >/dev/null
+head -c 32 /dev/urandom > "$d/disk-secret.bin"
+lms_a keygen --type sealed --label disk --data "$d/disk-secret.bin" >/dev/null
+for k in vpn mail; do lms_a pubkey "$k" --out "$d/$k-A.pem" >/dev/null; done
+echo "signed on board A" > "$d/msg-A.txt"
+lms_a sign vpn --in "$d/msg-A.txt" --out "$d/msg-A.sig" >/dev/null
+echo "mail for the user" > "$d/mail.txt"
+lms_a encrypt mail --in "$d/mail.txt" --out "$d/mail.enc" >/dev/null
+ok "3 keys; public keys exported, a signature and a ciphertext made on A"
+
+step "Board A: authenticate (EK certificate, AK, credential activation) and back up"
+OLD=$(lms_a --json authenticate | json 'd["platform_id"]')
+lms_a --json backup > "$d/backup.json"
+PKG=$(json 'd["package_id"]' < "$d/backup.json")
+ok "platform A = ${OLD:0:16}…, package $PKG vaulted"
+
+step "Board A dies. The disk (and its lms store) moves to board B, with a new TPM"
+kill "${pids[0]}" 2>/dev/null || true
+cp -a "$work/store-A" "$work/store-B"
+if lms_b sign vpn --in "$d/msg-A.txt" --out "$d/x.sig" >/dev/null 2>"$d/err.txt"; then
+  fail "a key of A worked on B without a restore"
+fi
+ok "the keys do not work on B: $(head -c 120 "$d/err.txt")"
+
+step "Board B authenticates to the MA: a different platform"
+NEW=$(lms_b --json authenticate | json 'd["platform_id"]')
+[ "$NEW" != "$OLD" ] || fail "B has A's platform id"
+ok "platform B = ${NEW:0:16}…"
+
+step "Board B asks for A's keys without an approval: refused"
+if lms_b restore --from "$OLD" --recovery-code-file "$d/recovery-code.txt" >"$d/out.txt" 2>&1; then
+  fail "restore without approval succeeded"
+fi
+grep -q "PermissionDenied\|approv" "$d/out.txt" || fail "unexpected refusal: $(cat "$d/out.txt")"
+ok "refused: $(grep -m1 -o 'the MA has no package[^(]*' "$d/out.txt" | head -c 100)…"
+
+step "Helpdesk: an auditor may not approve; helen (helpdesk) approves A -> B for 1 hour"
+if auditor approve --old "$OLD" --new "$NEW" --reason "ticket 4711" --expires 1h >"$d/out.txt" 2>&1; then
+  fail "an auditor approved"
+fi
+grep -q PermissionDenied "$d/out.txt" || fail "auditor refusal: $(cat "$d/out.txt")"
+APPROVAL=$(helpdesk approve --old "$OLD" --new "$NEW" --reason "ticket 4711: board swap" \
+  --expires 1h | json 'd["approval"]["id"]')
+ok "auditor refused; approval $APPROVAL active"
+
+step "Board B restores A's package with the user's recovery code"
+lms_b restore --from "$OLD" --recovery-code-file "$d/recovery-code.txt" >/dev/null
+ok "restored"
+
+step "Every key works on B with the public key it had on A"
+for k in vpn mail; do
+  lms_b pubkey "$k" --out "$d/$k-B.pem" >/dev/null
+  cmp -s "$d/$k-A.pem" "$d/$k-B.pem" || fail "$k: public key changed"
+done
+openssl dgst -sha256 -verify "$d/vpn-A.pem" -signature "$d/msg-A.sig" "$d/msg-A.txt" >/dev/null \
+  || fail "A's signature does not verify"
+echo "signed on board B" > "$d/msg-B.txt"
+lms_b sign vpn --in "$d/msg-B.txt" --out "$d/msg-B.sig" >/dev/null
+openssl dgst -sha256 -verify "$d/vpn-A.pem" -signature "$d/msg-B.sig" "$d/msg-B.txt" >/dev/null \
+  || fail "B's signature does not verify with A's public key"
+lms_b decrypt mail --in "$d/mail.enc" --out "$d/mail.dec" >/dev/null
+cmp -s "$d/mail.txt" "$d/mail.dec" || fail "the ciphertext made for A did not decrypt on B"
+lms_b unseal disk --out "$d/disk.out" >/dev/null
+cmp -s "$d/disk-secret.bin" "$d/disk.out" || fail "sealed data differs"
+ok "same public keys; signatures from A and B verify; A's ciphertext decrypts; sealed data unseals"
+
+step "The approval is used up: a second restore under it is refused"
+if lms_b restore --from "$OLD" --recovery-code-file "$d/recovery-code.txt" >"$d/out.txt" 2>&1; then
+  fail "a second restore under a used approval succeeded"
+fi
+state=$(helpdesk approvals list --new "$NEW" | json '[a["state"] for a in d["approvals"] if a["id"] == '"$APPROVAL"'][0]')
+[ "$state" = used ] || fail "approval state is $state"
+ok "approval $APPROVAL is used"
+
+step "Auditor: the audit log's hash chain verifies"
+rows=$(auditor audit verify | json 'd["verified_rows"]')
+ok "$rows audit rows, chain intact"
+
+printf '\nThe drill passed: every key of board A works on board B. Files in %s\n' "$work"
