@@ -6,10 +6,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <sstream>
+#include <stop_token>
 #include <streambuf>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -715,7 +719,16 @@ class Handler final : public MigrationAuthorityBindingService {
 
 class MaService final : public Endpoint {
  public:
-  explicit MaService(std::unique_ptr<Core> core) : core_(std::move(core)) {}
+  explicit MaService(std::unique_ptr<Core> core) : core_(std::move(core)) {
+    if (core_->options.purge_interval_s > 0) {
+      purger_ = std::jthread([this](std::stop_token stop) { PurgeLoop(stop); });
+    }
+  }
+  ~MaService() override {
+    purger_.request_stop();
+    purge_cv_.notify_all();
+    if (purger_.joinable()) purger_.join();  // before core_ (the vault) goes
+  }
 
   Reply Handle(std::string_view body, const RequestInfo& info) override {
     // A pool rather than thread_local: contexts belong to this endpoint (tests create
@@ -737,9 +750,25 @@ class MaService final : public Endpoint {
   }
 
  private:
+  void PurgeLoop(std::stop_token stop) {
+    const auto interval = std::chrono::seconds(core_->options.purge_interval_s);
+    std::unique_lock lock(purge_mu_);
+    while (!stop.stop_requested()) {
+      if (purge_cv_.wait_for(lock, stop, interval, [] { return false; })) break;
+      if (stop.stop_requested()) break;
+      lock.unlock();
+      // A failure (busy vault, disk full) is retried next round; the rows only take space.
+      (void)core_->vault->PurgeExpired(core_->env->NowUnixSeconds());
+      lock.lock();
+    }
+  }
+
   std::unique_ptr<Core> core_;
   std::mutex mu_;
   std::vector<std::unique_ptr<Handler>> idle_;
+  std::mutex purge_mu_;
+  std::condition_variable_any purge_cv_;
+  std::jthread purger_;  // last: stopped first
 };
 
 Result<std::unique_ptr<Endpoint>> Build(std::unique_ptr<Core> core) {

@@ -22,6 +22,9 @@ struct MaServiceOptions {
   // commit, so a deployment chasing read throughput may turn this off (the structured
   // request log still records them).
   bool audit_successful_reads = true;
+  // Expired challenges, download nonces and sessions are deleted this often by a
+  // background thread (0: never), so those tables stay the size of the live ones.
+  uint32_t purge_interval_s = 60;
 };
 
 // Opens the vault (SQLite at cfg.vault_path), loads the MA key (software custody) and the

@@ -17,3 +17,7 @@ tpmma_test(operator_test SOURCES operator_test.cc
 target_compile_definitions(operator_test PRIVATE MA_ADMIN_PATH="$<TARGET_FILE:ma-admin>"
                                                  MA_SERVER_PATH="$<TARGET_FILE:ma-server>")
 add_dependencies(operator_test ma-admin ma-server)
+
+# The MA service's background purge of expired challenges and sessions.
+tpmma_test(ma_service_purge_test SOURCES ma_service_purge_test.cc
+  LIBS tpmma_ma_service tpmma_storage LABELS server)
