@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "tests/server/tls_client.h"
+#include "tests/support/ma_process.h"
 #include "tests/support/testutil.h"
 
 namespace tpmma::testing {
@@ -27,82 +28,6 @@ using std::chrono::milliseconds;
 void Write(const std::string& path, const std::string& text) {
   WriteFileOrDie(path, ByteView(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
-
-// ma-server as a child process with its stderr on a pipe.
-class ServerProcess {
- public:
-  explicit ServerProcess(std::vector<std::string> argv) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(fds[1], 2);
-      std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      ::execv(args[0], args.data());
-      ::_exit(127);
-    }
-    ::close(fds[1]);
-    fd_ = fds[0];
-  }
-  ~ServerProcess() {
-    if (pid_ > 0 && !reaped_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (fd_ >= 0) ::close(fd_);
-  }
-
-  // Reads stderr until the "listening on https://127.0.0.1:PORT" line (or EOF/timeout).
-  std::optional<uint16_t> WaitListening(milliseconds timeout) {
-    static const std::regex kListening(R"(listening on https://127\.0\.0\.1:(\d+))");
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      std::smatch m;
-      if (std::regex_search(output_, m, kListening)) return std::stoi(m[1].str());
-      auto left =
-          std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left <= milliseconds(0) || !ReadSome(left)) return std::nullopt;
-    }
-  }
-
-  // Sends `sig` and returns the exit code (-1 if killed by a signal or still running after
-  // `timeout`).
-  int SignalAndWait(int sig, milliseconds timeout) {
-    ::kill(pid_, sig);
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        reaped_ = true;
-        while (ReadSome(milliseconds(100))) {
-        }
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      ReadSome(milliseconds(20));
-    }
-    return -1;
-  }
-
-  const std::string& output() const { return output_; }
-
- private:
-  bool ReadSome(milliseconds timeout) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
-    char buf[4096];
-    ssize_t n = ::read(fd_, buf, sizeof buf);
-    if (n <= 0) return false;
-    output_.append(buf, static_cast<size_t>(n));
-    return true;
-  }
-
-  pid_t pid_ = -1;
-  int fd_ = -1;
-  bool reaped_ = false;
-  std::string output_;
-};
 
 class MaServerTest : public ::testing::Test {
  protected:
