@@ -485,21 +485,6 @@ Bytes PemFileToDer(const std::string& path) {
   return der;
 }
 
-// WORKAROUND (client/tpm): xmlsec decides whether an RSA key can sign by looking for the
-// private exponent, which a TPM-backed key does not have, and then reports "key is not
-// found". A placeholder d makes xmlsec take the key as private; the signature itself still
-// comes from the TPM (the key's RSA_METHOD), and the MA verifies it with the public key.
-void MarkRsaKeyPrivate(EVP_PKEY* pkey) {
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-  RSA* rsa = const_cast<RSA*>(EVP_PKEY_get0_RSA(pkey));
-  if (rsa == nullptr) return;
-  BIGNUM* d = BN_new();
-  BN_set_word(d, 1);
-  RSA_set0_key(rsa, nullptr, nullptr, d);
-#pragma GCC diagnostic pop
-}
-
 Bytes Tpm2bAttest(const Bytes& body) {
   Bytes out = {static_cast<uint8_t>(body.size() >> 8), static_cast<uint8_t>(body.size())};
   out.insert(out.end(), body.begin(), body.end());
@@ -780,7 +765,6 @@ class MaServiceTpmTest : public ::testing::Test {
       ak->reset();
       auto pkey = esys::MakeTpmSigningKey(*p.tpm, std::move(*obj));
       ASSERT_OK(pkey);
-      MarkRsaKeyPrivate(pkey->get());
       p.signer = std::move(*pkey);
     }
     ak->reset();
@@ -959,7 +943,6 @@ TEST_F(MaServiceTpmTest, AuthenticateUploadQueryDownloadDelete) {
   model.custody = rc;
   auto pkey = esys::MakeTpmSigningKey(*tpm_, std::move(*sign_obj));
   ASSERT_OK(pkey);
-  MarkRsaKeyPrivate(pkey->get());
   auto signed_pkg = package::SignPackage(model, pkey->get());
   ASSERT_OK(signed_pkg);
   package::MigrationPackage foreign = model;  // claims another platform
