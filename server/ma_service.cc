@@ -434,6 +434,10 @@ class Handler final : public MigrationAuthorityBindingService {
   // The platform's certified package-signing key, as an OpenSSL public key.
   Result<EvpPkeyPtr> SigningKeyOf(const std::string& platform_id) {
     TPMMA_ASSIGN_OR_RETURN(storage::Platform p, core_->vault->GetPlatform(platform_id));
+    return SigningKeyOf(p);
+  }
+  Result<EvpPkeyPtr> SigningKeyOf(const storage::Platform& p) {
+    const std::string& platform_id = p.id;
     if (!p.signing_key_public) {
       return Error(Code::kPermissionDenied,
                    "platform " + platform_id +
@@ -469,7 +473,8 @@ class Handler final : public MigrationAuthorityBindingService {
       return Status(Code::kPermissionDenied,
                     "package source platform is not the authenticated platform");
     }
-    TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, SigningKeyOf(session.platform_id));
+    TPMMA_ASSIGN_OR_RETURN(storage::Platform me, core_->vault->GetPlatform(session.platform_id));
+    TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, SigningKeyOf(me));
     TPMMA_ASSIGN_OR_RETURN(package::MigrationPackage pkg, reader.Verify(key.get()));
     TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC mrk, tpm::Unmarshal<TPM2B_PUBLIC>(pkg.mrk.public_area));
     TPMMA_RETURN_IF_ERROR(CheckMrk(mrk.publicArea, core_->mrk_policy));
@@ -481,6 +486,9 @@ class Handler final : public MigrationAuthorityBindingService {
     p.descriptor.created_at = pkg.creation_time;
     p.descriptor.uploaded_at = Now();
     TPMMA_ASSIGN_OR_RETURN(p.descriptor.custody, CustodyOf(pkg.custody));
+    // The key that verified it, kept with the package: the platform may certify a new
+    // signing key later (e.g. after a TPM clear) and older packages must still verify.
+    p.descriptor.signing_key = me.signing_key_public.value_or(Bytes());
     for (const auto& k : pkg.child_keys) {
       p.descriptor.keys.push_back({k.key_id, k.label, std::string(package::ToString(k.usage))});
     }
@@ -671,7 +679,12 @@ class Handler final : public MigrationAuthorityBindingService {
     // Re-read the MRK from the signed document, through the verifying reader only.
     TPMMA_ASSIGN_OR_RETURN(package::PackageReader reader,
                            package::PackageReader::Open(stored.body, Limits()));
-    TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, SigningKeyOf(d.source_platform_id));
+    EvpPkeyPtr key;
+    if (!d.signing_key.empty()) {
+      TPMMA_ASSIGN_OR_RETURN(key, core_->signing_keys.Get(d.signing_key));
+    } else {
+      TPMMA_ASSIGN_OR_RETURN(key, SigningKeyOf(d.source_platform_id));
+    }
     auto verified = reader.Verify(key.get());
     if (!verified) {
       return Status(Code::kCorruption,

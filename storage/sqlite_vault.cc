@@ -170,6 +170,11 @@ CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
   BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 )sql",
+    // 2: the key each package's signature was verified with at upload (TPM2B_PUBLIC), so a
+    // later signing key of the platform does not orphan older packages. NULL: older rows.
+    R"sql(
+ALTER TABLE packages ADD COLUMN signing_key BLOB;
+)sql",
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -662,7 +667,7 @@ Status InsertSessionLocked(sqlite3* db, const Session& session) {
 
 constexpr std::string_view kPackageColumns =
     "pk, package_id, source_platform_id, format_version, created_at, uploaded_at, sha256, size, "
-    "custody";
+    "custody, signing_key";
 
 Result<PackageDescriptor> ReadDescriptor(const Stmt& s) {
   PackageDescriptor d;
@@ -674,6 +679,7 @@ Result<PackageDescriptor> ReadDescriptor(const Stmt& s) {
   d.sha256 = s.Blob(6);
   d.size = s.Int(7);
   TPMMA_ASSIGN_OR_RETURN(d.custody, ParseEnum(s.Text(8), kCustodyModes, "custody mode"));
+  d.signing_key = s.Blob(9);
   return d;
 }
 
@@ -1620,10 +1626,10 @@ Result<PutOutcome> SqliteVault::PutPackage(const Package& package, const AuditEv
     TPMMA_ASSIGN_OR_RETURN(
         Stmt ins, Stmt::Prepare(db, "insert package",
                                 "INSERT INTO packages (package_id, source_platform_id, "
-                                "format_version, created_at, uploaded_at, sha256, size, custody) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+                                "format_version, created_at, uploaded_at, sha256, size, custody, "
+                                "signing_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     ins.Bind(d.package_id, d.source_platform_id, d.format_version, d.created_at, d.uploaded_at,
-             digest, package.body.size(), ToString(d.custody));
+             digest, package.body.size(), ToString(d.custody), d.signing_key);
     TPMMA_RETURN_IF_ERROR(ins.Run());
     int64_t pk = sqlite3_last_insert_rowid(db);
     TPMMA_RETURN_IF_ERROR(Fault(options_, "package_row"));
@@ -1752,7 +1758,7 @@ Result<PackagePage> SqliteVault::QueryPackages(const PackageQuery& q) {
       }
       TPMMA_ASSIGN_OR_RETURN(PackageDescriptor d, ReadDescriptor(s));
       last_pk = s.Int(0);
-      d.key_count = s.Int(9);
+      d.key_count = s.Int(10);
       if (q.with_keys) {
         TPMMA_ASSIGN_OR_RETURN(d.keys, ReadKeys(keys, last_pk));
       }

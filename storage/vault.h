@@ -144,6 +144,9 @@ struct PackageDescriptor {
   Bytes sha256;      // of the body; computed by the vault on Put
   int64_t size = 0;  // of the body; computed by the vault on Put
   CustodyMode custody = CustodyMode::kRecoveryCode;
+  // TPM2B_PUBLIC of the key the server verified the signature with at upload; empty for
+  // packages stored before schema 2 (then the platform's current key is the only one known).
+  Bytes signing_key;
   std::vector<PackageKey> keys;  // in package order; empty from a query without with_keys
   int64_t key_count = 0;         // filled by the vault whether or not `keys` is
 };

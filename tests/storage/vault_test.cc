@@ -237,6 +237,32 @@ TEST_P(VaultTest, Sessions) {
   ASSERT_OK(vault_->GetSession(Sha("b"), kNow + 10));
 }
 
+TEST_P(VaultTest, PackagesKeepTheKeyTheyWereVerifiedWith) {
+  ASSERT_TRUE(vault_->UpsertPlatform(MakePlatform("p1"), std::nullopt).has_value());
+  Package with = MakePackage("3f2504e0-4f89-41d3-9a0c-0305e82c3301", "p1");
+  with.descriptor.signing_key = ToBytes("TPM2B_PUBLIC of key 1");
+  Package without = MakePackage("3f2504e0-4f89-41d3-9a0c-0305e82c3302", "p1");
+  ASSERT_TRUE(vault_->PutPackage(with, Audit("Upload", "u1")).has_value());
+  ASSERT_TRUE(vault_->PutPackage(without, Audit("Upload", "u2")).has_value());
+  auto d = vault_->GetPackageDescriptor(with.descriptor.package_id);
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->signing_key, with.descriptor.signing_key);
+  auto full = vault_->GetPackage(with.descriptor.package_id);
+  ASSERT_TRUE(full.has_value());
+  EXPECT_EQ(full->descriptor.signing_key, with.descriptor.signing_key);
+  auto d2 = vault_->GetPackageDescriptor(without.descriptor.package_id);
+  ASSERT_TRUE(d2.has_value());
+  EXPECT_TRUE(d2->signing_key.empty());
+  // Listing still counts keys right (the key count follows the new column).
+  PackageQuery q;
+  q.source_platform_id = "p1";
+  q.with_keys = false;
+  auto all = QueryAll(*vault_, q, 10);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].key_count, 2);
+  EXPECT_EQ(all[0].signing_key, with.descriptor.signing_key);
+}
+
 TEST_P(VaultTest, PutPackageIsIdempotentAndDetectsConflicts) {
   ASSERT_OK(vault_->UpsertPlatform(MakePlatform("p1"), std::nullopt));
   Package pkg = MakePackage("u1", "p1", 3);
