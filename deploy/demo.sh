@@ -7,24 +7,29 @@
 #   key, signatures made on A and on B verify with it, a ciphertext made for A decrypts on
 #   B, sealed data unseals; the approval is used up; the audit log verifies.
 #
-# Usage: deploy/demo.sh [--build DIR] [--workdir DIR] [--ma-key software|tpm]
+# Usage: deploy/demo.sh [--build DIR] [--workdir DIR] [--ma-key software|tpm] [--srk rsa|ecc]
 #   --ma-key tpm: the MA storage key lives in a third swtpm (TPM2_Rewrap there).
+#   --srk ecc: the boards' SRKs are ECC P-256 (0x81000002) instead of RSA-2048 (0x81000001).
 # Exit 0 when every check passed; 1 and the failing step otherwise. Loopback only.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
 work=""
 ma_key=software
+srk=rsa
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
     --workdir) work=$2; shift 2 ;;
     --ma-key) ma_key=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --srk) srk=$2; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 case "$ma_key" in software|tpm) ;; *) echo "demo.sh: --ma-key software|tpm" >&2; exit 2 ;; esac
+case "$srk" in rsa) srk_alg=rsa2048 ;; ecc) srk_alg=ecc-p256 ;;
+  *) echo "demo.sh: --srk rsa|ecc" >&2; exit 2 ;; esac
 MA_ADMIN=$build/server/ma-admin
 MA_SERVER=$build/server/ma-server
 LMS=$build/client/lms/lms
@@ -144,7 +149,7 @@ done
 [ -n "$port" ] || fail "ma-server did not report its port"
 MA=https://127.0.0.1:$port
 MA_CA=$work/ma/ca/ca-cert.pem
-ok "MA at $MA (MA key custody: $ma_key)"
+ok "MA at $MA (MA key custody: $ma_key; boards' SRKs: $srk_alg)"
 
 "$MA_ADMIN" operator issue --name helen --role helpdesk --out "$work" --dir "$work/ma" >/dev/null
 "$MA_ADMIN" operator issue --name audrey --role auditor --out "$work" --dir "$work/ma" >/dev/null
@@ -153,11 +158,11 @@ auditor() { "$MA_ADMIN" --json --ma "$MA" --ma-ca "$MA_CA" --operator-cert "$wor
 ok "operators: helen (helpdesk), audrey (auditor)"
 
 lms_a() {
-  "$LMS" --store "$work/store-A" --tcti "$TCTI_A" --ma "$MA" --ma-ca "$MA_CA" \
+  "$LMS" --store "$work/store-A" --tcti "$TCTI_A" --ma "$MA" --ma-ca "$MA_CA" --srk-alg "$srk_alg" \
     --ek-intermediate "$ek_inter" "$@"
 }
 lms_b() {
-  "$LMS" --store "$work/store-B" --tcti "$TCTI_B" --ma "$MA" --ma-ca "$MA_CA" \
+  "$LMS" --store "$work/store-B" --tcti "$TCTI_B" --ma "$MA" --ma-ca "$MA_CA" --srk-alg "$srk_alg" \
     --ek-intermediate "$ek_inter" "$@"
 }
 d=$work/data

@@ -590,6 +590,11 @@ int Run(int argc, char** argv, Env* env) {
   app.add_option("--tcti", g.tcti,
                  "TPM connection as in tpm2-tools: device:/dev/tpmrm0, tabrmd:, "
                  "swtpm:host=H,port=P (default: $TPM2TOOLS_TCTI, $TCTI, device:/dev/tpmrm0)");
+  app.add_option("--srk-alg", g.srk_alg,
+                 "SRK to create when the TPM has none (init, restore after a clear): rsa2048 "
+                 "(0x81000001) or ecc-p256 (0x81000002); a store keeps the one it was made with")
+      ->check(CLI::IsMember({"rsa2048", "ecc-p256"}))
+      ->capture_default_str();
   app.add_flag("--json", g.json, "machine-readable output on stdout (and no progress lines)");
   app.add_flag("--quiet", g.quiet, "no progress lines on stderr");
   app.add_option("--ma", g.ma_url,

@@ -40,7 +40,13 @@ struct Globals {
   std::vector<std::string> ek_intermediates;
   Env* env = nullptr;
 
-  Options LmsOptions() const { return {.store_dir = store, .tcti = tcti, .env = env}; }
+  std::string srk_alg = "rsa2048";  // --srk-alg
+  Options LmsOptions() const {
+    return {.store_dir = store,
+            .tcti = tcti,
+            .srk_alg = srk_alg == "ecc-p256" ? esys::KeyAlg::kEccP256 : esys::KeyAlg::kRsa2048,
+            .env = env};
+  }
 };
 
 struct Command {

@@ -175,8 +175,8 @@ Result<std::string> OpenSshPublicKey(const TPMT_PUBLIC& pub, std::string_view co
   return line + "\n";
 }
 
-Lms::Lms(KeyStore store, std::string tcti, Env* env)
-    : store_(std::move(store)), tcti_(std::move(tcti)), env_(env) {}
+Lms::Lms(KeyStore store, std::string tcti, esys::KeyAlg srk_alg, Env* env)
+    : store_(std::move(store)), tcti_(std::move(tcti)), srk_alg_(srk_alg), env_(env) {}
 
 Lms::~Lms() {
   srk_.reset();
@@ -188,7 +188,8 @@ Result<std::unique_ptr<Lms>> Lms::Open(const Options& options) {
   if (options.store_dir.empty()) {
     return Error(Code::kInvalidArgument, "the key store directory is empty");
   }
-  return std::unique_ptr<Lms>(new Lms(KeyStore(options.store_dir, env), options.tcti, env));
+  return std::unique_ptr<Lms>(
+      new Lms(KeyStore(options.store_dir, env), options.tcti, options.srk_alg, env));
 }
 
 Status Lms::OpenTpm(bool create_srk, const StoreState* expected) {
@@ -196,7 +197,7 @@ Status Lms::OpenTpm(bool create_srk, const StoreState* expected) {
   TPMMA_ASSIGN_OR_RETURN(std::unique_ptr<esys::Tpm> tpm, esys::Tpm::Open(tcti_));
   esys::Object srk;
   if (create_srk) {
-    TPMMA_ASSIGN_OR_RETURN(srk, tpm->GetOrCreateSrk(esys::KeyAlg::kRsa2048));
+    TPMMA_ASSIGN_OR_RETURN(srk, tpm->GetOrCreateSrk(srk_alg_));
   } else {
     const uint32_t handle = expected->srk_handle;
     TPMMA_ASSIGN_OR_RETURN(bool exists, tpm->HandleExists(handle));
@@ -258,9 +259,15 @@ Result<esys::Tpm*> Lms::OpenForMa() {
     }
   }
   if (!verified) {
-    Progress("using the storage root key at " + Hex32(esys::kSrkHandle) +
-             " (made now if the TPM has none)");
-    TPMMA_ASSIGN_OR_RETURN(srk, tpm->GetOrCreateSrk(esys::KeyAlg::kRsa2048));
+    // The store's algorithm if it has one (a restore after a clear), else --srk-alg.
+    const esys::KeyAlg alg =
+        state ? (state->srk_alg == AlgName(esys::KeyAlg::kEccP256) ? esys::KeyAlg::kEccP256
+                                                                   : esys::KeyAlg::kRsa2048)
+              : srk_alg_;
+    Progress("using the storage root key at " +
+             Hex32(alg == esys::KeyAlg::kEccP256 ? esys::kSrkEccHandle : esys::kSrkHandle) + " (" +
+             AlgName(alg) + ", made now if the TPM has none)");
+    TPMMA_ASSIGN_OR_RETURN(srk, tpm->GetOrCreateSrk(alg));
   }
   TPMMA_RETURN_IF_ERROR(tpm->EnableParameterEncryption(srk));
   tpm_ = std::move(tpm);
@@ -367,8 +374,8 @@ Result<InitResult> Lms::Init(const InitOptions& o) {
   TPMMA_ASSIGN_OR_RETURN(out.mrk, RecordOf(mrk_blob, KeyType::kMrk, "mrk", "srk", "lms", now));
   StoreState& s = out.state;
   s.initialized_at = now;
-  s.srk_handle = esys::kSrkHandle;
-  s.srk_alg = AlgName(esys::KeyAlg::kRsa2048);
+  s.srk_handle = srk_alg_ == esys::KeyAlg::kEccP256 ? esys::kSrkEccHandle : esys::kSrkHandle;
+  s.srk_alg = AlgName(srk_alg_);
   s.srk_name = srk_info.name;
   s.mrk_id = out.mrk.id;
   s.ma_key_public = o.ma_key_public;

@@ -30,7 +30,10 @@ namespace tpmma::lms {
 
 struct Options {
   std::string store_dir = kDefaultStoreDir;
-  std::string tcti;    // empty: $TPM2TOOLS_TCTI, else $TCTI, else device:/dev/tpmrm0
+  std::string tcti;  // empty: $TPM2TOOLS_TCTI, else $TCTI, else device:/dev/tpmrm0
+  // The SRK to make when the TPM needs one (init, or a restore after a clear): RSA-2048 at
+  // 0x81000001 or ECC P-256 at 0x81000002. An initialised store uses the one it records.
+  esys::KeyAlg srk_alg = esys::KeyAlg::kRsa2048;
   Env* env = nullptr;  // nullptr: Env::Default()
 };
 
@@ -114,7 +117,7 @@ class Lms {
   }
 
  private:
-  Lms(KeyStore store, std::string tcti, Env* env);
+  Lms(KeyStore store, std::string tcti, esys::KeyAlg srk_alg, Env* env);
   Status OpenTpm(bool create_srk, const StoreState* expected);
   Result<KeyRecord> FindTyped(std::string_view id_or_label, std::initializer_list<KeyType> types,
                               std::string_view operation);
@@ -122,6 +125,7 @@ class Lms {
 
   KeyStore store_;
   std::string tcti_;
+  esys::KeyAlg srk_alg_;
   Env* env_ = nullptr;
   // Declared in this order so that the SRK handle goes before the Tpm it belongs to.
   std::unique_ptr<esys::Tpm> tpm_;

@@ -719,8 +719,10 @@ Result<RestoreResult> Restore(Lms& lms, const MaSettings& ma, const RestoreOptio
   TPMMA_ASSIGN_OR_RETURN(mrk_record.private_area, tpm::Marshal(*imported));
   if (!mrk_record.backed_up_at) mrk_record.backed_up_at = model->creation_time;
   TPMMA_RETURN_IF_ERROR(store.PutKey(mrk_record));
-  state.srk_handle = esys::kSrkHandle;
-  state.srk_alg = "rsa2048";
+  // The SRK this restore imported under (RSA at 0x81000001 or ECC at 0x81000002).
+  const bool ecc_srk = srk_info.public_area.publicArea.type == TPM2_ALG_ECC;
+  state.srk_handle = ecc_srk ? esys::kSrkEccHandle : esys::kSrkHandle;
+  state.srk_alg = ecc_srk ? "ecc-p256" : "rsa2048";
   state.srk_name = srk_info.name;
   state.custody = new_custody;
   if (model->source_platform_id == out.platform_id) {
