@@ -22,18 +22,18 @@ enum class Code {
   kIntegrityFailure,  // HMAC or hash mismatch (tampered or wrongly wrapped TPM blob)
   kNotFound,
   kAlreadyExists,
-  kConflict,           // same id, different content; state changed underneath
-  kUnauthenticated,    // no/expired/unknown session or challenge
-  kPermissionDenied,   // authenticated, but not allowed
-  kExpired,            // challenge, session or approval past its TTL
-  kCorruption,         // stored data is damaged (audit chain broken, bad row)
-  kIoError,            // the OS said no (file, socket)
-  kTpmError,           // a TPM or TSS call failed; message names the call
-  kCryptoError,        // an OpenSSL call failed
-  kUnsupported,        // algorithm, version or feature not supported
-  kVersionTooNew,      // on-disk or on-wire format newer than this build understands
-  kUnavailable,        // dependency unreachable (MA, TPM); retrying may help
-  kInternal,           // a bug: an invariant did not hold; keep last (CodeFromName)
+  kConflict,          // same id, different content; state changed underneath
+  kUnauthenticated,   // no/expired/unknown session or challenge
+  kPermissionDenied,  // authenticated, but not allowed
+  kExpired,           // challenge, session or approval past its TTL
+  kCorruption,        // stored data is damaged (audit chain broken, bad row)
+  kIoError,           // the OS said no (file, socket)
+  kTpmError,          // a TPM or TSS call failed; message names the call
+  kCryptoError,       // an OpenSSL call failed
+  kUnsupported,       // algorithm, version or feature not supported
+  kVersionTooNew,     // on-disk or on-wire format newer than this build understands
+  kUnavailable,       // dependency unreachable (MA, TPM); retrying may help
+  kInternal,          // a bug: an invariant did not hold; keep last (CodeFromName)
 };
 
 // Stable name used on the wire ("SchemaViolation"); never changes once released.
@@ -42,6 +42,10 @@ std::string_view CodeName(Code code);
 // "SchemaViolation" -> Code::kSchemaViolation; kInternal for unknown names, so a newer
 // peer cannot make an old one misread a code.
 Code CodeFromName(std::string_view name);
+
+// Codes the caller can act on (bad input, refused, not found, expired...): SOAP "Client"
+// faults. The rest say the MA itself failed ("Server").
+bool IsCallerError(Code code);
 
 class [[nodiscard]] Status {
  public:
@@ -80,7 +84,9 @@ inline std::unexpected<Status> Error(Status status) {
 }
 
 namespace internal {
-inline const Status& AsStatus(const Status& s) { return s; }
+inline const Status& AsStatus(const Status& s) {
+  return s;
+}
 template <typename T>
 Status AsStatus(const Result<T>& r) {
   return r.has_value() ? Status() : r.error();
@@ -94,14 +100,14 @@ Status AsStatus(const Result<T>& r) {
 #define TPMMA_CONCAT_INNER(a, b) a##b
 #define TPMMA_CONCAT(a, b) TPMMA_CONCAT_INNER(a, b)
 
-#define TPMMA_RETURN_IF_ERROR(expr)                                          \
+#define TPMMA_RETURN_IF_ERROR(expr)                                           \
   do {                                                                        \
     ::tpmma::Status tpmma_status_ = ::tpmma::internal::AsStatus((expr));      \
     if (!tpmma_status_.ok()) return ::tpmma::Error(std::move(tpmma_status_)); \
   } while (0)
 
-#define TPMMA_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr)    \
-  auto tmp = (expr);                                   \
+#define TPMMA_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr)                    \
+  auto tmp = (expr);                                                   \
   if (!tmp.has_value()) return ::tpmma::Error(std::move(tmp.error())); \
   lhs = std::move(*tmp)
 

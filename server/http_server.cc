@@ -58,28 +58,6 @@ constexpr const char* kTls12Ciphers =
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-bool IsCallerError(Code code) {
-  switch (code) {
-    case Code::kInvalidArgument:
-    case Code::kMalformed:
-    case Code::kSchemaViolation:
-    case Code::kLimitExceeded:
-    case Code::kSignatureInvalid:
-    case Code::kIntegrityFailure:
-    case Code::kNotFound:
-    case Code::kAlreadyExists:
-    case Code::kConflict:
-    case Code::kUnauthenticated:
-    case Code::kPermissionDenied:
-    case Code::kExpired:
-    case Code::kUnsupported:
-    case Code::kVersionTooNew:
-      return true;
-    default:
-      return false;
-  }
-}
-
 std::string XmlEscape(std::string_view s) {
   std::string out;
   for (char c : s) {

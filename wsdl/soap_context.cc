@@ -9,29 +9,6 @@
 namespace tpmma::wsdl {
 namespace {
 
-// Codes a client can act on are "Client" faults; the rest say the MA failed.
-bool IsCallerError(Code code) {
-  switch (code) {
-    case Code::kInvalidArgument:
-    case Code::kMalformed:
-    case Code::kSchemaViolation:
-    case Code::kLimitExceeded:
-    case Code::kSignatureInvalid:
-    case Code::kIntegrityFailure:
-    case Code::kNotFound:
-    case Code::kAlreadyExists:
-    case Code::kConflict:
-    case Code::kUnauthenticated:
-    case Code::kPermissionDenied:
-    case Code::kExpired:
-    case Code::kUnsupported:
-    case Code::kVersionTooNew:
-      return true;
-    default:
-      return false;
-  }
-}
-
 _ma__MAFault* DetailFault(struct soap* soap) {
   if (soap->fault == nullptr) return nullptr;
   SOAP_ENV__Detail* detail =
