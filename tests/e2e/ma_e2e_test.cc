@@ -41,17 +41,6 @@ using client::MaClient;
     EXPECT_EQ(s_.code(), code_) << #expr << ": " << s_.ToString(); \
   } while (0)
 
-Bytes PemFileToDer(const std::string& path) {
-  Bytes pem = ReadFileOrDie(path);
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (!cert) return {};
-  Bytes der(static_cast<size_t>(i2d_X509(cert.get(), nullptr)));
-  unsigned char* p = der.data();
-  i2d_X509(cert.get(), &p);
-  return der;
-}
-
 std::string PublicPem(const TPMT_PUBLIC& pub) {
   auto key = tpm::PublicToEvp(pub);
   if (!key) return {};
@@ -75,7 +64,7 @@ class MaE2eTest : public ::testing::Test {
     ma_ = MaInstance::Start({MA_ADMIN_PATH, MA_SERVER_PATH}, dir_.path(), {sw_->RootCaCertPath()},
                             &why);
     ASSERT_NE(ma_, nullptr) << why;
-    intermediate_ = PemFileToDer(sw_->IntermediateCaCertPath());
+    intermediate_ = PemCertificateFileToDer(sw_->IntermediateCaCertPath());
     ASSERT_FALSE(intermediate_.empty());
   }
 

@@ -473,18 +473,6 @@ TEST(MaService, EveryReadIsAuditedInTheChainDeferredOrDurable) {
 // ---------------------------------------------------------------------------------------
 // With a TPM: the whole path.
 
-Bytes PemFileToDer(const std::string& path) {
-  Bytes pem = testing::ReadFileOrDie(path);
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (!cert) return {};
-  int n = i2d_X509(cert.get(), nullptr);
-  Bytes der(static_cast<size_t>(n));
-  unsigned char* p = der.data();
-  i2d_X509(cert.get(), &p);
-  return der;
-}
-
 Bytes Tpm2bAttest(const Bytes& body) {
   Bytes out = {static_cast<uint8_t>(body.size() >> 8), static_cast<uint8_t>(body.size())};
   out.insert(out.end(), body.begin(), body.end());
@@ -518,7 +506,7 @@ class MaServiceTpmTest : public ::testing::Test {
     ASSERT_OK(tpm);
     tpm_ = std::move(*tpm);
     cur_ = tpm_.get();
-    intermediate_ = PemFileToDer(t_->IntermediateCaCertPath());
+    intermediate_ = testing::PemCertificateFileToDer(t_->IntermediateCaCertPath());
     ASSERT_FALSE(intermediate_.empty());
     cur_intermediate_ = intermediate_;
   }
@@ -709,7 +697,7 @@ class MaServiceTpmTest : public ::testing::Test {
       p->owned = std::move(*tpm);
       p->tpm = p->owned.get();
     }
-    p->intermediate = PemFileToDer(sw->IntermediateCaCertPath());
+    p->intermediate = testing::PemCertificateFileToDer(sw->IntermediateCaCertPath());
     auto srk = p->tpm->GetOrCreateSrk(esys::KeyAlg::kRsa2048);
     ASSERT_OK(srk);
     p->srk = std::move(*srk);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "tests/support/testutil.h"
 
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+
+#include "common/openssl.h"
 
 namespace tpmma::testing {
 
@@ -66,6 +70,19 @@ void WriteFileOrDie(const std::string& path, ByteView data) {
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
-std::string SourceDir() { return TPMMA_SOURCE_DIR; }
+std::string SourceDir() {
+  return TPMMA_SOURCE_DIR;
+}
+
+Bytes PemCertificateFileToDer(const std::string& path) {
+  Bytes pem = ReadFileOrDie(path);
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (!cert) return {};
+  Bytes der(static_cast<size_t>(i2d_X509(cert.get(), nullptr)));
+  unsigned char* p = der.data();
+  i2d_X509(cert.get(), &p);
+  return der;
+}
 
 }  // namespace tpmma::testing

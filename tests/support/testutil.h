@@ -33,6 +33,8 @@ struct CommandResult {
 CommandResult RunCommand(const std::vector<std::string>& argv);
 
 Bytes ReadFileOrDie(const std::string& path);
+// The first certificate of a PEM file as DER (empty if there is none).
+Bytes PemCertificateFileToDer(const std::string& path);
 void WriteFileOrDie(const std::string& path, ByteView data);
 
 // The repository's source root (set by CMake), for schema files and fixtures.
