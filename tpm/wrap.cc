@@ -84,7 +84,9 @@ Bytes OaepLabel(std::string_view label) {
   return l;
 }
 
-Status SetOaep(EVP_PKEY_CTX* ctx, const EVP_MD* md, std::string_view label) {
+}  // namespace
+
+Status SetOaepParameters(EVP_PKEY_CTX* ctx, const EVP_MD* md, std::string_view label) {
   if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) != 1 ||
       EVP_PKEY_CTX_set_rsa_oaep_md(ctx, md) != 1 || EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md) != 1) {
     return OpensslError("RSA-OAEP parameters");
@@ -99,6 +101,8 @@ Status SetOaep(EVP_PKEY_CTX* ctx, const EVP_MD* md, std::string_view label) {
   }
   return Status::Ok();
 }
+
+namespace {
 
 Result<SecureBytes> EcdhX(EVP_PKEY* priv, EVP_PKEY* peer) {
   EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, priv, nullptr));
@@ -141,7 +145,7 @@ Result<Seed> CreateSeed(const TPMT_PUBLIC& parent, std::string_view label) {
     EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, pub.get(), nullptr));
     if (!ctx || EVP_PKEY_encrypt_init(ctx.get()) != 1)
       return Error(OpensslError("EVP_PKEY_encrypt_init"));
-    TPMMA_RETURN_IF_ERROR(SetOaep(ctx.get(), md, label));
+    TPMMA_RETURN_IF_ERROR(SetOaepParameters(ctx.get(), md, label));
     size_t len = 0;
     if (EVP_PKEY_encrypt(ctx.get(), nullptr, &len, out.seed.data(), out.seed.size()) != 1) {
       return Error(OpensslError("EVP_PKEY_encrypt"));
@@ -197,7 +201,7 @@ Result<SecureBytes> RecoverSeed(EVP_PKEY* parent_private, const TPMT_PUBLIC& par
     EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, parent_private, nullptr));
     if (!ctx || EVP_PKEY_decrypt_init(ctx.get()) != 1)
       return Error(OpensslError("EVP_PKEY_decrypt_init"));
-    TPMMA_RETURN_IF_ERROR(SetOaep(ctx.get(), md, label));
+    TPMMA_RETURN_IF_ERROR(SetOaepParameters(ctx.get(), md, label));
     size_t len = 0;
     if (EVP_PKEY_decrypt(ctx.get(), nullptr, &len, encrypted.data(), encrypted.size()) != 1) {
       return Error(OpensslError("EVP_PKEY_decrypt"));

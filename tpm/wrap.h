@@ -41,4 +41,8 @@ Result<Bytes> OuterWrap(const TPMT_PUBLIC& parent, ByteView seed, ByteView name,
 Result<SecureBytes> OuterUnwrap(const TPMT_PUBLIC& parent, ByteView seed, ByteView name,
                                 ByteView body);
 
+// RSA-OAEP padding with `md` for both the hash and MGF1, and label || 0x00 (the TPM's
+// convention: "DUPLICATE\0", "IDENTITY\0", the escrow label).
+Status SetOaepParameters(EVP_PKEY_CTX* ctx, const EVP_MD* md, std::string_view label);
+
 }  // namespace tpmma::tpm

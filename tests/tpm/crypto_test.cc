@@ -6,6 +6,7 @@
 
 #include "common/openssl.h"
 #include "tpm/credential.h"
+#include "tpm/escrow.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 #include "tpm/rewrap.h"
@@ -218,6 +219,50 @@ TEST(RewrapTest, SoftwareRoundTripToRsaAndEcc) {
   signer.publicArea.objectAttributes |= TPMA_OBJECT_SIGN_ENCRYPT;
   EXPECT_EQ(Rewrap(MaKey(), ma->publicArea, *object, dup, enc, signer).error().code(),
             Code::kInvalidArgument);
+}
+
+
+TEST(EscrowTest, RoundTripAndBinding) {
+  static EvpPkeyPtr escrow = GenRsa(2048);
+  auto pub = EscrowPublicFromEvp(escrow.get());
+  ASSERT_TRUE(pub.has_value()) << pub.error().ToString();
+  EXPECT_EQ(pub->publicArea.objectAttributes, TPMA_OBJECT_DECRYPT | TPMA_OBJECT_USERWITHAUTH);
+  const Bytes inner(16, 0x5a);
+  const Bytes mrk_name = {0x00, 0x0b, 1, 2, 3};
+  auto ct = EscrowEncrypt(pub->publicArea, inner, "platform-a", mrk_name);
+  ASSERT_TRUE(ct.has_value()) << ct.error().ToString();
+  EXPECT_EQ(ct->size(), 256u);
+
+  auto plain = EscrowDecrypt(escrow.get(), *ct);
+  ASSERT_TRUE(plain.has_value()) << plain.error().ToString();
+  auto opened = EscrowOpen(*plain, "platform-a", mrk_name);
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  EXPECT_EQ(Bytes(opened->begin(), opened->end()), inner);
+
+  // Another platform or another MRK: the same blob does not open.
+  auto other_platform = EscrowOpen(*plain, "platform-b", mrk_name);
+  ASSERT_FALSE(other_platform.has_value());
+  EXPECT_EQ(other_platform.error().code(), Code::kIntegrityFailure);
+  auto other_mrk = EscrowOpen(*plain, "platform-a", Bytes{0x00, 0x0b, 1, 2, 4});
+  ASSERT_FALSE(other_mrk.has_value());
+  EXPECT_EQ(other_mrk.error().code(), Code::kIntegrityFailure);
+
+  // A flipped bit, or a blob for another key, never decrypts; the message says no more.
+  Bytes flipped = *ct;
+  flipped[100] ^= 1;
+  auto bad = EscrowDecrypt(escrow.get(), flipped);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), Code::kIntegrityFailure);
+  auto wrong_key = EscrowDecrypt(MaKey(), *ct);
+  ASSERT_FALSE(wrong_key.has_value());
+  EXPECT_EQ(wrong_key.error().code(), Code::kIntegrityFailure);
+
+  // Only a plain RSA decryption key of at least 2048 bits can be an escrow key.
+  auto storage = MaStoragePublic(MaKey());
+  ASSERT_TRUE(storage.has_value());
+  EXPECT_EQ(CheckEscrowKey(storage->publicArea).code(), Code::kInvalidArgument);
+  EXPECT_FALSE(EscrowEncrypt(storage->publicArea, inner, "p", mrk_name).has_value());
+  EXPECT_FALSE(EscrowEncrypt(pub->publicArea, Bytes(8, 1), "p", mrk_name).has_value());
 }
 
 }  // namespace
