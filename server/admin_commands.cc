@@ -251,11 +251,6 @@ Status Approve(const AdminContext& ctx, const ApproveOptions& o) {
     return Status(Code::kInvalidArgument,
                   "an approval needs a --reason (it goes in the audit log)");
   }
-  if (o.old_platform == o.new_platform) {
-    return Status(Code::kInvalidArgument,
-                  "old and new platform are the same: a platform restores its own packages "
-                  "without an approval");
-  }
   // Both platforms must be known: an approval for a typo would wait forever.
   TPMMA_ASSIGN_OR_RETURN(storage::Platform old_p, ctx.vault->GetPlatform(o.old_platform));
   TPMMA_ASSIGN_OR_RETURN(storage::Platform new_p, ctx.vault->GetPlatform(o.new_platform));

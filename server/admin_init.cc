@@ -45,7 +45,10 @@ Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
                        "is what every vaulted package is wrapped to). Choose a new --dir.");
     }
   }
-  for (const char* sub : {"", "/ca", "/ma", "/tls", "/trust", "/trust/ek-roots"}) {
+  if (opts.escrow && opts.escrow_key_id == opts.ma_key_id) {
+    return Error(Code::kInvalidArgument, "--escrow-key-id must differ from --ma-key-id");
+  }
+  for (const char* sub : {"", "/ca", "/ma", "/escrow", "/tls", "/trust", "/trust/ek-roots"}) {
     TPMMA_RETURN_IF_ERROR(env->CreateDirs(dir + sub, kDirMode));
   }
 
@@ -70,6 +73,21 @@ Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
                                           ma_key.get(), ca_key.get(), ca_cert.get()));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ma_public, tpm::MaStoragePublic(ma_key.get()));
   TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, tpm::ComputeName(ma_public.publicArea));
+
+  // The escrow key: RSA-2048 so that it can also live in a TPM (TPM2_RSA_Decrypt). A key
+  // of its own, never the MA key: one stolen key file must not open a package.
+  EvpPkeyPtr escrow_key;
+  X509Ptr escrow_cert;
+  if (opts.escrow) {
+    TPMMA_ASSIGN_OR_RETURN(escrow_key, GenerateKey(KeyType::kRsa2048));
+    TPMMA_ASSIGN_OR_RETURN(
+        escrow_cert, IssueCertificate({.common_name = "tpm-ma escrow key " + opts.escrow_key_id,
+                                       .profile = CertProfile::kMaStorage,
+                                       .dns_names = {},
+                                       .ip_addresses = {},
+                                       .valid_days = 3650},
+                                      escrow_key.get(), ca_key.get(), ca_cert.get()));
+  }
 
   std::vector<std::string> ips;
   if (opts.listen_address != "0.0.0.0" && opts.listen_address != "::") {
@@ -113,6 +131,12 @@ Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
   TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/ca/ca-cert.pem", ca_cert_pem));
   TPMMA_RETURN_IF_ERROR(WriteSecret(env, dir + "/ma/ma-key.pem", ma_key_pem));
   TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/ma/ma-cert.pem", ma_cert_pem));
+  if (opts.escrow) {
+    TPMMA_ASSIGN_OR_RETURN(SecureString escrow_key_pem, PrivateKeyToPem(escrow_key.get()));
+    TPMMA_ASSIGN_OR_RETURN(std::string escrow_cert_pem, CertificateToPem(escrow_cert.get()));
+    TPMMA_RETURN_IF_ERROR(WriteSecret(env, dir + "/escrow/escrow-key.pem", escrow_key_pem));
+    TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/escrow/escrow-cert.pem", escrow_cert_pem));
+  }
   TPMMA_RETURN_IF_ERROR(WriteSecret(env, dir + "/tls/server-key.pem", tls_key_pem));
   TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/tls/server-cert.pem", tls_cert_pem));
   // Numbered: roots from different vendors are often all called "root.pem" (swtpm's
@@ -145,6 +169,12 @@ Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
   cfg.ma_key_id = opts.ma_key_id;
   cfg.ma_private_key = "ma/ma-key.pem";
   cfg.ma_certificate = "ma/ma-cert.pem";
+  if (opts.escrow) {
+    cfg.escrow_custody = "software";
+    cfg.escrow_key_id = opts.escrow_key_id;
+    cfg.escrow_private_key = "escrow/escrow-key.pem";
+    cfg.escrow_certificate = "escrow/escrow-cert.pem";
+  }
   cfg.vault_path = "vault.db";
   cfg.ek_roots = {"trust/ek-roots"};
   // Written last: a directory without config.toml is not an MA, and ma-server says so.
@@ -156,7 +186,8 @@ Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
                     .ca_certificate_path = dir + "/ca/ca-cert.pem",
                     .url = "https://" + host + ":" + std::to_string(opts.listen_port) + "/",
                     .ma_key_id = opts.ma_key_id,
-                    .ma_name_hex = HexEncode(ma_name)};
+                    .ma_name_hex = HexEncode(ma_name),
+                    .escrow_key_id = opts.escrow ? opts.escrow_key_id : std::string()};
 }
 
 }  // namespace tpmma::server

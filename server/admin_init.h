@@ -9,6 +9,8 @@
 //     ca/operator-ca-cert.pem 0644  tls.client_ca: the server accepts operator certs from it
 //     ma/ma-key.pem           0600  the MA storage key packages are duplicated to
 //     ma/ma-cert.pem          0644
+//     escrow/escrow-key.pem   0600  the escrow key (escrow custody, DESIGN 4.4): a separate
+//     escrow/escrow-cert.pem  0644  file from the MA key, so each can have its own custody
 //     tls/server-key.pem      0600
 //     tls/server-cert.pem     0644
 //     trust/ek-roots/         0700  TPM manufacturer roots accepted for EK certificates
@@ -31,6 +33,9 @@ struct InitOptions {
   std::vector<std::string> tls_dns_names = {"localhost"};
   std::vector<std::string> ek_root_files;  // copied into trust/ek-roots/
   std::string ma_key_id = "ma-1";
+  // Offer escrow custody of inner keys (DESIGN 4.4): an escrow key separate from the MA key.
+  bool escrow = true;
+  std::string escrow_key_id = "escrow-1";
 };
 
 struct InitReport {
@@ -39,6 +44,7 @@ struct InitReport {
   std::string url;  // https://127.0.0.1:8443/
   std::string ma_key_id;
   std::string ma_name_hex;  // Name of the MA key's TPM2B_PUBLIC: what MRK policies bind to
+  std::string escrow_key_id;  // empty: no escrow custody offered
 };
 
 // Refuses a directory that already holds anything: an existing MA key is what every

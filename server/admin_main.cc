@@ -60,6 +60,11 @@ int main(int argc, char** argv) {
                        "PEM certificate of a TPM manufacturer root to trust (repeatable)");
   init_cmd->add_option("--ma-key-id", init.ma_key_id, "identifier of the MA key")
       ->capture_default_str();
+  init_cmd->add_option("--escrow-key-id", init.escrow_key_id, "identifier of the escrow key")
+      ->capture_default_str();
+  bool no_escrow = false;
+  init_cmd->add_flag("--no-escrow", no_escrow,
+                     "offer recovery-code custody only: make no escrow key");
 
   // --- commands on an existing MA's state directory
   std::string dir = "/var/lib/tpm-ma";
@@ -179,15 +184,19 @@ int main(int argc, char** argv) {
     }
     init.listen_address = listen.substr(0, colon);
     init.listen_port = static_cast<uint16_t>(port);
+    init.escrow = !no_escrow;
     auto report = tpmma::server::InitMaState(init, tpmma::Env::Default());
     if (!report) return Fail(report.error(), json);
     if (json) {
-      nlohmann::json out = {{"ok", true},
-                            {"config", report->config_path},
-                            {"ca_certificate", report->ca_certificate_path},
-                            {"url", report->url},
-                            {"ma_key_id", report->ma_key_id},
-                            {"ma_name", report->ma_name_hex}};
+      nlohmann::json out = {
+          {"ok", true},
+          {"config", report->config_path},
+          {"ca_certificate", report->ca_certificate_path},
+          {"url", report->url},
+          {"ma_key_id", report->ma_key_id},
+          {"ma_name", report->ma_name_hex},
+          {"escrow_key_id", report->escrow_key_id.empty() ? nlohmann::json(nullptr)
+                                                          : nlohmann::json(report->escrow_key_id)}};
       std::printf("%s\n", out.dump().c_str());
     } else {
       std::printf(
@@ -196,10 +205,16 @@ int main(int argc, char** argv) {
           "  MA URL:          %s\n"
           "  trust (CA cert): %s   (lms --ma-ca)\n"
           "  MA key %s Name: %s\n"
+          "  escrow key:      %s\n"
           "Start it with: ma-server --config %s\n",
           init.dir.c_str(), report->config_path.c_str(), report->url.c_str(),
           report->ca_certificate_path.c_str(), report->ma_key_id.c_str(),
-          report->ma_name_hex.c_str(), report->config_path.c_str());
+          report->ma_name_hex.c_str(),
+          report->escrow_key_id.empty()
+              ? "none (recovery-code custody only)"
+              : (report->escrow_key_id + " (escrow/escrow-key.pem; keep it apart from ma/)")
+                    .c_str(),
+          report->config_path.c_str());
     }
     return 0;
   }

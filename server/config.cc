@@ -292,6 +292,20 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Path("ma", "tpm_public", c.ma_tpm_public);
   r.Path("ma", "tpm_private", c.ma_tpm_private);
   r.Int("ma", "tpm_parent", c.ma_tpm_parent, 0x81000000u, 0x81FFFFFFu);
+  r.String(
+      "escrow", "custody", c.escrow_custody,
+      [](const std::string& v) { return v == "none" || v == "software" || v == "tpm"; },
+      "\"none\", \"software\" or \"tpm\"");
+  r.String("escrow", "key_id", c.escrow_key_id, IsKeyId, "1 to 64 characters of A-Z a-z 0-9 . _ -");
+  r.Path("escrow", "private_key", c.escrow_private_key);
+  r.Path("escrow", "certificate", c.escrow_certificate);
+  r.String(
+      "escrow", "tpm_tcti", c.escrow_tpm_tcti,
+      [](const std::string& v) { return !v.empty() && v.size() <= 256; },
+      "a TCTI string such as \"device:/dev/tpmrm0\"");
+  r.Path("escrow", "tpm_public", c.escrow_tpm_public);
+  r.Path("escrow", "tpm_private", c.escrow_tpm_private);
+  r.Int("escrow", "tpm_parent", c.escrow_tpm_parent, 0x81000000u, 0x81FFFFFFu);
   r.Bool("approvals", "two_person", c.approvals_two_person);
   r.Int("approvals", "max_ttl_s", c.approvals_max_ttl_s, 60, 366 * 86400);
   r.Path("vault", "path", c.vault_path);
@@ -322,6 +336,22 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
     r.Require("ma", "private_key", c.ma_private_key);
   }
   r.Require("ma", "certificate", c.ma_certificate);
+  if (c.escrow_custody == "tpm") {
+    r.Require("escrow", "tpm_tcti", c.escrow_tpm_tcti);
+    r.Require("escrow", "tpm_public", c.escrow_tpm_public);
+    r.Require("escrow", "tpm_private", c.escrow_tpm_private);
+  } else if (c.escrow_custody == "software") {
+    r.Require("escrow", "private_key", c.escrow_private_key);
+  }
+  if (c.escrow_custody != "none") {
+    r.Require("escrow", "certificate", c.escrow_certificate);
+    if (c.escrow_key_id == c.ma_key_id) {
+      r.Fail("escrow.key_id must differ from ma.key_id (GetMAKey tells them apart by id)");
+    }
+    if (!c.escrow_private_key.empty() && c.escrow_private_key == c.ma_private_key) {
+      r.Fail("escrow.private_key must be a different file from ma.private_key (DESIGN 4.4)");
+    }
+  }
   r.Require("vault", "path", c.vault_path);
   if (c.max_package_bytes > c.max_body_bytes) {
     r.Fail(fmt::format("limits.max_package_bytes ({}) must not exceed limits.max_body_bytes ({})",
@@ -387,6 +417,17 @@ std::string ConfigToToml(const Config& c) {
   if (!c.ma_tpm_public.empty()) out += opt_path("tpm_public", c.ma_tpm_public);
   if (!c.ma_tpm_private.empty()) out += opt_path("tpm_private", c.ma_tpm_private);
   if (c.ma_tpm_parent != 0x81000001) out += fmt::format("tpm_parent = {}\n", c.ma_tpm_parent);
+  out += "\n[escrow]\n";
+  out += fmt::format("custody = {}\n", Quote(c.escrow_custody));
+  out += fmt::format("key_id = {}\n", Quote(c.escrow_key_id));
+  out += opt_path("private_key", c.escrow_private_key);
+  out += opt_path("certificate", c.escrow_certificate);
+  if (!c.escrow_tpm_tcti.empty()) out += fmt::format("tpm_tcti = {}\n", Quote(c.escrow_tpm_tcti));
+  if (!c.escrow_tpm_public.empty()) out += opt_path("tpm_public", c.escrow_tpm_public);
+  if (!c.escrow_tpm_private.empty()) out += opt_path("tpm_private", c.escrow_tpm_private);
+  if (c.escrow_tpm_parent != 0x81000001) {
+    out += fmt::format("tpm_parent = {}\n", c.escrow_tpm_parent);
+  }
   out += "\n[approvals]\n";
   out += fmt::format("two_person = {}\n", c.approvals_two_person);
   out += fmt::format("max_ttl_s = {}\n", c.approvals_max_ttl_s);
@@ -426,6 +467,15 @@ Status CheckConfigFiles(const Config& c) {
     TPMMA_RETURN_IF_ERROR(CheckReadable("ma.private_key", c.ma_private_key));
   }
   TPMMA_RETURN_IF_ERROR(CheckReadable("ma.certificate", c.ma_certificate));
+  if (c.escrow_custody == "tpm") {
+    TPMMA_RETURN_IF_ERROR(CheckReadable("escrow.tpm_public", c.escrow_tpm_public));
+    TPMMA_RETURN_IF_ERROR(CheckReadable("escrow.tpm_private", c.escrow_tpm_private));
+  } else if (c.escrow_custody == "software") {
+    TPMMA_RETURN_IF_ERROR(CheckReadable("escrow.private_key", c.escrow_private_key));
+  }
+  if (c.escrow_custody != "none") {
+    TPMMA_RETURN_IF_ERROR(CheckReadable("escrow.certificate", c.escrow_certificate));
+  }
   for (const std::string& root : c.ek_roots) {
     std::error_code ec;
     if (fs::is_directory(root, ec)) continue;

@@ -1,19 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "server/ma_key.h"
 
-#include <sys/stat.h>
-
-#include <openssl/pem.h>
 #include <openssl/sha.h>
 
 #include "common/openssl.h"
+#include "server/key_files.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 
 namespace tpmma::server {
 namespace {
-
-constexpr size_t kMaxPemBytes = 64 * 1024;
 
 class SoftwareMaKey final : public MaKeyCustody {
  public:
@@ -49,64 +45,18 @@ class SoftwareMaKey final : public MaKeyCustody {
   Bytes cert_;
 };
 
-// Refuses a key file that anyone but its owner could read: the MA key opens every
-// package's outer wrapper, so a world-readable copy is a configuration error, not a warning.
-Status CheckKeyFileMode(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status(Code::kIoError, "cannot stat MA private key " + path);
-  }
-  if ((st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return Status(Code::kPermissionDenied, "MA private key " + path +
-                                               " is accessible by group or others (mode " + mode +
-                                               "); run: chmod 600 " + path);
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 Result<std::unique_ptr<MaKeyCustody>> LoadSoftwareMaKey(const std::string& key_id,
                                                         const std::string& private_key_path,
                                                         const std::string& certificate_path,
                                                         Env* env) {
-  TPMMA_RETURN_IF_ERROR(CheckKeyFileMode(private_key_path));
-  EvpPkeyPtr key;
-  {
-    TPMMA_ASSIGN_OR_RETURN(Bytes pem_plain, env->ReadFile(private_key_path, kMaxPemBytes));
-    SecureBytes pem(pem_plain.begin(), pem_plain.end());
-    Wipe(pem_plain.data(), pem_plain.size());
-    BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-    if (!bio) return Error(OpensslError("BIO_new_mem_buf"));
-    key.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-    if (!key) {
-      return Error(Code::kInvalidArgument,
-                   "MA private key " + private_key_path + " is not an unencrypted PEM private key");
-    }
-  }
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, ReadPrivateKeyFile(private_key_path, "MA", env));
   if (EVP_PKEY_get_base_id(key.get()) != EVP_PKEY_RSA || EVP_PKEY_get_bits(key.get()) != 2048) {
     return Error(Code::kUnsupported, "MA private key " + private_key_path + " must be RSA-2048");
   }
-  TPMMA_ASSIGN_OR_RETURN(Bytes cert_pem, env->ReadFile(certificate_path, kMaxPemBytes));
-  BioPtr cbio(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
-  if (!cbio) return Error(OpensslError("BIO_new_mem_buf"));
-  X509Ptr cert(PEM_read_bio_X509(cbio.get(), nullptr, nullptr, nullptr));
-  if (!cert) {
-    return Error(Code::kInvalidArgument,
-                 "MA certificate " + certificate_path + " is not a PEM X.509 certificate");
-  }
-  if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), key.get()) != 1) {
-    return Error(Code::kInvalidArgument, "MA certificate " + certificate_path +
-                                             " does not certify the key in " + private_key_path);
-  }
-  int der_len = i2d_X509(cert.get(), nullptr);
-  if (der_len <= 0) return Error(OpensslError("i2d_X509"));
-  Bytes der(static_cast<size_t>(der_len));
-  unsigned char* p = der.data();
-  if (i2d_X509(cert.get(), &p) != der_len) return Error(OpensslError("i2d_X509"));
-
+  TPMMA_ASSIGN_OR_RETURN(
+      Bytes der, ReadCertificateFor(certificate_path, key.get(), private_key_path, "MA", env));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::MaStoragePublic(key.get()));
   TPMMA_ASSIGN_OR_RETURN(Bytes pub_bytes, tpm::Marshal(pub));
   TPMMA_ASSIGN_OR_RETURN(Bytes name, tpm::ComputeName(pub.publicArea));

@@ -1,21 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "server/ma_key_tpm.h"
 
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-
 #include <mutex>
 
 #include "client/tpm/esys.h"
 #include "common/openssl.h"
+#include "server/key_files.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 #include "tpm/tss_error.h"
 
 namespace tpmma::server {
 namespace {
-
-constexpr size_t kMaxFile = 64 * 1024;
 
 class TpmMaKey final : public MaKeyCustody {
  public:
@@ -75,54 +71,19 @@ class TpmMaKey final : public MaKeyCustody {
 }  // namespace
 
 Result<std::unique_ptr<MaKeyCustody>> LoadTpmMaKey(const TpmMaKeyOptions& o, Env* env) {
-  TPMMA_ASSIGN_OR_RETURN(Bytes pub_bytes, env->ReadFile(o.public_path, kMaxFile));
-  TPMMA_ASSIGN_OR_RETURN(Bytes priv_bytes, env->ReadFile(o.private_path, kMaxFile));
-  esys::KeyBlob blob;
-  {
-    auto pub = tpm::Unmarshal<TPM2B_PUBLIC>(pub_bytes);
-    if (!pub) return Error(pub.error().WithContext("MA TPM key public " + o.public_path));
-    auto priv = tpm::Unmarshal<TPM2B_PRIVATE>(priv_bytes);
-    if (!priv) return Error(priv.error().WithContext("MA TPM key private " + o.private_path));
-    blob.public_area = *pub;
-    blob.private_area = *priv;
-  }
+  TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob blob,
+                         ReadTpmKeyBlob(o.public_path, o.private_path, "MA", env));
   // Only a storage key can be the old parent of TPM2_Rewrap; say so before the TPM does.
   TPMMA_RETURN_IF_ERROR(tpm::CheckStorageParent(blob.public_area.publicArea)
                             .WithContext("MA TPM key " + o.public_path));
-
-  TPMMA_ASSIGN_OR_RETURN(Bytes cert_pem, env->ReadFile(o.certificate_path, kMaxFile));
-  BioPtr cbio(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
-  if (!cbio) return Error(OpensslError("BIO_new_mem_buf"));
-  X509Ptr cert(PEM_read_bio_X509(cbio.get(), nullptr, nullptr, nullptr));
-  if (!cert) {
-    return Error(Code::kInvalidArgument,
-                 "MA certificate " + o.certificate_path + " is not a PEM X.509 certificate");
-  }
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr tpm_key, tpm::PublicToEvp(blob.public_area.publicArea));
-  if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), tpm_key.get()) != 1) {
-    return Error(Code::kInvalidArgument, "MA certificate " + o.certificate_path +
-                                             " does not certify the key in " + o.public_path);
-  }
-  int der_len = i2d_X509(cert.get(), nullptr);
-  if (der_len <= 0) return Error(OpensslError("i2d_X509"));
-  Bytes der(static_cast<size_t>(der_len));
-  unsigned char* p = der.data();
-  if (i2d_X509(cert.get(), &p) != der_len) return Error(OpensslError("i2d_X509"));
-
-  auto tpm = esys::Tpm::Open(o.tcti);
-  if (!tpm) return Error(tpm.error().WithContext("the MA key's TPM (" + o.tcti + ")"));
-  TPMMA_ASSIGN_OR_RETURN(esys::Object parent, (*tpm)->FromPersistent(o.parent_handle));
-  auto key = (*tpm)->Load(parent, blob);
-  if (!key) return Error(key.error().WithContext("loading the MA key into its TPM"));
+  TPMMA_ASSIGN_OR_RETURN(
+      Bytes der, ReadCertificateFor(o.certificate_path, tpm_key.get(), o.public_path, "MA", env));
+  TPMMA_ASSIGN_OR_RETURN(LoadedTpmKey loaded, LoadTpmKey(o.tcti, o.parent_handle, blob, "MA"));
   // GetMAKey publishes exactly these bytes; clients bind MRK policies to their Name.
   TPMMA_ASSIGN_OR_RETURN(Bytes canonical, tpm::Marshal(blob.public_area));
-  TPMMA_ASSIGN_OR_RETURN(Bytes name, tpm::ComputeName(blob.public_area.publicArea));
-  if (key->name() != name) {
-    return Error(Code::kIntegrityFailure,
-                 "the TPM reports another Name for the MA key than its "
-                 "public file: wrong key files for this TPM?");
-  }
-  return std::make_unique<TpmMaKey>(o.key_id, std::move(*tpm), std::move(*key),
+  Bytes name = loaded.key.name();
+  return std::make_unique<TpmMaKey>(o.key_id, std::move(loaded.tpm), std::move(loaded.key),
                                     std::move(canonical), std::move(name), std::move(der));
 }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "server/ma_service.h"
 
+#include "server/escrow_key.h"
 #include "server/ma_key_tpm.h"
 #include "server/operator_service.h"
 
@@ -22,6 +23,7 @@
 #include "soapMigrationAuthorityBindingService.h"
 #include "storage/sqlite_vault.h"
 #include "tpm/attest.h"
+#include "tpm/escrow.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 #include "wsdl/soap_context.h"
@@ -95,6 +97,8 @@ struct Core {
   std::unique_ptr<MaKeyCustody> owned_custody;
   storage::Vault* vault = nullptr;
   MaKeyCustody* custody = nullptr;
+  // Escrow custody (DESIGN 4.4); null when escrow.custody = "none".
+  std::unique_ptr<EscrowKeyCustody> escrow;
   std::unique_ptr<Authenticator> auth;
   Bytes ma_name_tpm2b;  // GetMAKey's Name (TPM2B_NAME)
   Bytes mrk_policy;     // PolicyDuplicationSelect(MA Name): every MRK's authPolicy
@@ -258,9 +262,14 @@ class Handler final : public MigrationAuthorityBindingService {
     resp.Limits->MaxPackageBytes = core_->cfg.max_package_bytes;
     resp.Limits->MaxChildKeys = core_->cfg.max_child_keys;
     resp.Limits->MaxRequestBytes = core_->cfg.max_body_bytes;
-    // Escrow needs an escrow key, which this MA does not hold yet.
     resp.CustodyMode = {ma__CustodyMode__RecoveryCode};
+    // The storage key first; then the escrow key, when this MA offers escrow custody.
     resp.MAKeyId = {core_->custody->key_id()};
+    if (core_->escrow) {
+      resp.CustodyMode.push_back(ma__CustodyMode__Escrow);
+      resp.MAKeyId.push_back(core_->escrow->key_id());
+      resp.Algorithm.push_back("ESCROW:RSA-OAEP-SHA256");
+    }
     return Finish(Read());
   }
 
@@ -270,6 +279,15 @@ class Handler final : public MigrationAuthorityBindingService {
     object_ = k.key_id();
     if (req->KeyId != nullptr && req->KeyId->size() > 256) {
       return Finish(Status(Code::kSchemaViolation, "KeyId must be at most 256 characters"));
+    }
+    if (req->KeyId != nullptr && core_->escrow && *req->KeyId == core_->escrow->key_id()) {
+      const EscrowKeyCustody& e = *core_->escrow;
+      object_ = e.key_id();
+      resp.KeyId = e.key_id();
+      resp.Certificate = ToBase64Binary(soap, e.certificate_der());
+      resp.Public = ToBase64Binary(soap, e.public_bytes());
+      resp.Name = ToBase64Binary(soap, e.name_tpm2b());
+      return Finish(Read());
     }
     if (req->KeyId != nullptr && *req->KeyId != k.key_id()) {
       object_ = Clip(*req->KeyId);
@@ -478,6 +496,12 @@ class Handler final : public MigrationAuthorityBindingService {
     TPMMA_ASSIGN_OR_RETURN(package::MigrationPackage pkg, reader.Verify(key.get()));
     TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC mrk, tpm::Unmarshal<TPM2B_PUBLIC>(pkg.mrk.public_area));
     TPMMA_RETURN_IF_ERROR(CheckMrk(mrk.publicArea, core_->mrk_policy));
+    if (const auto* e = std::get_if<package::EscrowCustody>(&pkg.custody)) {
+      // An escrow blob that would not open at restore time is a silent loss: check now that
+      // it decrypts and was made for this platform and MRK. The key is wiped on return.
+      auto opened = OpenEscrow(*e, session.platform_id, mrk.publicArea);
+      if (!opened) return opened.error().WithContext("package custody (Escrow)");
+    }
 
     storage::Package p;
     p.descriptor.package_id = pkg.package_id;
@@ -578,13 +602,50 @@ class Handler final : public MigrationAuthorityBindingService {
   // approval (its id).
   Result<std::optional<int64_t>> MayRestore(const storage::PackageDescriptor& d,
                                             const std::string& platform) {
-    if (d.source_platform_id == platform) return std::optional<int64_t>();
+    if (d.source_platform_id == platform) {
+      if (d.custody != storage::CustodyMode::kEscrow) return std::optional<int64_t>();
+      // An own escrow package comes back without its inner key, unless the helpdesk approved
+      // this platform's restore (after a TPM clear it has no copy of its own): DESIGN 4.4.
+      auto own = core_->vault->FindActiveApproval(platform, d.package_id, Now());
+      if (own) return std::optional<int64_t>(own->id);
+      if (own.error().code() != Code::kNotFound) return Error(own.error());
+      return std::optional<int64_t>();
+    }
     auto approval = core_->vault->FindActiveApproval(platform, d.package_id, Now());
     if (approval) return std::optional<int64_t>(approval->id);
     if (approval.error().code() != Code::kNotFound) return Error(approval.error());
     return Error(Code::kPermissionDenied,
                  "restore to another platform needs a helpdesk approval (none is active for "
                  "this platform and package)");
+  }
+
+  // The inner key escrowed in a package of `platform`, checked against its binding.
+  Result<SecureBytes> OpenEscrow(const package::EscrowCustody& e, std::string_view platform,
+                                 const TPMT_PUBLIC& mrk) {
+    if (!core_->escrow) {
+      return Error(Code::kUnsupported,
+                   "this MA holds no escrow key (escrow.custody = \"none\"): use recovery-code "
+                   "custody");
+    }
+    if (e.escrow_key_id != core_->escrow->key_id()) {
+      return Error(Code::kInvalidArgument, "the inner key is escrowed to key '" +
+                                               Clip(e.escrow_key_id) +
+                                               "', not to this MA's escrow key '" +
+                                               core_->escrow->key_id() + "' (GetMAKey)");
+    }
+    if (e.algorithm != package::EscrowAlgorithm::kRsaOaepSha256) {
+      return Error(Code::kUnsupported, "escrow algorithm " +
+                                           std::string(package::ToString(e.algorithm)) +
+                                           " is not supported by this MA (RSA-OAEP-SHA256 only)");
+    }
+    TPMMA_ASSIGN_OR_RETURN(Bytes mrk_name, tpm::ComputeName(mrk));
+    auto plain = core_->escrow->Decrypt(e.encrypted_inner_key);
+    if (!plain) {
+      return Error(Code::kIntegrityFailure,
+                   "the escrowed inner key does not decrypt with escrow key '" +
+                       core_->escrow->key_id() + "'");
+    }
+    return tpm::EscrowOpen(*plain, platform, mrk_name);
   }
 
   static Bytes DownloadBinding(std::string_view package_id, ByteView parent_name) {
@@ -697,11 +758,19 @@ class Handler final : public MigrationAuthorityBindingService {
                            tpm::Unmarshal<TPM2B_PRIVATE>(verified->mrk.duplicate));
     TPMMA_ASSIGN_OR_RETURN(TPM2B_ENCRYPTED_SECRET seed,
                            tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(verified->mrk.encrypted_seed));
+    // The escrowed inner key leaves the MA only with a Download under an approval.
+    SecureBytes escrowed_inner_key;
+    const auto* escrow = std::get_if<package::EscrowCustody>(&verified->custody);
+    if (escrow != nullptr && approval) {
+      TPMMA_ASSIGN_OR_RETURN(escrowed_inner_key,
+                             OpenEscrow(*escrow, d.source_platform_id, mrk.publicArea));
+    }
     TPMMA_ASSIGN_OR_RETURN(tpm::Rewrapped rw, core_->custody->Rewrap(mrk, dup, seed, parent));
     TPMMA_ASSIGN_OR_RETURN(Bytes dup_out, tpm::Marshal(rw.duplicate));
     TPMMA_ASSIGN_OR_RETURN(Bytes seed_out, tpm::Marshal(rw.encrypted_seed));
-    const std::string detail =
-        "re-wrapped to parent " + HexEncode(ByteView(parent_name.name, parent_name.size));
+    const std::string detail = "re-wrapped to parent " +
+                               HexEncode(ByteView(parent_name.name, parent_name.size)) +
+                               (escrowed_inner_key.empty() ? "" : ", escrowed inner key released");
     if (approval) {
       // A cross-platform restore uses its approval up, in the same transaction as its
       // audit record: a second Download under it is refused (a new approval is needed).
@@ -715,6 +784,18 @@ class Handler final : public MigrationAuthorityBindingService {
     p->Document = ToBase64Binary(soap, stored.body);
     p->DuplicateRewrapped = ToBase64Binary(soap, dup_out);
     p->EncryptedSeedRewrapped = ToBase64Binary(soap, seed_out);
+    if (!escrowed_inner_key.empty()) {
+      // TPM2B_DATA, as TPM2_Import's encryptionKey takes it. The copy gSOAP serialises from
+      // lives in the context's arena until the reply is sent.
+      TPM2B_DATA data{};
+      data.size = static_cast<uint16_t>(escrowed_inner_key.size());
+      std::copy(escrowed_inner_key.begin(), escrowed_inner_key.end(), data.buffer);
+      TPMMA_ASSIGN_OR_RETURN(Bytes data_bytes, tpm::Marshal(data));
+      p->EscrowedInnerKey = soap_new_xsd__base64Binary(soap);
+      *p->EscrowedInnerKey = ToBase64Binary(soap, data_bytes);
+      Wipe(data.buffer, sizeof(data.buffer));
+      Wipe(data_bytes.data(), data_bytes.size());
+    }
     resp.__union_DownloadResponse = SOAP_UNION__ma__union_DownloadResponse_Package;
     resp.union_DownloadResponse.Package = p;
     return Status::Ok();
@@ -794,6 +875,25 @@ Result<std::unique_ptr<Endpoint>> Build(std::unique_ptr<Core> core) {
   core->defer_read_audit = core->cfg.audit_reads != "durable";
   core->operator_policy.two_person_approvals = core->cfg.approvals_two_person;
   core->operator_policy.max_approval_ttl_s = core->cfg.approvals_max_ttl_s;
+  if (core->cfg.escrow_custody != "none") {
+    const Config& c = core->cfg;
+    auto escrow = c.escrow_custody == "tpm"
+                      ? LoadTpmEscrowKey({.key_id = c.escrow_key_id,
+                                          .tcti = c.escrow_tpm_tcti,
+                                          .parent_handle = c.escrow_tpm_parent,
+                                          .public_path = c.escrow_tpm_public,
+                                          .private_path = c.escrow_tpm_private,
+                                          .certificate_path = c.escrow_certificate},
+                                         core->env)
+                      : LoadSoftwareEscrowKey(c.escrow_key_id, c.escrow_private_key,
+                                              c.escrow_certificate, core->env);
+    if (!escrow) {
+      return Error(escrow.error().WithContext(c.escrow_custody == "tpm"
+                                                  ? "escrow.tpm_* (TPM-resident escrow key)"
+                                                  : "escrow.private_key/escrow.certificate"));
+    }
+    core->escrow = std::move(*escrow);
+  }
   auto auth = Authenticator::Create(a, core->vault, core->env);
   if (!auth) return Error(auth.error().WithContext("trust.ek_roots"));
   core->auth = std::move(*auth);

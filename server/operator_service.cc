@@ -130,11 +130,6 @@ class OperatorCalls::Impl final : public OperatorBindingService {
 
   int Approve(_op__ApproveRequest* req, _op__ApproveResponse& resp) override {
     return Call("Approve", kHelpdeskOrAdmin, "", [&](const storage::Operator& me) -> Status {
-      if (req->OldPlatformId == req->NewPlatformId) {
-        return Status(Code::kInvalidArgument,
-                      "old and new platform are the same: a platform restores its own "
-                      "packages without an approval");
-      }
       if (req->ValiditySeconds > policy_.max_approval_ttl_s) {
         return Status(Code::kInvalidArgument,
                       fmt::format("ValiditySeconds exceeds approvals.max_ttl_s = {}",

@@ -1774,9 +1774,6 @@ Result<Approval> SqliteVault::CreateApproval(const ApprovalRequest& r, const Aud
   if (r.old_platform_id.empty() || r.new_platform_id.empty()) {
     return Error(Code::kInvalidArgument, "approval needs an old and a new platform");
   }
-  if (r.old_platform_id == r.new_platform_id) {
-    return Error(Code::kInvalidArgument, "approval old and new platform are the same");
-  }
   if (!r.all_packages && r.package_ids.empty()) {
     return Error(Code::kInvalidArgument, "approval lists no packages");
   }
@@ -1785,6 +1782,39 @@ Result<Approval> SqliteVault::CreateApproval(const ApprovalRequest& r, const Aud
   }
   if (r.created_by.empty()) return Error(Code::kInvalidArgument, "approval has no operator");
   return Write(*writer_, "create approval", [&](sqlite3* db) -> Result<Approval> {
+    if (r.old_platform_id == r.new_platform_id) {
+      // A platform restores its own packages without an approval, except that an escrowed
+      // inner key (DESIGN 4.4) is released only under one: after a TPM clear the platform
+      // has no copy of its own. So a same-platform approval must cover an escrow package.
+      TPMMA_ASSIGN_OR_RETURN(int64_t escrowed, [&]() -> Result<int64_t> {
+        TPMMA_ASSIGN_OR_RETURN(
+            Stmt c, Stmt::Prepare(db, "count escrow packages",
+                                  "SELECT count(*) FROM packages WHERE source_platform_id = ? "
+                                  "AND custody = 'escrow'"));
+        c.Bind(r.old_platform_id);
+        TPMMA_RETURN_IF_ERROR(c.Step());
+        int64_t n = c.Int(0);
+        if (r.all_packages || n == 0) return n;
+        n = 0;
+        TPMMA_ASSIGN_OR_RETURN(Stmt one,
+                               Stmt::Prepare(db, "escrow package",
+                                             "SELECT count(*) FROM packages WHERE package_id = ? "
+                                             "AND source_platform_id = ? AND custody = 'escrow'"));
+        for (const std::string& pkg : r.package_ids) {
+          one.Reset();
+          one.Bind(pkg, r.old_platform_id);
+          TPMMA_RETURN_IF_ERROR(one.Step());
+          n += one.Int(0);
+        }
+        return n;
+      }());
+      if (escrowed == 0) {
+        return Error(Code::kInvalidArgument,
+                     "old and new platform are the same: a platform restores its own packages "
+                     "without an approval (a same-platform approval only releases escrowed inner "
+                     "keys, and none of the selected packages is in escrow custody)");
+      }
+    }
     TPMMA_ASSIGN_OR_RETURN(
         Stmt s, Stmt::Prepare(db, "insert approval",
                               "INSERT INTO approvals (old_platform_id, new_platform_id, "

@@ -32,7 +32,8 @@ Status CheckEscrowKey(const TPMT_PUBLIC& key) {
     return Status(Code::kInvalidArgument, "escrow key must have at least 2048 bits");
   }
   const TPMA_OBJECT a = key.objectAttributes;
-  if (!(a & TPMA_OBJECT_DECRYPT) || (a & TPMA_OBJECT_RESTRICTED) || (a & TPMA_OBJECT_SIGN_ENCRYPT)) {
+  if (!(a & TPMA_OBJECT_DECRYPT) || (a & TPMA_OBJECT_RESTRICTED) ||
+      (a & TPMA_OBJECT_SIGN_ENCRYPT)) {
     return Status(Code::kInvalidArgument,
                   "escrow key must be a plain decryption key (decrypt set, restricted and sign "
                   "clear)");
@@ -109,11 +110,13 @@ Result<SecureBytes> EscrowDecrypt(EVP_PKEY* escrow_private, ByteView ciphertext)
   TPMMA_RETURN_IF_ERROR(SetOaepParameters(ctx.get(), EVP_sha256(), kEscrowLabel));
   size_t len = 0;
   if (EVP_PKEY_decrypt(ctx.get(), nullptr, &len, ciphertext.data(), ciphertext.size()) != 1) {
-    return Error(Code::kIntegrityFailure, "escrowed inner key does not decrypt with the escrow key");
+    return Error(Code::kIntegrityFailure,
+                 "escrowed inner key does not decrypt with the escrow key");
   }
   SecureBytes plain(len);
   if (EVP_PKEY_decrypt(ctx.get(), plain.data(), &len, ciphertext.data(), ciphertext.size()) != 1) {
-    return Error(Code::kIntegrityFailure, "escrowed inner key does not decrypt with the escrow key");
+    return Error(Code::kIntegrityFailure,
+                 "escrowed inner key does not decrypt with the escrow key");
   }
   plain.resize(len);
   return plain;

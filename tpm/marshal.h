@@ -15,7 +15,7 @@ namespace tpmma::tpm {
 
 // Supported T: TPM2B_PUBLIC, TPMT_PUBLIC, TPM2B_PRIVATE, TPM2B_ENCRYPTED_SECRET,
 // TPM2B_ID_OBJECT, TPM2B_NAME, TPM2B_ATTEST, TPMS_ATTEST, TPMT_SIGNATURE, TPM2B_DIGEST,
-// TPMS_ECC_POINT, TPM2B_SENSITIVE. Other types fail to link.
+// TPMS_ECC_POINT, TPM2B_SENSITIVE, TPM2B_DATA. Other types fail to link.
 template <typename T>
 Result<T> Unmarshal(ByteView data);
 

@@ -558,11 +558,24 @@ Result<Bytes> Tpm::RsaEncrypt(const Object& key, ByteView message) {
 }
 
 Result<SecureBytes> Tpm::RsaDecrypt(const Object& key, ByteView ciphertext) {
-  TPM2B_PUBLIC_KEY_RSA in{};
-  TPMMA_RETURN_IF_ERROR(Fill(in, ciphertext, "ciphertext"));
   TPMT_RSA_DECRYPT scheme{};
   scheme.scheme = TPM2_ALG_NULL;
+  return RsaDecrypt(key, ciphertext, scheme, {});
+}
+
+Result<SecureBytes> Tpm::RsaDecryptOaep(const Object& key, ByteView ciphertext, ByteView label) {
+  TPMT_RSA_DECRYPT scheme{};
+  scheme.scheme = TPM2_ALG_OAEP;
+  scheme.details.oaep.hashAlg = TPM2_ALG_SHA256;
+  return RsaDecrypt(key, ciphertext, scheme, label);
+}
+
+Result<SecureBytes> Tpm::RsaDecrypt(const Object& key, ByteView ciphertext,
+                                    const TPMT_RSA_DECRYPT& scheme, ByteView label_bytes) {
+  TPM2B_PUBLIC_KEY_RSA in{};
+  TPMMA_RETURN_IF_ERROR(Fill(in, ciphertext, "ciphertext"));
   TPM2B_DATA label{};
+  TPMMA_RETURN_IF_ERROR(Fill(label, label_bytes, "OAEP label"));
   Handle session;
   TPMMA_ASSIGN_OR_RETURN(ESYS_TR auth, UserAuth(key, &session));
   TPMMA_ASSIGN_OR_RETURN(ESYS_TR enc, EncSession(TPMA_SESSION_ENCRYPT));

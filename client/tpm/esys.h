@@ -187,6 +187,9 @@ class Tpm {
   // RSA with the key's scheme (OAEP-SHA256 for kRsaDecrypt children), empty label.
   Result<Bytes> RsaEncrypt(const Object& key, ByteView message);
   Result<SecureBytes> RsaDecrypt(const Object& key, ByteView ciphertext);
+  // RSA-OAEP-SHA256 whatever the key's scheme, with `label` (NUL-terminated, as the TPM
+  // requires of a non-empty label): the escrow key's decryption (tpm/escrow.h).
+  Result<SecureBytes> RsaDecryptOaep(const Object& key, ByteView ciphertext, ByteView label);
   Result<SecureBytes> Unseal(const Object& sealed);
 
   // Duplicates `object` (the MRK, authPolicy = PolicyDuplicationSelect(new parent)) to
@@ -218,6 +221,8 @@ class Tpm {
   Result<ESYS_TR> EncSession(TPMA_SESSION attributes);
   Result<Handle> StartPolicySession(TPM2_SE type);
   Result<Object> WrapObject(ESYS_TR tr, Handle::Kind kind, const TPM2B_PUBLIC* known_public);
+  Result<SecureBytes> RsaDecrypt(const Object& key, ByteView ciphertext,
+                                 const TPMT_RSA_DECRYPT& scheme, ByteView label);
 
   std::string tcti_;
   TSS2_TCTI_CONTEXT* tcti_ctx_ = nullptr;

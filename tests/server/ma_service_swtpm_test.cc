@@ -27,6 +27,7 @@
 #include "storage/sqlite_vault.h"
 #include "tests/support/swtpm.h"
 #include "tests/support/testutil.h"
+#include "tpm/escrow.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 #include "wsdl/soap_context.h"
@@ -489,6 +490,7 @@ Bytes Proof(ByteView secret, ByteView challenge_id) {
 
 struct Downloaded {
   Bytes document, duplicate, seed;
+  Bytes escrowed_inner_key;  // marshalled TPM2B_DATA, when the MA released it
 };
 
 class MaServiceTpmTest : public ::testing::Test {
@@ -657,6 +659,8 @@ class MaServiceTpmTest : public ::testing::Test {
       out->document = FromBase64Binary(pk->Document);
       out->duplicate = FromBase64Binary(pk->DuplicateRewrapped);
       out->seed = FromBase64Binary(pk->EncryptedSeedRewrapped);
+      out->escrowed_inner_key =
+          pk->EscrowedInnerKey != nullptr ? FromBase64Binary(*pk->EscrowedInnerKey) : Bytes();
     }
     return s;
   }
@@ -769,7 +773,10 @@ class MaServiceTpmTest : public ::testing::Test {
   };
 
   // A real backup: MRK duplicated by the TPM to the MA key, package signed in the TPM.
-  void MakePackage(Plat& p, const TPM2B_PUBLIC& ma_public, const Bytes& ma_name, Made* out) {
+  // With `escrow_public`, the inner key is escrowed to it (else recovery-code custody).
+  void MakePackage(Plat& p, const TPM2B_PUBLIC& ma_public, const Bytes& ma_name, Made* out,
+                   const TPM2B_PUBLIC* escrow_public = nullptr,
+                   const std::string& escrow_key_id = "escrow-test") {
     auto mrk_blob = p.tpm->CreateMrk(p.srk, ma_name, esys::KeyAlg::kRsa2048);
     ASSERT_OK(mrk_blob);
     out->mrk = *mrk_blob;
@@ -791,6 +798,14 @@ class MaServiceTpmTest : public ::testing::Test {
     rc.r = 8;
     rc.p = 1;
     out->model.custody = rc;
+    if (escrow_public != nullptr) {
+      auto mrk_name = tpm::ComputeName(mrk_blob->public_area.publicArea);
+      ASSERT_OK(mrk_name);
+      auto ct = tpm::EscrowEncrypt(escrow_public->publicArea, d->inner_key, p.id, *mrk_name);
+      ASSERT_OK(ct);
+      out->model.custody =
+          package::EscrowCustody{escrow_key_id, package::EscrowAlgorithm::kRsaOaepSha256, *ct};
+    }
     package::ChildKey child;
     child.key_id = *package::NewUuid();
     child.label = "VPN key";
@@ -1191,6 +1206,7 @@ TEST_F(MaServiceTpmTest, PlatformsSeeOnlyTheirOwnOrApprovedPackages) {
   }
   ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, b, true));
   Made pb;
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, b, true));  // DownloadTo dropped B's signer
   ASSERT_NO_FATAL_FAILURE(MakePackage(b, ma_public, ma_name, &pb));
   ASSERT_TRUE(Upload(c, b.token, pb.bytes, nullptr).ok()) << c.reply.body;
   // A's package under B's session: the source platform is not the session's.
@@ -1278,6 +1294,160 @@ TEST_F(MaServiceTpmTest, PlatformsSeeOnlyTheirOwnOrApprovedPackages) {
   EXPECT_GE(seen["Authenticate.Complete/ok"], 3);
   Status chain = (*vault)->VerifyAuditChain();
   EXPECT_TRUE(chain.ok()) << chain.ToString();
+}
+
+// Escrow custody (DESIGN 4.4): the MA checks an escrow blob at Upload, and releases the
+// inner key only with a Download under a helpdesk approval; expired approvals release
+// nothing. Two real TPMs: A backs up, B is the new board; then A after a TPM clear.
+TEST_F(MaServiceTpmTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
+  std::string why;
+  Swtpm* tb = testing::SharedSwtpm(1, &why);
+  ASSERT_NE(tb, nullptr) << why;
+  TempDir d;
+  // The escrow key: its own file, made like the MA key (openssl CLI).
+  const std::string ekey = d.File("escrow.key"), ecert = d.File("escrow.crt");
+  auto made = RunCommand({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                          ekey, "-out", ecert, "-subj", "/CN=tpm-ma test escrow", "-days", "30"});
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  ::chmod(ekey.c_str(), 0600);
+  auto vault = storage::SqliteVault::Open(d.File("v.db"));
+  ASSERT_OK(vault);
+  auto custody = LoadSoftwareMaKey("ma-test", ma_.key, ma_.cert, &env_);
+  ASSERT_OK(custody);
+  Config cfg = cfg_;
+  cfg.ek_roots = {t_->RootCaCertPath(), tb->RootCaCertPath()};
+  cfg.escrow_custody = "software";
+  cfg.escrow_key_id = "escrow-test";
+  cfg.escrow_private_key = ekey;
+  cfg.escrow_certificate = ecert;
+  auto ep = MakeMaService(cfg, &env_, vault->get(), custody->get());
+  ASSERT_OK(ep);
+  Client c(ep->get());
+  const TPM2B_PUBLIC& ma_public = (*custody)->public_area();
+  const Bytes& ma_name = (*custody)->name();
+
+  // GetMAKey publishes the escrow key by id; it is a plain RSA decryption key.
+  TPM2B_PUBLIC escrow_public{};
+  {
+    _ma__GetMAKeyRequest req;
+    std::string id = "escrow-test";
+    req.KeyId = &id;
+    _ma__GetMAKeyResponse resp;
+    Status s = c.Call([&](auto& p) { return Put(p.soap, &req, "ma:GetMAKeyRequest"); },
+                      [&](auto& p) { return p.recv_GetMAKey(resp); });
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(resp.KeyId, "escrow-test");
+    auto pub = tpm::Unmarshal<TPM2B_PUBLIC>(FromBase64Binary(resp.Public));
+    ASSERT_OK(pub);
+    EXPECT_TRUE(tpm::CheckEscrowKey(pub->publicArea).ok());
+    escrow_public = *pub;
+  }
+
+  Plat a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenPlat(t_, &a));
+  ASSERT_NO_FATAL_FAILURE(OpenPlat(tb, &b));
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, a, true));
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, b, true));
+
+  // Refused at Upload: an escrow blob for another key id, and one made for another platform
+  // (a copy of B's escrowed key re-signed into A's package would otherwise open for A).
+  {
+    Made wrong_id;
+    ASSERT_NO_FATAL_FAILURE(MakePackage(a, ma_public, ma_name, &wrong_id, &escrow_public, "other"));
+    Status s = Upload(c, a.token, wrong_id.bytes, nullptr);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+    EXPECT_NE(s.message().find("escrow-test"), std::string::npos) << s.message();
+    Made other;
+    ASSERT_NO_FATAL_FAILURE(MakePackage(b, ma_public, ma_name, &other, &escrow_public));
+    package::MigrationPackage stolen = other.model;
+    stolen.source_platform_id = a.id;
+    auto bytes = package::SignPackage(stolen, a.signer.get());
+    ASSERT_OK(bytes);
+    s = Upload(c, a.token, *bytes, nullptr);
+    EXPECT_EQ(s.code(), Code::kIntegrityFailure) << s.ToString();
+    EXPECT_NE(s.message().find("another platform or MRK"), std::string::npos) << s.message();
+  }
+
+  Made pa;
+  ASSERT_NO_FATAL_FAILURE(MakePackage(a, ma_public, ma_name, &pa, &escrow_public));
+  ASSERT_TRUE(Upload(c, a.token, pa.bytes, nullptr).ok()) << c.reply.body;
+  std::vector<std::string> ids;
+  ASSERT_TRUE(Query(c, a.token, &ids).ok());
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), pa.model.package_id), 1);
+
+  // A's own download, no approval: the package, but not the inner key.
+  Downloaded got;
+  Status s = DownloadTo(c, a, pa.model.package_id, &got);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(got.escrowed_inner_key.empty());
+
+  // An approval A -> B that expired before B downloads: refused, nothing released.
+  auto approve = [&](const std::string& from, const std::string& to, int64_t ttl) {
+    storage::ApprovalRequest r;
+    r.old_platform_id = from;
+    r.new_platform_id = to;
+    r.reason = "motherboard swap";
+    r.created_by = "helpdesk1";
+    r.created_at = env_.NowUnixSeconds();
+    r.expires_at = r.created_at + ttl;
+    return (*vault)->CreateApproval(
+        r, storage::AuditEvent{r.created_at, "operator:helpdesk1", "ApproveRestore", "", "ok", ""});
+  };
+  ASSERT_OK(approve(a.id, b.id, 60));
+  env_.offset += 120;
+  {
+    Bytes nonce;
+    Status expired = Prepare(c, b.token, pa.model.package_id, b.srk_name, &nonce);
+    EXPECT_EQ(expired.code(), Code::kPermissionDenied) << expired.ToString();
+    EXPECT_NE(expired.message().find("helpdesk approval"), std::string::npos) << expired.message();
+  }
+  // Sessions outlive the fake clock jump only if re-made.
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, b, true));
+
+  // An active approval: B gets the re-wrapped MRK and the inner key, imports and loads it.
+  ASSERT_OK(approve(a.id, b.id, 3600));
+  s = DownloadTo(c, b, pa.model.package_id, &got);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto data = tpm::Unmarshal<TPM2B_DATA>(got.escrowed_inner_key);
+  ASSERT_OK(data);
+  SecureBytes inner(data->buffer, data->buffer + data->size);
+  EXPECT_EQ(inner, pa.inner_key);
+  auto priv =
+      b.tpm->Import(b.srk, pa.mrk.public_area, *tpm::Unmarshal<TPM2B_PRIVATE>(got.duplicate),
+                    *tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(got.seed), inner);
+  ASSERT_OK(priv);
+  auto restored = b.tpm->Load(b.srk, esys::KeyBlob{pa.mrk.public_area, *priv});
+  ASSERT_OK(restored);
+  restored->reset();
+  // The approval is used up: a second download is refused.
+  EXPECT_CODE(DownloadTo(c, b, pa.model.package_id, &got), Code::kPermissionDenied);
+
+  // A same-platform approval (A's TPM was cleared: its sealed copy is gone) releases the key
+  // to A itself; a same-platform approval without escrow packages is refused as pointless.
+  ASSERT_OK(approve(a.id, a.id, 3600));
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, a, true));
+  s = DownloadTo(c, a, pa.model.package_id, &got);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_FALSE(got.escrowed_inner_key.empty());
+  Made pb;
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, b, true));  // DownloadTo dropped B's signer
+  ASSERT_NO_FATAL_FAILURE(MakePackage(b, ma_public, ma_name, &pb));
+  ASSERT_TRUE(Upload(c, b.token, pb.bytes, nullptr).ok()) << c.reply.body;
+  auto pointless = approve(b.id, b.id, 3600);
+  ASSERT_FALSE(pointless.has_value());
+  EXPECT_NE(pointless.error().message().find("escrow"), std::string::npos);
+
+  // The audit log says when an escrowed key left, and the chain holds.
+  storage::AuditFilter f;
+  f.page_size = 1000;
+  auto audit = (*vault)->ListAudit(f);
+  ASSERT_OK(audit);
+  int released = 0;
+  for (const auto& rec : audit->records) {
+    if (rec.event.detail.find("escrowed inner key released") != std::string::npos) ++released;
+  }
+  EXPECT_EQ(released, 2);
+  EXPECT_TRUE((*vault)->VerifyAuditChain().ok());
 }
 
 }  // namespace

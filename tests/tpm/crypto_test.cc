@@ -221,7 +221,6 @@ TEST(RewrapTest, SoftwareRoundTripToRsaAndEcc) {
             Code::kInvalidArgument);
 }
 
-
 TEST(EscrowTest, RoundTripAndBinding) {
   static EvpPkeyPtr escrow = GenRsa(2048);
   auto pub = EscrowPublicFromEvp(escrow.get());

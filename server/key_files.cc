@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "server/key_files.h"
+
+#include <sys/stat.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <cstdio>
+
+#include "tpm/marshal.h"
+#include "tpm/public.h"
+
+namespace tpmma::server {
+namespace {
+
+constexpr size_t kMaxKeyFile = 64 * 1024;
+
+Status CheckOwnerOnly(const std::string& path, std::string_view what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status(Code::kIoError, "cannot stat " + std::string(what) + " private key " + path);
+  }
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status(Code::kPermissionDenied, std::string(what) + " private key " + path +
+                                               " is accessible by group or others (mode " + mode +
+                                               "); run: chmod 600 " + path);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<EvpPkeyPtr> ReadPrivateKeyFile(const std::string& path, std::string_view what, Env* env) {
+  TPMMA_RETURN_IF_ERROR(CheckOwnerOnly(path, what));
+  TPMMA_ASSIGN_OR_RETURN(Bytes pem_plain, env->ReadFile(path, kMaxKeyFile));
+  SecureBytes pem(pem_plain.begin(), pem_plain.end());
+  Wipe(pem_plain.data(), pem_plain.size());
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (!bio) return Error(OpensslError("BIO_new_mem_buf"));
+  EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+  if (!key) {
+    return Error(Code::kInvalidArgument, std::string(what) + " private key " + path +
+                                             " is not an unencrypted PEM private key");
+  }
+  return key;
+}
+
+Result<Bytes> ReadCertificateFor(const std::string& path, const EVP_PKEY* key,
+                                 std::string_view key_path, std::string_view what, Env* env) {
+  TPMMA_ASSIGN_OR_RETURN(Bytes cert_pem, env->ReadFile(path, kMaxKeyFile));
+  BioPtr bio(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
+  if (!bio) return Error(OpensslError("BIO_new_mem_buf"));
+  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  if (!cert) {
+    return Error(Code::kInvalidArgument,
+                 std::string(what) + " certificate " + path + " is not a PEM X.509 certificate");
+  }
+  if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), key) != 1) {
+    return Error(Code::kInvalidArgument, std::string(what) + " certificate " + path +
+                                             " does not certify the key in " +
+                                             std::string(key_path));
+  }
+  int der_len = i2d_X509(cert.get(), nullptr);
+  if (der_len <= 0) return Error(OpensslError("i2d_X509"));
+  Bytes der(static_cast<size_t>(der_len));
+  unsigned char* p = der.data();
+  if (i2d_X509(cert.get(), &p) != der_len) return Error(OpensslError("i2d_X509"));
+  return der;
+}
+
+Result<esys::KeyBlob> ReadTpmKeyBlob(const std::string& public_path,
+                                     const std::string& private_path, std::string_view what,
+                                     Env* env) {
+  TPMMA_ASSIGN_OR_RETURN(Bytes pub_bytes, env->ReadFile(public_path, kMaxKeyFile));
+  TPMMA_ASSIGN_OR_RETURN(Bytes priv_bytes, env->ReadFile(private_path, kMaxKeyFile));
+  esys::KeyBlob blob;
+  auto pub = tpm::Unmarshal<TPM2B_PUBLIC>(pub_bytes);
+  if (!pub) {
+    return Error(pub.error().WithContext(std::string(what) + " TPM key public " + public_path));
+  }
+  auto priv = tpm::Unmarshal<TPM2B_PRIVATE>(priv_bytes);
+  if (!priv) {
+    return Error(priv.error().WithContext(std::string(what) + " TPM key private " + private_path));
+  }
+  blob.public_area = *pub;
+  blob.private_area = *priv;
+  return blob;
+}
+
+Result<LoadedTpmKey> LoadTpmKey(const std::string& tcti, uint32_t parent_handle,
+                                const esys::KeyBlob& blob, std::string_view what) {
+  LoadedTpmKey out;
+  auto tpm = esys::Tpm::Open(tcti);
+  if (!tpm)
+    return Error(tpm.error().WithContext("the " + std::string(what) + " key's TPM (" + tcti + ")"));
+  out.tpm = std::move(*tpm);
+  TPMMA_ASSIGN_OR_RETURN(esys::Object parent, out.tpm->FromPersistent(parent_handle));
+  auto key = out.tpm->Load(parent, blob);
+  if (!key) {
+    return Error(key.error().WithContext("loading the " + std::string(what) + " key into its TPM"));
+  }
+  out.key = std::move(*key);
+  TPMMA_ASSIGN_OR_RETURN(Bytes name, tpm::ComputeName(blob.public_area.publicArea));
+  if (out.key.name() != name) {
+    return Error(Code::kIntegrityFailure, "the TPM reports another Name for the " +
+                                              std::string(what) +
+                                              " key than its public file: wrong key files for "
+                                              "this TPM?");
+  }
+  return out;
+}
+
+}  // namespace tpmma::server
