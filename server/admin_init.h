@@ -43,7 +43,7 @@ struct InitReport {
   std::string ca_certificate_path;
   std::string url;  // https://127.0.0.1:8443/
   std::string ma_key_id;
-  std::string ma_name_hex;  // Name of the MA key's TPM2B_PUBLIC: what MRK policies bind to
+  std::string ma_name_hex;    // Name of the MA key's TPM2B_PUBLIC: what MRK policies bind to
   std::string escrow_key_id;  // empty: no escrow custody offered
 };
 
