@@ -7,10 +7,12 @@
 #include <gtest/gtest.h>
 
 #include "client/tpm/esys.h"
+#include "server/escrow_key.h"
 #include "server/ma_key.h"
 #include "server/ma_key_tpm.h"
 #include "tests/support/swtpm.h"
 #include "tests/support/testutil.h"
+#include "tpm/escrow.h"
 #include "tpm/marshal.h"
 
 namespace tpmma::server {
@@ -151,6 +153,62 @@ TEST_F(TpmMaKeyTest, RefusesMismatchedFiles) {
   auto unreachable = LoadTpmMaKey(o, Env::Default());
   ASSERT_FALSE(unreachable.has_value());
   EXPECT_EQ(unreachable.error().code(), Code::kUnavailable) << unreachable.error().ToString();
+}
+
+// The escrow key in a TPM (escrow.custody = "tpm"): imported with tpm2_import as the
+// operations guide says, it opens what lms escrowed to the software key's public, exactly
+// as the software custody does, and refuses a flipped bit the same way.
+TEST_F(TpmMaKeyTest, EscrowKeyInATpmDecryptsWhatTheSoftwareKeyPublishes) {
+  const std::string ekey = dir_.File("escrow.key"), ecert = dir_.File("escrow.crt");
+  const std::string epub = dir_.File("escrow-tpm.pub"), epriv = dir_.File("escrow-tpm.priv");
+  auto r = RunCommand({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ekey,
+                       "-out", ecert, "-subj", "/CN=tpm-ma test escrow", "-days", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ::chmod(ekey.c_str(), 0600);
+  r = hsm_->Tools({"tpm2_import", "-C", "0x81000001", "-G", "rsa", "-i", ekey, "-a",
+                   "decrypt|userwithauth", "-u", epub, "-r", epriv});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  auto soft = LoadSoftwareEscrowKey("escrow-1", ekey, ecert, Env::Default());
+  ASSERT_OK(soft);
+  auto in_tpm = LoadTpmEscrowKey({.key_id = "escrow-1",
+                                  .tcti = hsm_->tcti(),
+                                  .parent_handle = 0x81000001,
+                                  .public_path = epub,
+                                  .private_path = epriv,
+                                  .certificate_path = ecert},
+                                 Env::Default());
+  ASSERT_OK(in_tpm);
+  // tpm2_import writes the same TPM2B_PUBLIC the software custody publishes.
+  EXPECT_EQ((*in_tpm)->public_bytes(), (*soft)->public_bytes());
+
+  auto pub = tpm::Unmarshal<TPM2B_PUBLIC>((*soft)->public_bytes());
+  ASSERT_OK(pub);
+  const Bytes inner(16, 0x42), mrk_name = {0x00, 0x0b, 9, 9, 9};
+  auto ct = tpm::EscrowEncrypt(pub->publicArea, inner, "platform-a", mrk_name);
+  ASSERT_OK(ct);
+  for (EscrowKeyCustody* k : {soft->get(), in_tpm->get()}) {
+    auto plain = k->Decrypt(*ct);
+    ASSERT_OK(plain);
+    auto opened = tpm::EscrowOpen(*plain, "platform-a", mrk_name);
+    ASSERT_OK(opened);
+    EXPECT_EQ(Bytes(opened->begin(), opened->end()), inner);
+    Bytes flipped = *ct;
+    flipped[7] ^= 0x10;
+    auto bad = k->Decrypt(flipped);
+    ASSERT_FALSE(bad.has_value());
+    EXPECT_EQ(bad.error().code(), Code::kIntegrityFailure) << bad.error().ToString();
+  }
+  // A storage key is no escrow key: refused at load, naming the file.
+  auto wrong = LoadTpmEscrowKey({.key_id = "escrow-1",
+                                 .tcti = hsm_->tcti(),
+                                 .parent_handle = 0x81000001,
+                                 .public_path = pub_,
+                                 .private_path = priv_,
+                                 .certificate_path = cert_},
+                                Env::Default());
+  ASSERT_FALSE(wrong.has_value());
+  EXPECT_NE(wrong.error().message().find(pub_), std::string::npos) << wrong.error().ToString();
 }
 
 }  // namespace
