@@ -42,16 +42,17 @@ TEST_F(AdminInitTest, CreatesAWorkingStateDirectoryWithSafePermissions) {
   EXPECT_EQ(report->ma_name_hex.substr(0, 4), "000b");
 
   EXPECT_EQ(Mode(dir), 0700u);
-  for (const char* secret :
-       {"/ca/ca-key.pem", "/ma/ma-key.pem", "/tls/server-key.pem", "/config.toml", "/vault.db"}) {
+  for (const char* secret : {"/ca/ca-key.pem", "/ma/ma-key.pem", "/escrow/escrow-key.pem",
+                             "/tls/server-key.pem", "/config.toml", "/vault.db"}) {
     EXPECT_EQ(Mode(dir + secret), 0600u) << secret;
   }
-  for (const char* pub : {"/ca/ca-cert.pem", "/ma/ma-cert.pem", "/tls/server-cert.pem"}) {
+  for (const char* pub :
+       {"/ca/ca-cert.pem", "/ma/ma-cert.pem", "/escrow/escrow-cert.pem", "/tls/server-cert.pem"}) {
     EXPECT_EQ(Mode(dir + pub), 0644u) << pub;
   }
 
   // An independent tool agrees that the CA issued both certificates.
-  for (const char* leaf : {"/tls/server-cert.pem", "/ma/ma-cert.pem"}) {
+  for (const char* leaf : {"/tls/server-cert.pem", "/ma/ma-cert.pem", "/escrow/escrow-cert.pem"}) {
     auto r = RunCommand({"openssl", "verify", "-CAfile", dir + "/ca/ca-cert.pem", dir + leaf});
     EXPECT_EQ(r.exit_code, 0) << r.output;
   }
@@ -65,6 +66,12 @@ TEST_F(AdminInitTest, CreatesAWorkingStateDirectoryWithSafePermissions) {
   auto cert_pub =
       RunCommand({"openssl", "x509", "-in", dir + "/ma/ma-cert.pem", "-noout", "-pubkey"});
   EXPECT_EQ(key_pub.output, cert_pub.output);
+  // The escrow key is a key of its own (DESIGN 4.4: the MA key alone opens no package).
+  auto escrow_pub =
+      RunCommand({"openssl", "pkey", "-in", dir + "/escrow/escrow-key.pem", "-pubout"});
+  EXPECT_EQ(escrow_pub.exit_code, 0) << escrow_pub.output;
+  EXPECT_NE(escrow_pub.output, key_pub.output);
+  EXPECT_EQ(report->escrow_key_id, "escrow-1");
 
   auto vault = storage::SqliteVault::Open(dir + "/vault.db");
   ASSERT_TRUE(vault.has_value()) << vault.error().ToString();
@@ -79,6 +86,8 @@ TEST_F(AdminInitTest, CreatesAWorkingStateDirectoryWithSafePermissions) {
   EXPECT_EQ(cfg->listen_port, 9443);
   EXPECT_EQ(cfg->ma_private_key, dir + "/ma/ma-key.pem");  // resolved against the file's dir
   EXPECT_EQ(cfg->vault_path, dir + "/vault.db");
+  EXPECT_EQ(cfg->escrow_custody, "software");
+  EXPECT_EQ(cfg->escrow_private_key, dir + "/escrow/escrow-key.pem");
 }
 
 TEST_F(AdminInitTest, RefusesToOverwriteAnExistingMa) {

@@ -187,6 +187,20 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"[audit]\nreads = \"off\"",
                  "audit.reads must be \"deferred\" or \"durable\", got \"off\""},
         BadValue{"[audit]\nreads = true", "audit.reads must be"},
+        BadValue{"[escrow]\ncustody = \"hsm\"",
+                 "escrow.custody must be \"none\", \"software\" or \"tpm\""},
+        BadValue{"[escrow]\ncustody = \"software\"\ncertificate = \"e.crt\"",
+                 "escrow.private_key is required"},
+        BadValue{"[escrow]\ncustody = \"tpm\"\ncertificate = \"e.crt\"",
+                 "escrow.tpm_tcti is required"},
+        BadValue{"[escrow]\ncustody = \"software\"\nprivate_key = \"e.key\"",
+                 "escrow.certificate is required"},
+        BadValue{"[escrow]\ncustody = \"software\"\nkey_id = \"ma-1\"\nprivate_key = "
+                 "\"e.key\"\ncertificate = \"e.crt\"",
+                 "escrow.key_id must differ from ma.key_id"},
+        BadValue{"[escrow]\ncustody = \"software\"\nprivate_key = \"ma/key.pem\"\n"
+                 "certificate = \"e.crt\"",
+                 "escrow.private_key must be a different file from ma.private_key"},
         BadValue{"[server]\nmalloc_arenas = -1",
                  "server.malloc_arenas must be an integer between 0 and 256, got -1"}));
 
@@ -326,6 +340,13 @@ TEST(ConfigTest, ConfigToTomlRoundTrips) {
   c.ek_cache_entries = 0;
   c.audit_reads = "durable";
   c.malloc_arenas = 0;
+  c.escrow_custody = "tpm";
+  c.escrow_key_id = "escrow-9";
+  c.escrow_certificate = "/state/escrow/cert.pem";
+  c.escrow_tpm_tcti = "device:/dev/tpmrm0";
+  c.escrow_tpm_public = "/state/escrow/tpm.pub";
+  c.escrow_tpm_private = "/state/escrow/tpm.priv";
+  c.escrow_tpm_parent = 0x81000010;
   std::string text = ConfigToToml(c);
   Result<Config> back = ParseConfig(text, "/elsewhere", "roundtrip");
   ASSERT_TRUE(back.has_value()) << back.error().ToString() << "\n" << text;
