@@ -225,12 +225,15 @@ void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands)
     struct Args {
       std::string ma_key_public, ma_key_id;
       std::string mrk_alg = "rsa2048";
+      std::string custody = "recovery-code";
+      std::string escrow_key_id;
       bool force = false, discard = false;
     };
     auto a = std::make_shared<Args>();
     CLI::App* c = add("init",
                       "Create the key store: the SRK (persistent at 0x81000001), a Migratable Root "
-                      "Key bound to the MA key, and the recovery code (shown once). The MA key "
+                      "Key bound to the MA key, and the inner key's custody: a recovery code "
+                      "(shown once) or escrow with the MA (--custody escrow). The MA key "
                       "comes from the MA (--ma, GetMAKey, checked against its certificate) or "
                       "from a file; --ma/--ma-ca are recorded in the store for later commands");
     c->add_option("--ma-key-public", a->ma_key_public,
@@ -238,6 +241,15 @@ void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands)
                   "from the MA)");
     c->add_option("--ma-key-id", a->ma_key_id,
                   "which MA key to fetch (default: the one the MA uses now)");
+    c->add_option("--custody", a->custody,
+                  "who can give the inner wrapper key back after a TPM clear or on a new board: "
+                  "recovery-code (a code shown once, never sent) or escrow (encrypted to the "
+                  "MA's escrow key, released only for a restore a helpdesk approved; needs "
+                  "--ma)")
+        ->check(CLI::IsMember({"recovery-code", "escrow"}))
+        ->capture_default_str();
+    c->add_option("--escrow-key-id", a->escrow_key_id,
+                  "with --custody escrow: which MA escrow key (default: the one the MA lists)");
     c->add_option("--mrk-alg", a->mrk_alg, "MRK algorithm: rsa2048 | ecc-p256")
         ->check(CLI::IsMember({"rsa2048", "ecc-p256"}))
         ->capture_default_str();
@@ -272,7 +284,25 @@ void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands)
              if (!key) return Fail(g, key.error());
              ma_public = std::move(key->public_area);
            }
+           const bool escrow = a->custody == "escrow";
+           if (!escrow && !a->escrow_key_id.empty()) {
+             return Fail(
+                 g, Status(Code::kInvalidArgument, "--escrow-key-id is only for --custody escrow"));
+           }
            InitOptions o;
+           if (escrow) {
+             if (!settings) {
+               return Fail(g, Status(Code::kInvalidArgument,
+                                     "--custody escrow needs the MA, to fetch its escrow key (" +
+                                         settings.error().message() + ")"));
+             }
+             (*lms)->Progress("fetching the MA escrow key from " + settings->url);
+             auto key = FetchEscrowKey(*settings, a->escrow_key_id);
+             if (!key) return Fail(g, key.error());
+             o.custody = CustodyMode::kEscrow;
+             o.escrow_key_id = std::move(key->key_id);
+             o.escrow_public = std::move(key->public_area);
+           }
            o.ma_key_public = ma_public;
            o.mrk_alg = a->mrk_alg == "ecc-p256" ? esys::KeyAlg::kEccP256 : esys::KeyAlg::kRsa2048;
            o.force = a->force;
@@ -299,8 +329,9 @@ void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands)
                      {"srk_name", HexEncode(r->state.srk_name)},
                      {"mrk", KeyJson(r->mrk)},
                      {"ma_key_name", HexEncode(r->state.ma_key_name)},
-                     {"custody", "recovery-code"},
+                     {"custody", CustodyModeName(r->state.custody.mode)},
                      {"retired_to", r->retired_to ? json(*r->retired_to) : json(nullptr)}};
+           if (escrow) j["escrow_key_id"] = r->state.custody.escrow_key_id;
            SecureString text;
            auto append = [&text](const std::string& s) { text.append(s.begin(), s.end()); };
            append("Initialised the key store " + (*lms)->store().dir() + "\n");
@@ -311,6 +342,12 @@ void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands)
                   "\n");
            append("  MRK  " + r->mrk.id + "  (" + a->mrk_alg + ", duplicable only to MA key " +
                   HexEncode(r->state.ma_key_name) + ")\n\n");
+           if (escrow) {
+             append("Inner key custody: escrow (MA escrow key " + r->state.custody.escrow_key_id +
+                    "). There is no recovery code: restoring these keys on a new or cleared "
+                    "TPM needs a helpdesk approval (ma-admin approve) for this platform.\n");
+             return Succeed(g, j, std::string(text.begin(), text.end()));
+           }
            append(
                "RECOVERY CODE (shown only now; it is stored nowhere). Write it "
                "down and keep it offline:\n\n    ");

@@ -144,7 +144,7 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
     auto a = std::make_shared<Args>();
     CLI::App* c = add("backup",
                       "Back up the MRK and every key under it to the MA (duplicated to the MA "
-                      "key, inner-wrapped with the recovery code's key, signed by this TPM); "
+                      "key, inner-wrapped with the store's inner key, signed by this TPM); "
                       "only when something changed since the last backup unless --full");
     c->add_flag("--full", a->full, "upload even if nothing changed since the last backup");
     c->add_flag("--if-changed", a->if_changed,
@@ -245,7 +245,9 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
                   "a package of this (old) platform, which a helpdesk approved for this one");
     c->add_option("--recovery-code-file", a->code_file,
                   "read the recovery code from FILE (- for stdin) instead of asking on the "
-                  "terminal; needed only when the TPM lost its sealed copy of the inner key");
+                  "terminal; needed only for a recovery-code package when the TPM lost its "
+                  "sealed copy of the inner key (an escrow package needs a helpdesk approval "
+                  "instead)");
     commands->push_back(
         {c, [&g, a]() -> int {
            auto ctx = Open(g);
@@ -273,6 +275,8 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
                      {"source_platform_id", r->source_platform_id},
                      {"platform_id", r->platform_id},
                      {"package_created_at", Utc(r->package_created_at)},
+                     {"custody", r->custody},
+                     {"inner_key_source", r->inner_key_source},
                      {"used_recovery_code", r->used_recovery_code},
                      {"srk_changed", r->srk_changed},
                      {"keys", keys},
@@ -287,7 +291,12 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
            if (r->kept > 0) {
              text += "; " + std::to_string(r->kept) + " newer key(s) kept from the store";
            }
-           text += "\n" + lines;
+           text +=
+               "\ninner key from " +
+               std::string(r->inner_key_source == "sealed"   ? "this TPM (sealed copy)"
+                           : r->inner_key_source == "escrow" ? "the MA's escrow (helpdesk approval)"
+                                                             : "the recovery code") +
+               "\n" + lines;
            return Succeed(g, j, text);
          }});
   }
@@ -332,7 +341,10 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
                       {{"dir", r.store_dir},
                        {"initialised", r.initialised},
                        {"keys", r.keys},
-                       {"not_backed_up", r.not_backed_up}}},
+                       {"not_backed_up", r.not_backed_up},
+                       {"custody", r.initialised ? json(r.custody) : json(nullptr)},
+                       {"escrow_key_id",
+                        r.escrow_key_id.empty() ? json(nullptr) : json(r.escrow_key_id)}}},
                      {"last_backup_at", OptUtc(r.last_backup_at)},
                      {"last_backup_package_id",
                       r.last_backup_package_id ? json(*r.last_backup_package_id) : json(nullptr)},
@@ -365,6 +377,12 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
                   " not backed up)\n";
            } else {
              t += " (not initialised)\n";
+           }
+           if (r.initialised) {
+             t += "custody      " + r.custody +
+                  (r.escrow_key_id.empty() ? std::string()
+                                           : " (MA escrow key " + r.escrow_key_id + ")") +
+                  "\n";
            }
            t += "last backup  " +
                 (r.last_backup_at ? Utc(*r.last_backup_at) + "  package " +

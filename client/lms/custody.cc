@@ -3,6 +3,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
+#include <openssl/rand.h>
 
 #include <cctype>
 
@@ -31,7 +32,7 @@ int DecodeChar(char c) {
   return -1;
 }
 
-Result<SecureBytes> Scrypt(std::string_view code, const RecoveryCustody& c, size_t out_len) {
+Result<SecureBytes> Scrypt(std::string_view code, const InnerKeyCustody& c, size_t out_len) {
   if (c.kdf != "scrypt") {
     return Error(Code::kUnsupported, "recovery-code KDF '" + c.kdf + "' is not supported");
   }
@@ -91,7 +92,7 @@ Result<SecureString> NormalizeRecoveryCode(std::string_view typed) {
   return out;
 }
 
-Result<SecureBytes> DeriveInnerKey(std::string_view code, const RecoveryCustody& custody) {
+Result<SecureBytes> DeriveInnerKey(std::string_view code, const InnerKeyCustody& custody) {
   TPMMA_ASSIGN_OR_RETURN(SecureString canonical, NormalizeRecoveryCode(code));
   TPMMA_ASSIGN_OR_RETURN(SecureBytes derived,
                          Scrypt(canonical, custody, kInnerKeyBytes + kVerifierBytes));
@@ -100,6 +101,14 @@ Result<SecureBytes> DeriveInnerKey(std::string_view code, const RecoveryCustody&
     return Error(Code::kPermissionDenied, "the recovery code is not the one shown at lms init");
   }
   return SecureBytes(derived.begin(), derived.begin() + kInnerKeyBytes);
+}
+
+Result<SecureBytes> NewEscrowInnerKey() {
+  SecureBytes key(kInnerKeyBytes);
+  if (RAND_priv_bytes(key.data(), static_cast<int>(key.size())) != 1) {
+    return Error(OpensslError("RAND_priv_bytes"));
+  }
+  return key;
 }
 
 }  // namespace tpmma::lms

@@ -159,6 +159,17 @@ Result<KeyType> KeyTypeFromName(std::string_view name) {
   return Error(Code::kInvalidArgument, "unknown key type '" + std::string(name) + "'");
 }
 
+std::string_view CustodyModeName(CustodyMode mode) {
+  return mode == CustodyMode::kEscrow ? "escrow" : "recovery-code";
+}
+
+Result<CustodyMode> CustodyModeFromName(std::string_view name) {
+  for (CustodyMode m : {CustodyMode::kRecoveryCode, CustodyMode::kEscrow}) {
+    if (CustodyModeName(m) == name) return m;
+  }
+  return Error(Code::kInvalidArgument, "unknown custody mode '" + std::string(name) + "'");
+}
+
 std::string KeyRecordToJson(const KeyRecord& k) {
   json j = {{"format", kStoreFormat},
             {"id", k.id},
@@ -202,16 +213,21 @@ Result<KeyRecord> KeyRecordFromJson(std::string_view text, std::string_view what
 }
 
 std::string StoreStateToJson(const StoreState& s) {
-  const RecoveryCustody& c = s.custody;
-  json custody = {{"mode", "recovery-code"},
-                  {"kdf", c.kdf},
-                  {"salt", Base64Encode(c.salt)},
-                  {"n", c.n},
-                  {"r", c.r},
-                  {"p", c.p},
-                  {"verifier", Base64Encode(c.verifier)},
-                  {"sealed_public", Base64Encode(c.sealed_public)},
-                  {"sealed_private", Base64Encode(c.sealed_private)}};
+  const InnerKeyCustody& c = s.custody;
+  json custody = {{"mode", CustodyModeName(c.mode)}};
+  if (c.mode == CustodyMode::kEscrow) {
+    custody["escrow_key_id"] = c.escrow_key_id;
+    custody["escrow_public"] = Base64Encode(c.escrow_public);
+  } else {
+    custody["kdf"] = c.kdf;
+    custody["salt"] = Base64Encode(c.salt);
+    custody["n"] = c.n;
+    custody["r"] = c.r;
+    custody["p"] = c.p;
+    custody["verifier"] = Base64Encode(c.verifier);
+  }
+  custody["sealed_public"] = Base64Encode(c.sealed_public);
+  custody["sealed_private"] = Base64Encode(c.sealed_private);
   json j = {
       {"format", kStoreFormat},
       {"initialized_at", s.initialized_at},
@@ -256,16 +272,33 @@ Result<StoreState> StoreStateFromJson(std::string_view text, std::string_view wh
   const std::string c_what = std::string(what) + " custody";
   Fields fc(*custody, c_what);
   const std::string mode = fc.Str("mode");
-  RecoveryCustody& c = s.custody;
-  c.kdf = fc.Str("kdf");
-  c.salt = fc.Base64("salt");
-  const int64_t n = fc.Int("n"), r = fc.Int("r"), p = fc.Int("p");
-  c.verifier = fc.Base64("verifier");
+  if (!fc.status().ok()) return Error(fc.status());
+  auto m = CustodyModeFromName(mode);
+  if (!m) {
+    return Error(Code::kUnsupported, c_what + ": custody mode '" + mode + "' is not supported");
+  }
+  InnerKeyCustody& c = s.custody;
+  c.mode = *m;
+  int64_t n = 0, r = 0, p = 0;
+  if (c.mode == CustodyMode::kEscrow) {
+    c.escrow_key_id = fc.Str("escrow_key_id");
+    c.escrow_public = fc.Base64("escrow_public");
+  } else {
+    c.kdf = fc.Str("kdf");
+    c.salt = fc.Base64("salt");
+    n = fc.Int("n");
+    r = fc.Int("r");
+    p = fc.Int("p");
+    c.verifier = fc.Base64("verifier");
+  }
   c.sealed_public = fc.Base64("sealed_public");
   c.sealed_private = fc.Base64("sealed_private");
   if (!fc.status().ok()) return Error(fc.status());
-  if (mode != "recovery-code") {
-    return Error(Code::kUnsupported, c_what + ": custody mode '" + mode + "' is not supported");
+  if (c.mode == CustodyMode::kEscrow) {
+    if (c.escrow_key_id.empty() || c.escrow_public.empty()) {
+      return Error(Code::kCorruption, c_what + ": escrow custody without the escrow key");
+    }
+    return s;
   }
   if (n <= 0 || r <= 0 || p <= 0 || r > 0xffffffffLL || p > 0xffffffffLL) {
     return Error(Code::kCorruption, c_what + ": bad scrypt parameters");

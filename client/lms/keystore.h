@@ -50,20 +50,42 @@ struct KeyRecord {
   bool operator==(const KeyRecord&) const = default;
 };
 
-// DESIGN 4.4, recovery-code custody. The inner wrapper key is scrypt(code, salt, n, r, p)
-// (first 16 bytes); `verifier` (the next 32) lets a restore tell a mistyped code from a
-// wrong TPM. For unattended backups the inner key is also kept sealed to this TPM
+// DESIGN 4.4: who can give the inner wrapper key back after the TPM lost it.
+enum class CustodyMode {
+  kRecoveryCode,  // derived from a code shown once at init (high assurance)
+  kEscrow,        // random, encrypted to the MA's escrow key in every package (helpdesk)
+};
+
+// "recovery-code", "escrow" (CLI and JSON names).
+std::string_view CustodyModeName(CustodyMode mode);
+Result<CustodyMode> CustodyModeFromName(std::string_view name);
+
+// The store's custody of the inner wrapper key (DESIGN 4.4).
+//
+// Recovery code: the inner key is scrypt(code, salt, n, r, p) (first 16 bytes); `verifier`
+// (the next 32) lets a restore tell a mistyped code from a wrong TPM.
+// Escrow: the inner key is random; every package carries it encrypted to the MA's escrow
+// key (`escrow_public`, pinned at init so that a backup never asks the MA which key to
+// trust), which the MA opens only for a Download a helpdesk approved.
+//
+// Either way, for unattended backups the inner key is also kept sealed to this TPM
 // (fixedTPM under the SRK): useless anywhere else, and gone with the SRK.
-struct RecoveryCustody {
+struct InnerKeyCustody {
+  CustodyMode mode = CustodyMode::kRecoveryCode;
+  // kRecoveryCode
   std::string kdf = "scrypt";
   Bytes salt;
   uint64_t n = 0;
   uint32_t r = 0;
   uint32_t p = 0;
   Bytes verifier;
+  // kEscrow
+  std::string escrow_key_id;
+  Bytes escrow_public;  // TPM2B_PUBLIC of the MA's escrow key, as GetMAKey returns it
+  // both
   Bytes sealed_public;   // TPM2B_PUBLIC of the sealed inner key (under the SRK)
   Bytes sealed_private;  // TPM2B_PRIVATE
-  bool operator==(const RecoveryCustody&) const = default;
+  bool operator==(const InnerKeyCustody&) const = default;
 };
 
 struct StoreState {
@@ -75,7 +97,7 @@ struct StoreState {
   std::string mrk_id;
   Bytes ma_key_public;  // TPM2B_PUBLIC of the MA storage key the MRK duplicates to
   Bytes ma_key_name;
-  RecoveryCustody custody;
+  InnerKeyCustody custody;
   std::optional<int64_t> last_backup_at;
   std::optional<std::string> last_backup_package_id;
   bool operator==(const StoreState&) const = default;

@@ -12,6 +12,7 @@
 #include "client/lms/custody.h"
 #include "common/openssl.h"
 #include "schema/package.h"
+#include "tpm/escrow.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 
@@ -328,6 +329,17 @@ Result<InitResult> Lms::Init(const InitOptions& o) {
   }
   TPMMA_RETURN_IF_ERROR(tpm::CheckStorageParent(ma_public->publicArea).WithContext("MA key"));
   TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, tpm::ComputeName(ma_public->publicArea));
+  if (o.custody == CustodyMode::kEscrow) {
+    auto escrow = tpm::Unmarshal<TPM2B_PUBLIC>(o.escrow_public);
+    if (!escrow) {
+      return Error(Code::kInvalidArgument,
+                   "the MA escrow key is not a TPM2B_PUBLIC: " + escrow.error().message());
+    }
+    TPMMA_RETURN_IF_ERROR(tpm::CheckEscrowKey(escrow->publicArea).WithContext("MA escrow key"));
+    if (o.escrow_key_id.empty()) {
+      return Error(Code::kInvalidArgument, "escrow custody needs the escrow key's id");
+    }
+  }
 
   TPMMA_RETURN_IF_ERROR(store_.CreateLayout());
   TPMMA_RETURN_IF_ERROR(store_.Lock());
@@ -366,7 +378,15 @@ Result<InitResult> Lms::Init(const InitOptions& o) {
   TPMMA_RETURN_IF_ERROR(OpenTpm(/*create_srk=*/true, nullptr));
   TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo srk_info, tpm_->ReadPublic(srk_));
   TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob mrk_blob, tpm_->CreateMrk(srk_, ma_name, o.mrk_alg));
-  TPMMA_ASSIGN_OR_RETURN(NewCustody custody, MakeRecoveryCustody());
+  NewCustody custody;
+  if (o.custody == CustodyMode::kEscrow) {
+    TPMMA_ASSIGN_OR_RETURN(custody.inner_key, NewEscrowInnerKey());
+    custody.custody.mode = CustodyMode::kEscrow;
+    custody.custody.escrow_key_id = o.escrow_key_id;
+    custody.custody.escrow_public = o.escrow_public;
+  } else {
+    TPMMA_ASSIGN_OR_RETURN(custody, MakeRecoveryCustody());
+  }
   TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob sealed,
                          tpm_->Create(srk_, SealedInnerKeyTemplate(), custody.inner_key));
 

@@ -40,6 +40,11 @@ struct Options {
 struct InitOptions {
   Bytes ma_key_public;  // marshalled TPM2B_PUBLIC of the MA storage key (as GetMAKey returns)
   esys::KeyAlg mrk_alg = esys::KeyAlg::kRsa2048;
+  // Custody of the inner wrapper key (DESIGN 4.4). kEscrow needs the MA's escrow key
+  // (GetMAKey, checked: remote.h FetchEscrowKey) and shows no recovery code.
+  CustodyMode custody = CustodyMode::kRecoveryCode;
+  std::string escrow_key_id;
+  Bytes escrow_public;  // marshalled TPM2B_PUBLIC
   // Re-initialise an initialised store: the old state moves to retired/. Refused while any
   // key (the MRK included) has never been backed up, unless discard_unbacked is also set.
   bool force = false;
@@ -49,7 +54,7 @@ struct InitOptions {
 struct InitResult {
   StoreState state;
   KeyRecord mrk;
-  SecureString recovery_code;             // show it once; it is stored nowhere
+  SecureString recovery_code;             // show it once; it is stored nowhere (empty: escrow)
   std::optional<std::string> retired_to;  // where the previous store went
 };
 
@@ -95,8 +100,8 @@ class Lms {
   Result<esys::Object> LoadMrk();
   // Loads `key` under `mrk` (children) or the SRK (the MRK itself).
   Result<esys::Object> LoadKey(const KeyRecord& key, const esys::Object* mrk);
-  // The inner wrapper key, unsealed from this TPM (recovery-code custody, for backups
-  // that must run unattended).
+  // The inner wrapper key, unsealed from this TPM (either custody; for backups that must
+  // run unattended).
   Result<SecureBytes> UnsealInnerKey();
 
   // ---- for the MA commands (remote.h)

@@ -20,6 +20,7 @@
 #include "common/openssl.h"
 #include "schema/package.h"
 #include "schema/package_xml.h"
+#include "tpm/escrow.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 
@@ -216,8 +217,9 @@ package::KeyUsage UsageOf(KeyType t) {
   return package::KeyUsage::kSign;
 }
 
-bool SameCustodyParameters(const RecoveryCustody& a, const RecoveryCustody& b) {
-  return a.kdf == b.kdf && a.salt == b.salt && a.n == b.n && a.r == b.r && a.p == b.p &&
+bool SameRecoveryCode(const InnerKeyCustody& a, const InnerKeyCustody& b) {
+  return a.mode == CustodyMode::kRecoveryCode && b.mode == CustodyMode::kRecoveryCode &&
+         a.kdf == b.kdf && a.salt == b.salt && a.n == b.n && a.r == b.r && a.p == b.p &&
          a.verifier == b.verifier;
 }
 
@@ -233,6 +235,33 @@ Result<KeyRecord> FindMrk(const StoreState& state, const std::vector<KeyRecord>&
     }
   }
   return Error(Code::kCorruption, "the key store has no record of its MRK " + state.mrk_id);
+}
+
+std::string Join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& i : items) out += (out.empty() ? "" : ", ") + i;
+  return out.empty() ? "none" : out;
+}
+
+// GetMAKey(key_id) checked for `role` (client::VerifyMaKey).
+Result<FetchedMaKey> GetCheckedMaKey(client::MaClient& client, const MaSettings& ma,
+                                     std::string_view key_id, client::MaKeyRole role) {
+  const bool escrow = role == client::MaKeyRole::kEscrow;
+  auto key = client.GetMAKey(key_id);
+  if (!key) {
+    return Error(MaFailure(key.error(), ma,
+                           escrow ? "to give its escrow key " + std::string(key_id) + " (GetMAKey)"
+                                  : std::string("to give its key (GetMAKey)")));
+  }
+  auto verified = client::VerifyMaKey(*key, role);
+  if (!verified) {
+    return Error(
+        verified.error().WithContext(std::string(escrow ? "the MA escrow key" : "the MA key") +
+                                     " from " + ma.url + " does not check out"));
+  }
+  return FetchedMaKey{.key_id = verified->key_id,
+                      .public_area = key->public_area,
+                      .name = std::move(verified->name)};
 }
 
 }  // namespace
@@ -261,17 +290,53 @@ Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags
 
 Result<FetchedMaKey> FetchMaKey(const MaSettings& ma, std::string_view key_id) {
   TPMMA_ASSIGN_OR_RETURN(auto client, Connect(ma));
-  auto key = client->GetMAKey(key_id);
-  if (!key) return Error(MaFailure(key.error(), ma, "to give its key (GetMAKey)"));
-  auto verified = client::VerifyMaKey(*key);
-  if (!verified) {
-    return Error(verified.error().WithContext("the MA key from " + ma.url + " does not check out"));
+  return GetCheckedMaKey(*client, ma, key_id, client::MaKeyRole::kStorage);
+}
+
+Result<FetchedMaKey> FetchEscrowKey(const MaSettings& ma, std::string_view key_id) {
+  TPMMA_ASSIGN_OR_RETURN(auto client, Connect(ma));
+  auto info = client->GetMAServiceInfo();
+  if (!info) return Error(MaFailure(info.error(), ma, "to describe itself (GetMAServiceInfo)"));
+  if (std::find(info->custody_modes.begin(), info->custody_modes.end(), "Escrow") ==
+      info->custody_modes.end()) {
+    return Error(Code::kUnsupported,
+                 "the MA at " + ma.url +
+                     " does not offer escrow custody (it offers: " + Join(info->custody_modes) +
+                     "); use --custody recovery-code, or an MA that does");
   }
-  FetchedMaKey out;
-  out.key_id = verified->key_id;
-  out.public_area = key->public_area;
-  out.name = verified->name;
-  return out;
+  if (!key_id.empty()) return GetCheckedMaKey(*client, ma, key_id, client::MaKeyRole::kEscrow);
+  // The first MAKeyId is the storage key; of the others, the escrow key is the one whose
+  // public area is shaped like one (another storage key may be listed during a rotation).
+  std::vector<FetchedMaKey> found;
+  for (size_t i = 1; i < info->ma_key_ids.size(); ++i) {
+    const std::string& id = info->ma_key_ids[i];
+    auto key = client->GetMAKey(id);
+    if (!key) return Error(MaFailure(key.error(), ma, "to give its key " + id + " (GetMAKey)"));
+    auto pub = tpm::Unmarshal<TPM2B_PUBLIC>(key->public_area);
+    if (pub && !tpm::CheckEscrowKey(pub->publicArea).ok()) continue;
+    auto verified = client::VerifyMaKey(*key, client::MaKeyRole::kEscrow);
+    if (!verified) {
+      return Error(verified.error().WithContext("the MA escrow key " + id + " from " + ma.url +
+                                                " does not check out"));
+    }
+    found.push_back({.key_id = verified->key_id,
+                     .public_area = key->public_area,
+                     .name = std::move(verified->name)});
+  }
+  if (found.empty()) {
+    return Error(Code::kNotFound, "the MA at " + ma.url +
+                                      " offers escrow custody but lists no escrow key (its key "
+                                      "ids: " +
+                                      Join(info->ma_key_ids) + ")");
+  }
+  if (found.size() > 1) {
+    std::vector<std::string> ids;
+    for (const FetchedMaKey& k : found) ids.push_back(k.key_id);
+    return Error(Code::kConflict, "the MA at " + ma.url + " lists " + std::to_string(found.size()) +
+                                      " escrow keys (" + Join(ids) +
+                                      "); choose one with --escrow-key-id");
+  }
+  return std::move(found.front());
 }
 
 Result<AuthenticateResult> Authenticate(Lms& lms, const MaSettings& ma) {
@@ -310,8 +375,8 @@ Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions&
   TPMMA_ASSIGN_OR_RETURN(KeyRecord mrk_record, FindMrk(state, keys));
   TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, lms.tpm());
 
-  // The MRK duplicated to the MA key with the inner key the recovery code derives (kept
-  // sealed to this TPM for unattended backups): done once, whatever the MA does.
+  // The MRK duplicated to the MA key with the inner key (kept sealed to this TPM since
+  // init, for unattended backups): done once, whatever the MA does.
   auto inner = lms.UnsealInnerKey();
   if (!inner) {
     return Error(inner.error().WithContext(
@@ -342,14 +407,27 @@ Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions&
     model.child_keys.push_back(std::move(c));
     carried.push_back(&k);
   }
-  package::RecoveryCodeCustody custody;
-  custody.kdf = state.custody.kdf;
-  custody.salt = state.custody.salt;
-  custody.n = state.custody.n;
-  custody.r = state.custody.r;
-  custody.p = state.custody.p;
-  custody.verifier = state.custody.verifier;
-  model.custody = custody;
+  // Escrow custody: the inner key encrypted to the MA escrow key pinned at init, bound to
+  // the MRK's Name as the MA recomputes it from the package, and to the uploading platform
+  // (known once a session is open, below).
+  std::optional<TPM2B_PUBLIC> escrow_public;
+  Bytes mrk_name;
+  if (state.custody.mode == CustodyMode::kEscrow) {
+    TPMMA_ASSIGN_OR_RETURN(escrow_public,
+                           tpm::Unmarshal<TPM2B_PUBLIC>(state.custody.escrow_public));
+    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC mrk_public,
+                           tpm::Unmarshal<TPM2B_PUBLIC>(mrk_record.public_area));
+    TPMMA_ASSIGN_OR_RETURN(mrk_name, tpm::ComputeName(mrk_public.publicArea));
+  } else {
+    package::RecoveryCodeCustody custody;
+    custody.kdf = state.custody.kdf;
+    custody.salt = state.custody.salt;
+    custody.n = state.custody.n;
+    custody.r = state.custody.r;
+    custody.p = state.custody.p;
+    custody.verifier = state.custody.verifier;
+    model.custody = custody;
+  }
   out.child_keys = model.child_keys.size();
 
   // Authenticate, sign, upload; in agent mode again after a back-off while the MA cannot
@@ -377,6 +455,19 @@ Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions&
     TPMMA_ASSIGN_OR_RETURN(model.package_id, package::NewUuid());
     model.source_platform_id = session->platform_id();
     model.creation_time = lms.env()->NowUnixSeconds();
+    if (escrow_public) {
+      package::EscrowCustody escrow;
+      escrow.escrow_key_id = state.custody.escrow_key_id;
+      escrow.algorithm = package::EscrowAlgorithm::kRsaOaepSha256;
+      auto sealed =
+          tpm::EscrowEncrypt(escrow_public->publicArea, *inner, model.source_platform_id, mrk_name);
+      if (!sealed) {
+        return Error(sealed.error().WithContext("escrowing the inner key to MA escrow key " +
+                                                state.custody.escrow_key_id));
+      }
+      escrow.encrypted_inner_key = std::move(*sealed);
+      model.custody = std::move(escrow);
+    }
     lms.Progress("signing package " + model.package_id + " (" +
                  std::to_string(model.child_keys.size()) + " keys)");
     auto bytes = package::SignPackage(model, session->platform.signer.get());
@@ -501,8 +592,9 @@ Result<RestoreResult> Restore(Lms& lms, const MaSettings& ma, const RestoreOptio
                    "the MA does not let this platform (" + out.platform_id + ") restore package " +
                        id + ": " + e.message() +
                        " (a package of another platform needs a helpdesk approval: ma-admin "
-                       "approve --old <its platform> --new " +
-                       out.platform_id + ")");
+                       "approve --old " +
+                       (o.from_platform.empty() ? std::string("<its platform>") : o.from_platform) +
+                       " --new " + out.platform_id + ")");
     }
     if (e.code() == Code::kNotFound) {
       return Error(Code::kNotFound, "the MA has no package " + id + ": " + e.message());
@@ -568,55 +660,103 @@ Result<RestoreResult> Restore(Lms& lms, const MaSettings& ma, const RestoreOptio
                      ") than this key store (" + mrk_record.id + ", " + HexEncode(mrk_record.name) +
                      "); it can only be restored into the key store it was backed up from");
   }
-  const auto* rc = std::get_if<package::RecoveryCodeCustody>(&model->custody);
-  if (rc == nullptr) {
-    return Error(Code::kUnsupported,
-                 "package " + id + " keeps its inner key in escrow, which this lms does not do");
-  }
-  if (!rc->verifier || rc->verifier->empty()) {
-    return Error(
-        Code::kUnsupported,
-        "package " + id + " has no recovery-code verifier; lms cannot check a code for it");
-  }
-  RecoveryCustody custody;
-  custody.kdf = rc->kdf;
-  custody.salt = rc->salt;
-  custody.n = rc->n;
-  custody.r = rc->r;
-  custody.p = rc->p;
-  custody.verifier = *rc->verifier;
-
-  // The inner key: unsealed from this TPM while the store's sealed copy still works (same
-  // SRK, same custody), else from the recovery code, checked before the TPM sees it.
+  // The inner key, by the package's custody (DESIGN 4.4). While the store's sealed copy
+  // is the package's key (same SRK, same custody; the MRK, checked above, is the store's)
+  // it is unsealed from this TPM; otherwise it comes from the recovery code (checked
+  // against the package's verifier before the TPM sees it) or, for an escrow package, from
+  // the MA, which releases it only for a Download a helpdesk approved.
+  InnerKeyCustody custody;
   SecureBytes inner;
-  const bool sealed_usable = lms.srk_matches_store() &&
-                             SameCustodyParameters(state.custody, custody) &&
-                             !state.custody.sealed_public.empty();
-  if (sealed_usable) {
-    auto unsealed = lms.UnsealInnerKey();
-    if (unsealed) inner = std::move(*unsealed);
-  }
-  if (inner.empty()) {
-    if (!o.recovery_code) {
-      return Error(Code::kInvalidArgument,
-                   "restoring package " + id +
-                       " needs the recovery code shown at lms init (the copy of the inner key "
-                       "sealed to this TPM is gone with its SRK)");
-    }
-    TPMMA_ASSIGN_OR_RETURN(SecureString code, o.recovery_code());
-    lms.Progress("checking the recovery code");
-    auto derived = DeriveInnerKey(code, custody);
-    if (!derived) {
-      if (derived.error().code() == Code::kPermissionDenied) {
-        return Error(Code::kPermissionDenied,
-                     "wrong recovery code: it is not the one shown at lms init for these keys "
-                     "(package " +
-                         id + "); nothing was changed");
+  if (const auto* ec = std::get_if<package::EscrowCustody>(&model->custody)) {
+    out.custody = std::string(CustodyModeName(CustodyMode::kEscrow));
+    custody.mode = CustodyMode::kEscrow;
+    custody.escrow_key_id = ec->escrow_key_id;
+    const bool sealed_usable = lms.srk_matches_store() &&
+                               state.custody.mode == CustodyMode::kEscrow &&
+                               !state.custody.sealed_public.empty();
+    if (sealed_usable) {
+      auto unsealed = lms.UnsealInnerKey();
+      if (unsealed) {
+        inner = std::move(*unsealed);
+        out.inner_key_source = "sealed";
       }
-      return Error(derived.error().WithContext("the recovery code"));
     }
-    inner = std::move(*derived);
-    out.used_recovery_code = true;
+    if (inner.empty()) {
+      if (got->escrowed_inner_key.empty()) {
+        return Error(Code::kPermissionDenied,
+                     "the inner key of package " + id +
+                         " is held in escrow by the MA and is released only for a restore a "
+                         "helpdesk approved; ask the helpdesk to approve platform " +
+                         out.platform_id + " (ma-admin approve --old " + model->source_platform_id +
+                         " --new " + out.platform_id + "); nothing was changed");
+      }
+      if (got->escrowed_inner_key.size() != kInnerKeyBytes) {
+        return Error(Code::kMalformed,
+                     "the MA released an escrowed inner key of " +
+                         std::to_string(got->escrowed_inner_key.size()) + " bytes for package " +
+                         id + ", not " + std::to_string(kInnerKeyBytes) + "; nothing was restored");
+      }
+      inner = got->escrowed_inner_key;
+      out.inner_key_source = "escrow";
+    }
+    // The store keeps the escrow key's public area for its next backups: its own copy when
+    // the ids match, else the MA's, checked like at init.
+    if (state.custody.mode == CustodyMode::kEscrow &&
+        state.custody.escrow_key_id == ec->escrow_key_id && !state.custody.escrow_public.empty()) {
+      custody.escrow_public = state.custody.escrow_public;
+    } else {
+      TPMMA_ASSIGN_OR_RETURN(FetchedMaKey key, GetCheckedMaKey(*session.ma, ma, ec->escrow_key_id,
+                                                               client::MaKeyRole::kEscrow));
+      custody.escrow_public = std::move(key.public_area);
+    }
+  } else {
+    const auto& rc = std::get<package::RecoveryCodeCustody>(model->custody);
+    out.custody = std::string(CustodyModeName(CustodyMode::kRecoveryCode));
+    if (!rc.verifier || rc.verifier->empty()) {
+      return Error(
+          Code::kUnsupported,
+          "package " + id + " has no recovery-code verifier; lms cannot check a code for it");
+    }
+    custody.mode = CustodyMode::kRecoveryCode;
+    custody.kdf = rc.kdf;
+    custody.salt = rc.salt;
+    custody.n = rc.n;
+    custody.r = rc.r;
+    custody.p = rc.p;
+    custody.verifier = *rc.verifier;
+    const bool sealed_usable = lms.srk_matches_store() &&
+                               SameRecoveryCode(state.custody, custody) &&
+                               !state.custody.sealed_public.empty();
+    if (sealed_usable) {
+      auto unsealed = lms.UnsealInnerKey();
+      if (unsealed) {
+        inner = std::move(*unsealed);
+        out.inner_key_source = "sealed";
+      }
+    }
+    if (inner.empty()) {
+      if (!o.recovery_code) {
+        return Error(Code::kInvalidArgument,
+                     "restoring package " + id +
+                         " needs the recovery code shown at lms init (the copy of the inner key "
+                         "sealed to this TPM is gone with its SRK)");
+      }
+      TPMMA_ASSIGN_OR_RETURN(SecureString code, o.recovery_code());
+      lms.Progress("checking the recovery code");
+      auto derived = DeriveInnerKey(code, custody);
+      if (!derived) {
+        if (derived.error().code() == Code::kPermissionDenied) {
+          return Error(Code::kPermissionDenied,
+                       "wrong recovery code: it is not the one shown at lms init for these keys "
+                       "(package " +
+                           id + "); nothing was changed");
+        }
+        return Error(derived.error().WithContext("the recovery code"));
+      }
+      inner = std::move(*derived);
+      out.used_recovery_code = true;
+      out.inner_key_source = "recovery-code";
+    }
   }
 
   lms.Progress("importing the MRK under this TPM's SRK");
@@ -695,9 +835,10 @@ Result<RestoreResult> Restore(Lms& lms, const MaSettings& ma, const RestoreOptio
     if (k.type != KeyType::kMrk && in_package.count(k.id) == 0) ++out.kept;
   }
 
-  // The inner key sealed again, under the SRK in use now.
-  RecoveryCustody new_custody = custody;
-  if (sealed_usable && !out.used_recovery_code) {
+  // The inner key sealed again, under the SRK in use now; the store's custody is the
+  // package's from now on.
+  InnerKeyCustody new_custody = custody;
+  if (out.inner_key_source == "sealed") {
     new_custody.sealed_public = state.custody.sealed_public;
     new_custody.sealed_private = state.custody.sealed_private;
   } else {
@@ -777,6 +918,8 @@ StatusReport GetStatus(Lms& lms, const Result<MaSettings>& ma) {
     if (state) {
       r.last_backup_at = state->last_backup_at;
       r.last_backup_package_id = state->last_backup_package_id;
+      r.custody = std::string(CustodyModeName(state->custody.mode));
+      r.escrow_key_id = state->custody.escrow_key_id;
     }
     if (keys) {
       r.keys = keys->size();

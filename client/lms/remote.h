@@ -55,6 +55,14 @@ struct FetchedMaKey {
 };
 Result<FetchedMaKey> FetchMaKey(const MaSettings& ma, std::string_view key_id = {});
 
+// The MA's escrow key (DESIGN 4.4), for `lms init --custody escrow`. The MA must list
+// Escrow among its custody modes (GetMAServiceInfo); the key is `key_id`, else the one
+// MAKeyId entry after the first (the storage key) whose public area is an escrow key.
+// Checked like FetchMaKey's (client::VerifyMaKey, role kEscrow: tpm::CheckEscrowKey).
+// kUnsupported when the MA offers no escrow custody; kNotFound or kConflict when it lists
+// no escrow key or several (then --escrow-key-id chooses).
+Result<FetchedMaKey> FetchEscrowKey(const MaSettings& ma, std::string_view key_id = {});
+
 struct AuthenticateResult {
   std::string platform_id;
   int64_t expires_at = 0;
@@ -98,9 +106,11 @@ Result<QueryResult> Query(Lms& lms, const MaSettings& ma, const QueryOptions& op
 struct RestoreOptions {
   std::string package_id;     // empty: the newest one (own, or from `from_platform`)
   std::string from_platform;  // restore a package of this platform (helpdesk-approved)
-  // Asked only when the inner key cannot be unsealed from this TPM (after a clear, or on
-  // another TPM). The code is checked against the package's verifier before the TPM sees
-  // anything: a wrong code is kPermissionDenied, "wrong recovery code ...".
+  // Asked only for a recovery-code package whose inner key cannot be unsealed from this TPM
+  // (after a clear, or on another TPM). The code is checked against the package's verifier
+  // before the TPM sees anything: a wrong code is kPermissionDenied, "wrong recovery code".
+  // An escrow package never asks: its inner key comes from the MA with a Download a
+  // helpdesk approved, else the restore is kPermissionDenied naming the approval needed.
   std::function<Result<SecureString>()> recovery_code;
   // For tests: sees (and may change) what the MA sent before anything is checked.
   std::function<void(client::DownloadedPackage&)> after_download;
@@ -116,6 +126,10 @@ struct RestoreResult {
   std::string platform_id;
   int64_t package_created_at = 0;
   bool used_recovery_code = false;
+  // Where the inner key came from: "sealed" (this TPM's sealed copy), "recovery-code", or
+  // "escrow" (released by the MA under a helpdesk approval).
+  std::string inner_key_source;
+  std::string custody;            // the package's custody mode: "recovery-code" | "escrow"
   bool srk_changed = false;       // restored under a new SRK (cleared or other TPM)
   std::vector<RestoredKey> keys;  // every child in the package
   size_t kept = 0;  // keys in the store that the package does not have (made after it)
@@ -133,6 +147,8 @@ struct StatusReport {
   size_t not_backed_up = 0;
   std::optional<int64_t> last_backup_at;
   std::optional<std::string> last_backup_package_id;
+  std::string custody;        // initialised stores: "recovery-code" | "escrow"
+  std::string escrow_key_id;  // escrow custody: the MA escrow key packages are encrypted to
   bool tpm_reachable = false;
   bool srk_matches_store = false;
   std::string tpm_error;

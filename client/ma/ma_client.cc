@@ -315,8 +315,20 @@ Result<DownloadedPackage> MaClient::DownloadComplete(std::string_view token,
                         .duplicate = FromBase64Binary(p->DuplicateRewrapped),
                         .encrypted_seed = FromBase64Binary(p->EncryptedSeedRewrapped),
                         .escrowed_inner_key = {}};
-  if (p->EscrowedInnerKey != nullptr)
-    out.escrowed_inner_key = FromBase64Binary(*p->EscrowedInnerKey);
+  if (p->EscrowedInnerKey != nullptr && p->EscrowedInnerKey->__ptr != nullptr &&
+      p->EscrowedInnerKey->__size > 0) {
+    // A TPM2B_DATA holding a secret: its buffer straight into wiped memory, and the
+    // decoded copy in gSOAP's arena wiped too.
+    unsigned char* blob = p->EscrowedInnerKey->__ptr;
+    const size_t size = static_cast<size_t>(p->EscrowedInnerKey->__size);
+    const size_t declared = size >= 2 ? (static_cast<size_t>(blob[0]) << 8 | blob[1]) : 0;
+    const bool well_formed = size >= 2 && declared == size - 2 && declared > 0;
+    if (well_formed) out.escrowed_inner_key.assign(blob + 2, blob + size);
+    OPENSSL_cleanse(blob, size);
+    if (!well_formed) {
+      return Error(Code::kMalformed, "the MA's EscrowedInnerKey is not a TPM2B_DATA");
+    }
+  }
   return out;
 }
 

@@ -111,10 +111,13 @@ struct DownloadProof {
 };
 
 struct DownloadedPackage {
-  Bytes document;            // the signed package as uploaded
-  Bytes duplicate;           // TPM2B_PRIVATE, outer wrapper re-made for the destination
-  Bytes encrypted_seed;      // TPM2B_ENCRYPTED_SECRET for the destination
-  Bytes escrowed_inner_key;  // empty unless escrow custody
+  Bytes document;        // the signed package as uploaded
+  Bytes duplicate;       // TPM2B_PRIVATE, outer wrapper re-made for the destination
+  Bytes encrypted_seed;  // TPM2B_ENCRYPTED_SECRET for the destination
+  // Escrow custody, and only for a Download a helpdesk approved: the inner key the MA
+  // opened from the package's escrow blob (the buffer of the TPM2B_DATA on the wire).
+  // Empty otherwise.
+  SecureBytes escrowed_inner_key;
 };
 
 // HMAC-SHA256(secret, challenge_id): what round two of Authenticate proves.

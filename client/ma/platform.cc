@@ -7,6 +7,7 @@
 
 #include "client/tpm/tpm_pkey.h"
 #include "common/openssl.h"
+#include "tpm/escrow.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 
@@ -20,16 +21,24 @@ Bytes Tpm2bAttest(ByteView attest) {
   return out;
 }
 
-Result<VerifiedMaKey> VerifyMaKey(const MaKeyInfo& key) {
+Result<VerifiedMaKey> VerifyMaKey(const MaKeyInfo& key, MaKeyRole role) {
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::Unmarshal<TPM2B_PUBLIC>(key.public_area));
-  TPMMA_RETURN_IF_ERROR(
-      tpm::CheckStorageParent(pub.publicArea).WithContext("the MA key is not a storage key"));
+  if (role == MaKeyRole::kEscrow) {
+    TPMMA_RETURN_IF_ERROR(
+        tpm::CheckEscrowKey(pub.publicArea).WithContext("the MA key is not an escrow key"));
+  } else {
+    TPMMA_RETURN_IF_ERROR(
+        tpm::CheckStorageParent(pub.publicArea).WithContext("the MA key is not a storage key"));
+  }
   TPMMA_ASSIGN_OR_RETURN(Bytes name, tpm::ComputeName(pub.publicArea));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_NAME sent, tpm::Unmarshal<TPM2B_NAME>(key.name));
   if (!ConstantTimeEqual(ByteView(sent.name, sent.size), name)) {
     return Error(Code::kIntegrityFailure,
-                 "the MA key's Name does not match its public area: refusing to name it as "
-                 "the duplication target");
+                 role == MaKeyRole::kEscrow
+                     ? "the MA escrow key's Name does not match its public area: refusing to "
+                       "escrow inner keys to it"
+                     : "the MA key's Name does not match its public area: refusing to name it "
+                       "as the duplication target");
   }
   const unsigned char* p = key.certificate.data();
   X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(key.certificate.size())));

@@ -3,7 +3,9 @@
 // TPM through the ESAPI layer:
 //
 //   VerifyMaKey          GetMAKey's answer checked: certificate key == TPM public, Name
-//                        recomputed; the Name is what the MRK's policy names.
+//                        recomputed, the key fit for its role; the storage key's Name is
+//                        what the MRK's policy names, the escrow key is what lms encrypts
+//                        escrowed inner keys to.
 //   Authenticate         EK + EK certificate + AK -> credential activation -> session; with
 //                        a package-signing key certified by the AK over the MA's nonce.
 //   DownloadTo           the MA re-wraps a package to a parent (the SRK) after the session's
@@ -32,10 +34,15 @@ struct VerifiedMaKey {
   Bytes name;  // nameAlg || digest, as CreateMrk and PolicyDuplicationSelect want it
 };
 
-// The Name in the answer must equal the one computed from Public, and the certificate's
+// What an MA key is for: the storage key packages are duplicated to (a storage parent,
+// tpm::CheckStorageParent), or the escrow key inner keys are encrypted to
+// (tpm::CheckEscrowKey; DESIGN 4.4).
+enum class MaKeyRole { kStorage, kEscrow };
+
+// The Name in the answer must equal the one computed from Public, the certificate's
 // public key must be the key in Public (so the certificate an operator checks and the key
-// the TPM duplicates to are the same).
-Result<VerifiedMaKey> VerifyMaKey(const MaKeyInfo& key);
+// the TPM duplicates or lms encrypts to are the same), and Public must fit `role`.
+Result<VerifiedMaKey> VerifyMaKey(const MaKeyInfo& key, MaKeyRole role = MaKeyRole::kStorage);
 
 // The AK: a restricted signing key under the (transient, re-created) EK. Keep the blob:
 // the same AK must certify the SRK at Download time.

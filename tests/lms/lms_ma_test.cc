@@ -11,6 +11,9 @@
 //   TPM B: an MRK with 100 children backed up, cleared, restored: all 100 come back.
 //   TPM C: the board swap: A's store (the disk) on another TPM: refused until a helpdesk
 //          approval (ma-admin approve), then restored from A's package.
+//   Escrow custody (B, then C): init --custody escrow (no code), backup (package custody
+//          Escrow), tpm2_clear, restore refused until the helpdesk approves X -> X, then
+//          restored with the inner key the MA releases; the same on another board.
 //
 // DISABLED_BackupAndRestoreOf100KeysTiming measures backup and restore for
 // docs/benchmarks.md (issue #4 section) (run with --gtest_also_run_disabled_tests).
@@ -25,7 +28,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -39,9 +44,13 @@
 #include "client/ma/platform.h"
 #include "common/env.h"
 #include "common/openssl.h"
+#include "schema/package.h"
+#include "schema/package_xml.h"
 #include "tests/support/ma_process.h"
 #include "tests/support/swtpm.h"
 #include "tests/support/testutil.h"
+#include "tpm/marshal.h"
+#include "tpm/public.h"
 
 extern char** environ;
 
@@ -274,15 +283,27 @@ class LmsMaTest : public ::testing::Test {
   }
 
   // An ECC-MRK store on `t` with `n` children (half ECC signing keys, half sealed data).
-  std::string MakeStoreWithKeys(Swtpm* t, const std::string& store, int n, std::string* code) {
+  // Escrow custody: the MA's escrow key instead of a recovery code (`code` stays empty).
+  std::string MakeStoreWithKeys(Swtpm* t, const std::string& store, int n, std::string* code,
+                                CustodyMode custody = CustodyMode::kRecoveryCode) {
     auto key = FetchMaKey(Settings(t));
     if (!key) return key.error().ToString();
+    InitOptions o{.ma_key_public = key->public_area,
+                  .mrk_alg = esys::KeyAlg::kEccP256,
+                  .custody = custody,
+                  .escrow_key_id = {},
+                  .escrow_public = {},
+                  .force = false,
+                  .discard_unbacked = false};
+    if (custody == CustodyMode::kEscrow) {
+      auto escrow = FetchEscrowKey(Settings(t));
+      if (!escrow) return escrow.error().ToString();
+      o.escrow_key_id = escrow->key_id;
+      o.escrow_public = escrow->public_area;
+    }
     auto l = lms::Lms::Open({.store_dir = store, .tcti = t->tcti(), .env = nullptr});
     if (!l) return l.error().ToString();
-    auto init = (*l)->Init({.ma_key_public = key->public_area,
-                            .mrk_alg = esys::KeyAlg::kEccP256,
-                            .force = false,
-                            .discard_unbacked = false});
+    auto init = (*l)->Init(o);
     if (!init) return init.error().ToString();
     *code = std::string(init->recovery_code.begin(), init->recovery_code.end());
     Status saved = (*l)->store().WriteConfig({.ma_url = w_->ma->url(),
@@ -687,6 +708,227 @@ TEST_F(LmsMaTest, AnotherPlatformRestoresOnlyAfterAHelpdeskApproval) {
   for (const json& p : q["packages"])
     own |= p["access"] == "Own" && p["package_id"] == up["package_id"];
   EXPECT_TRUE(own) << q.dump();
+}
+
+// ------------------------------------------------------------------ escrow custody
+//
+// These need ma-server's escrow custody (an escrow key from ma-admin init, EscrowedInnerKey
+// in a Download under an approval, same-platform approvals for escrow packages).
+
+TEST_F(LmsMaTest, EscrowCustodyRestoresAfterAClearOnlyUnderAHelpdeskApproval) {
+  // TPM B; its own store. Escrow init: the MA's escrow key, no recovery code.
+  const std::string store = F("escrow-store");
+  Lms b{store, w_->b->tcti(), {}};
+  std::vector<std::string> init_args = {"init", "--custody", "escrow", "--mrk-alg", "ecc-p256"};
+  init_args.insert(init_args.end(), w_->ma_flags_b.begin(), w_->ma_flags_b.end());
+  json init = b.Json(init_args);
+  EXPECT_EQ(init.value("custody", ""), "escrow") << init.dump();
+  EXPECT_FALSE(init.contains("recovery_code")) << init.dump();
+  const std::string escrow_id = init.value("escrow_key_id", "");
+  ASSERT_FALSE(escrow_id.empty()) << init.dump();
+  json custody = json::parse(Slurp(store + "/store.json"))["custody"];
+  EXPECT_EQ(custody["mode"], "escrow");
+  EXPECT_EQ(custody["escrow_key_id"], escrow_id);
+  EXPECT_FALSE(custody.value("escrow_public", "").empty());
+  EXPECT_FALSE(custody.contains("verifier"));
+  // Without --json no code either, and the text says what a restore will need.
+  {
+    const Lms other{F("escrow-text"), w_->b->tcti(), {}};
+    std::vector<std::string> args = {"init", "--custody", "escrow", "--mrk-alg", "ecc-p256"};
+    args.insert(args.end(), w_->ma_flags_b.begin(), w_->ma_flags_b.end());
+    Ran r = other(args);
+    ASSERT_EQ(r.exit_code, 0) << r.all();
+    EXPECT_EQ(r.out.find("RECOVERY CODE"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Inner key custody: escrow"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("helpdesk approval"), std::string::npos) << r.out;
+  }
+  // An escrow key id the MA does not have, or one that is not an escrow key: refused, and
+  // nothing made.
+  {
+    auto storage = FetchMaKey(Settings(w_->b));
+    ASSERT_TRUE(storage.has_value()) << storage.error().ToString();
+    const Lms none{F("escrow-none"), w_->b->tcti(), {}};
+    for (const auto& [id, says] : std::vector<std::pair<std::string, std::string>>{
+             {"no-such-key", "no MA key with id no-such-key"},
+             {storage->key_id, "not an escrow key"}}) {
+      std::vector<std::string> args = {"init", "--custody", "escrow", "--escrow-key-id", id};
+      args.insert(args.end(), w_->ma_flags_b.begin(), w_->ma_flags_b.end());
+      EXPECT_FAILS_WITH(none(args), 1, says);
+    }
+    EXPECT_FALSE(Env::Default()->FileExists(F("escrow-none") + "/store.json"));
+  }
+
+  // Two keys (as ExpectEveryKeyWorks names them); a signature made before the clear.
+  Spit(F("data"), "secret number 1");
+  b.Json({"keygen", "--type", "ecc-sign", "--label", "key 0"});
+  b.Json({"keygen", "--type", "sealed", "--label", "key 1", "--data", F("data")});
+  Spit(F("doc"), "signed before the clear\n");
+  ASSERT_EQ(b({"pubkey", "key 0", "--out", F("key0.pem")}).exit_code, 0);
+  ASSERT_EQ(b({"sign", "key 0", "--in", F("doc"), "--out", F("sig")}).exit_code, 0);
+  ASSERT_TRUE(OpensslVerifies(F("key0.pem"), F("sig"), F("doc")));
+
+  // status names the custody.
+  json st = b.Json({"status"});
+  EXPECT_EQ(st["store"]["custody"], "escrow") << st.dump();
+  EXPECT_EQ(st["store"]["escrow_key_id"], escrow_id) << st.dump();
+  EXPECT_NE(b({"status"}).out.find("custody      escrow (MA escrow key " + escrow_id + ")"),
+            std::string::npos);
+
+  // backup: the package's custody is Escrow, the inner key encrypted to the escrow key.
+  json up = b.Json({"backup"});
+  ASSERT_TRUE(up.value("uploaded", false)) << up.dump();
+  const std::string package = up.value("package_id", "");
+  const std::string platform = up.value("platform_id", "");
+  json q = b.Json({"query"});
+  ASSERT_FALSE(q["packages"].empty()) << q.dump();
+  EXPECT_EQ(q["packages"][0]["package_id"], package);
+  EXPECT_EQ(q["packages"][0]["custody"], "Escrow");
+  {
+    auto l = lms::Lms::Open({.store_dir = store, .tcti = w_->b->tcti(), .env = nullptr});
+    ASSERT_TRUE(l.has_value());
+    // The package as signed: Escrow custody to the store's escrow key, 2048-bit RSA-OAEP.
+    std::optional<package::Custody> seen;
+    RestoreOptions o;
+    o.package_id = package;
+    o.after_download = [&](client::DownloadedPackage& p) {
+      EXPECT_TRUE(p.escrowed_inner_key.empty());  // nothing released without an approval
+      auto m = (*l)->store().ReadMaState();
+      ASSERT_TRUE(m.has_value());
+      auto pub = tpm::Unmarshal<TPM2B_PUBLIC>(m->signing_public);
+      ASSERT_TRUE(pub.has_value());
+      auto key = tpm::PublicToEvp(pub->publicArea);
+      ASSERT_TRUE(key.has_value());
+      auto reader = package::PackageReader::Open(p.document);
+      ASSERT_TRUE(reader.has_value());
+      auto model = reader->Verify(key->get());
+      ASSERT_TRUE(model.has_value()) << model.error().ToString();
+      seen = model->custody;
+    };
+    // Same SRK: the sealed inner key opens the package, no approval needed.
+    auto restored = Restore(**l, Settings(w_->b), o);
+    ASSERT_TRUE(restored.has_value()) << restored.error().ToString();
+    ASSERT_TRUE(seen.has_value());
+    const auto* escrow = std::get_if<package::EscrowCustody>(&*seen);
+    ASSERT_NE(escrow, nullptr);
+    EXPECT_EQ(escrow->escrow_key_id, escrow_id);
+    EXPECT_EQ(escrow->algorithm, package::EscrowAlgorithm::kRsaOaepSha256);
+    EXPECT_EQ(escrow->encrypted_inner_key.size(), 256u);
+    EXPECT_EQ(restored->custody, "escrow");
+    EXPECT_EQ(restored->inner_key_source, "sealed");
+    EXPECT_FALSE(restored->used_recovery_code);
+  }
+
+  // The TPM is cleared: the sealed copy is gone with the SRK.
+  auto cleared = w_->b->Tools({"tpm2_clear", "-c", "p"});
+  ASSERT_EQ(cleared.exit_code, 0) << cleared.output;
+  EXPECT_FAILS_WITH(b({"unseal", "key 1"}), 1, "lms restore");
+  auto before = Snapshot(store);
+
+  // No approval: the MA does not release the escrowed key; lms says whom to ask, never asks
+  // for a recovery code, and changes nothing.
+  Ran r = b({"restore", "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.all();
+  json refused = ParseJson(r);
+  EXPECT_EQ(refused["code"], "PermissionDenied") << r.out;
+  const std::string message = refused.value("message", "");
+  EXPECT_NE(message.find("held in escrow by the MA"), std::string::npos) << message;
+  EXPECT_NE(message.find("ask the helpdesk to approve platform " + platform), std::string::npos)
+      << message;
+  EXPECT_NE(message.find("ma-admin approve --old " + platform + " --new " + platform),
+            std::string::npos)
+      << message;
+  EXPECT_EQ(message.find("recovery code"), std::string::npos) << message;
+  EXPECT_EQ(Snapshot(store), before);
+  r = b({"restore"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("held in escrow by the MA"), std::string::npos) << r.err;
+  EXPECT_EQ(Snapshot(store), before);
+
+  // The helpdesk approves platform X -> X (the same platform after a clear).
+  auto approved =
+      RunCommand({MA_ADMIN_PATH, "approve", "--old", platform, "--new", platform, "--reason",
+                  "ticket 4712: TPM cleared", "--expires", "1h", "--dir", w_->ma->state_dir()});
+  ASSERT_EQ(approved.exit_code, 0) << approved.output;
+
+  // Now the MA releases the inner key with the download: no recovery code, every key back.
+  r = b({"restore", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.all();
+  json restored = ParseJson(r);
+  EXPECT_EQ(restored["package_id"], package);
+  EXPECT_EQ(restored["custody"], "escrow");
+  EXPECT_EQ(restored["inner_key_source"], "escrow");
+  EXPECT_EQ(restored["used_recovery_code"], false);
+  EXPECT_EQ(restored["srk_changed"], true);
+  EXPECT_EQ(restored["updated"], 2);
+  ExpectEveryKeyWorks(store, w_->b, 2);
+  EXPECT_TRUE(OpensslVerifies(F("key0.pem"), F("sig"), F("doc")));
+  EXPECT_EQ(b({"pubkey", "key 0"}).out, Slurp(F("key0.pem")));
+  // The store is still in escrow custody, its inner key sealed under the new SRK.
+  json after = json::parse(Slurp(store + "/store.json"))["custody"];
+  EXPECT_EQ(after["mode"], "escrow");
+  EXPECT_EQ(after["escrow_key_id"], escrow_id);
+  EXPECT_EQ(after["escrow_public"], custody["escrow_public"]);
+  EXPECT_NE(after["sealed_private"], custody["sealed_private"]);
+  {
+    auto l = lms::Lms::Open({.store_dir = store, .tcti = w_->b->tcti(), .env = nullptr});
+    ASSERT_TRUE(l.has_value());
+    auto inner = (*l)->UnsealInnerKey();
+    ASSERT_TRUE(inner.has_value()) << inner.error().ToString();
+    EXPECT_EQ(inner->size(), kInnerKeyBytes);
+  }
+  // The text form says where the inner key came from.
+  r = b({"restore"});
+  ASSERT_EQ(r.exit_code, 0) << r.all();
+  EXPECT_NE(r.out.find("inner key from this TPM (sealed copy)"), std::string::npos) << r.out;
+
+  // Backups go on, unattended, in escrow custody.
+  b.Json({"keygen", "--type", "ecc-sign", "--label", "after the restore"});
+  json up2 = b.Json({"backup", "--if-changed"});
+  EXPECT_TRUE(up2.value("uploaded", false)) << up2.dump();
+  q = b.Json({"query"});
+  ASSERT_FALSE(q["packages"].empty());
+  EXPECT_EQ(q["packages"][0]["package_id"], up2["package_id"]);
+  EXPECT_EQ(q["packages"][0]["custody"], "Escrow");
+}
+
+TEST_F(LmsMaTest, EscrowPackageRestoresOnAnotherBoardWithoutACode) {
+  // An escrow store on TPM B, backed up; the disk moves to TPM C.
+  const std::string store = F("escrow-b");
+  std::string code;
+  ASSERT_EQ(MakeStoreWithKeys(w_->b, store, 4, &code, CustodyMode::kEscrow), "");
+  EXPECT_TRUE(code.empty());
+  const Lms b{store, w_->b->tcti(), {}};
+  json up = b.Json({"backup"});
+  ASSERT_TRUE(up.value("uploaded", false)) << up.dump();
+  const std::string platform_b = up.value("platform_id", "");
+  const std::string moved = F("escrow-moved");
+  std::filesystem::copy(store, moved, std::filesystem::copy_options::recursive);
+  const Lms c{moved, w_->c->tcti(), w_->ma_flags_c};
+  const std::string platform_c = c.Json({"authenticate"}).value("platform_id", "");
+  ASSERT_FALSE(platform_c.empty());
+  ASSERT_NE(platform_c, platform_b);
+
+  // Without an approval the MA refuses the download itself.
+  // Named: TPM B is shared with earlier tests, whose packages may be as new as this one.
+  const std::string package = up.value("package_id", "");
+  EXPECT_FAILS_WITH(c({"restore", "--from", platform_b, "--package", package}), 1,
+                    "ma-admin approve --old " + platform_b);
+  auto approved =
+      RunCommand({MA_ADMIN_PATH, "approve", "--old", platform_b, "--new", platform_c, "--reason",
+                  "ticket 4713: board swap", "--expires", "1h", "--dir", w_->ma->state_dir()});
+  ASSERT_EQ(approved.exit_code, 0) << approved.output;
+  json restored = c.Json({"restore", "--from", platform_b, "--package", package});
+  EXPECT_EQ(restored["source_platform_id"], platform_b);
+  EXPECT_EQ(restored["platform_id"], platform_c);
+  EXPECT_EQ(restored["inner_key_source"], "escrow");
+  EXPECT_EQ(restored["used_recovery_code"], false);
+  EXPECT_EQ(restored["keys"].size(), 4u);
+  ExpectEveryKeyWorks(moved, w_->c, 4);
+  EXPECT_EQ(json::parse(Slurp(moved + "/store.json"))["custody"]["mode"], "escrow");
+  // The new board's own first backup, in escrow custody too.
+  json up_c = c.Json({"backup", "--if-changed"});
+  EXPECT_TRUE(up_c.value("uploaded", false)) << up_c.dump();
+  EXPECT_EQ(up_c["platform_id"], platform_c);
 }
 
 // ------------------------------------------------------------------ the command line

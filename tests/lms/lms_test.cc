@@ -23,6 +23,7 @@
 #include "common/env.h"
 #include "common/openssl.h"
 #include "tests/support/swtpm.h"
+#include "tpm/escrow.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 
@@ -530,6 +531,99 @@ TEST_F(LmsTest, ClearedTpmIsRecognisedNotMisused) {
   EXPECT_FAILS_WITH(l({"sign", "a", "--in", File("doc")}), 1, "is not the one the key store");
 }
 
+TEST_F(LmsTest, EscrowInitShowsNoCodeAndSealsARandomInnerKeyForTheEscrowKey) {
+  // The MA escrow key as ma-server publishes it (software key); its own store, ECC MRK.
+  EvpPkeyPtr escrow_key(EVP_RSA_gen(2048));
+  ASSERT_TRUE(escrow_key);
+  auto escrow_pub = tpm::EscrowPublicFromEvp(escrow_key.get());
+  ASSERT_TRUE(escrow_pub.has_value()) << escrow_pub.error().ToString();
+  auto escrow_bytes = tpm::Marshal(*escrow_pub);
+  ASSERT_TRUE(escrow_bytes.has_value());
+  const Bytes ma_public = ToBytes(Slurp(w_->ma_pub));
+  const std::string dir = File("escrow");
+  auto l = Lms::Open({.store_dir = dir, .tcti = lms().tcti, .env = nullptr});
+  ASSERT_TRUE(l.has_value()) << l.error().ToString();
+
+  // A key that is no escrow key (the MA storage key: restricted) is refused before the
+  // store or the TPM change.
+  InitOptions o{.ma_key_public = ma_public,
+                .mrk_alg = esys::KeyAlg::kEccP256,
+                .custody = CustodyMode::kEscrow,
+                .escrow_key_id = "escrow-1",
+                .escrow_public = ma_public};
+  auto refused = (*l)->Init(o);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), Code::kInvalidArgument) << refused.error().ToString();
+  EXPECT_NE(refused.error().message().find("escrow key"), std::string::npos);
+  EXPECT_FALSE(Env::Default()->FileExists(dir + "/store.json"));
+
+  o.escrow_public = *escrow_bytes;
+  auto init = (*l)->Init(o);
+  ASSERT_TRUE(init.has_value()) << init.error().ToString();
+  EXPECT_TRUE(init->recovery_code.empty());
+  EXPECT_EQ(init->state.custody.mode, CustodyMode::kEscrow);
+  EXPECT_EQ(init->state.custody.escrow_key_id, "escrow-1");
+  EXPECT_EQ(init->state.custody.escrow_public, *escrow_bytes);
+
+  // store.json: the escrow key and the sealed inner key, nothing of a recovery code.
+  json custody = json::parse(Slurp(dir + "/store.json"))["custody"];
+  EXPECT_EQ(custody.value("mode", ""), "escrow") << custody.dump();
+  EXPECT_EQ(custody.value("escrow_key_id", ""), "escrow-1");
+  EXPECT_EQ(custody.value("escrow_public", ""), Base64Encode(*escrow_bytes));
+  EXPECT_FALSE(custody.value("sealed_public", "").empty());
+  EXPECT_FALSE(custody.value("sealed_private", "").empty());
+  for (const char* field : {"kdf", "salt", "n", "r", "p", "verifier"}) {
+    EXPECT_FALSE(custody.contains(field)) << field << ": " << custody.dump();
+  }
+
+  // The sealed inner key is 16 random bytes, and what a backup escrows of it opens with the
+  // escrow private key for this platform and MRK only (tpm/escrow.h: the MA's half).
+  auto inner = (*l)->UnsealInnerKey();
+  ASSERT_TRUE(inner.has_value()) << inner.error().ToString();
+  EXPECT_EQ(inner->size(), kInnerKeyBytes);
+  EXPECT_NE(*inner, SecureBytes(kInnerKeyBytes, 0));
+  auto mrk = (*l)->Find(init->state.mrk_id);
+  ASSERT_TRUE(mrk.has_value());
+  auto mrk_pub = tpm::Unmarshal<TPM2B_PUBLIC>(mrk->public_area);
+  ASSERT_TRUE(mrk_pub.has_value());
+  auto mrk_name = tpm::ComputeName(mrk_pub->publicArea);
+  ASSERT_TRUE(mrk_name.has_value());
+  EXPECT_EQ(*mrk_name, mrk->name);
+  const std::string platform(68, 'a');
+  auto escrowed = tpm::EscrowEncrypt(escrow_pub->publicArea, *inner, platform, *mrk_name);
+  ASSERT_TRUE(escrowed.has_value()) << escrowed.error().ToString();
+  auto plain = tpm::EscrowDecrypt(escrow_key.get(), *escrowed);
+  ASSERT_TRUE(plain.has_value()) << plain.error().ToString();
+  auto opened = tpm::EscrowOpen(*plain, platform, *mrk_name);
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  EXPECT_EQ(*opened, *inner);
+  EXPECT_FALSE(tpm::EscrowOpen(*plain, std::string(68, 'b'), *mrk_name).has_value());
+  l->reset();
+
+  // status names the custody (the MA is not configured: exit 1, the report printed anyway).
+  LmsRunner runner{dir, lms().tcti};
+  CommandResult r = runner({"status", "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  json st = ParseJson(r);
+  EXPECT_EQ(st["store"]["custody"], "escrow") << r.output;
+  EXPECT_EQ(st["store"]["escrow_key_id"], "escrow-1") << r.output;
+  r = runner({"status"});
+  EXPECT_NE(r.output.find("custody      escrow (MA escrow key escrow-1)"), std::string::npos)
+      << r.output;
+  json shared = ParseJson(lms()({"status", "--json"}));
+  EXPECT_EQ(shared["store"]["custody"], "recovery-code");
+}
+
+TEST_F(LmsTest, EscrowInitNeedsTheMa) {
+  LmsRunner fresh{File("fresh"), lms().tcti};
+  EXPECT_FAILS_WITH(fresh({"init", "--ma-key-public", w_->ma_pub, "--custody", "escrow"}), 1,
+                    "--custody escrow needs the MA");
+  EXPECT_FAILS_WITH(fresh({"init", "--ma-key-public", w_->ma_pub, "--escrow-key-id", "x"}), 1,
+                    "only for --custody escrow");
+  EXPECT_EQ(fresh({"init", "--ma-key-public", w_->ma_pub, "--custody", "vault"}).exit_code, 2);
+  EXPECT_FALSE(Env::Default()->FileExists(File("fresh") + "/store.json"));
+}
+
 // ------------------------------------------------------------------ library, no TPM
 
 TEST(RecoveryCode, TypedFormsNormaliseAndAWrongCodeIsRefused) {
@@ -633,6 +727,61 @@ TEST(KeyStoreFiles, RoundTripAndDamageIsReported) {
   ASSERT_TRUE(store.PutKey(k).ok());
   Spit(dir.File("s/keys/" + k.id + ".json.tmp123"), "partial");
   EXPECT_EQ(store.ListKeys()->size(), 1u);
+}
+
+TEST(KeyStoreFiles, EscrowCustodyRoundTripsAndRecoveryCodeFilesReadAsBefore) {
+  StoreState s;
+  s.initialized_at = 1;
+  s.srk_handle = 0x81000001;
+  s.srk_alg = "rsa2048";
+  s.srk_name = Bytes{0, 0x0b};
+  s.mrk_id = "00000000-0000-4000-8000-000000000001";
+  s.ma_key_public = Bytes{7};
+  s.ma_key_name = Bytes{8};
+  s.custody.mode = CustodyMode::kEscrow;
+  s.custody.escrow_key_id = "ma-escrow-2026";
+  s.custody.escrow_public = Bytes{9, 9, 9};
+  s.custody.sealed_public = Bytes{3};
+  s.custody.sealed_private = Bytes{4};
+  const std::string text = StoreStateToJson(s);
+  json j = json::parse(text);
+  EXPECT_EQ(j["custody"], json({{"mode", "escrow"},
+                                {"escrow_key_id", "ma-escrow-2026"},
+                                {"escrow_public", Base64Encode(Bytes{9, 9, 9})},
+                                {"sealed_public", Base64Encode(Bytes{3})},
+                                {"sealed_private", Base64Encode(Bytes{4})}}))
+      << text;
+  auto back = StoreStateFromJson(text, "store.json");
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(*back, s);
+
+  // Escrow custody without its key is damage; a mode lms does not know is refused as such.
+  json damaged = j;
+  damaged["custody"].erase("escrow_public");
+  EXPECT_EQ(StoreStateFromJson(damaged.dump(), "store.json").error().code(), Code::kCorruption);
+  damaged = j;
+  damaged["custody"]["escrow_key_id"] = "";
+  EXPECT_EQ(StoreStateFromJson(damaged.dump(), "store.json").error().code(), Code::kCorruption);
+  damaged = j;
+  damaged["custody"]["mode"] = "vault";
+  EXPECT_EQ(StoreStateFromJson(damaged.dump(), "store.json").error().code(), Code::kUnsupported);
+
+  // A store.json as lms wrote it before escrow custody existed reads as recovery-code custody.
+  const std::string old = R"({
+  "custody": {"kdf": "scrypt", "mode": "recovery-code", "n": 32768, "p": 1, "r": 8,
+              "salt": "AQEBAQEBAQEBAQEBAQEBAQ==", "sealed_private": "BA==", "sealed_public": "Aw==",
+              "verifier": "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="},
+  "format": 1, "initialized_at": 1, "last_backup_at": null, "last_backup_package_id": null,
+  "ma_key": {"name": "08", "public": "Bw=="}, "mrk_id": "00000000-0000-4000-8000-000000000001",
+  "srk": {"alg": "rsa2048", "handle": 2164260865, "name": "000b"}})";
+  auto read = StoreStateFromJson(old, "store.json");
+  ASSERT_TRUE(read.has_value()) << read.error().ToString();
+  EXPECT_EQ(read->custody.mode, CustodyMode::kRecoveryCode);
+  EXPECT_EQ(read->custody.salt, Bytes(16, 1));
+  EXPECT_EQ(read->custody.n, 32768u);
+  EXPECT_EQ(read->custody.verifier, Bytes(32, 2));
+  EXPECT_TRUE(read->custody.escrow_key_id.empty());
+  EXPECT_EQ(json::parse(StoreStateToJson(*read)), json::parse(old));  // written back the same
 }
 
 }  // namespace
