@@ -8,8 +8,11 @@
 #   B, sealed data unseals; the approval is used up; the audit log verifies.
 #
 # Usage: deploy/demo.sh [--build DIR] [--workdir DIR] [--ma-key software|tpm] [--srk rsa|ecc]
+#                       [--custody recovery-code|escrow] [--escrow-key software|tpm]
 #   --ma-key tpm: the MA storage key lives in a third swtpm (TPM2_Rewrap there).
 #   --srk ecc: the boards' SRKs are ECC P-256 (0x81000002) instead of RSA-2048 (0x81000001).
+#   --custody escrow: no recovery code; the inner key is escrowed to the MA's escrow key and
+#     released with the approved Download. --escrow-key tpm: that key lives in a TPM too.
 # Exit 0 when every check passed; 1 and the failing step otherwise. Loopback only.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,17 +20,24 @@ build=${BUILD_DIR:-$root/build}
 work=""
 ma_key=software
 srk=rsa
+custody=recovery-code
+escrow_key=software
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
     --workdir) work=$2; shift 2 ;;
     --ma-key) ma_key=$2; shift 2 ;;
     --srk) srk=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --custody) custody=$2; shift 2 ;;
+    --escrow-key) escrow_key=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 case "$ma_key" in software|tpm) ;; *) echo "demo.sh: --ma-key software|tpm" >&2; exit 2 ;; esac
+case "$custody" in recovery-code|escrow) ;;
+  *) echo "demo.sh: --custody recovery-code|escrow" >&2; exit 2 ;; esac
+case "$escrow_key" in software|tpm) ;; *) echo "demo.sh: --escrow-key software|tpm" >&2; exit 2 ;; esac
 case "$srk" in rsa) srk_alg=rsa2048 ;; ecc) srk_alg=ecc-p256 ;;
   *) echo "demo.sh: --srk rsa|ecc" >&2; exit 2 ;; esac
 MA_ADMIN=$build/server/ma-admin
@@ -118,13 +128,17 @@ ek_inter=$ca/issuercert.pem
 
 step "A fresh Migration Authority (ma-admin init, ma-server on a free loopback port)"
 "$MA_ADMIN" init --dir "$work/ma" --listen 127.0.0.1:0 --ek-root "$ek_root" >/dev/null
-if [ "$ma_key" = tpm ]; then
+start_hsm() {  # the MA's own TPM, with a storage parent at 0x81000001
+  [ -z "${TCTI_HSM:-}" ] || return 0
   start_tpm HSM
-  # The MA key goes into the MA's own TPM; ma-server then re-wraps with TPM2_Rewrap there.
   TPM2TOOLS_TCTI=$TCTI_HSM tpm2_createprimary -Q -C o -g sha256 -G rsa2048:aes128cfb \
     -a "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda|restricted|decrypt" \
     -c "$work/hsm-srk.ctx"
   TPM2TOOLS_TCTI=$TCTI_HSM tpm2_evictcontrol -Q -C o -c "$work/hsm-srk.ctx" 0x81000001
+}
+if [ "$ma_key" = tpm ]; then
+  start_hsm
+  # The MA key goes into the MA's own TPM; ma-server then re-wraps with TPM2_Rewrap there.
   TPM2TOOLS_TCTI=$TCTI_HSM tpm2_import -Q -C 0x81000001 -G rsa -i "$work/ma/ma/ma-key.pem" \
     -a "restricted|decrypt|userwithauth" -u "$work/ma/ma/ma-tpm.pub" -r "$work/ma/ma/ma-tpm.priv"
   TPM2TOOLS_TCTI=$TCTI_HSM tpm2_flushcontext -t
@@ -136,6 +150,25 @@ s = open(p).read().replace('custody = "software"\n',
 open(p, "w").write(s)
 EOF
   mv "$work/ma/ma/ma-key.pem" "$work/ma-key-offline.pem"  # the host no longer holds it
+fi
+if [ "$escrow_key" = tpm ]; then
+  start_hsm
+  # The escrow key goes into a TPM as well (a plain decryption key: TPM2_RSA_Decrypt).
+  TPM2TOOLS_TCTI=$TCTI_HSM tpm2_import -Q -C 0x81000001 -G rsa \
+    -i "$work/ma/escrow/escrow-key.pem" -a "decrypt|userwithauth" \
+    -u "$work/ma/escrow/escrow-tpm.pub" -r "$work/ma/escrow/escrow-tpm.priv"
+  TPM2TOOLS_TCTI=$TCTI_HSM tpm2_flushcontext -t
+  $PY - "$work/ma/config.toml" "$TCTI_HSM" <<'EOF'
+import sys
+p, tcti = sys.argv[1], sys.argv[2]
+s = open(p).read()
+old = '[escrow]\ncustody = "software"\n'
+assert old in s
+s = s.replace(old, '[escrow]\ncustody = "tpm"\ntpm_tcti = "%s"\n'
+    'tpm_public = "escrow/escrow-tpm.pub"\ntpm_private = "escrow/escrow-tpm.priv"\n' % tcti, 1)
+open(p, "w").write(s)
+EOF
+  mv "$work/ma/escrow/escrow-key.pem" "$work/escrow-key-offline.pem"
 fi
 "$MA_SERVER" --config "$work/ma/config.toml" 2> "$work/ma-server.log" &
 pids+=($!)
@@ -149,7 +182,9 @@ done
 [ -n "$port" ] || fail "ma-server did not report its port"
 MA=https://127.0.0.1:$port
 MA_CA=$work/ma/ca/ca-cert.pem
-ok "MA at $MA (MA key custody: $ma_key; boards' SRKs: $srk_alg)"
+escrow_note=""
+[ "$custody" = escrow ] && escrow_note=" to the $escrow_key escrow key"
+ok "MA at $MA (MA key: $ma_key; boards' SRKs: $srk_alg; inner keys: $custody$escrow_note)"
 
 "$MA_ADMIN" operator issue --name helen --role helpdesk --out "$work" --dir "$work/ma" >/dev/null
 "$MA_ADMIN" operator issue --name audrey --role auditor --out "$work" --dir "$work/ma" >/dev/null
@@ -168,11 +203,21 @@ lms_b() {
 d=$work/data
 mkdir -p "$d"
 
-step "Board A: lms init (SRK, MRK bound to the MA key, recovery code shown once)"
-lms_a --json init > "$d/init.json"
-json 'd["recovery_code"]' < "$d/init.json" > "$d/recovery-code.txt"  # the user writes it down
-chmod 600 "$d/recovery-code.txt"
-ok "recovery code noted (not printed here)"
+if [ "$custody" = escrow ]; then
+  step "Board A: lms init --custody escrow (SRK, MRK bound to the MA key, inner key escrowed)"
+  lms_a --json init --custody escrow > "$d/init.json"
+  [ "$(json 'd["custody"]' < "$d/init.json")" = escrow ] || fail "custody is not escrow"
+  [ "$(json '"recovery_code" in d' < "$d/init.json")" = False ] || fail "a recovery code was shown"
+  code_args=()
+  ok "no recovery code: the MA's escrow key holds the inner key for the helpdesk"
+else
+  step "Board A: lms init (SRK, MRK bound to the MA key, recovery code shown once)"
+  lms_a --json init > "$d/init.json"
+  json 'd["recovery_code"]' < "$d/init.json" > "$d/recovery-code.txt"  # the user writes it down
+  chmod 600 "$d/recovery-code.txt"
+  code_args=(--recovery-code-file "$d/recovery-code.txt")
+  ok "recovery code noted (not printed here)"
+fi
 
 step "Board A: the user's keys: a VPN signing key, a mail decryption key, a sealed disk secret"
 lms_a keygen --type ecc-sign --label vpn >/dev/null
@@ -206,7 +251,7 @@ NEW=$(lms_b --json authenticate | json 'd["platform_id"]')
 ok "platform B = ${NEW:0:16}…"
 
 step "Board B asks for A's keys without an approval: refused"
-if lms_b restore --from "$OLD" --recovery-code-file "$d/recovery-code.txt" >"$d/out.txt" 2>&1; then
+if lms_b restore --from "$OLD" "${code_args[@]}" >"$d/out.txt" 2>&1; then
   fail "restore without approval succeeded"
 fi
 grep -q "PermissionDenied\|approv" "$d/out.txt" || fail "unexpected refusal: $(cat "$d/out.txt")"
@@ -221,9 +266,17 @@ APPROVAL=$(helpdesk approve --old "$OLD" --new "$NEW" --reason "ticket 4711: boa
   --expires 1h | json 'd["approval"]["id"]')
 ok "auditor refused; approval $APPROVAL active"
 
-step "Board B restores A's package with the user's recovery code"
-lms_b restore --from "$OLD" --recovery-code-file "$d/recovery-code.txt" >/dev/null
-ok "restored"
+if [ "$custody" = escrow ]; then
+  step "Board B restores A's package; the MA releases the escrowed inner key with it"
+else
+  step "Board B restores A's package with the user's recovery code"
+fi
+lms_b --json restore --from "$OLD" "${code_args[@]}" > "$d/restore.json"
+source=$(json 'd["inner_key_source"]' < "$d/restore.json")
+expected=recovery-code
+[ "$custody" = escrow ] && expected=escrow
+[ "$source" = "$expected" ] || fail "inner key came from $source, expected $expected"
+ok "restored (inner key from: $source)"
 
 step "Every key works on B with the public key it had on A"
 for k in vpn mail; do
@@ -243,7 +296,7 @@ cmp -s "$d/disk-secret.bin" "$d/disk.out" || fail "sealed data differs"
 ok "same public keys; signatures from A and B verify; A's ciphertext decrypts; sealed data unseals"
 
 step "The approval is used up: a second restore under it is refused"
-if lms_b restore --from "$OLD" --recovery-code-file "$d/recovery-code.txt" >"$d/out.txt" 2>&1; then
+if lms_b restore --from "$OLD" "${code_args[@]}" >"$d/out.txt" 2>&1; then
   fail "a second restore under a used approval succeeded"
 fi
 state=$(helpdesk approvals list --new "$NEW" | json '[a["state"] for a in d["approvals"] if a["id"] == '"$APPROVAL"'][0]')
