@@ -306,5 +306,11 @@ ok "approval $APPROVAL is used"
 step "Auditor: the audit log's hash chain verifies"
 rows=$(auditor audit verify | json 'd["verified_rows"]')
 ok "$rows audit rows, chain intact"
+if [ "$custody" = escrow ]; then
+  released=$(auditor audit --action Download.Complete --platform "$NEW" |
+    json 'sum("escrowed inner key released" in r["detail"] for r in d["records"])')
+  [ "$released" = 1 ] || fail "expected one escrow release in the audit log, found $released"
+  ok "the log shows the one escrowed-key release, to B, under approval $APPROVAL"
+fi
 
 printf '\nThe drill passed: every key of board A works on board B. Files in %s\n' "$work"

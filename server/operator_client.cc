@@ -234,17 +234,16 @@ Result<json> OperatorClient::ListApprovals(const std::string& new_platform) {
 }
 
 Result<json> OperatorClient::ListAudit(const std::optional<std::string>& actor,
-                                       const std::optional<std::string>& object,
+                                       const std::optional<std::string>& platform,
                                        const std::optional<std::string>& action,
                                        std::optional<int64_t> since, std::optional<int64_t> until) {
   json all = json::array();
-  std::string token, a = actor.value_or(""), o = object.value_or(""), act = action.value_or("");
+  std::string token, a = actor.value_or(""), act = action.value_or("");
   time_t from = static_cast<time_t>(since.value_or(0)), to = static_cast<time_t>(until.value_or(0));
   do {
     TPMMA_RETURN_IF_ERROR(Prepare());
     _op__ListAuditRequest req;
     if (actor) req.Actor = &a;
-    if (object) req.Object = &o;
     if (action) req.Action = &act;
     if (since) req.From = &from;
     if (until) req.To = &to;
@@ -253,6 +252,10 @@ Result<json> OperatorClient::ListAudit(const std::optional<std::string>& actor,
     _op__ListAuditResponse resp;
     TPMMA_RETURN_IF_ERROR(Finish(proxy_->ListAudit(&req, resp)));
     for (const auto* r : resp.Record) {
+      // A platform is the actor of its own calls and the object of operators' calls about
+      // it; the operation filters on one of them only, so (as `ma-admin audit --dir` does)
+      // both are matched here.
+      if (platform && r->Actor != *platform && r->Object != *platform) continue;
       all.push_back({{"seq", r->Seq},
                      {"time", Iso(r->Time)},
                      {"actor", r->Actor},

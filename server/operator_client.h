@@ -42,7 +42,7 @@ class OperatorClient {
   Status RevokeApproval(int64_t id, const std::string& reason);
   Result<nlohmann::json> ListApprovals(const std::string& new_platform);
   Result<nlohmann::json> ListAudit(const std::optional<std::string>& actor,
-                                   const std::optional<std::string>& object,
+                                   const std::optional<std::string>& platform,  // actor or object
                                    const std::optional<std::string>& action,
                                    std::optional<int64_t> since, std::optional<int64_t> until);
   Result<int64_t> VerifyAudit();
