@@ -1403,6 +1403,20 @@ TEST_F(MaServiceTpmTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
   }
   // Sessions outlive the fake clock jump only if re-made.
   ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, b, true));
+  // A revoked approval releases nothing either.
+  {
+    auto revoked = approve(a.id, b.id, 3600);
+    ASSERT_OK(revoked);
+    ASSERT_TRUE(
+        (*vault)
+            ->RevokeApproval(revoked->id,
+                             storage::AuditEvent{env_.NowUnixSeconds(), "operator:helpdesk1",
+                                                 "RevokeApproval", "", "ok", "wrong ticket"})
+            .ok());
+    Bytes nonce;
+    EXPECT_CODE(Prepare(c, b.token, pa.model.package_id, b.srk_name, &nonce),
+                Code::kPermissionDenied);
+  }
 
   // An active approval: B gets the re-wrapped MRK and the inner key, imports and loads it.
   ASSERT_OK(approve(a.id, b.id, 3600));
