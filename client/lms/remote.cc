@@ -667,20 +667,20 @@ Result<RestoreResult> Restore(Lms& lms, const MaSettings& ma, const RestoreOptio
   // the MA, which releases it only for a Download a helpdesk approved.
   InnerKeyCustody custody;
   SecureBytes inner;
+  // The store's sealed copy, when it holds the package's key (same SRK, same custody).
+  auto UnsealIf = [&](bool same_custody) {
+    if (!same_custody || !lms.srk_matches_store() || state.custody.sealed_public.empty()) return;
+    auto unsealed = lms.UnsealInnerKey();
+    if (unsealed) {
+      inner = std::move(*unsealed);
+      out.inner_key_source = "sealed";
+    }
+  };
   if (const auto* ec = std::get_if<package::EscrowCustody>(&model->custody)) {
     out.custody = std::string(CustodyModeName(CustodyMode::kEscrow));
     custody.mode = CustodyMode::kEscrow;
     custody.escrow_key_id = ec->escrow_key_id;
-    const bool sealed_usable = lms.srk_matches_store() &&
-                               state.custody.mode == CustodyMode::kEscrow &&
-                               !state.custody.sealed_public.empty();
-    if (sealed_usable) {
-      auto unsealed = lms.UnsealInnerKey();
-      if (unsealed) {
-        inner = std::move(*unsealed);
-        out.inner_key_source = "sealed";
-      }
-    }
+    UnsealIf(state.custody.mode == CustodyMode::kEscrow);
     if (inner.empty()) {
       if (got->escrowed_inner_key.empty()) {
         return Error(Code::kPermissionDenied,
@@ -724,16 +724,7 @@ Result<RestoreResult> Restore(Lms& lms, const MaSettings& ma, const RestoreOptio
     custody.r = rc.r;
     custody.p = rc.p;
     custody.verifier = *rc.verifier;
-    const bool sealed_usable = lms.srk_matches_store() &&
-                               SameRecoveryCode(state.custody, custody) &&
-                               !state.custody.sealed_public.empty();
-    if (sealed_usable) {
-      auto unsealed = lms.UnsealInnerKey();
-      if (unsealed) {
-        inner = std::move(*unsealed);
-        out.inner_key_source = "sealed";
-      }
-    }
+    UnsealIf(SameRecoveryCode(state.custody, custody));
     if (inner.empty()) {
       if (!o.recovery_code) {
         return Error(Code::kInvalidArgument,
