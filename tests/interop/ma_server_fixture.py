@@ -18,6 +18,7 @@ class MaServer:
         self.config = os.path.join(state, 'config.toml')
         self.ca = os.path.join(state, 'ca', 'ca-cert.pem')
         self.ma_cert = os.path.join(state, 'ma', 'ma-cert.pem')
+        self.escrow_cert = os.path.join(state, 'escrow', 'escrow-cert.pem')
         if extra_config:
             text = open(self.config).read()
             for section, key, value in extra_config:

@@ -50,7 +50,25 @@ class StockClientTest(unittest.TestCase):
         self.assertEqual(ops, {'Authenticate', 'Upload', 'Download', 'Query', 'Delete',
                                'GetMAServiceInfo', 'GetMAKey'})
         self.assertGreater(info.Limits.MaxPackageBytes, 0)
-        self.assertIn('ma-1', info.MAKeyId)
+        # The storage key first, then the escrow key ma-admin init makes by default.
+        self.assertEqual(list(info.MAKeyId), ['ma-1', 'escrow-1'])
+        self.assertEqual(list(info.CustodyMode), ['RecoveryCode', 'Escrow'])
+
+    def test_escrow_key_is_a_plain_decryption_key_certified_as_published(self):
+        key = self.service.GetMAKey(KeyId='escrow-1')
+        self.assertEqual(key.KeyId, 'escrow-1')
+        cert = x509.load_der_x509_certificate(key.Certificate)
+        with open(self.server.escrow_cert, 'rb') as f:
+            self.assertEqual(cert, x509.load_pem_x509_certificate(f.read()))
+        area = key.Public[2:]
+        alg, name_alg, attrs = struct.unpack_from('>HHI', area, 0)
+        self.assertEqual((alg, name_alg), (0x0001, 0x000B))
+        restricted, decrypt, sign = 1 << 16, 1 << 17, 1 << 18
+        self.assertEqual(attrs & (restricted | decrypt | sign), decrypt)
+        self.assertEqual(int.from_bytes(area[-256:], 'big'),
+                         cert.public_key().public_numbers().n)
+        # Never the MA storage key: a different key, a different file.
+        self.assertNotEqual(key.Public, self.service.GetMAKey().Public)
 
     def test_ma_key_matches_certificate_and_name(self):
         key = self.service.GetMAKey()
