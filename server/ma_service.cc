@@ -238,6 +238,12 @@ class Handler final : public MigrationAuthorityBindingService {
     reply->log_op = op_;
     reply->log_platform = actor_ == "anonymous" ? std::string() : actor_;
     reply->log_outcome = outcome_ == Code::kOk ? "ok" : std::string(CodeName(outcome_));
+    // A released escrowed key was serialised from gSOAP's arena: wipe it before soap_end
+    // hands the memory back (the reply body itself is the front end's to send and free).
+    if (wipe_after_reply_.__ptr != nullptr) {
+      Wipe(wipe_after_reply_.__ptr, static_cast<size_t>(wipe_after_reply_.__size));
+      wipe_after_reply_ = {};
+    }
     // The generated serve loop never frees between requests; we do, every time.
     soap_destroy(soap);
     soap_end(soap);
@@ -598,8 +604,9 @@ class Handler final : public MigrationAuthorityBindingService {
     return Status::Ok();
   }
 
-  // Own packages always (nullopt); another platform's only with an active helpdesk
-  // approval (its id).
+  // Own packages always (nullopt, or for an escrow package the id of an active approval to
+  // itself, which releases the escrowed key); another platform's only with an active
+  // helpdesk approval (its id). A Download under an approval uses it up.
   Result<std::optional<int64_t>> MayRestore(const storage::PackageDescriptor& d,
                                             const std::string& platform) {
     if (d.source_platform_id == platform) {
@@ -772,8 +779,8 @@ class Handler final : public MigrationAuthorityBindingService {
                                HexEncode(ByteView(parent_name.name, parent_name.size)) +
                                (escrowed_inner_key.empty() ? "" : ", escrowed inner key released");
     if (approval) {
-      // A cross-platform restore uses its approval up, in the same transaction as its
-      // audit record: a second Download under it is refused (a new approval is needed).
+      // A restore under an approval uses it up, in the same transaction as its audit
+      // record: a second Download under it is refused (a new approval is needed).
       TPMMA_RETURN_IF_ERROR(core_->vault->MarkApprovalUsed(
           *approval, Now(), Event("ok", detail + " under approval " + std::to_string(*approval))));
     } else {
@@ -785,14 +792,14 @@ class Handler final : public MigrationAuthorityBindingService {
     p->DuplicateRewrapped = ToBase64Binary(soap, dup_out);
     p->EncryptedSeedRewrapped = ToBase64Binary(soap, seed_out);
     if (!escrowed_inner_key.empty()) {
-      // TPM2B_DATA, as TPM2_Import's encryptionKey takes it. The copy gSOAP serialises from
-      // lives in the context's arena until the reply is sent.
+      // TPM2B_DATA, as TPM2_Import's encryptionKey takes it.
       TPM2B_DATA data{};
       data.size = static_cast<uint16_t>(escrowed_inner_key.size());
       std::copy(escrowed_inner_key.begin(), escrowed_inner_key.end(), data.buffer);
       TPMMA_ASSIGN_OR_RETURN(Bytes data_bytes, tpm::Marshal(data));
       p->EscrowedInnerKey = soap_new_xsd__base64Binary(soap);
       *p->EscrowedInnerKey = ToBase64Binary(soap, data_bytes);
+      wipe_after_reply_ = *p->EscrowedInnerKey;
       Wipe(data.buffer, sizeof(data.buffer));
       Wipe(data_bytes.data(), data_bytes.size());
     }
@@ -803,6 +810,7 @@ class Handler final : public MigrationAuthorityBindingService {
 
   Core* core_;
   OperatorCalls operator_calls_;
+  xsd__base64Binary wipe_after_reply_{};  // secret bytes in the arena, cleansed after the reply
   const RequestInfo* info_ = nullptr;
   std::string op_;
   std::string actor_;
