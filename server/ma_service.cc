@@ -747,12 +747,17 @@ class Handler final : public MigrationAuthorityBindingService {
     // Re-read the MRK from the signed document, through the verifying reader only.
     TPMMA_ASSIGN_OR_RETURN(package::PackageReader reader,
                            package::PackageReader::Open(stored.body, Limits()));
-    EvpPkeyPtr key;
-    if (!d.signing_key.empty()) {
-      TPMMA_ASSIGN_OR_RETURN(key, core_->signing_keys.Get(d.signing_key));
-    } else {
-      TPMMA_ASSIGN_OR_RETURN(key, SigningKeyOf(d.source_platform_id));
+    // The key the package was verified with at Upload; packages vaulted before the MA kept
+    // it have the platform's current one. It goes out with the package, so that a client
+    // with no copy of its own (a new key store) can check the signature too.
+    Bytes signing_public = d.signing_key;
+    if (signing_public.empty()) {
+      TPMMA_ASSIGN_OR_RETURN(storage::Platform source,
+                             core_->vault->GetPlatform(d.source_platform_id));
+      if (!source.signing_key_public) return SigningKeyOf(source).error();  // says why
+      signing_public = *source.signing_key_public;
     }
+    TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, core_->signing_keys.Get(signing_public));
     auto verified = reader.Verify(key.get());
     if (!verified) {
       return Status(Code::kCorruption,
@@ -791,6 +796,8 @@ class Handler final : public MigrationAuthorityBindingService {
     p->Document = ToBase64Binary(soap, stored.body);
     p->DuplicateRewrapped = ToBase64Binary(soap, dup_out);
     p->EncryptedSeedRewrapped = ToBase64Binary(soap, seed_out);
+    p->SigningKeyPublic = soap_new_xsd__base64Binary(soap);
+    *p->SigningKeyPublic = ToBase64Binary(soap, signing_public);
     if (!escrowed_inner_key.empty()) {
       // TPM2B_DATA, as TPM2_Import's encryptionKey takes it.
       TPM2B_DATA data{};

@@ -213,6 +213,21 @@ json KeyJson(const KeyRecord& k) {
           {"name", HexEncode(k.name)}};
 }
 
+void RecordMaSettings(Lms& lms, const MaSettings& settings) {
+  std::error_code ec;
+  StoreConfig config;
+  config.ma_url = settings.url;
+  config.ma_ca = std::filesystem::absolute(settings.ca_file, ec).string();
+  for (const std::string& f : settings.ek_intermediates) {
+    config.ek_intermediates.push_back(std::filesystem::absolute(f, ec).string());
+  }
+  Status saved = lms.store().WriteConfig(config);
+  if (!saved.ok()) {
+    std::fprintf(stderr, "lms: warning: the MA settings were not recorded: %s\n",
+                 saved.message().c_str());
+  }
+}
+
 void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
   auto add = [&](const char* name, const char* help) {
     CLI::App* sub = app.add_subcommand(name, help);
@@ -309,21 +324,7 @@ void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands)
            o.discard_unbacked = a->discard;
            auto r = (*lms)->Init(o);
            if (!r) return Fail(g, r.error());
-           if (settings) {
-             // Later commands (the backup timer) find the MA without flags.
-             std::error_code ec;
-             StoreConfig config;
-             config.ma_url = settings->url;
-             config.ma_ca = std::filesystem::absolute(settings->ca_file, ec).string();
-             for (const std::string& f : settings->ek_intermediates) {
-               config.ek_intermediates.push_back(std::filesystem::absolute(f, ec).string());
-             }
-             Status saved = (*lms)->store().WriteConfig(config);
-             if (!saved.ok()) {
-               std::fprintf(stderr, "lms: warning: the MA settings were not recorded: %s\n",
-                            saved.message().c_str());
-             }
-           }
+           if (settings) RecordMaSettings(**lms, *settings);
            json j = {{"store", (*lms)->store().dir()},
                      {"srk_handle", Hex32(r->state.srk_handle)},
                      {"srk_name", HexEncode(r->state.srk_name)},

@@ -18,6 +18,7 @@
 
 #include "client/lms/keystore.h"
 #include "client/lms/operations.h"
+#include "client/lms/remote.h"
 #include "common/bytes.h"
 #include "common/env.h"
 #include "common/status.h"
@@ -75,6 +76,11 @@ nlohmann::json KeyJson(const KeyRecord& key);
 
 // Progress lines ("lms: authenticating to ...") on stderr, unless --json or --quiet.
 void ShowProgress(const Globals& g, Lms& lms);
+
+// Records the MA settings in the store's config.json (files as absolute paths), so that
+// later commands, the backup timer among them, need no flags (init, restore --new-store).
+// A failure is a warning on stderr: the command itself has succeeded.
+void RecordMaSettings(Lms& lms, const MaSettings& settings);
 
 // init, keygen, keys, pubkey, sign, encrypt, decrypt, unseal, import-tpm2.
 void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands);

@@ -235,11 +235,13 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
   {
     struct Args {
       std::string package_id, from, code_file;
+      bool new_store = false;
     };
     auto a = std::make_shared<Args>();
     CLI::App* c = add("restore",
                       "Bring the keys back from the MA after a TPM clear or onto a new board: "
-                      "download re-wrapped for this TPM, import the MRK, re-register every key");
+                      "download re-wrapped for this TPM, import the MRK, re-register every key "
+                      "(--new-store: into a new key store, when the disk was replaced too)");
     c->add_option("--package", a->package_id, "this package (default: the newest one)");
     c->add_option("--from", a->from,
                   "a package of this (old) platform, which a helpdesk approved for this one");
@@ -248,6 +250,11 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
                   "terminal; needed only for a recovery-code package when the TPM lost its "
                   "sealed copy of the inner key (an escrow package needs a helpdesk approval "
                   "instead)");
+    c->add_flag("--new-store", a->new_store,
+                "the disk was replaced too: build a new key store in --store (which must not be "
+                "initialised) from the package, checked with the signing key the MA verified "
+                "it with; needs --from or --package, and the MA settings (recorded in the new "
+                "store's config.json)");
     commands->push_back(
         {c, [&g, a]() -> int {
            auto ctx = Open(g);
@@ -255,11 +262,13 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
            RestoreOptions o;
            o.package_id = a->package_id;
            o.from_platform = a->from;
+           o.new_store = a->new_store;
            const std::string file = a->code_file;
            const Globals* gp = &g;
            o.recovery_code = [gp, file]() { return RecoveryCodeFrom(*gp, file); };
            auto r = Restore(*ctx->lms, ctx->ma, o);
            if (!r) return Fail(g, r.error());
+           if (r->new_store) RecordMaSettings(*ctx->lms, ctx->ma);
            json keys = json::array();
            size_t added = 0, updated = 0;
            std::string lines;
@@ -282,7 +291,12 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
                      {"keys", keys},
                      {"added", added},
                      {"updated", updated},
-                     {"kept", r->kept}};
+                     {"kept", r->kept},
+                     {"new_store", r->new_store}};
+           if (r->new_store) {
+             j["store"] = ctx->lms->store().dir();
+             j["retired_to"] = r->retired_to ? json(*r->retired_to) : json(nullptr);
+           }
            std::string text = "Restored package " + r->package_id + " (platform " +
                               r->source_platform_id + ", " + Utc(r->package_created_at) +
                               "): the MRK and " + std::to_string(r->keys.size()) + " key(s), " +
@@ -296,7 +310,16 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
                std::string(r->inner_key_source == "sealed"   ? "this TPM (sealed copy)"
                            : r->inner_key_source == "escrow" ? "the MA's escrow (helpdesk approval)"
                                                              : "the recovery code") +
-               "\n" + lines;
+               "\n";
+           if (r->new_store) {
+             text += "into the new key store " + ctx->lms->store().dir() +
+                     " (the MRK under a new id; the MA settings recorded in its config.json)\n";
+             if (r->retired_to) {
+               text +=
+                   "  key files of an earlier attempt were set aside in " + *r->retired_to + "\n";
+             }
+           }
+           text += lines;
            return Succeed(g, j, text);
          }});
   }

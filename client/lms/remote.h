@@ -114,6 +114,18 @@ struct RestoreOptions {
   std::function<Result<SecureString>()> recovery_code;
   // For tests: sees (and may change) what the MA sent before anything is checked.
   std::function<void(client::DownloadedPackage&)> after_download;
+  // Build a new key store from the package (the disk was replaced too, so there is no store
+  // to restore into): only where the store is not initialised (kAlreadyExists otherwise),
+  // and only with package_id or from_platform (a new TPM has no package of its own). The
+  // package's signature is checked with the key the MA says it verified it with at Upload
+  // (DownloadedPackage::signing_key_public; refused when the MA does not say), and the
+  // MRK must be bound to the MA's current key (kConflict otherwise). The inner key comes
+  // from the recovery code or the MA's escrow, never from a sealed copy (there is none).
+  // Writes keys/ (the MRK under a new id, every child as in the package), ma.json (the
+  // source platform's signing key as a known signer) and store.json last; a failure before
+  // that leaves no store.json, and the next attempt (or lms init) sets aside the key
+  // files it left.
+  bool new_store = false;
 };
 
 struct RestoredKey {
@@ -132,7 +144,10 @@ struct RestoreResult {
   std::string custody;            // the package's custody mode: "recovery-code" | "escrow"
   bool srk_changed = false;       // restored under a new SRK (cleared or other TPM)
   std::vector<RestoredKey> keys;  // every child in the package
-  size_t kept = 0;  // keys in the store that the package does not have (made after it)
+  size_t kept = 0;         // keys in the store that the package does not have (made after it)
+  bool new_store = false;  // RestoreOptions::new_store: the store was built from the package
+  // A new store: where the key files of an earlier attempt that did not finish went.
+  std::optional<std::string> retired_to;
 };
 Result<RestoreResult> Restore(Lms& lms, const MaSettings& ma, const RestoreOptions& options);
 

@@ -314,7 +314,11 @@ Result<DownloadedPackage> MaClient::DownloadComplete(std::string_view token,
   DownloadedPackage out{.document = FromBase64Binary(p->Document),
                         .duplicate = FromBase64Binary(p->DuplicateRewrapped),
                         .encrypted_seed = FromBase64Binary(p->EncryptedSeedRewrapped),
-                        .escrowed_inner_key = {}};
+                        .escrowed_inner_key = {},
+                        .signing_key_public = {}};
+  if (p->SigningKeyPublic != nullptr) {
+    out.signing_key_public = FromBase64Binary(*p->SigningKeyPublic);
+  }
   if (p->EscrowedInnerKey != nullptr && p->EscrowedInnerKey->__ptr != nullptr &&
       p->EscrowedInnerKey->__size > 0) {
     // A TPM2B_DATA holding a secret: its buffer straight into wiped memory, and the

@@ -118,6 +118,11 @@ struct DownloadedPackage {
   // opened from the package's escrow blob (the buffer of the TPM2B_DATA on the wire).
   // Empty otherwise.
   SecureBytes escrowed_inner_key;
+  // TPM2B_PUBLIC of the package-signing key the MA verified the package with at Upload
+  // (certified by the uploading platform's AK). Empty when the MA did not say (an older
+  // MA). Only a client with no signing key of its own to check with (a new key store)
+  // uses it, and so trusts the MA for it.
+  Bytes signing_key_public;
 };
 
 // HMAC-SHA256(secret, challenge_id): what round two of Authenticate proves.

@@ -491,6 +491,7 @@ Bytes Proof(ByteView secret, ByteView challenge_id) {
 struct Downloaded {
   Bytes document, duplicate, seed;
   Bytes escrowed_inner_key;  // marshalled TPM2B_DATA, when the MA released it
+  Bytes signing_key_public;  // TPM2B_PUBLIC the MA verified the package with
 };
 
 class MaServiceTpmTest : public ::testing::Test {
@@ -661,6 +662,8 @@ class MaServiceTpmTest : public ::testing::Test {
       out->seed = FromBase64Binary(pk->EncryptedSeedRewrapped);
       out->escrowed_inner_key =
           pk->EscrowedInnerKey != nullptr ? FromBase64Binary(*pk->EscrowedInnerKey) : Bytes();
+      out->signing_key_public =
+          pk->SigningKeyPublic != nullptr ? FromBase64Binary(*pk->SigningKeyPublic) : Bytes();
     }
     return s;
   }
@@ -1017,6 +1020,8 @@ TEST_F(MaServiceTpmTest, AuthenticateUploadQueryDownloadDelete) {
           .ok())
       << c.reply.body;
   EXPECT_EQ(got.document, *signed_pkg);
+  // The key the MA verified the package with at Upload: what a new key store checks it with.
+  EXPECT_EQ(got.signing_key_public, sign_info->marshalled);
   auto priv =
       tpm_->Import(*srk, mrk_blob->public_area, *tpm::Unmarshal<TPM2B_PRIVATE>(got.duplicate),
                    *tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(got.seed), dup.inner_key);
