@@ -308,6 +308,7 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("escrow", "tpm_parent", c.escrow_tpm_parent, 0x81000000u, 0x81FFFFFFu);
   r.Bool("approvals", "two_person", c.approvals_two_person);
   r.Int("approvals", "max_ttl_s", c.approvals_max_ttl_s, 60, 366 * 86400);
+  r.Bool("approvals", "single_use", c.approvals_single_use);
   r.Path("vault", "path", c.vault_path);
   r.Int("vault", "max_batch", c.vault_max_batch, 1, 4096);
   r.Int("vault", "read_connections", c.vault_read_connections, 1, 64);
@@ -431,6 +432,7 @@ std::string ConfigToToml(const Config& c) {
   out += "\n[approvals]\n";
   out += fmt::format("two_person = {}\n", c.approvals_two_person);
   out += fmt::format("max_ttl_s = {}\n", c.approvals_max_ttl_s);
+  out += fmt::format("single_use = {}\n", c.approvals_single_use);
   out += "\n[vault]\n";
   out += opt_path("path", c.vault_path);
   out += fmt::format("max_batch = {}\n", c.vault_max_batch);

@@ -68,6 +68,10 @@ struct Config {
   // [approvals]
   bool approvals_two_person = false;         // a second operator must confirm each approval
   uint32_t approvals_max_ttl_s = 7 * 86400;  // longest validity an operator may grant
+  // A Download under an approval uses it up (a second restore needs a new approval). false:
+  // it stays active until it expires or is revoked, for users who restore several packages
+  // or retry; every Download under it is still audited with its id.
+  bool approvals_single_use = true;
   // [vault]
   std::string vault_path;
   // Group commit: at most this many write calls share one transaction and its fsync.

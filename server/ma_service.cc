@@ -783,11 +783,18 @@ class Handler final : public MigrationAuthorityBindingService {
     const std::string detail = "re-wrapped to parent " +
                                HexEncode(ByteView(parent_name.name, parent_name.size)) +
                                (escrowed_inner_key.empty() ? "" : ", escrowed inner key released");
-    if (approval) {
+    if (approval && core_->cfg.approvals_single_use) {
       // A restore under an approval uses it up, in the same transaction as its audit
       // record: a second Download under it is refused (a new approval is needed).
       TPMMA_RETURN_IF_ERROR(core_->vault->MarkApprovalUsed(
           *approval, Now(), Event("ok", detail + " under approval " + std::to_string(*approval))));
+    } else if (approval) {
+      // approvals.single_use = false: the approval stays active until it expires or is
+      // revoked; each Download under it is still on record with its id.
+      auto audited = core_->vault->AppendAudit(Event(
+          "ok",
+          detail + " under approval " + std::to_string(*approval) + " (kept: not single-use)"));
+      if (!audited) return audited.error();
     } else {
       auto audited = core_->vault->AppendAudit(Event("ok", detail));
       if (!audited) return audited.error();  // no audit record, no key material out

@@ -187,6 +187,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"[audit]\nreads = \"off\"",
                  "audit.reads must be \"deferred\" or \"durable\", got \"off\""},
         BadValue{"[audit]\nreads = true", "audit.reads must be"},
+        BadValue{"[approvals]\nsingle_use = 0", "approvals.single_use must be true or false"},
         BadValue{"[escrow]\ncustody = \"hsm\"",
                  "escrow.custody must be \"none\", \"software\" or \"tpm\""},
         BadValue{"[escrow]\ncustody = \"software\"\ncertificate = \"e.crt\"",
@@ -340,6 +341,7 @@ TEST(ConfigTest, ConfigToTomlRoundTrips) {
   c.ek_cache_entries = 0;
   c.audit_reads = "durable";
   c.malloc_arenas = 0;
+  c.approvals_single_use = false;
   c.escrow_custody = "tpm";
   c.escrow_key_id = "escrow-9";
   c.escrow_certificate = "/state/escrow/cert.pem";

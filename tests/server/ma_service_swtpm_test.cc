@@ -1441,6 +1441,34 @@ TEST_F(MaServiceTpmTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
   // The approval is used up: a second download is refused.
   EXPECT_CODE(DownloadTo(c, b, pa.model.package_id, &got), Code::kPermissionDenied);
 
+  // approvals.single_use = false (a user restoring several packages, or retrying after a
+  // mistyped code): the approval stays active and releases the key again, audited each time.
+  {
+    Config reusable = cfg;
+    reusable.approvals_single_use = false;
+    auto ep2 = MakeMaService(reusable, &env_, vault->get(), custody->get());
+    ASSERT_OK(ep2);
+    Client c2(ep2->get());
+    ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c2, b, true));
+    auto kept = approve(a.id, b.id, 3600);
+    ASSERT_OK(kept);
+    for (int i = 0; i < 2; ++i) {
+      Downloaded again;
+      Status twice = DownloadTo(c2, b, pa.model.package_id, &again);
+      ASSERT_TRUE(twice.ok()) << i << ": " << twice.ToString();
+      EXPECT_FALSE(again.escrowed_inner_key.empty());
+    }
+    auto still = (*vault)->FindActiveApproval(b.id, pa.model.package_id, env_.NowUnixSeconds());
+    ASSERT_OK(still);
+    EXPECT_EQ(still->id, kept->id);
+    ASSERT_TRUE((*vault)
+                    ->RevokeApproval(
+                        kept->id, storage::AuditEvent{env_.NowUnixSeconds(), "operator:helpdesk1",
+                                                      "RevokeApproval", "", "ok", "restores done"})
+                    .ok());
+    ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, b, true));
+  }
+
   // A same-platform approval (A's TPM was cleared: its sealed copy is gone) releases the key
   // to A itself; a same-platform approval without escrow packages is refused as pointless.
   ASSERT_OK(approve(a.id, a.id, 3600));
@@ -1465,7 +1493,7 @@ TEST_F(MaServiceTpmTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
   for (const auto& rec : audit->records) {
     if (rec.event.detail.find("escrowed inner key released") != std::string::npos) ++released;
   }
-  EXPECT_EQ(released, 2);
+  EXPECT_EQ(released, 4);  // B under the single-use approval, B twice under the kept one, A
   EXPECT_TRUE((*vault)->VerifyAuditChain().ok());
 }
 
