@@ -897,6 +897,24 @@ TEST_F(LmsMaTest, EscrowCustodyRestoresAfterAClearOnlyUnderAHelpdeskApproval) {
   EXPECT_EQ(q["packages"][0]["custody"], "Escrow");
 }
 
+// An MA made with `ma-admin init --no-escrow` offers recovery codes only: `lms init
+// --custody escrow` against it is refused in words, and nothing is written.
+TEST_F(LmsMaTest, EscrowInitIsRefusedByAnMaWithoutEscrow) {
+  std::string why;
+  TempDir d;
+  auto plain = MaInstance::Start({MA_ADMIN_PATH, MA_SERVER_PATH}, d.path(),
+                                 {w_->a->RootCaCertPath()}, &why, {"--no-escrow"});
+  ASSERT_NE(plain, nullptr) << why;
+  const std::string store = F("escrow-refused");
+  const Lms l{store, w_->a->tcti(), {"--ma", plain->url(), "--ma-ca", plain->ca_file()}};
+  EXPECT_FAILS_WITH(l({"init", "--custody", "escrow"}), 1, "does not offer escrow custody");
+  EXPECT_FALSE(std::filesystem::exists(store + "/store.json"));
+  // The same MA is fine for recovery-code custody.
+  json ok = l.Json({"init"});
+  EXPECT_EQ(ok["custody"], "recovery-code");
+  EXPECT_TRUE(std::filesystem::exists(store + "/store.json"));
+}
+
 TEST_F(LmsMaTest, EscrowPackageRestoresOnAnotherBoardWithoutACode) {
   // An escrow store on TPM B, backed up; the disk moves to TPM C.
   const std::string store = F("escrow-b");

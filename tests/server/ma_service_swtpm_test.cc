@@ -1375,6 +1375,18 @@ TEST_F(MaServiceTpmTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
 
   Made pa;
   ASSERT_NO_FATAL_FAILURE(MakePackage(a, ma_public, ma_name, &pa, &escrow_public));
+  {
+    // The same vault and MA key served without an escrow key: it cannot vouch for the
+    // escrow blob, so it refuses the package rather than keep one it could never release.
+    Config no_escrow = cfg;
+    no_escrow.escrow_custody = "none";
+    auto plain = MakeMaService(no_escrow, &env_, vault->get(), custody->get());
+    ASSERT_OK(plain);
+    Client pc(plain->get());
+    Status s = Upload(pc, a.token, pa.bytes, nullptr);
+    EXPECT_EQ(s.code(), Code::kUnsupported) << s.ToString();
+    EXPECT_NE(s.message().find("no escrow key"), std::string::npos) << s.message();
+  }
   ASSERT_TRUE(Upload(c, a.token, pa.bytes, nullptr).ok()) << c.reply.body;
   std::vector<std::string> ids;
   ASSERT_TRUE(Query(c, a.token, &ids).ok());

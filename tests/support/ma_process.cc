@@ -79,7 +79,8 @@ bool ServerProcess::ReadSome(milliseconds timeout) {
 
 std::unique_ptr<MaInstance> MaInstance::Start(const MaBinaries& bins, const std::string& dir,
                                               const std::vector<std::string>& ek_roots,
-                                              std::string* error) {
+                                              std::string* error,
+                                              const std::vector<std::string>& init_args) {
   auto ma = std::make_unique<MaInstance>();
   ma->bins_ = bins;
   ma->state_dir_ = dir + "/ma";
@@ -89,6 +90,7 @@ std::unique_ptr<MaInstance> MaInstance::Start(const MaBinaries& bins, const std:
     argv.push_back("--ek-root");
     argv.push_back(r);
   }
+  argv.insert(argv.end(), init_args.begin(), init_args.end());
   CommandResult r = RunCommand(argv);
   if (r.exit_code != 0) {
     *error = "ma-admin init failed: " + r.output;
