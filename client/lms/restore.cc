@@ -77,6 +77,9 @@ struct RestoreTarget {
   // Whether the store can take the package's MRK (for an initialised store: it is the
   // store's own). Runs before the inner key is asked for.
   std::function<Status(const TPM2B_PUBLIC& mrk_public, const Bytes& mrk_name)> check_mrk;
+  // The inner key from a recovery code already checked against `state`'s verifier (before
+  // the Download): used when the package has the same custody, so scrypt runs once.
+  SecureBytes checked_inner_key;
 };
 
 // A package checked and loaded in this TPM, nothing written yet.
@@ -256,7 +259,13 @@ Result<LoadedPackage> DownloadAndLoad(Lms& lms, const MaSettings& ma, Session& s
     custody.r = rc.r;
     custody.p = rc.p;
     custody.verifier = *rc.verifier;
-    UnsealIf(state != nullptr && SameRecoveryCode(state->custody, custody));
+    const bool store_custody = state != nullptr && SameRecoveryCode(state->custody, custody);
+    UnsealIf(store_custody);
+    if (inner.empty() && store_custody && !target.checked_inner_key.empty()) {
+      inner = target.checked_inner_key;
+      out.used_recovery_code = true;
+      out.inner_key_source = "recovery-code";
+    }
     if (inner.empty()) {
       if (!o.recovery_code) {
         return Error(Code::kInvalidArgument,
@@ -528,8 +537,29 @@ Result<RestoreResult> RestoreIntoStore(Lms& lms, const MaSettings& ma, const Res
   out.srk_changed = !lms.srk_matches_store();
   TPMMA_ASSIGN_OR_RETURN(std::string id, ChoosePackage(session, ma, o, store));
 
-  // The package is checked with the package-signing keys this store has signed with.
+  // Without the sealed copy (another or a cleared TPM) the recovery code is needed. Every
+  // package this store can restore carries its MRK, hence the custody it was made with, so
+  // a mistyped code is caught here, against the store's verifier, before the Download uses
+  // a helpdesk approval up. The code is asked once.
+  RestoreOptions opts = o;
   RestoreTarget target;
+  if (!lms.srk_matches_store() && state.custody.mode == CustodyMode::kRecoveryCode &&
+      !state.custody.verifier.empty() && o.recovery_code) {
+    TPMMA_ASSIGN_OR_RETURN(SecureString code, o.recovery_code());
+    lms.Progress("checking the recovery code");
+    auto derived = DeriveInnerKey(code, state.custody);
+    if (!derived && derived.error().code() == Code::kPermissionDenied) {
+      return Error(Code::kPermissionDenied,
+                   "wrong recovery code: it is not the one shown at lms init for these keys; "
+                   "nothing was changed, and package " +
+                       id + " was not downloaded (an approval for it is still unused)");
+    }
+    if (!derived) return Error(derived.error().WithContext("the recovery code"));
+    target.checked_inner_key = std::move(*derived);
+    opts.recovery_code = [code]() -> Result<SecureString> { return code; };
+  }
+
+  // The package is checked with the package-signing keys this store has signed with.
   target.state = &state;
   TPMMA_ASSIGN_OR_RETURN(MaState m, store.ReadMaState());
   for (auto it = m.signers.rbegin(); it != m.signers.rend(); ++it) {
@@ -545,7 +575,7 @@ Result<RestoreResult> RestoreIntoStore(Lms& lms, const MaSettings& ma, const Res
                       "); it can only be restored into the key store it was backed up from");
   };
   TPMMA_ASSIGN_OR_RETURN(LoadedPackage loaded,
-                         DownloadAndLoad(lms, ma, session, id, o, target, out));
+                         DownloadAndLoad(lms, ma, session, id, opts, target, out));
   const package::MigrationPackage& model = loaded.model;
 
   // Every key in the package, as an update of its store entry or a new one.

@@ -695,6 +695,12 @@ TEST_F(LmsMaTest, AnotherPlatformRestoresOnlyAfterAHelpdeskApproval) {
   json q = c.Json({"query", "--from", w_->platform_a});
   ASSERT_FALSE(q["packages"].empty()) << q.dump();
   EXPECT_EQ(q["packages"][0]["access"], "Approved");
+  // A mistyped code is caught before the Download, so it does not use the approval up.
+  std::string wrong = w_->code_a;
+  wrong[0] = wrong[0] == 'A' ? 'B' : 'A';
+  Spit(F("wrong-c"), wrong);
+  EXPECT_FAILS_WITH(c({"restore", "--from", w_->platform_a, "--recovery-code-file", F("wrong-c")}),
+                    1, "an approval for it is still unused");
   json restored = c.Json({"restore", "--from", w_->platform_a, "--recovery-code-file", F("code")});
   EXPECT_EQ(restored["source_platform_id"], w_->platform_a);
   EXPECT_EQ(restored["platform_id"], platform_c);
