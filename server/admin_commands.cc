@@ -282,9 +282,16 @@ Status Approve(const AdminContext& ctx, const ApproveOptions& o) {
   if (ctx.json) {
     Print(ctx, {{"ok", true}, {"approval", ApprovalJson(a)}});
   } else {
-    Line(ctx, fmt::format("Approval {} ({}): packages of {} may be restored to {} until {}.", a.id,
-                          storage::ToString(a.state), Short(a.old_platform_id),
-                          Short(a.new_platform_id), Iso(a.expires_at)));
+    if (a.old_platform_id == a.new_platform_id) {
+      Line(ctx, fmt::format("Approval {} ({}): the escrowed inner keys of {}'s packages may be "
+                            "released to it (a restore after a TPM clear) until {}.",
+                            a.id, storage::ToString(a.state), Short(a.old_platform_id),
+                            Iso(a.expires_at)));
+    } else {
+      Line(ctx, fmt::format("Approval {} ({}): packages of {} may be restored to {} until {}.",
+                            a.id, storage::ToString(a.state), Short(a.old_platform_id),
+                            Short(a.new_platform_id), Iso(a.expires_at)));
+    }
     if (a.state == storage::ApprovalState::kPending) {
       Line(ctx,
            "A second operator must confirm it: ma-admin approvals confirm " + std::to_string(a.id));
