@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/bytes.h"
+#include "server/config.h"
 #include "server/pki.h"
 
 namespace tpmma::server {
@@ -88,6 +89,139 @@ json ApprovalJson(const storage::Approval& a) {
 }
 
 }  // namespace
+
+namespace {
+
+// Paths inside the state directory are written relative to it, as `ma-admin init` writes
+// them, so that the directory can still be moved as a whole.
+void RelativeTo(const std::string& dir, Config& c) {
+  const std::string prefix = dir + "/";
+  auto rel = [&](std::string& p) {
+    if (p.starts_with(prefix)) p = p.substr(prefix.size());
+  };
+  for (std::string* p :
+       {&c.tls_certificate, &c.tls_private_key, &c.tls_client_ca, &c.ma_private_key,
+        &c.ma_certificate, &c.ma_tpm_public, &c.ma_tpm_private, &c.vault_path}) {
+    rel(*p);
+  }
+  for (EscrowKeyConfig* k : {&c.escrow}) {
+    for (std::string* p : {&k->private_key, &k->certificate, &k->tpm_public, &k->tpm_private}) {
+      rel(*p);
+    }
+  }
+  for (EscrowKeyConfig& k : c.escrow_retired) {
+    for (std::string* p : {&k.private_key, &k.certificate, &k.tpm_public, &k.tpm_private}) rel(*p);
+  }
+  for (std::string& p : c.ek_roots) rel(p);
+}
+
+// escrow-<N+1> after the highest escrow-<N> in use (escrow-1 when there is none).
+std::string NextEscrowKeyId(const Config& c) {
+  int highest = 0;
+  auto consider = [&](const EscrowKeyConfig& k) {
+    if (k.custody == "none" || !k.key_id.starts_with("escrow-")) return;
+    int n = 0;
+    const char* begin = k.key_id.data() + 7;
+    const char* end = k.key_id.data() + k.key_id.size();
+    auto [ptr, ec] = std::from_chars(begin, end, n);
+    if (ec == std::errc() && ptr == end) highest = std::max(highest, n);
+  };
+  consider(c.escrow);
+  for (const EscrowKeyConfig& k : c.escrow_retired) consider(k);
+  return "escrow-" + std::to_string(highest + 1);
+}
+
+}  // namespace
+
+Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
+                       const std::string& new_key_id) {
+  const std::string config_path = state_dir + "/config.toml";
+  TPMMA_ASSIGN_OR_RETURN(Config cfg, LoadConfig(config_path));
+  const std::string id = new_key_id.empty() ? NextEscrowKeyId(cfg) : new_key_id;
+  std::vector<std::string> taken = {cfg.ma_key_id};
+  if (cfg.escrow.custody != "none") taken.push_back(cfg.escrow.key_id);
+  for (const EscrowKeyConfig& k : cfg.escrow_retired) taken.push_back(k.key_id);
+  if (std::find(taken.begin(), taken.end(), id) != taken.end()) {
+    return Status(Code::kAlreadyExists, "key id " + id +
+                                            " is in use by this MA (a key id is never reused: "
+                                            "packages name the key they were escrowed to)");
+  }
+  const std::string key_file = "escrow/" + id + "-key.pem";
+  const std::string cert_file = "escrow/" + id + "-cert.pem";
+  for (const std::string& f : {key_file, cert_file}) {
+    if (ctx.env->FileExists(state_dir + "/" + f)) {
+      return Status(Code::kAlreadyExists, state_dir + "/" + f + " exists; choose another --key-id");
+    }
+  }
+  constexpr size_t kMaxPem = 64 * 1024;
+  auto ca_key_pem = ctx.env->ReadFile(state_dir + "/ca/ca-key.pem", kMaxPem);
+  if (!ca_key_pem) {
+    return Status(Code::kNotFound,
+                  "the MA CA key (" + state_dir +
+                      "/ca/ca-key.pem) certifies the new escrow key: bring the offline copy back "
+                      "for the rotation (" +
+                      ca_key_pem.error().message() + ")");
+  }
+  SecureBytes ca_key_secure(ca_key_pem->begin(), ca_key_pem->end());
+  Wipe(ca_key_pem->data(), ca_key_pem->size());
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr ca_key, PrivateKeyFromPem(ca_key_secure));
+  TPMMA_ASSIGN_OR_RETURN(Bytes ca_cert_pem,
+                         ctx.env->ReadFile(state_dir + "/ca/ca-cert.pem", kMaxPem));
+  TPMMA_ASSIGN_OR_RETURN(X509Ptr ca_cert, CertificateFromPem(ca_cert_pem));
+
+  // RSA-2048 so that it can live in a TPM too (TPM2_RSA_Decrypt), like the one init makes.
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateKey(KeyType::kRsa2048));
+  TPMMA_ASSIGN_OR_RETURN(X509Ptr cert, IssueCertificate({.common_name = "tpm-ma escrow key " + id,
+                                                         .profile = CertProfile::kMaStorage,
+                                                         .dns_names = {},
+                                                         .ip_addresses = {},
+                                                         .valid_days = 3650},
+                                                        key.get(), ca_key.get(), ca_cert.get()));
+  TPMMA_ASSIGN_OR_RETURN(SecureString key_pem, PrivateKeyToPem(key.get()));
+  TPMMA_ASSIGN_OR_RETURN(std::string cert_pem, CertificateToPem(cert.get()));
+  TPMMA_RETURN_IF_ERROR(ctx.env->CreateDirs(state_dir + "/escrow", 0700));
+  TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(
+      state_dir + "/" + key_file,
+      ByteView(reinterpret_cast<const uint8_t*>(key_pem.data()), key_pem.size()), 0600));
+  TPMMA_RETURN_IF_ERROR(
+      ctx.env->WriteFileAtomic(state_dir + "/" + cert_file, View(cert_pem), 0644));
+
+  std::string retired = "none";
+  if (cfg.escrow.custody != "none") {
+    retired = cfg.escrow.key_id;
+    cfg.escrow_retired.push_back(cfg.escrow);
+  }
+  cfg.escrow = EscrowKeyConfig{};
+  cfg.escrow.custody = "software";
+  cfg.escrow.key_id = id;
+  cfg.escrow.private_key = state_dir + "/" + key_file;
+  cfg.escrow.certificate = state_dir + "/" + cert_file;
+  RelativeTo(state_dir, cfg);
+  // The new file must be one ma-server accepts; config.toml is replaced last, atomically.
+  const std::string toml = ConfigToToml(cfg);
+  TPMMA_RETURN_IF_ERROR(ParseConfig(toml, state_dir, config_path));
+  TPMMA_RETURN_IF_ERROR(
+      ctx.vault->AppendAudit(Event(ctx, "RotateEscrowKey", id, "retired " + retired)));
+  TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(config_path, View(toml), 0600));
+
+  std::vector<std::string> retired_ids;
+  for (const EscrowKeyConfig& k : cfg.escrow_retired) retired_ids.push_back(k.key_id);
+  if (ctx.json) {
+    Print(ctx, {{"ok", true},
+                {"escrow_key_id", id},
+                {"private_key", state_dir + "/" + key_file},
+                {"retired", retired_ids}});
+  } else {
+    Line(ctx, "Escrow key " + id + " made (" + state_dir + "/" + key_file + ")" +
+                  (retired == "none"
+                       ? std::string(": this MA now offers escrow custody.")
+                       : "; " + retired + " is retired: it still releases what it escrowed."));
+    Line(ctx,
+         "Restart ma-server to use it. lms stores in escrow custody move to it at their next "
+         "backup. Keep the retired keys as long as any package uses them.");
+  }
+  return Status::Ok();
+}
 
 Result<int64_t> ParseDuration(std::string_view text) {
   if (text.empty()) return Error(Code::kInvalidArgument, "empty duration");

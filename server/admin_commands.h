@@ -68,6 +68,14 @@ Status IssueOperator(const AdminContext& ctx, const std::string& state_dir, cons
 Status RevokeOperator(const AdminContext& ctx, const std::string& name, const std::string& reason);
 Status ListOperators(const AdminContext& ctx);
 
+// Makes a new escrow key (DESIGN 4.4; RSA-2048, certified by the MA CA in `state_dir`/ca,
+// written to escrow/<id>-key.pem and -cert.pem) and makes it the current one in
+// config.toml; the previous one moves to [[escrow.retired]], where it still releases what
+// it escrowed. Also how an MA made with --no-escrow starts to offer escrow. `new_key_id`
+// empty: escrow-<N+1>. ma-server uses the new key after a restart.
+Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
+                       const std::string& new_key_id);
+
 // "24h", "90m", "7d", "3600" (seconds) -> seconds; kInvalidArgument otherwise.
 Result<int64_t> ParseDuration(std::string_view text);
 // "2026-11-30T12:00:00Z" or Unix seconds -> Unix seconds.

@@ -170,10 +170,10 @@ Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
   cfg.ma_private_key = "ma/ma-key.pem";
   cfg.ma_certificate = "ma/ma-cert.pem";
   if (opts.escrow) {
-    cfg.escrow_custody = "software";
-    cfg.escrow_key_id = opts.escrow_key_id;
-    cfg.escrow_private_key = "escrow/escrow-key.pem";
-    cfg.escrow_certificate = "escrow/escrow-cert.pem";
+    cfg.escrow.custody = "software";
+    cfg.escrow.key_id = opts.escrow_key_id;
+    cfg.escrow.private_key = "escrow/escrow-key.pem";
+    cfg.escrow.certificate = "escrow/escrow-cert.pem";
   }
   cfg.vault_path = "vault.db";
   cfg.ek_roots = {"trust/ek-roots"};

@@ -139,6 +139,16 @@ int main(int argc, char** argv) {
   auto* op_list = operators->add_subcommand("list", "every operator and its role");
   for (auto* c : {op_issue, op_revoke, op_list}) add_dir(c);
 
+  std::string escrow_key_id;
+  auto* escrow_cmd = app.add_subcommand("escrow", "the escrow key (escrow custody of inner keys)");
+  escrow_cmd->require_subcommand(1);
+  auto* escrow_rotate = escrow_cmd->add_subcommand(
+      "rotate",
+      "make a new escrow key for new packages; the current one is retired and still releases "
+      "what it escrowed (restart ma-server afterwards)");
+  escrow_rotate->add_option("--key-id", escrow_key_id, "id of the new key (default: escrow-<N+1>)");
+  add_dir(escrow_rotate);
+
   // Remote mode: the operator operations over HTTPS with an operator certificate, for
   // helpdesk and auditors who have no access to the MA host.
   tpmma::server::OperatorClientOptions remote;
@@ -328,6 +338,8 @@ int main(int argc, char** argv) {
     st = s::RevokeOperator(ctx, op_name, reason);
   } else if (*op_list) {
     st = s::ListOperators(ctx);
+  } else if (*escrow_rotate) {
+    st = s::RotateEscrowKey(ctx, dir, escrow_key_id);
   } else if (*audit_verify) {
     st = s::VerifyAudit(ctx);
   } else if (*audit) {

@@ -130,6 +130,9 @@ class Reader {
     out = std::move(paths);
   }
 
+  // A key read by the caller in its own way (an array of tables); counts as known.
+  const toml::node* Node(std::string_view sec, std::string_view key) { return Find(sec, key); }
+
   void Require(std::string_view sec, std::string_view key, const std::string& value) {
     if (value.empty() && !present_.contains(fmt::format("{}.{}", sec, key))) {
       Fail(fmt::format("{}.{} is required", sec, key));
@@ -245,6 +248,73 @@ Status CheckReadable(std::string_view key, const std::string& path) {
 
 }  // namespace
 
+// The keys of one escrow key, in [escrow] or in one [[escrow.retired]] (read through a
+// Reader whose "escrow" section is that table). `c` is the rest of the configuration,
+// for the checks against the MA key.
+void ReadEscrowKey(Reader& r, EscrowKeyConfig& k, const Config& c, bool retired = false) {
+  r.String(
+      "escrow", "custody", k.custody,
+      [&](const std::string& v) {
+        return (v == "none" && !retired) || v == "software" || v == "tpm";
+      },
+      retired ? "\"software\" or \"tpm\"" : "\"none\", \"software\" or \"tpm\"");
+  r.String("escrow", "key_id", k.key_id, IsKeyId, "1 to 64 characters of A-Z a-z 0-9 . _ -");
+  r.Path("escrow", "private_key", k.private_key);
+  r.Path("escrow", "certificate", k.certificate);
+  r.String(
+      "escrow", "tpm_tcti", k.tpm_tcti,
+      [](const std::string& v) { return !v.empty() && v.size() <= 256; },
+      "a TCTI string such as \"device:/dev/tpmrm0\"");
+  r.Path("escrow", "tpm_public", k.tpm_public);
+  r.Path("escrow", "tpm_private", k.tpm_private);
+  r.Int("escrow", "tpm_parent", k.tpm_parent, 0x81000000u, 0x81FFFFFFu);
+  if (retired) r.Require("escrow", "custody", std::string());
+  if (k.custody == "tpm") {
+    r.Require("escrow", "tpm_tcti", k.tpm_tcti);
+    r.Require("escrow", "tpm_public", k.tpm_public);
+    r.Require("escrow", "tpm_private", k.tpm_private);
+  } else if (k.custody == "software") {
+    r.Require("escrow", "private_key", k.private_key);
+  }
+  if (k.custody == "none") return;
+  if (retired) r.Require("escrow", "key_id", std::string());
+  r.Require("escrow", "certificate", k.certificate);
+  if (k.key_id == c.ma_key_id) {
+    r.Fail("escrow.key_id must differ from ma.key_id (GetMAKey tells them apart by id)");
+  }
+  if (!k.private_key.empty() && k.private_key == c.ma_private_key) {
+    r.Fail("escrow.private_key must be a different file from ma.private_key (DESIGN 4.4)");
+  }
+}
+
+// [[escrow.retired]]: escrow keys `ma-admin escrow rotate` replaced. Each is read like
+// [escrow]; its errors say which entry they are about.
+void ReadRetiredEscrowKeys(const toml::node& node, const std::string& base_dir, Config& c,
+                           Reader& r) {
+  const toml::array* arr = node.as_array();
+  if (arr == nullptr || !arr->is_array_of_tables()) {
+    r.Fail(fmt::format("escrow.retired must be an array of tables ([[escrow.retired]]), got {}",
+                       Describe(node)));
+    return;
+  }
+  std::set<std::string> ids = {c.escrow.key_id};
+  for (size_t i = 0; i < arr->size(); ++i) {
+    toml::table wrapper;
+    wrapper.insert("escrow", *arr->get(i)->as_table());
+    Reader sub(wrapper, base_dir);
+    EscrowKeyConfig k;
+    k.custody.clear();
+    k.key_id.clear();
+    ReadEscrowKey(sub, k, c, /*retired=*/true);
+    sub.CheckUnknown();
+    if (!ids.insert(k.key_id).second && !k.key_id.empty()) {
+      sub.Fail(fmt::format("key_id \"{}\" is used twice among the escrow keys", k.key_id));
+    }
+    for (const std::string& e : sub.errors()) r.Fail(fmt::format("escrow.retired[{}]: {}", i, e));
+    c.escrow_retired.push_back(std::move(k));
+  }
+}
+
 Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_dir,
                            const std::string& origin) {
   toml::table root;
@@ -292,20 +362,10 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Path("ma", "tpm_public", c.ma_tpm_public);
   r.Path("ma", "tpm_private", c.ma_tpm_private);
   r.Int("ma", "tpm_parent", c.ma_tpm_parent, 0x81000000u, 0x81FFFFFFu);
-  r.String(
-      "escrow", "custody", c.escrow_custody,
-      [](const std::string& v) { return v == "none" || v == "software" || v == "tpm"; },
-      "\"none\", \"software\" or \"tpm\"");
-  r.String("escrow", "key_id", c.escrow_key_id, IsKeyId, "1 to 64 characters of A-Z a-z 0-9 . _ -");
-  r.Path("escrow", "private_key", c.escrow_private_key);
-  r.Path("escrow", "certificate", c.escrow_certificate);
-  r.String(
-      "escrow", "tpm_tcti", c.escrow_tpm_tcti,
-      [](const std::string& v) { return !v.empty() && v.size() <= 256; },
-      "a TCTI string such as \"device:/dev/tpmrm0\"");
-  r.Path("escrow", "tpm_public", c.escrow_tpm_public);
-  r.Path("escrow", "tpm_private", c.escrow_tpm_private);
-  r.Int("escrow", "tpm_parent", c.escrow_tpm_parent, 0x81000000u, 0x81FFFFFFu);
+  ReadEscrowKey(r, c.escrow, c);
+  if (const toml::node* retired = r.Node("escrow", "retired")) {
+    ReadRetiredEscrowKeys(*retired, base_dir, c, r);
+  }
   r.Bool("approvals", "two_person", c.approvals_two_person);
   r.Int("approvals", "max_ttl_s", c.approvals_max_ttl_s, 60, 366 * 86400);
   r.Bool("approvals", "single_use", c.approvals_single_use);
@@ -337,22 +397,6 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
     r.Require("ma", "private_key", c.ma_private_key);
   }
   r.Require("ma", "certificate", c.ma_certificate);
-  if (c.escrow_custody == "tpm") {
-    r.Require("escrow", "tpm_tcti", c.escrow_tpm_tcti);
-    r.Require("escrow", "tpm_public", c.escrow_tpm_public);
-    r.Require("escrow", "tpm_private", c.escrow_tpm_private);
-  } else if (c.escrow_custody == "software") {
-    r.Require("escrow", "private_key", c.escrow_private_key);
-  }
-  if (c.escrow_custody != "none") {
-    r.Require("escrow", "certificate", c.escrow_certificate);
-    if (c.escrow_key_id == c.ma_key_id) {
-      r.Fail("escrow.key_id must differ from ma.key_id (GetMAKey tells them apart by id)");
-    }
-    if (!c.escrow_private_key.empty() && c.escrow_private_key == c.ma_private_key) {
-      r.Fail("escrow.private_key must be a different file from ma.private_key (DESIGN 4.4)");
-    }
-  }
   r.Require("vault", "path", c.vault_path);
   if (c.max_package_bytes > c.max_body_bytes) {
     r.Fail(fmt::format("limits.max_package_bytes ({}) must not exceed limits.max_body_bytes ({})",
@@ -419,15 +463,28 @@ std::string ConfigToToml(const Config& c) {
   if (!c.ma_tpm_private.empty()) out += opt_path("tpm_private", c.ma_tpm_private);
   if (c.ma_tpm_parent != 0x81000001) out += fmt::format("tpm_parent = {}\n", c.ma_tpm_parent);
   out += "\n[escrow]\n";
-  out += fmt::format("custody = {}\n", Quote(c.escrow_custody));
-  out += fmt::format("key_id = {}\n", Quote(c.escrow_key_id));
-  out += opt_path("private_key", c.escrow_private_key);
-  out += opt_path("certificate", c.escrow_certificate);
-  if (!c.escrow_tpm_tcti.empty()) out += fmt::format("tpm_tcti = {}\n", Quote(c.escrow_tpm_tcti));
-  if (!c.escrow_tpm_public.empty()) out += opt_path("tpm_public", c.escrow_tpm_public);
-  if (!c.escrow_tpm_private.empty()) out += opt_path("tpm_private", c.escrow_tpm_private);
-  if (c.escrow_tpm_parent != 0x81000001) {
-    out += fmt::format("tpm_parent = {}\n", c.escrow_tpm_parent);
+  out += fmt::format("custody = {}\n", Quote(c.escrow.custody));
+  out += fmt::format("key_id = {}\n", Quote(c.escrow.key_id));
+  out += opt_path("private_key", c.escrow.private_key);
+  out += opt_path("certificate", c.escrow.certificate);
+  if (!c.escrow.tpm_tcti.empty()) out += fmt::format("tpm_tcti = {}\n", Quote(c.escrow.tpm_tcti));
+  if (!c.escrow.tpm_public.empty()) out += opt_path("tpm_public", c.escrow.tpm_public);
+  if (!c.escrow.tpm_private.empty()) out += opt_path("tpm_private", c.escrow.tpm_private);
+  if (c.escrow.tpm_parent != 0x81000001) {
+    out += fmt::format("tpm_parent = {}\n", c.escrow.tpm_parent);
+  }
+  for (const EscrowKeyConfig& k : c.escrow_retired) {
+    out +=
+        "\n# Retired by ma-admin escrow rotate: releases what it escrowed, escrows nothing new.\n";
+    out += "[[escrow.retired]]\n";
+    out += fmt::format("custody = {}\n", Quote(k.custody));
+    out += fmt::format("key_id = {}\n", Quote(k.key_id));
+    out += opt_path("private_key", k.private_key);
+    out += opt_path("certificate", k.certificate);
+    if (!k.tpm_tcti.empty()) out += fmt::format("tpm_tcti = {}\n", Quote(k.tpm_tcti));
+    if (!k.tpm_public.empty()) out += opt_path("tpm_public", k.tpm_public);
+    if (!k.tpm_private.empty()) out += opt_path("tpm_private", k.tpm_private);
+    if (k.tpm_parent != 0x81000001) out += fmt::format("tpm_parent = {}\n", k.tpm_parent);
   }
   out += "\n[approvals]\n";
   out += fmt::format("two_person = {}\n", c.approvals_two_person);
@@ -469,14 +526,20 @@ Status CheckConfigFiles(const Config& c) {
     TPMMA_RETURN_IF_ERROR(CheckReadable("ma.private_key", c.ma_private_key));
   }
   TPMMA_RETURN_IF_ERROR(CheckReadable("ma.certificate", c.ma_certificate));
-  if (c.escrow_custody == "tpm") {
-    TPMMA_RETURN_IF_ERROR(CheckReadable("escrow.tpm_public", c.escrow_tpm_public));
-    TPMMA_RETURN_IF_ERROR(CheckReadable("escrow.tpm_private", c.escrow_tpm_private));
-  } else if (c.escrow_custody == "software") {
-    TPMMA_RETURN_IF_ERROR(CheckReadable("escrow.private_key", c.escrow_private_key));
+  std::vector<std::pair<std::string, const EscrowKeyConfig*>> escrow_keys = {{"escrow", &c.escrow}};
+  for (size_t i = 0; i < c.escrow_retired.size(); ++i) {
+    escrow_keys.emplace_back(fmt::format("escrow.retired[{}]", i), &c.escrow_retired[i]);
   }
-  if (c.escrow_custody != "none") {
-    TPMMA_RETURN_IF_ERROR(CheckReadable("escrow.certificate", c.escrow_certificate));
+  for (const auto& [name, k] : escrow_keys) {
+    if (k->custody == "tpm") {
+      TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".tpm_public", k->tpm_public));
+      TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".tpm_private", k->tpm_private));
+    } else if (k->custody == "software") {
+      TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".private_key", k->private_key));
+    }
+    if (k->custody != "none") {
+      TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".certificate", k->certificate));
+    }
   }
   for (const std::string& root : c.ek_roots) {
     std::error_code ec;

@@ -13,6 +13,21 @@
 
 namespace tpmma::server {
 
+// One escrow key. custody "none" (the current key only): this MA offers recovery-code
+// custody only. "software": private_key is the key. "tpm": the same key imported into a TPM
+// (which may be another than the MA key's).
+struct EscrowKeyConfig {
+  std::string custody = "none";
+  std::string key_id = "escrow-1";
+  std::string private_key;  // PEM, mode 0600; a different file from ma.private_key
+  std::string certificate;  // PEM X.509 of the escrow key
+  std::string tpm_tcti;
+  std::string tpm_public;
+  std::string tpm_private;
+  uint32_t tpm_parent = 0x81000001;
+  bool operator==(const EscrowKeyConfig&) const = default;
+};
+
 struct Config {
   // [server]
   std::string listen_address = "127.0.0.1";
@@ -54,17 +69,11 @@ struct Config {
   std::string ma_tpm_public;            // TPM2B_PUBLIC from tpm2_import -u
   std::string ma_tpm_private;           // TPM2B_PRIVATE from tpm2_import -r
   uint32_t ma_tpm_parent = 0x81000001;  // persistent parent it was imported under
-  // [escrow] DESIGN 4.4 escrow custody of packages' inner keys (server/escrow_key.h).
-  // "none": this MA offers recovery-code custody only. "software": escrow_private_key is the
-  // key. "tpm": the same key imported into a TPM (which may be another than the MA key's).
-  std::string escrow_custody = "none";
-  std::string escrow_key_id = "escrow-1";
-  std::string escrow_private_key;  // PEM, mode 0600; a different file from ma.private_key
-  std::string escrow_certificate;  // PEM X.509 of the escrow key
-  std::string escrow_tpm_tcti;
-  std::string escrow_tpm_public;
-  std::string escrow_tpm_private;
-  uint32_t escrow_tpm_parent = 0x81000001;
+  // [escrow] and [[escrow.retired]]: DESIGN 4.4 escrow custody of packages' inner keys
+  // (server/escrow_key.h). `escrow` is the current key: new packages are escrowed to it.
+  // Retired keys (`ma-admin escrow rotate`) still release what was escrowed to them.
+  EscrowKeyConfig escrow;
+  std::vector<EscrowKeyConfig> escrow_retired;
   // [approvals]
   bool approvals_two_person = false;         // a second operator must confirm each approval
   uint32_t approvals_max_ttl_s = 7 * 86400;  // longest validity an operator may grant

@@ -105,4 +105,22 @@ Result<std::unique_ptr<EscrowKeyCustody>> LoadTpmEscrowKey(const TpmEscrowKeyOpt
   return std::make_unique<TpmEscrowKey>(o.key_id, std::move(p), std::move(loaded));
 }
 
+Result<std::unique_ptr<EscrowKeyCustody>> LoadEscrowKey(const EscrowKeyConfig& k, Env* env) {
+  auto key = k.custody == "tpm"
+                 ? LoadTpmEscrowKey({.key_id = k.key_id,
+                                     .tcti = k.tpm_tcti,
+                                     .parent_handle = k.tpm_parent,
+                                     .public_path = k.tpm_public,
+                                     .private_path = k.tpm_private,
+                                     .certificate_path = k.certificate},
+                                    env)
+                 : LoadSoftwareEscrowKey(k.key_id, k.private_key, k.certificate, env);
+  if (!key) {
+    return Error(key.error().WithContext(
+        "escrow key " + k.key_id +
+        (k.custody == "tpm" ? " (tpm_*: TPM-resident)" : " (private_key/certificate)")));
+  }
+  return key;
+}
+
 }  // namespace tpmma::server

@@ -20,6 +20,7 @@
 #include "common/bytes.h"
 #include "common/env.h"
 #include "common/status.h"
+#include "server/config.h"
 
 namespace tpmma::server {
 
@@ -53,5 +54,8 @@ struct TpmEscrowKeyOptions {
 };
 Result<std::unique_ptr<EscrowKeyCustody>> LoadTpmEscrowKey(const TpmEscrowKeyOptions& options,
                                                            Env* env);
+
+// Whichever custody `key` names ("software" or "tpm"); errors name the config keys at fault.
+Result<std::unique_ptr<EscrowKeyCustody>> LoadEscrowKey(const EscrowKeyConfig& key, Env* env);
 
 }  // namespace tpmma::server

@@ -97,8 +97,10 @@ struct Core {
   std::unique_ptr<MaKeyCustody> owned_custody;
   storage::Vault* vault = nullptr;
   MaKeyCustody* custody = nullptr;
-  // Escrow custody (DESIGN 4.4); null when escrow.custody = "none".
+  // Escrow custody (DESIGN 4.4): the current key (null when escrow.custody = "none"), and
+  // the retired ones, which only release what was escrowed to them.
   std::unique_ptr<EscrowKeyCustody> escrow;
+  std::vector<std::unique_ptr<EscrowKeyCustody>> retired_escrow;
   std::unique_ptr<Authenticator> auth;
   Bytes ma_name_tpm2b;  // GetMAKey's Name (TPM2B_NAME)
   Bytes mrk_policy;     // PolicyDuplicationSelect(MA Name): every MRK's authPolicy
@@ -505,7 +507,7 @@ class Handler final : public MigrationAuthorityBindingService {
     if (const auto* e = std::get_if<package::EscrowCustody>(&pkg.custody)) {
       // An escrow blob that would not open at restore time is a silent loss: check now that
       // it decrypts and was made for this platform and MRK. The key is wiped on return.
-      auto opened = OpenEscrow(*e, session.platform_id, mrk.publicArea);
+      auto opened = OpenEscrow(*e, session.platform_id, mrk.publicArea, EscrowUse::kUpload);
       if (!opened) return opened.error().WithContext("package custody (Escrow)");
     }
 
@@ -626,15 +628,24 @@ class Handler final : public MigrationAuthorityBindingService {
                  "this platform and package)");
   }
 
-  // The inner key escrowed in a package of `platform`, checked against its binding.
+  // The inner key escrowed in a package of `platform`, checked against its binding. At
+  // Upload only the current escrow key will do; a release may use a retired one too.
+  enum class EscrowUse { kUpload, kRelease };
   Result<SecureBytes> OpenEscrow(const package::EscrowCustody& e, std::string_view platform,
-                                 const TPMT_PUBLIC& mrk) {
-    if (!core_->escrow) {
+                                 const TPMT_PUBLIC& mrk, EscrowUse use) {
+    EscrowKeyCustody* key = nullptr;
+    if (core_->escrow && e.escrow_key_id == core_->escrow->key_id()) key = core_->escrow.get();
+    if (key == nullptr && use == EscrowUse::kRelease) {
+      for (const auto& r : core_->retired_escrow) {
+        if (e.escrow_key_id == r->key_id()) key = r.get();
+      }
+    }
+    if (key == nullptr && !core_->escrow) {
       return Error(Code::kUnsupported,
                    "this MA holds no escrow key (escrow.custody = \"none\"): use recovery-code "
                    "custody");
     }
-    if (e.escrow_key_id != core_->escrow->key_id()) {
+    if (key == nullptr) {
       return Error(Code::kInvalidArgument, "the inner key is escrowed to key '" +
                                                Clip(e.escrow_key_id) +
                                                "', not to this MA's escrow key '" +
@@ -646,11 +657,11 @@ class Handler final : public MigrationAuthorityBindingService {
                                            " is not supported by this MA (RSA-OAEP-SHA256 only)");
     }
     TPMMA_ASSIGN_OR_RETURN(Bytes mrk_name, tpm::ComputeName(mrk));
-    auto plain = core_->escrow->Decrypt(e.encrypted_inner_key);
+    auto plain = key->Decrypt(e.encrypted_inner_key);
     if (!plain) {
-      return Error(Code::kIntegrityFailure,
-                   "the escrowed inner key does not decrypt with escrow key '" +
-                       core_->escrow->key_id() + "'");
+      return Error(
+          Code::kIntegrityFailure,
+          "the escrowed inner key does not decrypt with escrow key '" + key->key_id() + "'");
     }
     return tpm::EscrowOpen(*plain, platform, mrk_name);
   }
@@ -774,8 +785,8 @@ class Handler final : public MigrationAuthorityBindingService {
     SecureBytes escrowed_inner_key;
     const auto* escrow = std::get_if<package::EscrowCustody>(&verified->custody);
     if (escrow != nullptr && approval) {
-      TPMMA_ASSIGN_OR_RETURN(escrowed_inner_key,
-                             OpenEscrow(*escrow, d.source_platform_id, mrk.publicArea));
+      TPMMA_ASSIGN_OR_RETURN(escrowed_inner_key, OpenEscrow(*escrow, d.source_platform_id,
+                                                            mrk.publicArea, EscrowUse::kRelease));
     }
     TPMMA_ASSIGN_OR_RETURN(tpm::Rewrapped rw, core_->custody->Rewrap(mrk, dup, seed, parent));
     TPMMA_ASSIGN_OR_RETURN(Bytes dup_out, tpm::Marshal(rw.duplicate));
@@ -897,24 +908,12 @@ Result<std::unique_ptr<Endpoint>> Build(std::unique_ptr<Core> core) {
   core->defer_read_audit = core->cfg.audit_reads != "durable";
   core->operator_policy.two_person_approvals = core->cfg.approvals_two_person;
   core->operator_policy.max_approval_ttl_s = core->cfg.approvals_max_ttl_s;
-  if (core->cfg.escrow_custody != "none") {
-    const Config& c = core->cfg;
-    auto escrow = c.escrow_custody == "tpm"
-                      ? LoadTpmEscrowKey({.key_id = c.escrow_key_id,
-                                          .tcti = c.escrow_tpm_tcti,
-                                          .parent_handle = c.escrow_tpm_parent,
-                                          .public_path = c.escrow_tpm_public,
-                                          .private_path = c.escrow_tpm_private,
-                                          .certificate_path = c.escrow_certificate},
-                                         core->env)
-                      : LoadSoftwareEscrowKey(c.escrow_key_id, c.escrow_private_key,
-                                              c.escrow_certificate, core->env);
-    if (!escrow) {
-      return Error(escrow.error().WithContext(c.escrow_custody == "tpm"
-                                                  ? "escrow.tpm_* (TPM-resident escrow key)"
-                                                  : "escrow.private_key/escrow.certificate"));
-    }
-    core->escrow = std::move(*escrow);
+  if (core->cfg.escrow.custody != "none") {
+    TPMMA_ASSIGN_OR_RETURN(core->escrow, LoadEscrowKey(core->cfg.escrow, core->env));
+  }
+  for (const EscrowKeyConfig& k : core->cfg.escrow_retired) {
+    TPMMA_ASSIGN_OR_RETURN(auto retired, LoadEscrowKey(k, core->env));
+    core->retired_escrow.push_back(std::move(retired));
   }
   auto auth = Authenticator::Create(a, core->vault, core->env);
   if (!auth) return Error(auth.error().WithContext("trust.ek_roots"));

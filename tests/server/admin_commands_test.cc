@@ -3,6 +3,8 @@
 // binary against a state directory made by `ma-admin init` and filled through the Vault.
 #include <sqlite3.h>
 
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -198,6 +200,50 @@ TEST_F(AdminCommandsTest, AuditVerifyNamesTheEditedRow) {
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.output.find("Corruption"), std::string::npos) << bad.output;
   EXPECT_NE(bad.output.find("audit chain broken at seq 3"), std::string::npos) << bad.output;
+}
+
+// ma-admin escrow rotate: a new current escrow key, the old one retired (kept, still loaded
+// by the server), the config still accepted and still relative to the state directory.
+TEST_F(AdminCommandsTest, EscrowRotateRetiresTheCurrentKey) {
+  const Bytes before = tpmma::testing::ReadFileOrDie(dir_ + "/escrow/escrow-key.pem");
+  json rotated = AdminJson({"escrow", "rotate"});
+  EXPECT_EQ(rotated["escrow_key_id"], "escrow-2");
+  EXPECT_EQ(rotated["retired"], json::array({"escrow-1"}));
+  auto cfg = LoadConfig(dir_ + "/config.toml");
+  ASSERT_TRUE(cfg.has_value()) << cfg.error().ToString();
+  EXPECT_TRUE(CheckConfigFiles(*cfg).ok());
+  EXPECT_EQ(cfg->escrow.key_id, "escrow-2");
+  EXPECT_EQ(cfg->escrow.private_key, dir_ + "/escrow/escrow-2-key.pem");
+  ASSERT_EQ(cfg->escrow_retired.size(), 1u);
+  EXPECT_EQ(cfg->escrow_retired[0].key_id, "escrow-1");
+  // The retired key is the same file, untouched; the new one is another key, owner-only.
+  EXPECT_EQ(tpmma::testing::ReadFileOrDie(cfg->escrow_retired[0].private_key), before);
+  EXPECT_NE(tpmma::testing::ReadFileOrDie(cfg->escrow.private_key), before);
+  struct stat st {};
+  ASSERT_EQ(::stat(cfg->escrow.private_key.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto verify = RunCommand(
+      {"openssl", "verify", "-CAfile", dir_ + "/ca/ca-cert.pem", cfg->escrow.certificate});
+  EXPECT_EQ(verify.exit_code, 0) << verify.output;
+  // Paths stay relative: the state directory can still be moved as a whole.
+  const Bytes toml_bytes = tpmma::testing::ReadFileOrDie(dir_ + "/config.toml");
+  const std::string toml(toml_bytes.begin(), toml_bytes.end());
+  EXPECT_EQ(toml.find(dir_), std::string::npos) << toml;
+
+  // A key id is never reused; the CA key is needed (it is kept offline after init).
+  CommandResult reused = Admin({"escrow", "rotate", "--key-id", "escrow-1"});
+  EXPECT_EQ(reused.exit_code, 1);
+  EXPECT_NE(reused.output.find("never reused"), std::string::npos) << reused.output;
+  ASSERT_EQ(::rename((dir_ + "/ca/ca-key.pem").c_str(), (dir_ + "/ca-key.offline").c_str()), 0);
+  CommandResult no_ca = Admin({"escrow", "rotate"});
+  EXPECT_EQ(no_ca.exit_code, 1);
+  EXPECT_NE(no_ca.output.find("offline copy"), std::string::npos) << no_ca.output;
+  EXPECT_EQ(tpmma::testing::ReadFileOrDie(dir_ + "/config.toml"), toml_bytes);  // unchanged
+
+  json audit = AdminJson({"audit", "--action", "RotateEscrowKey"});
+  ASSERT_EQ(audit["records"].size(), 1u);
+  EXPECT_EQ(audit["records"][0]["object"], "escrow-2");
+  EXPECT_EQ(audit["records"][0]["detail"], "retired escrow-1");
 }
 
 TEST(AdminParse, DurationsAndTimes) {

@@ -86,8 +86,8 @@ TEST_F(AdminInitTest, CreatesAWorkingStateDirectoryWithSafePermissions) {
   EXPECT_EQ(cfg->listen_port, 9443);
   EXPECT_EQ(cfg->ma_private_key, dir + "/ma/ma-key.pem");  // resolved against the file's dir
   EXPECT_EQ(cfg->vault_path, dir + "/vault.db");
-  EXPECT_EQ(cfg->escrow_custody, "software");
-  EXPECT_EQ(cfg->escrow_private_key, dir + "/escrow/escrow-key.pem");
+  EXPECT_EQ(cfg->escrow.custody, "software");
+  EXPECT_EQ(cfg->escrow.private_key, dir + "/escrow/escrow-key.pem");
 }
 
 TEST_F(AdminInitTest, RefusesToOverwriteAnExistingMa) {

@@ -303,6 +303,43 @@ TEST(ConfigTest, MissingFileIsAnError) {
   EXPECT_NE(c.error().code(), Code::kOk);
 }
 
+// [[escrow.retired]]: each entry is read like [escrow], and its errors say which one.
+TEST(ConfigTest, RetiredEscrowKeysAreCheckedOneByOne) {
+  const std::string current =
+      "[escrow]\ncustody = \"software\"\nkey_id = \"escrow-2\"\nprivate_key = \"e2.key\"\n"
+      "certificate = \"e2.crt\"\n";
+  auto parse = [&](const std::string& retired) { return Parse(current + retired); };
+  Result<Config> ok = parse(
+      "[[escrow.retired]]\ncustody = \"software\"\nkey_id = \"escrow-1\"\n"
+      "private_key = \"e1.key\"\ncertificate = \"e1.crt\"\n");
+  ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
+  ASSERT_EQ(ok->escrow_retired.size(), 1u);
+  EXPECT_EQ(ok->escrow_retired[0].private_key, "/srv/ma/e1.key");
+  const std::pair<std::string, std::string> bad[] = {
+      {"[[escrow.retired]]\ncustody = \"none\"\nkey_id = \"escrow-1\"\n",
+       "escrow.retired[0]: escrow.custody must be \"software\" or \"tpm\""},
+      {"[[escrow.retired]]\ncustody = \"software\"\nprivate_key = \"e1.key\"\n"
+       "certificate = \"e1.crt\"\n",
+       "escrow.retired[0]: escrow.key_id is required"},
+      {"[[escrow.retired]]\ncustody = \"software\"\nkey_id = \"escrow-2\"\n"
+       "private_key = \"e1.key\"\ncertificate = \"e1.crt\"\n",
+       "escrow.retired[0]: key_id \"escrow-2\" is used twice"},
+      {"[[escrow.retired]]\ncustody = \"software\"\nkey_id = \"escrow-1\"\n"
+       "certificate = \"e1.crt\"\ncolour = 1\n",
+       "escrow.retired[0]: unknown key escrow.colour"},
+  };
+  for (const auto& [toml, message] : bad) {
+    Result<Config> c = parse(toml);
+    ASSERT_FALSE(c.has_value()) << toml;
+    EXPECT_NE(c.error().message().find(message), std::string::npos) << c.error().message();
+  }
+  Result<Config> not_tables = Parse(current + "retired = [\"e1\"]\n");
+  ASSERT_FALSE(not_tables.has_value());
+  EXPECT_NE(not_tables.error().message().find("escrow.retired must be an array of tables"),
+            std::string::npos)
+      << not_tables.error().message();
+}
+
 TEST(ConfigTest, ConfigToTomlRoundTrips) {
   Config c;
   c.listen_address = "0.0.0.0";
@@ -342,13 +379,29 @@ TEST(ConfigTest, ConfigToTomlRoundTrips) {
   c.audit_reads = "durable";
   c.malloc_arenas = 0;
   c.approvals_single_use = false;
-  c.escrow_custody = "tpm";
-  c.escrow_key_id = "escrow-9";
-  c.escrow_certificate = "/state/escrow/cert.pem";
-  c.escrow_tpm_tcti = "device:/dev/tpmrm0";
-  c.escrow_tpm_public = "/state/escrow/tpm.pub";
-  c.escrow_tpm_private = "/state/escrow/tpm.priv";
-  c.escrow_tpm_parent = 0x81000010;
+  c.escrow.custody = "tpm";
+  c.escrow.key_id = "escrow-9";
+  c.escrow.certificate = "/state/escrow/cert.pem";
+  c.escrow.tpm_tcti = "device:/dev/tpmrm0";
+  c.escrow.tpm_public = "/state/escrow/tpm.pub";
+  c.escrow.tpm_private = "/state/escrow/tpm.priv";
+  c.escrow.tpm_parent = 0x81000010;
+  c.escrow_retired = {{.custody = "software",
+                       .key_id = "escrow-7",
+                       .private_key = "/state/escrow/escrow-7-key.pem",
+                       .certificate = "/state/escrow/escrow-7-cert.pem",
+                       .tpm_tcti = "",
+                       .tpm_public = "",
+                       .tpm_private = "",
+                       .tpm_parent = 0x81000001},
+                      {.custody = "tpm",
+                       .key_id = "escrow-8",
+                       .private_key = "",
+                       .certificate = "/state/escrow/escrow-8-cert.pem",
+                       .tpm_tcti = "swtpm:host=127.0.0.1,port=2321",
+                       .tpm_public = "/state/escrow/escrow-8.pub",
+                       .tpm_private = "/state/escrow/escrow-8.priv",
+                       .tpm_parent = 0x81000002}};
   std::string text = ConfigToToml(c);
   Result<Config> back = ParseConfig(text, "/elsewhere", "roundtrip");
   ASSERT_TRUE(back.has_value()) << back.error().ToString() << "\n" << text;

@@ -1321,10 +1321,10 @@ TEST_F(MaServiceTpmTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
   ASSERT_OK(custody);
   Config cfg = cfg_;
   cfg.ek_roots = {t_->RootCaCertPath(), tb->RootCaCertPath()};
-  cfg.escrow_custody = "software";
-  cfg.escrow_key_id = "escrow-test";
-  cfg.escrow_private_key = ekey;
-  cfg.escrow_certificate = ecert;
+  cfg.escrow.custody = "software";
+  cfg.escrow.key_id = "escrow-test";
+  cfg.escrow.private_key = ekey;
+  cfg.escrow.certificate = ecert;
   auto ep = MakeMaService(cfg, &env_, vault->get(), custody->get());
   ASSERT_OK(ep);
   Client c(ep->get());
@@ -1379,7 +1379,7 @@ TEST_F(MaServiceTpmTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
     // The same vault and MA key served without an escrow key: it cannot vouch for the
     // escrow blob, so it refuses the package rather than keep one it could never release.
     Config no_escrow = cfg;
-    no_escrow.escrow_custody = "none";
+    no_escrow.escrow.custody = "none";
     auto plain = MakeMaService(no_escrow, &env_, vault->get(), custody->get());
     ASSERT_OK(plain);
     Client pc(plain->get());
@@ -1496,6 +1496,39 @@ TEST_F(MaServiceTpmTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
   ASSERT_FALSE(pointless.has_value());
   EXPECT_NE(pointless.error().message().find("escrow"), std::string::npos);
 
+  // The escrow key is rotated: new packages must be escrowed to the new key; what the
+  // retired key escrowed is still released under an approval.
+  {
+    const std::string nkey = d.File("escrow2.key"), ncert = d.File("escrow2.crt");
+    auto r2 = RunCommand({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                          nkey, "-out", ncert, "-subj", "/CN=tpm-ma test escrow 2", "-days", "30"});
+    ASSERT_EQ(r2.exit_code, 0) << r2.output;
+    ::chmod(nkey.c_str(), 0600);
+    Config rotated = cfg;
+    rotated.escrow_retired = {cfg.escrow};
+    rotated.escrow.key_id = "escrow-test-2";
+    rotated.escrow.private_key = nkey;
+    rotated.escrow.certificate = ncert;
+    auto ep3 = MakeMaService(rotated, &env_, vault->get(), custody->get());
+    ASSERT_OK(ep3);
+    Client c3(ep3->get());
+    ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c3, a, true));
+    Made old_key;
+    ASSERT_NO_FATAL_FAILURE(MakePackage(a, ma_public, ma_name, &old_key, &escrow_public));
+    Status s3 = Upload(c3, a.token, old_key.bytes, nullptr);
+    EXPECT_EQ(s3.code(), Code::kInvalidArgument) << s3.ToString();
+    EXPECT_NE(s3.message().find("'escrow-test', not to this MA's escrow key 'escrow-test-2'"),
+              std::string::npos)
+        << s3.message();
+    ASSERT_OK(approve(a.id, a.id, 3600));
+    Downloaded again;
+    s3 = DownloadTo(c3, a, pa.model.package_id, &again);
+    ASSERT_TRUE(s3.ok()) << s3.ToString();
+    auto released = tpm::Unmarshal<TPM2B_DATA>(again.escrowed_inner_key);
+    ASSERT_OK(released);
+    EXPECT_EQ(SecureBytes(released->buffer, released->buffer + released->size), pa.inner_key);
+  }
+
   // The audit log says when an escrowed key left, and the chain holds.
   storage::AuditFilter f;
   f.page_size = 1000;
@@ -1505,7 +1538,8 @@ TEST_F(MaServiceTpmTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
   for (const auto& rec : audit->records) {
     if (rec.event.detail.find("escrowed inner key released") != std::string::npos) ++released;
   }
-  EXPECT_EQ(released, 4);  // B under the single-use approval, B twice under the kept one, A
+  // B under the single-use approval, B twice under the kept one, A, A by the retired key.
+  EXPECT_EQ(released, 5);
   EXPECT_TRUE((*vault)->VerifyAuditChain().ok());
 }
 
