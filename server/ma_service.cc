@@ -791,9 +791,11 @@ class Handler final : public MigrationAuthorityBindingService {
     TPMMA_ASSIGN_OR_RETURN(tpm::Rewrapped rw, core_->custody->Rewrap(mrk, dup, seed, parent));
     TPMMA_ASSIGN_OR_RETURN(Bytes dup_out, tpm::Marshal(rw.duplicate));
     TPMMA_ASSIGN_OR_RETURN(Bytes seed_out, tpm::Marshal(rw.encrypted_seed));
-    const std::string detail = "re-wrapped to parent " +
-                               HexEncode(ByteView(parent_name.name, parent_name.size)) +
-                               (escrowed_inner_key.empty() ? "" : ", escrowed inner key released");
+    const std::string detail =
+        "re-wrapped to parent " + HexEncode(ByteView(parent_name.name, parent_name.size)) +
+        (escrowed_inner_key.empty()
+             ? ""
+             : ", escrowed inner key released (escrow key " + Clip(escrow->escrow_key_id) + ")");
     if (approval && core_->cfg.approvals_single_use) {
       // A restore under an approval uses it up, in the same transaction as its audit
       // record: a second Download under it is refused (a new approval is needed).
