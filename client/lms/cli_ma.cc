@@ -29,6 +29,12 @@ json OptUtc(const std::optional<int64_t>& t) {
   return t ? json(Utc(*t)) : json(nullptr);
 }
 
+// {"from": OLD, "to": NEW} when a backup or restore moved the store to the MA's new escrow
+// key, else null.
+json RotationJson(const std::optional<EscrowKeyRotation>& r) {
+  return r ? json{{"from", r->from}, {"to", r->to}} : json(nullptr);
+}
+
 MaFlags FlagsOf(const Globals& g) {
   return {.url = g.ma_url, .ca_file = g.ma_ca, .ek_intermediates = g.ek_intermediates};
 }
@@ -174,7 +180,8 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
                      {"digest", r->digest_hex},
                      {"already_stored", r->already_stored},
                      {"attempts", r->attempts},
-                     {"reason", r->reason}};
+                     {"reason", r->reason},
+                     {"escrow_key_rotated", RotationJson(r->escrow_key_rotated)}};
            std::string text;
            if (!r->uploaded) {
              text = r->reason + (a->if_changed ? "\n" : "; --full uploads anyway\n");
@@ -182,6 +189,11 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
              text = "Backed up the MRK and " + std::to_string(r->child_keys) + " key(s) to " +
                     ctx->ma.url + "\npackage   " + r->package_id + "\nplatform  " + r->platform_id +
                     "\nsha256    " + r->digest_hex + "\n";
+             if (r->escrow_key_rotated) {
+               text += "escrow    the MA replaced escrow key " + r->escrow_key_rotated->from +
+                       " with " + r->escrow_key_rotated->to + ": this package is escrowed to " +
+                       r->escrow_key_rotated->to + ", and the store pins it from now on\n";
+             }
            }
            return Succeed(g, j, text);
          }});
@@ -292,7 +304,8 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
                      {"added", added},
                      {"updated", updated},
                      {"kept", r->kept},
-                     {"new_store", r->new_store}};
+                     {"new_store", r->new_store},
+                     {"escrow_key_rotated", RotationJson(r->escrow_key_rotated)}};
            if (r->new_store) {
              j["store"] = ctx->lms->store().dir();
              j["retired_to"] = r->retired_to ? json(*r->retired_to) : json(nullptr);
@@ -311,6 +324,11 @@ void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands) {
                            : r->inner_key_source == "escrow" ? "the MA's escrow (helpdesk approval)"
                                                              : "the recovery code") +
                "\n";
+           if (r->escrow_key_rotated) {
+             text += "the package is escrowed to " + r->escrow_key_rotated->from +
+                     ", which the MA has replaced: the store pins its escrow key " +
+                     r->escrow_key_rotated->to + " for the next backups\n";
+           }
            if (r->new_store) {
              text += "into the new key store " + ctx->lms->store().dir() +
                      " (the MRK under a new id; the MA settings recorded in its config.json)\n";

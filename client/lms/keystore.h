@@ -65,8 +65,9 @@ Result<CustodyMode> CustodyModeFromName(std::string_view name);
 // Recovery code: the inner key is scrypt(code, salt, n, r, p) (first 16 bytes); `verifier`
 // (the next 32) lets a restore tell a mistyped code from a wrong TPM.
 // Escrow: the inner key is random; every package carries it encrypted to the MA's escrow
-// key (`escrow_public`, pinned at init so that a backup never asks the MA which key to
-// trust), which the MA opens only for a Download a helpdesk approved.
+// key (`escrow_public`, pinned at init: a backup asks the MA only whether it is still
+// current, and takes a new one after a rotation only checked as at init), which the MA
+// opens only for a Download a helpdesk approved.
 //
 // Either way, for unattended backups the inner key is also kept sealed to this TPM
 // (fixedTPM under the SRK): useless anywhere else, and gone with the SRK.

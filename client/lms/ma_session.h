@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,6 +47,16 @@ Status MaFailure(const Status& s, const MaSettings& ma, std::string_view doing);
 // GetMAKey(key_id) checked for `role` (client::VerifyMaKey).
 Result<FetchedMaKey> GetCheckedMaKey(client::MaClient& client, const MaSettings& ma,
                                      std::string_view key_id, client::MaKeyRole role);
+
+// Which escrow key the MA takes at Upload now, for a store (or a package) escrowed to
+// `pinned_key_id` (DESIGN 4.4). `ma-admin escrow rotate` replaces the MA's escrow key: the MA
+// still releases what was escrowed to the old one but refuses an upload escrowed to it. One
+// GetMAServiceInfo round trip while the MA still lists the pinned key (std::nullopt: keep
+// it); else the escrow key it lists instead, fetched and checked as `lms init` does
+// (FetchEscrowKey). kUnsupported when the MA no longer offers escrow custody.
+Result<std::optional<FetchedMaKey>> ReplacedEscrowKey(client::MaClient& client,
+                                                      const MaSettings& ma,
+                                                      std::string_view pinned_key_id);
 
 // The store's MRK record; kCorruption when store.json names none or another kind of key.
 Result<KeyRecord> FindMrk(const StoreState& state, const std::vector<KeyRecord>& keys);

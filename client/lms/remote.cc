@@ -274,24 +274,24 @@ Result<FetchedMaKey> FetchMaKey(const MaSettings& ma, std::string_view key_id) {
   return GetCheckedMaKey(*client, ma, key_id, client::MaKeyRole::kStorage);
 }
 
-Result<FetchedMaKey> FetchEscrowKey(const MaSettings& ma, std::string_view key_id) {
-  TPMMA_ASSIGN_OR_RETURN(auto client, Connect(ma));
-  auto info = client->GetMAServiceInfo();
-  if (!info) return Error(MaFailure(info.error(), ma, "to describe itself (GetMAServiceInfo)"));
-  if (std::find(info->custody_modes.begin(), info->custody_modes.end(), "Escrow") ==
-      info->custody_modes.end()) {
-    return Error(Code::kUnsupported,
-                 "the MA at " + ma.url +
-                     " does not offer escrow custody (it offers: " + Join(info->custody_modes) +
-                     "); use --custody recovery-code, or an MA that does");
-  }
-  if (!key_id.empty()) return GetCheckedMaKey(*client, ma, key_id, client::MaKeyRole::kEscrow);
+namespace {
+
+bool OffersEscrow(const client::ServiceInfo& info) {
+  return std::find(info.custody_modes.begin(), info.custody_modes.end(), "Escrow") !=
+         info.custody_modes.end();
+}
+
+// The escrow key among the MA keys `info` (GetMAServiceInfo of an MA that offers escrow)
+// lists: `key_id`, else the one whose public area is an escrow key.
+Result<FetchedMaKey> FindEscrowKey(client::MaClient& client, const MaSettings& ma,
+                                   const client::ServiceInfo& info, std::string_view key_id) {
+  if (!key_id.empty()) return GetCheckedMaKey(client, ma, key_id, client::MaKeyRole::kEscrow);
   // The first MAKeyId is the storage key; of the others, the escrow key is the one whose
   // public area is shaped like one (another storage key may be listed during a rotation).
   std::vector<FetchedMaKey> found;
-  for (size_t i = 1; i < info->ma_key_ids.size(); ++i) {
-    const std::string& id = info->ma_key_ids[i];
-    auto key = client->GetMAKey(id);
+  for (size_t i = 1; i < info.ma_key_ids.size(); ++i) {
+    const std::string& id = info.ma_key_ids[i];
+    auto key = client.GetMAKey(id);
     if (!key) return Error(MaFailure(key.error(), ma, "to give its key " + id + " (GetMAKey)"));
     auto pub = tpm::Unmarshal<TPM2B_PUBLIC>(key->public_area);
     if (pub && !tpm::CheckEscrowKey(pub->publicArea).ok()) continue;
@@ -308,7 +308,7 @@ Result<FetchedMaKey> FetchEscrowKey(const MaSettings& ma, std::string_view key_i
     return Error(Code::kNotFound, "the MA at " + ma.url +
                                       " offers escrow custody but lists no escrow key (its key "
                                       "ids: " +
-                                      Join(info->ma_key_ids) + ")");
+                                      Join(info.ma_key_ids) + ")");
   }
   if (found.size() > 1) {
     std::vector<std::string> ids;
@@ -318,6 +318,41 @@ Result<FetchedMaKey> FetchEscrowKey(const MaSettings& ma, std::string_view key_i
                                       "); choose one with --escrow-key-id");
   }
   return std::move(found.front());
+}
+
+}  // namespace
+
+Result<FetchedMaKey> FetchEscrowKey(const MaSettings& ma, std::string_view key_id) {
+  TPMMA_ASSIGN_OR_RETURN(auto client, Connect(ma));
+  auto info = client->GetMAServiceInfo();
+  if (!info) return Error(MaFailure(info.error(), ma, "to describe itself (GetMAServiceInfo)"));
+  if (!OffersEscrow(*info)) {
+    return Error(Code::kUnsupported,
+                 "the MA at " + ma.url +
+                     " does not offer escrow custody (it offers: " + Join(info->custody_modes) +
+                     "); use --custody recovery-code, or an MA that does");
+  }
+  return FindEscrowKey(*client, ma, *info, key_id);
+}
+
+Result<std::optional<FetchedMaKey>> ReplacedEscrowKey(client::MaClient& client,
+                                                      const MaSettings& ma,
+                                                      std::string_view pinned_key_id) {
+  auto info = client.GetMAServiceInfo();
+  if (!info) return Error(MaFailure(info.error(), ma, "to describe itself (GetMAServiceInfo)"));
+  if (!OffersEscrow(*info)) {
+    return Error(Code::kUnsupported, "the MA at " + ma.url +
+                                         " no longer offers escrow custody (it offers: " +
+                                         Join(info->custody_modes) + ")");
+  }
+  // MAKeyId is the storage key, then the escrow key the MA takes at Upload; a retired
+  // escrow key is not listed. While the pinned one is, nothing more is asked.
+  const auto& ids = info->ma_key_ids;
+  if (ids.size() > 1 && std::find(ids.begin() + 1, ids.end(), pinned_key_id) != ids.end()) {
+    return std::nullopt;
+  }
+  TPMMA_ASSIGN_OR_RETURN(FetchedMaKey current, FindEscrowKey(client, ma, *info, {}));
+  return current;
 }
 
 Result<AuthenticateResult> Authenticate(Lms& lms, const MaSettings& ma) {
@@ -388,9 +423,9 @@ Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions&
     model.child_keys.push_back(std::move(c));
     carried.push_back(&k);
   }
-  // Escrow custody: the inner key encrypted to the MA escrow key pinned at init, bound to
-  // the MRK's Name as the MA recomputes it from the package, and to the uploading platform
-  // (known once a session is open, below).
+  // Escrow custody: the inner key encrypted to the MA's escrow key (the one the store pins,
+  // unless the MA has replaced it: below), bound to the MRK's Name as the MA recomputes it
+  // from the package, and to the uploading platform (known once a session is open, below).
   std::optional<TPM2B_PUBLIC> escrow_public;
   Bytes mrk_name;
   if (state.custody.mode == CustodyMode::kEscrow) {
@@ -417,6 +452,8 @@ Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions&
   int delay_ms = std::max(0, o.retry_delay_ms);
   Status last;
   std::optional<client::UploadResult> uploaded;
+  // The MA's escrow key when it is no longer the one the store pins (asked each attempt).
+  std::optional<FetchedMaKey> new_escrow_key;
   for (int attempt = 1; attempt <= attempts && !uploaded; ++attempt) {
     out.attempts = attempt;
     if (attempt > 1) {
@@ -437,14 +474,42 @@ Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions&
     model.source_platform_id = session->platform_id();
     model.creation_time = lms.env()->NowUnixSeconds();
     if (escrow_public) {
+      // The MA takes uploads escrowed to its current escrow key only: after `ma-admin escrow
+      // rotate` the pinned key would be refused, so the package goes to the new key (checked
+      // as at init) and the store pins it once the MA has the package.
+      auto replaced = ReplacedEscrowKey(*session->ma, ma, state.custody.escrow_key_id);
+      if (!replaced) {
+        last = replaced.error();
+        if (last.code() == Code::kUnavailable) continue;
+        if (last.code() == Code::kUnsupported) {
+          return Error(Code::kUnsupported,
+                       last.message() +
+                           ", and this store's inner key is escrowed to it (escrow key " +
+                           state.custody.escrow_key_id +
+                           "): its keys cannot be backed up any more; nothing was uploaded or "
+                           "changed (ask the MA's operators to configure an escrow key again)");
+        }
+        return Error(last.WithContext("finding the MA's current escrow key"));
+      }
+      new_escrow_key = std::move(*replaced);
+      TPM2B_PUBLIC escrow_to = *escrow_public;
+      std::string escrow_key_id = state.custody.escrow_key_id;
+      if (new_escrow_key) {
+        lms.Progress("the MA's escrow key is now " + new_escrow_key->key_id + ", not " +
+                     escrow_key_id + ": escrowing the inner key to " + new_escrow_key->key_id +
+                     " (the store pins it once the MA has the package)");
+        TPMMA_ASSIGN_OR_RETURN(escrow_to,
+                               tpm::Unmarshal<TPM2B_PUBLIC>(new_escrow_key->public_area));
+        escrow_key_id = new_escrow_key->key_id;
+      }
       package::EscrowCustody escrow;
-      escrow.escrow_key_id = state.custody.escrow_key_id;
+      escrow.escrow_key_id = escrow_key_id;
       escrow.algorithm = package::EscrowAlgorithm::kRsaOaepSha256;
       auto sealed =
-          tpm::EscrowEncrypt(escrow_public->publicArea, *inner, model.source_platform_id, mrk_name);
+          tpm::EscrowEncrypt(escrow_to.publicArea, *inner, model.source_platform_id, mrk_name);
       if (!sealed) {
         return Error(sealed.error().WithContext("escrowing the inner key to MA escrow key " +
-                                                state.custody.escrow_key_id));
+                                                escrow_key_id));
       }
       escrow.encrypted_inner_key = std::move(*sealed);
       model.custody = std::move(escrow);
@@ -484,6 +549,12 @@ Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions&
   }
   state.last_backup_at = now;
   state.last_backup_package_id = uploaded->package_id;
+  if (new_escrow_key) {
+    out.escrow_key_rotated =
+        EscrowKeyRotation{.from = state.custody.escrow_key_id, .to = new_escrow_key->key_id};
+    state.custody.escrow_key_id = new_escrow_key->key_id;
+    state.custody.escrow_public = new_escrow_key->public_area;
+  }
   TPMMA_RETURN_IF_ERROR(store.WriteState(state));
 
   out.uploaded = true;

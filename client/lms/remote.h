@@ -78,6 +78,12 @@ struct BackupOptions {
   int retry_delay_ms = 5000;
 };
 
+// An escrow store moved to the MA's new escrow key (after `ma-admin escrow rotate`): its
+// packages are escrowed to `to` from now on, and store.json pins it.
+struct EscrowKeyRotation {
+  std::string from, to;  // escrow key ids
+};
+
 struct BackupResult {
   bool uploaded = false;
   std::string reason;  // when not uploaded: why ("nothing changed since ...")
@@ -88,10 +94,17 @@ struct BackupResult {
   size_t child_keys = 0;
   int64_t created_at = 0;
   int attempts = 0;
+  // The MA's escrow key was not the one the store pinned: this package is escrowed to the
+  // MA's current key, which the store pins now that the MA has the package.
+  std::optional<EscrowKeyRotation> escrow_key_rotated;
 };
 // Whether anything changed since the last backup: a key never backed up, or no backup of
 // this store yet.
 Result<bool> ChangedSinceLastBackup(Lms& lms);
+// An escrow store asks the MA which escrow key is current before it escrows the inner key
+// (ReplacedEscrowKey): after a rotation it escrows to the new key, checked as at init, and
+// pins it once the upload is acknowledged. kUnsupported when the MA no longer offers escrow
+// custody (the store's keys would stop being backed up).
 Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions& options);
 
 struct QueryOptions {
@@ -148,6 +161,9 @@ struct RestoreResult {
   bool new_store = false;  // RestoreOptions::new_store: the store was built from the package
   // A new store: where the key files of an earlier attempt that did not finish went.
   std::optional<std::string> retired_to;
+  // An escrow package made before the MA's escrow key was replaced: the MA still released
+  // its inner key, but the store pins the MA's current escrow key for its next backups.
+  std::optional<EscrowKeyRotation> escrow_key_rotated;
 };
 Result<RestoreResult> Restore(Lms& lms, const MaSettings& ma, const RestoreOptions& options);
 

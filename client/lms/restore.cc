@@ -233,11 +233,26 @@ Result<LoadedPackage> DownloadAndLoad(Lms& lms, const MaSettings& ma, Session& s
       inner = got->escrowed_inner_key;
       out.inner_key_source = "escrow";
     }
-    // The store keeps the escrow key's public area for its next backups: its own copy when
-    // the ids match, else the MA's, checked like at init.
-    if (state != nullptr && state->custody.mode == CustodyMode::kEscrow &&
-        state->custody.escrow_key_id == ec->escrow_key_id &&
-        !state->custody.escrow_public.empty()) {
+    // The store pins the MA's current escrow key for its next backups. A package made
+    // before `ma-admin escrow rotate` names the retired key, which the MA still releases
+    // but no longer takes at Upload: then the store pins the current one, checked like at
+    // init. An MA that offers no escrow any more does not fail a restore that has its inner
+    // key: the store keeps the package's key, and its next backup says what is wrong.
+    auto replaced = ReplacedEscrowKey(*session.ma, ma, ec->escrow_key_id);
+    if (!replaced && replaced.error().code() != Code::kUnsupported) {
+      return Error(replaced.error().WithContext("finding the MA's current escrow key"));
+    }
+    if (replaced && *replaced) {
+      FetchedMaKey& current = **replaced;
+      lms.Progress("package " + id + " is escrowed to " + ec->escrow_key_id +
+                   ", which the MA has replaced: the store pins its escrow key " + current.key_id +
+                   " for the next backups");
+      out.escrow_key_rotated = EscrowKeyRotation{.from = ec->escrow_key_id, .to = current.key_id};
+      custody.escrow_key_id = current.key_id;
+      custody.escrow_public = std::move(current.public_area);
+    } else if (state != nullptr && state->custody.mode == CustodyMode::kEscrow &&
+               state->custody.escrow_key_id == ec->escrow_key_id &&
+               !state->custody.escrow_public.empty()) {
       custody.escrow_public = state->custody.escrow_public;
     } else {
       TPMMA_ASSIGN_OR_RETURN(FetchedMaKey key, GetCheckedMaKey(*session.ma, ma, ec->escrow_key_id,

@@ -13,7 +13,9 @@
 //          approval (ma-admin approve), then restored from A's package.
 //   Escrow custody (B, then C): init --custody escrow (no code), backup (package custody
 //          Escrow), tpm2_clear, restore refused until the helpdesk approves X -> X, then
-//          restored with the inner key the MA releases; the same on another board.
+//          restored with the inner key the MA releases; the same on another board. After
+//          `ma-admin escrow rotate` (an MA of its own) the next backup re-pins the store to
+//          the new escrow key; a package escrowed to the retired one still restores.
 //   A new disk too (`restore --new-store`): B's package into an empty store on C (refused
 //          until approved, then every key of each type back on an ECC SRK; the store backs
 //          up and restores as usual); on the same board from its own package (a wrong code
@@ -959,6 +961,167 @@ TEST_F(LmsMaTest, EscrowPackageRestoresOnAnotherBoardWithoutACode) {
   json up_c = c.Json({"backup", "--if-changed"});
   EXPECT_TRUE(up_c.value("uploaded", false)) << up_c.dump();
   EXPECT_EQ(up_c["platform_id"], platform_c);
+}
+
+// `ma-admin escrow rotate` replaces the MA's escrow key; the old one is retired (it still
+// releases what was escrowed to it, but the MA takes uploads escrowed to the current key
+// only). An escrow store's next backup escrows to the new key and pins it; a package
+// escrowed to the retired key still restores after a clear, and the store keeps the current
+// key. On an MA of its own: the shared one stays at escrow-1 for the other tests.
+TEST_F(LmsMaTest, EscrowKeyRotationRepinsTheStoreAndOldPackagesStillRestore) {
+  std::string why;
+  TempDir d;
+  auto ma = MaInstance::Start({MA_ADMIN_PATH, MA_SERVER_PATH}, d.path(),
+                              {File(*w_, "ek-roots.pem")}, &why);
+  ASSERT_NE(ma, nullptr) << why;
+  // The port changes with each restart.
+  auto flags = [&]() {
+    return std::vector<std::string>{
+        "--ma",        ma->url(),           "--ma-ca",
+        ma->ca_file(), "--ek-intermediate", w_->b->IntermediateCaCertPath()};
+  };
+  auto rotate = [&](const std::string& key_id) {
+    ma->Stop();
+    auto r = RunCommand(
+        {MA_ADMIN_PATH, "escrow", "rotate", "--dir", ma->state_dir(), "--key-id", key_id});
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::string error;
+    EXPECT_TRUE(ma->Restart(&error)) << error;
+  };
+  auto pinned = [](const std::string& store) {
+    return json::parse(Slurp(store + "/store.json"))["custody"];
+  };
+
+  // An escrow store on TPM B, pinned to escrow-1; package P1 escrowed to it.
+  const std::string store = F("rotate-store");
+  Lms b{store, w_->b->tcti(), flags()};
+  json init = b.Json({"init", "--custody", "escrow", "--mrk-alg", "ecc-p256"});
+  ASSERT_EQ(init.value("escrow_key_id", ""), "escrow-1") << init.dump();
+  const json custody1 = pinned(store);
+  Spit(F("data"), "secret number 1");
+  b.Json({"keygen", "--type", "ecc-sign", "--label", "key 0"});
+  b.Json({"keygen", "--type", "sealed", "--label", "key 1", "--data", F("data")});
+  json up1 = b.Json({"backup"});
+  ASSERT_TRUE(up1.value("uploaded", false)) << up1.dump();
+  EXPECT_TRUE(up1["escrow_key_rotated"].is_null()) << up1.dump();
+  const std::string p1 = up1.value("package_id", "");
+  const std::string platform = up1.value("platform_id", "");
+
+  // The MA's escrow key becomes escrow-2.
+  rotate("escrow-2");
+  b.ma_flags = flags();
+  const MaSettings settings{.url = ma->url(),
+                            .ca_file = ma->ca_file(),
+                            .ek_intermediates = {w_->b->IntermediateCaCertPath()},
+                            .timeout_s = 30};
+  auto escrow2 = FetchEscrowKey(settings);
+  ASSERT_TRUE(escrow2.has_value()) << escrow2.error().ToString();
+  ASSERT_EQ(escrow2->key_id, "escrow-2");
+
+  // The next backup (nothing changed, so --full) escrows to escrow-2 and pins it.
+  json up2 = b.Json({"backup", "--full"});
+  ASSERT_TRUE(up2.value("uploaded", false)) << up2.dump();
+  EXPECT_EQ(up2["escrow_key_rotated"], json({{"from", "escrow-1"}, {"to", "escrow-2"}}))
+      << up2.dump();
+  json custody2 = pinned(store);
+  EXPECT_EQ(custody2["mode"], "escrow");
+  EXPECT_EQ(custody2["escrow_key_id"], "escrow-2");
+  EXPECT_EQ(custody2["escrow_public"], Base64Encode(escrow2->public_area));
+  EXPECT_NE(custody2["escrow_public"], custody1["escrow_public"]);
+  EXPECT_EQ(custody2["sealed_private"], custody1["sealed_private"]);  // the same inner key
+  {
+    // The package as signed names escrow-2; restoring it (same SRK: the sealed copy) keeps
+    // the pin as it is.
+    auto l = lms::Lms::Open({.store_dir = store, .tcti = w_->b->tcti(), .env = nullptr});
+    ASSERT_TRUE(l.has_value());
+    std::optional<package::Custody> seen;
+    RestoreOptions o;
+    o.package_id = up2.value("package_id", "");
+    o.after_download = [&](client::DownloadedPackage& p) {
+      auto m = (*l)->store().ReadMaState();
+      ASSERT_TRUE(m.has_value());
+      auto pub = tpm::Unmarshal<TPM2B_PUBLIC>(m->signing_public);
+      ASSERT_TRUE(pub.has_value());
+      auto key = tpm::PublicToEvp(pub->publicArea);
+      ASSERT_TRUE(key.has_value());
+      auto reader = package::PackageReader::Open(p.document);
+      ASSERT_TRUE(reader.has_value());
+      auto model = reader->Verify(key->get());
+      ASSERT_TRUE(model.has_value()) << model.error().ToString();
+      seen = model->custody;
+    };
+    auto restored = Restore(**l, settings, o);
+    ASSERT_TRUE(restored.has_value()) << restored.error().ToString();
+    ASSERT_TRUE(seen.has_value());
+    const auto* escrow = std::get_if<package::EscrowCustody>(&*seen);
+    ASSERT_NE(escrow, nullptr);
+    EXPECT_EQ(escrow->escrow_key_id, "escrow-2");
+    EXPECT_EQ(restored->inner_key_source, "sealed");
+    EXPECT_FALSE(restored->escrow_key_rotated.has_value());
+  }
+  EXPECT_EQ(pinned(store)["escrow_key_id"], "escrow-2");
+  // Pinned now: the next backup has nothing to follow.
+  json up3 = b.Json({"backup", "--full"});
+  ASSERT_TRUE(up3.value("uploaded", false)) << up3.dump();
+  EXPECT_TRUE(up3["escrow_key_rotated"].is_null()) << up3.dump();
+
+  // The TPM is cleared; the helpdesk approves the platform to itself; P1, escrowed to the
+  // retired escrow-1, still restores with the inner key the MA releases.
+  auto cleared = w_->b->Tools({"tpm2_clear", "-c", "p"});
+  ASSERT_EQ(cleared.exit_code, 0) << cleared.output;
+  auto approved =
+      RunCommand({MA_ADMIN_PATH, "approve", "--old", platform, "--new", platform, "--reason",
+                  "ticket 4714: TPM cleared", "--expires", "1h", "--dir", ma->state_dir()});
+  ASSERT_EQ(approved.exit_code, 0) << approved.output;
+  json restored = b.Json({"restore", "--package", p1});
+  EXPECT_EQ(restored["package_id"], p1);
+  EXPECT_EQ(restored["custody"], "escrow");
+  EXPECT_EQ(restored["inner_key_source"], "escrow") << restored.dump();
+  EXPECT_EQ(restored["srk_changed"], true);
+  EXPECT_EQ(restored["escrow_key_rotated"], json({{"from", "escrow-1"}, {"to", "escrow-2"}}))
+      << restored.dump();
+  ExpectEveryKeyWorks(store, w_->b, 2);
+  // The store still pins the current key, not the package's retired one.
+  json custody3 = pinned(store);
+  EXPECT_EQ(custody3["escrow_key_id"], "escrow-2");
+  EXPECT_EQ(custody3["escrow_public"], custody2["escrow_public"]);
+  // In words (the sealed copy works again: no approval needed).
+  Ran r = b({"restore", "--package", p1});
+  ASSERT_EQ(r.exit_code, 0) << r.all();
+  EXPECT_NE(r.out.find("the package is escrowed to escrow-1, which the MA has replaced: the "
+                       "store pins its escrow key escrow-2"),
+            std::string::npos)
+      << r.out;
+
+  // Another rotation, backed up in words: a line on the way and one in the result.
+  rotate("escrow-3");
+  b.ma_flags = flags();
+  r = b({"backup", "--full"});
+  ASSERT_EQ(r.exit_code, 0) << r.all();
+  EXPECT_NE(r.err.find("the MA's escrow key is now escrow-3, not escrow-2"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.out.find("the MA replaced escrow key escrow-2 with escrow-3"), std::string::npos)
+      << r.out;
+  EXPECT_EQ(pinned(store)["escrow_key_id"], "escrow-3");
+
+  // An MA that offers no escrow custody at all: the backup fails in words, nothing changes.
+  TempDir d2;
+  auto plain = MaInstance::Start({MA_ADMIN_PATH, MA_SERVER_PATH}, d2.path(),
+                                 {File(*w_, "ek-roots.pem")}, &why, {"--no-escrow"});
+  ASSERT_NE(plain, nullptr) << why;
+  const auto before = Snapshot(store);
+  const Lms no_escrow{store,
+                      w_->b->tcti(),
+                      {"--ma", plain->url(), "--ma-ca", plain->ca_file(), "--ek-intermediate",
+                       w_->b->IntermediateCaCertPath()}};
+  r = no_escrow({"backup", "--full", "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.all();
+  json refused = ParseJson(r);
+  EXPECT_EQ(refused["code"], "Unsupported") << r.out;
+  const std::string message = refused.value("message", "");
+  EXPECT_NE(message.find("no longer offers escrow custody"), std::string::npos) << message;
+  EXPECT_NE(message.find("escrow key escrow-3"), std::string::npos) << message;
+  EXPECT_EQ(Snapshot(store), before);
 }
 
 // ------------------------------------------------------------------ a new disk too
