@@ -471,7 +471,12 @@ int SigDigestVerifyFinal(void* vctx, const unsigned char* sig, size_t siglen) {
 
 // ------------------------------------------------------------------ the provider
 
-const OSSL_DISPATCH kRsaKeymgmt[] = {
+// RSA and EC keys share every function but the three that name the algorithm and its
+// parameters; RSA and ECDSA signatures share every function but the one that makes the
+// context.
+template <const OSSL_PARAM* (*ExportTypes)(int), const OSSL_PARAM* (*GettableParams)(void*),
+          const char* (*OperationName)(int)>
+const OSSL_DISPATCH kKeymgmt[] = {
     {OSSL_FUNC_KEYMGMT_NEW, Fn(&KmNew)},
     {OSSL_FUNC_KEYMGMT_FREE, Fn(&KmFree)},
     {OSSL_FUNC_KEYMGMT_HAS, Fn(&KmHas)},
@@ -480,29 +485,19 @@ const OSSL_DISPATCH kRsaKeymgmt[] = {
     {OSSL_FUNC_KEYMGMT_IMPORT_TYPES, Fn(&KmImportTypes)},
     {OSSL_FUNC_KEYMGMT_EXPORT, Fn(&KmExport)},
     {OSSL_FUNC_KEYMGMT_GET_PARAMS, Fn(&KmGetParams)},
-    {OSSL_FUNC_KEYMGMT_EXPORT_TYPES, Fn(&KmRsaExportTypes)},
-    {OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, Fn(&KmRsaGettableParams)},
-    {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, Fn(&KmRsaOperationName)},
+    {OSSL_FUNC_KEYMGMT_EXPORT_TYPES, Fn(ExportTypes)},
+    {OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, Fn(GettableParams)},
+    {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, Fn(OperationName)},
     {0, nullptr},
 };
+const OSSL_DISPATCH* const kRsaKeymgmt =
+    kKeymgmt<&KmRsaExportTypes, &KmRsaGettableParams, &KmRsaOperationName>;
+const OSSL_DISPATCH* const kEcKeymgmt =
+    kKeymgmt<&KmEcExportTypes, &KmEcGettableParams, &KmEcOperationName>;
 
-const OSSL_DISPATCH kEcKeymgmt[] = {
-    {OSSL_FUNC_KEYMGMT_NEW, Fn(&KmNew)},
-    {OSSL_FUNC_KEYMGMT_FREE, Fn(&KmFree)},
-    {OSSL_FUNC_KEYMGMT_HAS, Fn(&KmHas)},
-    {OSSL_FUNC_KEYMGMT_MATCH, Fn(&KmMatch)},
-    {OSSL_FUNC_KEYMGMT_IMPORT, Fn(&KmImport)},
-    {OSSL_FUNC_KEYMGMT_IMPORT_TYPES, Fn(&KmImportTypes)},
-    {OSSL_FUNC_KEYMGMT_EXPORT, Fn(&KmExport)},
-    {OSSL_FUNC_KEYMGMT_GET_PARAMS, Fn(&KmGetParams)},
-    {OSSL_FUNC_KEYMGMT_EXPORT_TYPES, Fn(&KmEcExportTypes)},
-    {OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, Fn(&KmEcGettableParams)},
-    {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, Fn(&KmEcOperationName)},
-    {0, nullptr},
-};
-
-const OSSL_DISPATCH kRsaSignature[] = {
-    {OSSL_FUNC_SIGNATURE_NEWCTX, Fn(&SigNewRsa)},
+template <void* (*NewCtx)(void*, const char*)>
+const OSSL_DISPATCH kSignature[] = {
+    {OSSL_FUNC_SIGNATURE_NEWCTX, Fn(NewCtx)},
     {OSSL_FUNC_SIGNATURE_FREECTX, Fn(&SigFree)},
     {OSSL_FUNC_SIGNATURE_DUPCTX, Fn(&SigDup)},
     {OSSL_FUNC_SIGNATURE_SIGN_INIT, Fn(&SigInit)},
@@ -521,27 +516,8 @@ const OSSL_DISPATCH kRsaSignature[] = {
     {OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, Fn(&SigSettableCtxParams)},
     {0, nullptr},
 };
-
-const OSSL_DISPATCH kEcdsaSignature[] = {
-    {OSSL_FUNC_SIGNATURE_NEWCTX, Fn(&SigNewEcdsa)},
-    {OSSL_FUNC_SIGNATURE_FREECTX, Fn(&SigFree)},
-    {OSSL_FUNC_SIGNATURE_DUPCTX, Fn(&SigDup)},
-    {OSSL_FUNC_SIGNATURE_SIGN_INIT, Fn(&SigInit)},
-    {OSSL_FUNC_SIGNATURE_SIGN, Fn(&SigSign)},
-    {OSSL_FUNC_SIGNATURE_VERIFY_INIT, Fn(&SigInit)},
-    {OSSL_FUNC_SIGNATURE_VERIFY, Fn(&SigVerify)},
-    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, Fn(&SigDigestInit)},
-    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE, Fn(&SigDigestUpdate)},
-    {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, Fn(&SigDigestSignFinal)},
-    {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_INIT, Fn(&SigDigestInit)},
-    {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_UPDATE, Fn(&SigDigestUpdate)},
-    {OSSL_FUNC_SIGNATURE_DIGEST_VERIFY_FINAL, Fn(&SigDigestVerifyFinal)},
-    {OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, Fn(&SigGetCtxParams)},
-    {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS, Fn(&SigGettableCtxParams)},
-    {OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, Fn(&SigSetCtxParams)},
-    {OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS, Fn(&SigSettableCtxParams)},
-    {0, nullptr},
-};
+const OSSL_DISPATCH* const kRsaSignature = kSignature<&SigNewRsa>;
+const OSSL_DISPATCH* const kEcdsaSignature = kSignature<&SigNewEcdsa>;
 
 // The names OpenSSL knows these algorithms by, so that EVP_PKEY_get_base_id and
 // EVP_PKEY_is_a answer as for any RSA or EC key (xmlsec picks its key class by them).
