@@ -71,20 +71,7 @@ std::string BuildWorld(World& w) {
 }
 
 const World* GetWorld(std::string* err, bool* skip) {
-  static World world;
-  static std::string error;
-  static bool ready = false, unavailable = false, done = false;
-  if (!done) {
-    done = true;
-    unavailable = !Swtpm::Available(&error);
-    if (!unavailable) {
-      error = BuildWorld(world);
-      ready = error.empty();
-    }
-  }
-  *skip = unavailable;
-  *err = error;
-  return ready ? &world : nullptr;
+  return testing::BuildOnce(&BuildWorld, err, skip);
 }
 
 package::MigrationPackage SamplePackage() {

@@ -68,18 +68,10 @@ namespace {
 using nlohmann::json;
 using tpmma::testing::MaInstance;
 using tpmma::testing::RunCommand;
+using tpmma::testing::Slurp;
+using tpmma::testing::Spit;
 using tpmma::testing::Swtpm;
 using tpmma::testing::TempDir;
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void Spit(const std::string& path, std::string_view data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
 
 // A command's exit code, stdout and stderr apart; stdin from `input` (or /dev/null).
 struct Ran {
@@ -253,20 +245,7 @@ std::string BuildWorld(World& w) {
 }
 
 World* GetWorld(std::string* err, bool* skip) {
-  static World world;
-  static std::string error;
-  static bool ready = false, unavailable = false, done = false;
-  if (!done) {
-    done = true;
-    unavailable = !Swtpm::Available(&error);
-    if (!unavailable) {
-      error = BuildWorld(world);
-      ready = error.empty();
-    }
-  }
-  *skip = unavailable;
-  *err = error;
-  return ready ? &world : nullptr;
+  return testing::BuildOnce(&BuildWorld, err, skip);
 }
 
 class LmsMaTest : public ::testing::Test {

@@ -33,18 +33,10 @@ namespace {
 using nlohmann::json;
 using tpmma::testing::CommandResult;
 using tpmma::testing::RunCommand;
+using tpmma::testing::Slurp;
+using tpmma::testing::Spit;
 using tpmma::testing::Swtpm;
 using tpmma::testing::TempDir;
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void Spit(const std::string& path, std::string_view data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
 
 uint32_t Mode(const std::string& path) {
   struct stat st {};
@@ -107,6 +99,9 @@ struct World {
 };
 
 std::string BuildWorld(World& w) {
+  std::string why;
+  w.swtpm = testing::SharedSwtpm(0, &why);
+  if (w.swtpm == nullptr) return why;
   w.lms = {w.dir.File("store"), w.swtpm->tcti()};
   w.ma_pub = WriteMaKeyPublic(w.dir.File("ma.pub"));
   if (w.ma_pub.empty()) return "cannot make the MA key public";
@@ -134,21 +129,7 @@ std::string BuildWorld(World& w) {
 }
 
 const World* GetWorld(std::string* err, bool* skip) {
-  static World world;
-  static std::string error;
-  static bool ready = false, unavailable = false, done = false;
-  if (!done) {
-    done = true;
-    unavailable = !Swtpm::Available(&error);
-    if (!unavailable) {
-      world.swtpm = testing::SharedSwtpm(0, &error);
-      if (world.swtpm != nullptr) error = BuildWorld(world);
-      ready = world.swtpm != nullptr && error.empty();
-    }
-  }
-  *skip = unavailable;
-  *err = error;
-  return ready ? &world : nullptr;
+  return testing::BuildOnce(&BuildWorld, err, skip);
 }
 
 class LmsTest : public ::testing::Test {

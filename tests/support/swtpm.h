@@ -23,6 +23,12 @@
 
 namespace tpmma::testing {
 
+// A test binary's shared fixture: built by `build` the first time a test asks for it, then
+// the same for every test. Null with *skip set when swtpm is not installed (the only reason
+// a test may skip); null with *error when building failed.
+template <typename World>
+World* BuildOnce(std::string (*build)(World&), std::string* error, bool* skip);
+
 class Swtpm {
  public:
   // Checks that swtpm, swtpm_setup, swtpm_localca and tpm2-tools are installed; if not,
@@ -68,5 +74,23 @@ class Swtpm {
 // and key creation are the slow part of TPM tests. Returns nullptr (and *why) if swtpm is
 // unavailable or failed to start.
 Swtpm* SharedSwtpm(int index, std::string* why);
+
+template <typename World>
+World* BuildOnce(std::string (*build)(World&), std::string* error, bool* skip) {
+  static World world;
+  static std::string why;
+  static bool ready = false, unavailable = false, done = false;
+  if (!done) {
+    done = true;
+    unavailable = !Swtpm::Available(&why);
+    if (!unavailable) {
+      why = build(world);
+      ready = why.empty();
+    }
+  }
+  *skip = unavailable;
+  *error = why;
+  return ready ? &world : nullptr;
+}
 
 }  // namespace tpmma::testing

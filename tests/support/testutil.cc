@@ -70,6 +70,16 @@ void WriteFileOrDie(const std::string& path, ByteView data) {
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void Spit(const std::string& path, std::string_view data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+
 std::string SourceDir() {
   return TPMMA_SOURCE_DIR;
 }

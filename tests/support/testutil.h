@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/bytes.h"
@@ -36,6 +37,10 @@ Bytes ReadFileOrDie(const std::string& path);
 // The first certificate of a PEM file as DER (empty if there is none).
 Bytes PemCertificateFileToDer(const std::string& path);
 void WriteFileOrDie(const std::string& path, ByteView data);
+// A file as a string ("" when it cannot be read: tests compare, they do not branch on it),
+// and a string written to a file (truncating it).
+std::string Slurp(const std::string& path);
+void Spit(const std::string& path, std::string_view data);
 
 // The repository's source root (set by CMake), for schema files and fixtures.
 std::string SourceDir();
