@@ -30,6 +30,7 @@
 #include "client/tpm/templates.h"
 #include "client/tpm/tpm_pkey.h"
 #include "common/openssl.h"
+#include "tests/support/status_testing.h"
 #include "tests/support/swtpm.h"
 #include "tpm/attest.h"
 #include "tpm/credential.h"
@@ -43,19 +44,6 @@ namespace {
 using tpmma::testing::CommandResult;
 using tpmma::testing::ReadFileOrDie;
 using tpmma::testing::Swtpm;
-
-#define ASSERT_OK(expr)                                       \
-  do {                                                        \
-    ::tpmma::Status s_ = ::tpmma::internal::AsStatus((expr)); \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString();   \
-  } while (0)
-
-#define ASSERT_OK_AND_ASSIGN_IMPL(tmp, lhs, expr)                          \
-  auto tmp = (expr);                                                       \
-  ASSERT_TRUE(tmp.has_value()) << #expr << ": " << tmp.error().ToString(); \
-  lhs = std::move(*tmp)
-#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
-  ASSERT_OK_AND_ASSIGN_IMPL(TPMMA_CONCAT(result_, __LINE__), lhs, expr)
 
 Bytes Sha256(ByteView data) {
   Bytes out(32);

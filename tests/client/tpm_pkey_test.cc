@@ -19,6 +19,7 @@
 #include "common/openssl.h"
 #include "schema/package.h"
 #include "schema/package_xml.h"
+#include "tests/support/status_testing.h"
 #include "tests/support/swtpm.h"
 #include "tpm/public.h"
 
@@ -28,19 +29,6 @@ namespace {
 using tpmma::testing::RunCommand;
 using tpmma::testing::Swtpm;
 using tpmma::testing::TempDir;
-
-#define ASSERT_OK(expr)                                       \
-  do {                                                        \
-    ::tpmma::Status s_ = ::tpmma::internal::AsStatus((expr)); \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString();   \
-  } while (0)
-
-#define ASSERT_OK_AND_ASSIGN_IMPL(tmp, lhs, expr)                          \
-  auto tmp = (expr);                                                       \
-  ASSERT_TRUE(tmp.has_value()) << #expr << ": " << tmp.error().ToString(); \
-  lhs = std::move(*tmp)
-#define ASSERT_OK_AND_ASSIGN(lhs, expr) \
-  ASSERT_OK_AND_ASSIGN_IMPL(TPMMA_CONCAT(result_, __LINE__), lhs, expr)
 
 // Made once per binary: an ECC SRK (fast), an ECC MRK, and one signing child of each kind.
 struct World {

@@ -19,6 +19,7 @@
 #include "schema/package_xml.h"
 #include "storage/sqlite_vault.h"
 #include "tests/support/ma_process.h"
+#include "tests/support/status_testing.h"
 #include "tests/support/swtpm.h"
 #include "tests/support/testutil.h"
 #include "tpm/marshal.h"
@@ -28,12 +29,6 @@ namespace tpmma::testing {
 namespace {
 
 using client::MaClient;
-
-#define ASSERT_OK(expr)                                                    \
-  do {                                                                     \
-    auto&& r_ = (expr);                                                    \
-    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString(); \
-  } while (0)
 
 #define EXPECT_CODE(expr, code_)                                   \
   do {                                                             \

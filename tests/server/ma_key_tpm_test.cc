@@ -10,6 +10,7 @@
 #include "server/escrow_key.h"
 #include "server/ma_key.h"
 #include "server/ma_key_tpm.h"
+#include "tests/support/status_testing.h"
 #include "tests/support/swtpm.h"
 #include "tests/support/testutil.h"
 #include "tpm/escrow.h"
@@ -21,12 +22,6 @@ namespace {
 using testing::RunCommand;
 using testing::Swtpm;
 using testing::TempDir;
-
-#define ASSERT_OK(expr)                                                    \
-  do {                                                                     \
-    auto&& r_ = (expr);                                                    \
-    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString(); \
-  } while (0)
 
 class TpmMaKeyTest : public ::testing::Test {
  protected:

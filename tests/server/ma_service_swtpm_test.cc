@@ -25,6 +25,7 @@
 #include "server/ma_service.h"
 #include "soapMigrationAuthorityBindingProxy.h"
 #include "storage/sqlite_vault.h"
+#include "tests/support/status_testing.h"
 #include "tests/support/swtpm.h"
 #include "tests/support/testutil.h"
 #include "tpm/escrow.h"
@@ -40,12 +41,6 @@ using testing::Swtpm;
 using testing::TempDir;
 using wsdl::FromBase64Binary;
 using wsdl::ToBase64Binary;
-
-#define ASSERT_OK(expr)                                                    \
-  do {                                                                     \
-    auto&& r_ = (expr);                                                    \
-    ASSERT_TRUE(r_.has_value()) << #expr << ": " << r_.error().ToString(); \
-  } while (0)
 
 // Time the tests can move.
 class FakeClockEnv : public EnvWrapper {

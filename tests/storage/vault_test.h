@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "storage/vault.h"
+#include "tests/support/status_testing.h"
 #include "tests/support/testutil.h"
 
 namespace tpmma::storage::testing {
@@ -23,7 +24,9 @@ struct VaultBackend {
 };
 
 // Keeps ctest names readable ("... # GetParam() = Sqlite", not a byte dump).
-inline void PrintTo(const VaultBackend& backend, std::ostream* os) { *os << backend.name; }
+inline void PrintTo(const VaultBackend& backend, std::ostream* os) {
+  *os << backend.name;
+}
 
 inline std::string BackendName(const ::testing::TestParamInfo<VaultBackend>& info) {
   return info.param.name;
@@ -49,15 +52,6 @@ class VaultTest : public ::testing::TestWithParam<VaultBackend> {
 
 }  // namespace tpmma::storage::testing
 
-// Work for both Status and Result<T>.
-#ifndef ASSERT_OK
-#define ASSERT_OK(expr)                                                 \
-  do {                                                                  \
-    auto&& s_ = (expr);                                                 \
-    ASSERT_TRUE(::tpmma::internal::AsStatus(s_).ok())                   \
-        << #expr << ": " << ::tpmma::internal::AsStatus(s_).ToString(); \
-  } while (0)
-#endif
 #ifndef EXPECT_CODE
 #define EXPECT_CODE(expr, c) EXPECT_EQ(::tpmma::internal::AsStatus((expr)).code(), (c)) << #expr
 #endif
