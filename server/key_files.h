@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "client/tpm/esys.h"
+#include "tpm/esys/esys.h"
 #include "common/bytes.h"
 #include "common/env.h"
 #include "common/openssl.h"

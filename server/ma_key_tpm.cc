@@ -3,7 +3,7 @@
 
 #include <mutex>
 
-#include "client/tpm/esys.h"
+#include "tpm/esys/esys.h"
 #include "common/openssl.h"
 #include "server/key_files.h"
 #include "tpm/marshal.h"

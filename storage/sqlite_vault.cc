@@ -27,6 +27,7 @@
 #include <openssl/evp.h>
 
 #include "common/openssl.h"
+#include "common/text.h"
 
 namespace tpmma::storage {
 namespace {
@@ -51,12 +52,6 @@ std::string Cat(const Args&... args) {
   (AppendPiece(out, args), ...);
   return out;
 }
-std::string Hex32(uint32_t v) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "%#x", v);
-  return buf;
-}
-
 // ---------------------------------------------------------------------------------------
 // Schema. Migration i takes user_version i to i+1; append, never edit a released entry.
 

@@ -10,9 +10,10 @@
 #include <map>
 
 #include "client/lms/remote.h"
-#include "client/tpm/templates.h"
 #include "common/openssl.h"
+#include "common/text.h"
 #include "schema/package.h"
+#include "tpm/esys/templates.h"
 
 namespace tpmma::lms::cli {
 
@@ -23,17 +24,6 @@ using nlohmann::json;
 constexpr size_t kMaxSmallInput = 64 * 1024;  // ciphertexts, TPM files, sealed data
 constexpr uint32_t kSecretFileMode = 0600;
 constexpr uint32_t kPublicFileMode = 0644;
-
-std::string Hex32(uint32_t v) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "0x%08x", v);
-  return buf;
-}
-
-std::string Utc(int64_t t) {
-  auto s = package::FormatUtc(t);
-  return s ? *s : std::to_string(t);
-}
 
 // The base64 of a secret, in wiped memory.
 SecureString SecretBase64(ByteView data) {

@@ -10,6 +10,7 @@
 
 #include "client/lms/cli.h"
 #include "client/lms/remote.h"
+#include "common/text.h"
 #include "schema/package.h"
 
 namespace tpmma::lms::cli {
@@ -19,11 +20,6 @@ namespace {
 using nlohmann::json;
 
 constexpr size_t kMaxRecoveryCodeInput = 1024;
-
-std::string Utc(int64_t t) {
-  auto s = package::FormatUtc(t);
-  return s ? *s : std::to_string(t);
-}
 
 json OptUtc(const std::optional<int64_t>& t) {
   return t ? json(Utc(*t)) : json(nullptr);

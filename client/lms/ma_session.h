@@ -15,7 +15,7 @@
 #include "client/lms/remote.h"
 #include "client/ma/ma_client.h"
 #include "client/ma/platform.h"
-#include "client/tpm/esys.h"
+#include "tpm/esys/esys.h"
 #include "common/status.h"
 #include "schema/package.h"
 

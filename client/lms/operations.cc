@@ -11,6 +11,7 @@
 
 #include "client/lms/custody.h"
 #include "common/openssl.h"
+#include "common/text.h"
 #include "schema/package.h"
 #include "tpm/escrow.h"
 #include "tpm/marshal.h"
@@ -22,12 +23,6 @@ namespace {
 
 constexpr size_t kMaxLabelChars = 256;
 constexpr size_t kMaxSealBytes = 128;
-
-std::string Hex32(uint32_t v) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "0x%08x", v);
-  return buf;
-}
 
 const char* AlgName(esys::KeyAlg alg) {
   return alg == esys::KeyAlg::kRsa2048 ? "rsa2048" : "ecc-p256";

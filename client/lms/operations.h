@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "client/lms/keystore.h"
-#include "client/tpm/esys.h"
-#include "client/tpm/templates.h"
+#include "tpm/esys/esys.h"
+#include "tpm/esys/templates.h"
 #include "common/bytes.h"
 #include "common/env.h"
 #include "common/status.h"

@@ -19,6 +19,7 @@
 #include "client/lms/ma_session.h"
 #include "client/ma/platform.h"
 #include "common/openssl.h"
+#include "common/text.h"
 #include "schema/package.h"
 #include "schema/package_xml.h"
 #include "tpm/escrow.h"
@@ -32,11 +33,6 @@ namespace {
 constexpr size_t kMaxCertFile = 256 * 1024;
 constexpr uint32_t kQueryPageSize = 200;
 constexpr size_t kMaxQueryPages = 100;
-
-std::string Utc(int64_t t) {
-  auto s = package::FormatUtc(t);
-  return s ? *s : std::to_string(t);
-}
 
 std::string GetEnv(const char* name) {
   const char* v = std::getenv(name);

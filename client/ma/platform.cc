@@ -5,7 +5,7 @@
 
 #include <algorithm>
 
-#include "client/tpm/tpm_pkey.h"
+#include "tpm/esys/tpm_pkey.h"
 #include "common/openssl.h"
 #include "tpm/escrow.h"
 #include "tpm/marshal.h"

@@ -22,7 +22,7 @@
 #include <tss2/tss2_tpm2_types.h>
 
 #include "client/ma/ma_client.h"
-#include "client/tpm/esys.h"
+#include "tpm/esys/esys.h"
 #include "common/openssl.h"
 #include "common/status.h"
 

@@ -9,8 +9,8 @@
 #include <optional>
 #include <sstream>
 
-#include "client/tpm/esys.h"
-#include "client/tpm/tpm_pkey.h"
+#include "tpm/esys/esys.h"
+#include "tpm/esys/tpm_pkey.h"
 #include "common/env.h"
 #include "common/openssl.h"
 #include "schema/package_xml.h"

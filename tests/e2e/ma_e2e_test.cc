@@ -15,7 +15,7 @@
 
 #include "client/ma/ma_client.h"
 #include "client/ma/platform.h"
-#include "client/tpm/esys.h"
+#include "tpm/esys/esys.h"
 #include "schema/package_xml.h"
 #include "storage/sqlite_vault.h"
 #include "tests/support/ma_process.h"

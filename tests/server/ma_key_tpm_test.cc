@@ -6,7 +6,7 @@
 
 #include <gtest/gtest.h>
 
-#include "client/tpm/esys.h"
+#include "tpm/esys/esys.h"
 #include "server/escrow_key.h"
 #include "server/ma_key.h"
 #include "server/ma_key_tpm.h"

@@ -17,8 +17,8 @@
 
 #include <gtest/gtest.h>
 
-#include "client/tpm/esys.h"
-#include "client/tpm/tpm_pkey.h"
+#include "tpm/esys/esys.h"
+#include "tpm/esys/tpm_pkey.h"
 #include "common/env.h"
 #include "schema/package_xml.h"
 #include "server/ma_key.h"

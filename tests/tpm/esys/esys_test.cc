@@ -26,9 +26,9 @@
 #include <thread>
 #include <vector>
 
-#include "client/tpm/esys.h"
-#include "client/tpm/templates.h"
-#include "client/tpm/tpm_pkey.h"
+#include "tpm/esys/esys.h"
+#include "tpm/esys/templates.h"
+#include "tpm/esys/tpm_pkey.h"
 #include "common/openssl.h"
 #include "tests/support/status_testing.h"
 #include "tests/support/swtpm.h"

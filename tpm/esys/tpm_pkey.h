@@ -4,7 +4,7 @@
 // TPM-resident signing key without ever seeing it.
 #pragma once
 
-#include "client/tpm/esys.h"
+#include "tpm/esys/esys.h"
 #include "common/openssl.h"
 #include "common/status.h"
 

@@ -21,7 +21,7 @@
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_tcti.h>
 
-#include "client/tpm/templates.h"
+#include "tpm/esys/templates.h"
 #include "common/bytes.h"
 #include "common/status.h"
 

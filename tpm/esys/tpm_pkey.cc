@@ -28,7 +28,7 @@
 // with APIs given the default context (xmlsec, EVP_DigestSignInit(..., NULL libctx)):
 // OpenSSL first tries the default provider's signature, cannot export the key to it (we
 // refuse the private half), and then uses the signature of the key's own provider.
-#include "client/tpm/tpm_pkey.h"
+#include "tpm/esys/tpm_pkey.h"
 
 #include <openssl/core_dispatch.h>
 #include <openssl/core_names.h>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include "client/tpm/templates.h"
+#include "tpm/esys/templates.h"
 
 #include <openssl/evp.h>
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include "client/tpm/esys.h"
+#include "tpm/esys/esys.h"
 
 #include <tss2/tss2_tctildr.h>
 
@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/text.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 #include "tpm/tss_error.h"
@@ -78,12 +79,6 @@ Status FillName(TPM2B_NAME& out, ByteView name) {
 template <typename T2B>
 SecureBytes SecretFrom(const T2B& in) {
   return SecureBytes(in.buffer, in.buffer + in.size);
-}
-
-std::string Hex32(uint32_t v) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "0x%08x", v);
-  return buf;
 }
 
 constexpr TPMT_SYM_DEF kNoSymmetric = {TPM2_ALG_NULL, {}, {}};

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// The TPM-backed EVP_PKEY (client/tpm/tpm_pkey.h) on swtpm: Migration Packages signed by
+// The TPM-backed EVP_PKEY (tpm/esys/tpm_pkey.h) on swtpm: Migration Packages signed by
 // an RSA-2048 and an ECDSA-P256 TPM key through package::SignPackage, with no help from
 // the caller, verify with package::PackageReader and with the xmlsec1 CLI; the key
 // behaves as an ordinary OpenSSL key for public-key work and never gives up a private half.
@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "client/tpm/esys.h"
-#include "client/tpm/tpm_pkey.h"
+#include "tpm/esys/esys.h"
+#include "tpm/esys/tpm_pkey.h"
 #include "common/openssl.h"
 #include "schema/package.h"
 #include "schema/package_xml.h"
