@@ -17,6 +17,8 @@ PACKAGES=(
   swtpm swtpm-tools tpm2-tools
   python3-zeep python3-cryptography python3-lxml
   uuid-runtime
+  # code-size check (tests/style)
+  universal-ctags
 )
 
 missing=()
