@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// Files compiled into the library by embed_file.cmake (internal to schema/).
+// Files compiled into the library by cmake/embed_file.cmake (internal to schema/).
 #pragma once
 
 #include <cstddef>

@@ -525,6 +525,7 @@ class Handler final : public MigrationAuthorityBindingService {
       p.descriptor.keys.push_back({k.key_id, k.label, std::string(package::ToString(k.usage))});
     }
     TPMMA_ASSIGN_OR_RETURN(Bytes digest, package::PackageDigest(body));
+    p.descriptor.sha256 = digest;  // hashed once: the vault keeps it instead of re-hashing
     p.body = std::move(body);
     TPMMA_ASSIGN_OR_RETURN(
         storage::PutOutcome outcome,

@@ -8,9 +8,9 @@
 // successful reads) ride along in the next batch without their caller waiting for it. A durable
 // commit costs an fsync (~3-4k/s here), so sharing it is what lifts write throughput; the caller
 // still blocks until the COMMIT holding its call has returned, so "OK" keeps meaning "durable"
-// (DESIGN 7). Reads use a small pool of read-only connections: WAL readers see the last committed
-// state and never wait behind the writer's fsync. Other processes (ma-admin) may open the same
-// file: BEGIN IMMEDIATE plus busy_timeout serialises writers across processes.
+// (storage/README.md). Reads use a small pool of read-only connections: WAL readers see the last
+// committed state and never wait behind the writer's fsync. Other processes (ma-admin) may open the
+// same file: BEGIN IMMEDIATE plus busy_timeout serialises writers across processes.
 #pragma once
 
 #include <cstdint>
@@ -24,10 +24,10 @@
 
 namespace tpmma::storage {
 
-namespace internal {
-class SqliteWriter;
-class SqliteReadPool;
-}  // namespace internal
+namespace sqlite {  // storage/sqlite/
+class Writer;
+class ReadPool;
+}  // namespace sqlite
 
 // Test hook. Called on the writer thread inside the open transaction: between the rows of
 // multi-row writes ("package_row", "package_body", "package_key" after each key,
@@ -162,12 +162,12 @@ class SqliteVault final : public Vault {
   Status IntegrityCheck() override;
 
  private:
-  SqliteVault(SqliteVaultOptions options, std::unique_ptr<internal::SqliteReadPool> readers);
+  SqliteVault(SqliteVaultOptions options, std::unique_ptr<sqlite::ReadPool> readers);
 
   // Declared before the writer and readers, which refer to the hook in it.
   SqliteVaultOptions options_;
-  std::unique_ptr<internal::SqliteReadPool> readers_;
-  std::unique_ptr<internal::SqliteWriter> writer_;
+  std::unique_ptr<sqlite::ReadPool> readers_;
+  std::unique_ptr<sqlite::Writer> writer_;
 };
 
 }  // namespace tpmma::storage

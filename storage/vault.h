@@ -112,7 +112,7 @@ struct Session {
   int64_t expires_at = 0;
 };
 
-// Step 4 of Authenticate (DESIGN 4.1) as one transaction.
+// Authenticate's Complete step (docs/protocol.md, "Authenticate") as one transaction.
 struct AuthCompletion {
   std::string challenge_id;
   Bytes proof_hash;  // SHA-256 of what the platform sent; compared in constant time
@@ -141,7 +141,7 @@ struct PackageDescriptor {
   std::string format_version;
   int64_t created_at = 0;  // as stated in the package
   int64_t uploaded_at = 0;
-  Bytes sha256;      // of the body; computed by the vault on Put
+  Bytes sha256;      // SHA-256 of the body (32 bytes); the caller's, on Put
   int64_t size = 0;  // of the body; computed by the vault on Put
   CustodyMode custody = CustodyMode::kRecoveryCode;
   // TPM2B_PUBLIC of the key the server verified the signature with at upload; empty for
@@ -273,9 +273,11 @@ class Vault {
   virtual Result<int64_t> PurgeExpired(int64_t now) = 0;
 
   // --- Packages
-  // Computes sha256/size from the body (the caller's values are ignored). Same id and
-  // same digest → kAlreadyStored (nothing written but the audit event); same id and a
-  // different digest → kConflict. The source platform must exist (kNotFound).
+  // Takes descriptor.sha256 from the caller, who has hashed the body already (the server
+  // does, once, for its reply); it must be 32 bytes (kInvalidArgument otherwise) and the
+  // vault does not re-hash the body. size is the body's (the caller's value is ignored).
+  // Same id and same digest → kAlreadyStored (nothing written but the audit event); same
+  // id and a different digest → kConflict. The source platform must exist (kNotFound).
   virtual Result<PutOutcome> PutPackage(const Package& package, const AuditEvent& audit) = 0;
   virtual Result<Package> GetPackage(std::string_view package_id) = 0;
   virtual Result<PackageDescriptor> GetPackageDescriptor(std::string_view package_id) = 0;

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
+#include <openssl/sha.h>
 #include <nlohmann/json.hpp>
 
 #include "server/admin_commands.h"
@@ -57,6 +58,8 @@ class AdminCommandsTest : public ::testing::Test {
     pkg.descriptor.uploaded_at = 1700000001;
     pkg.descriptor.keys = {{"7c9e6679-7425-40de-944b-e07fc1f90ae7", "VPN key", "sign"}};
     pkg.body = Bytes(100, 'x');
+    pkg.descriptor.sha256.resize(SHA256_DIGEST_LENGTH);  // the vault keeps the caller's digest
+    SHA256(pkg.body.data(), pkg.body.size(), pkg.descriptor.sha256.data());
     ASSERT_TRUE((*vault)->PutPackage(pkg, Event(kOld, "Upload", kPkg)).has_value());
   }
 

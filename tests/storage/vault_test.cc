@@ -51,6 +51,7 @@ Package MakePackage(const std::string& id, const std::string& platform, int nkey
         {id + "-k" + std::to_string(i), "label-" + std::to_string(i) + "-" + id, "sign"});
   }
   p.body = ToBytes(body.empty() ? "<Package id='" + id + "'/>" : body);
+  p.descriptor.sha256 = Sha(::tpmma::ToString(p.body));  // the caller hashes, the vault keeps
   return p;
 }
 
@@ -310,6 +311,35 @@ TEST_P(VaultTest, PutPackageIsIdempotentAndDetectsConflicts) {
   ASSERT_OK(vault_->IntegrityCheck());
 }
 
+// The vault keeps the caller's digest (the server hashed the body once, for its reply) and
+// refuses a package without a well-formed one rather than storing an unverifiable row.
+TEST_P(VaultTest, PutPackageTakesTheCallersDigest) {
+  ASSERT_OK(vault_->UpsertPlatform(MakePlatform("p1"), std::nullopt));
+  int64_t audit_before = CountAudit(*vault_);
+  Package missing = MakePackage("d1", "p1");
+  missing.descriptor.sha256.clear();
+  EXPECT_CODE(vault_->PutPackage(missing, Audit("Upload", "d1")), Code::kInvalidArgument);
+  Package short_digest = MakePackage("d1", "p1");
+  short_digest.descriptor.sha256.resize(31);
+  EXPECT_CODE(vault_->PutPackage(short_digest, Audit("Upload", "d1")), Code::kInvalidArgument);
+  Package long_digest = MakePackage("d1", "p1");
+  long_digest.descriptor.sha256.push_back(0);
+  EXPECT_CODE(vault_->PutPackage(long_digest, Audit("Upload", "d1")), Code::kInvalidArgument);
+  EXPECT_CODE(vault_->GetPackage("d1"), Code::kNotFound);
+  EXPECT_EQ(CountAudit(*vault_), audit_before);
+
+  // Stored as given: the same body under another digest is a different upload.
+  Package pkg = MakePackage("d1", "p1");
+  ASSERT_OK(vault_->PutPackage(pkg, Audit("Upload", "d1")));
+  auto got = vault_->GetPackageDescriptor("d1");
+  ASSERT_OK(got);
+  EXPECT_EQ(got->sha256, pkg.descriptor.sha256);
+  EXPECT_EQ(got->size, static_cast<int64_t>(pkg.body.size()));
+  Package relabelled = pkg;
+  relabelled.descriptor.sha256 = Sha("something else");
+  EXPECT_CODE(vault_->PutPackage(relabelled, Audit("Upload", "d1")), Code::kConflict);
+}
+
 TEST_P(VaultTest, QueryPages250PackagesWithFilters) {
   for (const char* p : {"pa", "pb", "pc"}) {
     ASSERT_OK(vault_->UpsertPlatform(MakePlatform(p), std::nullopt));
@@ -463,8 +493,8 @@ TEST_P(VaultTest, VisibilityFollowsApprovals) {
 }
 
 // A platform restores its own packages without an approval; only its escrowed inner keys
-// need one (DESIGN 4.4: after a TPM clear it has no copy of its own). So an approval from a
-// platform to itself must cover at least one escrow package.
+// need one (docs/protocol.md, "Inner-key custody": after a TPM clear it has no copy of its own). So
+// an approval from a platform to itself must cover at least one escrow package.
 TEST_P(VaultTest, SamePlatformApprovalOnlyForEscrowPackages) {
   ASSERT_OK(vault_->UpsertPlatform(MakePlatform("p"), std::nullopt));
   Package rc = MakePackage("rc0", "p");

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// The conformance suite every Vault backend must pass (vault_test.cc). A backend plugs in
+// The conformance suite every Vault backend must pass (vault_test.cc, CMake OBJECT library
+// tpmma_vault_conformance: it depends on vault.h alone, no backend). A backend plugs in
 // with one INSTANTIATE_TEST_SUITE_P giving a VaultBackend that opens, and reopens, a
-// vault kept under a test directory; see sqlite_vault_test.cc.
+// vault kept under a test directory, and links tpmma_vault_conformance into its test
+// binary; see sqlite_vault_test.cc.
 #pragma once
 
 #include <functional>

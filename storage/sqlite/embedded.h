@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The schema migrations (migrations/*.sql), compiled into the library by
+// cmake/embed_file.cmake. Internal to storage/sqlite/.
+#pragma once
+
+#include <cstddef>
+
+namespace tpmma::storage::sqlite::embedded {
+extern const unsigned char kMigration1[];
+extern const size_t kMigration1Size;
+extern const unsigned char kMigration2[];
+extern const size_t kMigration2Size;
+}  // namespace tpmma::storage::sqlite::embedded
