@@ -166,9 +166,9 @@ Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
   cfg.tls_certificate = "tls/server-cert.pem";
   cfg.tls_private_key = "tls/server-key.pem";
   cfg.tls_client_ca = "ca/operator-ca-cert.pem";
-  cfg.ma_key_id = opts.ma_key_id;
-  cfg.ma_private_key = "ma/ma-key.pem";
-  cfg.ma_certificate = "ma/ma-cert.pem";
+  cfg.ma.key_id = opts.ma_key_id;
+  cfg.ma.private_key = "ma/ma-key.pem";
+  cfg.ma.certificate = "ma/ma-cert.pem";
   if (opts.escrow) {
     cfg.escrow.custody = "software";
     cfg.escrow.key_id = opts.escrow_key_id;
