@@ -94,27 +94,39 @@ create_certs_tool_config = $work/swtpm-localca.conf
 create_certs_tool_options = $work/swtpm-localca.options
 active_pcr_banks = sha256
 EOF
-start_tpm() {  # NAME -> sets TCTI_NAME
-  local name=$1 state=$work/tpm-$1 port
+# Polls until the command "$@" succeeds, for at most $1 seconds (a bounded wait on a
+# condition, never a fixed sleep: a loaded machine only makes it take longer). 1 on timeout.
+wait_until() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@"; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.1
+  done
+}
+alive() { kill -0 "$1" 2>/dev/null; }
+# Up as soon as it answers, or given up on as soon as it has exited.
+tpm_up_or_dead() { tpm2_getcap -T "$1" properties-fixed >/dev/null 2>&1 || ! alive "$2"; }
+start_tpm() {  # NAME -> sets TCTI_NAME and PID_NAME
+  local name=$1 state=$work/tpm-$1 port pid tcti
   mkdir -p "$state"
   swtpm_setup --tpm2 --tpmstate "$state" --config "$work/swtpm_setup.conf" --create-ek-cert \
     --create-platform-cert --overwrite --logfile "$work/swtpm_setup-$name.log" >/dev/null
   for _ in 1 2 3 4 5; do
-    port=$(free_port)
+    port=$(free_port)  # another process may take it first: then swtpm exits and we retry
     swtpm socket --tpm2 --tpmstate dir="$state" \
       --server type=tcp,port="$port",bindaddr=127.0.0.1 \
       --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 \
       --flags not-need-init,startup-clear --log file="$work/swtpm-$name.log" &
-    pids+=($!)
-    local tcti="swtpm:host=127.0.0.1,port=$port"
-    for _ in $(seq 1 50); do
-      if tpm2_getcap -T "$tcti" properties-fixed >/dev/null 2>&1; then
-        eval "TCTI_$name=\$tcti"
-        return 0
-      fi
-      kill -0 "${pids[-1]}" 2>/dev/null || break
-      sleep 0.1
-    done
+    pid=$!
+    tcti="swtpm:host=127.0.0.1,port=$port"
+    if wait_until 60 tpm_up_or_dead "$tcti" "$pid" && alive "$pid"; then
+      pids+=("$pid")
+      eval "TCTI_$name=\$tcti PID_$name=\$pid"
+      return 0
+    fi
+    # Never leave a slow attempt running: two swtpm on one state directory fight for it.
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   done
   fail "swtpm $name did not start (see $work/swtpm-$name.log)"
 }
@@ -128,6 +140,26 @@ ek_inter=$ca/issuercert.pem
 
 step "A fresh Migration Authority (ma-admin init, ma-server on a free loopback port)"
 "$MA_ADMIN" init --dir "$work/ma" --listen 127.0.0.1:0 --ek-root "$ek_root" >/dev/null
+# set_config SECTION KEY=VALUE...: sets keys of one [SECTION] of the MA's config.toml (VALUE
+# is TOML, e.g. '"tpm"'), replacing the key where the section has it, adding it otherwise; the
+# file is read back by ma-server's own parser at start, which names any mistake.
+set_config() {
+  $PY - "$work/ma/config.toml" "$@" <<'EOF'
+import re, sys
+path, section, pairs = sys.argv[1], sys.argv[2], [a.split("=", 1) for a in sys.argv[3:]]
+lines = open(path).read().split("\n")
+start = lines.index("[%s]" % section) + 1
+end = next((i for i in range(start, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+for key, value in pairs:
+    at = [i for i in range(start, end) if re.match(r"\s*%s\s*=" % re.escape(key), lines[i])]
+    if at:
+        lines[at[0]] = "%s = %s" % (key, value)
+    else:
+        lines.insert(start, "%s = %s" % (key, value))
+        end += 1
+open(path, "w").write("\n".join(lines))
+EOF
+}
 start_hsm() {  # the MA's own TPM, with a storage parent at 0x81000001
   [ -z "${TCTI_HSM:-}" ] || return 0
   start_tpm HSM
@@ -142,13 +174,8 @@ if [ "$ma_key" = tpm ]; then
   TPM2TOOLS_TCTI=$TCTI_HSM tpm2_import -Q -C 0x81000001 -G rsa -i "$work/ma/ma/ma-key.pem" \
     -a "restricted|decrypt|userwithauth" -u "$work/ma/ma/ma-tpm.pub" -r "$work/ma/ma/ma-tpm.priv"
   TPM2TOOLS_TCTI=$TCTI_HSM tpm2_flushcontext -t
-  $PY - "$work/ma/config.toml" "$TCTI_HSM" <<'EOF'
-import sys
-p, tcti = sys.argv[1], sys.argv[2]
-s = open(p).read().replace('custody = "software"\n',
-    'custody = "tpm"\ntpm_tcti = "%s"\ntpm_public = "ma/ma-tpm.pub"\ntpm_private = "ma/ma-tpm.priv"\n' % tcti, 1)
-open(p, "w").write(s)
-EOF
+  set_config ma custody='"tpm"' tpm_tcti="\"$TCTI_HSM\"" tpm_public='"ma/ma-tpm.pub"' \
+    tpm_private='"ma/ma-tpm.priv"'
   mv "$work/ma/ma/ma-key.pem" "$work/ma-key-offline.pem"  # the host no longer holds it
 fi
 if [ "$escrow_key" = tpm ]; then
@@ -158,28 +185,28 @@ if [ "$escrow_key" = tpm ]; then
     -i "$work/ma/escrow/escrow-key.pem" -a "decrypt|userwithauth" \
     -u "$work/ma/escrow/escrow-tpm.pub" -r "$work/ma/escrow/escrow-tpm.priv"
   TPM2TOOLS_TCTI=$TCTI_HSM tpm2_flushcontext -t
-  $PY - "$work/ma/config.toml" "$TCTI_HSM" <<'EOF'
-import sys
-p, tcti = sys.argv[1], sys.argv[2]
-s = open(p).read()
-old = '[escrow]\ncustody = "software"\n'
-assert old in s
-s = s.replace(old, '[escrow]\ncustody = "tpm"\ntpm_tcti = "%s"\n'
-    'tpm_public = "escrow/escrow-tpm.pub"\ntpm_private = "escrow/escrow-tpm.priv"\n' % tcti, 1)
-open(p, "w").write(s)
-EOF
+  set_config escrow custody='"tpm"' tpm_tcti="\"$TCTI_HSM\"" \
+    tpm_public='"escrow/escrow-tpm.pub"' tpm_private='"escrow/escrow-tpm.priv"'
   mv "$work/ma/escrow/escrow-key.pem" "$work/escrow-key-offline.pem"
 fi
-"$MA_SERVER" --config "$work/ma/config.toml" 2> "$work/ma-server.log" &
-pids+=($!)
-port=""
-for _ in $(seq 1 100); do
-  port=$(sed -n 's/.*listening on https:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/ma-server.log" | head -1)
-  [ -n "$port" ] && break
-  kill -0 "${pids[-1]}" 2>/dev/null || fail "ma-server exited: $(tail -3 "$work/ma-server.log")"
-  sleep 0.1
-done
-[ -n "$port" ] || fail "ma-server did not report its port"
+# The log exists before the server starts (the redirection would otherwise be opened by the
+# background child, possibly after the first poll reads it), and the wait ends on the line
+# naming the port, on the server's exit, or at a deadline, each with its own message.
+ma_log=$work/ma-server.log
+: > "$ma_log"
+"$MA_SERVER" --config "$work/ma/config.toml" 2>> "$ma_log" &
+ma_pid=$!
+pids+=("$ma_pid")
+# The port is taken only with the space after it, so a line still being written never
+# yields a prefix of it; sed stops at the first match (no head, no SIGPIPE under pipefail).
+ma_port() {
+  sed -n 's/.*listening on https:\/\/127\.0\.0\.1:\([0-9][0-9]*\) .*/\1/p;T;q' "$ma_log"
+}
+ma_up_or_dead() { [ -n "$(ma_port)" ] || ! alive "$ma_pid"; }
+wait_until 60 ma_up_or_dead ||
+  fail "ma-server did not report its port within 60 s: $(tail -n 5 "$ma_log")"
+port=$(ma_port)
+[ -n "$port" ] || fail "ma-server exited before listening: $(tail -n 5 "$ma_log")"
 MA=https://127.0.0.1:$port
 MA_CA=$work/ma/ca/ca-cert.pem
 escrow_note=""
@@ -238,7 +265,7 @@ PKG=$(json 'd["package_id"]' < "$d/backup.json")
 ok "platform A = ${OLD:0:16}…, package $PKG vaulted"
 
 step "Board A dies. The disk (and its lms store) moves to board B, with a new TPM"
-kill "${pids[0]}" 2>/dev/null || true
+kill "$PID_A" 2>/dev/null || true
 cp -a "$work/store-A" "$work/store-B"
 if lms_b sign vpn --in "$d/msg-A.txt" --out "$d/x.sig" >/dev/null 2>"$d/err.txt"; then
   fail "a key of A worked on B without a restore"

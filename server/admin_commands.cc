@@ -99,18 +99,15 @@ void RelativeTo(const std::string& dir, Config& c) {
   auto rel = [&](std::string& p) {
     if (p.starts_with(prefix)) p = p.substr(prefix.size());
   };
-  for (std::string* p :
-       {&c.tls_certificate, &c.tls_private_key, &c.tls_client_ca, &c.ma_private_key,
-        &c.ma_certificate, &c.ma_tpm_public, &c.ma_tpm_private, &c.vault_path}) {
+  for (std::string* p : {&c.tls_certificate, &c.tls_private_key, &c.tls_client_ca, &c.vault_path}) {
     rel(*p);
   }
-  for (EscrowKeyConfig* k : {&c.escrow}) {
+  std::vector<TpmKeyConfig*> keys = {&c.ma, &c.escrow};
+  for (TpmKeyConfig& k : c.escrow_retired) keys.push_back(&k);
+  for (TpmKeyConfig* k : keys) {
     for (std::string* p : {&k->private_key, &k->certificate, &k->tpm_public, &k->tpm_private}) {
       rel(*p);
     }
-  }
-  for (EscrowKeyConfig& k : c.escrow_retired) {
-    for (std::string* p : {&k.private_key, &k.certificate, &k.tpm_public, &k.tpm_private}) rel(*p);
   }
   for (std::string& p : c.ek_roots) rel(p);
 }
@@ -118,7 +115,7 @@ void RelativeTo(const std::string& dir, Config& c) {
 // escrow-<N+1> after the highest escrow-<N> in use (escrow-1 when there is none).
 std::string NextEscrowKeyId(const Config& c) {
   int highest = 0;
-  auto consider = [&](const EscrowKeyConfig& k) {
+  auto consider = [&](const TpmKeyConfig& k) {
     if (k.custody == "none" || !k.key_id.starts_with("escrow-")) return;
     int n = 0;
     const char* begin = k.key_id.data() + 7;
@@ -127,7 +124,7 @@ std::string NextEscrowKeyId(const Config& c) {
     if (ec == std::errc() && ptr == end) highest = std::max(highest, n);
   };
   consider(c.escrow);
-  for (const EscrowKeyConfig& k : c.escrow_retired) consider(k);
+  for (const TpmKeyConfig& k : c.escrow_retired) consider(k);
   return "escrow-" + std::to_string(highest + 1);
 }
 
@@ -138,9 +135,9 @@ Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
   const std::string config_path = state_dir + "/config.toml";
   TPMMA_ASSIGN_OR_RETURN(Config cfg, LoadConfig(config_path));
   const std::string id = new_key_id.empty() ? NextEscrowKeyId(cfg) : new_key_id;
-  std::vector<std::string> taken = {cfg.ma_key_id};
+  std::vector<std::string> taken = {cfg.ma.key_id};
   if (cfg.escrow.custody != "none") taken.push_back(cfg.escrow.key_id);
-  for (const EscrowKeyConfig& k : cfg.escrow_retired) taken.push_back(k.key_id);
+  for (const TpmKeyConfig& k : cfg.escrow_retired) taken.push_back(k.key_id);
   if (std::find(taken.begin(), taken.end(), id) != taken.end()) {
     return Status(Code::kAlreadyExists, "key id " + id +
                                             " is in use by this MA (a key id is never reused: "
@@ -191,9 +188,7 @@ Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
     retired = cfg.escrow.key_id;
     cfg.escrow_retired.push_back(cfg.escrow);
   }
-  cfg.escrow = EscrowKeyConfig{};
-  cfg.escrow.custody = "software";
-  cfg.escrow.key_id = id;
+  cfg.escrow = TpmKeyConfig::Named("software", id);
   cfg.escrow.private_key = state_dir + "/" + key_file;
   cfg.escrow.certificate = state_dir + "/" + cert_file;
   RelativeTo(state_dir, cfg);
@@ -205,7 +200,7 @@ Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
   TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(config_path, View(toml), 0600));
 
   std::vector<std::string> retired_ids;
-  for (const EscrowKeyConfig& k : cfg.escrow_retired) retired_ids.push_back(k.key_id);
+  for (const TpmKeyConfig& k : cfg.escrow_retired) retired_ids.push_back(k.key_id);
   if (ctx.json) {
     Print(ctx, {{"ok", true},
                 {"escrow_key_id", id},

@@ -68,11 +68,11 @@ Status IssueOperator(const AdminContext& ctx, const std::string& state_dir, cons
 Status RevokeOperator(const AdminContext& ctx, const std::string& name, const std::string& reason);
 Status ListOperators(const AdminContext& ctx);
 
-// Makes a new escrow key (DESIGN 4.4; RSA-2048, certified by the MA CA in `state_dir`/ca,
-// written to escrow/<id>-key.pem and -cert.pem) and makes it the current one in
-// config.toml; the previous one moves to [[escrow.retired]], where it still releases what
-// it escrowed. Also how an MA made with --no-escrow starts to offer escrow. `new_key_id`
-// empty: escrow-<N+1>. ma-server uses the new key after a restart.
+// Makes a new escrow key (RSA-2048, certified by the MA CA in `state_dir`/ca, written to
+// escrow/<id>-key.pem and -cert.pem) and makes it the current one in config.toml; the
+// previous one moves to [[escrow.retired]], where it still releases what it escrowed
+// (docs/operations.md, Inner-key custody). Also how an MA made with --no-escrow starts to
+// offer escrow. `new_key_id` empty: escrow-<N+1>. ma-server uses the new key after a restart.
 Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
                        const std::string& new_key_id);
 

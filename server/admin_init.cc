@@ -31,155 +31,176 @@ std::string BaseName(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-}  // namespace
+// A key and its certificate, as made and as written to DIR/<key_file> and DIR/<cert_file>.
+struct Issued {
+  EvpPkeyPtr key;
+  X509Ptr cert;
+};
 
-Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
-  if (opts.dir.empty()) return Error(Code::kInvalidArgument, "--dir is required");
-  const std::string& dir = opts.dir;
-  if (env->FileExists(dir)) {
-    TPMMA_ASSIGN_OR_RETURN(auto entries, env->ListDir(dir));
+// A certificate with no DNS or IP names (CAs, the MA and escrow keys).
+CertRequest Request(std::string common_name, CertProfile profile, int valid_days) {
+  return CertRequest{.common_name = std::move(common_name),
+                     .profile = profile,
+                     .dns_names = {},
+                     .ip_addresses = {},
+                     .valid_days = valid_days};
+}
+
+// A fresh key of `type` certified by `ca` (null: self-signed, a CA).
+Result<Issued> Issue(KeyType type, const CertRequest& req, const Issued* ca) {
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateKey(type));
+  EVP_PKEY* signer = ca != nullptr ? ca->key.get() : key.get();
+  TPMMA_ASSIGN_OR_RETURN(X509Ptr cert, IssueCertificate(req, key.get(), signer,
+                                                        ca != nullptr ? ca->cert.get() : nullptr));
+  return Issued{std::move(key), std::move(cert)};
+}
+
+Status WriteIssued(Env* env, const std::string& dir, const Issued& issued,
+                   const std::string& key_file, const std::string& cert_file) {
+  TPMMA_ASSIGN_OR_RETURN(SecureString key_pem, PrivateKeyToPem(issued.key.get()));
+  TPMMA_ASSIGN_OR_RETURN(std::string cert_pem, CertificateToPem(issued.cert.get()));
+  TPMMA_RETURN_IF_ERROR(WriteSecret(env, dir + "/" + key_file, key_pem));
+  return WritePublic(env, dir + "/" + cert_file, cert_pem);
+}
+
+// An existing MA key is what every vaulted package is wrapped to: never initialise over it.
+Status CheckInitOptions(const InitOptions& opts, Env* env) {
+  if (opts.dir.empty()) return Status(Code::kInvalidArgument, "--dir is required");
+  if (env->FileExists(opts.dir)) {
+    TPMMA_ASSIGN_OR_RETURN(auto entries, env->ListDir(opts.dir));
     if (!entries.empty()) {
-      return Error(Code::kAlreadyExists,
-                   dir +
-                       " is not empty; refusing to initialise over it (an existing MA key "
-                       "is what every vaulted package is wrapped to). Choose a new --dir.");
+      return Status(Code::kAlreadyExists,
+                    opts.dir +
+                        " is not empty; refusing to initialise over it (an existing MA key "
+                        "is what every vaulted package is wrapped to). Choose a new --dir.");
     }
   }
   if (opts.escrow && opts.escrow_key_id == opts.ma_key_id) {
-    return Error(Code::kInvalidArgument, "--escrow-key-id must differ from --ma-key-id");
+    return Status(Code::kInvalidArgument, "--escrow-key-id must differ from --ma-key-id");
   }
-  for (const char* sub : {"", "/ca", "/ma", "/escrow", "/tls", "/trust", "/trust/ek-roots"}) {
-    TPMMA_RETURN_IF_ERROR(env->CreateDirs(dir + sub, kDirMode));
-  }
+  return Status::Ok();
+}
 
-  // The MA CA signs the TLS and MA key certificates, so clients need to trust one file.
-  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr ca_key, GenerateKey(KeyType::kEcP256));
-  TPMMA_ASSIGN_OR_RETURN(X509Ptr ca_cert, IssueCertificate({.common_name = "tpm-ma MA CA",
-                                                            .profile = CertProfile::kCa,
-                                                            .dns_names = {},
-                                                            .ip_addresses = {},
-                                                            .valid_days = 3650},
-                                                           ca_key.get(), ca_key.get(), nullptr));
-
-  // The MA storage key is RSA-2048: the MRK's PolicyDuplicationSelect binds to the Name
-  // of its TPM2B_PUBLIC (restricted|decrypt, AES-128-CFB), which tpm/public.h builds.
-  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr ma_key, GenerateKey(KeyType::kRsa2048));
-  TPMMA_ASSIGN_OR_RETURN(X509Ptr ma_cert,
-                         IssueCertificate({.common_name = "tpm-ma MA storage key " + opts.ma_key_id,
-                                           .profile = CertProfile::kMaStorage,
-                                           .dns_names = {},
-                                           .ip_addresses = {},
-                                           .valid_days = 3650},
-                                          ma_key.get(), ca_key.get(), ca_cert.get()));
-  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ma_public, tpm::MaStoragePublic(ma_key.get()));
-  TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, tpm::ComputeName(ma_public.publicArea));
-
-  // The escrow key: RSA-2048 so that it can also live in a TPM (TPM2_RSA_Decrypt). A key
-  // of its own, never the MA key: one stolen key file must not open a package.
-  EvpPkeyPtr escrow_key;
-  X509Ptr escrow_cert;
-  if (opts.escrow) {
-    TPMMA_ASSIGN_OR_RETURN(escrow_key, GenerateKey(KeyType::kRsa2048));
-    TPMMA_ASSIGN_OR_RETURN(
-        escrow_cert, IssueCertificate({.common_name = "tpm-ma escrow key " + opts.escrow_key_id,
-                                       .profile = CertProfile::kMaStorage,
-                                       .dns_names = {},
-                                       .ip_addresses = {},
-                                       .valid_days = 3650},
-                                      escrow_key.get(), ca_key.get(), ca_cert.get()));
-  }
-
+// The TLS server certificate names the listen address (unless it is a wildcard) and
+// 127.0.0.1, and the DNS names asked for.
+Result<Issued> IssueTlsCertificate(const InitOptions& opts, const Issued& ca) {
   std::vector<std::string> ips;
   if (opts.listen_address != "0.0.0.0" && opts.listen_address != "::") {
     ips.push_back(opts.listen_address);
   }
   if (std::find(ips.begin(), ips.end(), "127.0.0.1") == ips.end()) ips.push_back("127.0.0.1");
-  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr tls_key, GenerateKey(KeyType::kEcP256));
-  TPMMA_ASSIGN_OR_RETURN(
-      X509Ptr tls_cert,
-      IssueCertificate({.common_name = opts.tls_dns_names.empty() ? opts.listen_address
-                                                                  : opts.tls_dns_names.front(),
-                        .profile = CertProfile::kTlsServer,
-                        .dns_names = opts.tls_dns_names,
-                        .ip_addresses = ips,
-                        .valid_days = 825},
-                       tls_key.get(), ca_key.get(), ca_cert.get()));
+  return Issue(
+      KeyType::kEcP256,
+      {.common_name = opts.tls_dns_names.empty() ? opts.listen_address : opts.tls_dns_names.front(),
+       .profile = CertProfile::kTlsServer,
+       .dns_names = opts.tls_dns_names,
+       .ip_addresses = ips,
+       .valid_days = 825},
+      &ca);
+}
 
-  // A separate CA for operator client certificates (helpdesk, auditor, admin): the
-  // server trusts it for client authentication only, so no TLS server or MA-key
-  // certificate can double as an operator, and the operator CA key can be kept apart.
-  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr op_ca_key, GenerateKey(KeyType::kEcP256));
-  TPMMA_ASSIGN_OR_RETURN(X509Ptr op_ca_cert,
-                         IssueCertificate({.common_name = "tpm-ma operator CA",
-                                           .profile = CertProfile::kCa,
-                                           .dns_names = {},
-                                           .ip_addresses = {},
-                                           .valid_days = 3650},
-                                          op_ca_key.get(), op_ca_key.get(), nullptr));
-  TPMMA_ASSIGN_OR_RETURN(SecureString op_ca_key_pem, PrivateKeyToPem(op_ca_key.get()));
-  TPMMA_ASSIGN_OR_RETURN(std::string op_ca_cert_pem, CertificateToPem(op_ca_cert.get()));
-  TPMMA_RETURN_IF_ERROR(WriteSecret(env, dir + "/ca/operator-ca-key.pem", op_ca_key_pem));
-  TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/ca/operator-ca-cert.pem", op_ca_cert_pem));
-
-  TPMMA_ASSIGN_OR_RETURN(SecureString ca_key_pem, PrivateKeyToPem(ca_key.get()));
-  TPMMA_ASSIGN_OR_RETURN(SecureString ma_key_pem, PrivateKeyToPem(ma_key.get()));
-  TPMMA_ASSIGN_OR_RETURN(SecureString tls_key_pem, PrivateKeyToPem(tls_key.get()));
-  TPMMA_ASSIGN_OR_RETURN(std::string ca_cert_pem, CertificateToPem(ca_cert.get()));
-  TPMMA_ASSIGN_OR_RETURN(std::string ma_cert_pem, CertificateToPem(ma_cert.get()));
-  TPMMA_ASSIGN_OR_RETURN(std::string tls_cert_pem, CertificateToPem(tls_cert.get()));
-  TPMMA_RETURN_IF_ERROR(WriteSecret(env, dir + "/ca/ca-key.pem", ca_key_pem));
-  TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/ca/ca-cert.pem", ca_cert_pem));
-  TPMMA_RETURN_IF_ERROR(WriteSecret(env, dir + "/ma/ma-key.pem", ma_key_pem));
-  TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/ma/ma-cert.pem", ma_cert_pem));
-  if (opts.escrow) {
-    TPMMA_ASSIGN_OR_RETURN(SecureString escrow_key_pem, PrivateKeyToPem(escrow_key.get()));
-    TPMMA_ASSIGN_OR_RETURN(std::string escrow_cert_pem, CertificateToPem(escrow_cert.get()));
-    TPMMA_RETURN_IF_ERROR(WriteSecret(env, dir + "/escrow/escrow-key.pem", escrow_key_pem));
-    TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/escrow/escrow-cert.pem", escrow_cert_pem));
-  }
-  TPMMA_RETURN_IF_ERROR(WriteSecret(env, dir + "/tls/server-key.pem", tls_key_pem));
-  TPMMA_RETURN_IF_ERROR(WritePublic(env, dir + "/tls/server-cert.pem", tls_cert_pem));
-  // Numbered: roots from different vendors are often all called "root.pem" (swtpm's
-  // are), and one must not overwrite another.
+// Numbered: roots from different vendors are often all called "root.pem" (swtpm's
+// are), and one must not overwrite another.
+Status CopyEkRoots(const InitOptions& opts, Env* env) {
   for (size_t i = 0; i < opts.ek_root_files.size(); ++i) {
     const std::string& root = opts.ek_root_files[i];
     TPMMA_ASSIGN_OR_RETURN(Bytes pem, env->ReadFile(root, kMaxRootFileBytes));
     TPMMA_RETURN_IF_ERROR(CertificateFromPem(pem));  // refuse a file that is not a cert
     TPMMA_RETURN_IF_ERROR(env->WriteFileAtomic(
-        dir + "/trust/ek-roots/" + std::to_string(i + 1) + "-" + BaseName(root), pem, kPublicMode));
+        opts.dir + "/trust/ek-roots/" + std::to_string(i + 1) + "-" + BaseName(root), pem,
+        kPublicMode));
   }
+  return Status::Ok();
+}
 
-  {
-    TPMMA_ASSIGN_OR_RETURN(auto vault, storage::SqliteVault::Open(dir + "/vault.db"));
-    TPMMA_RETURN_IF_ERROR(
-        vault->AppendAudit(storage::AuditEvent{.time = env->NowUnixSeconds(),
-                                               .actor = "system",
-                                               .action = "InitMA",
-                                               .object = opts.ma_key_id,
-                                               .outcome = "ok",
-                                               .detail = "MA key Name " + HexEncode(ma_name)}));
-  }
+// The vault with its schema and the first audit row: which MA key this MA was made with.
+Status CreateVault(const InitOptions& opts, const Bytes& ma_name, Env* env) {
+  TPMMA_ASSIGN_OR_RETURN(auto vault, storage::SqliteVault::Open(opts.dir + "/vault.db"));
+  TPMMA_RETURN_IF_ERROR(
+      vault->AppendAudit(storage::AuditEvent{.time = env->NowUnixSeconds(),
+                                             .actor = "system",
+                                             .action = "InitMA",
+                                             .object = opts.ma_key_id,
+                                             .outcome = "ok",
+                                             .detail = "MA key Name " + HexEncode(ma_name)}));
+  return Status::Ok();
+}
 
+// config.toml's contents: every path relative to DIR, so the directory can be moved.
+Config InitialConfig(const InitOptions& opts) {
   Config cfg;
   cfg.listen_address = opts.listen_address;
   cfg.listen_port = opts.listen_port;
   cfg.tls_certificate = "tls/server-cert.pem";
   cfg.tls_private_key = "tls/server-key.pem";
   cfg.tls_client_ca = "ca/operator-ca-cert.pem";
-  cfg.ma_key_id = opts.ma_key_id;
-  cfg.ma_private_key = "ma/ma-key.pem";
-  cfg.ma_certificate = "ma/ma-cert.pem";
+  cfg.ma.key_id = opts.ma_key_id;
+  cfg.ma.private_key = "ma/ma-key.pem";
+  cfg.ma.certificate = "ma/ma-cert.pem";
   if (opts.escrow) {
-    cfg.escrow.custody = "software";
-    cfg.escrow.key_id = opts.escrow_key_id;
+    cfg.escrow = TpmKeyConfig::Named("software", opts.escrow_key_id);
     cfg.escrow.private_key = "escrow/escrow-key.pem";
     cfg.escrow.certificate = "escrow/escrow-cert.pem";
   }
   cfg.vault_path = "vault.db";
   cfg.ek_roots = {"trust/ek-roots"};
-  // Written last: a directory without config.toml is not an MA, and ma-server says so.
+  return cfg;
+}
+
+// The keys and certificates of a new MA, written to DIR. Returns the MA key's Name.
+Result<Bytes> MakeKeys(const InitOptions& opts, Env* env) {
+  const std::string& dir = opts.dir;
+  // The MA CA signs the TLS and MA key certificates, so clients need to trust one file.
+  TPMMA_ASSIGN_OR_RETURN(
+      Issued ca, Issue(KeyType::kEcP256, Request("tpm-ma MA CA", CertProfile::kCa, 3650), nullptr));
+  // A separate CA for operator client certificates (helpdesk, auditor, admin): the
+  // server trusts it for client authentication only, so no TLS server or MA-key
+  // certificate can double as an operator, and the operator CA key can be kept apart.
+  TPMMA_ASSIGN_OR_RETURN(
+      Issued op_ca,
+      Issue(KeyType::kEcP256, Request("tpm-ma operator CA", CertProfile::kCa, 3650), nullptr));
+  // The MA storage key is RSA-2048: the MRK's PolicyDuplicationSelect binds to the Name
+  // of its TPM2B_PUBLIC (restricted|decrypt, AES-128-CFB), which tpm/public.h builds.
+  TPMMA_ASSIGN_OR_RETURN(Issued ma, Issue(KeyType::kRsa2048,
+                                          Request("tpm-ma MA storage key " + opts.ma_key_id,
+                                                  CertProfile::kMaStorage, 3650),
+                                          &ca));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ma_public, tpm::MaStoragePublic(ma.key.get()));
+  TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, tpm::ComputeName(ma_public.publicArea));
+  TPMMA_ASSIGN_OR_RETURN(Issued tls, IssueTlsCertificate(opts, ca));
+
   TPMMA_RETURN_IF_ERROR(
-      env->WriteFileAtomic(dir + "/config.toml", View(ConfigToToml(cfg)), kSecretMode));
+      WriteIssued(env, dir, op_ca, "ca/operator-ca-key.pem", "ca/operator-ca-cert.pem"));
+  TPMMA_RETURN_IF_ERROR(WriteIssued(env, dir, ca, "ca/ca-key.pem", "ca/ca-cert.pem"));
+  TPMMA_RETURN_IF_ERROR(WriteIssued(env, dir, ma, "ma/ma-key.pem", "ma/ma-cert.pem"));
+  if (opts.escrow) {
+    // RSA-2048 so that it can also live in a TPM (TPM2_RSA_Decrypt). A key of its own,
+    // never the MA key: one stolen key file must not open a package.
+    TPMMA_ASSIGN_OR_RETURN(Issued escrow, Issue(KeyType::kRsa2048,
+                                                Request("tpm-ma escrow key " + opts.escrow_key_id,
+                                                        CertProfile::kMaStorage, 3650),
+                                                &ca));
+    TPMMA_RETURN_IF_ERROR(
+        WriteIssued(env, dir, escrow, "escrow/escrow-key.pem", "escrow/escrow-cert.pem"));
+  }
+  TPMMA_RETURN_IF_ERROR(WriteIssued(env, dir, tls, "tls/server-key.pem", "tls/server-cert.pem"));
+  return ma_name;
+}
+
+}  // namespace
+
+Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
+  TPMMA_RETURN_IF_ERROR(CheckInitOptions(opts, env));
+  const std::string& dir = opts.dir;
+  for (const char* sub : {"", "/ca", "/ma", "/escrow", "/tls", "/trust", "/trust/ek-roots"}) {
+    TPMMA_RETURN_IF_ERROR(env->CreateDirs(dir + sub, kDirMode));
+  }
+  TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, MakeKeys(opts, env));
+  TPMMA_RETURN_IF_ERROR(CopyEkRoots(opts, env));
+  TPMMA_RETURN_IF_ERROR(CreateVault(opts, ma_name, env));
+  // Written last: a directory without config.toml is not an MA, and ma-server says so.
+  TPMMA_RETURN_IF_ERROR(env->WriteFileAtomic(dir + "/config.toml",
+                                             View(ConfigToToml(InitialConfig(opts))), kSecretMode));
 
   std::string host = opts.listen_address == "0.0.0.0" ? "127.0.0.1" : opts.listen_address;
   return InitReport{.config_path = dir + "/config.toml",

@@ -9,7 +9,7 @@
 //     ca/operator-ca-cert.pem 0644  tls.client_ca: the server accepts operator certs from it
 //     ma/ma-key.pem           0600  the MA storage key packages are duplicated to
 //     ma/ma-cert.pem          0644
-//     escrow/escrow-key.pem   0600  the escrow key (escrow custody, DESIGN 4.4): a separate
+//     escrow/escrow-key.pem   0600  the escrow key (escrow custody, docs/operations.md): a separate
 //     escrow/escrow-cert.pem  0644  file from the MA key, so each can have its own custody
 //     tls/server-key.pem      0600
 //     tls/server-cert.pem     0644
@@ -33,7 +33,7 @@ struct InitOptions {
   std::vector<std::string> tls_dns_names = {"localhost"};
   std::vector<std::string> ek_root_files;  // copied into trust/ek-roots/
   std::string ma_key_id = "ma-1";
-  // Offer escrow custody of inner keys (DESIGN 4.4): an escrow key separate from the MA key.
+  // Offer escrow custody of inner keys (docs/operations.md): an escrow key apart from the MA key.
   bool escrow = true;
   std::string escrow_key_id = "escrow-1";
 };

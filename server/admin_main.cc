@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // ma-admin: the helpdesk/admin tool: `init` creates an MA; platforms, packages,
-// approve/approvals and audit work on an MA's state directory (--dir) on the MA host.
+// approve/approvals and audit work on an MA's state directory (--dir) on the MA host, or,
+// with --ma and an operator certificate, through the MA's operator operations.
 //
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage.
 #include <charconv>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,15 +25,65 @@
 
 namespace {
 
-int Fail(const tpmma::Status& s, bool json) {
-  if (json) {
-    nlohmann::json out = {
-        {"ok", false}, {"code", std::string(tpmma::CodeName(s.code()))}, {"message", s.message()}};
+namespace s = tpmma::server;
+using nlohmann::json;
+
+constexpr int kFailed = 1;
+constexpr int kUsage = 2;
+
+// Every option of every command, bound by the Add*Commands functions and read by the Run*
+// functions after parsing; one value per option, whichever subcommand it belongs to.
+struct Cli {
+  CLI::App app{"ma-admin: administer a tpm-ma Migration Authority"};
+  bool json = false;
+
+  s::InitOptions init;
+  std::string listen = "127.0.0.1:8443";
+  bool no_escrow = false;
+  CLI::App* init_cmd = nullptr;
+
+  std::string dir = "/var/lib/tpm-ma";
+  std::string id, reason;
+  std::optional<std::string> platform_filter;
+  CLI::App *pl_list = nullptr, *pl_show = nullptr, *pl_revoke = nullptr;
+  CLI::App *pk_list = nullptr, *pk_show = nullptr, *pk_delete = nullptr;
+
+  s::ApproveOptions approve;
+  std::string expires = "24h";
+  CLI::App* approve_cmd = nullptr;
+  int64_t approval_id = 0;
+  std::string new_filter;
+  CLI::App *ap_list = nullptr, *ap_confirm = nullptr, *ap_revoke = nullptr;
+
+  std::string op_name, op_role, op_out = ".";
+  CLI::App *op_issue = nullptr, *op_revoke = nullptr, *op_list = nullptr;
+
+  std::string escrow_key_id;
+  CLI::App* escrow_rotate = nullptr;
+
+  s::OperatorClientOptions remote;
+  CLI::App* whoami = nullptr;
+
+  s::AuditQuery audit_q;
+  std::string since, until;
+  CLI::App *audit = nullptr, *audit_verify = nullptr;
+};
+
+int Fail(const tpmma::Status& st, bool as_json) {
+  if (as_json) {
+    json out = {{"ok", false},
+                {"code", std::string(tpmma::CodeName(st.code()))},
+                {"message", st.message()}};
     std::printf("%s\n", out.dump().c_str());
   } else {
-    std::fprintf(stderr, "ma-admin: %s\n", s.ToString().c_str());
+    std::fprintf(stderr, "ma-admin: %s\n", st.ToString().c_str());
   }
-  return 1;
+  return kFailed;
+}
+
+int Usage(const char* message) {
+  std::fprintf(stderr, "ma-admin: %s\n", message);
+  return kUsage;
 }
 
 // "admin:<login>": who did it, for the audit log.
@@ -40,319 +92,323 @@ std::string LocalActor() {
   return std::string("admin:") + (pw != nullptr ? pw->pw_name : std::to_string(::geteuid()));
 }
 
-}  // namespace
+void AddDir(Cli& c, CLI::App* cmd) {
+  cmd->add_option("--dir", c.dir, "the MA state directory (holds config.toml)")
+      ->capture_default_str();
+}
 
-int main(int argc, char** argv) {
-  CLI::App app{"ma-admin: administer a tpm-ma Migration Authority"};
-  app.require_subcommand(1);
-  bool json = false;
-  app.add_flag("--json", json, "machine-readable output");
-  app.footer("Exit codes: 0 success, 1 the operation failed, 2 bad usage.");
-
-  tpmma::server::InitOptions init;
-  std::string listen = "127.0.0.1:8443";
-  auto* init_cmd = app.add_subcommand("init", "create a fresh MA state directory");
-  init_cmd->add_option("--dir", init.dir, "state directory to create (must be empty or absent)")
+void AddInitCommand(Cli& c) {
+  c.init_cmd = c.app.add_subcommand("init", "create a fresh MA state directory");
+  c.init_cmd->add_option("--dir", c.init.dir, "state directory to create (must be empty or absent)")
       ->required();
-  init_cmd->add_option("--listen", listen, "address:port ma-server will listen on")
+  c.init_cmd->add_option("--listen", c.listen, "address:port ma-server will listen on")
       ->capture_default_str();
-  init_cmd->add_option("--ek-root", init.ek_root_files,
-                       "PEM certificate of a TPM manufacturer root to trust (repeatable)");
-  init_cmd->add_option("--ma-key-id", init.ma_key_id, "identifier of the MA key")
+  c.init_cmd->add_option("--ek-root", c.init.ek_root_files,
+                         "PEM certificate of a TPM manufacturer root to trust (repeatable)");
+  c.init_cmd->add_option("--ma-key-id", c.init.ma_key_id, "identifier of the MA key")
       ->capture_default_str();
-  init_cmd->add_option("--escrow-key-id", init.escrow_key_id, "identifier of the escrow key")
+  c.init_cmd->add_option("--escrow-key-id", c.init.escrow_key_id, "identifier of the escrow key")
       ->capture_default_str();
-  bool no_escrow = false;
-  init_cmd->add_flag("--no-escrow", no_escrow,
-                     "offer recovery-code custody only: make no escrow key");
+  c.init_cmd->add_flag("--no-escrow", c.no_escrow,
+                       "offer recovery-code custody only: make no escrow key");
+}
 
-  // --- commands on an existing MA's state directory
-  std::string dir = "/var/lib/tpm-ma";
-  auto add_dir = [&](CLI::App* c) {
-    c->add_option("--dir", dir, "the MA state directory (holds config.toml)")
-        ->capture_default_str();
-  };
-  std::string id, reason;
-  std::optional<std::string> platform_filter;
-
-  auto* platforms = app.add_subcommand("platforms", "list, show or revoke platforms (TPMs)");
+void AddPlatformCommands(Cli& c) {
+  auto* platforms = c.app.add_subcommand("platforms", "list, show or revoke platforms (TPMs)");
   platforms->require_subcommand(1);
-  auto* pl_list = platforms->add_subcommand("list", "every platform that ever authenticated");
-  auto* pl_show = platforms->add_subcommand("show", "one platform and its packages");
-  pl_show->add_option("ID", id, "platform id")->required();
-  auto* pl_revoke = platforms->add_subcommand(
+  c.pl_list = platforms->add_subcommand("list", "every platform that ever authenticated");
+  c.pl_show = platforms->add_subcommand("show", "one platform and its packages");
+  c.pl_show->add_option("ID", c.id, "platform id")->required();
+  c.pl_revoke = platforms->add_subcommand(
       "revoke", "block a platform (stolen laptop): its sessions and downloads stop at once");
-  pl_revoke->add_option("ID", id, "platform id")->required();
-  pl_revoke->add_option("--reason", reason, "why (recorded in the audit log)")->required();
-  for (auto* c : {pl_list, pl_show, pl_revoke}) add_dir(c);
+  c.pl_revoke->add_option("ID", c.id, "platform id")->required();
+  c.pl_revoke->add_option("--reason", c.reason, "why (recorded in the audit log)")->required();
+  for (auto* cmd : {c.pl_list, c.pl_show, c.pl_revoke}) AddDir(c, cmd);
+}
 
-  auto* packages = app.add_subcommand("packages", "list, show or delete vaulted packages");
+void AddPackageCommands(Cli& c) {
+  auto* packages = c.app.add_subcommand("packages", "list, show or delete vaulted packages");
   packages->require_subcommand(1);
-  auto* pk_list = packages->add_subcommand("list", "packages, newest last");
-  pk_list->add_option("--platform", platform_filter, "only packages of this source platform");
-  auto* pk_show = packages->add_subcommand("show", "one package's descriptor and keys");
-  pk_show->add_option("ID", id, "package id")->required();
-  auto* pk_delete = packages->add_subcommand("delete", "delete a package (securely)");
-  pk_delete->add_option("ID", id, "package id")->required();
-  pk_delete->add_option("--reason", reason, "why (recorded in the audit log)")->required();
-  for (auto* c : {pk_list, pk_show, pk_delete}) add_dir(c);
+  c.pk_list = packages->add_subcommand("list", "packages, newest last");
+  c.pk_list->add_option("--platform", c.platform_filter, "only packages of this source platform");
+  c.pk_show = packages->add_subcommand("show", "one package's descriptor and keys");
+  c.pk_show->add_option("ID", c.id, "package id")->required();
+  c.pk_delete = packages->add_subcommand("delete", "delete a package (securely)");
+  c.pk_delete->add_option("ID", c.id, "package id")->required();
+  c.pk_delete->add_option("--reason", c.reason, "why (recorded in the audit log)")->required();
+  for (auto* cmd : {c.pk_list, c.pk_show, c.pk_delete}) AddDir(c, cmd);
+}
 
-  tpmma::server::ApproveOptions approve;
-  std::string expires = "24h";
-  auto* approve_cmd = app.add_subcommand(
+void AddApprovalCommands(Cli& c) {
+  c.approve_cmd = c.app.add_subcommand(
       "approve", "let platform NEW restore packages of platform OLD (motherboard swap)");
-  approve_cmd->add_option("--old", approve.old_platform, "the old platform's id")->required();
-  approve_cmd->add_option("--new", approve.new_platform, "the new platform's id")->required();
-  approve_cmd->add_option("--package", approve.package_ids,
-                          "only this package (repeatable; default: all of OLD's)");
-  approve_cmd->add_option("--expires", expires, "validity, e.g. 4h, 2d")->capture_default_str();
-  approve_cmd->add_option("--reason", approve.reason, "ticket or reason (audited)")->required();
-  approve_cmd->add_flag("--two-person", approve.require_confirmation,
-                        "stay pending until a second operator confirms");
-  add_dir(approve_cmd);
+  c.approve_cmd->add_option("--old", c.approve.old_platform, "the old platform's id")->required();
+  c.approve_cmd->add_option("--new", c.approve.new_platform, "the new platform's id")->required();
+  c.approve_cmd->add_option("--package", c.approve.package_ids,
+                            "only this package (repeatable; default: all of OLD's)");
+  c.approve_cmd->add_option("--expires", c.expires, "validity, e.g. 4h, 2d")->capture_default_str();
+  c.approve_cmd->add_option("--reason", c.approve.reason, "ticket or reason (audited)")->required();
+  c.approve_cmd->add_flag("--two-person", c.approve.require_confirmation,
+                          "stay pending until a second operator confirms");
+  AddDir(c, c.approve_cmd);
 
-  int64_t approval_id = 0;
-  auto* approvals = app.add_subcommand("approvals", "list, confirm or revoke approvals");
+  auto* approvals = c.app.add_subcommand("approvals", "list, confirm or revoke approvals");
   approvals->require_subcommand(1);
-  auto* ap_list = approvals->add_subcommand("list", "approvals, newest first");
-  std::string new_filter;
-  ap_list->add_option("--new", new_filter, "only approvals for this new platform");
-  auto* ap_confirm = approvals->add_subcommand("confirm", "second operator confirms (two-person)");
-  ap_confirm->add_option("ID", approval_id, "approval id")->required();
-  auto* ap_revoke = approvals->add_subcommand("revoke", "withdraw an approval");
-  ap_revoke->add_option("ID", approval_id, "approval id")->required();
-  ap_revoke->add_option("--reason", reason, "why (audited)")->required();
-  for (auto* c : {ap_list, ap_confirm, ap_revoke}) add_dir(c);
+  c.ap_list = approvals->add_subcommand("list", "approvals, newest first");
+  c.ap_list->add_option("--new", c.new_filter, "only approvals for this new platform");
+  c.ap_confirm = approvals->add_subcommand("confirm", "second operator confirms (two-person)");
+  c.ap_confirm->add_option("ID", c.approval_id, "approval id")->required();
+  c.ap_revoke = approvals->add_subcommand("revoke", "withdraw an approval");
+  c.ap_revoke->add_option("ID", c.approval_id, "approval id")->required();
+  c.ap_revoke->add_option("--reason", c.reason, "why (audited)")->required();
+  for (auto* cmd : {c.ap_list, c.ap_confirm, c.ap_revoke}) AddDir(c, cmd);
+}
 
-  std::string op_name, op_role, op_out = ".";
-  auto* operators = app.add_subcommand("operator", "issue, revoke or list operator certificates");
+void AddOperatorCommands(Cli& c) {
+  auto* operators = c.app.add_subcommand("operator", "issue, revoke or list operator certificates");
   operators->require_subcommand(1);
-  auto* op_issue = operators->add_subcommand(
+  c.op_issue = operators->add_subcommand(
       "issue", "new helpdesk/auditor/admin: key + client certificate from the operator CA");
-  op_issue->add_option("--name", op_name, "operator name (a-z0-9._-)")->required();
-  op_issue->add_option("--role", op_role, "helpdesk, auditor or admin")->required();
-  op_issue->add_option("--out", op_out, "directory for NAME.key/.crt/.pem")->capture_default_str();
-  auto* op_revoke =
-      operators->add_subcommand("revoke", "refuse an operator's certificate from now on");
-  op_revoke->add_option("--name", op_name, "operator name")->required();
-  op_revoke->add_option("--reason", reason, "why (audited)")->required();
-  auto* op_list = operators->add_subcommand("list", "every operator and its role");
-  for (auto* c : {op_issue, op_revoke, op_list}) add_dir(c);
+  c.op_issue->add_option("--name", c.op_name, "operator name (a-z0-9._-)")->required();
+  c.op_issue->add_option("--role", c.op_role, "helpdesk, auditor or admin")->required();
+  c.op_issue->add_option("--out", c.op_out, "directory for NAME.key/.crt/.pem")
+      ->capture_default_str();
+  c.op_revoke = operators->add_subcommand("revoke", "refuse an operator's certificate from now on");
+  c.op_revoke->add_option("--name", c.op_name, "operator name")->required();
+  c.op_revoke->add_option("--reason", c.reason, "why (audited)")->required();
+  c.op_list = operators->add_subcommand("list", "every operator and its role");
+  for (auto* cmd : {c.op_issue, c.op_revoke, c.op_list}) AddDir(c, cmd);
+}
 
-  std::string escrow_key_id;
-  auto* escrow_cmd = app.add_subcommand("escrow", "the escrow key (escrow custody of inner keys)");
-  escrow_cmd->require_subcommand(1);
-  auto* escrow_rotate = escrow_cmd->add_subcommand(
+void AddEscrowCommands(Cli& c) {
+  auto* escrow = c.app.add_subcommand("escrow", "the escrow key (escrow custody of inner keys)");
+  escrow->require_subcommand(1);
+  c.escrow_rotate = escrow->add_subcommand(
       "rotate",
       "make a new escrow key for new packages; the current one is retired and still releases "
       "what it escrowed (restart ma-server afterwards)");
-  escrow_rotate->add_option("--key-id", escrow_key_id, "id of the new key (default: escrow-<N+1>)");
-  add_dir(escrow_rotate);
+  c.escrow_rotate->add_option("--key-id", c.escrow_key_id,
+                              "id of the new key (default: escrow-<N+1>)");
+  AddDir(c, c.escrow_rotate);
+}
 
-  // Remote mode: the operator operations over HTTPS with an operator certificate, for
-  // helpdesk and auditors who have no access to the MA host.
-  tpmma::server::OperatorClientOptions remote;
-  app.add_option("--ma", remote.url, "remote mode: the MA URL (https://host:port)");
-  app.add_option("--ma-ca", remote.ca_file,
-                 "remote mode: CA file trusting the MA's TLS certificate");
-  app.add_option("--operator-cert", remote.bundle_file,
-                 "remote mode: your key + certificate (NAME.pem from `operator issue`)");
-  auto* whoami = app.add_subcommand("whoami", "remote mode: the operator and role the MA sees");
+// Remote mode: the operator operations over HTTPS with an operator certificate, for
+// helpdesk and auditors who have no access to the MA host.
+void AddRemoteOptions(Cli& c) {
+  c.app.add_option("--ma", c.remote.url, "remote mode: the MA URL (https://host:port)");
+  c.app.add_option("--ma-ca", c.remote.ca_file,
+                   "remote mode: CA file trusting the MA's TLS certificate");
+  c.app.add_option("--operator-cert", c.remote.bundle_file,
+                   "remote mode: your key + certificate (NAME.pem from `operator issue`)");
+  c.whoami = c.app.add_subcommand("whoami", "remote mode: the operator and role the MA sees");
+}
 
-  tpmma::server::AuditQuery audit_q;
-  std::string since, until;
-  auto* audit = app.add_subcommand("audit", "read the audit log, or verify its hash chain");
-  audit->add_option("--platform", audit_q.platform,
-                    "rows where this platform acted or was acted on");
-  audit->add_option("--operator", audit_q.operator_name, "rows by this actor (e.g. admin:alice)");
-  audit->add_option("--action", audit_q.action, "rows of this action (e.g. Upload)");
-  audit->add_option("--since", since, "from this time (YYYY-MM-DD[THH:MM:SSZ] or Unix seconds)");
-  audit->add_option("--until", until, "before this time");
-  audit->add_option("--limit", audit_q.limit, "newest N rows")->capture_default_str();
-  add_dir(audit);
-  auto* audit_verify =
-      audit->add_subcommand("verify", "check the hash chain; names the first bad row");
-  add_dir(audit_verify);
+void AddAuditCommands(Cli& c) {
+  c.audit = c.app.add_subcommand("audit", "read the audit log, or verify its hash chain");
+  c.audit->add_option("--platform", c.audit_q.platform,
+                      "rows where this platform acted or was acted on");
+  c.audit->add_option("--operator", c.audit_q.operator_name,
+                      "rows by this actor (e.g. admin:alice)");
+  c.audit->add_option("--action", c.audit_q.action, "rows of this action (e.g. Upload)");
+  c.audit->add_option("--since", c.since,
+                      "from this time (YYYY-MM-DD[THH:MM:SSZ] or Unix seconds)");
+  c.audit->add_option("--until", c.until, "before this time");
+  c.audit->add_option("--limit", c.audit_q.limit, "newest N rows")->capture_default_str();
+  AddDir(c, c.audit);
+  c.audit_verify =
+      c.audit->add_subcommand("verify", "check the hash chain; names the first bad row");
+  AddDir(c, c.audit_verify);
+}
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+// --since/--until as Unix seconds (either may be absent).
+tpmma::Status ParseAuditWindow(const Cli& c, std::optional<int64_t>& since,
+                               std::optional<int64_t>& until) {
+  for (auto [text, field] : {std::pair{&c.since, &since}, std::pair{&c.until, &until}}) {
+    if (text->empty()) continue;
+    TPMMA_ASSIGN_OR_RETURN(*field, s::ParseTime(*text));
   }
+  return tpmma::Status::Ok();
+}
 
-  if (*init_cmd) {
-    // Port 0 is allowed: ma-server then binds a free port and logs it (tests use that).
-    auto colon = listen.rfind(':');
-    unsigned port = 0;
-    const char* first = colon == std::string::npos ? nullptr : listen.c_str() + colon + 1;
-    const char* last = listen.c_str() + listen.size();
-    auto parsed = first ? std::from_chars(first, last, port) : std::from_chars_result{};
-    if (first == nullptr || colon == 0 || parsed.ec != std::errc() || parsed.ptr != last ||
-        first == last || port > 65535) {
-      std::fprintf(stderr, "ma-admin: --listen must be address:port, got '%s'\n", listen.c_str());
-      return 2;
-    }
-    init.listen_address = listen.substr(0, colon);
-    init.listen_port = static_cast<uint16_t>(port);
-    init.escrow = !no_escrow;
-    auto report = tpmma::server::InitMaState(init, tpmma::Env::Default());
-    if (!report) return Fail(report.error(), json);
-    if (json) {
-      nlohmann::json out = {
-          {"ok", true},
-          {"config", report->config_path},
-          {"ca_certificate", report->ca_certificate_path},
-          {"url", report->url},
-          {"ma_key_id", report->ma_key_id},
-          {"ma_name", report->ma_name_hex},
-          {"escrow_key_id", report->escrow_key_id.empty() ? nlohmann::json(nullptr)
-                                                          : nlohmann::json(report->escrow_key_id)}};
-      std::printf("%s\n", out.dump().c_str());
-    } else {
-      std::printf(
-          "Created a new Migration Authority in %s\n"
-          "  config:          %s\n"
-          "  MA URL:          %s\n"
-          "  trust (CA cert): %s   (lms --ma-ca)\n"
-          "  MA key %s Name: %s\n"
-          "  escrow key:      %s\n"
-          "Start it with: ma-server --config %s\n",
-          init.dir.c_str(), report->config_path.c_str(), report->url.c_str(),
-          report->ca_certificate_path.c_str(), report->ma_key_id.c_str(),
-          report->ma_name_hex.c_str(),
-          report->escrow_key_id.empty()
-              ? "none (recovery-code custody only)"
-              : (report->escrow_key_id + " (escrow/escrow-key.pem; keep it apart from ma/)")
-                    .c_str(),
-          report->config_path.c_str());
-    }
-    return 0;
+// "address:port" into c.init; port 0 is allowed: ma-server then binds a free port and
+// logs it (tests use that).
+bool ParseListen(Cli& c) {
+  const std::string& listen = c.listen;
+  auto colon = listen.rfind(':');
+  unsigned port = 0;
+  const char* first = colon == std::string::npos ? nullptr : listen.c_str() + colon + 1;
+  const char* last = listen.c_str() + listen.size();
+  auto parsed = first ? std::from_chars(first, last, port) : std::from_chars_result{};
+  if (first == nullptr || colon == 0 || parsed.ec != std::errc() || parsed.ptr != last ||
+      first == last || port > 65535) {
+    return false;
   }
+  c.init.listen_address = listen.substr(0, colon);
+  c.init.listen_port = static_cast<uint16_t>(port);
+  return true;
+}
 
-  namespace s = tpmma::server;
-  if (!remote.url.empty()) {
-    auto client = s::OperatorClient::Create(remote);
-    if (!client) return Fail(client.error(), json);
-    auto& c = **client;
-    tpmma::Result<nlohmann::json> out = nlohmann::json{{"ok", true}};
-    if (*whoami) {
-      out = c.WhoAmI();
-    } else if (*pl_list) {
-      out = c.ListPlatforms();
-    } else if (*pl_revoke) {
-      tpmma::Status st = c.RevokePlatform(id, reason);
-      if (!st.ok())
-        out = tpmma::Error(st);
-      else
-        out = nlohmann::json{{"ok", true}, {"revoked", id}};
-    } else if (*pk_list) {
-      out = c.ListPackages(platform_filter);
-    } else if (*approve_cmd) {
-      auto ttl = s::ParseDuration(expires);
-      if (!ttl) return Fail(ttl.error().WithContext("--expires"), json);
-      if (approve.require_confirmation) {
-        std::fprintf(stderr,
-                     "ma-admin: --two-person is the MA's policy in remote mode "
-                     "(approvals.two_person in its config)\n");
-        return 2;
-      }
-      out = c.Approve(approve.old_platform, approve.new_platform, approve.package_ids, *ttl,
-                      approve.reason);
-    } else if (*ap_list) {
-      out = c.ListApprovals(new_filter);
-    } else if (*ap_confirm) {
-      out = c.ConfirmApproval(approval_id);
-    } else if (*ap_revoke) {
-      tpmma::Status st = c.RevokeApproval(approval_id, reason);
-      if (!st.ok())
-        out = tpmma::Error(st);
-      else
-        out = nlohmann::json{{"ok", true}, {"revoked", approval_id}};
-    } else if (*audit_verify) {
-      auto rows = c.VerifyAudit();
-      if (!rows)
-        out = tpmma::Error(rows.error());
-      else
-        out = nlohmann::json{{"ok", true}, {"verified_rows", *rows}};
-    } else if (*audit) {
-      std::optional<int64_t> from, to;
-      for (auto [text, field] : {std::pair{&since, &from}, std::pair{&until, &to}}) {
-        if (text->empty()) continue;
-        auto t = s::ParseTime(*text);
-        if (!t) return Fail(t.error(), json);
-        *field = *t;
-      }
-      out = c.ListAudit(audit_q.operator_name, audit_q.platform, audit_q.action, from, to);
-    } else {
-      std::fprintf(stderr,
-                   "ma-admin: this command works on the MA host only (--dir), not with --ma\n");
-      return 2;
-    }
-    if (!out) return Fail(out.error(), json);
-    // Remote answers print as JSON either way: one shape for scripts and people.
-    std::printf("%s\n", out->dump(json ? -1 : 2).c_str());
-    return 0;
+void PrintInitReport(const Cli& c, const s::InitReport& report) {
+  if (c.json) {
+    json out = {{"ok", true},
+                {"config", report.config_path},
+                {"ca_certificate", report.ca_certificate_path},
+                {"url", report.url},
+                {"ma_key_id", report.ma_key_id},
+                {"ma_name", report.ma_name_hex},
+                {"escrow_key_id",
+                 report.escrow_key_id.empty() ? json(nullptr) : json(report.escrow_key_id)}};
+    std::printf("%s\n", out.dump().c_str());
+    return;
   }
-  if (*whoami) {
-    std::fprintf(stderr, "ma-admin: whoami needs remote mode (--ma, --ma-ca, --operator-cert)\n");
-    return 2;
-  }
+  const std::string escrow =
+      report.escrow_key_id.empty()
+          ? "none (recovery-code custody only)"
+          : report.escrow_key_id + " (escrow/escrow-key.pem; keep it apart from ma/)";
+  std::printf(
+      "Created a new Migration Authority in %s\n"
+      "  config:          %s\n"
+      "  MA URL:          %s\n"
+      "  trust (CA cert): %s   (lms --ma-ca)\n"
+      "  MA key %s Name: %s\n"
+      "  escrow key:      %s\n"
+      "Start it with: ma-server --config %s\n",
+      c.init.dir.c_str(), report.config_path.c_str(), report.url.c_str(),
+      report.ca_certificate_path.c_str(), report.ma_key_id.c_str(), report.ma_name_hex.c_str(),
+      escrow.c_str(), report.config_path.c_str());
+}
 
-  // Everything else works on an existing MA.
-  auto cfg = tpmma::server::LoadConfig(dir + "/config.toml");
-  if (!cfg) return Fail(cfg.error().WithContext("the MA in " + dir), json);
+int RunInit(Cli& c) {
+  if (!ParseListen(c)) {
+    std::fprintf(stderr, "ma-admin: --listen must be address:port, got '%s'\n", c.listen.c_str());
+    return kUsage;
+  }
+  c.init.escrow = !c.no_escrow;
+  auto report = s::InitMaState(c.init, tpmma::Env::Default());
+  if (!report) return Fail(report.error(), c.json);
+  PrintInitReport(c, *report);
+  return 0;
+}
+
+// `{"ok": true, <key>: <value>}` for a remote command that answers with a Status.
+tpmma::Result<json> OkOr(const tpmma::Status& st, const char* key, const json& value) {
+  if (!st.ok()) return tpmma::Error(st);
+  return json{{"ok", true}, {key, value}};
+}
+
+// The command as an operator operation; nullopt: it has none (it needs the MA host).
+std::optional<tpmma::Result<json>> RemoteCall(const Cli& c, s::OperatorClient& client) {
+  if (*c.whoami) return client.WhoAmI();
+  if (*c.pl_list) return client.ListPlatforms();
+  if (*c.pl_revoke) return OkOr(client.RevokePlatform(c.id, c.reason), "revoked", c.id);
+  if (*c.pk_list) return client.ListPackages(c.platform_filter);
+  if (*c.approve_cmd) {
+    auto ttl = s::ParseDuration(c.expires);
+    if (!ttl) return tpmma::Error(ttl.error().WithContext("--expires"));
+    return client.Approve(c.approve.old_platform, c.approve.new_platform, c.approve.package_ids,
+                          *ttl, c.approve.reason);
+  }
+  if (*c.ap_list) return client.ListApprovals(c.new_filter);
+  if (*c.ap_confirm) return client.ConfirmApproval(c.approval_id);
+  if (*c.ap_revoke) {
+    return OkOr(client.RevokeApproval(c.approval_id, c.reason), "revoked", c.approval_id);
+  }
+  if (*c.audit_verify) {
+    auto rows = client.VerifyAudit();
+    if (!rows) return tpmma::Error(rows.error());
+    return json{{"ok", true}, {"verified_rows", *rows}};
+  }
+  if (*c.audit) {
+    std::optional<int64_t> from, to;
+    if (tpmma::Status st = ParseAuditWindow(c, from, to); !st.ok()) return tpmma::Error(st);
+    return client.ListAudit(c.audit_q.operator_name, c.audit_q.platform, c.audit_q.action, from,
+                            to);
+  }
+  return std::nullopt;
+}
+
+int RunRemote(const Cli& c) {
+  auto client = s::OperatorClient::Create(c.remote);
+  if (!client) return Fail(client.error(), c.json);
+  if (*c.approve_cmd && c.approve.require_confirmation) {
+    return Usage(
+        "--two-person is the MA's policy in remote mode "
+        "(approvals.two_person in its config)");
+  }
+  std::optional<tpmma::Result<json>> out = RemoteCall(c, **client);
+  if (!out) return Usage("this command works on the MA host only (--dir), not with --ma");
+  if (!*out) return Fail(out->error(), c.json);
+  // Remote answers print as JSON either way: one shape for scripts and people.
+  std::printf("%s\n", (*out)->dump(c.json ? -1 : 2).c_str());
+  return 0;
+}
+
+// The command on the MA host's state directory; nullopt: no such command.
+std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
+  if (*c.pl_list) return s::ListPlatforms(ctx);
+  if (*c.pl_show) return s::ShowPlatform(ctx, c.id);
+  if (*c.pl_revoke) return s::RevokePlatform(ctx, c.id, c.reason);
+  if (*c.pk_list) return s::ListPackages(ctx, c.platform_filter);
+  if (*c.pk_show) return s::ShowPackage(ctx, c.id);
+  if (*c.pk_delete) return s::DeletePackage(ctx, c.id, c.reason);
+  if (*c.approve_cmd) {
+    auto ttl = s::ParseDuration(c.expires);
+    if (!ttl) return ttl.error().WithContext("--expires");
+    c.approve.ttl_s = *ttl;
+    return s::Approve(ctx, c.approve);
+  }
+  if (*c.ap_list) return s::ListApprovals(ctx, c.new_filter);
+  if (*c.ap_confirm) return s::ConfirmApproval(ctx, c.approval_id);
+  if (*c.ap_revoke) return s::RevokeApproval(ctx, c.approval_id, c.reason);
+  if (*c.op_issue) return s::IssueOperator(ctx, c.dir, c.op_name, c.op_role, c.op_out);
+  if (*c.op_revoke) return s::RevokeOperator(ctx, c.op_name, c.reason);
+  if (*c.op_list) return s::ListOperators(ctx);
+  if (*c.escrow_rotate) return s::RotateEscrowKey(ctx, c.dir, c.escrow_key_id);
+  if (*c.audit_verify) return s::VerifyAudit(ctx);
+  if (*c.audit) {
+    TPMMA_RETURN_IF_ERROR(ParseAuditWindow(c, c.audit_q.since, c.audit_q.until));
+    return s::ListAudit(ctx, c.audit_q);
+  }
+  return std::nullopt;
+}
+
+int RunLocal(Cli& c) {
+  auto cfg = s::LoadConfig(c.dir + "/config.toml");
+  if (!cfg) return Fail(cfg.error().WithContext("the MA in " + c.dir), c.json);
   auto vault = tpmma::storage::SqliteVault::Open(cfg->vault_path);
-  if (!vault) return Fail(vault.error(), json);
-  tpmma::server::AdminContext ctx{.vault = vault->get(),
-                                  .env = tpmma::Env::Default(),
-                                  .actor = LocalActor(),
-                                  .json = json,
-                                  .out = stdout};
-  tpmma::Status st;
-  if (*pl_list) {
-    st = s::ListPlatforms(ctx);
-  } else if (*pl_show) {
-    st = s::ShowPlatform(ctx, id);
-  } else if (*pl_revoke) {
-    st = s::RevokePlatform(ctx, id, reason);
-  } else if (*pk_list) {
-    st = s::ListPackages(ctx, platform_filter);
-  } else if (*pk_show) {
-    st = s::ShowPackage(ctx, id);
-  } else if (*pk_delete) {
-    st = s::DeletePackage(ctx, id, reason);
-  } else if (*approve_cmd) {
-    auto ttl = s::ParseDuration(expires);
-    if (!ttl) return Fail(ttl.error().WithContext("--expires"), json);
-    approve.ttl_s = *ttl;
-    st = s::Approve(ctx, approve);
-  } else if (*ap_list) {
-    st = s::ListApprovals(ctx, new_filter);
-  } else if (*ap_confirm) {
-    st = s::ConfirmApproval(ctx, approval_id);
-  } else if (*ap_revoke) {
-    st = s::RevokeApproval(ctx, approval_id, reason);
-  } else if (*op_issue) {
-    st = s::IssueOperator(ctx, dir, op_name, op_role, op_out);
-  } else if (*op_revoke) {
-    st = s::RevokeOperator(ctx, op_name, reason);
-  } else if (*op_list) {
-    st = s::ListOperators(ctx);
-  } else if (*escrow_rotate) {
-    st = s::RotateEscrowKey(ctx, dir, escrow_key_id);
-  } else if (*audit_verify) {
-    st = s::VerifyAudit(ctx);
-  } else if (*audit) {
-    for (auto [text, field] :
-         {std::pair{&since, &audit_q.since}, std::pair{&until, &audit_q.until}}) {
-      if (text->empty()) continue;
-      auto t = s::ParseTime(*text);
-      if (!t) return Fail(t.error(), json);
-      *field = *t;
-    }
-    st = s::ListAudit(ctx, audit_q);
-  } else {
-    return 2;
+  if (!vault) return Fail(vault.error(), c.json);
+  s::AdminContext ctx{.vault = vault->get(),
+                      .env = tpmma::Env::Default(),
+                      .actor = LocalActor(),
+                      .json = c.json,
+                      .out = stdout};
+  std::optional<tpmma::Status> st = LocalCall(c, ctx);
+  if (!st) return kUsage;
+  return st->ok() ? 0 : Fail(*st, c.json);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Cli c;
+  c.app.require_subcommand(1);
+  c.app.add_flag("--json", c.json, "machine-readable output");
+  c.app.footer("Exit codes: 0 success, 1 the operation failed, 2 bad usage.");
+  AddInitCommand(c);
+  AddPlatformCommands(c);
+  AddPackageCommands(c);
+  AddApprovalCommands(c);
+  AddOperatorCommands(c);
+  AddEscrowCommands(c);
+  AddRemoteOptions(c);
+  AddAuditCommands(c);
+  try {
+    c.app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return c.app.exit(e) == 0 ? 0 : kUsage;
   }
-  return st.ok() ? 0 : Fail(st, json);
+  if (*c.init_cmd) return RunInit(c);
+  if (!c.remote.url.empty()) return RunRemote(c);
+  if (*c.whoami) return Usage("whoami needs remote mode (--ma, --ma-ca, --operator-cert)");
+  return RunLocal(c);
 }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <set>
+#include <sstream>
 
 #include <fmt/format.h>
 
@@ -219,22 +220,6 @@ bool IsLogLevel(const std::string& s) {
   return s == "trace" || s == "debug" || s == "info" || s == "warn" || s == "error";
 }
 
-// TOML basic string: quotes, backslashes and control characters escaped.
-std::string Quote(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20 || c == 0x7f) {
-      out += fmt::format("\\u{:04X}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
 Status CheckReadable(std::string_view key, const std::string& path) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) {
@@ -246,49 +231,57 @@ Status CheckReadable(std::string_view key, const std::string& path) {
   return Status::Ok();
 }
 
-}  // namespace
-
-// The keys of one escrow key, in [escrow] or in one [[escrow.retired]] (read through a
-// Reader whose "escrow" section is that table). `c` is the rest of the configuration,
-// for the checks against the MA key.
-void ReadEscrowKey(Reader& r, EscrowKeyConfig& k, const Config& c, bool retired = false) {
+// The TPM-key block (TpmKeyConfig) of section `sec`: [ma], [escrow], or one
+// [[escrow.retired]] read through a Reader whose "escrow" section is that table.
+// `allow_none`: whether custody may be "none" (no key; [escrow] only).
+void ReadTpmKey(Reader& r, std::string_view sec, TpmKeyConfig& k, bool allow_none) {
   r.String(
-      "escrow", "custody", k.custody,
+      sec, "custody", k.custody,
       [&](const std::string& v) {
-        return (v == "none" && !retired) || v == "software" || v == "tpm";
+        return (v == "none" && allow_none) || v == "software" || v == "tpm";
       },
-      retired ? "\"software\" or \"tpm\"" : "\"none\", \"software\" or \"tpm\"");
-  r.String("escrow", "key_id", k.key_id, IsKeyId, "1 to 64 characters of A-Z a-z 0-9 . _ -");
-  r.Path("escrow", "private_key", k.private_key);
-  r.Path("escrow", "certificate", k.certificate);
+      allow_none ? "\"none\", \"software\" or \"tpm\"" : "\"software\" or \"tpm\"");
+  r.String(sec, "key_id", k.key_id, IsKeyId, "1 to 64 characters of A-Z a-z 0-9 . _ -");
+  r.Path(sec, "private_key", k.private_key);
+  r.Path(sec, "certificate", k.certificate);
   r.String(
-      "escrow", "tpm_tcti", k.tpm_tcti,
+      sec, "tpm_tcti", k.tpm_tcti,
       [](const std::string& v) { return !v.empty() && v.size() <= 256; },
       "a TCTI string such as \"device:/dev/tpmrm0\"");
-  r.Path("escrow", "tpm_public", k.tpm_public);
-  r.Path("escrow", "tpm_private", k.tpm_private);
-  r.Int("escrow", "tpm_parent", k.tpm_parent, 0x81000000u, 0x81FFFFFFu);
-  if (retired) r.Require("escrow", "custody", std::string());
+  r.Path(sec, "tpm_public", k.tpm_public);
+  r.Path(sec, "tpm_private", k.tpm_private);
+  r.Int(sec, "tpm_parent", k.tpm_parent, 0x81000000u, 0x81FFFFFFu);
+}
+
+// What a TPM-key block must name for its custody: the TPM blobs and where the TPM is, or
+// the key file; and the certificate, unless there is no key.
+void RequireTpmKey(Reader& r, std::string_view sec, const TpmKeyConfig& k) {
   if (k.custody == "tpm") {
-    r.Require("escrow", "tpm_tcti", k.tpm_tcti);
-    r.Require("escrow", "tpm_public", k.tpm_public);
-    r.Require("escrow", "tpm_private", k.tpm_private);
+    r.Require(sec, "tpm_tcti", k.tpm_tcti);
+    r.Require(sec, "tpm_public", k.tpm_public);
+    r.Require(sec, "tpm_private", k.tpm_private);
   } else if (k.custody == "software") {
-    r.Require("escrow", "private_key", k.private_key);
+    r.Require(sec, "private_key", k.private_key);
   }
+  if (k.custody != "none") r.Require(sec, "certificate", k.certificate);
+}
+
+// An escrow key ([escrow] or a retired one) must not be the MA key under another name.
+void CheckEscrowKeyApart(Reader& r, const TpmKeyConfig& k, const TpmKeyConfig& ma) {
   if (k.custody == "none") return;
-  if (retired) r.Require("escrow", "key_id", std::string());
-  r.Require("escrow", "certificate", k.certificate);
-  if (k.key_id == c.ma_key_id) {
+  if (k.key_id == ma.key_id) {
     r.Fail("escrow.key_id must differ from ma.key_id (GetMAKey tells them apart by id)");
   }
-  if (!k.private_key.empty() && k.private_key == c.ma_private_key) {
-    r.Fail("escrow.private_key must be a different file from ma.private_key (DESIGN 4.4)");
+  if (!k.private_key.empty() && k.private_key == ma.private_key) {
+    r.Fail(
+        "escrow.private_key must be a different file from ma.private_key (one stolen key "
+        "file must not open a package: docs/operations.md, Inner-key custody)");
   }
 }
 
 // [[escrow.retired]]: escrow keys `ma-admin escrow rotate` replaced. Each is read like
-// [escrow]; its errors say which entry they are about.
+// [escrow] but has no defaults (custody and key_id are required); its errors say which
+// entry they are about.
 void ReadRetiredEscrowKeys(const toml::node& node, const std::string& base_dir, Config& c,
                            Reader& r) {
   const toml::array* arr = node.as_array();
@@ -302,10 +295,12 @@ void ReadRetiredEscrowKeys(const toml::node& node, const std::string& base_dir, 
     toml::table wrapper;
     wrapper.insert("escrow", *arr->get(i)->as_table());
     Reader sub(wrapper, base_dir);
-    EscrowKeyConfig k;
-    k.custody.clear();
-    k.key_id.clear();
-    ReadEscrowKey(sub, k, c, /*retired=*/true);
+    TpmKeyConfig k;
+    ReadTpmKey(sub, "escrow", k, /*allow_none=*/false);
+    sub.Require("escrow", "custody", std::string());
+    sub.Require("escrow", "key_id", std::string());
+    RequireTpmKey(sub, "escrow", k);
+    CheckEscrowKeyApart(sub, k, c.ma);
     sub.CheckUnknown();
     if (!ids.insert(k.key_id).second && !k.key_id.empty()) {
       sub.Fail(fmt::format("key_id \"{}\" is used twice among the escrow keys", k.key_id));
@@ -314,6 +309,8 @@ void ReadRetiredEscrowKeys(const toml::node& node, const std::string& base_dir, 
     c.escrow_retired.push_back(std::move(k));
   }
 }
+
+}  // namespace
 
 Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_dir,
                            const std::string& origin) {
@@ -348,21 +345,11 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("limits", "handshake_timeout_ms", c.handshake_timeout_ms, 100, 600'000);
   r.Int("limits", "max_package_bytes", c.max_package_bytes, 1024, 256 << 20);
   r.Int("limits", "max_child_keys", c.max_child_keys, 1, 100'000);
-  r.String("ma", "key_id", c.ma_key_id, IsKeyId, "1 to 64 characters of A-Z a-z 0-9 . _ -");
-  r.Path("ma", "private_key", c.ma_private_key);
-  r.Path("ma", "certificate", c.ma_certificate);
-  r.String(
-      "ma", "custody", c.ma_custody,
-      [](const std::string& v) { return v == "software" || v == "tpm"; },
-      "\"software\" or \"tpm\"");
-  r.String(
-      "ma", "tpm_tcti", c.ma_tpm_tcti,
-      [](const std::string& v) { return !v.empty() && v.size() <= 256; },
-      "a TCTI string such as \"device:/dev/tpmrm0\"");
-  r.Path("ma", "tpm_public", c.ma_tpm_public);
-  r.Path("ma", "tpm_private", c.ma_tpm_private);
-  r.Int("ma", "tpm_parent", c.ma_tpm_parent, 0x81000000u, 0x81FFFFFFu);
-  ReadEscrowKey(r, c.escrow, c);
+  ReadTpmKey(r, "ma", c.ma, /*allow_none=*/false);
+  ReadTpmKey(r, "escrow", c.escrow, /*allow_none=*/true);
+  RequireTpmKey(r, "ma", c.ma);
+  RequireTpmKey(r, "escrow", c.escrow);
+  CheckEscrowKeyApart(r, c.escrow, c.ma);
   if (const toml::node* retired = r.Node("escrow", "retired")) {
     ReadRetiredEscrowKeys(*retired, base_dir, c, r);
   }
@@ -389,14 +376,6 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
 
   r.Require("tls", "certificate", c.tls_certificate);
   r.Require("tls", "private_key", c.tls_private_key);
-  if (c.ma_custody == "tpm") {
-    r.Require("ma", "tpm_tcti", c.ma_tpm_tcti);
-    r.Require("ma", "tpm_public", c.ma_tpm_public);
-    r.Require("ma", "tpm_private", c.ma_tpm_private);
-  } else {
-    r.Require("ma", "private_key", c.ma_private_key);
-  }
-  r.Require("ma", "certificate", c.ma_certificate);
   r.Require("vault", "path", c.vault_path);
   if (c.max_package_bytes > c.max_body_bytes) {
     r.Fail(fmt::format("limits.max_package_bytes ({}) must not exceed limits.max_body_bytes ({})",
@@ -421,97 +400,156 @@ Result<Config> LoadConfig(const std::string& path) {
   return ParseConfig(view, abs.parent_path().string(), path);
 }
 
-std::string ConfigToToml(const Config& c) {
-  std::string list;
-  for (size_t i = 0; i < c.ek_roots.size(); ++i) {
-    list += (i ? ", " : "") + Quote(c.ek_roots[i]);
+namespace {
+
+// Builds one section's table. toml++ (3.3) drops an integer's hexadecimal flag when a table
+// is copied, so tables are only ever moved.
+class TableBuilder {
+ public:
+  TableBuilder& Int(std::string_view key, int64_t v) {
+    t_.insert(key, v);
+    return *this;
   }
-  auto opt_path = [](std::string_view key, const std::string& v) {
-    return v.empty() ? fmt::format("# {} = \"\"\n", key) : fmt::format("{} = {}\n", key, Quote(v));
-  };
-  std::string out;
-  out += "# ma-server configuration. Relative paths are relative to this file's directory.\n\n";
-  out += "[server]\n";
-  out += fmt::format("listen_address = {}\n", Quote(c.listen_address));
-  out += fmt::format("listen_port = {}\n", c.listen_port);
-  out += fmt::format("io_threads = {}\n", c.io_threads);
-  out += fmt::format("worker_threads = {}\n", c.worker_threads);
-  out += fmt::format("max_connections = {}\n", c.max_connections);
-  out += fmt::format("max_queued_requests = {}\n", c.max_queued_requests);
-  out += fmt::format("shutdown_timeout_ms = {}\n", c.shutdown_timeout_ms);
-  out += fmt::format("malloc_arenas = {}\n", c.malloc_arenas);
-  out += "\n[tls]\n";
-  out += opt_path("certificate", c.tls_certificate);
-  out += opt_path("private_key", c.tls_private_key);
-  out += opt_path("client_ca", c.tls_client_ca);
-  out += fmt::format("request_client_cert = {}\n", c.tls_request_client_cert);
-  out += "\n[limits]\n";
-  out += fmt::format("max_header_bytes = {}\n", c.max_header_bytes);
-  out += fmt::format("max_body_bytes = {}\n", c.max_body_bytes);
-  out += fmt::format("read_timeout_ms = {}\n", c.read_timeout_ms);
-  out += fmt::format("idle_timeout_ms = {}\n", c.idle_timeout_ms);
-  out += fmt::format("handshake_timeout_ms = {}\n", c.handshake_timeout_ms);
-  out += fmt::format("max_package_bytes = {}\n", c.max_package_bytes);
-  out += fmt::format("max_child_keys = {}\n", c.max_child_keys);
-  out += "\n[ma]\n";
-  out += fmt::format("key_id = {}\n", Quote(c.ma_key_id));
-  out += opt_path("private_key", c.ma_private_key);
-  out += opt_path("certificate", c.ma_certificate);
-  out += fmt::format("custody = {}\n", Quote(c.ma_custody));
-  if (!c.ma_tpm_tcti.empty()) out += fmt::format("tpm_tcti = {}\n", Quote(c.ma_tpm_tcti));
-  if (!c.ma_tpm_public.empty()) out += opt_path("tpm_public", c.ma_tpm_public);
-  if (!c.ma_tpm_private.empty()) out += opt_path("tpm_private", c.ma_tpm_private);
-  if (c.ma_tpm_parent != 0x81000001) out += fmt::format("tpm_parent = {}\n", c.ma_tpm_parent);
-  out += "\n[escrow]\n";
-  out += fmt::format("custody = {}\n", Quote(c.escrow.custody));
-  out += fmt::format("key_id = {}\n", Quote(c.escrow.key_id));
-  out += opt_path("private_key", c.escrow.private_key);
-  out += opt_path("certificate", c.escrow.certificate);
-  if (!c.escrow.tpm_tcti.empty()) out += fmt::format("tpm_tcti = {}\n", Quote(c.escrow.tpm_tcti));
-  if (!c.escrow.tpm_public.empty()) out += opt_path("tpm_public", c.escrow.tpm_public);
-  if (!c.escrow.tpm_private.empty()) out += opt_path("tpm_private", c.escrow.tpm_private);
-  if (c.escrow.tpm_parent != 0x81000001) {
-    out += fmt::format("tpm_parent = {}\n", c.escrow.tpm_parent);
+  TableBuilder& Hex(std::string_view key, uint32_t v) {
+    t_.insert(key, int64_t{v}, toml::value_flags::format_as_hexadecimal);
+    return *this;
   }
-  for (const EscrowKeyConfig& k : c.escrow_retired) {
-    out +=
-        "\n# Retired by ma-admin escrow rotate: releases what it escrowed, escrows nothing new.\n";
-    out += "[[escrow.retired]]\n";
-    out += fmt::format("custody = {}\n", Quote(k.custody));
-    out += fmt::format("key_id = {}\n", Quote(k.key_id));
-    out += opt_path("private_key", k.private_key);
-    out += opt_path("certificate", k.certificate);
-    if (!k.tpm_tcti.empty()) out += fmt::format("tpm_tcti = {}\n", Quote(k.tpm_tcti));
-    if (!k.tpm_public.empty()) out += opt_path("tpm_public", k.tpm_public);
-    if (!k.tpm_private.empty()) out += opt_path("tpm_private", k.tpm_private);
-    if (k.tpm_parent != 0x81000001) out += fmt::format("tpm_parent = {}\n", k.tpm_parent);
+  TableBuilder& Bool(std::string_view key, bool v) {
+    t_.insert(key, v);
+    return *this;
   }
-  out += "\n[approvals]\n";
-  out += fmt::format("two_person = {}\n", c.approvals_two_person);
-  out += fmt::format("max_ttl_s = {}\n", c.approvals_max_ttl_s);
-  out += fmt::format("single_use = {}\n", c.approvals_single_use);
-  out += "\n[vault]\n";
-  out += opt_path("path", c.vault_path);
-  out += fmt::format("max_batch = {}\n", c.vault_max_batch);
-  out += fmt::format("read_connections = {}\n", c.vault_read_connections);
-  out += fmt::format("max_deferred_audit = {}\n", c.vault_max_deferred_audit);
-  out += fmt::format("deferred_audit_delay_ms = {}\n", c.vault_deferred_audit_delay_ms);
-  out += "\n[trust]\n";
-  out += fmt::format("ek_roots = [{}]\n", list);
-  out += "\n[auth]\n";
-  out += fmt::format("challenge_ttl_s = {}\n", c.challenge_ttl_s);
-  out += fmt::format("session_ttl_s = {}\n", c.session_ttl_s);
-  out += fmt::format("download_nonce_ttl_s = {}\n", c.download_nonce_ttl_s);
-  out += fmt::format("max_pending_challenges = {}\n", c.max_pending_challenges);
-  out += fmt::format("ek_cache_entries = {}\n", c.ek_cache_entries);
-  out += "\n[audit]\n";
-  out += fmt::format("reads = {}\n", Quote(c.audit_reads));
-  out += "\n[log]\n";
-  out += fmt::format("level = {}\n", Quote(c.log_level));
-  out += "\n[bench]\n";
-  out += fmt::format("echo = {}\n", c.bench_echo);
-  return out;
+  TableBuilder& Str(std::string_view key, const std::string& v) {
+    t_.insert(key, v);
+    return *this;
+  }
+  // An empty optional path is left out rather than written as "" (which ParseConfig refuses).
+  TableBuilder& OptStr(std::string_view key, const std::string& v) {
+    return v.empty() ? *this : Str(key, v);
+  }
+  TableBuilder& Array(std::string_view key, const std::vector<std::string>& items) {
+    toml::array a;
+    for (const std::string& item : items) a.push_back(item);
+    t_.insert(key, std::move(a));
+    return *this;
+  }
+  TableBuilder& Tables(std::string_view key, toml::array&& tables) {
+    t_.insert(key, std::move(tables));
+    return *this;
+  }
+  toml::table Take() { return std::move(t_); }
+
+ private:
+  toml::table t_;
+};
+
+// The writer's half of ReadTpmKey: the same keys, the TPM ones only where they are set.
+toml::table TpmKeyToml(const TpmKeyConfig& k) {
+  TableBuilder b;
+  b.Str("custody", k.custody).Str("key_id", k.key_id);
+  b.OptStr("private_key", k.private_key).OptStr("certificate", k.certificate);
+  b.OptStr("tpm_tcti", k.tpm_tcti).OptStr("tpm_public", k.tpm_public);
+  b.OptStr("tpm_private", k.tpm_private);
+  if (k.tpm_parent != TpmKeyConfig().tpm_parent) b.Hex("tpm_parent", k.tpm_parent);
+  return b.Take();
 }
+
+toml::table EscrowToml(const Config& c) {
+  toml::table t = TpmKeyToml(c.escrow);
+  if (!c.escrow_retired.empty()) {
+    toml::array retired;
+    for (const TpmKeyConfig& k : c.escrow_retired) retired.push_back(TpmKeyToml(k));
+    t.insert("retired", std::move(retired));
+  }
+  return t;
+}
+
+}  // namespace
+
+std::string ConfigToToml(const Config& c) {
+  std::ostringstream out;
+  out << "# ma-server configuration. Relative paths are relative to this file's directory.\n"
+         "# [[escrow.retired]]: keys replaced by `ma-admin escrow rotate`; each still releases\n"
+         "# what was escrowed to it and escrows nothing new.\n";
+  // Section by section, in the order docs/operations.md describes them: one toml::table
+  // holding them all would be written in key order.
+  auto section = [&](std::string_view name, toml::table&& body) {
+    toml::table root;
+    root.insert(name, std::move(body));
+    out << '\n'
+        << toml::toml_formatter(root, toml::format_flags::allow_unicode_strings |
+                                          toml::format_flags::allow_hexadecimal_integers)
+        << '\n';
+  };
+  section("server", TableBuilder()
+                        .Str("listen_address", c.listen_address)
+                        .Int("listen_port", c.listen_port)
+                        .Int("io_threads", c.io_threads)
+                        .Int("worker_threads", c.worker_threads)
+                        .Int("max_connections", c.max_connections)
+                        .Int("max_queued_requests", c.max_queued_requests)
+                        .Int("shutdown_timeout_ms", c.shutdown_timeout_ms)
+                        .Int("malloc_arenas", c.malloc_arenas)
+                        .Take());
+  section("tls", TableBuilder()
+                     .OptStr("certificate", c.tls_certificate)
+                     .OptStr("private_key", c.tls_private_key)
+                     .OptStr("client_ca", c.tls_client_ca)
+                     .Bool("request_client_cert", c.tls_request_client_cert)
+                     .Take());
+  section("limits", TableBuilder()
+                        .Int("max_header_bytes", c.max_header_bytes)
+                        .Int("max_body_bytes", static_cast<int64_t>(c.max_body_bytes))
+                        .Int("read_timeout_ms", c.read_timeout_ms)
+                        .Int("idle_timeout_ms", c.idle_timeout_ms)
+                        .Int("handshake_timeout_ms", c.handshake_timeout_ms)
+                        .Int("max_package_bytes", static_cast<int64_t>(c.max_package_bytes))
+                        .Int("max_child_keys", c.max_child_keys)
+                        .Take());
+  section("ma", TpmKeyToml(c.ma));
+  section("escrow", EscrowToml(c));
+  section("approvals", TableBuilder()
+                           .Bool("two_person", c.approvals_two_person)
+                           .Int("max_ttl_s", c.approvals_max_ttl_s)
+                           .Bool("single_use", c.approvals_single_use)
+                           .Take());
+  section("vault", TableBuilder()
+                       .OptStr("path", c.vault_path)
+                       .Int("max_batch", c.vault_max_batch)
+                       .Int("read_connections", c.vault_read_connections)
+                       .Int("max_deferred_audit", c.vault_max_deferred_audit)
+                       .Int("deferred_audit_delay_ms", c.vault_deferred_audit_delay_ms)
+                       .Take());
+  section("trust", TableBuilder().Array("ek_roots", c.ek_roots).Take());
+  section("auth", TableBuilder()
+                      .Int("challenge_ttl_s", c.challenge_ttl_s)
+                      .Int("session_ttl_s", c.session_ttl_s)
+                      .Int("download_nonce_ttl_s", c.download_nonce_ttl_s)
+                      .Int("max_pending_challenges", c.max_pending_challenges)
+                      .Int("ek_cache_entries", c.ek_cache_entries)
+                      .Take());
+  section("audit", TableBuilder().Str("reads", c.audit_reads).Take());
+  section("log", TableBuilder().Str("level", c.log_level).Take());
+  section("bench", TableBuilder().Bool("echo", c.bench_echo).Take());
+  return out.str();
+}
+
+namespace {
+
+// What CheckConfigFiles asks of one TPM-key block: the files its custody reads.
+Status CheckTpmKeyFiles(const std::string& name, const TpmKeyConfig& k) {
+  if (k.custody == "tpm") {
+    TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".tpm_public", k.tpm_public));
+    TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".tpm_private", k.tpm_private));
+  } else if (k.custody == "software") {
+    TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".private_key", k.private_key));
+  }
+  if (k.custody != "none") {
+    TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".certificate", k.certificate));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 Status CheckConfigFiles(const Config& c) {
   TPMMA_RETURN_IF_ERROR(CheckReadable("tls.certificate", c.tls_certificate));
@@ -519,27 +557,11 @@ Status CheckConfigFiles(const Config& c) {
   if (!c.tls_client_ca.empty()) {
     TPMMA_RETURN_IF_ERROR(CheckReadable("tls.client_ca", c.tls_client_ca));
   }
-  if (c.ma_custody == "tpm") {
-    TPMMA_RETURN_IF_ERROR(CheckReadable("ma.tpm_public", c.ma_tpm_public));
-    TPMMA_RETURN_IF_ERROR(CheckReadable("ma.tpm_private", c.ma_tpm_private));
-  } else {
-    TPMMA_RETURN_IF_ERROR(CheckReadable("ma.private_key", c.ma_private_key));
-  }
-  TPMMA_RETURN_IF_ERROR(CheckReadable("ma.certificate", c.ma_certificate));
-  std::vector<std::pair<std::string, const EscrowKeyConfig*>> escrow_keys = {{"escrow", &c.escrow}};
+  TPMMA_RETURN_IF_ERROR(CheckTpmKeyFiles("ma", c.ma));
+  TPMMA_RETURN_IF_ERROR(CheckTpmKeyFiles("escrow", c.escrow));
   for (size_t i = 0; i < c.escrow_retired.size(); ++i) {
-    escrow_keys.emplace_back(fmt::format("escrow.retired[{}]", i), &c.escrow_retired[i]);
-  }
-  for (const auto& [name, k] : escrow_keys) {
-    if (k->custody == "tpm") {
-      TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".tpm_public", k->tpm_public));
-      TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".tpm_private", k->tpm_private));
-    } else if (k->custody == "software") {
-      TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".private_key", k->private_key));
-    }
-    if (k->custody != "none") {
-      TPMMA_RETURN_IF_ERROR(CheckReadable(name + ".certificate", k->certificate));
-    }
+    TPMMA_RETURN_IF_ERROR(
+        CheckTpmKeyFiles(fmt::format("escrow.retired[{}]", i), c.escrow_retired[i]));
   }
   for (const std::string& root : c.ek_roots) {
     std::error_code ec;

@@ -7,25 +7,36 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
 
 namespace tpmma::server {
 
-// One escrow key. custody "none" (the current key only): this MA offers recovery-code
-// custody only. "software": private_key is the key. "tpm": the same key imported into a TPM
-// (which may be another than the MA key's).
-struct EscrowKeyConfig {
-  std::string custody = "none";
-  std::string key_id = "escrow-1";
-  std::string private_key;  // PEM, mode 0600; a different file from ma.private_key
-  std::string certificate;  // PEM X.509 of the escrow key
-  std::string tpm_tcti;
-  std::string tpm_public;
-  std::string tpm_private;
-  uint32_t tpm_parent = 0x81000001;
-  bool operator==(const EscrowKeyConfig&) const = default;
+// One key held in software or in a TPM: the block [ma], [escrow] and each
+// [[escrow.retired]] have in common (docs/operations.md, "MA key custody" and "Inner-key
+// custody"). custody "software": private_key is the key. "tpm": the same key imported into
+// a TPM with tpm2_import (the MA's own, or another), so private_key is not needed on this
+// host. "none" ([escrow] only): no escrow key, this MA offers recovery-code custody only.
+struct TpmKeyConfig {
+  std::string custody;
+  std::string key_id;
+  std::string private_key;           // PEM, mode 0600, readable only by the service user
+  std::string certificate;           // PEM X.509 of the key
+  std::string tpm_tcti;              // e.g. "device:/dev/tpmrm0"
+  std::string tpm_public;            // TPM2B_PUBLIC from tpm2_import -u
+  std::string tpm_private;           // TPM2B_PRIVATE from tpm2_import -r
+  uint32_t tpm_parent = 0x81000001;  // persistent parent it was imported under
+
+  // The defaults of a block: only custody and key id are set.
+  static TpmKeyConfig Named(std::string custody, std::string key_id) {
+    TpmKeyConfig k;
+    k.custody = std::move(custody);
+    k.key_id = std::move(key_id);
+    return k;
+  }
+  bool operator==(const TpmKeyConfig&) const = default;
 };
 
 struct Config {
@@ -58,22 +69,14 @@ struct Config {
   uint32_t handshake_timeout_ms = 5'000;
   uint64_t max_package_bytes = 8 * 1024 * 1024;
   uint32_t max_child_keys = 1000;
-  // [ma]
-  std::string ma_key_id = "ma-1";
-  std::string ma_private_key;  // PEM, mode 0600, readable only by the service user
-  std::string ma_certificate;  // PEM X.509 of the MA storage key
-  // "software": ma_private_key is the key. "tpm": the same key imported into a TPM of the
-  // MA's own (server/ma_key_tpm.h); ma_private_key is then not needed on this host.
-  std::string ma_custody = "software";
-  std::string ma_tpm_tcti;              // e.g. "device:/dev/tpmrm0"
-  std::string ma_tpm_public;            // TPM2B_PUBLIC from tpm2_import -u
-  std::string ma_tpm_private;           // TPM2B_PRIVATE from tpm2_import -r
-  uint32_t ma_tpm_parent = 0x81000001;  // persistent parent it was imported under
-  // [escrow] and [[escrow.retired]]: DESIGN 4.4 escrow custody of packages' inner keys
+  // [ma]: the MA storage key packages are duplicated to (server/ma_key.h,
+  // server/ma_key_tpm.h). Its private_key must be a different file from any escrow key's.
+  TpmKeyConfig ma = TpmKeyConfig::Named("software", "ma-1");
+  // [escrow] and [[escrow.retired]]: escrow custody of packages' inner keys
   // (server/escrow_key.h). `escrow` is the current key: new packages are escrowed to it.
   // Retired keys (`ma-admin escrow rotate`) still release what was escrowed to them.
-  EscrowKeyConfig escrow;
-  std::vector<EscrowKeyConfig> escrow_retired;
+  TpmKeyConfig escrow = TpmKeyConfig::Named("none", "escrow-1");
+  std::vector<TpmKeyConfig> escrow_retired;
   // [approvals]
   bool approvals_two_person = false;         // a second operator must confirm each approval
   uint32_t approvals_max_ttl_s = 7 * 86400;  // longest validity an operator may grant
@@ -129,8 +132,9 @@ Result<Config> LoadConfig(const std::string& path);
 Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_dir,
                            const std::string& origin = "config");
 
-// The TOML text for `cfg` (used by `ma-admin init`); LoadConfig(ConfigToToml(c)) == c
-// when c's paths are absolute (relative ones are written as given).
+// The TOML text for `cfg` (what `ma-admin init` and `escrow rotate` write), serialized by
+// toml++; ParseConfig(ConfigToToml(c)) == c when c's paths are absolute (relative ones are
+// written as given, so they stay relative to the file). Empty optional paths are left out.
 std::string ConfigToToml(const Config& cfg);
 
 // What --check-config adds to LoadConfig: the files the config names exist and are

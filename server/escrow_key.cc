@@ -105,7 +105,7 @@ Result<std::unique_ptr<EscrowKeyCustody>> LoadTpmEscrowKey(const TpmEscrowKeyOpt
   return std::make_unique<TpmEscrowKey>(o.key_id, std::move(p), std::move(loaded));
 }
 
-Result<std::unique_ptr<EscrowKeyCustody>> LoadEscrowKey(const EscrowKeyConfig& k, Env* env) {
+Result<std::unique_ptr<EscrowKeyCustody>> LoadEscrowKey(const TpmKeyConfig& k, Env* env) {
   auto key = k.custody == "tpm"
                  ? LoadTpmEscrowKey({.key_id = k.key_id,
                                      .tcti = k.tpm_tcti,

@@ -56,6 +56,6 @@ Result<std::unique_ptr<EscrowKeyCustody>> LoadTpmEscrowKey(const TpmEscrowKeyOpt
                                                            Env* env);
 
 // Whichever custody `key` names ("software" or "tpm"); errors name the config keys at fault.
-Result<std::unique_ptr<EscrowKeyCustody>> LoadEscrowKey(const EscrowKeyConfig& key, Env* env);
+Result<std::unique_ptr<EscrowKeyCustody>> LoadEscrowKey(const TpmKeyConfig& key, Env* env);
 
 }  // namespace tpmma::server

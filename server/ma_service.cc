@@ -914,7 +914,7 @@ Result<std::unique_ptr<Endpoint>> Build(std::unique_ptr<Core> core) {
   if (core->cfg.escrow.custody != "none") {
     TPMMA_ASSIGN_OR_RETURN(core->escrow, LoadEscrowKey(core->cfg.escrow, core->env));
   }
-  for (const EscrowKeyConfig& k : core->cfg.escrow_retired) {
+  for (const TpmKeyConfig& k : core->cfg.escrow_retired) {
     TPMMA_ASSIGN_OR_RETURN(auto retired, LoadEscrowKey(k, core->env));
     core->retired_escrow.push_back(std::move(retired));
   }
@@ -953,17 +953,17 @@ Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env,
   core->cfg = cfg;
   core->env = env;
   core->options = options;
-  auto custody = cfg.ma_custody == "tpm" ? LoadTpmMaKey({.key_id = cfg.ma_key_id,
-                                                         .tcti = cfg.ma_tpm_tcti,
-                                                         .parent_handle = cfg.ma_tpm_parent,
-                                                         .public_path = cfg.ma_tpm_public,
-                                                         .private_path = cfg.ma_tpm_private,
-                                                         .certificate_path = cfg.ma_certificate},
+  auto custody = cfg.ma.custody == "tpm" ? LoadTpmMaKey({.key_id = cfg.ma.key_id,
+                                                         .tcti = cfg.ma.tpm_tcti,
+                                                         .parent_handle = cfg.ma.tpm_parent,
+                                                         .public_path = cfg.ma.tpm_public,
+                                                         .private_path = cfg.ma.tpm_private,
+                                                         .certificate_path = cfg.ma.certificate},
                                                         env)
-                                         : LoadSoftwareMaKey(cfg.ma_key_id, cfg.ma_private_key,
-                                                             cfg.ma_certificate, env);
+                                         : LoadSoftwareMaKey(cfg.ma.key_id, cfg.ma.private_key,
+                                                             cfg.ma.certificate, env);
   if (!custody) {
-    return Error(custody.error().WithContext(cfg.ma_custody == "tpm"
+    return Error(custody.error().WithContext(cfg.ma.custody == "tpm"
                                                  ? "ma.tpm_* (TPM-resident MA key)"
                                                  : "ma.private_key/ma.certificate"));
   }

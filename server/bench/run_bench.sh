@@ -155,11 +155,14 @@ cp "$CONFIG" "$OUT/config.toml"
 grep -q '^echo = true' "$CONFIG" || { say "could not enable bench.echo in $CONFIG"; exit 1; }
 
 # --- 3. ma-server on an ephemeral port
-"$BUILD/server/ma-server" --config "$CONFIG" 2> "$WORK/server.log" &
+# The log exists before the server starts: the background child opens its redirection
+# possibly after the first poll. The port counts only with the space after it.
+: > "$WORK/server.log"
+"$BUILD/server/ma-server" --config "$CONFIG" 2>> "$WORK/server.log" &
 SERVER_PID=$!
 PORT=""
 for _ in $(seq 200); do
-  PORT=$(grep -o 'listening on https://127\.0\.0\.1:[0-9]*' "$WORK/server.log" | head -1 | sed 's/.*://') || true
+  PORT=$(sed -n 's/.*listening on https:\/\/127\.0\.0\.1:\([0-9][0-9]*\) .*/\1/p;T;q' "$WORK/server.log") || true
   [ -n "$PORT" ] && break
   kill -0 $SERVER_PID 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
   sleep 0.05

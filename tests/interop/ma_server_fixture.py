@@ -35,7 +35,9 @@ class MaServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with open(self.log_path) as f:
-                m = re.search(r'listening on (https://127\.0\.0\.1:\d+)', f.read())
+                # The port counts only with the character after it: the line may be
+                # half written when it is read.
+                m = re.search(r'listening on (https://127\.0\.0\.1:\d+)\D', f.read())
             if m:
                 return m.group(1) + '/'
             if self.proc.poll() is not None:

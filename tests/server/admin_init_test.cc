@@ -66,7 +66,7 @@ TEST_F(AdminInitTest, CreatesAWorkingStateDirectoryWithSafePermissions) {
   auto cert_pub =
       RunCommand({"openssl", "x509", "-in", dir + "/ma/ma-cert.pem", "-noout", "-pubkey"});
   EXPECT_EQ(key_pub.output, cert_pub.output);
-  // The escrow key is a key of its own (DESIGN 4.4: the MA key alone opens no package).
+  // The escrow key is a key of its own (docs/operations.md: the MA key alone opens no package).
   auto escrow_pub =
       RunCommand({"openssl", "pkey", "-in", dir + "/escrow/escrow-key.pem", "-pubout"});
   EXPECT_EQ(escrow_pub.exit_code, 0) << escrow_pub.output;
@@ -84,7 +84,7 @@ TEST_F(AdminInitTest, CreatesAWorkingStateDirectoryWithSafePermissions) {
   auto cfg = LoadConfig(dir + "/config.toml");
   ASSERT_TRUE(cfg.has_value()) << cfg.error().ToString();
   EXPECT_EQ(cfg->listen_port, 9443);
-  EXPECT_EQ(cfg->ma_private_key, dir + "/ma/ma-key.pem");  // resolved against the file's dir
+  EXPECT_EQ(cfg->ma.private_key, dir + "/ma/ma-key.pem");  // resolved against the file's dir
   EXPECT_EQ(cfg->vault_path, dir + "/vault.db");
   EXPECT_EQ(cfg->escrow.custody, "software");
   EXPECT_EQ(cfg->escrow.private_key, dir + "/escrow/escrow-key.pem");

@@ -103,9 +103,9 @@ echo = true
   EXPECT_EQ(c->handshake_timeout_ms, 1000u);
   EXPECT_EQ(c->max_package_bytes, 524288u);
   EXPECT_EQ(c->max_child_keys, 50u);
-  EXPECT_EQ(c->ma_key_id, "ma-2024.1");
-  EXPECT_EQ(c->ma_private_key, dir.path() + "/ma/key.pem");
-  EXPECT_EQ(c->ma_certificate, "/etc/tpm-ma/ma.crt");
+  EXPECT_EQ(c->ma.key_id, "ma-2024.1");
+  EXPECT_EQ(c->ma.private_key, dir.path() + "/ma/key.pem");
+  EXPECT_EQ(c->ma.certificate, "/etc/tpm-ma/ma.crt");
   EXPECT_EQ(c->vault_path, dir.path() + "/vault.db");
   EXPECT_EQ(c->ek_roots,
             (std::vector<std::string>{dir.path() + "/roots", "/usr/share/ek/root.pem"}));
@@ -360,9 +360,9 @@ TEST(ConfigTest, ConfigToTomlRoundTrips) {
   c.handshake_timeout_ms = 999;
   c.max_package_bytes = 1 << 20;
   c.max_child_keys = 12;
-  c.ma_key_id = "ma-7";
-  c.ma_private_key = "/state/ma/key.pem";
-  c.ma_certificate = "/state/ma/cert.pem";
+  c.ma.key_id = "ma-7";
+  c.ma.private_key = "/state/ma/key.pem";
+  c.ma.certificate = "/state/ma/cert.pem";
   c.vault_path = "/state/vault.db";
   c.ek_roots = {"/state/roots", "/usr/share/tpm/ek-roots/infineon.pem"};
   c.challenge_ttl_s = 30;
@@ -407,16 +407,153 @@ TEST(ConfigTest, ConfigToTomlRoundTrips) {
   ASSERT_TRUE(back.has_value()) << back.error().ToString() << "\n" << text;
   EXPECT_TRUE(*back == c) << text;
 
-  // Defaults too (empty optional paths are written as comments, not as "").
+  // Defaults too (empty optional paths are left out, not written as "").
   Config d;
   d.tls_certificate = "/a";
   d.tls_private_key = "/b";
-  d.ma_private_key = "/c";
-  d.ma_certificate = "/d";
+  d.ma.private_key = "/c";
+  d.ma.certificate = "/d";
   d.vault_path = "/e";
   Result<Config> back_d = ParseConfig(ConfigToToml(d), "/", "roundtrip");
   ASSERT_TRUE(back_d.has_value()) << back_d.error().ToString();
   EXPECT_TRUE(*back_d == d);
+}
+
+// What `ma-admin init` writes: relative paths stay relative in the text and resolve
+// against the directory the file is read from; the MA's TPM-key block (custody "tpm",
+// another parent) comes back as it was.
+TEST(ConfigTest, ConfigToTomlKeepsRelativePathsRelative) {
+  Config c;
+  c.tls_certificate = "tls/server-cert.pem";
+  c.tls_private_key = "tls/server-key.pem";
+  c.ma.custody = "tpm";
+  c.ma.certificate = "ma/ma-cert.pem";
+  c.ma.tpm_tcti = "swtpm:host=127.0.0.1,port=2321";
+  c.ma.tpm_public = "ma/ma-tpm.pub";
+  c.ma.tpm_private = "ma/ma-tpm.priv";
+  c.ma.tpm_parent = 0x81000002;
+  c.vault_path = "vault.db";
+  c.ek_roots = {"trust/ek-roots"};
+  const std::string text = ConfigToToml(c);
+  EXPECT_NE(text.find("\"ma/ma-tpm.pub\""), std::string::npos) << text;
+  EXPECT_EQ(text.find("/state"), std::string::npos) << text;
+  Result<Config> back = ParseConfig(text, "/state", "roundtrip");
+  ASSERT_TRUE(back.has_value()) << back.error().ToString() << "\n" << text;
+  EXPECT_EQ(back->tls_certificate, "/state/tls/server-cert.pem");
+  EXPECT_EQ(back->ma.custody, "tpm");
+  EXPECT_EQ(back->ma.tpm_public, "/state/ma/ma-tpm.pub");
+  EXPECT_EQ(back->ma.tpm_private, "/state/ma/ma-tpm.priv");
+  EXPECT_EQ(back->ma.certificate, "/state/ma/ma-cert.pem");
+  EXPECT_EQ(back->ma.tpm_parent, 0x81000002u);
+  EXPECT_EQ(back->vault_path, "/state/vault.db");
+  EXPECT_EQ(back->ek_roots, std::vector<std::string>{"/state/trust/ek-roots"});
+  EXPECT_EQ(ConfigToToml(c), text);  // the same Config, the same text (stable diffs)
+}
+
+// A config.toml as the hand-written writer before toml++ wrote it (`ma-admin init` and one
+// `escrow rotate`): files in the field must still load, with the same values.
+TEST(ConfigTest, FilesWrittenByEarlierVersionsStillLoad) {
+  constexpr const char* kEarlier =
+      R"(# ma-server configuration. Relative paths are relative to this file's directory.
+
+[server]
+listen_address = "127.0.0.1"
+listen_port = 0
+io_threads = 2
+worker_threads = 8
+max_connections = 1024
+max_queued_requests = 256
+shutdown_timeout_ms = 10000
+malloc_arenas = 2
+
+[tls]
+certificate = "tls/server-cert.pem"
+private_key = "tls/server-key.pem"
+client_ca = "ca/operator-ca-cert.pem"
+request_client_cert = false
+
+[limits]
+max_header_bytes = 8192
+max_body_bytes = 16777216
+read_timeout_ms = 10000
+idle_timeout_ms = 60000
+handshake_timeout_ms = 5000
+max_package_bytes = 8388608
+max_child_keys = 1000
+
+[ma]
+key_id = "ma-1"
+private_key = "ma/ma-key.pem"
+certificate = "ma/ma-cert.pem"
+custody = "software"
+
+[escrow]
+custody = "software"
+key_id = "escrow-2"
+private_key = "escrow/escrow-2-key.pem"
+certificate = "escrow/escrow-2-cert.pem"
+
+# Retired by ma-admin escrow rotate: releases what it escrowed, escrows nothing new.
+[[escrow.retired]]
+custody = "software"
+key_id = "escrow-1"
+private_key = "escrow/escrow-key.pem"
+certificate = "escrow/escrow-cert.pem"
+
+[approvals]
+two_person = false
+max_ttl_s = 604800
+single_use = true
+
+[vault]
+path = "vault.db"
+max_batch = 64
+read_connections = 4
+max_deferred_audit = 8192
+deferred_audit_delay_ms = 10
+
+[trust]
+ek_roots = ["trust/ek-roots"]
+
+[auth]
+challenge_ttl_s = 120
+session_ttl_s = 900
+download_nonce_ttl_s = 300
+max_pending_challenges = 20000
+ek_cache_entries = 4096
+
+[audit]
+reads = "deferred"
+
+[log]
+level = "info"
+
+[bench]
+echo = false
+)";
+  Result<Config> c = ParseConfig(kEarlier, "/var/lib/tpm-ma", "config.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  Config want;
+  want.listen_port = 0;
+  want.tls_certificate = "/var/lib/tpm-ma/tls/server-cert.pem";
+  want.tls_private_key = "/var/lib/tpm-ma/tls/server-key.pem";
+  want.tls_client_ca = "/var/lib/tpm-ma/ca/operator-ca-cert.pem";
+  want.ma.private_key = "/var/lib/tpm-ma/ma/ma-key.pem";
+  want.ma.certificate = "/var/lib/tpm-ma/ma/ma-cert.pem";
+  want.escrow = TpmKeyConfig::Named("software", "escrow-2");
+  want.escrow.private_key = "/var/lib/tpm-ma/escrow/escrow-2-key.pem";
+  want.escrow.certificate = "/var/lib/tpm-ma/escrow/escrow-2-cert.pem";
+  TpmKeyConfig retired = TpmKeyConfig::Named("software", "escrow-1");
+  retired.private_key = "/var/lib/tpm-ma/escrow/escrow-key.pem";
+  retired.certificate = "/var/lib/tpm-ma/escrow/escrow-cert.pem";
+  want.escrow_retired = {retired};
+  want.vault_path = "/var/lib/tpm-ma/vault.db";
+  want.ek_roots = {"/var/lib/tpm-ma/trust/ek-roots"};
+  EXPECT_TRUE(*c == want);
+  // And what the new writer makes of it reads back the same.
+  Result<Config> again = ParseConfig(ConfigToToml(*c), "/elsewhere", "roundtrip");
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_TRUE(*again == want);
 }
 
 TEST(ConfigTest, CheckConfigFilesNamesTheMissingFile) {
@@ -425,14 +562,14 @@ TEST(ConfigTest, CheckConfigFilesNamesTheMissingFile) {
   Config c;
   c.tls_certificate = dir.File("cert.pem");
   c.tls_private_key = dir.File("key.pem");
-  c.ma_private_key = dir.File("ma.pem");
-  c.ma_certificate = dir.File("ma.crt");
+  c.ma.private_key = dir.File("ma.pem");
+  c.ma.certificate = dir.File("ma.crt");
   c.vault_path = dir.File("vault.db");
   c.ek_roots = {dir.path()};
   EXPECT_TRUE(CheckConfigFiles(c).ok()) << CheckConfigFiles(c).ToString();
 
   Config missing = c;
-  missing.ma_certificate = dir.File("nope.crt");
+  missing.ma.certificate = dir.File("nope.crt");
   Status s = CheckConfigFiles(missing);
   EXPECT_EQ(s.code(), Code::kInvalidArgument);
   EXPECT_NE(s.message().find("ma.certificate"), std::string::npos) << s.message();

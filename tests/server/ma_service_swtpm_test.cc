@@ -124,9 +124,9 @@ MaFiles MakeMaFiles(const TempDir& dir) {
 
 Config BaseConfig(const TempDir& dir, const MaFiles& ma, std::vector<std::string> roots) {
   Config cfg;
-  cfg.ma_key_id = "ma-test";
-  cfg.ma_private_key = ma.key;
-  cfg.ma_certificate = ma.cert;
+  cfg.ma.key_id = "ma-test";
+  cfg.ma.private_key = ma.key;
+  cfg.ma.certificate = ma.cert;
   cfg.vault_path = dir.File("vault.db");
   cfg.ek_roots = std::move(roots);
   cfg.max_body_bytes = 1 << 20;
@@ -395,7 +395,7 @@ TEST(MaService, EveryReadIsAuditedInTheChainDeferredOrDurable) {
     cfg.audit_reads = mode;
     auto vault = storage::SqliteVault::Open(cfg.vault_path);
     ASSERT_OK(vault);
-    auto custody = LoadSoftwareMaKey(cfg.ma_key_id, cfg.ma_private_key, cfg.ma_certificate, &env);
+    auto custody = LoadSoftwareMaKey(cfg.ma.key_id, cfg.ma.private_key, cfg.ma.certificate, &env);
     ASSERT_OK(custody);
     auto ep = MakeMaService(cfg, &env, vault->get(), custody->get());
     ASSERT_OK(ep);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "tests/support/ma_process.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -38,7 +39,8 @@ ServerProcess::~ServerProcess() {
 }
 
 std::optional<uint16_t> ServerProcess::WaitListening(milliseconds timeout) {
-  static const std::regex kListening(R"(listening on https://127\.0\.0\.1:(\d+))");
+  // The port counts only with the character after it: a read may end inside the line.
+  static const std::regex kListening(R"(listening on https://127\.0\.0\.1:(\d+)\D)");
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     std::smatch m;
@@ -69,9 +71,16 @@ int ServerProcess::SignalAndWait(int sig, milliseconds timeout) {
 
 bool ServerProcess::ReadSome(milliseconds timeout) {
   pollfd p{fd_, POLLIN, 0};
-  if (::poll(&p, 1, static_cast<int>(timeout.count())) <= 0) return false;
+  int ready;
+  do {
+    ready = ::poll(&p, 1, static_cast<int>(timeout.count()));
+  } while (ready < 0 && errno == EINTR);  // a signal is not the server's answer
+  if (ready <= 0) return false;
   char buf[4096];
-  ssize_t n = ::read(fd_, buf, sizeof buf);
+  ssize_t n;
+  do {
+    n = ::read(fd_, buf, sizeof buf);
+  } while (n < 0 && errno == EINTR);
   if (n <= 0) return false;
   output_.append(buf, static_cast<size_t>(n));
   return true;
