@@ -30,7 +30,8 @@ struct Reply {
 class Endpoint {
  public:
   virtual ~Endpoint() = default;
-  // `body` is the complete HTTP request body, already size-checked by the front end.
+  // `body` is the complete HTTP request body, already size-checked by the front end (413);
+  // an endpoint may check again for callers that are not the front end.
   virtual Reply Handle(std::string_view body, const RequestInfo& info) = 0;
 };
 

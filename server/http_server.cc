@@ -31,6 +31,7 @@
 
 #include "common/openssl.h"
 #include "server/log.h"
+#include "wsdl/soap_fault.h"
 
 namespace tpmma::server {
 namespace {
@@ -57,29 +58,6 @@ constexpr const char* kTls12Ciphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-
-std::string XmlEscape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '&':
-        out += "&amp;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------
 // A fixed pool of worker threads with a bounded queue. TryPost refuses instead of
@@ -149,10 +127,10 @@ enum class Route { kHealth, kSoap, kEcho };
 
 // One TLS connection. Every member is touched only on the connection's strand (the
 // executor of its socket); workers hand replies back with asio::post.
-class Session : public std::enable_shared_from_this<Session> {
+class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Session(ServerImpl* server, tcp::socket socket, ssl::context& ctx);
-  ~Session();
+  Connection(ServerImpl* server, tcp::socket socket, ssl::context& ctx);
+  ~Connection();
 
   void Start();
   // Graceful stop: idle connections close now, others after their current request.
@@ -297,15 +275,15 @@ class ServerImpl final : public HttpServer {
     std::unique_lock lock(mu_);
     if (!started_ || joined_) return;
     cv_.wait(lock, [this] { return stop_requested_; });
-    bool drained = cv_.wait_until(lock, stop_deadline_, [this] { return sessions_.empty(); });
+    bool drained = cv_.wait_until(lock, stop_deadline_, [this] { return connections_.empty(); });
     if (!drained) {
       spdlog::warn("shutdown: {} connections still open after {} ms, closing them",
-                   sessions_.size(), cfg_.shutdown_timeout_ms);
+                   connections_.size(), cfg_.shutdown_timeout_ms);
       lock.unlock();
       for (auto& s : Snapshot()) asio::post(s->executor(), [s] { s->ForceClose(); });
       lock.lock();
       // Closing is quick; workers still inside the Endpoint are waited for below.
-      cv_.wait_for(lock, milliseconds(200), [this] { return sessions_.empty(); });
+      cv_.wait_for(lock, milliseconds(200), [this] { return connections_.empty(); });
     }
     lock.unlock();
     work_.reset();
@@ -323,7 +301,7 @@ class ServerImpl final : public HttpServer {
   uint64_t rejected_connections() const override { return rejected_.load(); }
   size_t queued_requests() const override { return pool_ ? pool_->queued() : 0; }
 
-  // For sessions.
+  // For connections.
   const Config& cfg() const { return cfg_; }
   Endpoint* endpoint() const { return endpoint_; }
   Env* env() const { return env_; }
@@ -332,11 +310,11 @@ class ServerImpl final : public HttpServer {
     std::lock_guard lock(mu_);
     return stop_requested_;
   }
-  void Unregister(Session* s) {
+  void Unregister(Connection* s) {
     std::lock_guard lock(mu_);
-    sessions_.erase(s);
+    connections_.erase(s);
     --active_;
-    if (sessions_.empty()) cv_.notify_all();
+    if (connections_.empty()) cv_.notify_all();
   }
 
  private:
@@ -363,13 +341,13 @@ class ServerImpl final : public HttpServer {
             // Request/response: a reply's last segment must not wait for a delayed ACK.
             beast::error_code ignored;
             socket.set_option(tcp::no_delay(true), ignored);
-            auto session = std::make_shared<Session>(this, std::move(socket), ssl_ctx_);
+            auto connection = std::make_shared<Connection>(this, std::move(socket), ssl_ctx_);
             {
               std::lock_guard lock(mu_);
-              sessions_.emplace(session.get(), session);
+              connections_.emplace(connection.get(), connection);
               ++active_;
             }
-            session->Start();
+            connection->Start();
           }
           DoAccept();
         });
@@ -381,17 +359,17 @@ class ServerImpl final : public HttpServer {
     acceptor_.close(ignored);
     accept_timer_.cancel();
     if (signals_) signals_->cancel(ignored);
-    std::vector<std::shared_ptr<Session>> sessions = Snapshot();
-    spdlog::info("shutdown: no longer accepting; {} connections open", sessions.size());
-    for (auto& s : sessions) asio::post(s->executor(), [s] { s->OnStop(); });
+    std::vector<std::shared_ptr<Connection>> connections = Snapshot();
+    spdlog::info("shutdown: no longer accepting; {} connections open", connections.size());
+    for (auto& s : connections) asio::post(s->executor(), [s] { s->OnStop(); });
   }
 
-  // The live sessions. Must be called, and its result dropped, without holding mu_: the
-  // last reference to a session may be in it, and ~Session takes mu_.
-  std::vector<std::shared_ptr<Session>> Snapshot() {
-    std::vector<std::shared_ptr<Session>> out;
+  // The live connections. Must be called, and its result dropped, without holding mu_: the
+  // last reference to a connection may be in it, and ~Connection takes mu_.
+  std::vector<std::shared_ptr<Connection>> Snapshot() {
+    std::vector<std::shared_ptr<Connection>> out;
     std::lock_guard lock(mu_);
-    for (auto& [ptr, weak] : sessions_) {
+    for (auto& [ptr, weak] : connections_) {
       if (auto s = weak.lock()) out.push_back(std::move(s));
     }
     return out;
@@ -402,10 +380,10 @@ class ServerImpl final : public HttpServer {
   Env* const env_;
   uint16_t port_ = 0;
 
-  // Declared before ioc_: sessions destroyed with the io_context still unregister here.
+  // Declared before ioc_: connections destroyed with the io_context still unregister here.
   std::mutex mu_;
   std::condition_variable cv_;
-  std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;
+  std::unordered_map<Connection*, std::weak_ptr<Connection>> connections_;
   bool started_ = false;
   bool stop_requested_ = false;
   bool joined_ = false;
@@ -425,7 +403,7 @@ class ServerImpl final : public HttpServer {
 
 // ---------------------------------------------------------------------------------------
 
-Session::Session(ServerImpl* server, tcp::socket socket, ssl::context& ctx)
+Connection::Connection(ServerImpl* server, tcp::socket socket, ssl::context& ctx)
     : server_(server), stream_(std::move(socket), ctx) {
   buffer_.reserve(kReadBufferBytes);
   beast::error_code ec;
@@ -437,15 +415,15 @@ Session::Session(ServerImpl* server, tcp::socket socket, ssl::context& ctx)
   }
 }
 
-Session::~Session() {
+Connection::~Connection() {
   server_->Unregister(this);
 }
 
-const Config& Session::cfg() const {
+const Config& Connection::cfg() const {
   return server_->cfg();
 }
 
-void Session::Start() {
+void Connection::Start() {
   asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
     if (self->server_->stopping()) return self->CloseNow();
     self->lowest().expires_after(milliseconds(self->cfg().handshake_timeout_ms));
@@ -454,14 +432,14 @@ void Session::Start() {
   });
 }
 
-void Session::OnStop() {
+void Connection::OnStop() {
   stopping_ = true;
   // A request being read, handled or written finishes (bounded by read_timeout_ms and the
   // shutdown deadline) and is answered with Connection: close.
   if (state_ == State::kHandshake || state_ == State::kIdle) CloseNow();
 }
 
-void Session::OnHandshake(beast::error_code ec) {
+void Connection::OnHandshake(beast::error_code ec) {
   if (ec) {
     // Scanners, TLS 1.0 clients, timeouts: not worth more than a debug line.
     spdlog::debug("TLS handshake with {} failed: {}", peer_, ec.message());
@@ -477,7 +455,7 @@ void Session::OnHandshake(beast::error_code ec) {
   ReadNext();
 }
 
-void Session::ReadNext() {
+void Connection::ReadNext() {
   if (stopping_) return GracefulClose();
   parser_.emplace();
   parser_->header_limit(cfg().max_header_bytes);
@@ -497,7 +475,7 @@ void Session::ReadNext() {
                           });
 }
 
-void Session::ReadHeader() {
+void Connection::ReadHeader() {
   state_ = State::kReading;
   start_micros_ = server_->env()->NowMicros();
   log_op_ = "-";
@@ -510,7 +488,7 @@ void Session::ReadHeader() {
       [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
 }
 
-void Session::OnHeader(beast::error_code ec) {
+void Connection::OnHeader(beast::error_code ec) {
   if (ec) return OnReadError(ec);
   const auto& req = parser_->get();
   head_ = req.method() == http::verb::head;
@@ -574,7 +552,7 @@ void Session::OnHeader(beast::error_code ec) {
   ReadBody();
 }
 
-void Session::ReadBody() {
+void Connection::ReadBody() {
   if (parser_->is_done()) return OnRequest();
   http::async_read(stream_, buffer_, *parser_,
                    [self = shared_from_this()](beast::error_code ec, size_t) {
@@ -583,7 +561,7 @@ void Session::ReadBody() {
                    });
 }
 
-void Session::OnReadError(beast::error_code ec) {
+void Connection::OnReadError(beast::error_code ec) {
   if (ec == http::error::header_limit) {
     return Respond(http::status::request_header_fields_too_large, "header too large\n", true,
                    "LimitExceeded");
@@ -616,7 +594,7 @@ void Session::OnReadError(beast::error_code ec) {
   CloseNow();
 }
 
-void Session::OnRequest() {
+void Connection::OnRequest() {
   if (route_ == Route::kHealth) {
     log_op_ = "healthz";
     return Respond(http::status::ok, "ok\n", false, "ok");
@@ -645,7 +623,7 @@ void Session::OnRequest() {
         spdlog::error("endpoint threw an exception");
         reply = Reply();
         reply.http_status = 500;
-        reply.body = SoapFaultXml(Status(Code::kInternal, "internal error"));
+        reply.body = wsdl::SoapFaultXml(Status(Code::kInternal, "internal error"));
         reply.log_outcome = CodeName(Code::kInternal);
       }
     }
@@ -658,7 +636,7 @@ void Session::OnRequest() {
   }
 }
 
-void Session::SendReply(Reply reply) {
+void Connection::SendReply(Reply reply) {
   if (state_ == State::kClosed) return;  // force-closed while the worker ran
   log_op_ = std::move(reply.log_op);
   log_platform_ = std::move(reply.log_platform);
@@ -672,8 +650,9 @@ void Session::SendReply(Reply reply) {
   Write(false);
 }
 
-void Session::Respond(http::status status, std::string body, bool close, std::string_view outcome,
-                      http::field extra, std::string_view extra_value) {
+void Connection::Respond(http::status status, std::string body, bool close,
+                         std::string_view outcome, http::field extra,
+                         std::string_view extra_value) {
   log_outcome_ = outcome;
   res_ = {};
   res_.result(status);
@@ -686,7 +665,7 @@ void Session::Respond(http::status status, std::string body, bool close, std::st
   Write(close);
 }
 
-void Session::Write(bool close) {
+void Connection::Write(bool close) {
   state_ = State::kWriting;
   bool keep = keep_alive_ && !close && !stopping_;
   res_.version(11);
@@ -703,7 +682,7 @@ void Session::Write(bool close) {
   });
 }
 
-void Session::OnWrite(beast::error_code ec) {
+void Connection::OnWrite(beast::error_code ec) {
   LogRequest({.op = log_op_,
               .platform = log_platform_,
               .outcome = log_outcome_,
@@ -717,7 +696,7 @@ void Session::OnWrite(beast::error_code ec) {
   ReadNext();
 }
 
-void Session::GracefulClose() {
+void Connection::GracefulClose() {
   if (state_ == State::kClosing || state_ == State::kClosed) return;
   state_ = State::kClosing;
   // close_notify tells the client the reply is complete; don't wait long for its answer.
@@ -725,7 +704,7 @@ void Session::GracefulClose() {
   stream_.async_shutdown([self = shared_from_this()](beast::error_code) { self->CloseNow(); });
 }
 
-void Session::CloseNow() {
+void Connection::CloseNow() {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;
   beast::error_code ignored;
@@ -816,19 +795,6 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Create(const Config& config, End
   return std::unique_ptr<HttpServer>(std::move(server));
 }
 
-std::string SoapFaultXml(const Status& status) {
-  std::string message = XmlEscape(status.message());
-  return fmt::format(
-      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-      "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\" "
-      "xmlns:ma=\"urn:tpm-ma:migration:1\"><SOAP-ENV:Body><SOAP-ENV:Fault>"
-      "<faultcode>SOAP-ENV:{}</faultcode><faultstring>{}</faultstring><detail><ma:MAFault>"
-      "<ma:Code>{}</ma:Code><ma:Message>{}</ma:Message></ma:MAFault></detail>"
-      "</SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>\n",
-      IsCallerError(status.code()) ? "Client" : "Server", message, CodeName(status.code()),
-      message);
-}
-
 namespace {
 class UnsupportedEndpoint final : public Endpoint {
  public:
@@ -836,7 +802,7 @@ class UnsupportedEndpoint final : public Endpoint {
     Status status(Code::kUnsupported, "operations not built yet");
     Reply reply;
     reply.http_status = 500;
-    reply.body = SoapFaultXml(status);
+    reply.body = wsdl::SoapFaultXml(status);
     reply.log_op = "soap";
     reply.log_outcome = CodeName(status.code());
     return reply;

@@ -58,13 +58,8 @@ class HttpServer {
 // the client CA loads. Binds nothing. kInvalidArgument naming the key.
 Status CheckTlsConfig(const Config& config, Env* env);
 
-// Answers every request with a SOAP Fault "Unsupported: operations not built yet": what
-// ma-server serves when it is built without server/ma_service (the SOAP operations).
+// Answers every request with a SOAP Fault "Unsupported: operations not built yet": an
+// endpoint for tests of the front end alone (ma-server always serves ma_service).
 std::unique_ptr<Endpoint> MakeUnsupportedEndpoint();
-
-// A SOAP 1.1 Fault envelope carrying an MAFault detail (wsdl/migration.wsdl), for errors
-// raised outside gSOAP. faultcode Client for kInvalidArgument..kPermissionDenied style
-// errors the caller can fix, Server otherwise.
-std::string SoapFaultXml(const Status& status);
 
 }  // namespace tpmma::server

@@ -17,9 +17,7 @@
 #include "server/config.h"
 #include "server/http_server.h"
 #include "server/log.h"
-#if TPMMA_HAVE_MA_SERVICE
 #include "server/ma_service.h"
-#endif
 
 namespace {
 
@@ -77,17 +75,12 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   Env* env = Env::Default();
-#if TPMMA_HAVE_MA_SERVICE
   Result<std::unique_ptr<Endpoint>> made = MakeMaService(*config, env);
   if (!made) {
     spdlog::error("{}", made.error().ToString());
     return made.error().code() == Code::kInvalidArgument ? kExitConfig : kExitRuntime;
   }
   std::unique_ptr<Endpoint> endpoint = std::move(*made);
-#else
-  spdlog::warn("built without server/ma_service: every SOAP request gets an Unsupported fault");
-  std::unique_ptr<Endpoint> endpoint = MakeUnsupportedEndpoint();
-#endif
 
   Result<std::unique_ptr<HttpServer>> server = HttpServer::Create(*config, endpoint.get(), env);
   if (!server) {

@@ -1,45 +1,35 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// The operator operations (wsdl/operator.wsdl): helpdesk, auditor and admin calls on the
-// MA's HTTPS port, authenticated ONLY by the caller's TLS client certificate (verified by
-// the front end against tls.client_ca, the operator CA from `ma-admin init`) whose SHA-256
-// fingerprint must belong to an active operator in the vault. A platform session token
-// means nothing here, and an operator certificate means nothing to the endpoint
-// operations, so neither side can reach the other's calls.
-//
-// Roles: any operator may WhoAmI and list platforms, packages and approvals; helpdesk and
-// admin approve, confirm and revoke approvals; admin revokes platforms; auditor and admin
-// read and verify the audit log. Every call, refused or not, is audited as
-// "operator:<name>".
+// The gSOAP adapter of the operator operations (wsdl/operator.wsdl; the operations
+// themselves are operator_operations.h): helpdesk, auditor and admin calls on the MA's
+// HTTPS port, authenticated ONLY by the caller's TLS client certificate (verified by the
+// front end against tls.client_ca, the operator CA from `ma-admin init`). A platform
+// session token means nothing here, and an operator certificate means nothing to the
+// endpoint operations, so neither side can reach the other's calls.
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
-#include "common/env.h"
 #include "common/status.h"
 #include "server/endpoint.h"
-#include "storage/vault.h"
+#include "server/operator_operations.h"
 
 struct soap;
 
 namespace tpmma::server {
 
-struct OperatorPolicy {
-  bool two_person_approvals = false;       // approvals.two_person
-  int64_t max_approval_ttl_s = 7 * 86400;  // approvals.max_ttl_s
-};
-
-// What the request log line needs.
+// What the request log line and the reply need.
 struct OperatorCallLog {
   std::string op, actor;
-  Code outcome = Code::kOk;
-  bool faulted = false;  // a fault has been set on the context (do not set another)
+  std::optional<Status> fault;  // the refusal to answer with
 };
 
 class OperatorCalls {
  public:
   // Shares `soap` (the MA handler's context, already hardened and reading the request).
-  OperatorCalls(struct soap* soap, storage::Vault* vault, Env* env, const OperatorPolicy& policy);
+  // `ops` must outlive this.
+  OperatorCalls(struct soap* soap, OperatorOperations* ops);
   ~OperatorCalls();
   OperatorCalls(const OperatorCalls&) = delete;
   OperatorCalls& operator=(const OperatorCalls&) = delete;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Everything that touches a gSOAP context goes through here, so that the server and the
-// LMS share one set of safe settings (DESIGN.md section 6) and one Status <-> SOAP Fault
-// mapping (section 7): a fault's MAFault/Code is CodeName() of the Status, verbatim.
+// LMS share one set of safe settings (docs/protocol.md) and one Status <-> SOAP Fault
+// mapping: a fault's MAFault/Code is CodeName() of the Status, verbatim (the bytes of a
+// fault are written by soap_fault.h).
 #pragma once
 
 #include <cstddef>
@@ -11,6 +12,7 @@
 #include "common/bytes.h"
 #include "common/status.h"
 #include "soapH.h"  // generated: struct soap, xsd__base64Binary, _ma__* classes
+#include "wsdl/soap_fault.h"
 
 namespace tpmma::wsdl {
 
@@ -38,10 +40,12 @@ void HardenContext(struct soap* soap, const SoapLimits& limits = {});
 // which is how a UTF-16 body would hide the same declaration. Code::kMalformed.
 Status RejectDoctype(std::string_view body);
 
-// Server side: turns `status` (not OK) into the SOAP Fault to send: faultcode Client for
-// errors the caller can fix, Server otherwise; faultstring and MAFault/Message = the
-// message; MAFault/Code = CodeName(code). Returns SOAP_FAULT, so a service method can
-// `return SetFault(soap, status);`.
+// For a service that sends through gSOAP's own serve loop (tests/wsdl): turns `status`
+// (not OK) into the context's SOAP Fault, the same fields SoapFaultXml (soap_fault.h)
+// writes: faultcode Client for errors the caller can fix, Server otherwise; faultstring
+// and MAFault/Message = the message; MAFault/Code = CodeName(code). Returns SOAP_FAULT, so
+// a service method can `return SetFault(soap, status);`. ma-server answers with
+// SoapFaultXml, the writer its front end shares.
 int SetFault(struct soap* soap, const Status& status);
 
 // Client side (and server side after a failed parse): the Status behind soap->error.

@@ -22,6 +22,7 @@
 #include "common/env.h"
 #include "tests/server/tls_client.h"
 #include "tests/support/testutil.h"
+#include "wsdl/soap_fault.h"
 
 namespace tpmma::server {
 namespace {
@@ -598,11 +599,11 @@ TEST(UnsupportedEndpointTest, AnswersEveryRequestWithAnUnsupportedFault) {
 }
 
 TEST(SoapFaultXmlTest, EscapesTheMessageAndPicksTheFaultcode) {
-  std::string client = SoapFaultXml(Status(Code::kMalformed, "bad <tag> & \"quote\""));
+  std::string client = wsdl::SoapFaultXml(Status(Code::kMalformed, "bad <tag> & \"quote\""));
   EXPECT_NE(client.find("SOAP-ENV:Client"), std::string::npos);
   EXPECT_NE(client.find("bad &lt;tag&gt; &amp; &quot;quote&quot;"), std::string::npos);
   EXPECT_EQ(client.find("<tag>"), std::string::npos);
-  std::string server = SoapFaultXml(Status(Code::kIoError, "disk"));
+  std::string server = wsdl::SoapFaultXml(Status(Code::kIoError, "disk"));
   EXPECT_NE(server.find("SOAP-ENV:Server"), std::string::npos);
 }
 

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "server/operator_operations.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+namespace tpmma::server {
+
+using storage::OperatorRole;
+
+namespace {
+
+constexpr size_t kMaxPage = 500;
+
+enum Roles : unsigned {
+  kHelpdesk = 1,
+  kAuditor = 2,
+  kAdmin = 4,
+  kAnyRole = 7,
+  kAdminOnly = kAdmin,
+  kHelpdeskOrAdmin = kHelpdesk | kAdmin,
+  kAuditorOrAdmin = kAuditor | kAdmin,
+};
+
+unsigned Bit(OperatorRole r) {
+  switch (r) {
+    case OperatorRole::kHelpdesk:
+      return kHelpdesk;
+    case OperatorRole::kAuditor:
+      return kAuditor;
+    case OperatorRole::kAdmin:
+      return kAdmin;
+  }
+  return 0;
+}
+
+std::string Clip(std::string_view s) {
+  return std::string(s.substr(0, 256));
+}
+
+}  // namespace
+
+size_t OperatorOperations::PageSize(int requested) {
+  return requested <= 0 ? 100 : std::min(static_cast<size_t>(requested), kMaxPage);
+}
+
+storage::AuditEvent OperatorOperations::Event(const OperatorCall& call, std::string detail,
+                                              std::string outcome) const {
+  return storage::AuditEvent{.time = env_->NowUnixSeconds(),
+                             .actor = call.actor,
+                             .action = "Operator." + call.op,
+                             .object = call.object,
+                             .outcome = std::move(outcome),
+                             .detail = Clip(detail)};
+}
+
+Result<storage::Operator> OperatorOperations::Authorize(OperatorCall* call, const char* op,
+                                                        unsigned roles, std::string object) {
+  call->op = op;
+  call->object = Clip(object);
+  call->audited = false;
+  if (call->client_cert_fingerprint.empty()) {
+    call->actor = "anonymous";
+    return Error(Code::kUnauthenticated,
+                 "operator operations need an operator TLS client certificate "
+                 "(ma-admin operator issue)");
+  }
+  auto me = vault_->GetOperatorByFingerprint(call->client_cert_fingerprint);
+  if (!me && me.error().code() == Code::kNotFound) {
+    call->actor = "anonymous";
+    return Error(Code::kUnauthenticated, "this client certificate belongs to no operator");
+  }
+  if (!me) return Error(me.error());
+  call->actor = "operator:" + me->name;
+  if (me->revoked_at) {
+    return Error(Code::kPermissionDenied, "operator " + me->name + " has been revoked");
+  }
+  if ((Bit(me->role) & roles) == 0) {
+    return Error(Code::kPermissionDenied,
+                 fmt::format("role {} may not call {}", storage::ToString(me->role), op));
+  }
+  return me;
+}
+
+Status OperatorOperations::Finish(OperatorCall* call, Status s) {
+  if (call->audited) return s;
+  // Reads and refusals: one row, outcome included; never the request's secrets (none).
+  auto row = vault_->AppendAudit(Event(*call, "", s.ok() ? "ok" : std::string(CodeName(s.code()))));
+  if (!row && s.ok()) return row.error();  // no audit row, no answer
+  return s;
+}
+
+Result<storage::Operator> OperatorOperations::WhoAmI(OperatorCall* call) {
+  return Finish(call, Authorize(call, "WhoAmI", kAnyRole, ""));
+}
+
+Result<storage::PlatformPage> OperatorOperations::ListPlatforms(size_t page_size,
+                                                                const std::string& page_token,
+                                                                OperatorCall* call) {
+  auto run = [&]() -> Result<storage::PlatformPage> {
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPlatforms", kAnyRole, ""));
+    return vault_->ListPlatforms(page_size, page_token);
+  };
+  return Finish(call, run());
+}
+
+Status OperatorOperations::RevokePlatform(const std::string& platform_id, const std::string& reason,
+                                          OperatorCall* call) {
+  auto run = [&]() -> Status {
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "RevokePlatform", kAdminOnly, platform_id));
+    TPMMA_RETURN_IF_ERROR(vault_->RevokePlatform(platform_id, Event(*call, reason)));
+    call->audited = true;
+    return Status::Ok();
+  };
+  return Finish(call, run());
+}
+
+Result<storage::PackagePage> OperatorOperations::ListPackages(const storage::PackageQuery& query,
+                                                              OperatorCall* call) {
+  auto run = [&]() -> Result<storage::PackagePage> {
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPackages", kAnyRole, ""));
+    return vault_->QueryPackages(query);
+  };
+  return Finish(call, run());
+}
+
+Result<storage::Approval> OperatorOperations::Approve(const ApproveRequest& req,
+                                                      OperatorCall* call) {
+  auto run = [&]() -> Result<storage::Approval> {
+    TPMMA_ASSIGN_OR_RETURN(storage::Operator me, Authorize(call, "Approve", kHelpdeskOrAdmin, ""));
+    if (req.validity_s > policy_.max_approval_ttl_s) {
+      return Error(Code::kInvalidArgument,
+                   fmt::format("ValiditySeconds exceeds approvals.max_ttl_s = {}",
+                               policy_.max_approval_ttl_s));
+    }
+    TPMMA_ASSIGN_OR_RETURN(storage::Platform old_p, vault_->GetPlatform(req.old_platform_id));
+    TPMMA_ASSIGN_OR_RETURN(storage::Platform new_p, vault_->GetPlatform(req.new_platform_id));
+    (void)old_p;
+    if (new_p.state == storage::PlatformState::kRevoked) {
+      return Error(Code::kPermissionDenied, "the new platform is revoked");
+    }
+    for (const auto& id : req.package_ids) {
+      TPMMA_ASSIGN_OR_RETURN(storage::PackageDescriptor d, vault_->GetPackageDescriptor(id));
+      if (d.source_platform_id != req.old_platform_id) {
+        return Error(Code::kInvalidArgument, "package " + id + " is not from the old platform");
+      }
+    }
+    const int64_t now = env_->NowUnixSeconds();
+    storage::ApprovalRequest a{.old_platform_id = req.old_platform_id,
+                               .new_platform_id = req.new_platform_id,
+                               .all_packages = req.package_ids.empty(),
+                               .package_ids = req.package_ids,
+                               .reason = req.reason,
+                               .created_by = me.name,
+                               .created_at = now,
+                               .expires_at = now + req.validity_s,
+                               .require_confirmation = policy_.two_person_approvals};
+    TPMMA_ASSIGN_OR_RETURN(storage::Approval made,
+                           vault_->CreateApproval(a, Event(*call, req.reason)));
+    call->audited = true;
+    return made;
+  };
+  return Finish(call, run());
+}
+
+Result<storage::Approval> OperatorOperations::ConfirmApproval(int64_t approval_id,
+                                                              OperatorCall* call) {
+  auto run = [&]() -> Result<storage::Approval> {
+    TPMMA_ASSIGN_OR_RETURN(
+        storage::Operator me,
+        Authorize(call, "ConfirmApproval", kHelpdeskOrAdmin, std::to_string(approval_id)));
+    TPMMA_ASSIGN_OR_RETURN(storage::Approval a,
+                           vault_->ConfirmApproval(approval_id, me.name, env_->NowUnixSeconds(),
+                                                   Event(*call, "second operator confirmed")));
+    call->audited = true;
+    return a;
+  };
+  return Finish(call, run());
+}
+
+Status OperatorOperations::RevokeApproval(int64_t approval_id, const std::string& reason,
+                                          OperatorCall* call) {
+  auto run = [&]() -> Status {
+    TPMMA_RETURN_IF_ERROR(
+        Authorize(call, "RevokeApproval", kHelpdeskOrAdmin, std::to_string(approval_id)));
+    TPMMA_RETURN_IF_ERROR(vault_->RevokeApproval(approval_id, Event(*call, reason)));
+    call->audited = true;
+    return Status::Ok();
+  };
+  return Finish(call, run());
+}
+
+Result<std::vector<storage::Approval>> OperatorOperations::ListApprovals(
+    const std::string& new_platform_id, OperatorCall* call) {
+  auto run = [&]() -> Result<std::vector<storage::Approval>> {
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListApprovals", kAnyRole, ""));
+    return vault_->ListApprovals(new_platform_id);
+  };
+  return Finish(call, run());
+}
+
+Result<storage::AuditPage> OperatorOperations::ListAudit(const storage::AuditFilter& filter,
+                                                         OperatorCall* call) {
+  auto run = [&]() -> Result<storage::AuditPage> {
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListAudit", kAuditorOrAdmin, ""));
+    return vault_->ListAudit(filter);
+  };
+  return Finish(call, run());
+}
+
+Result<int64_t> OperatorOperations::VerifyAudit(OperatorCall* call) {
+  auto run = [&]() -> Result<int64_t> {
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "VerifyAudit", kAuditorOrAdmin, ""));
+    TPMMA_RETURN_IF_ERROR(vault_->VerifyAuditChain());
+    storage::AuditFilter f;
+    f.page_size = 1000;
+    int64_t last = 0;
+    do {
+      TPMMA_ASSIGN_OR_RETURN(auto page, vault_->ListAudit(f));
+      if (!page.records.empty()) last = page.records.back().seq;
+      f.page_token = page.next_page_token;
+    } while (!f.page_token.empty());
+    return last;
+  };
+  return Finish(call, run());
+}
+
+}  // namespace tpmma::server

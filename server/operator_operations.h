@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The operator operations (wsdl/operator.wsdl) as plain C++ over the vault's structs:
+// who the caller is (an active operator whose TLS client certificate fingerprint the
+// front end verified), whether their role may make the call, the call itself, and its
+// audit record as "operator:<name>". No gSOAP type here: operator_service.cc decodes,
+// calls and encodes.
+//
+// Roles: any operator may WhoAmI and list platforms, packages and approvals; helpdesk and
+// admin approve, confirm and revoke approvals; admin revokes platforms; auditor and admin
+// read and verify the audit log. Every call, refused or not, is audited.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/env.h"
+#include "common/status.h"
+#include "storage/vault.h"
+
+namespace tpmma::server {
+
+struct OperatorPolicy {
+  bool two_person_approvals = false;       // approvals.two_person
+  int64_t max_approval_ttl_s = 7 * 86400;  // approvals.max_ttl_s
+};
+
+// One call: the caller's certificate in, who and what out (for the request log line).
+struct OperatorCall {
+  std::string client_cert_fingerprint;  // SHA-256 hex, empty without a certificate
+  std::string op;                       // "Approve", ...
+  std::string actor = "anonymous";      // "operator:<name>" once known
+  std::string object;
+  bool audited = false;  // a state change wrote its own record
+};
+
+struct ApproveRequest {
+  std::string old_platform_id;
+  std::string new_platform_id;
+  std::vector<std::string> package_ids;  // empty: every package of the old platform
+  std::string reason;
+  int64_t validity_s = 0;
+};
+
+class OperatorOperations {
+ public:
+  OperatorOperations(storage::Vault* vault, Env* env, const OperatorPolicy& policy)
+      : vault_(vault), env_(env), policy_(policy) {}
+
+  // A requested page size: 0 or less is the default (100), at most 500.
+  static size_t PageSize(int requested);
+
+  Result<storage::Operator> WhoAmI(OperatorCall* call);
+  Result<storage::PlatformPage> ListPlatforms(size_t page_size, const std::string& page_token,
+                                              OperatorCall* call);
+  Status RevokePlatform(const std::string& platform_id, const std::string& reason,
+                        OperatorCall* call);
+  Result<storage::PackagePage> ListPackages(const storage::PackageQuery& query, OperatorCall* call);
+  Result<storage::Approval> Approve(const ApproveRequest& request, OperatorCall* call);
+  Result<storage::Approval> ConfirmApproval(int64_t approval_id, OperatorCall* call);
+  Status RevokeApproval(int64_t approval_id, const std::string& reason, OperatorCall* call);
+  Result<std::vector<storage::Approval>> ListApprovals(const std::string& new_platform_id,
+                                                       OperatorCall* call);
+  Result<storage::AuditPage> ListAudit(const storage::AuditFilter& filter, OperatorCall* call);
+  // The chain checked; the number of the last record.
+  Result<int64_t> VerifyAudit(OperatorCall* call);
+
+ private:
+  // Who is calling, and may they: fills call->op/actor/object.
+  Result<storage::Operator> Authorize(OperatorCall* call, const char* op, unsigned roles,
+                                      std::string object);
+  // Audits reads and refusals (state changes audit themselves inside their transaction).
+  Status Finish(OperatorCall* call, Status s);
+  template <typename T>
+  Result<T> Finish(OperatorCall* call, Result<T> r) {
+    Status s = Finish(call, r ? Status::Ok() : r.error());
+    if (!s.ok()) return Error(std::move(s));
+    return r;
+  }
+  storage::AuditEvent Event(const OperatorCall& call, std::string detail,
+                            std::string outcome = "ok") const;
+
+  storage::Vault* vault_;
+  Env* env_;
+  OperatorPolicy policy_;
+};
+
+}  // namespace tpmma::server
