@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// The lms command line (CLI11). Each group of commands registers itself on the app with
-// the runner to call if it was chosen; Run() parses, runs and maps the outcome to an exit
-// code. The MA commands (authenticate, backup, query, restore, delete, status) are
-// AddMaCommands (cli_ma.cc).
+// The lms command line (CLI11). Each command registers itself on the app with the runner
+// to call if it was chosen (one Add...Command per command: the local key commands in
+// cli_keys.cc, the MA commands in cli_ma.cc, restore in cli_restore.cc); Run() parses,
+// runs and maps the outcome to an exit code.
 //
 // Exit codes (every command): 0 success, 1 the operation failed (the message says why in
 // plain words; with --json it is {"ok":false,"code":...,"message":...} on stdout),
@@ -10,6 +10,8 @@
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,10 +52,14 @@ struct Globals {
   }
 };
 
+// A command: its CLI11 subcommand, and what runs when it was chosen.
 struct Command {
   CLI::App* app = nullptr;
   std::function<int()> run;
 };
+
+// A subcommand of `app` that takes the global options after its name too.
+CLI::App* AddSubcommand(CLI::App& app, const char* name, const char* help);
 
 // ---- output helpers for command implementations
 // Success: `json` (with "ok": true added) on stdout under --json, else `text` as is.
@@ -82,11 +88,37 @@ void ShowProgress(const Globals& g, Lms& lms);
 // A failure is a warning on stderr: the command itself has succeeded.
 void RecordMaSettings(Lms& lms, const MaSettings& settings);
 
-// init, keygen, keys, pubkey, sign, encrypt, decrypt, unseal, import-tpm2.
-void AddLocalCommands(CLI::App& app, Globals& g, std::vector<Command>* commands);
+// ---- for the MA commands
+// The --ma/--ma-ca/--ek-intermediate flags.
+MaFlags FlagsOf(const Globals& g);
+// The store, its TPM and the MA settings every MA command starts from.
+struct MaContext {
+  std::unique_ptr<Lms> lms;
+  MaSettings settings;
+};
+Result<MaContext> OpenWithMa(const Globals& g);
+// {"from": OLD, "to": NEW} when a backup or restore moved the store to the MA's new escrow
+// key, else null.
+nlohmann::json RotationJson(const std::optional<EscrowKeyRotation>& rotation);
 
-// authenticate, backup, query, restore, delete, status (cli_ma.cc).
-void AddMaCommands(CLI::App& app, Globals& g, std::vector<Command>* commands);
+// ---- the commands, in the order `lms --help` lists them. `g` must outlive the runners.
+// Local key commands (cli_keys.cc).
+Command AddInitCommand(CLI::App& app, const Globals& g);
+Command AddKeygenCommand(CLI::App& app, const Globals& g);
+Command AddImportTpm2Command(CLI::App& app, const Globals& g);
+Command AddKeysCommand(CLI::App& app, const Globals& g);
+Command AddPubkeyCommand(CLI::App& app, const Globals& g);
+Command AddSignCommand(CLI::App& app, const Globals& g);
+Command AddEncryptCommand(CLI::App& app, const Globals& g);
+Command AddDecryptCommand(CLI::App& app, const Globals& g);
+Command AddUnsealCommand(CLI::App& app, const Globals& g);
+// With the MA (cli_ma.cc; restore: cli_restore.cc).
+Command AddAuthenticateCommand(CLI::App& app, const Globals& g);
+Command AddBackupCommand(CLI::App& app, const Globals& g);
+Command AddQueryCommand(CLI::App& app, const Globals& g);
+Command AddRestoreCommand(CLI::App& app, const Globals& g);
+Command AddDeleteCommand(CLI::App& app, const Globals& g);
+Command AddStatusCommand(CLI::App& app, const Globals& g);
 
 // The whole program: returns the exit code.
 int Run(int argc, char** argv, Env* env = nullptr);

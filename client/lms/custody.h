@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// Custody of the inner wrapper key (DESIGN 4.4), the AES-128 key that wraps the MRK
-// duplicate inside the outer wrapper to the MA key, so that the MA key alone cannot open a
-// package.
+// Custody of the inner wrapper key (docs/protocol.md, Inner-key custody), the AES-128 key that
+// wraps the MRK duplicate inside the outer wrapper to the MA key, so that the MA key alone cannot
+// open a package.
 //
 // Recovery code (high assurance): the code is shown once at `lms init` and never stored or
 // sent; the inner key is derived from it with scrypt.

@@ -50,7 +50,7 @@ struct KeyRecord {
   bool operator==(const KeyRecord&) const = default;
 };
 
-// DESIGN 4.4: who can give the inner wrapper key back after the TPM lost it.
+// Who can give the inner wrapper key back after the TPM lost it.
 enum class CustodyMode {
   kRecoveryCode,  // derived from a code shown once at init (high assurance)
   kEscrow,        // random, encrypted to the MA's escrow key in every package (helpdesk)
@@ -60,7 +60,7 @@ enum class CustodyMode {
 std::string_view CustodyModeName(CustodyMode mode);
 Result<CustodyMode> CustodyModeFromName(std::string_view name);
 
-// The store's custody of the inner wrapper key (DESIGN 4.4).
+// The store's custody of the inner wrapper key (docs/protocol.md, Inner-key custody).
 //
 // Recovery code: the inner key is scrypt(code, salt, n, r, p) (first 16 bytes); `verifier`
 // (the next 32) lets a restore tell a mistyped code from a wrong TPM.

@@ -313,9 +313,11 @@ Result<SecureBytes> Lms::UnsealInnerKey() {
   return tpm->Unseal(sealed);
 }
 
-Result<InitResult> Lms::Init(const InitOptions& o) {
-  InitResult out;
-  // The MA key first: nothing changes on disk or in the TPM for a bad file.
+namespace {
+
+// init: the MA key (and escrow key) checked first: nothing changes on disk or in the TPM for
+// a bad file. Returns the MA key's Name.
+Result<Bytes> CheckInitKeys(const InitOptions& o) {
   auto ma_public = tpm::Unmarshal<TPM2B_PUBLIC>(o.ma_key_public);
   if (!ma_public) {
     return Error(Code::kInvalidArgument,
@@ -335,15 +337,21 @@ Result<InitResult> Lms::Init(const InitOptions& o) {
       return Error(Code::kInvalidArgument, "escrow custody needs the escrow key's id");
     }
   }
+  return ma_name;
+}
 
-  TPMMA_RETURN_IF_ERROR(store_.CreateLayout());
-  TPMMA_RETURN_IF_ERROR(store_.Lock());
-  TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> existing, store_.ListKeys());
-  if (store_.Initialized()) {
-    TPMMA_ASSIGN_OR_RETURN(StoreState old, store_.ReadState());
+// init on an initialised store: refused unless --force, and while keys were never backed
+// up unless --discard-unbacked-keys. A previous store, or the keys of an init that did not
+// finish, are set aside (never deleted): where to, if anything was.
+Result<std::optional<std::string>> SetAsidePrevious(KeyStore& store, const InitOptions& o) {
+  TPMMA_RETURN_IF_ERROR(store.CreateLayout());
+  TPMMA_RETURN_IF_ERROR(store.Lock());
+  TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> existing, store.ListKeys());
+  if (store.Initialized()) {
+    TPMMA_ASSIGN_OR_RETURN(StoreState old, store.ReadState());
     if (!o.force) {
       return Error(Code::kAlreadyExists,
-                   "the key store " + store_.dir() + " is already initialised (MRK " + old.mrk_id +
+                   "the key store " + store.dir() + " is already initialised (MRK " + old.mrk_id +
                        ", keys: " + std::to_string(existing.size()) +
                        "); `lms init --force` starts a new one and sets the old one aside");
     }
@@ -364,12 +372,20 @@ Result<InitResult> Lms::Init(const InitOptions& o) {
                        "--discard-unbacked-keys to set them aside anyway");
     }
   }
-  if (store_.Initialized() || !existing.empty()) {
+  if (store.Initialized() || !existing.empty()) {
     // A previous store, or the keys of an init that did not finish: set aside, never deleted.
-    TPMMA_ASSIGN_OR_RETURN(std::string retired, store_.Retire());
-    out.retired_to = retired;
+    TPMMA_ASSIGN_OR_RETURN(std::string retired, store.Retire());
+    return retired;
   }
+  return std::nullopt;
+}
 
+}  // namespace
+
+Result<InitResult> Lms::Init(const InitOptions& o) {
+  InitResult out;
+  TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, CheckInitKeys(o));
+  TPMMA_ASSIGN_OR_RETURN(out.retired_to, SetAsidePrevious(store_, o));
   TPMMA_RETURN_IF_ERROR(OpenTpm(/*create_srk=*/true, nullptr));
   TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo srk_info, tpm_->ReadPublic(srk_));
   TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob mrk_blob, tpm_->CreateMrk(srk_, ma_name, o.mrk_alg));

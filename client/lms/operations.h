@@ -20,11 +20,11 @@
 #include <vector>
 
 #include "client/lms/keystore.h"
-#include "tpm/esys/esys.h"
-#include "tpm/esys/templates.h"
 #include "common/bytes.h"
 #include "common/env.h"
 #include "common/status.h"
+#include "tpm/esys/esys.h"
+#include "tpm/esys/templates.h"
 
 namespace tpmma::lms {
 
@@ -40,8 +40,8 @@ struct Options {
 struct InitOptions {
   Bytes ma_key_public;  // marshalled TPM2B_PUBLIC of the MA storage key (as GetMAKey returns)
   esys::KeyAlg mrk_alg = esys::KeyAlg::kRsa2048;
-  // Custody of the inner wrapper key (DESIGN 4.4). kEscrow needs the MA's escrow key
-  // (GetMAKey, checked: remote.h FetchEscrowKey) and shows no recovery code.
+  // Custody of the inner wrapper key (docs/protocol.md, Inner-key custody). kEscrow needs the MA's
+  // escrow key (GetMAKey, checked: remote.h FetchEscrowKey) and shows no recovery code.
   CustodyMode custody = CustodyMode::kRecoveryCode;
   std::string escrow_key_id;
   Bytes escrow_public;  // marshalled TPM2B_PUBLIC

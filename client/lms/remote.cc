@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// lms and the MA: settings, authenticate, backup (DESIGN 4.2), query, delete, status; and
-// the session backup and restore share (ma_session.h). Restore is in restore.cc.
+// lms and the MA: settings, authenticate, backup (docs/protocol.md, Upload) as named steps,
+// query, delete, status; and the authenticated connection backup and restore share
+// (ma_connection.h). Restore is in restore.cc.
 #include "client/lms/remote.h"
 
 #include <openssl/err.h>
@@ -16,7 +17,7 @@
 #include <utility>
 
 #include "client/lms/custody.h"
-#include "client/lms/ma_session.h"
+#include "client/lms/ma_connection.h"
 #include "client/ma/platform.h"
 #include "common/openssl.h"
 #include "common/text.h"
@@ -77,8 +78,8 @@ Result<std::vector<Bytes>> ReadCertificates(const std::vector<std::string>& file
   return out;
 }
 
-Result<std::unique_ptr<client::MaClient>> Connect(const MaSettings& s) {
-  return client::MaClient::Create({.url = s.url, .ca_file = s.ca_file, .timeout_s = s.timeout_s});
+Result<std::unique_ptr<ma::MaClient>> Connect(const MaSettings& s) {
+  return ma::MaClient::Create({.url = s.url, .ca_file = s.ca_file, .timeout_s = s.timeout_s});
 }
 
 bool TpmSideFailure(const Status& s) {
@@ -91,23 +92,29 @@ std::string Join(const std::vector<std::string>& items) {
   return out.empty() ? "none" : out;
 }
 
+std::string JoinCustody(const std::vector<ma::Custody>& modes) {
+  std::vector<std::string> names;
+  for (ma::Custody m : modes) names.emplace_back(ma::CustodyName(m));
+  return Join(names);
+}
+
 }  // namespace
 
 // The MA's answer in plain words, naming the MA.
-Status MaFailure(const Status& s, const MaSettings& ma, std::string_view doing) {
+Status MaFailure(const Status& s, const MaSettings& settings, std::string_view doing) {
   if (s.code() == Code::kUnavailable) {
-    return Status(Code::kUnavailable, "cannot reach the MA at " + ma.url + " (" +
+    return Status(Code::kUnavailable, "cannot reach the MA at " + settings.url + " (" +
                                           std::string(doing) + "): " + s.message());
   }
   return Status(s.code(), "the MA refused " + std::string(doing) + ": " + s.message());
 }
 
-// Authenticate (DESIGN 4.1) with the AK kept in ma.json (a new one after a TPM clear) and,
+// Authenticate (docs/protocol.md) with the AK kept in ma.json (a new one after a TPM clear) and,
 // for backups, the package-signing key kept there too. Writes ma.json on success.
-Result<Session> OpenSession(Lms& lms, const MaSettings& s, bool with_signing_key) {
+Result<MaConnection> OpenMaConnection(Lms& lms, const MaSettings& s, bool with_signing_key) {
   TPMMA_ASSIGN_OR_RETURN(std::vector<Bytes> intermediates, ReadCertificates(s.ek_intermediates));
-  Session out;
-  TPMMA_ASSIGN_OR_RETURN(out.ma, Connect(s));
+  MaConnection out;
+  TPMMA_ASSIGN_OR_RETURN(out.client, Connect(s));
   TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, lms.OpenForMa());
   const esys::Object& srk = lms.current_srk();
   KeyStore& store = lms.store();
@@ -116,7 +123,7 @@ Result<Session> OpenSession(Lms& lms, const MaSettings& s, bool with_signing_key
   const bool have_ak = !m.ak_public.empty() && !m.ak_private.empty() && m.ak_srk_name == srk.name();
   auto make_ak = [&]() -> Status {
     lms.Progress("making an attestation key (AK) under the endorsement key");
-    TPMMA_ASSIGN_OR_RETURN(out.ak, client::CreateAttestationKey(*tpm, esys::KeyAlg::kEccP256));
+    TPMMA_ASSIGN_OR_RETURN(out.ak, ma::CreateAttestationKey(*tpm, esys::KeyAlg::kEccP256));
     out.new_ak = true;
     return Status::Ok();
   };
@@ -133,18 +140,18 @@ Result<Session> OpenSession(Lms& lms, const MaSettings& s, bool with_signing_key
     TPMMA_ASSIGN_OR_RETURN(b.private_area, tpm::Unmarshal<TPM2B_PRIVATE>(m.signing_private));
     signing = b;
   }
-  client::AuthenticateOptions o;
+  ma::AuthenticateOptions o;
   o.ek_intermediates = std::move(intermediates);
   o.with_signing_key = with_signing_key;
   o.signing_key_type = esys::ChildType::kEccSign;
   o.reuse_signing_key = signing ? &*signing : nullptr;
 
   lms.Progress("authenticating to the MA at " + s.url);
-  auto session = client::Authenticate(*out.ma, *tpm, out.ak, &srk, o);
+  auto session = ma::Authenticate(*out.client, *tpm, out.ak, &srk, o);
   if (!session && !out.new_ak && TpmSideFailure(session.error())) {
     // The kept AK no longer loads (the endorsement hierarchy changed): make a new one.
     TPMMA_RETURN_IF_ERROR(make_ak());
-    session = client::Authenticate(*out.ma, *tpm, out.ak, &srk, o);
+    session = ma::Authenticate(*out.client, *tpm, out.ak, &srk, o);
   }
   if (!session) {
     if (session.error().code() == Code::kUnavailable || !TpmSideFailure(session.error())) {
@@ -162,26 +169,29 @@ Result<Session> OpenSession(Lms& lms, const MaSettings& s, bool with_signing_key
   if (with_signing_key) {
     TPMMA_ASSIGN_OR_RETURN(m.signing_public, tpm::Marshal(out.platform.signing_blob.public_area));
     TPMMA_ASSIGN_OR_RETURN(m.signing_private, tpm::Marshal(out.platform.signing_blob.private_area));
-    const bool known = std::any_of(m.signers.begin(), m.signers.end(), [&](const KnownSigner& k) {
-      return k.public_area == m.signing_public;
-    });
-    if (!known) {
-      m.signers.push_back({.platform_id = m.platform_id, .public_area = m.signing_public});
-      if (m.signers.size() > kMaxKnownSigners) m.signers.erase(m.signers.begin());
-    }
+    RememberSigner(m, m.platform_id, m.signing_public);
   }
   TPMMA_RETURN_IF_ERROR(store.CreateLayout());
   TPMMA_RETURN_IF_ERROR(store.WriteMaState(m));
   return out;
 }
 
-Result<std::vector<client::PackageDescriptor>> QueryAll(Session& s, const MaSettings& ma,
-                                                        const client::QueryFilter& filter) {
-  std::vector<client::PackageDescriptor> out;
+void RememberSigner(MaState& m, const std::string& platform_id, const Bytes& public_area) {
+  const bool known = std::any_of(m.signers.begin(), m.signers.end(), [&](const KnownSigner& k) {
+    return k.public_area == public_area;
+  });
+  if (known) return;
+  m.signers.push_back({.platform_id = platform_id, .public_area = public_area});
+  if (m.signers.size() > kMaxKnownSigners) m.signers.erase(m.signers.begin());
+}
+
+Result<std::vector<ma::PackageDescriptor>> QueryAll(MaConnection& s, const MaSettings& settings,
+                                                    const ma::QueryFilter& filter) {
+  std::vector<ma::PackageDescriptor> out;
   std::string page_token;
   for (size_t page = 0; page < kMaxQueryPages; ++page) {
-    auto r = s.ma->Query(s.token(), filter, kQueryPageSize, page_token);
-    if (!r) return Error(MaFailure(r.error(), ma, "the query"));
+    auto r = s.client->Query(s.token(), filter, kQueryPageSize, page_token);
+    if (!r) return Error(MaFailure(r.error(), settings, "the query"));
     for (auto& d : r->packages) out.push_back(std::move(d));
     if (r->next_page_token.empty()) break;
     page_token = r->next_page_token;
@@ -222,21 +232,21 @@ Result<KeyRecord> FindMrk(const StoreState& state, const std::vector<KeyRecord>&
   return Error(Code::kCorruption, "the key store has no record of its MRK " + state.mrk_id);
 }
 
-// GetMAKey(key_id) checked for `role` (client::VerifyMaKey).
-Result<FetchedMaKey> GetCheckedMaKey(client::MaClient& client, const MaSettings& ma,
-                                     std::string_view key_id, client::MaKeyRole role) {
-  const bool escrow = role == client::MaKeyRole::kEscrow;
+// GetMAKey(key_id) checked for `role` (ma::VerifyMaKey).
+Result<FetchedMaKey> GetCheckedMaKey(ma::MaClient& client, const MaSettings& settings,
+                                     std::string_view key_id, ma::MaKeyRole role) {
+  const bool escrow = role == ma::MaKeyRole::kEscrow;
   auto key = client.GetMAKey(key_id);
   if (!key) {
-    return Error(MaFailure(key.error(), ma,
+    return Error(MaFailure(key.error(), settings,
                            escrow ? "to give its escrow key " + std::string(key_id) + " (GetMAKey)"
                                   : std::string("to give its key (GetMAKey)")));
   }
-  auto verified = client::VerifyMaKey(*key, role);
+  auto verified = ma::VerifyMaKey(*key, role);
   if (!verified) {
     return Error(
         verified.error().WithContext(std::string(escrow ? "the MA escrow key" : "the MA key") +
-                                     " from " + ma.url + " does not check out"));
+                                     " from " + settings.url + " does not check out"));
   }
   return FetchedMaKey{.key_id = verified->key_id,
                       .public_area = key->public_area,
@@ -265,43 +275,44 @@ Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags
   return s;
 }
 
-Result<FetchedMaKey> FetchMaKey(const MaSettings& ma, std::string_view key_id) {
-  TPMMA_ASSIGN_OR_RETURN(auto client, Connect(ma));
-  return GetCheckedMaKey(*client, ma, key_id, client::MaKeyRole::kStorage);
+Result<FetchedMaKey> FetchMaKey(const MaSettings& settings, std::string_view key_id) {
+  TPMMA_ASSIGN_OR_RETURN(auto client, Connect(settings));
+  return GetCheckedMaKey(*client, settings, key_id, ma::MaKeyRole::kStorage);
 }
 
 namespace {
 
-bool OffersEscrow(const client::ServiceInfo& info) {
-  return std::find(info.custody_modes.begin(), info.custody_modes.end(), "Escrow") !=
+bool OffersEscrow(const ma::ServiceInfo& info) {
+  return std::find(info.custody_modes.begin(), info.custody_modes.end(), ma::Custody::kEscrow) !=
          info.custody_modes.end();
 }
 
 // The escrow key among the MA keys `info` (GetMAServiceInfo of an MA that offers escrow)
 // lists: `key_id`, else the one whose public area is an escrow key.
-Result<FetchedMaKey> FindEscrowKey(client::MaClient& client, const MaSettings& ma,
-                                   const client::ServiceInfo& info, std::string_view key_id) {
-  if (!key_id.empty()) return GetCheckedMaKey(client, ma, key_id, client::MaKeyRole::kEscrow);
+Result<FetchedMaKey> FindEscrowKey(ma::MaClient& client, const MaSettings& settings,
+                                   const ma::ServiceInfo& info, std::string_view key_id) {
+  if (!key_id.empty()) return GetCheckedMaKey(client, settings, key_id, ma::MaKeyRole::kEscrow);
   // The first MAKeyId is the storage key; of the others, the escrow key is the one whose
   // public area is shaped like one (another storage key may be listed during a rotation).
   std::vector<FetchedMaKey> found;
   for (size_t i = 1; i < info.ma_key_ids.size(); ++i) {
     const std::string& id = info.ma_key_ids[i];
     auto key = client.GetMAKey(id);
-    if (!key) return Error(MaFailure(key.error(), ma, "to give its key " + id + " (GetMAKey)"));
+    if (!key)
+      return Error(MaFailure(key.error(), settings, "to give its key " + id + " (GetMAKey)"));
     auto pub = tpm::Unmarshal<TPM2B_PUBLIC>(key->public_area);
     if (pub && !tpm::CheckEscrowKey(pub->publicArea).ok()) continue;
-    auto verified = client::VerifyMaKey(*key, client::MaKeyRole::kEscrow);
+    auto verified = ma::VerifyMaKey(*key, ma::MaKeyRole::kEscrow);
     if (!verified) {
-      return Error(verified.error().WithContext("the MA escrow key " + id + " from " + ma.url +
-                                                " does not check out"));
+      return Error(verified.error().WithContext("the MA escrow key " + id + " from " +
+                                                settings.url + " does not check out"));
     }
     found.push_back({.key_id = verified->key_id,
                      .public_area = key->public_area,
                      .name = std::move(verified->name)});
   }
   if (found.empty()) {
-    return Error(Code::kNotFound, "the MA at " + ma.url +
+    return Error(Code::kNotFound, "the MA at " + settings.url +
                                       " offers escrow custody but lists no escrow key (its key "
                                       "ids: " +
                                       Join(info.ma_key_ids) + ")");
@@ -309,8 +320,8 @@ Result<FetchedMaKey> FindEscrowKey(client::MaClient& client, const MaSettings& m
   if (found.size() > 1) {
     std::vector<std::string> ids;
     for (const FetchedMaKey& k : found) ids.push_back(k.key_id);
-    return Error(Code::kConflict, "the MA at " + ma.url + " lists " + std::to_string(found.size()) +
-                                      " escrow keys (" + Join(ids) +
+    return Error(Code::kConflict, "the MA at " + settings.url + " lists " +
+                                      std::to_string(found.size()) + " escrow keys (" + Join(ids) +
                                       "); choose one with --escrow-key-id");
   }
   return std::move(found.front());
@@ -318,28 +329,30 @@ Result<FetchedMaKey> FindEscrowKey(client::MaClient& client, const MaSettings& m
 
 }  // namespace
 
-Result<FetchedMaKey> FetchEscrowKey(const MaSettings& ma, std::string_view key_id) {
-  TPMMA_ASSIGN_OR_RETURN(auto client, Connect(ma));
+Result<FetchedMaKey> FetchEscrowKey(const MaSettings& settings, std::string_view key_id) {
+  TPMMA_ASSIGN_OR_RETURN(auto client, Connect(settings));
   auto info = client->GetMAServiceInfo();
-  if (!info) return Error(MaFailure(info.error(), ma, "to describe itself (GetMAServiceInfo)"));
+  if (!info)
+    return Error(MaFailure(info.error(), settings, "to describe itself (GetMAServiceInfo)"));
   if (!OffersEscrow(*info)) {
-    return Error(Code::kUnsupported,
-                 "the MA at " + ma.url +
-                     " does not offer escrow custody (it offers: " + Join(info->custody_modes) +
-                     "); use --custody recovery-code, or an MA that does");
+    return Error(Code::kUnsupported, "the MA at " + settings.url +
+                                         " does not offer escrow custody (it offers: " +
+                                         JoinCustody(info->custody_modes) +
+                                         "); use --custody recovery-code, or an MA that does");
   }
-  return FindEscrowKey(*client, ma, *info, key_id);
+  return FindEscrowKey(*client, settings, *info, key_id);
 }
 
-Result<std::optional<FetchedMaKey>> ReplacedEscrowKey(client::MaClient& client,
-                                                      const MaSettings& ma,
+Result<std::optional<FetchedMaKey>> ReplacedEscrowKey(ma::MaClient& client,
+                                                      const MaSettings& settings,
                                                       std::string_view pinned_key_id) {
   auto info = client.GetMAServiceInfo();
-  if (!info) return Error(MaFailure(info.error(), ma, "to describe itself (GetMAServiceInfo)"));
+  if (!info)
+    return Error(MaFailure(info.error(), settings, "to describe itself (GetMAServiceInfo)"));
   if (!OffersEscrow(*info)) {
-    return Error(Code::kUnsupported, "the MA at " + ma.url +
+    return Error(Code::kUnsupported, "the MA at " + settings.url +
                                          " no longer offers escrow custody (it offers: " +
-                                         Join(info->custody_modes) + ")");
+                                         JoinCustody(info->custody_modes) + ")");
   }
   // MAKeyId is the storage key, then the escrow key the MA takes at Upload; a retired
   // escrow key is not listed. While the pinned one is, nothing more is asked.
@@ -347,14 +360,14 @@ Result<std::optional<FetchedMaKey>> ReplacedEscrowKey(client::MaClient& client,
   if (ids.size() > 1 && std::find(ids.begin() + 1, ids.end(), pinned_key_id) != ids.end()) {
     return std::nullopt;
   }
-  TPMMA_ASSIGN_OR_RETURN(FetchedMaKey current, FindEscrowKey(client, ma, *info, {}));
+  TPMMA_ASSIGN_OR_RETURN(FetchedMaKey current, FindEscrowKey(client, settings, *info, {}));
   return current;
 }
 
-Result<AuthenticateResult> Authenticate(Lms& lms, const MaSettings& ma) {
+Result<AuthenticateResult> Authenticate(Lms& lms, const MaSettings& settings) {
   TPMMA_RETURN_IF_ERROR(lms.store().CreateLayout());
   TPMMA_RETURN_IF_ERROR(lms.store().Lock());
-  TPMMA_ASSIGN_OR_RETURN(Session s, OpenSession(lms, ma, false));
+  TPMMA_ASSIGN_OR_RETURN(MaConnection s, OpenMaConnection(lms, settings, false));
   return AuthenticateResult{.platform_id = s.platform_id(),
                             .expires_at = s.platform.session.expires_at,
                             .new_ak = s.new_ak};
@@ -369,45 +382,60 @@ Result<bool> ChangedSinceLastBackup(Lms& lms) {
   });
 }
 
-Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions& o) {
-  KeyStore& store = lms.store();
-  TPMMA_ASSIGN_OR_RETURN(StoreState state, store.ReadState());
-  TPMMA_RETURN_IF_ERROR(store.Lock());
-  BackupResult out;
-  TPMMA_ASSIGN_OR_RETURN(bool changed, ChangedSinceLastBackup(lms));
-  if (!changed && !o.full) {
-    out.reason = "nothing changed since the last backup";
-    if (state.last_backup_package_id) out.reason += " (package " + *state.last_backup_package_id;
-    if (state.last_backup_at) out.reason += ", " + Utc(*state.last_backup_at) + ")";
-    out.package_id = state.last_backup_package_id.value_or("");
-    out.created_at = state.last_backup_at.value_or(0);
-    return out;
-  }
-  TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> keys, store.ListKeys());
-  TPMMA_ASSIGN_OR_RETURN(KeyRecord mrk_record, FindMrk(state, keys));
-  TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, lms.tpm());
+namespace {
 
-  // The MRK duplicated to the MA key with the inner key (kept sealed to this TPM since
-  // init, for unattended backups): done once, whatever the MA does.
+// A backup with nothing to upload: what the last one was.
+BackupResult NothingChanged(const StoreState& state) {
+  BackupResult out;
+  out.reason = "nothing changed since the last backup";
+  if (state.last_backup_package_id) out.reason += " (package " + *state.last_backup_package_id;
+  if (state.last_backup_at) out.reason += ", " + Utc(*state.last_backup_at) + ")";
+  out.package_id = state.last_backup_package_id.value_or("");
+  out.created_at = state.last_backup_at.value_or(0);
+  return out;
+}
+
+// What a backup uploads, made once whatever the MA does: the package without its id,
+// platform, time and (for an escrow store) escrowed inner key, which each attempt adds.
+struct PreparedBackup {
+  package::MigrationPackage model;
+  SecureBytes inner;                          // the inner wrapper key
+  std::vector<std::string> carried;           // ids of the children in the package
+  std::optional<TPM2B_PUBLIC> escrow_public;  // escrow store: the escrow key it pins
+  Bytes mrk_name;                             // escrow store: what the escrow binds to
+};
+
+// Step: the MRK loaded and duplicated to the MA key with the inner key (kept sealed to this
+// TPM since init, for unattended backups).
+Status DuplicateMrk(Lms& lms, const StoreState& state, const KeyRecord& mrk_record,
+                    PreparedBackup& p) {
+  TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, lms.tpm());
   auto inner = lms.UnsealInnerKey();
   if (!inner) {
-    return Error(inner.error().WithContext(
-        "unsealing the inner wrapper key (kept sealed to this TPM since lms init)"));
+    return inner.error().WithContext(
+        "unsealing the inner wrapper key (kept sealed to this TPM since lms init)");
   }
+  p.inner = std::move(*inner);
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ma_public, tpm::Unmarshal<TPM2B_PUBLIC>(state.ma_key_public));
   lms.Progress("duplicating the MRK to the MA key");
   esys::Duplicated dup;
   {
     TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, lms.LoadKey(mrk_record, nullptr));
-    TPMMA_ASSIGN_OR_RETURN(dup, tpm->Duplicate(mrk, ma_public, esys::InnerWrap::kGiven, *inner));
+    TPMMA_ASSIGN_OR_RETURN(dup, tpm->Duplicate(mrk, ma_public, esys::InnerWrap::kGiven, p.inner));
   }
+  package::MigratableRootKey& m = p.model.mrk;
+  m.public_area = mrk_record.public_area;
+  TPMMA_ASSIGN_OR_RETURN(m.duplicate, tpm::Marshal(dup.duplicate));
+  TPMMA_ASSIGN_OR_RETURN(m.encrypted_seed, tpm::Marshal(dup.encrypted_seed));
+  m.symmetric = package::SymmetricAlgorithm::kAes128Cfb;
+  return Status::Ok();
+}
 
-  package::MigrationPackage model;
-  model.mrk.public_area = mrk_record.public_area;
-  TPMMA_ASSIGN_OR_RETURN(model.mrk.duplicate, tpm::Marshal(dup.duplicate));
-  TPMMA_ASSIGN_OR_RETURN(model.mrk.encrypted_seed, tpm::Marshal(dup.encrypted_seed));
-  model.mrk.symmetric = package::SymmetricAlgorithm::kAes128Cfb;
-  std::vector<const KeyRecord*> carried;
+// Step: every migratable child of the MRK, and the store's custody: a recovery code's
+// parameters as they are; for escrow, what the escrow binds to (the MRK's Name as the MA
+// recomputes it from the package; the platform is known once a session is open).
+Status AddChildrenAndCustody(const StoreState& state, const std::vector<KeyRecord>& keys,
+                             const KeyRecord& mrk_record, PreparedBackup& p) {
   for (const KeyRecord& k : keys) {
     if (k.type == KeyType::kMrk || k.parent != state.mrk_id || !k.migratable) continue;
     package::ChildKey c;
@@ -416,174 +444,223 @@ Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions&
     c.usage = UsageOf(k.type);
     c.public_area = k.public_area;
     c.private_area = k.private_area;
-    model.child_keys.push_back(std::move(c));
-    carried.push_back(&k);
+    p.model.child_keys.push_back(std::move(c));
+    p.carried.push_back(k.id);
   }
-  // Escrow custody: the inner key encrypted to the MA's escrow key (the one the store pins,
-  // unless the MA has replaced it: below), bound to the MRK's Name as the MA recomputes it
-  // from the package, and to the uploading platform (known once a session is open, below).
-  std::optional<TPM2B_PUBLIC> escrow_public;
-  Bytes mrk_name;
   if (state.custody.mode == CustodyMode::kEscrow) {
-    TPMMA_ASSIGN_OR_RETURN(escrow_public,
+    TPMMA_ASSIGN_OR_RETURN(p.escrow_public,
                            tpm::Unmarshal<TPM2B_PUBLIC>(state.custody.escrow_public));
     TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC mrk_public,
                            tpm::Unmarshal<TPM2B_PUBLIC>(mrk_record.public_area));
-    TPMMA_ASSIGN_OR_RETURN(mrk_name, tpm::ComputeName(mrk_public.publicArea));
-  } else {
-    package::RecoveryCodeCustody custody;
-    custody.kdf = state.custody.kdf;
-    custody.salt = state.custody.salt;
-    custody.n = state.custody.n;
-    custody.r = state.custody.r;
-    custody.p = state.custody.p;
-    custody.verifier = state.custody.verifier;
-    model.custody = custody;
+    TPMMA_ASSIGN_OR_RETURN(p.mrk_name, tpm::ComputeName(mrk_public.publicArea));
+    return Status::Ok();
   }
-  out.child_keys = model.child_keys.size();
+  package::RecoveryCodeCustody custody;
+  custody.kdf = state.custody.kdf;
+  custody.salt = state.custody.salt;
+  custody.n = state.custody.n;
+  custody.r = state.custody.r;
+  custody.p = state.custody.p;
+  custody.verifier = state.custody.verifier;
+  p.model.custody = custody;
+  return Status::Ok();
+}
 
-  // Authenticate, sign, upload; in agent mode again after a back-off while the MA cannot
-  // be reached. Nothing local changes before the MA acknowledged the upload.
+// One attempt's outcome: uploaded, or the MA could not be reached (`unreachable` says how).
+struct UploadAttempt {
+  std::optional<ma::UploadResult> uploaded;
+  Status unreachable;
+  std::optional<FetchedMaKey> new_escrow_key;  // the MA's, when not the one the store pins
+};
+
+// Step (escrow store): which escrow key the MA takes now, fetched and checked as at init
+// after `ma-admin escrow rotate` (the pinned key would be refused), and the inner key
+// escrowed to it.
+Status EscrowInnerKey(Lms& lms, const MaSettings& settings, const StoreState& state,
+                      MaConnection& connection, PreparedBackup& p, UploadAttempt& attempt) {
+  auto replaced = ReplacedEscrowKey(*connection.client, settings, state.custody.escrow_key_id);
+  if (!replaced) {
+    const Status& e = replaced.error();
+    if (e.code() == Code::kUnavailable) return e;
+    if (e.code() == Code::kUnsupported) {
+      return Status(Code::kUnsupported,
+                    e.message() + ", and this store's inner key is escrowed to it (escrow key " +
+                        state.custody.escrow_key_id +
+                        "): its keys cannot be backed up any more; nothing was uploaded or "
+                        "changed (ask the MA's operators to configure an escrow key again)");
+    }
+    return e.WithContext("finding the MA's current escrow key");
+  }
+  attempt.new_escrow_key = std::move(*replaced);
+  TPM2B_PUBLIC escrow_to = *p.escrow_public;
+  std::string escrow_key_id = state.custody.escrow_key_id;
+  if (const auto& now = attempt.new_escrow_key) {
+    lms.Progress("the MA's escrow key is now " + now->key_id + ", not " + escrow_key_id +
+                 ": escrowing the inner key to " + now->key_id +
+                 " (the store pins it once the MA has the package)");
+    TPMMA_ASSIGN_OR_RETURN(escrow_to, tpm::Unmarshal<TPM2B_PUBLIC>(now->public_area));
+    escrow_key_id = now->key_id;
+  }
+  package::EscrowCustody escrow;
+  escrow.escrow_key_id = escrow_key_id;
+  escrow.algorithm = package::EscrowAlgorithm::kRsaOaepSha256;
+  auto sealed =
+      tpm::EscrowEncrypt(escrow_to.publicArea, p.inner, p.model.source_platform_id, p.mrk_name);
+  if (!sealed) {
+    return sealed.error().WithContext("escrowing the inner key to MA escrow key " + escrow_key_id);
+  }
+  escrow.encrypted_inner_key = std::move(*sealed);
+  p.model.custody = std::move(escrow);
+  return Status::Ok();
+}
+
+// Step: one attempt: authenticate (with the package-signing key), escrow, sign, upload.
+Result<UploadAttempt> UploadOnce(Lms& lms, const MaSettings& settings, const StoreState& state,
+                                 PreparedBackup& p, BackupResult& out) {
+  UploadAttempt attempt;
+  auto connection = OpenMaConnection(lms, settings, true);
+  if (!connection) {
+    if (connection.error().code() != Code::kUnavailable) return Error(connection.error());
+    attempt.unreachable = connection.error();
+    return attempt;
+  }
+  package::MigrationPackage& model = p.model;
+  TPMMA_ASSIGN_OR_RETURN(model.package_id, package::NewUuid());
+  model.source_platform_id = connection->platform_id();
+  model.creation_time = lms.env()->NowUnixSeconds();
+  if (p.escrow_public) {
+    Status escrowed = EscrowInnerKey(lms, settings, state, *connection, p, attempt);
+    if (escrowed.code() == Code::kUnavailable) {
+      attempt.unreachable = escrowed;
+      return attempt;
+    }
+    TPMMA_RETURN_IF_ERROR(escrowed);
+  }
+  lms.Progress("signing package " + model.package_id + " (" +
+               std::to_string(model.child_keys.size()) + " keys)");
+  auto bytes = package::SignPackage(model, connection->platform.signer.get());
+  connection->platform.signer.reset();  // frees its TPM slot
+  if (!bytes) return Error(bytes.error().WithContext("signing the package"));
+  lms.Progress("uploading package " + model.package_id + " (" + std::to_string(bytes->size()) +
+               " bytes)");
+  auto up = connection->client->Upload(connection->token(), *bytes);
+  if (!up) {
+    Status failed = MaFailure(up.error(), settings, "the upload");
+    if (up.error().code() != Code::kUnavailable) return Error(failed);
+    attempt.unreachable = failed;
+    return attempt;
+  }
+  attempt.uploaded = *up;
+  out.platform_id = connection->platform_id();
+  return attempt;
+}
+
+// Step: upload, in agent mode again after a back-off while the MA cannot be reached.
+Result<UploadAttempt> UploadWithRetries(Lms& lms, const MaSettings& settings,
+                                        const StoreState& state, const BackupOptions& o,
+                                        PreparedBackup& p, BackupResult& out) {
   const int attempts = std::max(1, o.attempts);
   int delay_ms = std::max(0, o.retry_delay_ms);
   Status last;
-  std::optional<client::UploadResult> uploaded;
-  // The MA's escrow key when it is no longer the one the store pins (asked each attempt).
-  std::optional<FetchedMaKey> new_escrow_key;
-  for (int attempt = 1; attempt <= attempts && !uploaded; ++attempt) {
-    out.attempts = attempt;
-    if (attempt > 1) {
+  for (int n = 1; n <= attempts; ++n) {
+    out.attempts = n;
+    if (n > 1) {
       char wait[32];
       std::snprintf(wait, sizeof wait, "%.1f s", delay_ms / 1000.0);
-      lms.Progress(last.message() + "; trying again in " + wait + " (attempt " +
-                   std::to_string(attempt) + " of " + std::to_string(attempts) + ")");
+      lms.Progress(last.message() + "; trying again in " + wait + " (attempt " + std::to_string(n) +
+                   " of " + std::to_string(attempts) + ")");
       std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
       delay_ms *= 2;
     }
-    auto session = OpenSession(lms, ma, true);
-    if (!session) {
-      last = session.error();
-      if (last.code() == Code::kUnavailable) continue;
-      return Error(last);
-    }
-    TPMMA_ASSIGN_OR_RETURN(model.package_id, package::NewUuid());
-    model.source_platform_id = session->platform_id();
-    model.creation_time = lms.env()->NowUnixSeconds();
-    if (escrow_public) {
-      // The MA takes uploads escrowed to its current escrow key only: after `ma-admin escrow
-      // rotate` the pinned key would be refused, so the package goes to the new key (checked
-      // as at init) and the store pins it once the MA has the package.
-      auto replaced = ReplacedEscrowKey(*session->ma, ma, state.custody.escrow_key_id);
-      if (!replaced) {
-        last = replaced.error();
-        if (last.code() == Code::kUnavailable) continue;
-        if (last.code() == Code::kUnsupported) {
-          return Error(Code::kUnsupported,
-                       last.message() +
-                           ", and this store's inner key is escrowed to it (escrow key " +
-                           state.custody.escrow_key_id +
-                           "): its keys cannot be backed up any more; nothing was uploaded or "
-                           "changed (ask the MA's operators to configure an escrow key again)");
-        }
-        return Error(last.WithContext("finding the MA's current escrow key"));
-      }
-      new_escrow_key = std::move(*replaced);
-      TPM2B_PUBLIC escrow_to = *escrow_public;
-      std::string escrow_key_id = state.custody.escrow_key_id;
-      if (new_escrow_key) {
-        lms.Progress("the MA's escrow key is now " + new_escrow_key->key_id + ", not " +
-                     escrow_key_id + ": escrowing the inner key to " + new_escrow_key->key_id +
-                     " (the store pins it once the MA has the package)");
-        TPMMA_ASSIGN_OR_RETURN(escrow_to,
-                               tpm::Unmarshal<TPM2B_PUBLIC>(new_escrow_key->public_area));
-        escrow_key_id = new_escrow_key->key_id;
-      }
-      package::EscrowCustody escrow;
-      escrow.escrow_key_id = escrow_key_id;
-      escrow.algorithm = package::EscrowAlgorithm::kRsaOaepSha256;
-      auto sealed =
-          tpm::EscrowEncrypt(escrow_to.publicArea, *inner, model.source_platform_id, mrk_name);
-      if (!sealed) {
-        return Error(sealed.error().WithContext("escrowing the inner key to MA escrow key " +
-                                                escrow_key_id));
-      }
-      escrow.encrypted_inner_key = std::move(*sealed);
-      model.custody = std::move(escrow);
-    }
-    lms.Progress("signing package " + model.package_id + " (" +
-                 std::to_string(model.child_keys.size()) + " keys)");
-    auto bytes = package::SignPackage(model, session->platform.signer.get());
-    session->platform.signer.reset();  // frees its TPM slot
-    if (!bytes) return Error(bytes.error().WithContext("signing the package"));
-    lms.Progress("uploading package " + model.package_id + " (" + std::to_string(bytes->size()) +
-                 " bytes)");
-    auto up = session->ma->Upload(session->token(), *bytes);
-    if (!up) {
-      last = MaFailure(up.error(), ma, "the upload");
-      if (up.error().code() == Code::kUnavailable) continue;
-      return Error(last);
-    }
-    uploaded = *up;
-    out.platform_id = session->platform_id();
+    TPMMA_ASSIGN_OR_RETURN(UploadAttempt attempt, UploadOnce(lms, settings, state, p, out));
+    if (attempt.uploaded) return attempt;
+    last = attempt.unreachable;
   }
-  if (!uploaded) {
-    if (attempts > 1) {
-      return Error(Code::kUnavailable, last.message() + " (tried " + std::to_string(attempts) +
-                                           " times; nothing was changed locally)");
-    }
-    return Error(last);
+  if (attempts > 1) {
+    return Error(Code::kUnavailable, last.message() + " (tried " + std::to_string(attempts) +
+                                         " times; nothing was changed locally)");
   }
+  return Error(last);
+}
 
-  const int64_t now = model.creation_time;
+// Step, once the MA acknowledged the upload: every key in the package backed up, the
+// package as the last backup, and the MA's new escrow key pinned.
+Status RecordBackup(KeyStore& store, StoreState& state, const std::vector<KeyRecord>& keys,
+                    const KeyRecord& mrk_record, const PreparedBackup& p,
+                    const UploadAttempt& attempt, BackupResult& out) {
+  const int64_t now = p.model.creation_time;
   for (KeyRecord k : keys) {
-    const bool in_package =
-        k.id == mrk_record.id || std::any_of(carried.begin(), carried.end(),
-                                             [&](const KeyRecord* c) { return c->id == k.id; });
+    const bool in_package = k.id == mrk_record.id ||
+                            std::find(p.carried.begin(), p.carried.end(), k.id) != p.carried.end();
     if (!in_package) continue;
     k.backed_up_at = now;
     TPMMA_RETURN_IF_ERROR(store.PutKey(k));
   }
+  const ma::UploadResult& uploaded = *attempt.uploaded;
   state.last_backup_at = now;
-  state.last_backup_package_id = uploaded->package_id;
-  if (new_escrow_key) {
+  state.last_backup_package_id = uploaded.package_id;
+  if (const auto& key = attempt.new_escrow_key) {
     out.escrow_key_rotated =
-        EscrowKeyRotation{.from = state.custody.escrow_key_id, .to = new_escrow_key->key_id};
-    state.custody.escrow_key_id = new_escrow_key->key_id;
-    state.custody.escrow_public = new_escrow_key->public_area;
+        EscrowKeyRotation{.from = state.custody.escrow_key_id, .to = key->key_id};
+    state.custody.escrow_key_id = key->key_id;
+    state.custody.escrow_public = key->public_area;
   }
   TPMMA_RETURN_IF_ERROR(store.WriteState(state));
-
   out.uploaded = true;
-  out.package_id = uploaded->package_id;
-  out.digest_hex = uploaded->digest_hex;
-  out.already_stored = uploaded->already_stored;
+  out.package_id = uploaded.package_id;
+  out.digest_hex = uploaded.digest_hex;
+  out.already_stored = uploaded.already_stored;
   out.created_at = now;
+  return Status::Ok();
+}
+
+}  // namespace
+
+// Backup in steps: nothing changed? → duplicate the MRK → the children and the custody →
+// upload (authenticate, escrow, sign; retried in agent mode) → record, only after the MA
+// acknowledged the upload.
+Result<BackupResult> Backup(Lms& lms, const MaSettings& settings, const BackupOptions& o) {
+  KeyStore& store = lms.store();
+  TPMMA_ASSIGN_OR_RETURN(StoreState state, store.ReadState());
+  TPMMA_RETURN_IF_ERROR(store.Lock());
+  TPMMA_ASSIGN_OR_RETURN(bool changed, ChangedSinceLastBackup(lms));
+  if (!changed && !o.full) return NothingChanged(state);
+  TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> keys, store.ListKeys());
+  TPMMA_ASSIGN_OR_RETURN(KeyRecord mrk_record, FindMrk(state, keys));
+  PreparedBackup p;
+  TPMMA_RETURN_IF_ERROR(DuplicateMrk(lms, state, mrk_record, p));
+  TPMMA_RETURN_IF_ERROR(AddChildrenAndCustody(state, keys, mrk_record, p));
+  BackupResult out;
+  out.child_keys = p.model.child_keys.size();
+  TPMMA_ASSIGN_OR_RETURN(UploadAttempt uploaded,
+                         UploadWithRetries(lms, settings, state, o, p, out));
+  TPMMA_RETURN_IF_ERROR(RecordBackup(store, state, keys, mrk_record, p, uploaded, out));
   return out;
 }
 
-Result<QueryResult> Query(Lms& lms, const MaSettings& ma, const QueryOptions& o) {
+Result<QueryResult> Query(Lms& lms, const MaSettings& settings, const QueryOptions& o) {
   TPMMA_RETURN_IF_ERROR(lms.store().CreateLayout());
   TPMMA_RETURN_IF_ERROR(lms.store().Lock());
-  TPMMA_ASSIGN_OR_RETURN(Session s, OpenSession(lms, ma, false));
-  client::QueryFilter filter;
+  TPMMA_ASSIGN_OR_RETURN(MaConnection s, OpenMaConnection(lms, settings, false));
+  ma::QueryFilter filter;
   filter.source_platform_id = o.from_platform;
   QueryResult out;
   out.platform_id = s.platform_id();
-  TPMMA_ASSIGN_OR_RETURN(out.packages, QueryAll(s, ma, filter));
+  TPMMA_ASSIGN_OR_RETURN(out.packages, QueryAll(s, settings, filter));
   return out;
 }
 
-Status DeletePackage(Lms& lms, const MaSettings& ma, std::string_view package_id) {
+Status DeletePackage(Lms& lms, const MaSettings& settings, std::string_view package_id) {
   KeyStore& store = lms.store();
   TPMMA_RETURN_IF_ERROR(store.CreateLayout());
   TPMMA_RETURN_IF_ERROR(store.Lock());
-  TPMMA_ASSIGN_OR_RETURN(Session s, OpenSession(lms, ma, false));
-  Status deleted = s.ma->Delete(s.token(), package_id);
+  TPMMA_ASSIGN_OR_RETURN(MaConnection s, OpenMaConnection(lms, settings, false));
+  Status deleted = s.client->Delete(s.token(), package_id);
   if (!deleted.ok()) {
     if (deleted.code() == Code::kNotFound) {
       return Status(Code::kNotFound, "the MA has no package " + std::string(package_id));
     }
-    return MaFailure(deleted, ma, "to delete package " + std::string(package_id));
+    return MaFailure(deleted, settings, "to delete package " + std::string(package_id));
   }
   if (!store.Initialized()) return Status::Ok();
   TPMMA_ASSIGN_OR_RETURN(StoreState state, store.ReadState());
@@ -600,7 +677,7 @@ Status DeletePackage(Lms& lms, const MaSettings& ma, std::string_view package_id
   return store.WriteState(state);
 }
 
-StatusReport GetStatus(Lms& lms, const Result<MaSettings>& ma) {
+StatusReport GetStatus(Lms& lms, const Result<MaSettings>& settings) {
   StatusReport r;
   KeyStore& store = lms.store();
   r.store_dir = store.dir();
@@ -611,7 +688,7 @@ StatusReport GetStatus(Lms& lms, const Result<MaSettings>& ma) {
     if (state) {
       r.last_backup_at = state->last_backup_at;
       r.last_backup_package_id = state->last_backup_package_id;
-      r.custody = std::string(CustodyModeName(state->custody.mode));
+      r.custody = state->custody.mode;
       r.escrow_key_id = state->custody.escrow_key_id;
     }
     if (keys) {
@@ -619,11 +696,11 @@ StatusReport GetStatus(Lms& lms, const Result<MaSettings>& ma) {
       for (const KeyRecord& k : *keys) r.not_backed_up += k.backed_up_at ? 0 : 1;
     }
   }
-  if (!ma) {
-    r.ma_error = ma.error().message();
+  if (!settings) {
+    r.ma_error = settings.error().message();
   } else {
-    r.ma_url = ma->url;
-    auto client = Connect(*ma);
+    r.ma_url = settings->url;
+    auto client = Connect(*settings);
     if (!client) {
       r.ma_error = client.error().message();
     } else {
@@ -632,7 +709,7 @@ StatusReport GetStatus(Lms& lms, const Result<MaSettings>& ma) {
         r.ma_reachable = true;
         r.ma_service_version = info->service_version;
       } else {
-        r.ma_error = MaFailure(info.error(), *ma, "GetMAServiceInfo").message();
+        r.ma_error = MaFailure(info.error(), *settings, "GetMAServiceInfo").message();
       }
     }
   }
@@ -654,17 +731,17 @@ StatusReport GetStatus(Lms& lms, const Result<MaSettings>& ma) {
     r.enroll_error = locked.message();
     return r;
   }
-  auto session = OpenSession(lms, *ma, false);
+  auto session = OpenMaConnection(lms, *settings, false);
   if (!session) {
     r.enroll_error = session.error().message();
     return r;
   }
   r.enrolled = true;
   r.platform_id = session->platform_id();
-  auto list = QueryAll(*session, *ma, {});
+  auto list = QueryAll(*session, *settings, {});
   if (list) {
     for (const auto& d : *list) {
-      if (d.access != "Own") continue;
+      if (d.access != ma::Access::kOwn) continue;
       ++r.packages_on_ma;
       if (!r.newest_on_ma || d.created_at > *r.newest_on_ma) r.newest_on_ma = d.created_at;
     }

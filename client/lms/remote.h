@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// What lms does with the Migration Authority (DESIGN 4.1-4.5): authenticate, back up,
-// query, restore, delete, status. Built on Lms (operations.h: store and TPM) and client/ma
-// (MaClient over HTTPS, the platform's side of Authenticate and Download).
+// What lms does with the Migration Authority (docs/protocol.md): authenticate, back up,
+// query, delete, status (restore: restore.h). Built on Lms (operations.h: store and TPM) and
+// client/ma (MaClient over HTTPS, the platform's side of Authenticate and Download).
 //
-//   TPMMA_ASSIGN_OR_RETURN(MaSettings ma, ResolveMaSettings(lms->store(), flags));
-//   TPMMA_ASSIGN_OR_RETURN(BackupResult b, Backup(*lms, ma, {}));
+//   TPMMA_ASSIGN_OR_RETURN(MaSettings settings, ResolveMaSettings(lms->store(), flags));
+//   TPMMA_ASSIGN_OR_RETURN(BackupResult b, Backup(*lms, settings, {}));
 //   ... tpm2_clear ...
-//   TPMMA_ASSIGN_OR_RETURN(RestoreResult r, Restore(*lms, ma, {.recovery_code = ask, ...}));
+//   TPMMA_ASSIGN_OR_RETURN(RestoreResult r, Restore(*lms, settings, {...}));  // restore.h
 //
 // Local state changes only when an operation has succeeded at the MA: a backup marks its
 // keys backed up after the MA acknowledged the upload; a restore writes the store after the
@@ -46,29 +46,29 @@ struct MaFlags {
 };
 Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags);
 
-// The MA key's TPM2B_PUBLIC from GetMAKey, checked with client::VerifyMaKey (Name and
+// The MA key's TPM2B_PUBLIC from GetMAKey, checked with ma::VerifyMaKey (Name and
 // certificate match the public area), for `lms init`.
 struct FetchedMaKey {
   std::string key_id;
   Bytes public_area;  // marshalled TPM2B_PUBLIC
   Bytes name;
 };
-Result<FetchedMaKey> FetchMaKey(const MaSettings& ma, std::string_view key_id = {});
+Result<FetchedMaKey> FetchMaKey(const MaSettings& settings, std::string_view key_id = {});
 
-// The MA's escrow key (DESIGN 4.4), for `lms init --custody escrow`. The MA must list
-// Escrow among its custody modes (GetMAServiceInfo); the key is `key_id`, else the one
+// The MA's escrow key (docs/protocol.md, Inner-key custody), for `lms init --custody escrow`. The
+// MA must list Escrow among its custody modes (GetMAServiceInfo); the key is `key_id`, else the one
 // MAKeyId entry after the first (the storage key) whose public area is an escrow key.
-// Checked like FetchMaKey's (client::VerifyMaKey, role kEscrow: tpm::CheckEscrowKey).
+// Checked like FetchMaKey's (ma::VerifyMaKey, role kEscrow: tpm::CheckEscrowKey).
 // kUnsupported when the MA offers no escrow custody; kNotFound or kConflict when it lists
 // no escrow key or several (then --escrow-key-id chooses).
-Result<FetchedMaKey> FetchEscrowKey(const MaSettings& ma, std::string_view key_id = {});
+Result<FetchedMaKey> FetchEscrowKey(const MaSettings& settings, std::string_view key_id = {});
 
 struct AuthenticateResult {
   std::string platform_id;
   int64_t expires_at = 0;
   bool new_ak = false;  // an AK was made (first time, or the old one was gone with a clear)
 };
-Result<AuthenticateResult> Authenticate(Lms& lms, const MaSettings& ma);
+Result<AuthenticateResult> Authenticate(Lms& lms, const MaSettings& settings);
 
 struct BackupOptions {
   bool full = false;  // upload even if nothing changed since the last backup
@@ -105,71 +105,20 @@ Result<bool> ChangedSinceLastBackup(Lms& lms);
 // (ReplacedEscrowKey): after a rotation it escrows to the new key, checked as at init, and
 // pins it once the upload is acknowledged. kUnsupported when the MA no longer offers escrow
 // custody (the store's keys would stop being backed up).
-Result<BackupResult> Backup(Lms& lms, const MaSettings& ma, const BackupOptions& options);
+Result<BackupResult> Backup(Lms& lms, const MaSettings& settings, const BackupOptions& options);
 
 struct QueryOptions {
   std::optional<std::string> from_platform;  // only packages of this source platform
 };
 struct QueryResult {
   std::string platform_id;
-  std::vector<client::PackageDescriptor> packages;  // newest first
+  std::vector<ma::PackageDescriptor> packages;  // newest first
 };
-Result<QueryResult> Query(Lms& lms, const MaSettings& ma, const QueryOptions& options);
-
-struct RestoreOptions {
-  std::string package_id;     // empty: the newest one (own, or from `from_platform`)
-  std::string from_platform;  // restore a package of this platform (helpdesk-approved)
-  // Asked only for a recovery-code package whose inner key cannot be unsealed from this TPM
-  // (after a clear, or on another TPM). The code is checked against the package's verifier
-  // before the TPM sees anything: a wrong code is kPermissionDenied, "wrong recovery code".
-  // An escrow package never asks: its inner key comes from the MA with a Download a
-  // helpdesk approved, else the restore is kPermissionDenied naming the approval needed.
-  std::function<Result<SecureString>()> recovery_code;
-  // For tests: sees (and may change) what the MA sent before anything is checked.
-  std::function<void(client::DownloadedPackage&)> after_download;
-  // Build a new key store from the package (the disk was replaced too, so there is no store
-  // to restore into): only where the store is not initialised (kAlreadyExists otherwise),
-  // and only with package_id or from_platform (a new TPM has no package of its own). The
-  // package's signature is checked with the key the MA says it verified it with at Upload
-  // (DownloadedPackage::signing_key_public; refused when the MA does not say), and the
-  // MRK must be bound to the MA's current key (kConflict otherwise). The inner key comes
-  // from the recovery code or the MA's escrow, never from a sealed copy (there is none).
-  // Writes keys/ (the MRK under a new id, every child as in the package), ma.json (the
-  // source platform's signing key as a known signer) and store.json last; a failure before
-  // that leaves no store.json, and the next attempt (or lms init) sets aside the key
-  // files it left.
-  bool new_store = false;
-};
-
-struct RestoredKey {
-  KeyRecord key;
-  std::string outcome;  // "updated" (was in the store) or "added" (new store entry)
-};
-struct RestoreResult {
-  std::string package_id;
-  std::string source_platform_id;
-  std::string platform_id;
-  int64_t package_created_at = 0;
-  bool used_recovery_code = false;
-  // Where the inner key came from: "sealed" (this TPM's sealed copy), "recovery-code", or
-  // "escrow" (released by the MA under a helpdesk approval).
-  std::string inner_key_source;
-  std::string custody;            // the package's custody mode: "recovery-code" | "escrow"
-  bool srk_changed = false;       // restored under a new SRK (cleared or other TPM)
-  std::vector<RestoredKey> keys;  // every child in the package
-  size_t kept = 0;         // keys in the store that the package does not have (made after it)
-  bool new_store = false;  // RestoreOptions::new_store: the store was built from the package
-  // A new store: where the key files of an earlier attempt that did not finish went.
-  std::optional<std::string> retired_to;
-  // An escrow package made before the MA's escrow key was replaced: the MA still released
-  // its inner key, but the store pins the MA's current escrow key for its next backups.
-  std::optional<EscrowKeyRotation> escrow_key_rotated;
-};
-Result<RestoreResult> Restore(Lms& lms, const MaSettings& ma, const RestoreOptions& options);
+Result<QueryResult> Query(Lms& lms, const MaSettings& settings, const QueryOptions& options);
 
 // Deletes one of this platform's packages on the MA. If it was the store's last backup,
 // the keys count as not backed up again (the next backup uploads).
-Status DeletePackage(Lms& lms, const MaSettings& ma, std::string_view package_id);
+Status DeletePackage(Lms& lms, const MaSettings& settings, std::string_view package_id);
 
 struct StatusReport {
   std::string store_dir;
@@ -178,7 +127,7 @@ struct StatusReport {
   size_t not_backed_up = 0;
   std::optional<int64_t> last_backup_at;
   std::optional<std::string> last_backup_package_id;
-  std::string custody;        // initialised stores: "recovery-code" | "escrow"
+  std::optional<CustodyMode> custody;  // initialised stores whose store.json reads
   std::string escrow_key_id;  // escrow custody: the MA escrow key packages are encrypted to
   bool tpm_reachable = false;
   bool srk_matches_store = false;
@@ -195,6 +144,6 @@ struct StatusReport {
 };
 // Never fails for an unreachable MA or TPM: the report says so. An MA setting missing is
 // reported as ma_error.
-StatusReport GetStatus(Lms& lms, const Result<MaSettings>& ma);
+StatusReport GetStatus(Lms& lms, const Result<MaSettings>& settings);
 
 }  // namespace tpmma::lms

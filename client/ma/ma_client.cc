@@ -13,15 +13,23 @@
 #include "soapMigrationAuthorityBindingProxy.h"
 #include "wsdl/soap_context.h"
 
-namespace tpmma::client {
+namespace tpmma::ma {
 
 using wsdl::FromBase64Binary;
 using wsdl::ToBase64Binary;
 
+std::string_view CustodyName(Custody custody) {
+  return custody == Custody::kEscrow ? "Escrow" : "RecoveryCode";
+}
+
+std::string_view AccessName(Access access) {
+  return access == Access::kApproved ? "Approved" : "Own";
+}
+
 namespace {
 
-std::string CustodyName(ma__CustodyMode m) {
-  return m == ma__CustodyMode__Escrow ? "Escrow" : "RecoveryCode";
+Custody CustodyOf(ma__CustodyMode m) {
+  return m == ma__CustodyMode__Escrow ? Custody::kEscrow : Custody::kRecoveryCode;
 }
 
 }  // namespace
@@ -131,7 +139,7 @@ Result<ServiceInfo> MaClient::GetMAServiceInfo() {
   out.operations = resp.Operation;
   out.algorithms = resp.Algorithm;
   out.ma_key_ids = resp.MAKeyId;
-  for (auto m : resp.CustodyMode) out.custody_modes.push_back(CustodyName(m));
+  for (auto m : resp.CustodyMode) out.custody_modes.push_back(CustodyOf(m));
   if (resp.Limits != nullptr) {
     out.max_package_bytes = resp.Limits->MaxPackageBytes;
     out.max_request_bytes = resp.Limits->MaxRequestBytes;
@@ -251,15 +259,15 @@ Result<QueryPage> MaClient::Query(std::string_view token, const QueryFilter& fil
   QueryPage out;
   for (const auto* d : resp.PackageDescriptor) {
     if (d == nullptr) continue;
-    out.packages.push_back(
-        PackageDescriptor{.package_id = d->PackageId,
-                          .source_platform_id = d->SourcePlatformId,
-                          .custody_mode = CustodyName(d->CustodyMode),
-                          .access = d->Access == ma__Access__Approved ? "Approved" : "Own",
-                          .created_at = static_cast<int64_t>(d->CreatedAt),
-                          .uploaded_at = static_cast<int64_t>(d->UploadedAt),
-                          .key_count = d->KeyCount,
-                          .size_bytes = d->SizeBytes});
+    out.packages.push_back(PackageDescriptor{
+        .package_id = d->PackageId,
+        .source_platform_id = d->SourcePlatformId,
+        .custody_mode = CustodyOf(d->CustodyMode),
+        .access = d->Access == ma__Access__Approved ? Access::kApproved : Access::kOwn,
+        .created_at = static_cast<int64_t>(d->CreatedAt),
+        .uploaded_at = static_cast<int64_t>(d->UploadedAt),
+        .key_count = d->KeyCount,
+        .size_bytes = d->SizeBytes});
   }
   if (resp.NextPageToken != nullptr) out.next_page_token = *resp.NextPageToken;
   return out;
@@ -349,4 +357,4 @@ Status MaClient::Delete(std::string_view token, std::string_view package_id) {
   return Status::Ok();
 }
 
-}  // namespace tpmma::client
+}  // namespace tpmma::ma

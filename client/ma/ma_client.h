@@ -24,7 +24,7 @@
 
 class MigrationAuthorityBindingProxy;  // generated
 
-namespace tpmma::client {
+namespace tpmma::ma {
 
 struct MaClientOptions {
   std::string url;      // https://host:port[/path]
@@ -32,9 +32,21 @@ struct MaClientOptions {
   int timeout_s = 30;   // connect, each read/write
 };
 
+// A custody mode of the inner wrapper key, as the MA offers it and a package records it.
+enum class Custody { kRecoveryCode, kEscrow };
+// The wire spelling: "RecoveryCode" | "Escrow" (lms query --json shows it as is).
+std::string_view CustodyName(Custody custody);
+
+// Why this platform may restore a package Query lists: its own, or another platform's a
+// helpdesk approved for it.
+enum class Access { kOwn, kApproved };
+// The wire spelling: "Own" | "Approved".
+std::string_view AccessName(Access access);
+
 struct ServiceInfo {
   std::string service_version;
-  std::vector<std::string> protocol_versions, operations, algorithms, custody_modes, ma_key_ids;
+  std::vector<std::string> protocol_versions, operations, algorithms, ma_key_ids;
+  std::vector<Custody> custody_modes;
   uint64_t max_package_bytes = 0, max_request_bytes = 0;
   uint32_t max_child_keys = 0;
 };
@@ -92,7 +104,9 @@ struct QueryFilter {
 };
 
 struct PackageDescriptor {
-  std::string package_id, source_platform_id, custody_mode, access;
+  std::string package_id, source_platform_id;
+  Custody custody_mode = Custody::kRecoveryCode;
+  Access access = Access::kOwn;
   int64_t created_at = 0, uploaded_at = 0;
   uint32_t key_count = 0;
   uint64_t size_bytes = 0;
@@ -162,4 +176,4 @@ class MaClient {
   bool tls_ready_ = false;
 };
 
-}  // namespace tpmma::client
+}  // namespace tpmma::ma

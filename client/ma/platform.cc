@@ -5,13 +5,13 @@
 
 #include <algorithm>
 
-#include "tpm/esys/tpm_pkey.h"
 #include "common/openssl.h"
 #include "tpm/escrow.h"
+#include "tpm/esys/tpm_pkey.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 
-namespace tpmma::client {
+namespace tpmma::ma {
 
 Bytes Tpm2bAttest(ByteView attest) {
   Bytes out(2 + attest.size());
@@ -143,4 +143,4 @@ Result<DownloadedPackage> DownloadTo(MaClient& ma, esys::Tpm& tpm, std::string_v
                               .certify_signature = cert.signature});
 }
 
-}  // namespace tpmma::client
+}  // namespace tpmma::ma

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// The platform's side of the MA protocol (DESIGN 4.1, 4.3, docs/protocol.md), on a real
+// The platform's side of the MA protocol (docs/protocol.md: Authenticate, Download), on a real
 // TPM through the ESAPI layer:
 //
 //   VerifyMaKey          GetMAKey's answer checked: certificate key == TPM public, Name
@@ -22,11 +22,11 @@
 #include <tss2/tss2_tpm2_types.h>
 
 #include "client/ma/ma_client.h"
-#include "tpm/esys/esys.h"
 #include "common/openssl.h"
 #include "common/status.h"
+#include "tpm/esys/esys.h"
 
-namespace tpmma::client {
+namespace tpmma::ma {
 
 struct VerifiedMaKey {
   std::string key_id;
@@ -36,7 +36,7 @@ struct VerifiedMaKey {
 
 // What an MA key is for: the storage key packages are duplicated to (a storage parent,
 // tpm::CheckStorageParent), or the escrow key inner keys are encrypted to
-// (tpm::CheckEscrowKey; DESIGN 4.4).
+// (tpm::CheckEscrowKey; docs/protocol.md, Inner-key custody).
 enum class MaKeyRole { kStorage, kEscrow };
 
 // The Name in the answer must equal the one computed from Public, the certificate's
@@ -87,4 +87,4 @@ Result<DownloadedPackage> DownloadTo(MaClient& ma, esys::Tpm& tpm, std::string_v
 // TPMS_ATTEST bytes (as Certify returns them) -> TPM2B_ATTEST (as the MA takes them).
 Bytes Tpm2bAttest(ByteView attest);
 
-}  // namespace tpmma::client
+}  // namespace tpmma::ma

@@ -15,20 +15,20 @@
 
 #include "client/ma/ma_client.h"
 #include "client/ma/platform.h"
-#include "tpm/esys/esys.h"
 #include "schema/package_xml.h"
 #include "storage/sqlite_vault.h"
 #include "tests/support/ma_process.h"
 #include "tests/support/status_testing.h"
 #include "tests/support/swtpm.h"
 #include "tests/support/testutil.h"
+#include "tpm/esys/esys.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 
 namespace tpmma::testing {
 namespace {
 
-using client::MaClient;
+using ma::MaClient;
 
 #define EXPECT_CODE(expr, code_)                                   \
   do {                                                             \
@@ -83,8 +83,8 @@ class MaE2eTest : public ::testing::Test {
     tpm_.reset();
   }
 
-  client::AuthenticateOptions AuthOptions(bool with_key) {
-    client::AuthenticateOptions o;
+  ma::AuthenticateOptions AuthOptions(bool with_key) {
+    ma::AuthenticateOptions o;
     o.ek_intermediates = {intermediate_};
     o.with_signing_key = with_key;
     o.signing_key_type = esys::ChildType::kEccSign;
@@ -99,7 +99,7 @@ class MaE2eTest : public ::testing::Test {
     esys::KeyBlob mrk, child;
     SecureBytes inner_key;
   };
-  void MakeBackup(const client::VerifiedMaKey& ma_key, client::PlatformSession& session,
+  void MakeBackup(const ma::VerifiedMaKey& ma_key, ma::PlatformSession& session,
                   size_t pad_children, Backup* out) {
     auto mrk_blob = tpm_->CreateMrk(srk_, ma_key.name, esys::KeyAlg::kRsa2048);
     ASSERT_OK(mrk_blob);
@@ -157,20 +157,20 @@ class MaE2eTest : public ::testing::Test {
 // Authenticate -> Upload -> Query -> tpm2_clear -> Download to the new SRK -> tpm2_import,
 // tpm2_load, and the child key signs with its old public key -> Delete.
 TEST_F(MaE2eTest, BackupSurvivesATpmClearThroughTheRealServer) {
-  auto ma = NewClient();
-  ASSERT_NE(ma, nullptr);
-  auto info = ma->GetMAServiceInfo();
+  auto client = NewClient();
+  ASSERT_NE(client, nullptr);
+  auto info = client->GetMAServiceInfo();
   ASSERT_OK(info);
   EXPECT_FALSE(info->operations.empty());
-  auto key = ma->GetMAKey();
+  auto key = client->GetMAKey();
   ASSERT_OK(key);
-  auto ma_key = client::VerifyMaKey(*key);
+  auto ma_key = ma::VerifyMaKey(*key);
   ASSERT_OK(ma_key);
 
   OpenTpm();
-  auto ak = client::CreateAttestationKey(*tpm_);
+  auto ak = ma::CreateAttestationKey(*tpm_);
   ASSERT_OK(ak);
-  auto session = client::Authenticate(*ma, *tpm_, *ak, &srk_, AuthOptions(true));
+  auto session = ma::Authenticate(*client, *tpm_, *ak, &srk_, AuthOptions(true));
   ASSERT_OK(session);
   const std::string token(session->session.token.begin(), session->session.token.end());
   EXPECT_EQ(session->session.platform_id.size(), 68u);  // hex of a SHA-256 Name
@@ -178,19 +178,19 @@ TEST_F(MaE2eTest, BackupSurvivesATpmClearThroughTheRealServer) {
   Backup b;
   ASSERT_NO_FATAL_FAILURE(MakeBackup(*ma_key, *session, 0, &b));
   session->signer.reset();
-  auto up = ma->Upload(token, b.bytes);
+  auto up = client->Upload(token, b.bytes);
   ASSERT_OK(up);
   EXPECT_EQ(up->package_id, b.model.package_id);
   EXPECT_FALSE(up->already_stored);
-  auto again = ma->Upload(token, b.bytes);
+  auto again = client->Upload(token, b.bytes);
   ASSERT_OK(again);
   EXPECT_TRUE(again->already_stored);
 
-  auto page = ma->Query(token);
+  auto page = client->Query(token);
   ASSERT_OK(page);
   ASSERT_EQ(page->packages.size(), 1u);
   EXPECT_EQ(page->packages[0].package_id, b.model.package_id);
-  EXPECT_EQ(page->packages[0].access, "Own");
+  EXPECT_EQ(ma::AccessName(page->packages[0].access), "Own");
   EXPECT_EQ(page->packages[0].key_count, 1u);
 
   // The owner clears the TPM: the SRK (and with it every key under it) is gone.
@@ -211,19 +211,19 @@ TEST_F(MaE2eTest, BackupSurvivesATpmClearThroughTheRealServer) {
     ASSERT_OK(ek);
     EXPECT_FALSE(tpm_->Load(*ek, *ak).has_value());
   }
-  ak = client::CreateAttestationKey(*tpm_);
+  ak = ma::CreateAttestationKey(*tpm_);
   ASSERT_OK(ak);
   // The old package-signing key died with the SRK: the platform certifies a new one and
   // backs up again; the package signed with the old key must still download.
-  auto session2 = client::Authenticate(*ma, *tpm_, *ak, &srk_, AuthOptions(true));
+  auto session2 = ma::Authenticate(*client, *tpm_, *ak, &srk_, AuthOptions(true));
   ASSERT_OK(session2);
   EXPECT_EQ(session2->session.platform_id, session->session.platform_id);
   const std::string token2(session2->session.token.begin(), session2->session.token.end());
   Backup b2;
   ASSERT_NO_FATAL_FAILURE(MakeBackup(*ma_key, *session2, 0, &b2));
   session2->signer.reset();
-  ASSERT_OK(ma->Upload(token2, b2.bytes));
-  auto got = client::DownloadTo(*ma, *tpm_, token2, b.model.package_id, srk_, *ak);
+  ASSERT_OK(client->Upload(token2, b2.bytes));
+  auto got = ma::DownloadTo(*client, *tpm_, token2, b.model.package_id, srk_, *ak);
   ASSERT_OK(got);
   EXPECT_EQ(got->document, b.bytes);
 
@@ -261,23 +261,24 @@ TEST_F(MaE2eTest, BackupSurvivesATpmClearThroughTheRealServer) {
                               d + "dup.priv", "-s", d + "dup.seed", "-r", d + "x.priv"});
   EXPECT_NE(no_inner.exit_code, 0);
 
-  ASSERT_TRUE(ma->Delete(token2, b.model.package_id).ok());
-  auto after = ma->Query(token2);
+  ASSERT_TRUE(client->Delete(token2, b.model.package_id).ok());
+  auto after = client->Query(token2);
   ASSERT_OK(after);
   ASSERT_EQ(after->packages.size(), 1u);  // only the backup made after the clear
   EXPECT_EQ(after->packages[0].package_id, b2.model.package_id);
-  EXPECT_CODE(ma->DownloadPrepare(token2, b.model.package_id, Bytes(34, 1)), Code::kNotFound);
+  EXPECT_CODE(client->DownloadPrepare(token2, b.model.package_id, Bytes(34, 1)), Code::kNotFound);
   EXPECT_EQ(ma_->Stop(), 0);
 }
 
 TEST_F(MaE2eTest, RefusalsOverTheWireAreFaultsWithStableCodes) {
-  auto ma = NewClient();
-  ASSERT_NE(ma, nullptr);
+  auto client = NewClient();
+  ASSERT_NE(client, nullptr);
   const std::string bogus(43, 'A');
-  EXPECT_CODE(ma->Query(bogus), Code::kUnauthenticated);
-  EXPECT_CODE(ma->Upload(bogus, Bytes(100, 'x')), Code::kUnauthenticated);
-  EXPECT_CODE(ma->Delete(bogus, "3f2504e0-4f89-41d3-9a0c-0305e82c3301"), Code::kUnauthenticated);
-  EXPECT_CODE(ma->GetMAKey("no-such-key"), Code::kNotFound);
+  EXPECT_CODE(client->Query(bogus), Code::kUnauthenticated);
+  EXPECT_CODE(client->Upload(bogus, Bytes(100, 'x')), Code::kUnauthenticated);
+  EXPECT_CODE(client->Delete(bogus, "3f2504e0-4f89-41d3-9a0c-0305e82c3301"),
+              Code::kUnauthenticated);
+  EXPECT_CODE(client->GetMAKey("no-such-key"), Code::kNotFound);
 
   // A client that does not trust the MA's CA refuses the connection.
   const std::string other = dir_.File("other-ca.pem");
@@ -297,22 +298,22 @@ TEST_F(MaE2eTest, RefusalsOverTheWireAreFaultsWithStableCodes) {
       MaClient::Create({.url = ma_->url(), .ca_file = dir_.File("missing.pem"), .timeout_s = 5}),
       Code::kInvalidArgument);
   // The server keeps serving.
-  EXPECT_TRUE(ma->GetMAServiceInfo().has_value());
+  EXPECT_TRUE(client->GetMAServiceInfo().has_value());
 }
 
 // kill -9 while uploads are in flight: every Upload the server acknowledged is in the vault
 // after the crash, and the vault passes SQLite's integrity check and the audit chain check.
 TEST_F(MaE2eTest, AcknowledgedUploadsSurviveKillNine) {
-  auto ma = NewClient();
-  ASSERT_NE(ma, nullptr);
-  auto key = ma->GetMAKey();
+  auto client = NewClient();
+  ASSERT_NE(client, nullptr);
+  auto key = client->GetMAKey();
   ASSERT_OK(key);
-  auto ma_key = client::VerifyMaKey(*key);
+  auto ma_key = ma::VerifyMaKey(*key);
   ASSERT_OK(ma_key);
   OpenTpm();
-  auto ak = client::CreateAttestationKey(*tpm_);
+  auto ak = ma::CreateAttestationKey(*tpm_);
   ASSERT_OK(ak);
-  auto session = client::Authenticate(*ma, *tpm_, *ak, &srk_, AuthOptions(true));
+  auto session = ma::Authenticate(*client, *tpm_, *ak, &srk_, AuthOptions(true));
   ASSERT_OK(session);
   const std::string token(session->session.token.begin(), session->session.token.end());
 
