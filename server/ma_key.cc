@@ -1,11 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "server/ma_key.h"
 
-#include <openssl/sha.h>
-
 #include "common/openssl.h"
 #include "server/key_files.h"
 #include "tpm/marshal.h"
+#include "tpm/policy.h"
 #include "tpm/public.h"
 
 namespace tpmma::server {
@@ -65,17 +64,8 @@ Result<std::unique_ptr<MaKeyCustody>> LoadSoftwareMaKey(const std::string& key_i
 }
 
 Result<Bytes> DuplicationSelectPolicyDigest(ByteView ma_name) {
-  if (ma_name.size() < 2) return Error(Code::kInvalidArgument, "MA Name too short");
-  Bytes data(SHA256_DIGEST_LENGTH, 0);  // policyDigest of a fresh session
-  const uint32_t cc = TPM2_CC_PolicyDuplicationSelect;
-  for (int shift = 24; shift >= 0; shift -= 8) data.push_back(static_cast<uint8_t>(cc >> shift));
-  data.insert(data.end(), ma_name.begin(), ma_name.end());
-  data.push_back(0x00);  // includeObject = NO
-  Bytes digest(SHA256_DIGEST_LENGTH);
-  if (SHA256(data.data(), data.size(), digest.data()) == nullptr) {
-    return Error(OpensslError("SHA256"));
-  }
-  return digest;
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_DIGEST digest, tpm::DuplicationSelectPolicy(ma_name));
+  return Bytes(digest.buffer, digest.buffer + digest.size);
 }
 
 }  // namespace tpmma::server

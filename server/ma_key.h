@@ -46,9 +46,9 @@ Result<std::unique_ptr<MaKeyCustody>> LoadSoftwareMaKey(const std::string& key_i
                                                         const std::string& certificate_path,
                                                         Env* env);
 
-// TPM2_PolicyDuplicationSelect(newParentName = ma_name, includeObject = NO) from an empty
-// policy: SHA-256(0^32 || TPM_CC_PolicyDuplicationSelect || ma_name || 0x00). The MRK's
-// authPolicy must be exactly this, so that the TPM only ever duplicates it to the MA key.
+// The authPolicy every MRK must have so that the TPM only ever duplicates it to the MA key:
+// tpm::DuplicationSelectPolicy(ma_name) (tpm/policy.h; ma_name must be a SHA-256 Name), as
+// bytes.
 Result<Bytes> DuplicationSelectPolicyDigest(ByteView ma_name);
 
 }  // namespace tpmma::server

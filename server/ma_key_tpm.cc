@@ -3,12 +3,11 @@
 
 #include <mutex>
 
-#include "tpm/esys/esys.h"
 #include "common/openssl.h"
 #include "server/key_files.h"
+#include "tpm/esys/esys.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
-#include "tpm/tss_error.h"
 
 namespace tpmma::server {
 namespace {
@@ -23,9 +22,6 @@ class TpmMaKey final : public MaKeyCustody {
         public_bytes_(std::move(pub_bytes)),
         name_(std::move(name)),
         cert_(std::move(cert)) {}
-  ~TpmMaKey() override {
-    key_.reset();  // flush before the ESAPI context goes
-  }
 
   const std::string& key_id() const override { return key_id_; }
   const Bytes& public_bytes() const override { return public_bytes_; }
@@ -38,24 +34,10 @@ class TpmMaKey final : public MaKeyCustody {
                                 const TPM2B_PUBLIC& new_parent) override {
     // The same refusal the software path gives, before the TPM sees anything.
     TPMMA_RETURN_IF_ERROR(tpm::CheckStorageParent(new_parent.publicArea));
-    TPMMA_ASSIGN_OR_RETURN(TPM2B_NAME object_name, tpm::ComputeTpm2bName(object_public.publicArea));
+    TPMMA_ASSIGN_OR_RETURN(Bytes object_name, tpm::ComputeName(object_public.publicArea));
     std::lock_guard<std::mutex> lock(mu_);  // one ESAPI context, one command at a time
     TPMMA_ASSIGN_OR_RETURN(esys::Object parent, tpm_->LoadExternal(new_parent));
-    TPM2B_PRIVATE* out_dup = nullptr;
-    TPM2B_ENCRYPTED_SECRET* out_seed = nullptr;
-    TSS2_RC rc =
-        Esys_Rewrap(tpm_->context(), key_.handle(), parent.handle(), ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                    ESYS_TR_NONE, &duplicate, &object_name, &encrypted_seed, &out_dup, &out_seed);
-    esys::EsysPtr<TPM2B_PRIVATE> dup_owner(out_dup);
-    esys::EsysPtr<TPM2B_ENCRYPTED_SECRET> seed_owner(out_seed);
-    Status st = tpm::CheckRc("Esys_Rewrap", rc);
-    // TPM_RC_INTEGRITY (format one, any parameter): the duplicate was not made for this key
-    // and object. Same code as the software custody, so callers need not know which ran.
-    if (!st.ok() && (rc & 0x80) != 0 && (rc & 0x3f) == (TPM2_RC_INTEGRITY & 0x3f)) {
-      return Error(Code::kIntegrityFailure, st.message());
-    }
-    TPMMA_RETURN_IF_ERROR(st);
-    return tpm::Rewrapped{.duplicate = *out_dup, .encrypted_seed = *out_seed};
+    return tpm_->Rewrap(key_, parent, duplicate, object_name, encrypted_seed);
   }
 
  private:

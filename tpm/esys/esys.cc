@@ -95,12 +95,40 @@ constexpr size_t kInnerKeySize = 16;  // AES-128
 
 }  // namespace
 
+// ---------------------------------------------------------------- Context
+
+// One TCTI connection and its ESYS_CONTEXT, closed when the last Tpm, Handle or EVP_PKEY
+// holding it goes. The parameter-encryption session lives here, not in a Handle: a Handle
+// holds its Context, so the Context holding one would never close.
+class Context {
+ public:
+  explicit Context(std::string tcti_string) : tcti(std::move(tcti_string)) {}
+  ~Context() {
+    SetEncSession(ESYS_TR_NONE);
+    if (esys != nullptr) Esys_Finalize(&esys);
+    if (tcti_ctx != nullptr) Tss2_TctiLdr_Finalize(&tcti_ctx);
+  }
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  // Flushes the session in use (if any) and uses `tr` from now on.
+  void SetEncSession(ESYS_TR tr) {
+    if (enc_session != ESYS_TR_NONE && esys != nullptr) Esys_FlushContext(esys, enc_session);
+    enc_session = tr;
+  }
+
+  const std::string tcti;
+  TSS2_TCTI_CONTEXT* tcti_ctx = nullptr;
+  ESYS_CONTEXT* esys = nullptr;
+  ESYS_TR enc_session = ESYS_TR_NONE;
+};
+
 // ---------------------------------------------------------------- Handle
 
 Handle& Handle::operator=(Handle&& o) noexcept {
   if (this != &o) {
     reset();
-    ctx_ = o.ctx_;
+    ctx_ = std::move(o.ctx_);
     tr_ = o.tr_;
     kind_ = o.kind_;
     o.tr_ = ESYS_TR_NONE;
@@ -109,13 +137,15 @@ Handle& Handle::operator=(Handle&& o) noexcept {
 }
 
 void Handle::reset() {
-  if (tr_ == ESYS_TR_NONE || ctx_ == nullptr) return;
-  // Errors are ignored: there is nobody to report them to, and a handle the TPM already
-  // dropped (e.g. flushed by a TPM reset) only needs ESAPI's bookkeeping released.
-  if (kind_ == Kind::kPersistent || Esys_FlushContext(ctx_, tr_) != TSS2_RC_SUCCESS) {
-    Esys_TR_Close(ctx_, &tr_);
+  if (tr_ != ESYS_TR_NONE && ctx_ != nullptr && ctx_->esys != nullptr) {
+    // Errors are ignored: there is nobody to report them to, and a handle the TPM already
+    // dropped (e.g. flushed by a TPM reset) only needs ESAPI's bookkeeping released.
+    if (kind_ == Kind::kPersistent || Esys_FlushContext(ctx_->esys, tr_) != TSS2_RC_SUCCESS) {
+      Esys_TR_Close(ctx_->esys, &tr_);
+    }
   }
   tr_ = ESYS_TR_NONE;
+  ctx_.reset();  // after the flush: this may close the connection
 }
 
 // ---------------------------------------------------------------- Tpm: connection
@@ -134,18 +164,18 @@ Result<std::unique_ptr<Tpm>> Tpm::Open(std::string_view tcti_arg) {
   // plain words, so its log stays quiet unless the user asked for it (TSS2_LOG=all+debug).
   // Not overwritten if set; Open runs at start-up, before threads that read the env.
   ::setenv("TSS2_LOG", "all+none", 0);
-  auto tpm = std::make_unique<Tpm>(PrivateTag{});
-  tpm->tcti_ = ResolveTcti(tcti_arg);
+  auto ctx = std::make_shared<Context>(ResolveTcti(tcti_arg));
   auto unavailable = [&](const Status& s) {
     return Error(Code::kUnavailable,
-                 "cannot reach the TPM at '" + tpm->tcti_ +
+                 "cannot reach the TPM at '" + ctx->tcti +
                      "' (is it running, and may this user open it?): " + s.message());
   };
   Status s = CheckRc("Tss2_TctiLdr_Initialize",
-                     Tss2_TctiLdr_Initialize(tpm->tcti_.c_str(), &tpm->tcti_ctx_));
+                     Tss2_TctiLdr_Initialize(ctx->tcti.c_str(), &ctx->tcti_ctx));
   if (!s.ok()) return unavailable(s);
-  s = CheckRc("Esys_Initialize", Esys_Initialize(&tpm->ctx_, tpm->tcti_ctx_, nullptr));
+  s = CheckRc("Esys_Initialize", Esys_Initialize(&ctx->esys, ctx->tcti_ctx, nullptr));
   if (!s.ok()) return unavailable(s);
+  auto tpm = std::make_unique<Tpm>(PrivateTag{}, std::move(ctx));
   // Some TCTIs connect lazily: one cheap command tells a dead TPM from a live one now,
   // not in the middle of a backup.
   TPMI_YES_NO more = TPM2_NO;
@@ -157,17 +187,35 @@ Result<std::unique_ptr<Tpm>> Tpm::Open(std::string_view tcti_arg) {
   return tpm;
 }
 
-Tpm::~Tpm() {
-  enc_session_.reset();  // needs the context
-  if (ctx_ != nullptr) Esys_Finalize(&ctx_);
-  if (tcti_ctx_ != nullptr) Tss2_TctiLdr_Finalize(&tcti_ctx_);
+Tpm::Tpm(PrivateTag, std::shared_ptr<Context> ctx)
+    : context_(std::move(ctx)), ctx_(context_->esys) {}
+
+Tpm::~Tpm() = default;  // the Context closes with its last holder
+
+Result<std::unique_ptr<Tpm>> Tpm::Of(const Object& object) {
+  if (!object || object.handle_.ctx_ == nullptr) {
+    return Error(Code::kInvalidArgument, "Tpm::Of needs a loaded object");
+  }
+  return std::make_unique<Tpm>(PrivateTag{}, object.handle_.ctx_);
+}
+
+const std::string& Tpm::tcti() const {
+  return context_->tcti;
+}
+
+bool Tpm::Owns(const Object& object) const {
+  return object && object.handle_.ctx_ == context_;
+}
+
+bool Tpm::parameter_encryption() const {
+  return context_->enc_session != ESYS_TR_NONE;
 }
 
 // ---------------------------------------------------------------- Tpm: helpers
 
 Result<Object> Tpm::WrapObject(ESYS_TR tr, Handle::Kind kind, const TPM2B_PUBLIC* known_public) {
   Object obj;
-  obj.handle_ = Handle(ctx_, tr, kind);
+  obj.handle_ = Handle(context_, tr, kind);
   if (known_public != nullptr) {
     obj.public_ = *known_public;
   } else {
@@ -190,7 +238,7 @@ Result<Handle> Tpm::StartPolicySession(TPM2_SE type) {
       "Esys_StartAuthSession",
       Esys_StartAuthSession(ctx_, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                             ESYS_TR_NONE, nullptr, type, &kNoSymmetric, TPM2_ALG_SHA256, &tr)));
-  return Handle(ctx_, tr, Handle::Kind::kSession);
+  return Handle(context_, tr, Handle::Kind::kSession);
 }
 
 Result<ESYS_TR> Tpm::UserAuth(const Object& object, Handle* holder) {
@@ -233,18 +281,19 @@ Status Tpm::EnableParameterEncryption(const Object& salt_key) {
       "Esys_StartAuthSession(salted, parameter encryption)",
       Esys_StartAuthSession(ctx_, salt_key.handle(), ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                             ESYS_TR_NONE, nullptr, TPM2_SE_HMAC, &aes, TPM2_ALG_SHA256, &tr)));
-  enc_session_ = Handle(ctx_, tr, Handle::Kind::kSession);
+  context_->SetEncSession(tr);
   return Status::Ok();
 }
 
 Result<ESYS_TR> Tpm::EncSession(TPMA_SESSION attributes) {
-  if (!enc_session_) return ESYS_TR_NONE;
+  const ESYS_TR session = context_->enc_session;
+  if (session == ESYS_TR_NONE) return ESYS_TR_NONE;
   TPMMA_RETURN_IF_ERROR(
       CheckRc("Esys_TRSess_SetAttributes",
               Esys_TRSess_SetAttributes(
-                  ctx_, enc_session_.get(), attributes | TPMA_SESSION_CONTINUESESSION,
+                  ctx_, session, attributes | TPMA_SESSION_CONTINUESESSION,
                   TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT | TPMA_SESSION_CONTINUESESSION)));
-  return enc_session_.get();
+  return session;
 }
 
 // ---------------------------------------------------------------- key hierarchy
@@ -347,7 +396,7 @@ Result<Bytes> Tpm::ReadEkCertificate() {
   TPMMA_RETURN_IF_ERROR(CheckRc("Esys_TR_FromTPMPublic(EK certificate NV index)",
                                 Esys_TR_FromTPMPublic(ctx_, kEkCertRsaNvIndex, ESYS_TR_NONE,
                                                       ESYS_TR_NONE, ESYS_TR_NONE, &tr)));
-  Handle nv(ctx_, tr, Handle::Kind::kPersistent);
+  Handle nv(context_, tr, Handle::Kind::kPersistent);
   EsysPtr<TPM2B_NV_PUBLIC> nv_public;
   EsysPtr<TPM2B_NAME> nv_name;
   TPMMA_RETURN_IF_ERROR(CheckRc("Esys_NV_ReadPublic",
@@ -660,6 +709,28 @@ Result<TPM2B_PRIVATE> Tpm::Import(const Object& parent, const TPM2B_PUBLIC& obje
       "Esys_Import", Esys_Import(ctx_, parent.handle(), auth, enc, ESYS_TR_NONE, &key.value,
                                  &object_public, &duplicate, &encrypted_seed, &sym, Out(out))));
   return *out;
+}
+
+Result<tpm::Rewrapped> Tpm::Rewrap(const Object& old_parent, const Object& new_parent,
+                                   const TPM2B_PRIVATE& duplicate, ByteView object_name,
+                                   const TPM2B_ENCRYPTED_SECRET& encrypted_seed) {
+  TPM2B_NAME name{};
+  TPMMA_RETURN_IF_ERROR(FillName(name, object_name));
+  Handle session;
+  TPMMA_ASSIGN_OR_RETURN(ESYS_TR auth, UserAuth(old_parent, &session));
+  EsysPtr<TPM2B_PRIVATE> out_dup;
+  EsysPtr<TPM2B_ENCRYPTED_SECRET> out_seed;
+  const TSS2_RC rc =
+      Esys_Rewrap(ctx_, old_parent.handle(), new_parent.handle(), auth, ESYS_TR_NONE, ESYS_TR_NONE,
+                  &duplicate, &name, &encrypted_seed, Out(out_dup), Out(out_seed));
+  Status st = CheckRc("Esys_Rewrap", rc);
+  // The duplicate was not made for this old parent and object: the same code the software
+  // re-wrap (tpm/rewrap.h) gives, so callers need not know which one ran.
+  if (!st.ok() && tpm::TpmBaseRc(rc) == TPM2_RC_INTEGRITY) {
+    return Error(Code::kIntegrityFailure, st.message());
+  }
+  TPMMA_RETURN_IF_ERROR(st);
+  return tpm::Rewrapped{.duplicate = *out_dup, .encrypted_seed = *out_seed};
 }
 
 Result<std::vector<TPM2_HANDLE>> Tpm::TransientHandles() {

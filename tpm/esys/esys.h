@@ -7,10 +7,17 @@
 //   TPMMA_ASSIGN_OR_RETURN(esys::Object srk, tpm->GetOrCreateSrk(esys::KeyAlg::kRsa2048));
 //   TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob mrk, tpm->CreateMrk(srk, ma_name, KeyAlg::kRsa2048));
 //
-// Lifetimes: a Tpm must outlive every Object, Session and TPM-backed EVP_PKEY made from it.
+// Lifetimes: the ESAPI context (TCTI connection, ESYS_CONTEXT and the parameter-encryption
+// session) is a Context shared by the Tpm that opened it and every Handle, Object and
+// TPM-backed EVP_PKEY made from it; it closes when the last of them is gone, in any order.
+// So an Object or EVP_PKEY that outlives its Tpm keeps working (Tpm::Of gives a Tpm for it
+// again) and is flushed through its own context when destroyed; there is nothing to
+// use-after-free. The price: a forgotten Object keeps the connection open, and swtpm (one
+// TCP connection at a time) or /dev/tpm0 (one opener) stay busy until it goes.
 // Transient objects and sessions are flushed from the TPM when their owner is destroyed;
 // swtpm and many real TPMs hold only three transient objects, so keep them short-lived.
-// Not thread-safe: one Tpm per thread (an ESYS_CONTEXT is single-threaded).
+// Not thread-safe: an ESYS_CONTEXT is single-threaded, so everything sharing one Context
+// (a Tpm, its Objects, its EVP_PKEYs, a Tpm::Of) is used from one thread at a time.
 #pragma once
 
 #include <memory>
@@ -21,9 +28,10 @@
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_tcti.h>
 
-#include "tpm/esys/templates.h"
 #include "common/bytes.h"
 #include "common/status.h"
+#include "tpm/esys/templates.h"
+#include "tpm/rewrap.h"
 
 namespace tpmma::esys {
 
@@ -38,14 +46,19 @@ struct EsysFree {
 template <typename T>
 using EsysPtr = std::unique_ptr<T, EsysFree>;
 
+// The shared ESAPI context (see Lifetimes above); defined in esys.cc, so nothing outside
+// this layer reaches the raw ESYS_CONTEXT.
+class Context;
+
 // A transient or persistent object handle, or a session. Transient objects and sessions
 // are flushed on destruction; persistent handles only drop ESAPI's bookkeeping
-// (Esys_TR_Close), never the persistent object.
+// (Esys_TR_Close), never the persistent object. A non-empty Handle keeps its Context open.
 class Handle {
  public:
   enum class Kind { kTransient, kPersistent, kSession };
   Handle() = default;
-  Handle(ESYS_CONTEXT* ctx, ESYS_TR tr, Kind kind) : ctx_(ctx), tr_(tr), kind_(kind) {}
+  Handle(std::shared_ptr<Context> ctx, ESYS_TR tr, Kind kind)
+      : ctx_(std::move(ctx)), tr_(tr), kind_(kind) {}
   ~Handle() { reset(); }
   Handle(Handle&& o) noexcept { *this = std::move(o); }
   Handle& operator=(Handle&& o) noexcept;
@@ -55,11 +68,12 @@ class Handle {
   ESYS_TR get() const { return tr_; }
   Kind kind() const { return kind_; }
   explicit operator bool() const { return tr_ != ESYS_TR_NONE; }
-  // Flushes (or closes) now.
+  // Flushes (or closes) now, and lets go of the Context.
   void reset();
 
  private:
-  ESYS_CONTEXT* ctx_ = nullptr;
+  friend class Tpm;
+  std::shared_ptr<Context> ctx_;
   ESYS_TR tr_ = ESYS_TR_NONE;
   Kind kind_ = Kind::kTransient;
 };
@@ -120,27 +134,33 @@ class Tpm {
   };
 
  public:
-  explicit Tpm(PrivateTag) {}  // use Open()
+  Tpm(PrivateTag, std::shared_ptr<Context> ctx);  // use Open() or Of()
   // TCTI string in tpm2-tools syntax ("swtpm:host=127.0.0.1,port=2321",
   // "device:/dev/tpmrm0", "tabrmd:"); empty: $TPM2TOOLS_TCTI, else $TCTI, else
   // "device:/dev/tpmrm0". kUnavailable if the TPM cannot be reached.
   static Result<std::unique_ptr<Tpm>> Open(std::string_view tcti = {});
   static std::string ResolveTcti(std::string_view tcti);
+  // A Tpm on the context `object` was loaded on (same connection, same parameter-encryption
+  // session), for code that holds an Object but not the Tpm that made it, or holds it longer.
+  static Result<std::unique_ptr<Tpm>> Of(const Object& object);
 
   ~Tpm();
   Tpm(const Tpm&) = delete;
   Tpm& operator=(const Tpm&) = delete;
 
-  const std::string& tcti() const { return tcti_; }
-  ESYS_CONTEXT* context() const { return ctx_; }
+  const std::string& tcti() const;
+  // Whether `object` lives on this Tpm's context (a handle from another context means
+  // nothing here).
+  bool Owns(const Object& object) const;
 
   // From now on, secrets crossing the TPM bus (sealed data and inner keys going in;
   // unsealed data, TPM-made inner keys, credential secrets and RSA plaintexts coming out)
   // are AES-128-CFB encrypted in an HMAC session salted with `salt_key` (normally the
   // SRK), so a passive observer of /dev/tpm* or the swtpm socket sees only ciphertext.
-  // lms enables it right after GetOrCreateSrk; it costs one salt exchange per Tpm.
+  // lms enables it right after GetOrCreateSrk; it costs one salt exchange per context.
+  // The session belongs to the shared Context: every Tpm on it (Of) uses it too.
   Status EnableParameterEncryption(const Object& salt_key);
-  bool parameter_encryption() const { return static_cast<bool>(enc_session_); }
+  bool parameter_encryption() const;
 
   // ---- key hierarchy
   // The storage primary at `handle` (0: kSrkHandle for RSA, kSrkEccHandle for ECC). If the
@@ -203,6 +223,16 @@ class Tpm {
                                const TPM2B_ENCRYPTED_SECRET& encrypted_seed,
                                const SecureBytes& inner_key);
 
+  // TPM2_Rewrap: moves the outer wrapper of `duplicate` from `old_parent` (a loaded storage
+  // key with its private half: the MA key in the MA's TPM) to `new_parent` (loaded, usually
+  // with LoadExternal). `object_name` is the duplicated object's Name, which binds the outer
+  // wrapper; an inner wrapper passes through unopened. kIntegrityFailure (TPM_RC_INTEGRITY)
+  // if the duplicate was not made for old_parent and that Name. No parameter encryption:
+  // what crosses the bus is outer-wrapped both ways.
+  Result<tpm::Rewrapped> Rewrap(const Object& old_parent, const Object& new_parent,
+                                const TPM2B_PRIVATE& duplicate, ByteView object_name,
+                                const TPM2B_ENCRYPTED_SECRET& encrypted_seed);
+
   // Persist / un-persist with owner auth. EvictControl of a persistent handle removes it.
   Result<Object> Persist(const Object& transient, TPM2_HANDLE handle);
   Status EvictPersistent(Object persistent);
@@ -224,10 +254,8 @@ class Tpm {
   Result<SecureBytes> RsaDecrypt(const Object& key, ByteView ciphertext,
                                  const TPMT_RSA_DECRYPT& scheme, ByteView label);
 
-  std::string tcti_;
-  TSS2_TCTI_CONTEXT* tcti_ctx_ = nullptr;
-  ESYS_CONTEXT* ctx_ = nullptr;
-  Handle enc_session_;
+  std::shared_ptr<Context> context_;
+  ESYS_CONTEXT* ctx_ = nullptr;  // context_'s, valid as long as context_ is
 };
 
 }  // namespace tpmma::esys

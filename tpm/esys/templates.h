@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// Public-area templates for every key lms creates, and the MRK's authPolicy computed in
-// software. Kept apart from the ESAPI calls so that the MA side and tests can rebuild the
-// exact bytes (hence Names) a client will produce.
+// Public-area templates for every key lms creates. Kept apart from the ESAPI calls so that
+// the MA side and tests can rebuild the exact bytes (hence Names) a client will produce.
 #pragma once
 
 #include <tss2/tss2_tpm2_types.h>
 
 #include "common/bytes.h"
 #include "common/status.h"
+#include "tpm/policy.h"
 
 namespace tpmma::esys {
 
@@ -61,9 +61,10 @@ TPM2B_PUBLIC MrkTemplate(KeyAlg alg, const TPM2B_DIGEST& policy);
 // (the TPM refuses anything else under a parent that is not fixedTPM).
 TPM2B_PUBLIC ChildTemplate(ChildType type, bool encrypted_duplication);
 
-// PolicyDuplicationSelect(newParentName, includeObject = NO) from an empty policy:
-// SHA-256(0^32 || TPM_CC_PolicyDuplicationSelect || newParentName || NO). includeObject
-// must be NO: the MRK's Name hashes its authPolicy, so the policy cannot name the MRK.
-Result<TPM2B_DIGEST> DuplicationSelectPolicy(ByteView new_parent_name);
+// The MRK's authPolicy: tpm::DuplicationSelectPolicy (tpm/policy.h), under the name lms
+// has always called it by.
+inline Result<TPM2B_DIGEST> DuplicationSelectPolicy(ByteView new_parent_name) {
+  return tpm::DuplicationSelectPolicy(new_parent_name);
+}
 
 }  // namespace tpmma::esys

@@ -60,7 +60,9 @@ constexpr size_t kSha256Size = 32;
 // ------------------------------------------------------------------ key data
 
 struct TpmKey {
-  Tpm* tpm = nullptr;
+  // A Tpm of our own on the key's shared context (Tpm::Of), so that the EVP_PKEY keeps
+  // signing after the caller's Tpm is gone.
+  std::unique_ptr<Tpm> tpm;
   Object key;             // the loaded TPM signing key (flushed with this struct)
   EvpPkeyPtr public_key;  // the same key's public half as a plain OpenSSL key
   bool rsa = false;
@@ -594,10 +596,15 @@ Result<EvpPkeyPtr> MakeTpmSigningKey(Tpm& tpm, Object key) {
                  "a TPM-backed OpenSSL key needs a loaded unrestricted ECDSA-P256-SHA256 or "
                  "RSASSA-SHA256 signing key");
   }
+  if (!tpm.Owns(key)) {
+    return Error(Code::kInvalidArgument,
+                 "the key for a TPM-backed OpenSSL key was loaded by "
+                 "another Tpm than the one given");
+  }
   TPMMA_ASSIGN_OR_RETURN(OSSL_LIB_CTX * libctx, ProviderContext());
   auto holder = std::make_unique<TpmKey>();
   TPMMA_ASSIGN_OR_RETURN(holder->public_key, tpm::PublicToEvp(pub));
-  holder->tpm = &tpm;
+  TPMMA_ASSIGN_OR_RETURN(holder->tpm, Tpm::Of(key));
   holder->key = std::move(key);
   holder->rsa = rsassa;
 

@@ -4,16 +4,19 @@
 // TPM-resident signing key without ever seeing it.
 #pragma once
 
-#include "tpm/esys/esys.h"
 #include "common/openssl.h"
 #include "common/status.h"
+#include "tpm/esys/esys.h"
 
 namespace tpmma::esys {
 
 // `key` must be a loaded, unrestricted signing key: ECC P-256 with ECDSA-SHA256 or
 // RSA-2048 with RSASSA-SHA256 (ChildType::kEccSign / kRsaSign). The EVP_PKEY takes
 // ownership of the loaded object (it stays in one of the TPM's transient slots until the
-// last reference to the EVP_PKEY is freed); `tpm` must outlive it.
+// last reference to the EVP_PKEY is freed), and shares the ESAPI context with `tpm`, which
+// `key` must have been loaded by: the EVP_PKEY may outlive `tpm` and keeps signing (the
+// context, and its connection to the TPM, stay open until the last of them is freed). Use
+// it from one thread at a time with everything else on that context (esys.h).
 //
 // The key belongs to a small built-in OpenSSL provider ("tpmma-tpm", in its own library
 // context; see tpm_pkey.cc for why) and works wherever an EVP_PKEY does, with no caller

@@ -26,14 +26,14 @@
 #include <thread>
 #include <vector>
 
-#include "tpm/esys/esys.h"
-#include "tpm/esys/templates.h"
-#include "tpm/esys/tpm_pkey.h"
 #include "common/openssl.h"
 #include "tests/support/status_testing.h"
 #include "tests/support/swtpm.h"
 #include "tpm/attest.h"
 #include "tpm/credential.h"
+#include "tpm/esys/esys.h"
+#include "tpm/esys/templates.h"
+#include "tpm/esys/tpm_pkey.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 #include "tpm/rewrap.h"
@@ -705,6 +705,86 @@ TEST_F(EsysTest, NoTransientObjectOrSessionLeaks) {
       ASSERT_OK(tpm->Quote(ak, Bytes(16, 7), {0}));
     }
   }
+}
+
+// ------------------------------------------------------------------ shared context
+
+TEST_F(EsysTest, ObjectOutlivesItsTpmKeepsWorkingAndIsFlushedWhenDestroyed) {
+  const KeyBlob& sign_blob = w_->ecc.children[0].second;  // ECDSA-P256
+  {
+    Object key;
+    {
+      auto tpm = OpenOrDie(w_->a);
+      ASSERT_OK_AND_ASSIGN(Object srk, tpm->GetOrCreateSrk(KeyAlg::kRsa2048));
+      ASSERT_OK(tpm->EnableParameterEncryption(srk));
+      ASSERT_OK_AND_ASSIGN(Object mrk, tpm->Load(srk, w_->ecc.mrk));
+      ASSERT_OK_AND_ASSIGN(key, tpm->Load(mrk, sign_blob));
+    }  // the Tpm, the SRK handle and the MRK are gone; `key` holds the context
+    ASSERT_TRUE(key);
+    ASSERT_OK_AND_ASSIGN(auto again, Tpm::Of(key));
+    EXPECT_TRUE(again->Owns(key));
+    EXPECT_EQ(again->tcti(), w_->a->tcti());
+    EXPECT_TRUE(again->parameter_encryption()) << "the session belongs to the context";
+    ASSERT_OK_AND_ASSIGN(auto loaded, again->TransientHandles());
+    EXPECT_EQ(loaded.size(), 1u) << "only the key is left loaded (the MRK was flushed)";
+    const Bytes digest = Sha256(ToBytes("signed after the Tpm died"));
+    ASSERT_OK_AND_ASSIGN(TPMT_SIGNATURE sig, again->Sign(key, digest));
+    ASSERT_OK(tpm::VerifyTpmSignature(sign_blob.public_area.publicArea,
+                                      ToBytes("signed after the Tpm died"), sig));
+    again.reset();  // a Tpm from Of() is as disposable as the first one
+    ASSERT_OK_AND_ASSIGN(auto third, Tpm::Of(key));
+    ASSERT_OK(third->Sign(key, digest));
+  }  // the key, the last holder: flushed, then the connection closes
+  // swtpm serves one connection at a time: this Open only gets through if the first closed.
+  auto second = OpenOrDie(w_->a);
+  ASSERT_OK_AND_ASSIGN(auto handles, second->TransientHandles());
+  EXPECT_TRUE(handles.empty()) << handles.size() << " transient objects left";
+  EXPECT_FALSE(second->parameter_encryption());
+  EXPECT_FALSE(Tpm::Of(Object{}).has_value());
+}
+
+TEST_F(EsysTest, EvpPkeyOutlivesItsTpmAndStillSigns) {
+  const KeyBlob& sign_blob = w_->rsa.children[1].second;
+  ASSERT_EQ(w_->rsa.children[1].first, ChildType::kRsaSign);
+  EvpPkeyPtr pkey;
+  {
+    auto tpm = OpenOrDie(w_->a);
+    ASSERT_OK_AND_ASSIGN(Object srk, tpm->GetOrCreateSrk(KeyAlg::kRsa2048));
+    ASSERT_OK_AND_ASSIGN(Object mrk, tpm->Load(srk, w_->rsa.mrk));
+    ASSERT_OK_AND_ASSIGN(Object key, tpm->Load(mrk, sign_blob));
+    ASSERT_OK_AND_ASSIGN(pkey, MakeTpmSigningKey(*tpm, std::move(key)));
+  }
+  const Bytes message = ToBytes("signed by an EVP_PKEY whose Tpm is gone");
+  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
+  ASSERT_EQ(EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, pkey.get()), 1);
+  size_t len = 0;
+  ASSERT_EQ(EVP_DigestSign(ctx.get(), nullptr, &len, message.data(), message.size()), 1);
+  Bytes sig(len);
+  ASSERT_EQ(EVP_DigestSign(ctx.get(), sig.data(), &len, message.data(), message.size()), 1);
+  sig.resize(len);
+  ctx.reset();
+  ASSERT_OK_AND_ASSIGN(EvpPkeyPtr plain, tpm::PublicToEvp(sign_blob.public_area.publicArea));
+  EvpMdCtxPtr vctx(EVP_MD_CTX_new());
+  ASSERT_EQ(EVP_DigestVerifyInit(vctx.get(), nullptr, EVP_sha256(), nullptr, plain.get()), 1);
+  EXPECT_EQ(EVP_DigestVerify(vctx.get(), sig.data(), sig.size(), message.data(), message.size()),
+            1);
+  pkey.reset();  // the last holder of the context
+  auto second = OpenOrDie(w_->a);
+  ASSERT_OK_AND_ASSIGN(auto handles, second->TransientHandles());
+  EXPECT_TRUE(handles.empty()) << handles.size() << " transient objects left";
+}
+
+TEST_F(EsysTest, AnObjectBelongsToTheContextThatLoadedIt) {
+  auto a = OpenOrDie(w_->a);
+  auto b = OpenOrDie(w_->b);
+  ASSERT_OK_AND_ASSIGN(Object on_b, b->LoadExternal(w_->rsa.children[1].second.public_area));
+  EXPECT_TRUE(b->Owns(on_b));
+  EXPECT_FALSE(a->Owns(on_b));
+  EXPECT_FALSE(a->Owns(Object{}));
+  // An EVP_PKEY would send B's handle to A: refused before any TPM is asked.
+  auto refused = MakeTpmSigningKey(*a, std::move(on_b));
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), Code::kInvalidArgument) << refused.error().ToString();
 }
 
 // After every test (parameterized suites run after all TEST_Fs): nothing of ours is left

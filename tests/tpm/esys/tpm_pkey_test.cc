@@ -14,13 +14,13 @@
 #include <string>
 #include <vector>
 
-#include "tpm/esys/esys.h"
-#include "tpm/esys/tpm_pkey.h"
 #include "common/openssl.h"
 #include "schema/package.h"
 #include "schema/package_xml.h"
 #include "tests/support/status_testing.h"
 #include "tests/support/swtpm.h"
+#include "tpm/esys/esys.h"
+#include "tpm/esys/tpm_pkey.h"
 #include "tpm/public.h"
 
 namespace tpmma::esys {
@@ -121,7 +121,7 @@ class TpmPkeyTest : public ::testing::TestWithParam<ChildType> {
     ASSERT_OK_AND_ASSIGN(pkey_, MakeTpmSigningKey(*tpm_, std::move(key)));
   }
   void TearDown() override {
-    pkey_.reset();  // before the Tpm it needs to flush its object
+    pkey_.reset();  // flushes its object, so that the check below sees none
     if (tpm_) {
       auto handles = tpm_->TransientHandles();
       ASSERT_TRUE(handles.has_value());
@@ -285,6 +285,20 @@ TEST_P(TpmPkeyTest, SoftwareKeysElsewhereInTheProcessAreUntouched) {
   ASSERT_OK_AND_ASSIGN(Bytes signed_bytes, package::SignPackage(SamplePackage(), soft.get()));
   ASSERT_OK_AND_ASSIGN(auto reader, package::PackageReader::Open(signed_bytes));
   EXPECT_TRUE(reader.Verify(soft.get()).has_value());
+}
+
+TEST_P(TpmPkeyTest, OutlivesItsTpmSignsAPackageAndIsFlushedWhenFreed) {
+  // The EVP_PKEY shares the ESAPI context: the Tpm it was made with can go first.
+  tpm_.reset();
+  ASSERT_OK_AND_ASSIGN(Bytes signed_bytes, package::SignPackage(SamplePackage(), pkey_.get()));
+  ASSERT_OK_AND_ASSIGN(auto reader, package::PackageReader::Open(signed_bytes));
+  EXPECT_TRUE(reader.Verify(public_.get()).has_value());
+  pkey_.reset();  // the last holder: its TPM object is flushed, the connection closed
+  // swtpm serves one connection at a time, so this only gets through once it closed;
+  // TearDown checks with it that no transient object is left.
+  auto tpm = Tpm::Open(w_->swtpm->tcti());
+  ASSERT_OK(tpm);
+  tpm_ = std::move(*tpm);
 }
 
 INSTANTIATE_TEST_SUITE_P(Keys, TpmPkeyTest,
