@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // ma-server's network front end. Boost.Beast owns sockets, TLS (1.2+), HTTP/1.1 keep-alive,
 // limits and deadlines; the Endpoint only ever sees complete, size-checked bodies, on a
-// worker thread (DESIGN.md 6: gSOAP (de)serializes from memory; a blocked worker must not
-// stall other connections). Slow, truncated, oversized and malformed requests are refused
+// worker thread (gSOAP (de)serializes from memory; a blocked worker must not stall other
+// connections). Slow, truncated, oversized and malformed requests are refused
 // on the I/O threads before any worker is involved.
 //
 // Routes: GET /healthz (I/O thread), POST / and /soap (text/xml) -> Endpoint, POST /echo

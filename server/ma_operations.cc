@@ -108,8 +108,8 @@ struct MaOperations::State {
   MaServiceOptions options;
   storage::Vault* vault = nullptr;
   MaKeyCustody* custody = nullptr;
-  // Escrow custody (docs/operations.md): the current key (null when escrow.custody =
-  // "none"), and the retired ones, which only release what was escrowed to them.
+  // Escrow custody (docs/protocol.md "Inner-key custody"): the current key (null when
+  // escrow.custody = "none"), and the retired ones, which only release what was escrowed to them.
   std::unique_ptr<EscrowKeyCustody> escrow;
   std::vector<std::unique_ptr<EscrowKeyCustody>> retired_escrow;
   std::unique_ptr<Authenticator> auth;
@@ -523,7 +523,7 @@ Result<std::optional<int64_t>> MaOperations::State::MayRestore(const storage::Pa
   const bool own = d.source_platform_id == platform;
   // An own recovery-code package needs nothing more; an own escrow package comes back
   // without its inner key, unless the helpdesk approved this platform's restore (after a
-  // TPM clear it has no copy of its own): docs/operations.md.
+  // TPM clear it has no copy of its own): docs/protocol.md "Inner-key custody".
   if (own && d.custody != storage::CustodyMode::kEscrow) return std::optional<int64_t>();
   auto approval = vault->FindActiveApproval(platform, d.package_id, Now());
   if (approval) return std::optional<int64_t>(approval->id);

@@ -393,9 +393,9 @@ TEST_F(MaOperationsTest, PlatformsSeeOnlyTheirOwnOrApprovedPackages) {
   EXPECT_TRUE(chain.ok()) << chain.ToString();
 }
 
-// Escrow custody (DESIGN 4.4): the MA checks an escrow blob at Upload, and releases the
-// inner key only with a Download under a helpdesk approval; expired approvals release
-// nothing. Two real TPMs: A backs up, B is the new board; then A after a TPM clear.
+// Escrow custody (docs/protocol.md "Inner-key custody"): the MA checks an escrow blob at Upload,
+// and releases the inner key only with a Download under a helpdesk approval; expired approvals
+// release nothing. Two real TPMs: A backs up, B is the new board; then A after a TPM clear.
 TEST_F(MaOperationsTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
   std::string why;
   Swtpm* tb = testing::SharedSwtpm(1, &why);
