@@ -66,7 +66,7 @@ struct ChildKey {
   bool operator==(const ChildKey&) const = default;
 };
 
-// DESIGN 4.4, high-assurance custody: the code itself never leaves the endpoint.
+// High-assurance custody (docs/protocol.md, "Inner-key custody"): the code itself never leaves the endpoint.
 struct RecoveryCodeCustody {
   std::string kdf = "scrypt";
   Bytes salt;
@@ -77,7 +77,7 @@ struct RecoveryCodeCustody {
   bool operator==(const RecoveryCodeCustody&) const = default;
 };
 
-// DESIGN 4.4, helpdesk custody: the inner key encrypted to a separate escrow key.
+// Helpdesk custody (docs/protocol.md, "Inner-key custody"): the inner key encrypted to a separate escrow key.
 struct EscrowCustody {
   std::string escrow_key_id;
   EscrowAlgorithm algorithm = EscrowAlgorithm::kRsaOaepSha256;

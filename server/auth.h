@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// Platform authentication (DESIGN 4.1, docs/protocol.md): EK certificate chain, AK checks,
+// Platform authentication (docs/protocol.md, "Authenticate"): EK certificate chain, AK checks,
 // software MakeCredential, one-time challenges, optional package-signing key certified by
 // the AK, and session tokens. Secrets (credential secret, expected proof, token) live in
 // SecureBytes and never reach the vault, a log line or a fault: the vault stores hashes.

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// Custody of the escrow key (DESIGN 4.4, escrow mode): the RSA key lms encrypts each
+// Custody of the escrow key (docs/protocol.md, "Inner-key custody", escrow mode): the RSA key lms encrypts each
 // package's inner wrapper key to (tpm/escrow.h). ma-server decrypts with it only for a
 // Download made under a helpdesk approval, and to check an escrow blob at Upload.
 //

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// Escrow custody of the inner wrapper key (DESIGN 4.4, helpdesk convenience): the format
+// Escrow custody of the inner wrapper key (docs/protocol.md, "Inner-key custody": helpdesk convenience): the format
 // shared by lms, which encrypts the key into each package, and ma-server, which opens it
 // only for a Download under a helpdesk approval.
 //

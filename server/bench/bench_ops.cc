@@ -45,7 +45,7 @@ class FixedRequest : public RequestSource {
   std::string expect_;
 };
 
-// A 4 KB body like the ones DESIGN.md section 6 measured front ends with.
+// A 4 KB body like the ones the front-end comparison in wsdl/README.md was measured with.
 class Echo : public RequestSource {
  public:
   Echo() : body_(Envelope("<ma:Echo>" + std::string(4096, 'x') + "</ma:Echo>")) {}

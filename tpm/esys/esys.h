@@ -189,7 +189,7 @@ class Tpm {
   // TPM2_Quote of SHA-256 PCRs `pcrs` over `nonce` by `ak`.
   Result<Attestation> Quote(const Object& ak, ByteView nonce, const std::vector<int>& pcrs);
 
-  // ---- MRK and children (DESIGN 4.2)
+  // ---- MRK and children (docs/protocol.md, "Keys on the platform")
   // Same digest as DuplicationSelectPolicy(), computed by the TPM in a trial session.
   Result<TPM2B_DIGEST> TrialDuplicationSelectPolicy(ByteView new_parent_name);
   Result<KeyBlob> CreateMrk(const Object& srk, ByteView ma_name, KeyAlg alg);
