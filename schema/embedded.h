@@ -4,7 +4,7 @@
 
 #include <cstddef>
 
-namespace tpmma::package::internal {
+namespace tpmma::schema::internal {
 extern const unsigned char kPackageXsd[];
 extern const size_t kPackageXsdSize;
-}  // namespace tpmma::package::internal
+}  // namespace tpmma::schema::internal

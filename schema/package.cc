@@ -5,7 +5,7 @@
 #include <ctime>
 #include <fmt/format.h>
 
-namespace tpmma::package {
+namespace tpmma::schema {
 namespace {
 
 bool IsLowerHex(char c) {
@@ -224,4 +224,4 @@ Status ValidateModel(const MigrationPackage& p) {
   return Status::Ok();
 }
 
-}  // namespace tpmma::package
+}  // namespace tpmma::schema

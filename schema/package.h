@@ -12,7 +12,7 @@
 #include "common/bytes.h"
 #include "common/status.h"
 
-namespace tpmma::package {
+namespace tpmma::schema {
 
 inline constexpr uint32_t kFormatVersion = 1;
 
@@ -117,4 +117,4 @@ std::string_view ToString(EscrowAlgorithm v);
 Result<std::string> FormatUtc(int64_t unix_seconds);
 Result<int64_t> ParseUtc(std::string_view text);
 
-}  // namespace tpmma::package
+}  // namespace tpmma::schema

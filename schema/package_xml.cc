@@ -24,7 +24,7 @@
 #include "common/openssl.h"
 #include "schema/embedded.h"
 
-namespace tpmma::package {
+namespace tpmma::schema {
 namespace {
 
 constexpr const char* kDsNs = "http://www.w3.org/2000/09/xmldsig#";
@@ -847,4 +847,4 @@ Result<MigrationPackage> PackageReader::Verify(EVP_PKEY* public_key) const {
   return ReadModel(doc);
 }
 
-}  // namespace tpmma::package
+}  // namespace tpmma::schema

@@ -20,7 +20,7 @@
 #include "common/status.h"
 #include "schema/package.h"
 
-namespace tpmma::package {
+namespace tpmma::schema {
 
 inline constexpr std::string_view kNamespace = "urn:tpm-ma:package:1";
 
@@ -88,4 +88,4 @@ class PackageReader {
   UnverifiedHeader header_;
 };
 
-}  // namespace tpmma::package
+}  // namespace tpmma::schema

@@ -59,8 +59,8 @@ class SigningKeyCache {
   std::unordered_map<std::string, EvpPkeyPtr> keys_;  // guarded by mu_
 };
 
-Result<storage::CustodyMode> CustodyOf(const package::Custody& c) {
-  return std::holds_alternative<package::EscrowCustody>(c) ? storage::CustodyMode::kEscrow
+Result<storage::CustodyMode> CustodyOf(const schema::Custody& c) {
+  return std::holds_alternative<schema::EscrowCustody>(c) ? storage::CustodyMode::kEscrow
                                                            : storage::CustodyMode::kRecoveryCode;
 }
 
@@ -179,20 +179,20 @@ struct MaOperations::State {
     return signing_keys.Get(*p.signing_key_public);
   }
 
-  package::ParseLimits Limits() const {
-    package::ParseLimits l;
+  schema::ParseLimits Limits() const {
+    schema::ParseLimits l;
     l.max_document_bytes = cfg.max_package_bytes;
     l.max_child_keys = cfg.max_child_keys;
     return l;
   }
 
-  Result<SecureBytes> OpenEscrow(const package::EscrowCustody& e, std::string_view platform,
+  Result<SecureBytes> OpenEscrow(const schema::EscrowCustody& e, std::string_view platform,
                                  const TPMT_PUBLIC& mrk, EscrowUse use);
-  EscrowKeyCustody* EscrowKeyFor(const package::EscrowCustody& e, EscrowUse use);
+  EscrowKeyCustody* EscrowKeyFor(const schema::EscrowCustody& e, EscrowUse use);
 
-  Result<package::MigrationPackage> VerifyUpload(ByteView body, const storage::Session& session,
+  Result<schema::MigrationPackage> VerifyUpload(ByteView body, const storage::Session& session,
                                                  storage::Platform* me, CallContext* call);
-  Result<storage::Package> PackageRow(const package::MigrationPackage& pkg,
+  Result<storage::Package> PackageRow(const schema::MigrationPackage& pkg,
                                       const storage::Platform& me, Bytes body);
 
   struct Authorized {
@@ -209,7 +209,7 @@ struct MaOperations::State {
   struct Stored {
     Bytes body;
     Bytes signing_public;
-    package::MigrationPackage verified;
+    schema::MigrationPackage verified;
   };
   Result<Stored> ReadVerifiedPackage(const storage::PackageDescriptor& d);
   Status RecordRestore(const CallContext& call, std::optional<int64_t> approval,
@@ -218,7 +218,7 @@ struct MaOperations::State {
 
 // ---- escrow
 
-EscrowKeyCustody* MaOperations::State::EscrowKeyFor(const package::EscrowCustody& e,
+EscrowKeyCustody* MaOperations::State::EscrowKeyFor(const schema::EscrowCustody& e,
                                                     EscrowUse use) {
   if (escrow && e.escrow_key_id == escrow->key_id()) return escrow.get();
   if (use != EscrowUse::kRelease) return nullptr;
@@ -230,7 +230,7 @@ EscrowKeyCustody* MaOperations::State::EscrowKeyFor(const package::EscrowCustody
 
 // The inner key escrowed in a package of `platform`, checked against its binding. At
 // Upload only the current escrow key will do; a release may use a retired one too.
-Result<SecureBytes> MaOperations::State::OpenEscrow(const package::EscrowCustody& e,
+Result<SecureBytes> MaOperations::State::OpenEscrow(const schema::EscrowCustody& e,
                                                     std::string_view platform,
                                                     const TPMT_PUBLIC& mrk, EscrowUse use) {
   EscrowKeyCustody* key = EscrowKeyFor(e, use);
@@ -244,9 +244,9 @@ Result<SecureBytes> MaOperations::State::OpenEscrow(const package::EscrowCustody
                  "the inner key is escrowed to key '" + Clip(e.escrow_key_id) +
                      "', not to this MA's escrow key '" + escrow->key_id() + "' (GetMAKey)");
   }
-  if (e.algorithm != package::EscrowAlgorithm::kRsaOaepSha256) {
+  if (e.algorithm != schema::EscrowAlgorithm::kRsaOaepSha256) {
     return Error(Code::kUnsupported, "escrow algorithm " +
-                                         std::string(package::ToString(e.algorithm)) +
+                                         std::string(schema::ToString(e.algorithm)) +
                                          " is not supported by this MA (RSA-OAEP-SHA256 only)");
   }
   TPMMA_ASSIGN_OR_RETURN(Bytes mrk_name, tpm::ComputeName(mrk));
@@ -392,13 +392,13 @@ Result<CompleteResult> MaOperations::AuthenticateComplete(const CompleteRequest&
 
 // The package verified with the session platform's certified key; its MRK and escrow
 // binding checked. `*me` is the platform row (the key that verified it is kept).
-Result<package::MigrationPackage> MaOperations::State::VerifyUpload(ByteView body,
+Result<schema::MigrationPackage> MaOperations::State::VerifyUpload(ByteView body,
                                                                     const storage::Session& session,
                                                                     storage::Platform* me,
                                                                     CallContext* call) {
-  TPMMA_ASSIGN_OR_RETURN(package::PackageReader reader,
-                         package::PackageReader::Open(body, Limits()));
-  const package::UnverifiedHeader& h = reader.UnverifiedHeaderFields();
+  TPMMA_ASSIGN_OR_RETURN(schema::PackageReader reader,
+                         schema::PackageReader::Open(body, Limits()));
+  const schema::UnverifiedHeader& h = reader.UnverifiedHeaderFields();
   call->object = Clip(h.package_id);
   // Only the session's own platform key may vouch for a package: a platform cannot vault
   // (and later claim) another platform's keys.
@@ -408,10 +408,10 @@ Result<package::MigrationPackage> MaOperations::State::VerifyUpload(ByteView bod
   }
   TPMMA_ASSIGN_OR_RETURN(*me, vault->GetPlatform(session.platform_id));
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, SigningKeyOf(*me));
-  TPMMA_ASSIGN_OR_RETURN(package::MigrationPackage pkg, reader.Verify(key.get()));
+  TPMMA_ASSIGN_OR_RETURN(schema::MigrationPackage pkg, reader.Verify(key.get()));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC mrk, tpm::Unmarshal<TPM2B_PUBLIC>(pkg.mrk.public_area));
   TPMMA_RETURN_IF_ERROR(CheckMrk(mrk.publicArea, mrk_policy));
-  if (const auto* e = std::get_if<package::EscrowCustody>(&pkg.custody)) {
+  if (const auto* e = std::get_if<schema::EscrowCustody>(&pkg.custody)) {
     // An escrow blob that would not open at restore time is a silent loss: check now that
     // it decrypts and was made for this platform and MRK. The key is wiped on return.
     auto opened = OpenEscrow(*e, session.platform_id, mrk.publicArea, EscrowUse::kUpload);
@@ -420,7 +420,7 @@ Result<package::MigrationPackage> MaOperations::State::VerifyUpload(ByteView bod
   return pkg;
 }
 
-Result<storage::Package> MaOperations::State::PackageRow(const package::MigrationPackage& pkg,
+Result<storage::Package> MaOperations::State::PackageRow(const schema::MigrationPackage& pkg,
                                                          const storage::Platform& me, Bytes body) {
   storage::Package p;
   p.descriptor.package_id = pkg.package_id;
@@ -433,10 +433,10 @@ Result<storage::Package> MaOperations::State::PackageRow(const package::Migratio
   // signing key later (e.g. after a TPM clear) and older packages must still verify.
   p.descriptor.signing_key = me.signing_key_public.value_or(Bytes());
   for (const auto& k : pkg.child_keys) {
-    p.descriptor.keys.push_back({k.key_id, k.label, std::string(package::ToString(k.usage))});
+    p.descriptor.keys.push_back({k.key_id, k.label, std::string(schema::ToString(k.usage))});
   }
   // Hashed once, here: the vault stores the digest it is given.
-  TPMMA_ASSIGN_OR_RETURN(p.descriptor.sha256, package::PackageDigest(body));
+  TPMMA_ASSIGN_OR_RETURN(p.descriptor.sha256, schema::PackageDigest(body));
   p.body = std::move(body);
   return p;
 }
@@ -450,7 +450,7 @@ Result<UploadResult> MaOperations::Upload(UploadRequest request, CallContext* ca
                                              std::to_string(s_->cfg.max_package_bytes));
     }
     storage::Platform me;
-    TPMMA_ASSIGN_OR_RETURN(package::MigrationPackage pkg,
+    TPMMA_ASSIGN_OR_RETURN(schema::MigrationPackage pkg,
                            s_->VerifyUpload(request.package, session, &me, call));
     TPMMA_ASSIGN_OR_RETURN(storage::Package p, s_->PackageRow(pkg, me, std::move(request.package)));
     const std::string digest = HexEncode(p.descriptor.sha256);
@@ -606,8 +606,8 @@ Result<TPM2B_PUBLIC> MaOperations::State::CheckCertifiedParent(const DownloadCom
 Result<MaOperations::State::Stored> MaOperations::State::ReadVerifiedPackage(
     const storage::PackageDescriptor& d) {
   TPMMA_ASSIGN_OR_RETURN(storage::Package stored, vault->GetPackage(d.package_id));
-  TPMMA_ASSIGN_OR_RETURN(package::PackageReader reader,
-                         package::PackageReader::Open(stored.body, Limits()));
+  TPMMA_ASSIGN_OR_RETURN(schema::PackageReader reader,
+                         schema::PackageReader::Open(stored.body, Limits()));
   // The key the package was verified with at Upload; packages vaulted before the MA kept
   // it have the platform's current one. It goes out with the package, so that a client
   // with no copy of its own (a new key store) can check the signature too.
@@ -672,14 +672,14 @@ Result<DownloadedPackage> MaOperations::DownloadComplete(const DownloadCompleteR
                            s_->AuthorizeDownload(request.session_token, request.package_id, call));
     TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC parent, s_->CheckCertifiedParent(request, a.session));
     TPMMA_ASSIGN_OR_RETURN(State::Stored stored, s_->ReadVerifiedPackage(a.descriptor));
-    const package::MigratableRootKey& m = stored.verified.mrk;
+    const schema::MigratableRootKey& m = stored.verified.mrk;
     TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC mrk, tpm::Unmarshal<TPM2B_PUBLIC>(m.public_area));
     TPMMA_ASSIGN_OR_RETURN(TPM2B_PRIVATE dup, tpm::Unmarshal<TPM2B_PRIVATE>(m.duplicate));
     TPMMA_ASSIGN_OR_RETURN(TPM2B_ENCRYPTED_SECRET seed,
                            tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(m.encrypted_seed));
     // The escrowed inner key leaves the MA only with a Download under an approval.
     SecureBytes inner_key;
-    const auto* escrow = std::get_if<package::EscrowCustody>(&stored.verified.custody);
+    const auto* escrow = std::get_if<schema::EscrowCustody>(&stored.verified.custody);
     if (escrow != nullptr && a.approval) {
       TPMMA_ASSIGN_OR_RETURN(inner_key, s_->OpenEscrow(*escrow, a.descriptor.source_platform_id,
                                                        mrk.publicArea, EscrowUse::kRelease));

@@ -73,7 +73,7 @@ Status CheckToken(const std::string& t) {
 }
 
 Status CheckPackageId(const std::string& id) {
-  return package::IsCanonicalUuid(id)
+  return schema::IsCanonicalUuid(id)
              ? Status::Ok()
              : Status(Code::kSchemaViolation, "PackageId is not a lower-case UUID");
 }

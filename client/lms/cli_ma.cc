@@ -269,7 +269,7 @@ Command AddDeleteCommand(CLI::App& app, const Globals& g) {
   CLI::App* c = AddSubcommand(app, "delete", "Delete one of this platform's packages from the MA");
   c->add_option("ID", a->id, "the package id (lms query lists them)")->required();
   return {c, [&g, a]() -> int {
-            if (!package::IsCanonicalUuid(a->id)) {
+            if (!schema::IsCanonicalUuid(a->id)) {
               return Fail(g, Status(Code::kInvalidArgument, "'" + a->id + "' is not a package id"));
             }
             auto ctx = OpenWithMa(g);

@@ -206,7 +206,7 @@ Result<KeyRecord> KeyRecordFromJson(std::string_view text, std::string_view what
   auto t = KeyTypeFromName(type);
   if (!t) return Error(Code::kCorruption, std::string(what) + ": unknown key type '" + type + "'");
   k.type = *t;
-  if (!package::IsCanonicalUuid(k.id)) {
+  if (!schema::IsCanonicalUuid(k.id)) {
     return Error(Code::kCorruption, std::string(what) + ": id is not a UUID");
   }
   return k;
@@ -501,7 +501,7 @@ Result<std::vector<KeyRecord>> KeyStore::ListKeys() const {
   for (const std::string& name : names) {
     // Only <uuid>.json: temp files of an interrupted atomic write are not keys.
     if (name.size() != 41 || !name.ends_with(".json") ||
-        !package::IsCanonicalUuid(std::string_view(name).substr(0, 36))) {
+        !schema::IsCanonicalUuid(std::string_view(name).substr(0, 36))) {
       continue;
     }
     const std::string path = keys_dir + "/" + name;
@@ -520,7 +520,7 @@ Result<std::vector<KeyRecord>> KeyStore::ListKeys() const {
 }
 
 Result<KeyRecord> KeyStore::GetKey(std::string_view id) const {
-  if (!package::IsCanonicalUuid(id)) {
+  if (!schema::IsCanonicalUuid(id)) {
     return Error(Code::kInvalidArgument, "'" + std::string(id) + "' is not a key id (a UUID)");
   }
   const std::string path = KeyPath(id);
@@ -537,7 +537,7 @@ Result<KeyRecord> KeyStore::FindKey(std::string_view id_or_label) const {
   std::string lowered(id_or_label);
   std::transform(lowered.begin(), lowered.end(), lowered.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  if (package::IsCanonicalUuid(lowered)) return GetKey(lowered);
+  if (schema::IsCanonicalUuid(lowered)) return GetKey(lowered);
   TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> keys, ListKeys());
   for (KeyRecord& k : keys) {
     if (k.label == id_or_label) return std::move(k);
@@ -547,7 +547,7 @@ Result<KeyRecord> KeyStore::FindKey(std::string_view id_or_label) const {
 }
 
 Status KeyStore::PutKey(const KeyRecord& key) {
-  if (!package::IsCanonicalUuid(key.id)) {
+  if (!schema::IsCanonicalUuid(key.id)) {
     return Status(Code::kInvalidArgument, "key id is not a UUID");
   }
   return env_->WriteFileAtomic(KeyPath(key.id), View(KeyRecordToJson(key)), kFileMode);

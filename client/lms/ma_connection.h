@@ -68,6 +68,6 @@ Result<std::optional<FetchedMaKey>> ReplacedEscrowKey(ma::MaClient& client,
 Result<KeyRecord> FindMrk(const StoreState& state, const std::vector<KeyRecord>& keys);
 
 // The package usage of an lms key type.
-package::KeyUsage UsageOf(KeyType t);
+schema::KeyUsage UsageOf(KeyType t);
 
 }  // namespace tpmma::lms

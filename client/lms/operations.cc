@@ -52,7 +52,7 @@ Result<esys::KeyBlob> BlobOf(const KeyRecord& k) {
 Result<KeyRecord> RecordOf(const esys::KeyBlob& blob, KeyType type, const std::string& label,
                            const std::string& parent, std::string origin, int64_t now) {
   KeyRecord k;
-  TPMMA_ASSIGN_OR_RETURN(k.id, package::NewUuid());
+  TPMMA_ASSIGN_OR_RETURN(k.id, schema::NewUuid());
   k.label = label;
   k.type = type;
   k.parent = parent;
@@ -430,7 +430,7 @@ Status Lms::CheckNewLabel(const std::string& label) {
       return Status(Code::kInvalidArgument, "a label cannot hold control characters");
     }
   }
-  if (package::IsCanonicalUuid(label)) {
+  if (schema::IsCanonicalUuid(label)) {
     return Status(Code::kInvalidArgument, "a label cannot look like a key id (a UUID)");
   }
   TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> keys, store_.ListKeys());

@@ -203,19 +203,19 @@ Result<std::vector<ma::PackageDescriptor>> QueryAll(MaConnection& s, const MaSet
   return out;
 }
 
-package::KeyUsage UsageOf(KeyType t) {
+schema::KeyUsage UsageOf(KeyType t) {
   switch (t) {
     case KeyType::kEccSign:
     case KeyType::kRsaSign:
-      return package::KeyUsage::kSign;
+      return schema::KeyUsage::kSign;
     case KeyType::kRsaDecrypt:
-      return package::KeyUsage::kDecrypt;
+      return schema::KeyUsage::kDecrypt;
     case KeyType::kSealed:
-      return package::KeyUsage::kSeal;
+      return schema::KeyUsage::kSeal;
     case KeyType::kMrk:
-      return package::KeyUsage::kStorage;
+      return schema::KeyUsage::kStorage;
   }
-  return package::KeyUsage::kSign;
+  return schema::KeyUsage::kSign;
 }
 
 Result<KeyRecord> FindMrk(const StoreState& state, const std::vector<KeyRecord>& keys) {
@@ -398,7 +398,7 @@ BackupResult NothingChanged(const StoreState& state) {
 // What a backup uploads, made once whatever the MA does: the package without its id,
 // platform, time and (for an escrow store) escrowed inner key, which each attempt adds.
 struct PreparedBackup {
-  package::MigrationPackage model;
+  schema::MigrationPackage model;
   SecureBytes inner;                          // the inner wrapper key
   std::vector<std::string> carried;           // ids of the children in the package
   std::optional<TPM2B_PUBLIC> escrow_public;  // escrow store: the escrow key it pins
@@ -423,11 +423,11 @@ Status DuplicateMrk(Lms& lms, const StoreState& state, const KeyRecord& mrk_reco
     TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, lms.LoadKey(mrk_record, nullptr));
     TPMMA_ASSIGN_OR_RETURN(dup, tpm->Duplicate(mrk, ma_public, esys::InnerWrap::kGiven, p.inner));
   }
-  package::MigratableRootKey& m = p.model.mrk;
+  schema::MigratableRootKey& m = p.model.mrk;
   m.public_area = mrk_record.public_area;
   TPMMA_ASSIGN_OR_RETURN(m.duplicate, tpm::Marshal(dup.duplicate));
   TPMMA_ASSIGN_OR_RETURN(m.encrypted_seed, tpm::Marshal(dup.encrypted_seed));
-  m.symmetric = package::SymmetricAlgorithm::kAes128Cfb;
+  m.symmetric = schema::SymmetricAlgorithm::kAes128Cfb;
   return Status::Ok();
 }
 
@@ -438,7 +438,7 @@ Status AddChildrenAndCustody(const StoreState& state, const std::vector<KeyRecor
                              const KeyRecord& mrk_record, PreparedBackup& p) {
   for (const KeyRecord& k : keys) {
     if (k.type == KeyType::kMrk || k.parent != state.mrk_id || !k.migratable) continue;
-    package::ChildKey c;
+    schema::ChildKey c;
     c.key_id = k.id;
     c.label = k.label;
     c.usage = UsageOf(k.type);
@@ -455,7 +455,7 @@ Status AddChildrenAndCustody(const StoreState& state, const std::vector<KeyRecor
     TPMMA_ASSIGN_OR_RETURN(p.mrk_name, tpm::ComputeName(mrk_public.publicArea));
     return Status::Ok();
   }
-  package::RecoveryCodeCustody custody;
+  schema::RecoveryCodeCustody custody;
   custody.kdf = state.custody.kdf;
   custody.salt = state.custody.salt;
   custody.n = state.custody.n;
@@ -501,9 +501,9 @@ Status EscrowInnerKey(Lms& lms, const MaSettings& settings, const StoreState& st
     TPMMA_ASSIGN_OR_RETURN(escrow_to, tpm::Unmarshal<TPM2B_PUBLIC>(now->public_area));
     escrow_key_id = now->key_id;
   }
-  package::EscrowCustody escrow;
+  schema::EscrowCustody escrow;
   escrow.escrow_key_id = escrow_key_id;
-  escrow.algorithm = package::EscrowAlgorithm::kRsaOaepSha256;
+  escrow.algorithm = schema::EscrowAlgorithm::kRsaOaepSha256;
   auto sealed =
       tpm::EscrowEncrypt(escrow_to.publicArea, p.inner, p.model.source_platform_id, p.mrk_name);
   if (!sealed) {
@@ -524,8 +524,8 @@ Result<UploadAttempt> UploadOnce(Lms& lms, const MaSettings& settings, const Sto
     attempt.unreachable = connection.error();
     return attempt;
   }
-  package::MigrationPackage& model = p.model;
-  TPMMA_ASSIGN_OR_RETURN(model.package_id, package::NewUuid());
+  schema::MigrationPackage& model = p.model;
+  TPMMA_ASSIGN_OR_RETURN(model.package_id, schema::NewUuid());
   model.source_platform_id = connection->platform_id();
   model.creation_time = lms.env()->NowUnixSeconds();
   if (p.escrow_public) {
@@ -538,7 +538,7 @@ Result<UploadAttempt> UploadOnce(Lms& lms, const MaSettings& settings, const Sto
   }
   lms.Progress("signing package " + model.package_id + " (" +
                std::to_string(model.child_keys.size()) + " keys)");
-  auto bytes = package::SignPackage(model, connection->platform.signer.get());
+  auto bytes = schema::SignPackage(model, connection->platform.signer.get());
   connection->platform.signer.reset();  // frees its TPM slot
   if (!bytes) return Error(bytes.error().WithContext("signing the package"));
   lms.Progress("uploading package " + model.package_id + " (" + std::to_string(bytes->size()) +

@@ -165,13 +165,13 @@ Result<ma::DownloadedPackage> Download(RestoreRun& run, const RestoreResult& out
 
 // A downloaded package whose signature verified: only what the signature covers is used.
 struct VerifiedPackage {
-  package::MigrationPackage model;
+  schema::MigrationPackage model;
   Bytes signer;  // the package-signing key (TPM2B_PUBLIC) its signature verified with
 };
 
 // The keys a package may be signed with: the store's own signers, or for a new store the
 // key the MA verified it with at Upload.
-Result<std::vector<Bytes>> SignerCandidates(const package::PackageReader& reader,
+Result<std::vector<Bytes>> SignerCandidates(const schema::PackageReader& reader,
                                             const ma::DownloadedPackage& got,
                                             const RestoreTarget& target, const std::string& id) {
   if (target.new_store) {
@@ -196,7 +196,7 @@ Result<std::vector<Bytes>> SignerCandidates(const package::PackageReader& reader
 // package is the one asked for.
 Result<VerifiedPackage> VerifyDownloaded(const ma::DownloadedPackage& got,
                                          const RestoreTarget& target, const std::string& id) {
-  auto reader = package::PackageReader::Open(got.document);
+  auto reader = schema::PackageReader::Open(got.document);
   if (!reader) {
     return Error(reader.error().code(),
                  "the downloaded package " + id +
@@ -285,8 +285,8 @@ Status PinEscrowKey(RestoreRun& run, const StoreState* state, const std::string&
 // An escrow package's inner key: the sealed copy while it is the package's, else the key
 // the MA released with the Download, which it does only under a helpdesk approval.
 Result<ResolvedInnerKey> EscrowInnerKey(RestoreRun& run, const RestoreTarget& target,
-                                        const package::MigrationPackage& model,
-                                        const package::EscrowCustody& ec,
+                                        const schema::MigrationPackage& model,
+                                        const schema::EscrowCustody& ec,
                                         const ma::DownloadedPackage& got, RestoreResult& out) {
   const std::string& id = run.package_id;
   const StoreState* state = target.state;
@@ -350,7 +350,7 @@ Result<SecureBytes> InnerKeyFromCode(RestoreRun& run, const RestoreTarget& targe
 // A recovery-code package's inner key: the sealed copy while it is the package's, else the
 // code checked before the Download, else the code asked now.
 Result<ResolvedInnerKey> RecoveryCodeInnerKey(RestoreRun& run, const RestoreTarget& target,
-                                              const package::RecoveryCodeCustody& rc) {
+                                              const schema::RecoveryCodeCustody& rc) {
   if (!rc.verifier || rc.verifier->empty()) {
     return Error(Code::kUnsupported, "package " + run.package_id +
                                          " has no recovery-code verifier; lms cannot check a "
@@ -380,15 +380,15 @@ Result<ResolvedInnerKey> RecoveryCodeInnerKey(RestoreRun& run, const RestoreTarg
 // Step: the inner key, by the package's custody (docs/protocol.md, Inner-key custody), and where it
 // came from.
 Result<ResolvedInnerKey> ResolveInnerKey(RestoreRun& run, const RestoreTarget& target,
-                                         const package::MigrationPackage& model,
+                                         const schema::MigrationPackage& model,
                                          const ma::DownloadedPackage& got, RestoreResult& out) {
   Result<ResolvedInnerKey> key;
-  if (const auto* ec = std::get_if<package::EscrowCustody>(&model.custody)) {
+  if (const auto* ec = std::get_if<schema::EscrowCustody>(&model.custody)) {
     out.custody = CustodyMode::kEscrow;
     key = EscrowInnerKey(run, target, model, *ec, got, out);
   } else {
     out.custody = CustodyMode::kRecoveryCode;
-    key = RecoveryCodeInnerKey(run, target, std::get<package::RecoveryCodeCustody>(model.custody));
+    key = RecoveryCodeInnerKey(run, target, std::get<schema::RecoveryCodeCustody>(model.custody));
   }
   if (!key) return key;
   out.inner_key_source = key->source;
@@ -405,11 +405,11 @@ struct LoadedChild {
 // Every key in the package must load under the MRK before anything is written.
 Result<std::vector<LoadedChild>> LoadChildren(RestoreRun& run, esys::Tpm& tpm,
                                               const esys::Object& mrk,
-                                              const package::MigrationPackage& model) {
+                                              const schema::MigrationPackage& model) {
   run.lms.Progress("checking the " + std::to_string(model.child_keys.size()) +
                    " keys in the package");
   std::vector<LoadedChild> out;
-  for (const package::ChildKey& c : model.child_keys) {
+  for (const schema::ChildKey& c : model.child_keys) {
     const std::string what =
         "key " + c.key_id + " ('" + c.label + "') in package " + run.package_id;
     esys::KeyBlob blob;
@@ -440,7 +440,7 @@ struct ImportedKeys {
 // Step: import the MRK with the inner key and load it and every child.
 Result<ImportedKeys> ImportAndLoad(RestoreRun& run, const ma::DownloadedPackage& got,
                                    const TPM2B_PUBLIC& mrk_public, const SecureBytes& inner,
-                                   const package::MigrationPackage& model) {
+                                   const schema::MigrationPackage& model) {
   TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, run.lms.OpenForMa());
   const esys::Object& srk = run.lms.current_srk();
   run.lms.Progress("importing the MRK under this TPM's SRK");
@@ -460,7 +460,7 @@ Result<ImportedKeys> ImportAndLoad(RestoreRun& run, const ma::DownloadedPackage&
 
 // A package checked and loaded in this TPM, nothing written yet.
 struct LoadedPackage {
-  package::MigrationPackage model;
+  schema::MigrationPackage model;
   Bytes signer;  // the package-signing key (TPM2B_PUBLIC) its signature verified with
   Bytes mrk_name;
   TPM2B_PRIVATE mrk_private{};  // the MRK imported under the SRK in use
@@ -476,7 +476,7 @@ Result<LoadedPackage> DownloadAndLoad(RestoreRun& run, const RestoreTarget& targ
                                       RestoreResult& out) {
   TPMMA_ASSIGN_OR_RETURN(ma::DownloadedPackage got, Download(run, out));
   TPMMA_ASSIGN_OR_RETURN(VerifiedPackage verified, VerifyDownloaded(got, target, run.package_id));
-  const package::MigrationPackage& model = verified.model;
+  const schema::MigrationPackage& model = verified.model;
   out.package_id = run.package_id;
   out.source_platform_id = model.source_platform_id;
   out.package_created_at = model.creation_time;
@@ -599,11 +599,11 @@ struct NewStoreKeys {
   std::vector<KeyRecord> children;
 };
 Result<NewStoreKeys> NewStoreRecords(const LoadedPackage& loaded, int64_t now, RestoreResult& out) {
-  const package::MigrationPackage& model = loaded.model;
+  const schema::MigrationPackage& model = loaded.model;
   const int64_t created = model.creation_time > 0 ? model.creation_time : now;
   NewStoreKeys keys;
   KeyRecord& mrk = keys.mrk;
-  TPMMA_ASSIGN_OR_RETURN(mrk.id, package::NewUuid());
+  TPMMA_ASSIGN_OR_RETURN(mrk.id, schema::NewUuid());
   mrk.label = "mrk";
   mrk.type = KeyType::kMrk;
   mrk.parent = "srk";
@@ -616,7 +616,7 @@ Result<NewStoreKeys> NewStoreRecords(const LoadedPackage& loaded, int64_t now, R
   mrk.name = loaded.mrk_name;
   std::set<std::string> labels = {mrk.label};
   for (size_t i = 0; i < model.child_keys.size(); ++i) {
-    const package::ChildKey& c = model.child_keys[i];
+    const schema::ChildKey& c = model.child_keys[i];
     KeyRecord r;
     r.id = c.key_id;
     r.label = UniqueLabel(labels, c.label);
@@ -738,7 +738,7 @@ std::vector<Bytes> StoreSigners(const MaState& m) {
 // counts the store's keys the package does not have.
 std::vector<KeyRecord> MergeRecords(const std::vector<KeyRecord>& keys, const std::string& mrk_id,
                                     const LoadedPackage& loaded, int64_t now, RestoreResult& out) {
-  const package::MigrationPackage& model = loaded.model;
+  const schema::MigrationPackage& model = loaded.model;
   std::map<std::string, const KeyRecord*> by_id;
   std::set<std::string> labels;
   for (const KeyRecord& k : keys) {
@@ -747,7 +747,7 @@ std::vector<KeyRecord> MergeRecords(const std::vector<KeyRecord>& keys, const st
   }
   std::vector<KeyRecord> records;
   for (size_t i = 0; i < model.child_keys.size(); ++i) {
-    const package::ChildKey& c = model.child_keys[i];
+    const schema::ChildKey& c = model.child_keys[i];
     KeyRecord r;
     auto existing = by_id.find(c.key_id);
     if (existing != by_id.end()) {

@@ -156,7 +156,10 @@ Result<std::unique_ptr<RequestSource>> MakeUpload(const SetupOptions& o) {
     bodies.push_back(std::move(body));
     Bytes().swap(p);
   }
-  // The last one checks, before the clock starts, that the MA takes these packages.
+  // The last one checks, before the clock starts, that the MA takes these packages. Signing
+  // many packages can outlast the server's idle timeout (limits.idle_timeout_ms), which
+  // closes the set-up connection: check on a new one.
+  TPMMA_ASSIGN_OR_RETURN(http, SyncHttps::Connect(o.url, o.ca_file));
   TPMMA_ASSIGN_OR_RETURN(HttpReply reply, http->Post(bodies.back()));
   if (reply.status != 200 || reply.body.find("AlreadyStored>false<") == std::string::npos) {
     return Error(Code::kInternal, "setup upload refused: " + reply.body.substr(0, 400));

@@ -294,13 +294,13 @@ class BenchPlatformImpl final : public BenchPlatform {
     TPMMA_ASSIGN_OR_RETURN(esys::Duplicated dup,
                            tpm_->Duplicate(mrk, ma_public, esys::InnerWrap::kTpmGenerated));
     mrk.reset();
-    package::MigrationPackage m;
+    schema::MigrationPackage m;
     m.source_platform_id = platform_id_;
     m.creation_time = Env::Default()->NowUnixSeconds();
     TPMMA_ASSIGN_OR_RETURN(m.mrk.public_area, tpm::Marshal(mrk_blob.public_area));
     TPMMA_ASSIGN_OR_RETURN(m.mrk.duplicate, tpm::Marshal(dup.duplicate));
     TPMMA_ASSIGN_OR_RETURN(m.mrk.encrypted_seed, tpm::Marshal(dup.encrypted_seed));
-    package::RecoveryCodeCustody rc;
+    schema::RecoveryCodeCustody rc;
     rc.salt = Bytes(16, 7);
     rc.n = 32768;
     rc.r = 8;
@@ -313,18 +313,18 @@ class BenchPlatformImpl final : public BenchPlatform {
   }
 
   Result<Bytes> Sign(size_t children) {
-    package::MigrationPackage m = *model_;
-    TPMMA_ASSIGN_OR_RETURN(m.package_id, package::NewUuid());
+    schema::MigrationPackage m = *model_;
+    TPMMA_ASSIGN_OR_RETURN(m.package_id, schema::NewUuid());
     for (size_t i = 0; i < children; ++i) {
-      package::ChildKey c;
-      TPMMA_ASSIGN_OR_RETURN(c.key_id, package::NewUuid());
+      schema::ChildKey c;
+      TPMMA_ASSIGN_OR_RETURN(c.key_id, schema::NewUuid());
       c.label = "bench key " + std::to_string(i);
-      c.usage = package::KeyUsage::kSign;
+      c.usage = schema::KeyUsage::kSign;
       c.public_area = child_public_;
       c.private_area = child_private_;
       m.child_keys.push_back(std::move(c));
     }
-    return package::SignPackage(m, signer_.get());
+    return schema::SignPackage(m, signer_.get());
   }
 
   SetupOptions options_;
@@ -336,7 +336,7 @@ class BenchPlatformImpl final : public BenchPlatform {
   esys::Object srk_;
   std::string platform_id_, token_;
   EvpPkeyPtr signer_;
-  std::optional<package::MigrationPackage> model_;
+  std::optional<schema::MigrationPackage> model_;
   Bytes child_public_, child_private_;
   size_t children_ = 0;
 };

@@ -94,7 +94,7 @@ class MaE2eTest : public ::testing::Test {
   // A backup as lms makes it: MRK (duplicable only to the MA key) with one ECC signing
   // child, duplicated by the TPM with a TPM-chosen inner key, signed by the session's key.
   struct Backup {
-    package::MigrationPackage model;
+    schema::MigrationPackage model;
     Bytes bytes;
     esys::KeyBlob mrk, child;
     SecureBytes inner_key;
@@ -113,34 +113,34 @@ class MaE2eTest : public ::testing::Test {
     ASSERT_OK(dup);
     out->inner_key = dup->inner_key;
     FillModel(session.session.platform_id, *dup, pad_children, out);
-    auto bytes = package::SignPackage(out->model, session.signer.get());
+    auto bytes = schema::SignPackage(out->model, session.signer.get());
     ASSERT_OK(bytes);
     out->bytes = *bytes;
   }
   void FillModel(const std::string& platform, const esys::Duplicated& dup, size_t pad_children,
                  Backup* out) {
     auto& m = out->model;
-    m.package_id = *package::NewUuid();
+    m.package_id = *schema::NewUuid();
     m.source_platform_id = platform;
     m.creation_time = ::time(nullptr);
     m.mrk.public_area = *tpm::Marshal(out->mrk.public_area);
     m.mrk.duplicate = *tpm::Marshal(dup.duplicate);
     m.mrk.encrypted_seed = *tpm::Marshal(dup.encrypted_seed);
-    package::RecoveryCodeCustody rc;
+    schema::RecoveryCodeCustody rc;
     rc.salt = Bytes(16, 7);
     rc.n = 32768;
     rc.r = 8;
     rc.p = 1;
     m.custody = rc;
-    package::ChildKey c;
-    c.key_id = *package::NewUuid();
+    schema::ChildKey c;
+    c.key_id = *schema::NewUuid();
     c.label = "e2e signing key";
-    c.usage = package::KeyUsage::kSign;
+    c.usage = schema::KeyUsage::kSign;
     c.public_area = *tpm::Marshal(out->child.public_area);
     c.private_area = *tpm::Marshal(out->child.private_area);
     m.child_keys.push_back(c);
     for (size_t i = 0; i < pad_children; ++i) {
-      c.key_id = *package::NewUuid();
+      c.key_id = *schema::NewUuid();
       c.label = "padding " + std::to_string(i);
       m.child_keys.push_back(c);
     }
@@ -330,7 +330,7 @@ TEST_F(MaE2eTest, AcknowledgedUploadsSurviveKillNine) {
     dup.duplicate = *tpm::Unmarshal<TPM2B_PRIVATE>(first.model.mrk.duplicate);
     dup.encrypted_seed = *tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(first.model.mrk.encrypted_seed);
     FillModel(session->session.platform_id, dup, 0, &p);
-    auto bytes = package::SignPackage(p.model, session->signer.get());
+    auto bytes = schema::SignPackage(p.model, session->signer.get());
     ASSERT_OK(bytes);
     p.bytes = *bytes;
   }

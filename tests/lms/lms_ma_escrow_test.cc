@@ -90,7 +90,7 @@ TEST_F(LmsMaTest, EscrowCustodyRestoresAfterAClearOnlyUnderAHelpdeskApproval) {
     auto l = lms::Lms::Open({.store_dir = store, .tcti = w_->b->tcti(), .env = nullptr});
     ASSERT_TRUE(l.has_value());
     // The package as signed: Escrow custody to the store's escrow key, 2048-bit RSA-OAEP.
-    std::optional<package::Custody> seen;
+    std::optional<schema::Custody> seen;
     RestoreOptions o;
     o.package_id = package;
     o.after_download = [&](ma::DownloadedPackage& p) {
@@ -101,7 +101,7 @@ TEST_F(LmsMaTest, EscrowCustodyRestoresAfterAClearOnlyUnderAHelpdeskApproval) {
       ASSERT_TRUE(pub.has_value());
       auto key = tpm::PublicToEvp(pub->publicArea);
       ASSERT_TRUE(key.has_value());
-      auto reader = package::PackageReader::Open(p.document);
+      auto reader = schema::PackageReader::Open(p.document);
       ASSERT_TRUE(reader.has_value());
       auto model = reader->Verify(key->get());
       ASSERT_TRUE(model.has_value()) << model.error().ToString();
@@ -111,10 +111,10 @@ TEST_F(LmsMaTest, EscrowCustodyRestoresAfterAClearOnlyUnderAHelpdeskApproval) {
     auto restored = Restore(**l, Settings(w_->b), o);
     ASSERT_TRUE(restored.has_value()) << restored.error().ToString();
     ASSERT_TRUE(seen.has_value());
-    const auto* escrow = std::get_if<package::EscrowCustody>(&*seen);
+    const auto* escrow = std::get_if<schema::EscrowCustody>(&*seen);
     ASSERT_NE(escrow, nullptr);
     EXPECT_EQ(escrow->escrow_key_id, escrow_id);
-    EXPECT_EQ(escrow->algorithm, package::EscrowAlgorithm::kRsaOaepSha256);
+    EXPECT_EQ(escrow->algorithm, schema::EscrowAlgorithm::kRsaOaepSha256);
     EXPECT_EQ(escrow->encrypted_inner_key.size(), 256u);
     EXPECT_EQ(CustodyModeName(restored->custody), "escrow");
     EXPECT_EQ(InnerKeySourceName(restored->inner_key_source), "sealed");
@@ -323,7 +323,7 @@ TEST_F(LmsMaTest, EscrowKeyRotationRepinsTheStoreAndOldPackagesStillRestore) {
     // the pin as it is.
     auto l = lms::Lms::Open({.store_dir = store, .tcti = w_->b->tcti(), .env = nullptr});
     ASSERT_TRUE(l.has_value());
-    std::optional<package::Custody> seen;
+    std::optional<schema::Custody> seen;
     RestoreOptions o;
     o.package_id = up2.value("package_id", "");
     o.after_download = [&](ma::DownloadedPackage& p) {
@@ -333,7 +333,7 @@ TEST_F(LmsMaTest, EscrowKeyRotationRepinsTheStoreAndOldPackagesStillRestore) {
       ASSERT_TRUE(pub.has_value());
       auto key = tpm::PublicToEvp(pub->publicArea);
       ASSERT_TRUE(key.has_value());
-      auto reader = package::PackageReader::Open(p.document);
+      auto reader = schema::PackageReader::Open(p.document);
       ASSERT_TRUE(reader.has_value());
       auto model = reader->Verify(key->get());
       ASSERT_TRUE(model.has_value()) << model.error().ToString();
@@ -342,7 +342,7 @@ TEST_F(LmsMaTest, EscrowKeyRotationRepinsTheStoreAndOldPackagesStillRestore) {
     auto restored = Restore(**l, settings, o);
     ASSERT_TRUE(restored.has_value()) << restored.error().ToString();
     ASSERT_TRUE(seen.has_value());
-    const auto* escrow = std::get_if<package::EscrowCustody>(&*seen);
+    const auto* escrow = std::get_if<schema::EscrowCustody>(&*seen);
     ASSERT_NE(escrow, nullptr);
     EXPECT_EQ(escrow->escrow_key_id, "escrow-2");
     EXPECT_EQ(InnerKeySourceName(restored->inner_key_source), "sealed");

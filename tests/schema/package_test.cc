@@ -16,7 +16,7 @@
 #include "schema/package_xml.h"
 #include "tests/support/testutil.h"
 
-namespace tpmma::package {
+namespace tpmma::schema {
 namespace {
 
 using tpmma::testing::RunCommand;
@@ -650,4 +650,4 @@ TEST_F(XmlsecCli, KeyInfoWithAnotherKeyIsIgnored) {
 }
 
 }  // namespace
-}  // namespace tpmma::package
+}  // namespace tpmma::schema

@@ -268,20 +268,20 @@ TEST_F(MaOperationsTest, PlatformsSeeOnlyTheirOwnOrApprovedPackages) {
   ASSERT_TRUE(Upload(c, a.token, pa.bytes, nullptr).ok());
   // Same id, other bytes.
   {
-    package::MigrationPackage changed = pa.model;
+    schema::MigrationPackage changed = pa.model;
     changed.creation_time += 1;
-    auto other = package::SignPackage(changed, a.signer.get());
+    auto other = schema::SignPackage(changed, a.signer.get());
     ASSERT_OK(other);
     EXPECT_CODE(Upload(c, a.token, *other, nullptr), Code::kConflict);
   }
   // An MRK whose policy does not name the MA key is refused before it is vaulted.
   {
-    package::MigrationPackage wrong = pa.model;
-    wrong.package_id = *package::NewUuid();
+    schema::MigrationPackage wrong = pa.model;
+    wrong.package_id = *schema::NewUuid();
     auto mrk = a.tpm->CreateMrk(a.srk, a.srk_info.name, esys::KeyAlg::kRsa2048);
     ASSERT_OK(mrk);
     wrong.mrk.public_area = *tpm::Marshal(mrk->public_area);
-    auto bytes = package::SignPackage(wrong, a.signer.get());
+    auto bytes = schema::SignPackage(wrong, a.signer.get());
     ASSERT_OK(bytes);
     Status s = Upload(c, a.token, *bytes, nullptr);
     EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
@@ -291,10 +291,10 @@ TEST_F(MaOperationsTest, PlatformsSeeOnlyTheirOwnOrApprovedPackages) {
   // B has no certified signing key yet: it cannot upload at all (checked before the
   // signature, so any signer will do for the attempt).
   {
-    package::MigrationPackage mine = pa.model;
-    mine.package_id = *package::NewUuid();
+    schema::MigrationPackage mine = pa.model;
+    mine.package_id = *schema::NewUuid();
     mine.source_platform_id = b.id;
-    auto bytes = package::SignPackage(mine, a.signer.get());
+    auto bytes = schema::SignPackage(mine, a.signer.get());
     ASSERT_OK(bytes);
     Status s = Upload(c, b.token, *bytes, nullptr);
     EXPECT_EQ(s.code(), Code::kPermissionDenied) << s.ToString();
@@ -453,9 +453,9 @@ TEST_F(MaOperationsTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
     EXPECT_NE(s.message().find("escrow-test"), std::string::npos) << s.message();
     Made other;
     ASSERT_NO_FATAL_FAILURE(MakePackage(b, ma_public, ma_name, &other, &escrow_public));
-    package::MigrationPackage stolen = other.model;
+    schema::MigrationPackage stolen = other.model;
     stolen.source_platform_id = a.id;
-    auto bytes = package::SignPackage(stolen, a.signer.get());
+    auto bytes = schema::SignPackage(stolen, a.signer.get());
     ASSERT_OK(bytes);
     s = Upload(c, a.token, *bytes, nullptr);
     EXPECT_EQ(s.code(), Code::kIntegrityFailure) << s.ToString();
@@ -648,14 +648,14 @@ TEST_F(MaOperationsTest, UploadRefusalsAndTheDigestComputedOnce) {
   EXPECT_EQ(c.call.op, "Upload");
   EXPECT_EQ(c.call.actor, "anonymous");
   EvpPkeyPtr soft(EVP_EC_gen("P-256"));
-  auto soft_pkg = package::SignPackage(pa.model, soft.get());
+  auto soft_pkg = schema::SignPackage(pa.model, soft.get());
   ASSERT_OK(soft_pkg);
   EXPECT_CODE(Upload(c, a.token, *soft_pkg, nullptr), Code::kSignatureInvalid);
   EXPECT_EQ(c.call.actor, a.id);
-  package::MigrationPackage foreign = pa.model;
-  foreign.package_id = *package::NewUuid();
+  schema::MigrationPackage foreign = pa.model;
+  foreign.package_id = *schema::NewUuid();
   foreign.source_platform_id = std::string(68, 'a');
-  auto foreign_pkg = package::SignPackage(foreign, a.signer.get());
+  auto foreign_pkg = schema::SignPackage(foreign, a.signer.get());
   ASSERT_OK(foreign_pkg);
   EXPECT_CODE(Upload(c, a.token, *foreign_pkg, nullptr), Code::kPermissionDenied);
   EXPECT_EQ(c.call.object, foreign.package_id);
@@ -677,7 +677,7 @@ TEST_F(MaOperationsTest, UploadRefusalsAndTheDigestComputedOnce) {
   EXPECT_FALSE(up->already_stored);
   EXPECT_EQ(call.actor, a.id);
   EXPECT_EQ(call.object, pa.model.package_id);
-  auto digest = package::PackageDigest(pa.bytes);
+  auto digest = schema::PackageDigest(pa.bytes);
   ASSERT_OK(digest);
   EXPECT_EQ(up->digest_hex, HexEncode(*digest));
   auto stored = ep_.vault->GetPackageDescriptor(pa.model.package_id);

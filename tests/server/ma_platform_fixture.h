@@ -70,8 +70,12 @@ inline Config BaseConfig(const testing::TempDir& dir, const MaFiles& ma,
 }
 
 inline Bytes Tpm2bAttest(const Bytes& body) {
-  Bytes out = {static_cast<uint8_t>(body.size() >> 8), static_cast<uint8_t>(body.size())};
-  out.insert(out.end(), body.begin(), body.end());
+  // Sized once and copied into: g++ 12 -O3 warns (-Warray-bounds, a false positive) on
+  // inserting into a two-byte vector.
+  Bytes out(body.size() + 2);
+  out[0] = static_cast<uint8_t>(body.size() >> 8);
+  out[1] = static_cast<uint8_t>(body.size());
+  std::copy(body.begin(), body.end(), out.begin() + 2);
   return out;
 }
 
@@ -296,7 +300,7 @@ class MaPlatformTest : public ::testing::Test {
   }
 
   struct Made {
-    package::MigrationPackage model;
+    schema::MigrationPackage model;
     Bytes bytes;
     esys::KeyBlob mrk;
     SecureBytes inner_key;
@@ -316,13 +320,13 @@ class MaPlatformTest : public ::testing::Test {
     ASSERT_OK(d);
     mrk->reset();
     out->inner_key = d->inner_key;
-    out->model.package_id = *package::NewUuid();
+    out->model.package_id = *schema::NewUuid();
     out->model.source_platform_id = p.id;
     out->model.creation_time = env_.NowUnixSeconds();
     out->model.mrk.public_area = *tpm::Marshal(mrk_blob->public_area);
     out->model.mrk.duplicate = *tpm::Marshal(d->duplicate);
     out->model.mrk.encrypted_seed = *tpm::Marshal(d->encrypted_seed);
-    package::RecoveryCodeCustody rc;
+    schema::RecoveryCodeCustody rc;
     rc.salt = Bytes(16, 7);
     rc.n = 32768;
     rc.r = 8;
@@ -334,16 +338,16 @@ class MaPlatformTest : public ::testing::Test {
       auto ct = tpm::EscrowEncrypt(escrow_public->publicArea, d->inner_key, p.id, *mrk_name);
       ASSERT_OK(ct);
       out->model.custody =
-          package::EscrowCustody{escrow_key_id, package::EscrowAlgorithm::kRsaOaepSha256, *ct};
+          schema::EscrowCustody{escrow_key_id, schema::EscrowAlgorithm::kRsaOaepSha256, *ct};
     }
-    package::ChildKey child;
-    child.key_id = *package::NewUuid();
+    schema::ChildKey child;
+    child.key_id = *schema::NewUuid();
     child.label = "VPN key";
-    child.usage = package::KeyUsage::kSign;
+    child.usage = schema::KeyUsage::kSign;
     child.public_area = out->model.mrk.public_area;  // any TPM2B blobs do for the MA
     child.private_area = out->model.mrk.duplicate;
     out->model.child_keys.push_back(child);
-    auto bytes = package::SignPackage(out->model, p.signer.get());
+    auto bytes = schema::SignPackage(out->model, p.signer.get());
     ASSERT_OK(bytes);
     out->bytes = *bytes;
   }

@@ -691,14 +691,14 @@ TEST_F(MaServiceTpmTest, AuthenticateUploadQueryDownloadDelete) {
     ASSERT_OK(d);
     dup = std::move(*d);
   }
-  package::MigrationPackage model;
-  model.package_id = *package::NewUuid();
+  schema::MigrationPackage model;
+  model.package_id = *schema::NewUuid();
   model.source_platform_id = platform;
   model.creation_time = env_.NowUnixSeconds();
   model.mrk.public_area = *tpm::Marshal(mrk_blob->public_area);
   model.mrk.duplicate = *tpm::Marshal(dup.duplicate);
   model.mrk.encrypted_seed = *tpm::Marshal(dup.encrypted_seed);
-  package::RecoveryCodeCustody rc;
+  schema::RecoveryCodeCustody rc;
   rc.salt = Bytes(16, 7);
   rc.n = 32768;
   rc.r = 8;
@@ -706,17 +706,17 @@ TEST_F(MaServiceTpmTest, AuthenticateUploadQueryDownloadDelete) {
   model.custody = rc;
   auto pkey = esys::MakeTpmSigningKey(*tpm_, std::move(*sign_obj));
   ASSERT_OK(pkey);
-  auto signed_pkg = package::SignPackage(model, pkey->get());
+  auto signed_pkg = schema::SignPackage(model, pkey->get());
   ASSERT_OK(signed_pkg);
-  package::MigrationPackage foreign = model;  // claims another platform
-  foreign.package_id = *package::NewUuid();
+  schema::MigrationPackage foreign = model;  // claims another platform
+  foreign.package_id = *schema::NewUuid();
   foreign.source_platform_id = std::string(68, 'a');
-  auto foreign_pkg = package::SignPackage(foreign, pkey->get());
+  auto foreign_pkg = schema::SignPackage(foreign, pkey->get());
   ASSERT_OK(foreign_pkg);
   pkey->reset();
   // The same content signed by a key the MA does not know for this platform.
   EvpPkeyPtr soft(EVP_EC_gen("P-256"));
-  auto soft_pkg = package::SignPackage(model, soft.get());
+  auto soft_pkg = schema::SignPackage(model, soft.get());
   ASSERT_OK(soft_pkg);
 
   EXPECT_CODE(Upload(c, std::string(43, 'x'), *signed_pkg, nullptr), Code::kUnauthenticated);

@@ -20,7 +20,7 @@ namespace tpmma::esys {
 //
 // The key belongs to a small built-in OpenSSL provider ("tpmma-tpm", in its own library
 // context; see tpm_pkey.cc for why) and works wherever an EVP_PKEY does, with no caller
-// workaround: package::SignPackage (xmlsec1 1.2.37 on OpenSSL 3), EVP_DigestSign,
+// workaround: schema::SignPackage (xmlsec1 1.2.37 on OpenSSL 3), EVP_DigestSign,
 // EVP_PKEY_sign, X509_REQ_sign / X509_sign.
 // Signing: SHA-256 (ECDSA also SHA-384/512, truncated to 256 bits as ECDSA specifies);
 // RSA only PKCS#1 v1.5, not PSS. Anything else is refused, never made another way.

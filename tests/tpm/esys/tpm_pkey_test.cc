@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // The TPM-backed EVP_PKEY (tpm/esys/tpm_pkey.h) on swtpm: Migration Packages signed by
-// an RSA-2048 and an ECDSA-P256 TPM key through package::SignPackage, with no help from
-// the caller, verify with package::PackageReader and with the xmlsec1 CLI; the key
+// an RSA-2048 and an ECDSA-P256 TPM key through schema::SignPackage, with no help from
+// the caller, verify with schema::PackageReader and with the xmlsec1 CLI; the key
 // behaves as an ordinary OpenSSL key for public-key work and never gives up a private half.
 #include <gtest/gtest.h>
 #include <openssl/err.h>
@@ -62,21 +62,21 @@ const World* GetWorld(std::string* err, bool* skip) {
   return testing::BuildOnce(&BuildWorld, err, skip);
 }
 
-package::MigrationPackage SamplePackage() {
-  package::MigrationPackage p;
+schema::MigrationPackage SamplePackage() {
+  schema::MigrationPackage p;
   p.package_id = "3f1c2a9e-7b4d-4e2f-9a1b-0c8d7e6f5a4b";
   p.source_platform_id = "000b" + std::string(64, 'a');
   p.creation_time = 1795334400;
   p.mrk.public_area = Bytes(280, 3);
   p.mrk.duplicate = Bytes(150, 4);
   p.mrk.encrypted_seed = Bytes(258, 5);
-  package::ChildKey child;
+  schema::ChildKey child;
   child.key_id = "00000000-0000-4000-8000-000000000001";
   child.label = "vpn key";
   child.public_area = Bytes(90, 1);
   child.private_area = Bytes(126, 2);
   p.child_keys = {child};
-  package::RecoveryCodeCustody rc;
+  schema::RecoveryCodeCustody rc;
   rc.salt = Bytes(16, 9);
   rc.n = 1 << 15;
   rc.r = 8;
@@ -139,15 +139,15 @@ class TpmPkeyTest : public ::testing::TestWithParam<ChildType> {
 };
 
 TEST_P(TpmPkeyTest, SignsMigrationPackageVerifiedByReaderAndXmlsecCli) {
-  const package::MigrationPackage model = SamplePackage();
+  const schema::MigrationPackage model = SamplePackage();
   // No caller workaround: the key as MakeTpmSigningKey returns it.
-  ASSERT_OK_AND_ASSIGN(Bytes signed_bytes, package::SignPackage(model, pkey_.get()));
+  ASSERT_OK_AND_ASSIGN(Bytes signed_bytes, schema::SignPackage(model, pkey_.get()));
   const std::string xml(signed_bytes.begin(), signed_bytes.end());
   EXPECT_NE(xml.find(rsa() ? "xmldsig-more#rsa-sha256" : "xmldsig-more#ecdsa-sha256"),
             std::string::npos);
 
-  ASSERT_OK_AND_ASSIGN(auto reader, package::PackageReader::Open(signed_bytes));
-  ASSERT_OK_AND_ASSIGN(package::MigrationPackage read, reader.Verify(public_.get()));
+  ASSERT_OK_AND_ASSIGN(auto reader, schema::PackageReader::Open(signed_bytes));
+  ASSERT_OK_AND_ASSIGN(schema::MigrationPackage read, reader.Verify(public_.get()));
   EXPECT_EQ(read, model);
   // Another key of the same kind does not verify it.
   EvpPkeyPtr other(rsa() ? EVP_RSA_gen(2048) : EVP_EC_gen("P-256"));
@@ -282,16 +282,16 @@ TEST_P(TpmPkeyTest, SoftwareKeysElsewhereInTheProcessAreUntouched) {
     EVP_SIGNATURE_free(sig);
   }
   EvpPkeyPtr soft(rsa() ? EVP_RSA_gen(2048) : EVP_EC_gen("P-256"));
-  ASSERT_OK_AND_ASSIGN(Bytes signed_bytes, package::SignPackage(SamplePackage(), soft.get()));
-  ASSERT_OK_AND_ASSIGN(auto reader, package::PackageReader::Open(signed_bytes));
+  ASSERT_OK_AND_ASSIGN(Bytes signed_bytes, schema::SignPackage(SamplePackage(), soft.get()));
+  ASSERT_OK_AND_ASSIGN(auto reader, schema::PackageReader::Open(signed_bytes));
   EXPECT_TRUE(reader.Verify(soft.get()).has_value());
 }
 
 TEST_P(TpmPkeyTest, OutlivesItsTpmSignsAPackageAndIsFlushedWhenFreed) {
   // The EVP_PKEY shares the ESAPI context: the Tpm it was made with can go first.
   tpm_.reset();
-  ASSERT_OK_AND_ASSIGN(Bytes signed_bytes, package::SignPackage(SamplePackage(), pkey_.get()));
-  ASSERT_OK_AND_ASSIGN(auto reader, package::PackageReader::Open(signed_bytes));
+  ASSERT_OK_AND_ASSIGN(Bytes signed_bytes, schema::SignPackage(SamplePackage(), pkey_.get()));
+  ASSERT_OK_AND_ASSIGN(auto reader, schema::PackageReader::Open(signed_bytes));
   EXPECT_TRUE(reader.Verify(public_.get()).has_value());
   pkey_.reset();  // the last holder: its TPM object is flushed, the connection closed
   // swtpm serves one connection at a time, so this only gets through once it closed;
