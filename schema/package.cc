@@ -178,6 +178,10 @@ Status ValidateModel(const MigrationPackage& p) {
   TPMMA_RETURN_IF_ERROR(CheckSize("mrk.duplicate", p.mrk.duplicate, 2, kMaxTpm2bPrivate));
   TPMMA_RETURN_IF_ERROR(
       CheckSize("mrk.encrypted_seed", p.mrk.encrypted_seed, 2, kMaxTpm2bEncryptedSecret));
+  for (size_t j = 0; j < p.mrk.application_data.size(); ++j) {
+    TPMMA_RETURN_IF_ERROR(CheckSize(fmt::format("mrk.application_data[{}]", j),
+                                    p.mrk.application_data[j].value, 1, kMaxApplicationData));
+  }
   for (size_t i = 0; i < p.child_keys.size(); ++i) {
     const ChildKey& k = p.child_keys[i];
     std::string f = fmt::format("child_keys[{}]", i);

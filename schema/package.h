@@ -34,18 +34,21 @@ enum class ApplicationDataType { kX509Certificate, kOpaque };
 enum class AuthEncryption { kAes256Gcm };
 enum class EscrowAlgorithm { kRsaOaepSha256, kEcdhP256HkdfSha256Aes256Gcm };
 
+struct ApplicationData {
+  ApplicationDataType type = ApplicationDataType::kOpaque;
+  Bytes value;
+  bool operator==(const ApplicationData&) const = default;
+};
+
 struct MigratableRootKey {
   Bytes public_area;     // TPM2B_PUBLIC, marshalled
   Bytes duplicate;       // TPM2B_PRIVATE from TPM2_Duplicate
   Bytes encrypted_seed;  // TPM2B_ENCRYPTED_SECRET
   SymmetricAlgorithm symmetric = SymmetricAlgorithm::kAes128Cfb;
+  // Store-wide application data (the MRK's handle, a PKCS#11 token store): see
+  // docs/protocol.md, "Application data".
+  std::vector<ApplicationData> application_data;
   bool operator==(const MigratableRootKey&) const = default;
-};
-
-struct ApplicationData {
-  ApplicationDataType type = ApplicationDataType::kOpaque;
-  Bytes value;
-  bool operator==(const ApplicationData&) const = default;
 };
 
 // There is deliberately no plaintext form: the schema cannot carry a password in clear.

@@ -271,6 +271,22 @@ Result<E> FromWire(std::string_view what, const std::string& text, const E (&val
   return Error(Code::kUnsupported, fmt::format("{}: unknown value", what));
 }
 
+// The ApplicationData elements at the cursor (a ChildKey's or the MigratableRootKey's).
+Result<std::vector<ApplicationData>> ReadApplicationData(Cursor& cursor) {
+  std::vector<ApplicationData> out;
+  while (const xmlNode* ad = cursor.Optional("ApplicationData")) {
+    ApplicationData a;
+    static constexpr ApplicationDataType kTypes[] = {ApplicationDataType::kX509Certificate,
+                                                     ApplicationDataType::kOpaque};
+    TPMMA_ASSIGN_OR_RETURN(a.type, FromWire("ApplicationData/@Type", Attr(ad, "Type"), kTypes));
+    auto value = Base64Decode(Text(ad));
+    if (!value) return Error(Code::kMalformed, "ApplicationData: bad base64");
+    a.value = std::move(*value);
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
 // ---- serialization ------------------------------------------------------------------------
 
 xmlNode* AddText(xmlNode* parent, xmlNs* ns, const char* name, std::string_view value) {
@@ -279,6 +295,12 @@ xmlNode* AddText(xmlNode* parent, xmlNs* ns, const char* name, std::string_view 
 }
 xmlNode* AddB64(xmlNode* parent, xmlNs* ns, const char* name, ByteView value) {
   return AddText(parent, ns, name, Base64Encode(value));
+}
+void AddApplicationData(xmlNode* parent, xmlNs* ns, const std::vector<ApplicationData>& items) {
+  for (const ApplicationData& a : items) {
+    xmlNode* ad = AddB64(parent, ns, "ApplicationData", a.value);
+    xmlNewProp(ad, X("Type"), X(std::string(ToString(a.type)).c_str()));
+  }
 }
 
 Result<xmlSecTransformId> SignatureTransformFor(EVP_PKEY* key) {
@@ -332,6 +354,7 @@ Result<Template> BuildTemplate(const MigrationPackage& p, EVP_PKEY* key) {
   AddB64(mrk, ns, "Duplicate", p.mrk.duplicate);
   AddB64(mrk, ns, "EncryptedSeed", p.mrk.encrypted_seed);
   AddText(mrk, ns, "SymmetricAlgorithm", ToString(p.mrk.symmetric));
+  AddApplicationData(mrk, ns, p.mrk.application_data);
   for (const ChildKey& k : p.child_keys) {
     xmlNode* ck = xmlNewChild(root, ns, X("ChildKey"), nullptr);
     AddText(ck, ns, "KeyId", k.key_id);
@@ -339,10 +362,7 @@ Result<Template> BuildTemplate(const MigrationPackage& p, EVP_PKEY* key) {
     AddText(ck, ns, "Usage", ToString(k.usage));
     AddB64(ck, ns, "Public", k.public_area);
     AddB64(ck, ns, "Private", k.private_area);
-    for (const ApplicationData& a : k.application_data) {
-      xmlNode* ad = AddB64(ck, ns, "ApplicationData", a.value);
-      xmlNewProp(ad, X("Type"), X(std::string(ToString(a.type)).c_str()));
-    }
+    AddApplicationData(ck, ns, k.application_data);
     if (k.encrypted_auth) {
       xmlNode* ea = xmlNewChild(ck, ns, X("EncryptedAuth"), nullptr);
       AddText(ea, ns, "Algorithm", ToString(k.encrypted_auth->algorithm));
@@ -523,8 +543,9 @@ Status CheckTree(xmlDoc* doc, const ParseLimits& limits) {
   xmlNode* root = xmlDocGetRootElement(doc);
   size_t child_keys = 0;
   for (xmlNode* c : ElementChildren(root)) {
-    if (!IsOurs(c, "ChildKey")) continue;
-    if (++child_keys > limits.max_child_keys) {
+    const bool mrk = IsOurs(c, "MigratableRootKey");
+    if (!mrk && !IsOurs(c, "ChildKey")) continue;
+    if (!mrk && ++child_keys > limits.max_child_keys) {
       return Status(
           Code::kLimitExceeded,
           fmt::format("more than max_child_keys={} ChildKey elements", limits.max_child_keys));
@@ -534,8 +555,9 @@ Status CheckTree(xmlDoc* doc, const ParseLimits& limits) {
       if (IsOurs(a, "ApplicationData") && ++app_data > limits.max_application_data_per_key) {
         return Status(Code::kLimitExceeded,
                       fmt::format("line {}: more than max_application_data_per_key={} "
-                                  "ApplicationData elements in one ChildKey",
-                                  xmlGetLineNo(a), limits.max_application_data_per_key));
+                                  "ApplicationData elements in one {}",
+                                  xmlGetLineNo(a), limits.max_application_data_per_key,
+                                  mrk ? "MigratableRootKey" : "ChildKey"));
       }
     }
   }
@@ -658,6 +680,7 @@ Result<MigrationPackage> ReadModel(xmlDoc* doc) {
   static constexpr SymmetricAlgorithm kSyms[] = {
       SymmetricAlgorithm::kAes128Cfb, SymmetricAlgorithm::kAes256Cfb, SymmetricAlgorithm::kNull};
   TPMMA_ASSIGN_OR_RETURN(p.mrk.symmetric, FromWire("SymmetricAlgorithm", sym, kSyms));
+  TPMMA_ASSIGN_OR_RETURN(p.mrk.application_data, ReadApplicationData(mrk));
 
   while (const xmlNode* ck_node = top.Optional("ChildKey")) {
     ChildKey k;
@@ -670,16 +693,7 @@ Result<MigrationPackage> ReadModel(xmlDoc* doc) {
     TPMMA_ASSIGN_OR_RETURN(k.usage, FromWire("Usage", usage, kUsages));
     TPMMA_ASSIGN_OR_RETURN(k.public_area, ck.B64("Public"));
     TPMMA_ASSIGN_OR_RETURN(k.private_area, ck.B64("Private"));
-    while (const xmlNode* ad = ck.Optional("ApplicationData")) {
-      ApplicationData a;
-      static constexpr ApplicationDataType kTypes[] = {ApplicationDataType::kX509Certificate,
-                                                       ApplicationDataType::kOpaque};
-      TPMMA_ASSIGN_OR_RETURN(a.type, FromWire("ApplicationData/@Type", Attr(ad, "Type"), kTypes));
-      auto value = Base64Decode(Text(ad));
-      if (!value) return Error(Code::kMalformed, "ApplicationData: bad base64");
-      a.value = std::move(*value);
-      k.application_data.push_back(std::move(a));
-    }
+    TPMMA_ASSIGN_OR_RETURN(k.application_data, ReadApplicationData(ck));
     if (const xmlNode* ea_node = ck.Optional("EncryptedAuth")) {
       Cursor ea(ea_node);
       EncryptedAuth auth;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "client/lms/cli.h"
+#include "client/lms/mrk_handle.h"
 #include "client/lms/remote.h"
 #include "common/openssl.h"
 #include "common/text.h"
@@ -35,7 +36,9 @@ SecureString SecretBase64(ByteView data) {
 }
 
 std::string TypeHelp() {
-  return "ecc-sign | rsa-sign | rsa-decrypt | sealed";
+  return "ecc-sign | rsa-sign | rsa-decrypt | sealed (lms's own: fixed schemes), or ecc-app | "
+         "rsa-app (for applications: OpenSSL, PKCS#11, ssh pick the scheme; rsa-app also "
+         "decrypts)";
 }
 
 Result<esys::ChildType> ChildTypeFromName(const std::string& name) {
@@ -43,7 +46,9 @@ Result<esys::ChildType> ChildTypeFromName(const std::string& name) {
       {"ecc-sign", esys::ChildType::kEccSign},
       {"rsa-sign", esys::ChildType::kRsaSign},
       {"rsa-decrypt", esys::ChildType::kRsaDecrypt},
-      {"sealed", esys::ChildType::kSealed}};
+      {"sealed", esys::ChildType::kSealed},
+      {"ecc-app", esys::ChildType::kEccApp},
+      {"rsa-app", esys::ChildType::kRsaApp}};
   auto it = kTypes.find(name);
   if (it == kTypes.end()) {
     return Error(Code::kInvalidArgument,
@@ -81,6 +86,7 @@ int SecretResult(const Globals& g, const KeyRecord& k, const std::string& out,
 struct InitArgs {
   std::string ma_key_public, ma_key_id;
   std::string mrk_alg = "rsa2048";
+  std::string mrk_handle = "0x81000100";
   std::string custody = "recovery-code";  // CustodyModeName spelling
   std::string escrow_key_id;
   bool force = false, discard = false;
@@ -173,6 +179,9 @@ int RunInit(const Globals& g, const InitArgs& a) {
   if (!custody_ok.ok()) return Fail(g, custody_ok);
   o.ma_key_public = std::move(*ma_public);
   o.mrk_alg = a.mrk_alg == "ecc-p256" ? esys::KeyAlg::kEccP256 : esys::KeyAlg::kRsa2048;
+  auto handle = ParseMrkHandle(a.mrk_handle);
+  if (!handle) return Fail(g, handle.error());
+  o.mrk_handle = *handle;
   o.force = a.force;
   o.discard_unbacked = a.discard;
   auto r = (*lms)->Init(o);
@@ -209,6 +218,10 @@ Command AddInitCommand(CLI::App& app, const Globals& g) {
   c->add_option("--mrk-alg", a->mrk_alg, "MRK algorithm: rsa2048 | ecc-p256")
       ->check(CLI::IsMember({"rsa2048", "ecc-p256"}))
       ->capture_default_str();
+  c->add_option("--mrk-handle", a->mrk_handle,
+                "also keep the MRK persistent at this handle, the parent that key files "
+                "(TSS2 PRIVATE KEY PEMs, the PKCS#11 token) name; 'none': only lms uses the MRK")
+      ->capture_default_str();
   c->add_flag("--force", a->force,
               "re-initialise an initialised store (the old one is set aside in retired/); "
               "refused while keys exist that were never backed up");
@@ -226,7 +239,7 @@ Command AddKeygenCommand(CLI::App& app, const Globals& g) {
   CLI::App* c = AddSubcommand(app, "keygen", "Create a key under the MRK");
   c->add_option("--type", a->type, TypeHelp())
       ->required()
-      ->check(CLI::IsMember({"ecc-sign", "rsa-sign", "rsa-decrypt", "sealed"}));
+      ->check(CLI::IsMember({"ecc-sign", "rsa-sign", "rsa-decrypt", "sealed", "ecc-app", "rsa-app"}));
   c->add_option("--label", a->label, "a name for the key, unique in the store")->required();
   c->add_option("--data", a->data,
                 "sealed: the file holding the data to seal (1 to 128 bytes); - or absent: "
@@ -366,8 +379,9 @@ Command AddSignCommand(CLI::App& app, const Globals& g) {
             if (!g.json) return kExitOk;
             return Succeed(g,
                            {{"id", k->id},
-                            {"algorithm", k->type == KeyType::kRsaSign ? "rsassa-pkcs1v15-sha256"
-                                                                       : "ecdsa-sha256"},
+                            {"algorithm", k->type == KeyType::kRsaSign || k->type == KeyType::kRsaApp
+                                              ? "rsassa-pkcs1v15-sha256"
+                                              : "ecdsa-sha256"},
                             {"sha256", HexEncode(*digest)},
                             {"signature", Base64Encode(*sig)}},
                            "");

@@ -135,6 +135,11 @@ std::string UtcStamp(int64_t t) {
 
 }  // namespace
 
+bool IsPersistentHandle(int64_t handle) {
+  // TPM2_PERSISTENT_FIRST..LAST; the owner's range (TCG Handles spec: 0x81000000-0x817FFFFF).
+  return handle >= 0x81000000LL && handle <= 0x817fffffLL;
+}
+
 std::string_view KeyTypeName(KeyType type) {
   switch (type) {
     case KeyType::kMrk:
@@ -147,13 +152,17 @@ std::string_view KeyTypeName(KeyType type) {
       return "rsa-decrypt";
     case KeyType::kSealed:
       return "sealed";
+    case KeyType::kEccApp:
+      return "ecc-app";
+    case KeyType::kRsaApp:
+      return "rsa-app";
   }
   return "unknown";
 }
 
 Result<KeyType> KeyTypeFromName(std::string_view name) {
   for (KeyType t : {KeyType::kMrk, KeyType::kEccSign, KeyType::kRsaSign, KeyType::kRsaDecrypt,
-                    KeyType::kSealed}) {
+                    KeyType::kSealed, KeyType::kEccApp, KeyType::kRsaApp}) {
     if (KeyTypeName(t) == name) return t;
   }
   return Error(Code::kInvalidArgument, "unknown key type '" + std::string(name) + "'");
@@ -183,6 +192,7 @@ std::string KeyRecordToJson(const KeyRecord& k) {
             {"name", HexEncode(k.name)},
             {"public", Base64Encode(k.public_area)},
             {"private", Base64Encode(k.private_area)}};
+  if (!k.certificate.empty()) j["certificate"] = Base64Encode(k.certificate);
   return j.dump(2) + "\n";
 }
 
@@ -202,6 +212,7 @@ Result<KeyRecord> KeyRecordFromJson(std::string_view text, std::string_view what
   k.name = f.Hex("name");
   k.public_area = f.Base64("public");
   k.private_area = f.Base64("private");
+  if (f.OptStr("certificate")) k.certificate = f.Base64("certificate");
   if (!f.status().ok()) return Error(f.status());
   auto t = KeyTypeFromName(type);
   if (!t) return Error(Code::kCorruption, std::string(what) + ": unknown key type '" + type + "'");
@@ -233,6 +244,7 @@ std::string StoreStateToJson(const StoreState& s) {
       {"initialized_at", s.initialized_at},
       {"srk", {{"handle", s.srk_handle}, {"alg", s.srk_alg}, {"name", HexEncode(s.srk_name)}}},
       {"mrk_id", s.mrk_id},
+      {"mrk_handle", s.mrk_handle != 0 ? json(s.mrk_handle) : json(nullptr)},
       {"ma_key", {{"public", Base64Encode(s.ma_key_public)}, {"name", HexEncode(s.ma_key_name)}}},
       {"custody", custody},
       {"last_backup_at", OptionalInt(s.last_backup_at)},
@@ -248,6 +260,7 @@ Result<StoreState> StoreStateFromJson(std::string_view text, std::string_view wh
   StoreState s;
   s.initialized_at = f.Int("initialized_at");
   s.mrk_id = f.Str("mrk_id");
+  const std::optional<int64_t> mrk_handle = f.OptInt("mrk_handle");  // absent before issue #11
   s.last_backup_at = f.OptInt("last_backup_at");
   s.last_backup_package_id = f.OptStr("last_backup_package_id");
   const json* srk = f.Object("srk");
@@ -264,6 +277,12 @@ Result<StoreState> StoreStateFromJson(std::string_view text, std::string_view wh
     return Error(Code::kCorruption, srk_what + ": bad handle");
   }
   s.srk_handle = static_cast<uint32_t>(handle);
+  if (mrk_handle) {
+    if (!IsPersistentHandle(*mrk_handle)) {
+      return Error(Code::kCorruption, std::string(what) + ": mrk_handle is not a persistent handle");
+    }
+    s.mrk_handle = static_cast<uint32_t>(*mrk_handle);
+  }
   const std::string ma_what = std::string(what) + " ma_key";
   Fields fm(*ma, ma_what);
   s.ma_key_public = fm.Base64("public");

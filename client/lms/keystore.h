@@ -29,11 +29,20 @@ namespace tpmma::lms {
 inline constexpr uint32_t kStoreFormat = 1;
 inline constexpr const char* kDefaultStoreDir = "/var/lib/tpm-ma";
 
-enum class KeyType { kMrk, kEccSign, kRsaSign, kRsaDecrypt, kSealed };
+// The four "lms" kinds carry a fixed scheme (what lms sign/decrypt use); the two "app" kinds
+// carry none, so that OpenSSL, PKCS#11 and ssh pick the scheme per operation.
+enum class KeyType { kMrk, kEccSign, kRsaSign, kRsaDecrypt, kSealed, kEccApp, kRsaApp };
 
-// "mrk", "ecc-sign", "rsa-sign", "rsa-decrypt", "sealed" (CLI and JSON names).
+// "mrk", "ecc-sign", "rsa-sign", "rsa-decrypt", "sealed", "ecc-app", "rsa-app" (CLI and JSON
+// names).
 std::string_view KeyTypeName(KeyType type);
 Result<KeyType> KeyTypeFromName(std::string_view name);
+
+// The default persistent handle of the MRK (issue #11): in the owner's range, clear of the
+// SRK handles lms and tpm2-tools use (0x81000001, 0x81000002) and of the EK's (0x81010001).
+inline constexpr uint32_t kDefaultMrkHandle = 0x81000100;
+// A handle an owner may make a key persistent at (0x81000000..0x817FFFFF).
+bool IsPersistentHandle(int64_t handle);
 
 struct KeyRecord {
   std::string id;     // lower-case UUID
@@ -47,6 +56,7 @@ struct KeyRecord {
   Bytes public_area;                    // TPM2B_PUBLIC, marshalled
   Bytes private_area;                   // TPM2B_PRIVATE under `parent`, marshalled
   Bytes name;                           // the TPM Name of public_area
+  Bytes certificate;                    // DER X.509 certificate of this key (empty: none)
   bool operator==(const KeyRecord&) const = default;
 };
 
@@ -96,6 +106,9 @@ struct StoreState {
   std::string srk_alg;  // "rsa2048" | "ecc-p256"
   Bytes srk_name;
   std::string mrk_id;
+  // Where the MRK is also kept persistent, so that key files (TSS2 PRIVATE KEY PEMs, the
+  // PKCS#11 token) can name it as parent; 0: loaded from its blob only.
+  uint32_t mrk_handle = 0;
   Bytes ma_key_public;  // TPM2B_PUBLIC of the MA storage key the MRK duplicates to
   Bytes ma_key_name;
   InnerKeyCustody custody;

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "client/lms/custody.h"
+#include "client/lms/mrk_handle.h"
 #include "common/openssl.h"
 #include "common/text.h"
 #include "schema/package.h"
@@ -38,6 +39,10 @@ KeyType FromChildType(esys::ChildType t) {
       return KeyType::kRsaDecrypt;
     case esys::ChildType::kSealed:
       return KeyType::kSealed;
+    case esys::ChildType::kEccApp:
+      return KeyType::kEccApp;
+    case esys::ChildType::kRsaApp:
+      return KeyType::kRsaApp;
   }
   return KeyType::kSealed;
 }
@@ -102,6 +107,16 @@ Result<KeyType> ClassifyChild(const TPMT_PUBLIC& pub) {
     return Error(Code::kUnsupported,
                  "restricted keys (storage keys, attestation keys) are not lms keys");
   }
+  if (pub.type == TPM2_ALG_ECC && sign && !decrypt &&
+      pub.parameters.eccDetail.scheme.scheme == TPM2_ALG_NULL) {
+    if (pub.parameters.eccDetail.curveID != TPM2_ECC_NIST_P256) {
+      return Error(Code::kUnsupported, "an ECC application key must be on curve P-256");
+    }
+    return KeyType::kEccApp;
+  }
+  if (pub.type == TPM2_ALG_RSA && sign && pub.parameters.rsaDetail.scheme.scheme == TPM2_ALG_NULL) {
+    return KeyType::kRsaApp;  // decrypt too or not: ssh needs it, TLS does not
+  }
   if (pub.type == TPM2_ALG_ECC && sign && !decrypt) {
     const auto& e = pub.parameters.eccDetail;
     if (e.curveID != TPM2_ECC_NIST_P256 || e.scheme.scheme != TPM2_ALG_ECDSA ||
@@ -136,7 +151,8 @@ Result<KeyType> ClassifyChild(const TPMT_PUBLIC& pub) {
   }
   return Error(Code::kUnsupported,
                "not a kind of key lms keeps (ECDSA-P256 or RSASSA signing, RSA-OAEP decryption, "
-               "sealed data)");
+               "sealed data, or an application key: ECC P-256 sign or RSA sign[|decrypt] with no "
+               "scheme)");
 }
 
 Result<std::string> OpenSshPublicKey(const TPMT_PUBLIC& pub, std::string_view comment) {
@@ -343,6 +359,16 @@ Result<Bytes> CheckInitKeys(const InitOptions& o) {
 // init on an initialised store: refused unless --force, and while keys were never backed
 // up unless --discard-unbacked-keys. A previous store, or the keys of an init that did not
 // finish, are set aside (never deleted): where to, if anything was.
+// The Name of the MRK of an initialised store (empty: none), whose persistent handle a
+// re-initialisation may take over.
+Bytes PreviousMrkName(const KeyStore& store) {
+  if (!store.Initialized()) return {};
+  auto state = store.ReadState();
+  if (!state || state->mrk_handle == 0) return {};
+  auto mrk = store.GetKey(state->mrk_id);
+  return mrk ? mrk->name : Bytes();
+}
+
 Result<std::optional<std::string>> SetAsidePrevious(KeyStore& store, const InitOptions& o) {
   TPMMA_RETURN_IF_ERROR(store.CreateLayout());
   TPMMA_RETURN_IF_ERROR(store.Lock());
@@ -385,10 +411,21 @@ Result<std::optional<std::string>> SetAsidePrevious(KeyStore& store, const InitO
 Result<InitResult> Lms::Init(const InitOptions& o) {
   InitResult out;
   TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, CheckInitKeys(o));
-  TPMMA_ASSIGN_OR_RETURN(out.retired_to, SetAsidePrevious(store_, o));
   TPMMA_RETURN_IF_ERROR(OpenTpm(/*create_srk=*/true, nullptr));
+  // The handle is checked before anything is set aside; the previous store's MRK may go.
+  const Bytes previous_mrk = PreviousMrkName(store_);
+  if (o.mrk_handle != 0) {
+    TPMMA_RETURN_IF_ERROR(CheckMrkHandleFree(*tpm_, o.mrk_handle, previous_mrk));
+  }
+  TPMMA_ASSIGN_OR_RETURN(out.retired_to, SetAsidePrevious(store_, o));
   TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo srk_info, tpm_->ReadPublic(srk_));
   TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob mrk_blob, tpm_->CreateMrk(srk_, ma_name, o.mrk_alg));
+  if (o.mrk_handle != 0) {
+    if (!previous_mrk.empty()) TPMMA_RETURN_IF_ERROR(EvictMrk(*tpm_, o.mrk_handle, previous_mrk));
+    TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, tpm_->Load(srk_, mrk_blob));
+    TPMMA_ASSIGN_OR_RETURN(Bytes mrk_name, tpm::ComputeName(mrk_blob.public_area.publicArea));
+    TPMMA_RETURN_IF_ERROR(PersistMrk(*tpm_, mrk, mrk_name, o.mrk_handle));
+  }
   NewCustody custody;
   if (o.custody == CustodyMode::kEscrow) {
     TPMMA_ASSIGN_OR_RETURN(custody.inner_key, NewEscrowInnerKey());
@@ -409,6 +446,7 @@ Result<InitResult> Lms::Init(const InitOptions& o) {
   s.srk_alg = AlgName(srk_alg_);
   s.srk_name = srk_info.name;
   s.mrk_id = out.mrk.id;
+  s.mrk_handle = o.mrk_handle;
   s.ma_key_public = o.ma_key_public;
   s.ma_key_name = ma_name;
   s.custody = custody.custody;
@@ -553,9 +591,11 @@ Result<std::string> Lms::PublicKey(std::string_view id_or_label, PublicFormat fo
       KeyRecord k,
       FindTyped(id_or_label,
                 format == PublicFormat::kOpenSsh
-                    ? std::initializer_list<KeyType>{KeyType::kEccSign, KeyType::kRsaSign}
+                    ? std::initializer_list<KeyType>{KeyType::kEccSign, KeyType::kRsaSign,
+                                                     KeyType::kEccApp, KeyType::kRsaApp}
                     : std::initializer_list<KeyType>{KeyType::kEccSign, KeyType::kRsaSign,
-                                                     KeyType::kRsaDecrypt, KeyType::kMrk},
+                                                     KeyType::kRsaDecrypt, KeyType::kMrk,
+                                                     KeyType::kEccApp, KeyType::kRsaApp},
                 format == PublicFormat::kOpenSsh ? "an OpenSSH public key" : "a public key"));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::Unmarshal<TPM2B_PUBLIC>(k.public_area));
   if (format == PublicFormat::kOpenSsh) return OpenSshPublicKey(pub.publicArea, k.label);
@@ -571,12 +611,15 @@ Result<std::string> Lms::PublicKey(std::string_view id_or_label, PublicFormat fo
 
 Result<Bytes> Lms::Sign(std::string_view id_or_label, ByteView sha256) {
   TPMMA_ASSIGN_OR_RETURN(KeyRecord k,
-                         FindTyped(id_or_label, {KeyType::kEccSign, KeyType::kRsaSign}, "sign"));
+                         FindTyped(id_or_label,
+                                   {KeyType::kEccSign, KeyType::kRsaSign, KeyType::kEccApp,
+                                    KeyType::kRsaApp},
+                                   "sign"));
   TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, LoadMrk());
   TPMMA_ASSIGN_OR_RETURN(esys::Object key, LoadKey(k, &mrk));
   mrk.reset();
   TPMMA_ASSIGN_OR_RETURN(TPMT_SIGNATURE sig, tpm_->Sign(key, sha256));
-  if (k.type == KeyType::kRsaSign) {
+  if (sig.sigAlg == TPM2_ALG_RSASSA) {
     const TPM2B_PUBLIC_KEY_RSA& s = sig.signature.rsassa.sig;
     return Bytes(s.buffer, s.buffer + s.size);
   }
@@ -598,7 +641,8 @@ Result<Bytes> Lms::Sign(std::string_view id_or_label, ByteView sha256) {
 }
 
 Result<Bytes> Lms::Encrypt(std::string_view id_or_label, ByteView plaintext) {
-  TPMMA_ASSIGN_OR_RETURN(KeyRecord k, FindTyped(id_or_label, {KeyType::kRsaDecrypt}, "encrypt"));
+  TPMMA_ASSIGN_OR_RETURN(KeyRecord k, FindTyped(id_or_label, {KeyType::kRsaDecrypt, KeyType::kRsaApp},
+                                                "encrypt"));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::Unmarshal<TPM2B_PUBLIC>(k.public_area));
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, tpm::PublicToEvp(pub.publicArea));
   // OAEP with SHA-256: the key's scheme; the TPM's RSA_Decrypt with an empty label.
@@ -626,10 +670,13 @@ Result<Bytes> Lms::Encrypt(std::string_view id_or_label, ByteView plaintext) {
 }
 
 Result<SecureBytes> Lms::Decrypt(std::string_view id_or_label, ByteView ciphertext) {
-  TPMMA_ASSIGN_OR_RETURN(KeyRecord k, FindTyped(id_or_label, {KeyType::kRsaDecrypt}, "decrypt"));
+  TPMMA_ASSIGN_OR_RETURN(KeyRecord k, FindTyped(id_or_label, {KeyType::kRsaDecrypt, KeyType::kRsaApp},
+                                                "decrypt"));
   TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, LoadMrk());
   TPMMA_ASSIGN_OR_RETURN(esys::Object key, LoadKey(k, &mrk));
   mrk.reset();
+  // An application key has no scheme of its own: OAEP-SHA256, what Encrypt does.
+  if (k.type == KeyType::kRsaApp) return tpm_->RsaDecryptOaep(key, ciphertext, {});
   return tpm_->RsaDecrypt(key, ciphertext);
 }
 

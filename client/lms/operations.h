@@ -40,6 +40,9 @@ struct Options {
 struct InitOptions {
   Bytes ma_key_public;  // marshalled TPM2B_PUBLIC of the MA storage key (as GetMAKey returns)
   esys::KeyAlg mrk_alg = esys::KeyAlg::kRsa2048;
+  // Where the MRK is also made persistent for applications' key files (0: nowhere). Refused,
+  // before anything changes, when another object holds it.
+  uint32_t mrk_handle = kDefaultMrkHandle;
   // Custody of the inner wrapper key (docs/protocol.md, Inner-key custody). kEscrow needs the MA's
   // escrow key (GetMAKey, checked: remote.h FetchEscrowKey) and shows no recovery code.
   CustodyMode custody = CustodyMode::kRecoveryCode;

@@ -16,8 +16,10 @@
 #include <tuple>
 #include <utility>
 
+#include "client/lms/app_data.h"
 #include "client/lms/custody.h"
 #include "client/lms/ma_connection.h"
+#include "client/lms/mrk_handle.h"
 #include "client/ma/platform.h"
 #include "common/openssl.h"
 #include "common/text.h"
@@ -207,6 +209,8 @@ schema::KeyUsage UsageOf(KeyType t) {
   switch (t) {
     case KeyType::kEccSign:
     case KeyType::kRsaSign:
+    case KeyType::kEccApp:
+    case KeyType::kRsaApp:
       return schema::KeyUsage::kSign;
     case KeyType::kRsaDecrypt:
       return schema::KeyUsage::kDecrypt;
@@ -428,6 +432,10 @@ Status DuplicateMrk(Lms& lms, const StoreState& state, const KeyRecord& mrk_reco
   TPMMA_ASSIGN_OR_RETURN(m.duplicate, tpm::Marshal(dup.duplicate));
   TPMMA_ASSIGN_OR_RETURN(m.encrypted_seed, tpm::Marshal(dup.encrypted_seed));
   m.symmetric = schema::SymmetricAlgorithm::kAes128Cfb;
+  if (state.mrk_handle != 0) {
+    const std::string handle = HandleText(state.mrk_handle);
+    m.application_data.push_back(OpaqueItem(kMrkHandleItem, ToBytes(handle)));
+  }
   return Status::Ok();
 }
 
@@ -444,6 +452,7 @@ Status AddChildrenAndCustody(const StoreState& state, const std::vector<KeyRecor
     c.usage = UsageOf(k.type);
     c.public_area = k.public_area;
     c.private_area = k.private_area;
+    c.application_data = KeyApplicationData(k);
     p.model.child_keys.push_back(std::move(c));
     p.carried.push_back(k.id);
   }

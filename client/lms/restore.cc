@@ -14,6 +14,7 @@
 #include "client/lms/custody.h"
 #include "client/lms/ma_connection.h"
 #include "client/lms/remote.h"
+#include "client/lms/restore_apps.h"
 #include "client/ma/platform.h"
 #include "common/openssl.h"
 #include "schema/package.h"
@@ -462,7 +463,9 @@ Result<ImportedKeys> ImportAndLoad(RestoreRun& run, const ma::DownloadedPackage&
 struct LoadedPackage {
   schema::MigrationPackage model;
   Bytes signer;  // the package-signing key (TPM2B_PUBLIC) its signature verified with
+  TPM2B_PUBLIC mrk_public{};
   Bytes mrk_name;
+  uint32_t mrk_handle = 0;      // where the MRK goes back to for applications (0: nowhere)
   TPM2B_PRIVATE mrk_private{};  // the MRK imported under the SRK in use
   InnerKeyCustody custody;      // the package's custody (sealed_* empty)
   SecureBytes inner;
@@ -486,12 +489,15 @@ Result<LoadedPackage> DownloadAndLoad(RestoreRun& run, const RestoreTarget& targ
                          tpm::Unmarshal<TPM2B_PUBLIC>(model.mrk.public_area));
   TPMMA_ASSIGN_OR_RETURN(loaded.mrk_name, tpm::ComputeName(mrk_public.publicArea));
   if (target.check_mrk) TPMMA_RETURN_IF_ERROR(target.check_mrk(mrk_public, loaded.mrk_name));
+  TPMMA_ASSIGN_OR_RETURN(loaded.mrk_handle,
+                         ChooseMrkHandle(run.lms, target.state, model, loaded.mrk_name));
 
   TPMMA_ASSIGN_OR_RETURN(ResolvedInnerKey key, ResolveInnerKey(run, target, model, got, out));
   TPMMA_ASSIGN_OR_RETURN(ImportedKeys imported,
                          ImportAndLoad(run, got, mrk_public, key.inner, model));
   loaded.model = std::move(verified.model);
   loaded.signer = std::move(verified.signer);
+  loaded.mrk_public = mrk_public;
   loaded.mrk_private = imported.mrk_private;
   loaded.custody = std::move(key.custody);
   loaded.inner = std::move(key.inner);
@@ -629,6 +635,7 @@ Result<NewStoreKeys> NewStoreRecords(const LoadedPackage& loaded, int64_t now, R
     r.public_area = c.public_area;
     r.private_area = c.private_area;
     r.name = loaded.children[i].name;
+    RestoreKeyAppData(c, r);
     out.keys.push_back({.key = r, .outcome = KeyOutcome::kAdded});
     keys.children.push_back(std::move(r));
   }
@@ -687,7 +694,10 @@ Result<RestoreResult> RestoreIntoNewStore(RestoreRun& run) {
   state.ma_key_public = ma_key.public_area;
   state.ma_key_name = ma_key.name;
   state.custody = loaded.custody;
+  state.mrk_handle = loaded.mrk_handle;
   TPMMA_RETURN_IF_ERROR(SealInnerKey(run.lms, loaded.inner, state.custody));
+  TPMMA_RETURN_IF_ERROR(PersistRestoredMrk(run.lms, loaded.mrk_public, loaded.mrk_private,
+                                           loaded.mrk_name, loaded.mrk_handle));
   RecordLastBackup(state, out);
   // The source platform's signing key is a known signer from now on, so that a later lms
   // restore of its packages checks them as an initialised store does.
@@ -766,6 +776,7 @@ std::vector<KeyRecord> MergeRecords(const std::vector<KeyRecord>& keys, const st
     r.public_area = c.public_area;
     r.private_area = c.private_area;
     r.name = loaded.children[i].name;
+    RestoreKeyAppData(c, r);
     if (!r.backed_up_at) r.backed_up_at = model.creation_time;
     out.keys.back().key = r;
     records.push_back(std::move(r));
@@ -794,6 +805,9 @@ Status WriteRestoredStore(Lms& lms, const std::vector<KeyRecord>& keys,
     TPMMA_RETURN_IF_ERROR(SealInnerKey(lms, loaded.inner, new_custody));
   }
   TPMMA_RETURN_IF_ERROR(RecordSrk(lms, state));
+  TPMMA_RETURN_IF_ERROR(PersistRestoredMrk(lms, loaded.mrk_public, loaded.mrk_private,
+                                           loaded.mrk_name, loaded.mrk_handle));
+  state.mrk_handle = loaded.mrk_handle;
   for (const KeyRecord& r : records) {
     auto existing =
         std::find_if(keys.begin(), keys.end(), [&](const KeyRecord& k) { return k.id == r.id; });

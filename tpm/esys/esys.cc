@@ -575,6 +575,14 @@ Result<TPMT_SIGNATURE> Tpm::Sign(const Object& key, ByteView digest) {
   TPMMA_RETURN_IF_ERROR(Fill(d, digest, "digest"));
   TPMT_SIG_SCHEME scheme{};
   scheme.scheme = TPM2_ALG_NULL;  // the key's own scheme
+  const TPMT_PUBLIC& pub = key.public_area().publicArea;
+  const bool schemeless = pub.type == TPM2_ALG_RSA
+                              ? pub.parameters.rsaDetail.scheme.scheme == TPM2_ALG_NULL
+                              : pub.parameters.eccDetail.scheme.scheme == TPM2_ALG_NULL;
+  if (schemeless) {  // an application key: the caller's scheme, here the SHA-256 default
+    scheme.scheme = pub.type == TPM2_ALG_RSA ? TPM2_ALG_RSASSA : TPM2_ALG_ECDSA;
+    scheme.details.any.hashAlg = TPM2_ALG_SHA256;
+  }
   // A NULL ticket is fine for unrestricted keys; restricted ones refuse external digests.
   TPMT_TK_HASHCHECK ticket{};
   ticket.tag = TPM2_ST_HASHCHECK;

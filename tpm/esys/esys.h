@@ -202,7 +202,8 @@ class Tpm {
   // A public area into the NULL hierarchy (the MA key as a duplication target).
   Result<Object> LoadExternal(const TPM2B_PUBLIC& public_area);
 
-  // Signs a SHA-256 digest with the key's own scheme.
+  // Signs a SHA-256 digest with the key's own scheme; a key without one (ChildType::kEccApp,
+  // kRsaApp) signs ECDSA-SHA256 or RSASSA-PKCS1-v1_5-SHA256.
   Result<TPMT_SIGNATURE> Sign(const Object& key, ByteView digest);
   // RSA with the key's scheme (OAEP-SHA256 for kRsaDecrypt children), empty label.
   Result<Bytes> RsaEncrypt(const Object& key, ByteView message);

@@ -65,6 +65,10 @@ const char* ChildTypeName(ChildType type) {
       return "rsa2048-decrypt";
     case ChildType::kSealed:
       return "sealed-data";
+    case ChildType::kEccApp:
+      return "ecc-p256-app";
+    case ChildType::kRsaApp:
+      return "rsa2048-app";
   }
   return "unknown";
 }
@@ -131,6 +135,11 @@ TPM2B_PUBLIC ChildTemplate(ChildType type, bool encrypted_duplication) {
       scheme.details.oaep.hashAlg = TPM2_ALG_SHA256;
       return p;
     }
+    case ChildType::kEccApp:
+      return EccBase(attrs | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_SIGN_ENCRYPT);
+    case ChildType::kRsaApp:
+      return RsaBase(attrs | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_SIGN_ENCRYPT |
+                     TPMA_OBJECT_DECRYPT);
     case ChildType::kSealed: {
       // No sensitiveDataOrigin: the caller supplies the data.
       TPM2B_PUBLIC p{};

@@ -19,6 +19,11 @@ enum class ChildType {
   kRsaSign,     // RSA-2048, RSASSA-PKCS1-v1_5-SHA256
   kRsaDecrypt,  // RSA-2048, OAEP-SHA256
   kSealed,      // keyed-hash object holding caller data (at most 128 bytes)
+  // Keys for applications (OpenSSL, PKCS#11, SSH): no scheme in the key, so the application
+  // picks one per operation (TLS 1.3 wants RSA-PSS, ssh wants PKCS#1 v1.5, tpm2_ptool link
+  // refuses a fixed scheme).
+  kEccApp,  // ECC P-256, sign
+  kRsaApp,  // RSA-2048, sign and decrypt (ssh's CKM_RSA_PKCS is done as TPM2_RSA_Decrypt)
 };
 
 const char* KeyAlgName(KeyAlg alg);
