@@ -17,6 +17,8 @@ PACKAGES=(
   swtpm swtpm-tools tpm2-tools
   python3-zeep python3-cryptography python3-lxml
   uuid-runtime
+  # applications' PKCS#11 token on the MRK (client/lms/pkcs11), and the tests' ssh login
+  libtpm2-pkcs11-1 libtpm2-pkcs11-tools opensc openssh-server openssh-client
   # code-size check (tests/style)
   universal-ctags
 )
