@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // The lms command line (CLI11). Each command registers itself on the app with the runner
 // to call if it was chosen (one Add...Command per command: the local key commands in
-// cli_keys.cc, the MA commands in cli_ma.cc, restore in cli_restore.cc); Run() parses,
+// cli_keys.cc, application key files in cli_apps.cc, the MA commands in cli_ma.cc, restore
+// in cli_restore.cc); Run() parses,
 // runs and maps the outcome to an exit code.
 //
 // Exit codes (every command): 0 success, 1 the operation failed (the message says why in
@@ -61,6 +62,14 @@ struct Command {
 // A subcommand of `app` that takes the global options after its name too.
 CLI::App* AddSubcommand(CLI::App& app, const char* name, const char* help);
 
+inline constexpr size_t kMaxSmallInput = 64 * 1024;  // ciphertexts, TPM files, key files
+inline constexpr uint32_t kPublicFileMode = 0644;
+
+// The store and its TPM, for the local commands.
+inline Result<std::unique_ptr<Lms>> OpenLms(const Globals& g) {
+  return Lms::Open(g.LmsOptions());
+}
+
 // ---- output helpers for command implementations
 // Success: `json` (with "ok": true added) on stdout under --json, else `text` as is.
 int Succeed(const Globals& g, nlohmann::json json, const std::string& text);
@@ -112,6 +121,14 @@ Command AddSignCommand(CLI::App& app, const Globals& g);
 Command AddEncryptCommand(CLI::App& app, const Globals& g);
 Command AddDecryptCommand(CLI::App& app, const Globals& g);
 Command AddUnsealCommand(CLI::App& app, const Globals& g);
+// Keys for applications (cli_apps.cc): TSS2 PEM files, certificates, the PKCS#11 token.
+Command AddExportCommand(CLI::App& app, const Globals& g);
+Command AddImportCommand(CLI::App& app, const Globals& g);
+Command AddCertCommand(CLI::App& app, const Globals& g);
+Command AddPkcs11Command(CLI::App& app, const Globals& g);
+// The --pem-out/--cert-out files of keygen and export.
+Status WriteKeyFiles(const Globals& g, Lms& lms, const KeyRecord& key, const std::string& pem_out,
+                     const std::string& cert_out, nlohmann::json& out);
 // With the MA (cli_ma.cc; restore: cli_restore.cc).
 Command AddAuthenticateCommand(CLI::App& app, const Globals& g);
 Command AddBackupCommand(CLI::App& app, const Globals& g);

@@ -21,9 +21,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr size_t kMaxSmallInput = 64 * 1024;  // ciphertexts, TPM files, sealed data
 constexpr uint32_t kSecretFileMode = 0600;
-constexpr uint32_t kPublicFileMode = 0644;
 
 // The base64 of a secret, in wiped memory.
 SecureString SecretBase64(ByteView data) {
@@ -55,10 +53,6 @@ Result<esys::ChildType> ChildTypeFromName(const std::string& name) {
                  "unknown key type '" + name + "' (one of " + TypeHelp() + ")");
   }
   return it->second;
-}
-
-Result<std::unique_ptr<Lms>> OpenLms(const Globals& g) {
-  return Lms::Open(g.LmsOptions());
 }
 
 std::string KeyLine(const KeyRecord& k) {

@@ -525,7 +525,12 @@ Result<KeyRecord> Lms::ImportTpm2(ByteView public_file, ByteView private_file,
       (p.objectAttributes & TPMA_OBJECT_FIXEDPARENT) == 0) {
     return Error(Code::kUnsupported,
                  "a key under the MRK must have fixedParent set and fixedTPM clear (it travels "
-                 "with the MRK)");
+                 "with the MRK); this one has attributes the MRK forbids");
+  }
+  if ((p.objectAttributes & TPMA_OBJECT_ENCRYPTEDDUPLICATION) == 0) {
+    return Error(Code::kUnsupported,
+                 "a key under the MRK must have encryptedDuplication set, as the MRK has; this "
+                 "one has attributes the MRK forbids (it was not made under this MRK)");
   }
   if ((p.objectAttributes & TPMA_OBJECT_USERWITHAUTH) == 0 || p.authPolicy.size != 0) {
     return Error(Code::kUnsupported,

@@ -70,6 +70,15 @@ class Lms {
 
   KeyStore& store() { return store_; }
   Env* env() const { return env_; }
+  // The TCTI as given (empty: the environment's, see esys::Tpm::ResolveTcti).
+  const std::string& tcti() const { return tcti_; }
+  // Closes the TPM connection (reopened on next use), so that another program can have the
+  // TPM: swtpm and /dev/tpm0 serve one connection at a time.
+  void CloseTpm() {
+    srk_ = esys::Object();
+    srk_verified_ = false;
+    tpm_.reset();
+  }
 
   // ---- local commands
   Result<InitResult> Init(const InitOptions& options);
