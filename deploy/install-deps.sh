@@ -14,7 +14,7 @@ PACKAGES=(
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
-  swtpm swtpm-tools tpm2-tools
+  swtpm swtpm-tools tpm2-tools tpm2-openssl
   python3-zeep python3-cryptography python3-lxml
   uuid-runtime
   # applications' PKCS#11 token on the MRK (client/lms/pkcs11), and the tests' ssh login

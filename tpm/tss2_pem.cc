@@ -32,10 +32,8 @@ struct TSSPRIVKEY {
   ASN1_OCTET_STRING* privkey;
 };
 
-// OpenSSL's template macros are C: they aggregate-initialise ASN1_ITEM/ASN1_TEMPLATE without
-// naming every member and cast through offsetof, which -Wextra flags in C++
-// (-Wmissing-field-initializers) and -Werror would turn into an error. Nothing to fix on our
-// side, so silence exactly these warnings around exactly this block.
+// OpenSSL's template macros, as tpm2-openssl writes them. They compile cleanly as C++ with
+// g++ 12 -Wall -Wextra -Werror (checked; also under -DTPMMA_SANITIZE=ON), so no pragma.
 // clang-format off
 ASN1_SEQUENCE(TSSPRIVKEY) = {
   ASN1_SIMPLE(TSSPRIVKEY, type, ASN1_OBJECT),
@@ -43,13 +41,12 @@ ASN1_SEQUENCE(TSSPRIVKEY) = {
   ASN1_SIMPLE(TSSPRIVKEY, parent, ASN1_INTEGER),
   ASN1_SIMPLE(TSSPRIVKEY, pubkey, ASN1_OCTET_STRING),
   ASN1_SIMPLE(TSSPRIVKEY, privkey, ASN1_OCTET_STRING)
-} ASN1_SEQUENCE_END(TSSPRIVKEY)
+} ASN1_SEQUENCE_END(TSSPRIVKEY);
+// clang-format on
 
-IMPLEMENT_ASN1_FUNCTIONS(TSSPRIVKEY)
-    // clang-format on
+IMPLEMENT_ASN1_FUNCTIONS(TSSPRIVKEY);
 
-    using TssPrivKeyPtr = std::unique_ptr<TSSPRIVKEY, OpensslDeleter<TSSPRIVKEY, TSSPRIVKEY_free>>;
-using Asn1ObjectPtr = std::unique_ptr<ASN1_OBJECT, OpensslDeleter<ASN1_OBJECT, ASN1_OBJECT_free>>;
+using TssPrivKeyPtr = std::unique_ptr<TSSPRIVKEY, OpensslDeleter<TSSPRIVKEY, TSSPRIVKEY_free>>;
 
 // What PEM_read_bio and i2d allocate with OPENSSL_malloc (OPENSSL_free is a macro).
 void FreeOpensslBytes(unsigned char* p) {

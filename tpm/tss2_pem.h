@@ -23,7 +23,8 @@
 
 namespace tpmma::tpm {
 
-// Same limits as a Migration Package's TPM2B_PUBLIC / TPM2B_PRIVATE (schema/package.h).
+// Same limits as a Migration Package's TPM2B_PUBLIC / TPM2B_PRIVATE (schema/package.h
+// kMaxTpm2bPublic / kMaxTpm2bPrivate; tpm/ does not depend on schema/).
 inline constexpr size_t kMaxTss2PemPublic = 1024;
 inline constexpr size_t kMaxTss2PemPrivate = 2048;
 
@@ -34,8 +35,10 @@ struct Tss2PrivateKey {
   Bytes private_area;      // marshalled TPM2B_PRIVATE (with its 2-byte size prefix)
 };
 
-// PEM text ("-----BEGIN TSS2 PRIVATE KEY-----" ...). emptyAuth is written as [0] TRUE or
-// [0] FALSE, as tpm2-openssl writes it. kInvalidArgument when a field would not decode.
+// PEM text ("-----BEGIN TSS2 PRIVATE KEY-----" ...). emptyAuth is always written, as
+// tpm2-openssl and tpm2_encodeobject do: [0] TRUE (content 0xFF, DER's TRUE; they write 0x01,
+// and every reader takes any non-zero) or [0] FALSE. kInvalidArgument when a field would not
+// decode.
 Result<std::string> EncodeTss2PrivateKeyPem(const Tss2PrivateKey& key);
 
 // The first PEM block of `pem` must be a TSS2 PRIVATE KEY holding exactly one DER TPMKey
