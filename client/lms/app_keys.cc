@@ -103,7 +103,8 @@ Result<KeyRecord> ImportTss2Pem(Lms& lms, std::string_view pem, const std::strin
                  "the key file says the key has a password (emptyAuth FALSE); lms keeps keys "
                  "with an empty auth value only");
   }
-  TPMMA_RETURN_IF_ERROR(CheckedMrkHandle(lms, "importing a key file").status());
+  TPMMA_ASSIGN_OR_RETURN(uint32_t handle, CheckedMrkHandle(lms, "importing a key file"));
+  (void)handle;
   return lms.ImportTpm2(key.public_area, key.private_area, label);
 }
 

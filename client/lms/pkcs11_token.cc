@@ -98,11 +98,11 @@ Status Pkcs11Init(Lms& lms, const std::string& label, const Pkcs11Pins& pins) {
   input += "\",\"userpin\":\"";
   input += pins.user_pin;
   input += "\"}";
-  return RunTool(lms,
-                 {"init", "--path", Pkcs11StorePath(lms.store()), "--primary-handle",
-                  HandleText(mrk.handle), "--label", label},
-                 input)
-      .status();
+  auto made = RunTool(lms,
+                      {"init", "--path", Pkcs11StorePath(lms.store()), "--primary-handle",
+                       HandleText(mrk.handle), "--label", label},
+                      input);
+  return made ? Status::Ok() : made.error();
 }
 
 Result<std::string> Pkcs11Link(Lms& lms, const std::string& label, std::string_view id_or_label,
