@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "client/lms/app_data.h"
 
+#include <zlib.h>
+
 #include <string>
 
 #include "client/lms/mrk_handle.h"
@@ -38,6 +40,40 @@ Result<uint32_t> MrkHandleOf(const std::vector<schema::ApplicationData>& items) 
                                        " is not a persistent handle");
   }
   return *handle;
+}
+
+Result<schema::ApplicationData> Pkcs11StoreItem(ByteView db) {
+  uLongf size = compressBound(static_cast<uLong>(db.size()));
+  Bytes packed(size);
+  if (compress2(packed.data(), &size, db.data(), static_cast<uLong>(db.size()), 9) != Z_OK) {
+    return Error(Code::kInternal, "zlib compress2 failed on the PKCS#11 token store");
+  }
+  packed.resize(size);
+  const size_t room = schema::kMaxApplicationData - kPkcs11StoreItem.size() - 1;
+  if (packed.size() > room) {
+    return Error(Code::kLimitExceeded,
+                 "the PKCS#11 token store is too large for a package: " +
+                     std::to_string(db.size()) + " bytes, " + std::to_string(packed.size()) +
+                     " compressed, at most " + std::to_string(room));
+  }
+  return OpaqueItem(kPkcs11StoreItem, packed);
+}
+
+Result<std::optional<Bytes>> Pkcs11StoreOf(const std::vector<schema::ApplicationData>& items) {
+  std::optional<Bytes> packed = FindOpaqueItem(items, kPkcs11StoreItem);
+  if (!packed) return std::optional<Bytes>();
+  constexpr uLongf kMaxUnpacked = 16 << 20;
+  // A hostile package may unpack to anything: the output buffer is the bound.
+  Bytes db(kMaxUnpacked);
+  uLongf size = kMaxUnpacked;
+  const int rc = uncompress(db.data(), &size, packed->data(), static_cast<uLong>(packed->size()));
+  if (rc == Z_BUF_ERROR) {
+    return Error(Code::kLimitExceeded, "the package's PKCS#11 token store unpacks to more than "
+                                       "16 MiB");
+  }
+  if (rc != Z_OK) return Error(Code::kMalformed, "the package's PKCS#11 token store is damaged");
+  db.resize(size);
+  return std::optional<Bytes>(std::move(db));
 }
 
 std::vector<schema::ApplicationData> KeyApplicationData(const KeyRecord& key) {

@@ -33,6 +33,12 @@ std::optional<Bytes> FindOpaqueItem(const std::vector<schema::ApplicationData>& 
 // The MRK handle a package records (0: none, as in packages made before issue #11).
 Result<uint32_t> MrkHandleOf(const std::vector<schema::ApplicationData>& items);
 
+// The tpm2-pkcs11 token store as a package item (zlib, RFC 1950: a token's SQLite file
+// is mostly empty pages) and back; kLimitExceeded when it does not fit in one item, or
+// unpacks to more than 16 MiB.
+Result<schema::ApplicationData> Pkcs11StoreItem(ByteView db);
+Result<std::optional<Bytes>> Pkcs11StoreOf(const std::vector<schema::ApplicationData>& items);
+
 // A key's application data for a package, and back.
 std::vector<schema::ApplicationData> KeyApplicationData(const KeyRecord& key);
 Bytes CertificateOf(const std::vector<schema::ApplicationData>& items);

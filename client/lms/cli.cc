@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 
+#include "client/lms/app_keys.h"
 #include "client/lms/remote.h"
 #include "common/openssl.h"
 #include "common/text.h"
@@ -156,6 +157,13 @@ Result<Bytes> Sha256OfInput(const std::string& path) {
   return out;
 }
 
+json CertificateJson(const KeyRecord& k) {
+  if (k.certificate.empty()) return nullptr;
+  auto info = DescribeCertificate(k.certificate);
+  if (!info) return {{"error", info.error().message()}};
+  return {{"subject", info->subject}, {"not_after", Utc(info->not_after)}};
+}
+
 json KeyJson(const KeyRecord& k) {
   return {{"id", k.id},
           {"label", k.label},
@@ -166,7 +174,8 @@ json KeyJson(const KeyRecord& k) {
           {"created", Utc(k.created)},
           {"backed_up", k.backed_up_at.has_value()},
           {"backed_up_at", k.backed_up_at ? json(Utc(*k.backed_up_at)) : json(nullptr)},
-          {"name", HexEncode(k.name)}};
+          {"name", HexEncode(k.name)},
+          {"certificate", CertificateJson(k)}};
 }
 
 void RecordMaSettings(Lms& lms, const MaSettings& settings) {

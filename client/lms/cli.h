@@ -86,6 +86,8 @@ Result<Bytes> ReadInput(const Globals& g, const std::string& path, size_t max);
 Result<SecureBytes> ReadSecretInput(const Globals& g, const std::string& path, size_t max);
 // SHA-256 of a file or stdin ("-"), streamed.
 Result<Bytes> Sha256OfInput(const std::string& path);
+// A key's certificate: {"subject", "not_after"}, or null.
+nlohmann::json CertificateJson(const KeyRecord& key);
 // The JSON view of a key (no blobs).
 nlohmann::json KeyJson(const KeyRecord& key);
 

@@ -29,13 +29,6 @@ Result<SecureString> ReadPin(const Globals& g, const std::string& path, const ch
   return pin;
 }
 
-json CertificateJson(const KeyRecord& k) {
-  if (k.certificate.empty()) return nullptr;
-  auto info = DescribeCertificate(k.certificate);
-  if (!info) return {{"error", info.error().message()}};
-  return {{"subject", info->subject}, {"not_after", Utc(info->not_after)}};
-}
-
 }  // namespace
 
 Status WriteKeyFiles(const Globals& g, Lms& lms, const KeyRecord& key, const std::string& pem_out,

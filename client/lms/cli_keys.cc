@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "client/lms/app_keys.h"
 #include "client/lms/cli.h"
 #include "client/lms/mrk_handle.h"
 #include "client/lms/remote.h"
@@ -310,6 +311,13 @@ Command AddKeysCommand(CLI::App& app, const Globals& g) {
                             k.parent == "srk" ? "srk" : "mrk", k.migratable ? "yes" : "no",
                             backed.c_str());
               text += line + k.label + "\n";
+              if (!k.certificate.empty()) {
+                auto cert = DescribeCertificate(k.certificate);
+                text += "    certificate: " +
+                        (cert ? cert->subject + ", expires " + Utc(cert->not_after)
+                              : cert.error().message()) +
+                        "\n";
+              }
             }
             return Succeed(g, {{"keys", list}}, text);
           }};

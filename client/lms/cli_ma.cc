@@ -57,6 +57,8 @@ json StatusJson(const StatusReport& r, bool healthy) {
             {"tpm",
              {{"reachable", r.tpm_reachable},
               {"srk_matches_store", r.srk_matches_store},
+              {"mrk_handle", r.mrk_handle != 0 ? json(Hex32(r.mrk_handle)) : json(nullptr)},
+              {"mrk_handle_state", r.mrk_handle_state},
               {"error", r.tpm_error}}},
             {"ma",
              {{"url", r.ma_url},
@@ -104,6 +106,16 @@ std::string StatusText(const StatusReport& r) {
                               : std::string("reachable, but its SRK is not the store's (cleared or "
                                             "another TPM): run lms restore")) +
        "\n";
+  if (r.tpm_reachable && r.initialised) {
+    t += "MRK handle   " +
+         (r.mrk_handle == 0 ? std::string("none (key files cannot name the MRK)")
+          : r.mrk_handle_state == "present"
+              ? Hex32(r.mrk_handle) + " (the store's MRK; key files work)"
+          : r.mrk_handle_state == "empty"
+              ? Hex32(r.mrk_handle) + " empty: key files will not work here until lms restore"
+              : Hex32(r.mrk_handle) + " " + r.mrk_handle_state) +
+         "\n";
+  }
   t += "MA           " +
        (r.ma_url.empty() ? std::string("not configured: ") + r.ma_error
         : r.ma_reachable ? r.ma_url + " reachable (" + r.ma_service_version + ")"

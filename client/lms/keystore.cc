@@ -250,6 +250,7 @@ std::string StoreStateToJson(const StoreState& s) {
       {"last_backup_at", OptionalInt(s.last_backup_at)},
       {"last_backup_package_id",
        s.last_backup_package_id ? json(*s.last_backup_package_id) : json(nullptr)}};
+  if (!s.pkcs11_sha256.empty()) j["pkcs11_sha256"] = HexEncode(s.pkcs11_sha256);
   return j.dump(2) + "\n";
 }
 
@@ -263,6 +264,7 @@ Result<StoreState> StoreStateFromJson(std::string_view text, std::string_view wh
   const std::optional<int64_t> mrk_handle = f.OptInt("mrk_handle");  // absent before issue #11
   s.last_backup_at = f.OptInt("last_backup_at");
   s.last_backup_package_id = f.OptStr("last_backup_package_id");
+  if (f.OptStr("pkcs11_sha256")) s.pkcs11_sha256 = f.Hex("pkcs11_sha256");
   const json* srk = f.Object("srk");
   const json* ma = f.Object("ma_key");
   const json* custody = f.Object("custody");

@@ -114,6 +114,9 @@ struct StoreState {
   InnerKeyCustody custody;
   std::optional<int64_t> last_backup_at;
   std::optional<std::string> last_backup_package_id;
+  // SHA-256 of the PKCS#11 token store the last backup carried (empty: none), so that a
+  // change an application made to the token (a PIN, an object) counts as a change.
+  Bytes pkcs11_sha256;
   bool operator==(const StoreState&) const = default;
 };
 

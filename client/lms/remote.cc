@@ -5,6 +5,7 @@
 #include "client/lms/remote.h"
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -17,9 +18,11 @@
 #include <utility>
 
 #include "client/lms/app_data.h"
+#include "client/lms/app_keys.h"
 #include "client/lms/custody.h"
 #include "client/lms/ma_connection.h"
 #include "client/lms/mrk_handle.h"
+#include "client/lms/pkcs11_token.h"
 #include "client/ma/platform.h"
 #include "common/openssl.h"
 #include "common/text.h"
@@ -377,9 +380,28 @@ Result<AuthenticateResult> Authenticate(Lms& lms, const MaSettings& settings) {
                             .new_ak = s.new_ak};
 }
 
+namespace {
+
+Bytes Sha256Of(ByteView data) {
+  Bytes out(32);
+  unsigned int n = 0;
+  EVP_Digest(data.data(), data.size(), out.data(), &n, EVP_sha256(), nullptr);
+  return out;
+}
+
+// SHA-256 of the store's PKCS#11 token store (empty: it has none).
+Result<Bytes> Pkcs11Sha256(const KeyStore& store) {
+  TPMMA_ASSIGN_OR_RETURN(std::optional<Bytes> db, ReadPkcs11Db(store));
+  return db ? Sha256Of(*db) : Bytes();
+}
+
+}  // namespace
+
 Result<bool> ChangedSinceLastBackup(Lms& lms) {
   TPMMA_ASSIGN_OR_RETURN(StoreState state, lms.store().ReadState());
   if (!state.last_backup_at) return true;
+  TPMMA_ASSIGN_OR_RETURN(Bytes pkcs11, Pkcs11Sha256(lms.store()));
+  if (pkcs11 != state.pkcs11_sha256) return true;
   TPMMA_ASSIGN_OR_RETURN(std::vector<KeyRecord> keys, lms.store().ListKeys());
   return std::any_of(keys.begin(), keys.end(), [](const KeyRecord& k) {
     return k.migratable && !k.backed_up_at.has_value();
@@ -407,6 +429,7 @@ struct PreparedBackup {
   std::vector<std::string> carried;           // ids of the children in the package
   std::optional<TPM2B_PUBLIC> escrow_public;  // escrow store: the escrow key it pins
   Bytes mrk_name;                             // escrow store: what the escrow binds to
+  Bytes pkcs11_sha256;                        // of the token store carried (empty: none)
 };
 
 // Step: the MRK loaded and duplicated to the MA key with the inner key (kept sealed to this
@@ -435,6 +458,12 @@ Status DuplicateMrk(Lms& lms, const StoreState& state, const KeyRecord& mrk_reco
   if (state.mrk_handle != 0) {
     const std::string handle = HandleText(state.mrk_handle);
     m.application_data.push_back(OpaqueItem(kMrkHandleItem, ToBytes(handle)));
+  }
+  TPMMA_ASSIGN_OR_RETURN(std::optional<Bytes> db, ReadPkcs11Db(lms.store()));
+  if (db) {
+    TPMMA_ASSIGN_OR_RETURN(schema::ApplicationData item, Pkcs11StoreItem(*db));
+    m.application_data.push_back(std::move(item));
+    p.pkcs11_sha256 = Sha256Of(*db);
   }
   return Status::Ok();
 }
@@ -608,6 +637,7 @@ Status RecordBackup(KeyStore& store, StoreState& state, const std::vector<KeyRec
   const ma::UploadResult& uploaded = *attempt.uploaded;
   state.last_backup_at = now;
   state.last_backup_package_id = uploaded.package_id;
+  state.pkcs11_sha256 = p.pkcs11_sha256;
   if (const auto& key = attempt.new_escrow_key) {
     out.escrow_key_rotated =
         EscrowKeyRotation{.from = state.custody.escrow_key_id, .to = key->key_id};
@@ -726,6 +756,11 @@ StatusReport GetStatus(Lms& lms, const Result<MaSettings>& settings) {
   if (tpm) {
     r.tpm_reachable = true;
     r.srk_matches_store = r.initialised && lms.srk_matches_store();
+    if (r.initialised) {
+      auto handle = ReportMrkHandle(lms);
+      r.mrk_handle = handle ? handle->handle : 0;
+      r.mrk_handle_state = handle ? handle->state : handle.error().message();
+    }
   } else {
     r.tpm_error = tpm.error().message();
   }

@@ -131,6 +131,8 @@ struct StatusReport {
   std::string escrow_key_id;  // escrow custody: the MA escrow key packages are encrypted to
   bool tpm_reachable = false;
   bool srk_matches_store = false;
+  uint32_t mrk_handle = 0;       // where applications' key files expect the MRK (0: none)
+  std::string mrk_handle_state;  // "present" | "empty" | "another object" | "none" | an error
   std::string tpm_error;
   std::string ma_url;
   bool ma_reachable = false;

@@ -698,6 +698,7 @@ Result<RestoreResult> RestoreIntoNewStore(RestoreRun& run) {
   TPMMA_RETURN_IF_ERROR(SealInnerKey(run.lms, loaded.inner, state.custody));
   TPMMA_RETURN_IF_ERROR(PersistRestoredMrk(run.lms, loaded.mrk_public, loaded.mrk_private,
                                            loaded.mrk_name, loaded.mrk_handle));
+  TPMMA_RETURN_IF_ERROR(RestorePkcs11Store(store, loaded.model));
   RecordLastBackup(state, out);
   // The source platform's signing key is a known signer from now on, so that a later lms
   // restore of its packages checks them as an initialised store does.
@@ -808,6 +809,7 @@ Status WriteRestoredStore(Lms& lms, const std::vector<KeyRecord>& keys,
   TPMMA_RETURN_IF_ERROR(PersistRestoredMrk(lms, loaded.mrk_public, loaded.mrk_private,
                                            loaded.mrk_name, loaded.mrk_handle));
   state.mrk_handle = loaded.mrk_handle;
+  TPMMA_RETURN_IF_ERROR(RestorePkcs11Store(store, loaded.model));
   for (const KeyRecord& r : records) {
     auto existing =
         std::find_if(keys.begin(), keys.end(), [&](const KeyRecord& k) { return k.id == r.id; });

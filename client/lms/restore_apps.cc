@@ -3,6 +3,7 @@
 
 #include "client/lms/app_data.h"
 #include "client/lms/mrk_handle.h"
+#include "client/lms/pkcs11_token.h"
 
 namespace tpmma::lms {
 
@@ -39,6 +40,14 @@ Status PersistRestoredMrk(Lms& lms, const TPM2B_PUBLIC& mrk_public,
 void RestoreKeyAppData(const schema::ChildKey& from, KeyRecord& to) {
   Bytes cert = CertificateOf(from.application_data);
   if (!cert.empty()) to.certificate = std::move(cert);
+}
+
+Status RestorePkcs11Store(KeyStore& store, const schema::MigrationPackage& model) {
+  TPMMA_ASSIGN_OR_RETURN(std::optional<Bytes> packed, Pkcs11StoreOf(model.mrk.application_data));
+  if (!packed) return Status::Ok();
+  TPMMA_ASSIGN_OR_RETURN(std::optional<Bytes> existing, ReadPkcs11Db(store));
+  if (existing) return Status::Ok();
+  return WritePkcs11Db(store, *packed);
 }
 
 }  // namespace tpmma::lms

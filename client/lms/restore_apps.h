@@ -28,4 +28,9 @@ Status PersistRestoredMrk(Lms& lms, const TPM2B_PUBLIC& mrk_public,
 // whose package copy has none keeps the store's).
 void RestoreKeyAppData(const schema::ChildKey& from, KeyRecord& to);
 
+// The package's PKCS#11 token store, written where the store has none (a new store, or a
+// store whose pkcs11/ was lost). A store that has one keeps it: it moved with the disk and
+// may be newer than the backup.
+Status RestorePkcs11Store(KeyStore& store, const schema::MigrationPackage& model);
+
 }  // namespace tpmma::lms
