@@ -15,6 +15,9 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   swtpm swtpm-tools tpm2-tools
+  # tests run one tpm2-abrmd per swtpm on a private D-Bus (tests/support/tabrmd.h,
+  # deploy/lib/tabrmd.sh); real machines use /dev/tpmrm0
+  tpm2-abrmd libtss2-tcti-tabrmd0 dbus
   python3-zeep python3-cryptography python3-lxml
   uuid-runtime
   # code-size check (tests/style)
