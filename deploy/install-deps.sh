@@ -15,6 +15,10 @@ PACKAGES=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   swtpm swtpm-tools tpm2-tools tpm2-openssl
+  # tests run one tpm2-abrmd per swtpm on a private D-Bus (tests/support/tabrmd.h,
+  # deploy/lib/tabrmd.sh); real machines use /dev/tpmrm0
+  tpm2-abrmd libtss2-tcti-tabrmd0 dbus
+  zlib1g-dev
   python3-zeep python3-cryptography python3-lxml
   uuid-runtime
   # applications' PKCS#11 token on the MRK (client/lms/pkcs11), and the tests' ssh login
