@@ -244,12 +244,13 @@ std::string StoreStateToJson(const StoreState& s) {
       {"initialized_at", s.initialized_at},
       {"srk", {{"handle", s.srk_handle}, {"alg", s.srk_alg}, {"name", HexEncode(s.srk_name)}}},
       {"mrk_id", s.mrk_id},
-      {"mrk_handle", s.mrk_handle != 0 ? json(s.mrk_handle) : json(nullptr)},
       {"ma_key", {{"public", Base64Encode(s.ma_key_public)}, {"name", HexEncode(s.ma_key_name)}}},
       {"custody", custody},
       {"last_backup_at", OptionalInt(s.last_backup_at)},
       {"last_backup_package_id",
        s.last_backup_package_id ? json(*s.last_backup_package_id) : json(nullptr)}};
+  // Written only when set, so that a store without them reads (and writes) as before.
+  if (s.mrk_handle != 0) j["mrk_handle"] = s.mrk_handle;
   if (!s.pkcs11_sha256.empty()) j["pkcs11_sha256"] = HexEncode(s.pkcs11_sha256);
   return j.dump(2) + "\n";
 }

@@ -105,6 +105,12 @@ struct Lms {
   Ran operator()(std::vector<std::string> args, const std::string* input = nullptr) const {
     std::vector<std::string> argv = {LMS_PATH, "--store", store, "--tcti", tcti};
     argv.insert(argv.end(), args.begin(), args.end());
+    // These tests run many stores on one shared TPM, so their MRKs cannot all sit at the
+    // default handle; the handle has tests of its own (lms_apps_test, the drill).
+    if (!args.empty() && args[0] == "init" &&
+        std::find(args.begin(), args.end(), "--mrk-handle") == args.end()) {
+      argv.insert(argv.end(), {"--mrk-handle", "none"});
+    }
     argv.insert(argv.end(), ma_flags.begin(), ma_flags.end());
     return Exec(argv, input);
   }
@@ -260,6 +266,7 @@ class LmsMaTest : public ::testing::Test {
     if (!key) return key.error().ToString();
     InitOptions o{.ma_key_public = key->public_area,
                   .mrk_alg = esys::KeyAlg::kEccP256,
+                  .mrk_handle = 0,  // a shared TPM: see LmsRunner
                   .custody = custody,
                   .escrow_key_id = {},
                   .escrow_public = {},

@@ -56,6 +56,12 @@ struct LmsRunner {
   CommandResult operator()(std::vector<std::string> args) const {
     std::vector<std::string> argv = {LMS_PATH, "--store", store, "--tcti", tcti};
     argv.insert(argv.end(), args.begin(), args.end());
+    // These tests run many stores on one shared TPM, so their MRKs cannot all sit at the
+    // default handle; the handle has tests of its own (lms_apps_test, the drill).
+    if (!args.empty() && args[0] == "init" &&
+        std::find(args.begin(), args.end(), "--mrk-handle") == args.end()) {
+      argv.insert(argv.end(), {"--mrk-handle", "none"});
+    }
     return RunCommand(argv);
   }
   json Json(std::vector<std::string> args) const {
@@ -354,19 +360,26 @@ TEST_F(LmsTest, KeyMadeWithTpm2CreateUnderTheMrkIsRegisteredAndUsed) {
                     1, "already registered");
   // A key of the right kind under another duplicable storage key is not the MRK's: refused.
   r = t.Tools({"tpm2_create", "-C", "0x81000001", "-G", "ecc256:aes128cfb", "-a",
-               "restricted|decrypt|userwithauth|sensitivedataorigin", "-u", File("o.pub"), "-r",
-               File("o.priv")});
+               "restricted|decrypt|userwithauth|sensitivedataorigin|encryptedduplication", "-u",
+               File("o.pub"), "-r", File("o.priv")});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = t.Tools({"tpm2_load", "-C", "0x81000001", "-u", File("o.pub"), "-r", File("o.priv"), "-c",
                File("o.ctx")});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = t.Tools({"tpm2_create", "-C", File("o.ctx"), "-G", "ecc256:ecdsa-sha256", "-a",
-               "fixedparent|sensitivedataorigin|userwithauth|sign", "-u", File("s.pub"), "-r",
-               File("s.priv")});
+               "fixedparent|sensitivedataorigin|userwithauth|sign|encryptedduplication", "-u",
+               File("s.pub"), "-r", File("s.priv")});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_FAILS_WITH(lms()({"import-tpm2", "--public", File("s.pub"), "--private", File("s.priv"),
                            "--label", "foreign"}),
                     1, "does not load under this store's MRK");
+  // A key the MRK could never have as a child (fixedTPM, as tpm2-tools make by default).
+  r = t.Tools({"tpm2_create", "-C", "0x81000001", "-G", "ecc256:ecdsa-sha256", "-u",
+               File("f.pub"), "-r", File("f.priv")});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FAILS_WITH(lms()({"import-tpm2", "--public", File("f.pub"), "--private", File("f.priv"),
+                           "--label", "fixed"}),
+                    1, "attributes the MRK forbids");
   // Not a kind of key lms uses: refused before the TPM is asked.
   r = t.Tools({"tpm2_create", "-C", File("mrk.ctx"), "-G", "ecc256:ecdh-sha256", "-a",
                "fixedparent|sensitivedataorigin|userwithauth|decrypt|encryptedduplication", "-u",
@@ -529,6 +542,7 @@ TEST_F(LmsTest, EscrowInitShowsNoCodeAndSealsARandomInnerKeyForTheEscrowKey) {
   // store or the TPM change.
   InitOptions o{.ma_key_public = ma_public,
                 .mrk_alg = esys::KeyAlg::kEccP256,
+                .mrk_handle = 0,  // a shared TPM: see LmsRunner
                 .custody = CustodyMode::kEscrow,
                 .escrow_key_id = "escrow-1",
                 .escrow_public = ma_public};

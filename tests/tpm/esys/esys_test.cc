@@ -141,7 +141,8 @@ std::string BuildWorld(World& w) {
     TPMMA_ASSIGN_OR_RETURN(Object srk, a->GetOrCreateSrk(KeyAlg::kRsa2048));
     TPMMA_ASSIGN_OR_RETURN(w.rsa, BuildMrkSet(*a, srk, KeyAlg::kRsa2048, w.ma_name,
                                               {ChildType::kEccSign, ChildType::kRsaSign,
-                                               ChildType::kRsaDecrypt, ChildType::kSealed}));
+                                               ChildType::kRsaDecrypt, ChildType::kSealed,
+                                               ChildType::kEccApp, ChildType::kRsaApp}));
     TPMMA_ASSIGN_OR_RETURN(w.ecc, BuildMrkSet(*a, srk, KeyAlg::kEccP256, w.ma_name,
                                               {ChildType::kEccSign, ChildType::kSealed}));
     return Status::Ok();
@@ -473,7 +474,9 @@ void UseChildren(Tpm& tpm, const Object& mrk, const MrkSet& set) {
         Object child, Timed("Load child under imported MRK", [&] { return tpm.Load(mrk, blob); }));
     switch (kind) {
       case ChildType::kEccSign:
-      case ChildType::kRsaSign: {
+      case ChildType::kRsaSign:
+      case ChildType::kEccApp:  // no scheme in the key: Sign uses the SHA-256 default
+      case ChildType::kRsaApp: {
         ASSERT_OK_AND_ASSIGN(TPMT_SIGNATURE sig,
                              Timed(std::string("Sign ") + ChildTypeName(kind),
                                    [&] { return tpm.Sign(child, Sha256(message)); }));
@@ -496,7 +499,7 @@ void UseChildren(Tpm& tpm, const Object& mrk, const MrkSet& set) {
 
 struct MigrationCase {
   const char* tag;
-  bool rsa_mrk;      // w_->rsa (all four children) or w_->ecc
+  bool rsa_mrk;      // w_->rsa (every kind of child) or w_->ecc
   bool ecc_new_srk;  // re-wrap to B's ECC SRK instead of its RSA SRK
   InnerWrap inner;
 };
