@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// Key files that applications use (issue #11), through a TPM clear and a restore: the MRK's
+// persistent handle, a TSS2 PRIVATE KEY PEM used by unmodified OpenSSL (tpm2-openssl), a
+// certificate kept with its key, and the refusals a user can meet on the way. The MRK handle
+// needs a TPM of its own: this binary's store lives on board C, which nothing else here uses.
+#include "tests/lms/lms_ma_fixture.h"
+
+namespace tpmma::lms {
+namespace {
+
+using testing::CommandResult;
+
+constexpr const char* kHandle = "0x81000100";
+
+class LmsAppsTest : public LmsMaTest {
+ protected:
+  // Runs OpenSSL with the tpm2 provider against board C (no lms connection open then).
+  CommandResult Openssl(std::vector<std::string> args) const {
+    std::vector<std::string> argv = {"env", "TPM2OPENSSL_TCTI=" + w_->c->tcti(), "openssl"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunCommand(argv);
+  }
+  CommandResult SignWithPem(const std::string& pem, const std::string& sig) const {
+    return Openssl({"pkeyutl", "-provider", "tpm2", "-provider", "default", "-sign", "-inkey",
+                    pem, "-in", F("msg.sha256"), "-out", sig});
+  }
+  bool Verifies(const std::string& sig) const {
+    auto r = RunCommand({"openssl", "pkeyutl", "-verify", "-pubin", "-inkey", F("tls.pub"),
+                         "-in", F("msg.sha256"), "-sigfile", sig});
+    return r.exit_code == 0;
+  }
+  std::string PersistentHandles() const {
+    return w_->c->Tools({"tpm2_getcap", "handles-persistent"}).output;
+  }
+};
+
+TEST_F(LmsAppsTest, PemFileAndCertificateWorkAgainAfterAClearAndRestore) {
+  const Lms c{F("store-c"), w_->c->tcti(), w_->ma_flags_c};
+  std::vector<std::string> init = {"init", "--mrk-handle", kHandle};
+  json made = c.Json(init);
+  const std::string code = made.value("recovery_code", "");
+  ASSERT_FALSE(code.empty());
+  EXPECT_NE(PersistentHandles().find(kHandle), std::string::npos) << PersistentHandles();
+  json st = ParseJson(c({"status", "--json"}));
+  EXPECT_EQ(st["tpm"]["mrk_handle"], kHandle) << st.dump();
+  EXPECT_EQ(st["tpm"]["mrk_handle_state"], "present") << st.dump();
+
+  // Another store on the same TPM cannot take the handle; nothing of it is written.
+  const Lms other{F("store-other"), w_->c->tcti(), w_->ma_flags_c};
+  EXPECT_FAILS_WITH(other(init), 1, "holds another object");
+  EXPECT_FALSE(std::filesystem::exists(other.store + "/store.json"));
+
+  // An application key as a PEM, used by OpenSSL; its certificate kept with it.
+  c.Json({"keygen", "--type", "ecc-app", "--label", "tls"});
+  ASSERT_EQ(c({"export", "tls", "--out", F("tls.pem")}).exit_code, 0);
+  ASSERT_EQ(c({"pubkey", "tls", "--out", F("tls.pub")}).exit_code, 0);
+  const std::string pem = Slurp(F("tls.pem"));
+  EXPECT_NE(pem.find("BEGIN TSS2 PRIVATE KEY"), std::string::npos);
+  Spit(F("msg"), "signed by OpenSSL with a TPM key file\n");
+  ASSERT_EQ(RunCommand({"openssl", "dgst", "-sha256", "-binary", "-out", F("msg.sha256"), F("msg")})
+                .exit_code,
+            0);
+  CommandResult r = SignWithPem(F("tls.pem"), F("a.sig"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Verifies(F("a.sig")));
+  r = Openssl({"req", "-new", "-x509", "-provider", "tpm2", "-provider", "default", "-key",
+               F("tls.pem"), "-subj", "/CN=tls.example", "-days", "30", "-out", F("tls.crt")});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  c.Json({"cert", "tls", "--set", F("tls.crt")});
+  json keys = c.Json({"keys"});
+  bool shown = false;
+  for (const json& k : keys["keys"]) {
+    if (k["label"] == "tls") shown = k["certificate"].value("subject", "") == "CN=tls.example";
+  }
+  EXPECT_TRUE(shown) << keys.dump();
+  // A certificate for another key is refused.
+  RunCommand({"openssl", "req", "-new", "-x509", "-newkey", "ec", "-pkeyopt",
+              "ec_paramgen_curve:P-256", "-nodes", "-keyout", F("sw.key"), "-subj", "/CN=sw",
+              "-out", F("sw.crt")});
+  EXPECT_FAILS_WITH(c({"cert", "tls", "--set", F("sw.crt")}), 1, "certificate is for another key");
+  // A key file whose parent is not the MRK (the SRK) is refused.
+  auto t = w_->c->Tools({"tpm2_create", "-C", "0x81000001", "-G", "ecc256", "-u", F("s.pub"),
+                         "-r", F("s.priv")});
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  t = w_->c->Tools({"tpm2_encodeobject", "-C", "0x81000001", "-u", F("s.pub"), "-r",
+                    F("s.priv"), "-p", "-o", F("s.pem")});
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  EXPECT_FAILS_WITH(c({"import", "--pem", F("s.pem"), "--label", "srk child"}), 1,
+                    "not this store's MRK");
+
+  ASSERT_TRUE(c.Json({"backup"}).value("uploaded", false));
+
+  // The TPM is cleared: the key file no longer works, and lms says to restore.
+  t = w_->c->Tools({"tpm2_clear", "-c", "p"});
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  EXPECT_NE(SignWithPem(F("tls.pem"), F("x.sig")).exit_code, 0);
+  EXPECT_FAILS_WITH(c({"export", "tls"}), 1, "restore");
+
+  // Something else at the handle: the restore is refused, in words, and changes nothing.
+  t = w_->c->Tools({"tpm2_createprimary", "-C", "o", "-c", F("other.ctx")});
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  t = w_->c->Tools({"tpm2_evictcontrol", "-C", "o", "-c", F("other.ctx"), kHandle});
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  Spit(F("code"), code);
+  auto before = Snapshot(c.store);
+  EXPECT_FAILS_WITH(c({"restore", "--recovery-code-file", F("code")}), 1,
+                    "holds another object");
+  EXPECT_EQ(Snapshot(c.store), before);
+  t = w_->c->Tools({"tpm2_evictcontrol", "-C", "o", "-c", kHandle});
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+
+  // The restore puts the MRK back at its handle: the same file works unchanged.
+  c.Json({"restore", "--recovery-code-file", F("code")});
+  EXPECT_NE(PersistentHandles().find(kHandle), std::string::npos) << PersistentHandles();
+  EXPECT_EQ(Slurp(F("tls.pem")), pem);
+  r = SignWithPem(F("tls.pem"), F("b.sig"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Verifies(F("b.sig")));
+  ASSERT_EQ(c({"export", "tls", "--out", F("again.pem"), "--cert-out", F("again.crt")}).exit_code,
+            0);
+  EXPECT_EQ(Slurp(F("again.pem")), pem);
+  EXPECT_EQ(Slurp(F("again.crt")), Slurp(F("tls.crt")));
+}
+
+}  // namespace
+}  // namespace tpmma::lms
