@@ -67,7 +67,8 @@ Result<std::optional<Bytes>> Pkcs11StoreOf(const std::vector<schema::Application
   Bytes db(kMaxUnpacked);
   uLongf size = kMaxUnpacked;
   const int rc = uncompress(db.data(), &size, packed->data(), static_cast<uLong>(packed->size()));
-  if (rc == Z_BUF_ERROR) {
+  // Z_BUF_ERROR is either a full output buffer or input cut short.
+  if (rc == Z_BUF_ERROR && size == kMaxUnpacked) {
     return Error(Code::kLimitExceeded, "the package's PKCS#11 token store unpacks to more than "
                                        "16 MiB");
   }

@@ -149,6 +149,24 @@ TEST(PackageRoundTrip, RsaSignOpenVerify) {
   EXPECT_EQ(*model, p);
 }
 
+// Store-wide application data (issue #11): on the MRK, after its SymmetricAlgorithm.
+TEST(PackageRoundTrip, MrkApplicationDataComesBackInOrder) {
+  MigrationPackage p = Sample();
+  p.mrk.application_data.push_back({ApplicationDataType::kOpaque, ToBytes("tpm-ma:x\n1")});
+  p.mrk.application_data.push_back({ApplicationDataType::kOpaque, Blob(65536, 11)});
+  const std::string xml = SignedSample(RsaKey(), p);
+  EXPECT_LT(xml.find("SymmetricAlgorithm>"), xml.find("<ApplicationData"));
+  EXPECT_LT(xml.find("<ApplicationData"), xml.find("<ChildKey"));
+  auto reader = OpenText(xml);
+  ASSERT_TRUE(reader) << reader.error().ToString();
+  auto model = reader->Verify(RsaKey());
+  ASSERT_TRUE(model) << model.error().ToString();
+  EXPECT_EQ(*model, p);
+  // One byte over the limit is refused before signing.
+  p.mrk.application_data[1].value.push_back(0);
+  EXPECT_CODE(SerializeTemplate(p, RsaKey()), Code::kInvalidArgument, "mrk.application_data[1]");
+}
+
 TEST(PackageRoundTrip, EcdsaP256AndEscrowCustody) {
   MigrationPackage p = Sample();
   p.child_keys.clear();
@@ -336,6 +354,11 @@ TEST(PackageLimits, ApplicationDataAndElementCounts) {
   auto xml = SerializeTemplate(p, RsaKey());
   ASSERT_TRUE(xml);
   EXPECT_CODE(PackageReader::Open(*xml), Code::kLimitExceeded, "max_application_data_per_key=16");
+  p = Sample();
+  p.mrk.application_data.assign(17, {ApplicationDataType::kOpaque, Blob(4, 1)});
+  xml = SerializeTemplate(p, RsaKey());
+  ASSERT_TRUE(xml);
+  EXPECT_CODE(PackageReader::Open(*xml), Code::kLimitExceeded, "in one MigratableRootKey");
   ParseLimits limits;
   limits.max_elements = 20;
   EXPECT_CODE(OpenText(SignedSample(), limits), Code::kLimitExceeded, "max_elements=20");
