@@ -66,9 +66,10 @@ Status Pump(Pipe& in, Pipe& out, Pipe& err, const ProcessOptions& o, ProcessResu
       return Status(Code::kIoError, std::string("poll: ") + std::strerror(errno));
     }
     if (fds[2].revents != 0) {
+      // Non-blocking: a child busy writing its output must not find us stuck writing input.
       ssize_t n = ::write(in.fd[1], o.input.data() + written, o.input.size() - written);
       if (n > 0) written += static_cast<size_t>(n);
-      if (n < 0 || written == o.input.size()) in.Close(1);
+      if ((n < 0 && errno != EAGAIN && errno != EINTR) || written == o.input.size()) in.Close(1);
     }
     Pipe* pipes[2] = {&out, &err};
     std::string* sinks[2] = {&r.out, &r.err};
@@ -116,6 +117,7 @@ Result<ProcessResult> RunProcess(const std::vector<std::string>& argv, const Pro
   in.Close(0);
   out.Close(1);
   err.Close(1);
+  ::fcntl(in.fd[1], F_SETFL, ::fcntl(in.fd[1], F_GETFL) | O_NONBLOCK);
   // A child that exits early must not kill us with SIGPIPE while we feed its stdin.
   struct sigaction ignore {}, previous {};
   ignore.sa_handler = SIG_IGN;
