@@ -74,6 +74,13 @@ Result<Bytes> Env::ReadFile(const std::string& path, size_t max_size) {
 }
 
 Status Env::WriteFileAtomic(const std::string& path, ByteView data, uint32_t mode) {
+  // Replacing by rename would put a regular file where a device or FIFO was (/dev/null).
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ||
+                                          S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))) {
+    return Status(Code::kInvalidArgument,
+                  path + " is a device or FIFO, not a file; files are written by replacing them");
+  }
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));

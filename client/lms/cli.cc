@@ -1,8 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "client/lms/cli.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <cstdio>
 #include <cstdlib>
@@ -93,6 +98,22 @@ int SucceedWithSecret(const Globals& g, json j, const char* field, const SecureS
 Status WriteOutput(const Globals& g, const std::string& path, ByteView data, uint32_t mode) {
   if (path.empty() || path == "-") {
     WriteStdout(data.data(), data.size());
+    return Status::Ok();
+  }
+  // /dev/null, /dev/stdout, a FIFO: written in place (there is nothing to replace atomically).
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode))) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return Status(Code::kIoError, "cannot open " + path + ": " + std::strerror(errno));
+    size_t off = 0;
+    while (off < data.size()) {
+      const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    ::close(fd);
+    if (off != data.size()) return Status(Code::kIoError, "cannot write " + path);
     return Status::Ok();
   }
   return g.env->WriteFileAtomic(path, data, mode);

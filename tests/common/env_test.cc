@@ -48,5 +48,20 @@ TEST(EnvTest, FailedRenameLeavesNoTempFile) {
   EXPECT_EQ(*env->ListDir(dir.path()), std::vector<std::string>{"target"});
 }
 
+// Replacing a device or FIFO by rename would put a regular file in its place (as root, even
+// /dev/null): refused, and the FIFO is still a FIFO.
+TEST(EnvTest, AtomicWriteRefusesDevicesAndFifos) {
+  testing::TempDir dir;
+  Env* env = Env::Default();
+  ASSERT_EQ(::mkfifo(dir.File("fifo").c_str(), 0600), 0);
+  Status s = env->WriteFileAtomic(dir.File("fifo"), View("x"), 0600);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("device or FIFO"), std::string::npos) << s.ToString();
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.File("fifo").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_EQ(*env->ListDir(dir.path()), std::vector<std::string>{"fifo"});
+}
+
 }  // namespace
 }  // namespace tpmma
