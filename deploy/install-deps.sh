@@ -19,6 +19,8 @@ PACKAGES=(
   uuid-runtime
   # applications' PKCS#11 token on the MRK (client/lms/pkcs11), and the tests' ssh login
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools opensc openssh-server openssh-client
+  # a resource manager per swtpm on a private D-Bus session bus (deploy/lib/tabrmd.sh)
+  tpm2-abrmd libtss2-tcti-tabrmd0 dbus
   # code-size check (tests/style)
   universal-ctags
 )
