@@ -401,20 +401,25 @@ EOF
   fail "sshd did not start: $(tail -n 3 "$s/sshd.log")"
 }
 
-# ssh_login TAG TCTI STORE LABEL: ssh -I tpm2-pkcs11 (token in STORE/pkcs11, TPM at TCTI) to the
-# throw-away sshd, which accepts only the key LABEL; the PIN comes through SSH_ASKPASS.
-ssh_login() {
-  local tag=$1 tcti=$2 store=$3 label=$4 s=$work/sshd want
+# ssh_try TAG TCTI STORE LABEL: ssh -I tpm2-pkcs11 (token in STORE/pkcs11, TPM at TCTI) to the
+# throw-away sshd, which accepts only the key LABEL; the PIN comes through SSH_ASKPASS. The
+# remote command's output in $d/ssh-TAG-LABEL.out, ssh's messages in .err; ssh's status.
+ssh_try() {
+  local tag=$1 tcti=$2 store=$3 label=$4 s=$work/sshd
   grep " $label\$" "$d/ssh-keys-A.pub" > "$s/authorized_keys" || fail "[$tag] no ssh key $label"
-  want="logged in as $(id -un) with $label on $tag"
   env -u SSH_AUTH_SOCK SSH_ASKPASS="$work/askpass.sh" SSH_ASKPASS_REQUIRE=force DISPLAY=:0 \
     TPM2_PKCS11_STORE="$store/pkcs11" TPM2_PKCS11_TCTI="$tcti" TPM2_PKCS11_LOG_LEVEL=0 \
     timeout 60 ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile="$s/known_hosts" \
     -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no -o ConnectTimeout=20 \
     -o LogLevel=ERROR -I "$P11" -p "$SSHD_PORT" "$(id -un)@127.0.0.1" \
     "echo logged in as \$(id -un) with $label on $tag" \
-    < /dev/null > "$d/ssh-$tag-$label.out" 2> "$d/ssh-$tag-$label.err" ||
-    fail "[$tag] ssh login with $label: $(tail -n 3 "$d/ssh-$tag-$label.err")"
+    < /dev/null > "$d/ssh-$tag-$label.out" 2> "$d/ssh-$tag-$label.err"
+}
+# ssh_login TAG TCTI STORE LABEL: ssh_try, which must log in and run the remote command.
+ssh_login() {
+  local tag=$1 label=$4 want
+  want="logged in as $(id -un) with $label on $tag"
+  ssh_try "$@" || fail "[$tag] ssh login with $label: $(tail -n 3 "$d/ssh-$tag-$label.err")"
   [ "$(cat "$d/ssh-$tag-$label.out")" = "$want" ] ||
     fail "[$tag] ssh login with $label printed: $(cat "$d/ssh-$tag-$label.out")"
   ok "[$tag] ssh -I libtpm2_pkcs11 login with $label: remote said \"$want\""
@@ -483,15 +488,20 @@ if lms_b sign vpn --in "$d/msg-A.txt" --out "$d/x.sig" >/dev/null 2>"$d/err.txt"
   fail "a key of A worked on B without a restore"
 fi
 ok "the keys do not work on B: $(head -c 120 "$d/err.txt")"
-if pem_sign "$RM_B" "$h_b" B-early 2>"$d/err.txt"; then
+if pem_sign "$RM_B" "$h_b" B-early 2>"$d/pem-B-early.err"; then
   fail "openssl pkeyutl -sign with A's tls-server.pem worked on B without a restore"
 fi
-ok "openssl pkeyutl -sign with A's PEM fails on B: $(grep -m1 -o 'Esys_[A-Za-z_]*().*' "$d/err.txt" | head -c 140)"
+ok "openssl pkeyutl -sign with A's PEM fails on B: $(grep -m1 -o 'Esys_[A-Za-z_]*() [^(]*ErrorCode (0x[0-9a-f]*)' "$d/pem-B-early.err")"
 if lms_b export tls-server --out "$d/x.pem" >/dev/null 2>"$d/err.txt"; then
   fail "lms export worked on B without a restore"
 fi
 grep -qi restore "$d/err.txt" || fail "lms export on B refused without saying to restore: $(cat "$d/err.txt")"
 ok "lms export on B refuses: $(grep -m1 -i restore "$d/err.txt" | head -c 240)"
+if ssh_try B-early "$RM_B" "$work/store-B" ssh-rsa; then
+  fail "ssh login with A's token worked on B without a restore"
+fi
+[ ! -s "$d/ssh-B-early-ssh-rsa.out" ] || fail "the remote command ran for A's token on B without a restore"
+ok "ssh -I with the token carried to B fails before the restore: $(grep -m1 '^ERROR: Esys' "$d/ssh-B-early-ssh-rsa.err" | head -c 100); $(tail -n 1 "$d/ssh-B-early-ssh-rsa.err")"
 
 step "Board B authenticates to the MA: a different platform"
 NEW=$(lms_b --json authenticate | json 'd["platform_id"]')
