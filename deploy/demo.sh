@@ -6,6 +6,13 @@
 #   certificate); B restores with the user's recovery code; every key on B has A's public
 #   key, signatures made on A and on B verify with it, a ciphertext made for A decrypts on
 #   B, sealed data unseals; the approval is used up; the audit log verifies.
+#   Applications too (issue 11): on A, a TLS server key (ECC) and client key (RSA) exported as
+#   TSS2 PRIVATE KEY PEMs with self-signed certificates do mutual TLS (openssl s_server and
+#   s_client, tpm2-openssl), and SSH keys (RSA sign|decrypt, ECC) in the store's tpm2-pkcs11
+#   token log in to a throw-away sshd (ssh -I). The same files, carried to B with the disk,
+#   fail there before the restore and do the same after it, unchanged (SHA-256).
+#   Each board's TPM is reached through its own tpm2-abrmd on a private D-Bus session bus
+#   (deploy/lib/tabrmd.sh): swtpm alone holds three objects, too few for OpenSSL and PKCS#11.
 #
 # Usage: deploy/demo.sh [--build DIR] [--workdir DIR] [--ma-key software|tpm] [--srk rsa|ecc]
 #                       [--custody recovery-code|escrow] [--escrow-key software|tpm]
@@ -49,10 +56,16 @@ done
 [ -n "$work" ] || work=$(mktemp -d /tmp/tpm-ma-demo.XXXXXX)
 mkdir -p "$work"
 PY=/usr/bin/python3
+. "$root/deploy/lib/tabrmd.sh"
+tabrmd_available || exit 2
+P11=$(ls /usr/lib/*/libtpm2_pkcs11.so.1 2>/dev/null | head -n 1)
+[ -n "$P11" ] || { echo "demo.sh: libtpm2_pkcs11.so.1 is not installed (deploy/install-deps.sh)" >&2; exit 2; }
+PV=(-provider tpm2 -provider default)
 
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  tabrmd_stop
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -104,6 +117,7 @@ wait_until() {
   done
 }
 alive() { kill -0 "$1" 2>/dev/null; }
+dead() { ! alive "$1"; }
 # Up as soon as it answers, or given up on as soon as it has exited.
 tpm_up_or_dead() { tpm2_getcap -T "$1" properties-fixed >/dev/null 2>&1 || ! alive "$2"; }
 start_tpm() {  # NAME -> sets TCTI_NAME and PID_NAME
@@ -135,6 +149,14 @@ step "Two laptops: board A (old) and board B (new), each with its own TPM and EK
 start_tpm A
 start_tpm B
 ok "TPM A at $TCTI_A, TPM B at $TCTI_B"
+# From here on each board's TPM is reached only through its resource manager (it holds
+# swtpm's one connection): lms, OpenSSL and tpm2-pkcs11 alike.
+tabrmd_start_bus "$work" || fail "the private D-Bus session bus did not start"
+tabrmd_start A "$TCTI_A" || fail "tpm2-abrmd for board A did not start"
+tabrmd_start B "$TCTI_B" || fail "tpm2-abrmd for board B did not start"
+RM_A=$TABRMD_TCTI_A
+RM_B=$TABRMD_TCTI_B
+ok "resource managers: A at $RM_A, B at $RM_B"
 ek_root=$ca/swtpm-localca-rootca-cert.pem
 ek_inter=$ca/issuercert.pem
 
@@ -220,11 +242,11 @@ auditor() { "$MA_ADMIN" --json --ma "$MA" --ma-ca "$MA_CA" --operator-cert "$wor
 ok "operators: helen (helpdesk), audrey (auditor)"
 
 lms_a() {
-  "$LMS" --store "$work/store-A" --tcti "$TCTI_A" --ma "$MA" --ma-ca "$MA_CA" --srk-alg "$srk_alg" \
+  "$LMS" --store "$work/store-A" --tcti "$RM_A" --ma "$MA" --ma-ca "$MA_CA" --srk-alg "$srk_alg" \
     --ek-intermediate "$ek_inter" "$@"
 }
 lms_b() {
-  "$LMS" --store "$work/store-B" --tcti "$TCTI_B" --ma "$MA" --ma-ca "$MA_CA" --srk-alg "$srk_alg" \
+  "$LMS" --store "$work/store-B" --tcti "$RM_B" --ma "$MA" --ma-ca "$MA_CA" --srk-alg "$srk_alg" \
     --ek-intermediate "$ek_inter" "$@"
 }
 d=$work/data
@@ -258,19 +280,228 @@ echo "mail for the user" > "$d/mail.txt"
 lms_a encrypt mail --in "$d/mail.txt" --out "$d/mail.enc" >/dev/null
 ok "3 keys; public keys exported, a signature and a ciphertext made on A"
 
+# ---- applications' keys: OpenSSL (tpm2-openssl) with TSS2 PRIVATE KEY files, ssh with the
+# store's tpm2-pkcs11 token. The user's files live in home-X, which moves with the disk.
+h_a=$work/home-A
+mkdir -p "$h_a"
+printf 'so-%s\n' "$RANDOM$RANDOM" > "$h_a/so.pin"
+printf 'user-%s\n' "$RANDOM$RANDOM" > "$h_a/user.pin"
+chmod 600 "$h_a"/*.pin
+printf '#!/bin/sh\ncat "%s"\n' "$h_a/user.pin" > "$work/askpass.sh"  # ssh asks the PIN here
+chmod 700 "$work/askpass.sh"
+has() { grep -q -- "$1" "$2" 2>/dev/null; }
+has_or_dead() { has "$1" "$2" || ! alive "$3"; }
+# A child started in the background by tls_handshake or start_sshd: never left running.
+reap() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# tls_handshake TAG TCTI HOME: mutual TLS on a free loopback port, both keys in the TPM at TCTI
+# (files in HOME: tls-server.pem/.crt, tls-client.pem/.crt). The server trusts only the
+# client's certificate (-Verify 1 -verify_return_error), the client only the server's. Each
+# side's input is a FIFO held open here, so every line is sent when a condition says so:
+# the client's line once connected, the server's once the client's line arrived; then the
+# client's EOF ends the connection and s_server (-naccept 1) exits. Outputs are checked after
+# both exited. Fails the drill naming what did not happen.
+tls_handshake() {
+  local tag=$1 tcti=$2 h=$3 t=$d/tls-$1 port="" spid="" cpid="" sfd cfd _
+  mkdir -p "$t"
+  for _ in 1 2 3 4 5; do
+    port=$(free_port)  # another process may take it first: then s_server exits and we retry
+    rm -f "$t/srv.in" "$t/cli.in"
+    mkfifo "$t/srv.in" "$t/cli.in"
+    : > "$t/srv.out"
+    TPM2OPENSSL_TCTI=$tcti timeout 120 openssl s_server "${PV[@]}" -accept "127.0.0.1:$port" \
+      -naccept 1 -cert "$h/tls-server.crt" -key "$h/tls-server.pem" \
+      -Verify 1 -verify_return_error -CAfile "$h/tls-client.crt" \
+      < "$t/srv.in" > "$t/srv.out" 2>&1 &
+    spid=$!
+    pids+=("$spid")
+    exec {sfd}> "$t/srv.in"
+    # s_server prints ACCEPT once it listens (a probe connection would use up -naccept 1)
+    if wait_until 60 has_or_dead '^ACCEPT' "$t/srv.out" "$spid" && alive "$spid"; then break; fi
+    exec {sfd}>&-
+    reap "$spid"
+    spid=""
+  done
+  [ -n "$spid" ] || fail "[$tag] s_server did not listen: $(tail -n 3 "$t/srv.out")"
+  : > "$t/cli.out"
+  TPM2OPENSSL_TCTI=$tcti timeout 120 openssl s_client "${PV[@]}" -connect "127.0.0.1:$port" \
+    -cert "$h/tls-client.crt" -key "$h/tls-client.pem" -CAfile "$h/tls-server.crt" \
+    -verify_return_error -brief -no_ign_eof < "$t/cli.in" > "$t/cli.out" 2>&1 &
+  cpid=$!
+  pids+=("$cpid")
+  exec {cfd}> "$t/cli.in"
+  echo "ping from the TLS client on $tag" >&"$cfd"  # s_client reads it after the handshake
+  wait_until 60 has_or_dead "ping from the TLS client on $tag" "$t/srv.out" "$spid" ||
+    { exec {cfd}>&- {sfd}>&-; reap "$cpid"; reap "$spid"; fail "[$tag] mTLS: no data reached s_server in 60 s"; }
+  echo "pong from the TLS server on $tag" >&"$sfd"
+  wait_until 60 has_or_dead "pong from the TLS server on $tag" "$t/cli.out" "$cpid" || true
+  exec {cfd}>&-  # EOF: s_client closes the connection and exits, then s_server
+  wait_until 30 dead "$cpid" || reap "$cpid"
+  wait "$cpid" 2>/dev/null || true
+  exec {sfd}>&-
+  wait_until 30 dead "$spid" || reap "$spid"
+  wait "$spid" 2>/dev/null || true
+  has 'Verification: OK' "$t/cli.out" ||
+    fail "[$tag] s_client did not verify the server: $(grep -m3 -i 'error\|verif' "$t/cli.out")"
+  has 'subject=CN = tls-client.drill' "$t/srv.out" ||
+    fail "[$tag] s_server shows no verified client certificate: $(grep -m3 -i 'error\|verif' "$t/srv.out")"
+  has "ping from the TLS client on $tag" "$t/srv.out" ||
+    fail "[$tag] the client's data did not reach the server: $(grep -m3 -i error "$t/srv.out")"
+  has "pong from the TLS server on $tag" "$t/cli.out" ||
+    fail "[$tag] the server's data did not reach the client: $(grep -m3 -i error "$t/cli.out")"
+  ok "[$tag] mutual TLS on 127.0.0.1:$port, $(sed -n 's/^Protocol version: //p' "$t/cli.out"): client verified the server, server required and verified the client, data crossed both ways"
+}
+
+# pem_sign TCTI HOME TAG: openssl pkeyutl -sign with HOME/tls-server.pem in the TPM at TCTI;
+# the signature must verify with the public key in A's certificate.
+pem_sign() {
+  local tcti=$1 h=$2 tag=$3
+  echo "signed by OpenSSL with the TPM key on $tag" > "$d/ossl-$tag.txt"
+  openssl dgst -sha256 -binary "$d/ossl-$tag.txt" > "$d/ossl-$tag.sha256"
+  TPM2OPENSSL_TCTI=$tcti openssl pkeyutl "${PV[@]}" -sign -inkey "$h/tls-server.pem" \
+    -in "$d/ossl-$tag.sha256" -out "$d/ossl-$tag.sig" >/dev/null &&
+  openssl x509 -in "$h/tls-server.crt" -noout -pubkey > "$d/tls-server-pub.pem" &&
+  openssl pkeyutl -verify -pubin -inkey "$d/tls-server-pub.pem" -in "$d/ossl-$tag.sha256" \
+    -sigfile "$d/ossl-$tag.sig" >/dev/null
+}
+
+# start_sshd: a throw-away sshd on a free loopback port, everything in $work/sshd (own config,
+# host key, authorized_keys, pid file); up once it logs that it listens.
+start_sshd() {
+  local s=$work/sshd pid="" _
+  mkdir -p "$s" /run/sshd  # /run/sshd: sshd's privilege separation directory
+  [ -f "$s/hostkey" ] || ssh-keygen -q -t ed25519 -N '' -C drill-host -f "$s/hostkey"
+  : > "$s/authorized_keys"
+  for _ in 1 2 3 4 5; do
+    SSHD_PORT=$(free_port)
+    cat > "$s/sshd_config" <<EOF
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $s/hostkey
+PidFile $s/sshd.pid
+AuthorizedKeysFile $s/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+LogLevel VERBOSE
+EOF
+    : > "$s/sshd.log"
+    /usr/sbin/sshd -D -e -f "$s/sshd_config" > "$s/sshd.log" 2>&1 &
+    pid=$!
+    if wait_until 30 has_or_dead "Server listening on 127.0.0.1 port $SSHD_PORT" "$s/sshd.log" "$pid" &&
+       alive "$pid"; then
+      pids+=("$pid")
+      return 0
+    fi
+    reap "$pid"
+  done
+  fail "sshd did not start: $(tail -n 3 "$s/sshd.log")"
+}
+
+# ssh_try TAG TCTI STORE LABEL: ssh -I tpm2-pkcs11 (token in STORE/pkcs11, TPM at TCTI) to the
+# throw-away sshd, which accepts only the key LABEL; the PIN comes through SSH_ASKPASS. The
+# remote command's output in $d/ssh-TAG-LABEL.out, ssh's messages in .err; ssh's status.
+ssh_try() {
+  local tag=$1 tcti=$2 store=$3 label=$4 s=$work/sshd
+  grep " $label\$" "$d/ssh-keys-A.pub" > "$s/authorized_keys" || fail "[$tag] no ssh key $label"
+  env -u SSH_AUTH_SOCK SSH_ASKPASS="$work/askpass.sh" SSH_ASKPASS_REQUIRE=force DISPLAY=:0 \
+    TPM2_PKCS11_STORE="$store/pkcs11" TPM2_PKCS11_TCTI="$tcti" TPM2_PKCS11_LOG_LEVEL=0 \
+    timeout 60 ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile="$s/known_hosts" \
+    -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no -o ConnectTimeout=20 \
+    -o LogLevel=ERROR -I "$P11" -p "$SSHD_PORT" "$(id -un)@127.0.0.1" \
+    "echo logged in as \$(id -un) with $label on $tag" \
+    < /dev/null > "$d/ssh-$tag-$label.out" 2> "$d/ssh-$tag-$label.err"
+}
+# ssh_login TAG TCTI STORE LABEL: ssh_try, which must log in and run the remote command.
+ssh_login() {
+  local tag=$1 label=$4 want
+  want="logged in as $(id -un) with $label on $tag"
+  ssh_try "$@" || fail "[$tag] ssh login with $label: $(tail -n 3 "$d/ssh-$tag-$label.err")"
+  [ "$(cat "$d/ssh-$tag-$label.out")" = "$want" ] ||
+    fail "[$tag] ssh login with $label printed: $(cat "$d/ssh-$tag-$label.out")"
+  ok "[$tag] ssh -I libtpm2_pkcs11 login with $label: remote said \"$want\""
+}
+
+step "Board A: application keys: a TLS server key (ECC), a TLS client key (RSA), as PEM files"
+lms_a keygen --type ecc-app --label tls-server >/dev/null
+lms_a keygen --type rsa-app --label tls-client >/dev/null
+for k in tls-server tls-client; do
+  lms_a export "$k" --out "$h_a/$k.pem" >/dev/null
+  head -n 1 "$h_a/$k.pem" | grep -q 'BEGIN TSS2 PRIVATE KEY' || fail "$k.pem is not a TSS2 PRIVATE KEY"
+done
+ok "tls-server.pem, tls-client.pem: TSS2 PRIVATE KEY files whose parent is the MRK at 0x81000100"
+
+step "Board A: self-signed certificates made by the TPM keys (openssl req -x509), kept by lms"
+for k in tls-server tls-client; do
+  TPM2OPENSSL_TCTI=$RM_A openssl req -new -x509 "${PV[@]}" -key "$h_a/$k.pem" -subj "/CN=$k.drill" \
+    -days 30 -sha256 -out "$h_a/$k.crt" 2> "$d/req-$k.err" ||
+    fail "openssl req with $k.pem: $(tail -n 3 "$d/req-$k.err")"
+  openssl verify -CAfile "$h_a/$k.crt" "$h_a/$k.crt" >/dev/null || fail "$k.crt does not verify"
+  lms_a cert "$k" --set "$h_a/$k.crt" >/dev/null
+done
+ok "CN=tls-server.drill (ECDSA), CN=tls-client.drill (RSA); both kept with their keys"
+pem_sign "$RM_A" "$h_a" A 2> "$d/err.txt" || fail "openssl pkeyutl -sign with tls-server.pem on A: $(tail -n 3 "$d/err.txt")"
+ok "openssl pkeyutl -sign with tls-server.pem on A verifies with the certificate's key"
+
+step "Board A: mutual TLS with the TPM keys (openssl s_server and s_client, through tpm2-abrmd)"
+tls_handshake A "$RM_A" "$h_a"
+
+step "Board A: SSH keys (RSA sign|decrypt, ECC) in the store's PKCS#11 token, ssh login"
+lms_a keygen --type rsa-app --label ssh-rsa >/dev/null
+lms_a keygen --type ecc-app --label ssh-ecc >/dev/null
+lms_a pkcs11 init --so-pin-file "$h_a/so.pin" --user-pin-file "$h_a/user.pin" >/dev/null
+for k in ssh-rsa ssh-ecc; do lms_a pkcs11 link "$k" --user-pin-file "$h_a/user.pin" >/dev/null; done
+TPM2_PKCS11_STORE=$work/store-A/pkcs11 TPM2_PKCS11_TCTI=$RM_A TPM2_PKCS11_LOG_LEVEL=0 \
+  ssh-keygen -D "$P11" > "$d/ssh-keys-A.pub" 2> "$d/ssh-keygen.err" ||
+  fail "ssh-keygen -D: $(tail -n 3 "$d/ssh-keygen.err")"
+grep -q '^ssh-rsa .* ssh-rsa$' "$d/ssh-keys-A.pub" || fail "ssh-keygen -D lists no ssh-rsa: $(cat "$d/ssh-keys-A.pub")"
+grep -q '^ecdsa-sha2-nistp256 .* ssh-ecc$' "$d/ssh-keys-A.pub" || fail "ssh-keygen -D lists no ssh-ecc: $(cat "$d/ssh-keys-A.pub")"
+ok "token tpm-ma on the MRK; ssh-keygen -D lists ssh-rsa and ssh-ecc"
+start_sshd
+ok "throw-away sshd on 127.0.0.1:$SSHD_PORT (config, host key, authorized_keys in $work/sshd)"
+ssh_login A "$RM_A" "$work/store-A" ssh-rsa
+ssh_login A "$RM_A" "$work/store-A" ssh-ecc
+
+step "Board A: the SHA-256 of the key files, certificates and token database, for later"
+(cd "$h_a" && sha256sum tls-server.pem tls-server.crt tls-client.pem tls-client.crt) > "$d/home.sha256"
+(cd "$work/store-A" && sha256sum pkcs11/tpm2_pkcs11.sqlite3) > "$d/token.sha256"
+ok "$(wc -l < "$d/home.sha256") files in home-A and the token database recorded"
+
 step "Board A: authenticate (EK certificate, AK, credential activation) and back up"
-OLD=$(lms_a --json authenticate | json 'd["platform_id"]')
-lms_a --json backup > "$d/backup.json"
+lms_a --json authenticate > "$d/auth-A.json" || fail "authenticate on A: $(cat "$d/auth-A.json")"
+OLD=$(json 'd["platform_id"]' < "$d/auth-A.json")
+lms_a --json backup > "$d/backup.json" || fail "backup on A: $(cat "$d/backup.json")"
 PKG=$(json 'd["package_id"]' < "$d/backup.json")
 ok "platform A = ${OLD:0:16}…, package $PKG vaulted"
 
-step "Board A dies. The disk (and its lms store) moves to board B, with a new TPM"
+step "Board A dies. The disk (its lms store and the user's key files) moves to board B, with a new TPM"
+tabrmd_stop_one A
 kill "$PID_A" 2>/dev/null || true
 cp -a "$work/store-A" "$work/store-B"
+cp -a "$work/home-A" "$work/home-B"
+h_b=$work/home-B
+printf '#!/bin/sh\ncat "%s"\n' "$h_b/user.pin" > "$work/askpass.sh"  # the PIN file on B's disk
 if lms_b sign vpn --in "$d/msg-A.txt" --out "$d/x.sig" >/dev/null 2>"$d/err.txt"; then
   fail "a key of A worked on B without a restore"
 fi
 ok "the keys do not work on B: $(head -c 120 "$d/err.txt")"
+if pem_sign "$RM_B" "$h_b" B-early 2>"$d/pem-B-early.err"; then
+  fail "openssl pkeyutl -sign with A's tls-server.pem worked on B without a restore"
+fi
+ok "openssl pkeyutl -sign with A's PEM fails on B: $(grep -m1 -o 'Esys_[A-Za-z_]*() [^(]*ErrorCode (0x[0-9a-f]*)' "$d/pem-B-early.err")"
+if lms_b export tls-server --out "$d/x.pem" >/dev/null 2>"$d/err.txt"; then
+  fail "lms export worked on B without a restore"
+fi
+grep -qi restore "$d/err.txt" || fail "lms export on B refused without saying to restore: $(cat "$d/err.txt")"
+ok "lms export on B refuses: $(grep -m1 -i restore "$d/err.txt" | head -c 240)"
+if ssh_try B-early "$RM_B" "$work/store-B" ssh-rsa; then
+  fail "ssh login with A's token worked on B without a restore"
+fi
+[ ! -s "$d/ssh-B-early-ssh-rsa.out" ] || fail "the remote command ran for A's token on B without a restore"
+ok "ssh -I with the token carried to B fails before the restore: $(grep -m1 '^ERROR: Esys' "$d/ssh-B-early-ssh-rsa.err" | head -c 100); $(tail -n 1 "$d/ssh-B-early-ssh-rsa.err")"
 
 step "Board B authenticates to the MA: a different platform"
 NEW=$(lms_b --json authenticate | json 'd["platform_id"]')
@@ -322,6 +553,37 @@ lms_b unseal disk --out "$d/disk.out" >/dev/null
 cmp -s "$d/disk-secret.bin" "$d/disk.out" || fail "sealed data differs"
 ok "same public keys; signatures from A and B verify; A's ciphertext decrypts; sealed data unseals"
 
+step "The user's key files and token database on B's disk are the ones A had (SHA-256)"
+(cd "$h_b" && sha256sum --quiet -c "$d/home.sha256") || fail "a key file or certificate changed"
+(cd "$work/store-B" && sha256sum --quiet -c "$d/token.sha256") || fail "the token database changed"
+ok "tls-server/tls-client .pem and .crt, pkcs11/tpm2_pkcs11.sqlite3: unchanged"
+
+step "Board B: the MRK is persistent at 0x81000100, the parent A's key files name"
+tpm2_getcap -T "$RM_B" handles-persistent > "$d/handles-B.txt" || fail "tpm2_getcap on B"
+grep -qi '0x81000100' "$d/handles-B.txt" || fail "0x81000100 is not on B: $(tr '\n' ' ' < "$d/handles-B.txt")"
+ok "persistent handles on B: $(sed 's/^- //' "$d/handles-B.txt" | paste -sd ' ')"
+
+step "Board B: OpenSSL signs with A's PEM file and mutual TLS works with A's files and certificates"
+pem_sign "$RM_B" "$h_b" B 2> "$d/err.txt" || fail "openssl pkeyutl -sign with A's PEM on B: $(tail -n 3 "$d/err.txt")"
+ok "openssl pkeyutl -sign with A's tls-server.pem on B verifies with A's certificate"
+tls_handshake B "$RM_B" "$h_b"
+for k in tls-server tls-client; do
+  lms_b cert "$k" --out "$d/$k-B.crt" >/dev/null
+  [ "$(openssl x509 -in "$d/$k-B.crt" -noout -fingerprint -sha256)" = \
+    "$(openssl x509 -in "$h_b/$k.crt" -noout -fingerprint -sha256)" ] ||
+    fail "lms cert $k --out on B is not A's certificate"
+done
+ok "lms cert --out on B gives A's certificates (same SHA-256 fingerprints)"
+
+step "Board B: ssh login through the PKCS#11 token carried over on the disk"
+TPM2_PKCS11_STORE=$work/store-B/pkcs11 TPM2_PKCS11_TCTI=$RM_B TPM2_PKCS11_LOG_LEVEL=0 \
+  ssh-keygen -D "$P11" > "$d/ssh-keys-B.pub" 2> "$d/ssh-keygen.err" ||
+  fail "ssh-keygen -D on B: $(tail -n 3 "$d/ssh-keygen.err")"
+cmp -s "$d/ssh-keys-A.pub" "$d/ssh-keys-B.pub" || fail "ssh-keygen -D on B lists other keys than on A"
+ok "ssh-keygen -D on B lists A's public keys"
+ssh_login B "$RM_B" "$work/store-B" ssh-rsa
+ssh_login B "$RM_B" "$work/store-B" ssh-ecc
+
 step "The approval is used up: a second restore under it is refused"
 if lms_b restore --from "$OLD" "${code_args[@]}" >"$d/out.txt" 2>&1; then
   fail "a second restore under a used approval succeeded"
@@ -340,4 +602,4 @@ if [ "$custody" = escrow ]; then
   ok "the log shows the one escrowed-key release, to B, under approval $APPROVAL"
 fi
 
-printf '\nThe drill passed: every key of board A works on board B. Files in %s\n' "$work"
+printf '\nThe drill passed: every key of board A works on board B, for lms and for OpenSSL and ssh. Files in %s\n' "$work"

@@ -150,9 +150,13 @@ Command AddCertCommand(CLI::App& app, const Globals& g) {
             if (!k) return Fail(g, k.error());
             json out = {{"id", k->id}, {"certificate", CertificateJson(*k)}};
             if (!a->out.empty()) {
-              Status s = WriteKeyFiles(g, **lms, *k, {}, a->out, out);
+              // WriteKeyFiles names the file it wrote as "certificate"; here that key holds
+              // the certificate's description, so the file goes under "out".
+              json written;
+              Status s = WriteKeyFiles(g, **lms, *k, {}, a->out, written);
               if (!s.ok()) return Fail(g, s);
               if (a->out == "-") return kExitOk;
+              out["out"] = a->out;
             }
             const json& cj = out["certificate"];
             std::string text = cj.is_null() ? "no certificate\n"
