@@ -9,7 +9,7 @@ PACKAGES=(
   # service and package libraries
   gsoap libgsoap-dev libboost-dev libboost-system-dev libssl-dev openssl
   libxml2-dev libxml2-utils libxmlsec1-dev xmlsec1 libsqlite3-dev sqlite3
-  libtss2-dev
+  libtss2-dev zlib1g-dev
   # small helpers
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
   # tests and benchmarks
@@ -18,7 +18,6 @@ PACKAGES=(
   # tests run one tpm2-abrmd per swtpm on a private D-Bus (tests/support/tabrmd.h,
   # deploy/lib/tabrmd.sh); real machines use /dev/tpmrm0
   tpm2-abrmd libtss2-tcti-tabrmd0 dbus
-  zlib1g-dev
   python3-zeep python3-cryptography python3-lxml
   uuid-runtime
   # applications' PKCS#11 token on the MRK (client/lms/pkcs11), and the tests' ssh login
