@@ -77,7 +77,7 @@ Status Env::WriteFileAtomic(const std::string& path, ByteView data, uint32_t mod
   // Replacing by rename would put a regular file where a device or FIFO was (/dev/null).
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ||
-                                          S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))) {
+                                         S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))) {
     return Status(Code::kInvalidArgument,
                   path + " is a device or FIFO, not a file; files are written by replacing them");
   }
@@ -115,7 +115,9 @@ Status Env::WriteFileAtomic(const std::string& path, ByteView data, uint32_t mod
   return Status::Ok();
 }
 
-bool Env::FileExists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+bool Env::FileExists(const std::string& path) {
+  return ::access(path.c_str(), F_OK) == 0;
+}
 
 Status Env::RemoveFile(const std::string& path) {
   if (::unlink(path.c_str()) != 0) {

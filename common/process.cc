@@ -83,8 +83,8 @@ Status Pump(Pipe& in, Pipe& out, Pipe& err, const ProcessOptions& o, ProcessResu
       }
       sinks[i]->append(buf, static_cast<size_t>(n));
       if (sinks[i]->size() > o.max_output) {
-        return Status(Code::kLimitExceeded, "more than " + std::to_string(o.max_output) +
-                                                " bytes of output");
+        return Status(Code::kLimitExceeded,
+                      "more than " + std::to_string(o.max_output) + " bytes of output");
       }
     }
   }
@@ -119,7 +119,8 @@ Result<ProcessResult> RunProcess(const std::vector<std::string>& argv, const Pro
   err.Close(1);
   ::fcntl(in.fd[1], F_SETFL, ::fcntl(in.fd[1], F_GETFL) | O_NONBLOCK);
   // A child that exits early must not kill us with SIGPIPE while we feed its stdin.
-  struct sigaction ignore {}, previous {};
+  struct sigaction ignore {
+  }, previous{};
   ignore.sa_handler = SIG_IGN;
   ::sigaction(SIGPIPE, &ignore, &previous);
   ProcessResult r;

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "schema/package.h"
 
+#include <fmt/format.h>
 #include <cstdio>
 #include <ctime>
-#include <fmt/format.h>
 
 namespace tpmma::schema {
 namespace {

@@ -69,7 +69,8 @@ struct ChildKey {
   bool operator==(const ChildKey&) const = default;
 };
 
-// High-assurance custody (docs/protocol.md, "Inner-key custody"): the code itself never leaves the endpoint.
+// High-assurance custody (docs/protocol.md, "Inner-key custody"): the code itself never leaves the
+// endpoint.
 struct RecoveryCodeCustody {
   std::string kdf = "scrypt";
   Bytes salt;
@@ -80,7 +81,8 @@ struct RecoveryCodeCustody {
   bool operator==(const RecoveryCodeCustody&) const = default;
 };
 
-// Helpdesk custody (docs/protocol.md, "Inner-key custody"): the inner key encrypted to a separate escrow key.
+// Helpdesk custody (docs/protocol.md, "Inner-key custody"): the inner key encrypted to a separate
+// escrow key.
 struct EscrowCustody {
   std::string escrow_key_id;
   EscrowAlgorithm algorithm = EscrowAlgorithm::kRsaOaepSha256;

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "schema/package_xml.h"
 
-#include <cstring>
 #include <fmt/format.h>
+#include <cstring>
 #include <mutex>
 #include <utility>
 #include <vector>

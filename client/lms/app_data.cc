@@ -36,8 +36,8 @@ Result<uint32_t> MrkHandleOf(const std::vector<schema::ApplicationData>& items) 
   if (!v) return 0u;
   auto handle = ParseMrkHandle(std::string(v->begin(), v->end()));
   if (!handle || *handle == 0) {
-    return Error(Code::kMalformed, "the package's " + std::string(kMrkHandleItem) +
-                                       " is not a persistent handle");
+    return Error(Code::kMalformed,
+                 "the package's " + std::string(kMrkHandleItem) + " is not a persistent handle");
   }
   return *handle;
 }
@@ -51,10 +51,10 @@ Result<schema::ApplicationData> Pkcs11StoreItem(ByteView db) {
   packed.resize(size);
   const size_t room = schema::kMaxApplicationData - kPkcs11StoreItem.size() - 1;
   if (packed.size() > room) {
-    return Error(Code::kLimitExceeded,
-                 "the PKCS#11 token store is too large for a package: " +
-                     std::to_string(db.size()) + " bytes, " + std::to_string(packed.size()) +
-                     " compressed, at most " + std::to_string(room));
+    return Error(Code::kLimitExceeded, "the PKCS#11 token store is too large for a package: " +
+                                           std::to_string(db.size()) + " bytes, " +
+                                           std::to_string(packed.size()) + " compressed, at most " +
+                                           std::to_string(room));
   }
   return OpaqueItem(kPkcs11StoreItem, packed);
 }
@@ -69,8 +69,9 @@ Result<std::optional<Bytes>> Pkcs11StoreOf(const std::vector<schema::Application
   const int rc = uncompress(db.data(), &size, packed->data(), static_cast<uLong>(packed->size()));
   // Z_BUF_ERROR is either a full output buffer or input cut short.
   if (rc == Z_BUF_ERROR && size == kMaxUnpacked) {
-    return Error(Code::kLimitExceeded, "the package's PKCS#11 token store unpacks to more than "
-                                       "16 MiB");
+    return Error(Code::kLimitExceeded,
+                 "the package's PKCS#11 token store unpacks to more than "
+                 "16 MiB");
   }
   if (rc != Z_OK) return Error(Code::kMalformed, "the package's PKCS#11 token store is damaged");
   db.resize(size);
@@ -80,8 +81,8 @@ Result<std::optional<Bytes>> Pkcs11StoreOf(const std::vector<schema::Application
 std::vector<schema::ApplicationData> KeyApplicationData(const KeyRecord& key) {
   std::vector<schema::ApplicationData> out;
   if (!key.certificate.empty()) {
-    out.push_back({.type = schema::ApplicationDataType::kX509Certificate,
-                   .value = key.certificate});
+    out.push_back(
+        {.type = schema::ApplicationDataType::kX509Certificate, .value = key.certificate});
   }
   return out;
 }

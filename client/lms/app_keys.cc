@@ -31,8 +31,7 @@ Result<uint32_t> CheckedMrkHandle(Lms& lms, std::string_view for_what) {
   }
   if (!r.present) {
     return Error(Code::kConflict,
-                 "this store's MRK is not at " + HandleText(r.handle) + " on this TPM (" +
-                     r.state +
+                 "this store's MRK is not at " + HandleText(r.handle) + " on this TPM (" + r.state +
                      "): key files name it as their parent; if this is a new or cleared TPM, "
                      "restore the keys first (lms restore)");
   }
@@ -66,9 +65,9 @@ Result<MrkHandleReport> ReportMrkHandle(Lms& lms) {
   TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, lms.OpenForMa());
   TPMMA_ASSIGN_OR_RETURN(MrkHandleProbe probe, ProbeMrkHandle(*tpm, r.handle, mrk.name));
   r.present = probe.holder == HandleHolder::kThisMrk;
-  r.state = r.present                               ? "present"
+  r.state = r.present                              ? "present"
             : probe.holder == HandleHolder::kEmpty ? "empty"
-                                                    : "another object";
+                                                   : "another object";
   return r;
 }
 
@@ -119,9 +118,10 @@ Result<KeyRecord> SetCertificate(Lms& lms, std::string_view id_or_label, ByteVie
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::Unmarshal<TPM2B_PUBLIC>(k.public_area));
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, tpm::PublicToEvp(pub.publicArea));
   if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), key.get()) != 1) {
-    return Error(Code::kInvalidArgument, "the certificate is for another key: its public key is "
-                                         "not the public key of " +
-                                             k.id + " ('" + k.label + "')");
+    return Error(Code::kInvalidArgument,
+                 "the certificate is for another key: its public key is "
+                 "not the public key of " +
+                     k.id + " ('" + k.label + "')");
   }
   const int len = i2d_X509(cert.get(), nullptr);
   if (len <= 0) return Error(OpensslError("i2d_X509"));

@@ -40,7 +40,7 @@ Result<CertificateInfo> DescribeCertificate(ByteView der);
 
 // Where the store's MRK handle stands on this TPM, in words for lms status / lms keys.
 struct MrkHandleReport {
-  uint32_t handle = 0;  // 0: the store keeps no persistent MRK
+  uint32_t handle = 0;   // 0: the store keeps no persistent MRK
   bool present = false;  // the handle holds this store's MRK
   std::string state;     // "present" | "empty" | "another object" | "none"
 };

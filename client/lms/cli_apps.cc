@@ -20,8 +20,8 @@ constexpr const char* kDefaultToken = "tpm-ma";
 // A PIN from a file (or "-": stdin), without its trailing newline.
 Result<SecureString> ReadPin(const Globals& g, const std::string& path, const char* which) {
   if (path.empty()) {
-    return Error(Code::kInvalidArgument, std::string("give the ") + which +
-                                             " in a file (--" + which + "-file F, - for stdin)");
+    return Error(Code::kInvalidArgument, std::string("give the ") + which + " in a file (--" +
+                                             which + "-file F, - for stdin)");
   }
   TPMMA_ASSIGN_OR_RETURN(SecureBytes raw, ReadSecretInput(g, path, 256));
   SecureString pin(raw.begin(), raw.end());
@@ -120,9 +120,9 @@ Command AddImportCommand(CLI::App& app, const Globals& g) {
               k = (*lms)->ImportTpm2(*pub, *priv, a->label);
             }
             if (!k) return Fail(g, k.error());
-            return Succeed(g, {{"key", KeyJson(*k)}},
-                           k->id + "  " + std::string(KeyTypeName(k->type)) + "  " + k->label +
-                               "\n");
+            return Succeed(
+                g, {{"key", KeyJson(*k)}},
+                k->id + "  " + std::string(KeyTypeName(k->type)) + "  " + k->label + "\n");
           }};
 }
 
@@ -201,8 +201,10 @@ Command AddPkcs11Command(CLI::App& app, const Globals& g) {
               Status s = Pkcs11Init(**lms, a->label, {.so_pin = *so, .user_pin = *user});
               if (!s.ok()) return Fail(g, s);
               return Succeed(g, out,
-                             "token '" + a->label + "' made on the MRK; programs use it with "
-                             "TPM2_PKCS11_STORE=" + path + "\n");
+                             "token '" + a->label +
+                                 "' made on the MRK; programs use it with "
+                                 "TPM2_PKCS11_STORE=" +
+                                 path + "\n");
             }
             auto id = Pkcs11Link(**lms, a->label, a->key, a->id, *user);
             if (!id) return Fail(g, id.error());

@@ -42,12 +42,9 @@ std::string TypeHelp() {
 
 Result<esys::ChildType> ChildTypeFromName(const std::string& name) {
   static const std::map<std::string, esys::ChildType> kTypes = {
-      {"ecc-sign", esys::ChildType::kEccSign},
-      {"rsa-sign", esys::ChildType::kRsaSign},
-      {"rsa-decrypt", esys::ChildType::kRsaDecrypt},
-      {"sealed", esys::ChildType::kSealed},
-      {"ecc-app", esys::ChildType::kEccApp},
-      {"rsa-app", esys::ChildType::kRsaApp}};
+      {"ecc-sign", esys::ChildType::kEccSign},       {"rsa-sign", esys::ChildType::kRsaSign},
+      {"rsa-decrypt", esys::ChildType::kRsaDecrypt}, {"sealed", esys::ChildType::kSealed},
+      {"ecc-app", esys::ChildType::kEccApp},         {"rsa-app", esys::ChildType::kRsaApp}};
   auto it = kTypes.find(name);
   if (it == kTypes.end()) {
     return Error(Code::kInvalidArgument,
@@ -228,13 +225,16 @@ Command AddInitCommand(CLI::App& app, const Globals& g) {
 
 Command AddKeygenCommand(CLI::App& app, const Globals& g) {
   struct Args {
-    std::string type, label, data;
+    std::string type, label, data, pem_out;
   };
   auto a = std::make_shared<Args>();
   CLI::App* c = AddSubcommand(app, "keygen", "Create a key under the MRK");
+  c->add_option("--pem-out", a->pem_out,
+                "also write it as a TSS2 PRIVATE KEY PEM for OpenSSL (lms export)");
   c->add_option("--type", a->type, TypeHelp())
       ->required()
-      ->check(CLI::IsMember({"ecc-sign", "rsa-sign", "rsa-decrypt", "sealed", "ecc-app", "rsa-app"}));
+      ->check(
+          CLI::IsMember({"ecc-sign", "rsa-sign", "rsa-decrypt", "sealed", "ecc-app", "rsa-app"}));
   c->add_option("--label", a->label, "a name for the key, unique in the store")->required();
   c->add_option("--data", a->data,
                 "sealed: the file holding the data to seal (1 to 128 bytes); - or absent: "
@@ -260,7 +260,13 @@ Command AddKeygenCommand(CLI::App& app, const Globals& g) {
             if (!lms) return Fail(g, lms.error());
             auto k = (*lms)->Keygen(*type, a->label, data);
             if (!k) return Fail(g, k.error());
-            return Succeed(g, {{"key", KeyJson(*k)}}, KeyLine(*k));
+            json out = {{"key", KeyJson(*k)}};
+            Status files = WriteKeyFiles(g, **lms, *k, a->pem_out, {}, out);
+            // The key exists either way; say so, with why its file could not be written.
+            if (!files.ok()) {
+              return Fail(g, files.WithContext("key " + k->id + " was made, but its PEM file"));
+            }
+            return Succeed(g, out, KeyLine(*k));
           }};
 }
 
@@ -379,14 +385,15 @@ Command AddSignCommand(CLI::App& app, const Globals& g) {
               if (!s.ok()) return Fail(g, s);
             }
             if (!g.json) return kExitOk;
-            return Succeed(g,
-                           {{"id", k->id},
-                            {"algorithm", k->type == KeyType::kRsaSign || k->type == KeyType::kRsaApp
-                                              ? "rsassa-pkcs1v15-sha256"
-                                              : "ecdsa-sha256"},
-                            {"sha256", HexEncode(*digest)},
-                            {"signature", Base64Encode(*sig)}},
-                           "");
+            return Succeed(
+                g,
+                {{"id", k->id},
+                 {"algorithm", k->type == KeyType::kRsaSign || k->type == KeyType::kRsaApp
+                                   ? "rsassa-pkcs1v15-sha256"
+                                   : "ecdsa-sha256"},
+                 {"sha256", HexEncode(*digest)},
+                 {"signature", Base64Encode(*sig)}},
+                "");
           }};
 }
 

@@ -282,7 +282,8 @@ Result<StoreState> StoreStateFromJson(std::string_view text, std::string_view wh
   s.srk_handle = static_cast<uint32_t>(handle);
   if (mrk_handle) {
     if (!IsPersistentHandle(*mrk_handle)) {
-      return Error(Code::kCorruption, std::string(what) + ": mrk_handle is not a persistent handle");
+      return Error(Code::kCorruption,
+                   std::string(what) + ": mrk_handle is not a persistent handle");
     }
     s.mrk_handle = static_cast<uint32_t>(*mrk_handle);
   }

@@ -615,11 +615,10 @@ Result<std::string> Lms::PublicKey(std::string_view id_or_label, PublicFormat fo
 }
 
 Result<Bytes> Lms::Sign(std::string_view id_or_label, ByteView sha256) {
-  TPMMA_ASSIGN_OR_RETURN(KeyRecord k,
-                         FindTyped(id_or_label,
-                                   {KeyType::kEccSign, KeyType::kRsaSign, KeyType::kEccApp,
-                                    KeyType::kRsaApp},
-                                   "sign"));
+  TPMMA_ASSIGN_OR_RETURN(KeyRecord k, FindTyped(id_or_label,
+                                                {KeyType::kEccSign, KeyType::kRsaSign,
+                                                 KeyType::kEccApp, KeyType::kRsaApp},
+                                                "sign"));
   TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, LoadMrk());
   TPMMA_ASSIGN_OR_RETURN(esys::Object key, LoadKey(k, &mrk));
   mrk.reset();
@@ -646,8 +645,8 @@ Result<Bytes> Lms::Sign(std::string_view id_or_label, ByteView sha256) {
 }
 
 Result<Bytes> Lms::Encrypt(std::string_view id_or_label, ByteView plaintext) {
-  TPMMA_ASSIGN_OR_RETURN(KeyRecord k, FindTyped(id_or_label, {KeyType::kRsaDecrypt, KeyType::kRsaApp},
-                                                "encrypt"));
+  TPMMA_ASSIGN_OR_RETURN(
+      KeyRecord k, FindTyped(id_or_label, {KeyType::kRsaDecrypt, KeyType::kRsaApp}, "encrypt"));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::Unmarshal<TPM2B_PUBLIC>(k.public_area));
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, tpm::PublicToEvp(pub.publicArea));
   // OAEP with SHA-256: the key's scheme; the TPM's RSA_Decrypt with an empty label.
@@ -675,8 +674,8 @@ Result<Bytes> Lms::Encrypt(std::string_view id_or_label, ByteView plaintext) {
 }
 
 Result<SecureBytes> Lms::Decrypt(std::string_view id_or_label, ByteView ciphertext) {
-  TPMMA_ASSIGN_OR_RETURN(KeyRecord k, FindTyped(id_or_label, {KeyType::kRsaDecrypt, KeyType::kRsaApp},
-                                                "decrypt"));
+  TPMMA_ASSIGN_OR_RETURN(
+      KeyRecord k, FindTyped(id_or_label, {KeyType::kRsaDecrypt, KeyType::kRsaApp}, "decrypt"));
   TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, LoadMrk());
   TPMMA_ASSIGN_OR_RETURN(esys::Object key, LoadKey(k, &mrk));
   mrk.reset();

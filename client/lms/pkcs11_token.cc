@@ -38,9 +38,9 @@ Status CheckPin(const SecureString& pin, const char* which) {
   }
   for (char c : pin) {
     if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') {
-      return Status(Code::kInvalidArgument,
-                    std::string(which) +
-                        " may hold printable ASCII characters other than \" and \\ only");
+      return Status(
+          Code::kInvalidArgument,
+          std::string(which) + " may hold printable ASCII characters other than \" and \\ only");
     }
   }
   return Status::Ok();
@@ -89,8 +89,8 @@ Status Pkcs11Init(Lms& lms, const std::string& label, const Pkcs11Pins& pins) {
                   mrk.handle == 0
                       ? "a PKCS#11 token needs the MRK at a persistent handle; this store keeps "
                         "none (lms init --mrk-handle)"
-                      : "this store's MRK is not at " + HandleText(mrk.handle) +
-                            " on this TPM (" + mrk.state + "); restore the keys first (lms restore)");
+                      : "this store's MRK is not at " + HandleText(mrk.handle) + " on this TPM (" +
+                            mrk.state + "); restore the keys first (lms restore)");
   }
   TPMMA_RETURN_IF_ERROR(lms.store().Lock());
   SecureString input = "{\"sopin\":\"";
@@ -124,10 +124,9 @@ Result<std::string> Pkcs11Link(Lms& lms, const std::string& label, std::string_v
   SecureString input = "{\"userpin\":\"";
   input += user_pin;
   input += "\"}";
-  auto linked = RunTool(lms,
-                        {"link", "--path", dir, "--label", label, "--key-label", k.label, "--id",
-                         id, file},
-                        input);
+  auto linked = RunTool(
+      lms, {"link", "--path", dir, "--label", label, "--key-label", k.label, "--id", id, file},
+      input);
   (void)lms.env()->RemoveFile(file);
   if (!linked) return Error(linked.error());
   return id;

@@ -11,8 +11,7 @@ TEST(RunProcess, FeedsStdinAndCollectsBothStreamsAndTheExitCode) {
   ProcessOptions o;
   o.input = ByteView(reinterpret_cast<const uint8_t*>(input.data()), input.size());
   o.extra_env = {"TPMMA_PROCESS_TEST=seen"};
-  auto r = RunProcess(
-      {"/bin/sh", "-c", "cat; echo \"$TPMMA_PROCESS_TEST\" >&2; exit 3"}, o);
+  auto r = RunProcess({"/bin/sh", "-c", "cat; echo \"$TPMMA_PROCESS_TEST\" >&2; exit 3"}, o);
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
   EXPECT_EQ(r->exit_code, 3);
   EXPECT_EQ(r->out, input);

@@ -21,12 +21,12 @@ class LmsAppsTest : public LmsMaTest {
     return RunCommand(argv);
   }
   CommandResult SignWithPem(const std::string& pem, const std::string& sig) const {
-    return Openssl({"pkeyutl", "-provider", "tpm2", "-provider", "default", "-sign", "-inkey",
-                    pem, "-in", F("msg.sha256"), "-out", sig});
+    return Openssl({"pkeyutl", "-provider", "tpm2", "-provider", "default", "-sign", "-inkey", pem,
+                    "-in", F("msg.sha256"), "-out", sig});
   }
   bool Verifies(const std::string& sig) const {
-    auto r = RunCommand({"openssl", "pkeyutl", "-verify", "-pubin", "-inkey", F("tls.pub"),
-                         "-in", F("msg.sha256"), "-sigfile", sig});
+    auto r = RunCommand({"openssl", "pkeyutl", "-verify", "-pubin", "-inkey", F("tls.pub"), "-in",
+                         F("msg.sha256"), "-sigfile", sig});
     return r.exit_code == 0;
   }
   std::string PersistentHandles() const {
@@ -51,8 +51,9 @@ TEST_F(LmsAppsTest, PemFileAndCertificateWorkAgainAfterAClearAndRestore) {
   EXPECT_FALSE(std::filesystem::exists(other.store + "/store.json"));
 
   // An application key as a PEM, used by OpenSSL; its certificate kept with it.
-  c.Json({"keygen", "--type", "ecc-app", "--label", "tls"});
-  ASSERT_EQ(c({"export", "tls", "--out", F("tls.pem")}).exit_code, 0);
+  c.Json({"keygen", "--type", "ecc-app", "--label", "tls", "--pem-out", F("tls.pem")});
+  ASSERT_EQ(c({"export", "tls", "--out", F("tls-export.pem")}).exit_code, 0);
+  EXPECT_EQ(Slurp(F("tls-export.pem")), Slurp(F("tls.pem")));
   ASSERT_EQ(c({"pubkey", "tls", "--out", F("tls.pub")}).exit_code, 0);
   const std::string pem = Slurp(F("tls.pem"));
   EXPECT_NE(pem.find("BEGIN TSS2 PRIVATE KEY"), std::string::npos);
@@ -79,11 +80,11 @@ TEST_F(LmsAppsTest, PemFileAndCertificateWorkAgainAfterAClearAndRestore) {
               "-out", F("sw.crt")});
   EXPECT_FAILS_WITH(c({"cert", "tls", "--set", F("sw.crt")}), 1, "certificate is for another key");
   // A key file whose parent is not the MRK (the SRK) is refused.
-  auto t = w_->c->Tools({"tpm2_create", "-C", "0x81000001", "-G", "ecc256", "-u", F("s.pub"),
-                         "-r", F("s.priv")});
+  auto t = w_->c->Tools(
+      {"tpm2_create", "-C", "0x81000001", "-G", "ecc256", "-u", F("s.pub"), "-r", F("s.priv")});
   ASSERT_EQ(t.exit_code, 0) << t.output;
-  t = w_->c->Tools({"tpm2_encodeobject", "-C", "0x81000001", "-u", F("s.pub"), "-r",
-                    F("s.priv"), "-p", "-o", F("s.pem")});
+  t = w_->c->Tools({"tpm2_encodeobject", "-C", "0x81000001", "-u", F("s.pub"), "-r", F("s.priv"),
+                    "-p", "-o", F("s.pem")});
   ASSERT_EQ(t.exit_code, 0) << t.output;
   EXPECT_FAILS_WITH(c({"import", "--pem", F("s.pem"), "--label", "srk child"}), 1,
                     "not this store's MRK");
@@ -103,8 +104,7 @@ TEST_F(LmsAppsTest, PemFileAndCertificateWorkAgainAfterAClearAndRestore) {
   ASSERT_EQ(t.exit_code, 0) << t.output;
   Spit(F("code"), code);
   auto before = Snapshot(c.store);
-  EXPECT_FAILS_WITH(c({"restore", "--recovery-code-file", F("code")}), 1,
-                    "holds another object");
+  EXPECT_FAILS_WITH(c({"restore", "--recovery-code-file", F("code")}), 1, "holds another object");
   EXPECT_EQ(Snapshot(c.store), before);
   t = w_->c->Tools({"tpm2_evictcontrol", "-C", "o", "-c", kHandle});
   ASSERT_EQ(t.exit_code, 0) << t.output;

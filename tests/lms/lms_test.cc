@@ -374,8 +374,8 @@ TEST_F(LmsTest, KeyMadeWithTpm2CreateUnderTheMrkIsRegisteredAndUsed) {
                            "--label", "foreign"}),
                     1, "does not load under this store's MRK");
   // A key the MRK could never have as a child (fixedTPM, as tpm2-tools make by default).
-  r = t.Tools({"tpm2_create", "-C", "0x81000001", "-G", "ecc256:ecdsa-sha256", "-u",
-               File("f.pub"), "-r", File("f.priv")});
+  r = t.Tools({"tpm2_create", "-C", "0x81000001", "-G", "ecc256:ecdsa-sha256", "-u", File("f.pub"),
+               "-r", File("f.priv")});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_FAILS_WITH(lms()({"import-tpm2", "--public", File("f.pub"), "--private", File("f.priv"),
                            "--label", "fixed"}),

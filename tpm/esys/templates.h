@@ -33,8 +33,9 @@ inline constexpr TPMA_OBJECT kSrkAttributes =
     TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
     TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT;
 
-// docs/protocol.md, "Keys on the platform": duplicable (fixedTPM and fixedParent clear), only through its authPolicy,
-// and only with an inner wrapper (encryptedDuplication) so the MA alone cannot open it.
+// docs/protocol.md, "Keys on the platform": duplicable (fixedTPM and fixedParent clear), only
+// through its authPolicy, and only with an inner wrapper (encryptedDuplication) so the MA alone
+// cannot open it.
 inline constexpr TPMA_OBJECT kMrkAttributes =
     TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_SENSITIVEDATAORIGIN | TPMA_OBJECT_RESTRICTED |
     TPMA_OBJECT_DECRYPT | TPMA_OBJECT_ENCRYPTEDDUPLICATION | TPMA_OBJECT_NODA;

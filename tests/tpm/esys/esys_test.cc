@@ -139,10 +139,10 @@ std::string BuildWorld(World& w) {
     }
     TPMMA_ASSIGN_OR_RETURN(auto a, Tpm::Open(w.a->tcti()));
     TPMMA_ASSIGN_OR_RETURN(Object srk, a->GetOrCreateSrk(KeyAlg::kRsa2048));
-    TPMMA_ASSIGN_OR_RETURN(w.rsa, BuildMrkSet(*a, srk, KeyAlg::kRsa2048, w.ma_name,
-                                              {ChildType::kEccSign, ChildType::kRsaSign,
-                                               ChildType::kRsaDecrypt, ChildType::kSealed,
-                                               ChildType::kEccApp, ChildType::kRsaApp}));
+    TPMMA_ASSIGN_OR_RETURN(
+        w.rsa, BuildMrkSet(*a, srk, KeyAlg::kRsa2048, w.ma_name,
+                           {ChildType::kEccSign, ChildType::kRsaSign, ChildType::kRsaDecrypt,
+                            ChildType::kSealed, ChildType::kEccApp, ChildType::kRsaApp}));
     TPMMA_ASSIGN_OR_RETURN(w.ecc, BuildMrkSet(*a, srk, KeyAlg::kEccP256, w.ma_name,
                                               {ChildType::kEccSign, ChildType::kSealed}));
     return Status::Ok();
