@@ -90,6 +90,11 @@ TEST_F(LmsAppsTest, PemFileAndCertificateWorkAgainAfterAClearAndRestore) {
                     "not this store's MRK");
 
   ASSERT_TRUE(c.Json({"backup"}).value("uploaded", false));
+  // A change an application makes to the token store is a change the timer backs up.
+  std::filesystem::create_directories(c.store + "/pkcs11");
+  Spit(c.store + "/pkcs11/tpm2_pkcs11.sqlite3", "a token store, as tpm2-pkcs11 left it");
+  EXPECT_TRUE(c.Json({"backup", "--if-changed"}).value("uploaded", false));
+  EXPECT_FALSE(c.Json({"backup", "--if-changed"}).value("uploaded", true));
 
   // The TPM is cleared: the key file no longer works, and lms says to restore.
   t = w_->c->Tools({"tpm2_clear", "-c", "p"});

@@ -49,6 +49,12 @@ TEST_F(LmsMaTest, NewDiskAndNewBoardRestoreIntoANewStore) {
   ASSERT_EQ(old_b({"encrypt", "mail", "--in", F("msg"), "--out", F("ct")}).exit_code, 0);
   const json keys_before = old_b.Json({"keys"})["keys"];
   ASSERT_EQ(keys_before.size(), 5u);
+  // An application's PKCS#11 token store on the old disk (its bytes are lms's cargo only;
+  // the drill shows a real token working after a swap): the package carries it.
+  std::string token_db(40000, '\0');
+  for (size_t i = 0; i < token_db.size(); i += 61) token_db[i] = static_cast<char>(i * 7);
+  std::filesystem::create_directories(old_b.store + "/pkcs11");
+  Spit(old_b.store + "/pkcs11/tpm2_pkcs11.sqlite3", token_db);
   json up = old_b.Json({"backup"});
   ASSERT_TRUE(up.value("uploaded", false)) << up.dump();
   const std::string platform_b = up.value("platform_id", "");
@@ -95,6 +101,7 @@ TEST_F(LmsMaTest, NewDiskAndNewBoardRestoreIntoANewStore) {
   EXPECT_EQ(restored["added"], 4);
   EXPECT_EQ(restored["updated"], 0);
   EXPECT_TRUE(restored["retired_to"].is_null());
+  EXPECT_EQ(Slurp(fresh + "/pkcs11/tpm2_pkcs11.sqlite3"), token_db);
   EXPECT_EQ(r.out.find(code), std::string::npos);
 
   // The store: the MA settings from the flags, the ECC SRK, the package's custody and the
