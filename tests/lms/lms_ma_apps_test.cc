@@ -125,6 +125,13 @@ TEST_F(LmsAppsTest, PemFileAndCertificateWorkAgainAfterAClearAndRestore) {
             0);
   EXPECT_EQ(Slurp(F("again.pem")), pem);
   EXPECT_EQ(Slurp(F("again.crt")), Slurp(F("tls.crt")));
+
+  // A re-initialised store takes the handle over from its own old MRK (and only from it).
+  std::vector<std::string> reinit = {"init", "--mrk-handle", kHandle, "--force"};
+  c.Json(reinit);
+  st = ParseJson(c({"status", "--json"}));
+  EXPECT_EQ(st["tpm"]["mrk_handle_state"], "present") << st.dump();
+  EXPECT_NE(SignWithPem(F("tls.pem"), F("c.sig")).exit_code, 0);  // the old MRK's key
 }
 
 }  // namespace
