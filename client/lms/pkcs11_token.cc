@@ -114,6 +114,10 @@ Result<std::string> Pkcs11Link(Lms& lms, const std::string& label, std::string_v
                      " key; tpm2-pkcs11 takes application keys only (lms keygen --type ecc-app "
                      "or rsa-app): a key with a fixed scheme maps to no PKCS#11 mechanism");
   }
+  if (!lms.env()->FileExists(Pkcs11StorePath(lms.store()) + "/" + kPkcs11Db)) {
+    return Error(Code::kNotFound,
+                 "this store has no PKCS#11 token yet; make one first (lms pkcs11 init)");
+  }
   TPMMA_ASSIGN_OR_RETURN(std::string pem, ExportTss2Pem(lms, k.id));
   TPMMA_RETURN_IF_ERROR(lms.store().Lock());
   // The PEM is not secret (TPM-encrypted); the program reads key files by path.

@@ -4,6 +4,7 @@
 // certificate kept with its key, and the refusals a user can meet on the way. The MRK handle
 // needs a TPM of its own: this binary's store lives on board C, which nothing else here uses.
 #include "tests/lms/lms_ma_fixture.h"
+#include "tests/support/tabrmd.h"
 
 namespace tpmma::lms {
 namespace {
@@ -132,6 +133,48 @@ TEST_F(LmsAppsTest, PemFileAndCertificateWorkAgainAfterAClearAndRestore) {
   st = ParseJson(c({"status", "--json"}));
   EXPECT_EQ(st["tpm"]["mrk_handle_state"], "present") << st.dump();
   EXPECT_NE(SignWithPem(F("tls.pem"), F("c.sig")).exit_code, 0);  // the old MRK's key
+}
+
+// The PKCS#11 token on the MRK and what it refuses. tpm2-pkcs11 needs a resource manager,
+// so board C is reached through a tpm2-abrmd here (lms too: swtpm serves one connection).
+TEST_F(LmsAppsTest, Pkcs11TokenTakesApplicationKeysAndSaysWhatItRefuses) {
+  std::string why;
+  if (!testing::ResourceManager::Available(&why)) GTEST_SKIP() << why;
+  auto rm = testing::ResourceManager::Start(*w_->c, &why);
+  ASSERT_NE(rm, nullptr) << why;
+  const Lms p{F("store-p11"), rm->tcti(), w_->ma_flags_c};
+  p.Json({"init", "--mrk-handle", "0x81000101"});
+  p.Json({"keygen", "--type", "rsa-app", "--label", "ssh"});
+  p.Json({"keygen", "--type", "ecc-sign", "--label", "fixed scheme"});
+  Spit(F("so.pin"), "so-secret-1\n");
+  Spit(F("user.pin"), "user-secret-1\n");
+  Spit(F("wrong.pin"), "not-the-pin\n");
+  Spit(F("short.pin"), "123\n");
+  EXPECT_FAILS_WITH(p({"pkcs11", "link", "ssh", "--user-pin-file", F("user.pin")}), 1,
+                    "lms pkcs11 init");
+  EXPECT_FAILS_WITH(p({"pkcs11", "init", "--so-pin-file", F("so.pin"), "--user-pin-file",
+                       F("short.pin")}),
+                    1, "4 to 64 characters");
+  Ran r = p({"pkcs11", "init", "--so-pin-file", F("so.pin"), "--user-pin-file", F("user.pin")});
+  ASSERT_EQ(r.exit_code, 0) << r.all();
+  EXPECT_EQ(r.all().find("user-secret-1"), std::string::npos);
+  EXPECT_FAILS_WITH(p({"pkcs11", "link", "fixed scheme", "--user-pin-file", F("user.pin")}), 1,
+                    "application keys only");
+  EXPECT_FAILS_WITH(p({"pkcs11", "link", "ssh", "--user-pin-file", F("wrong.pin")}), 1,
+                    "wrong user PIN");
+  json linked = p.Json({"pkcs11", "link", "ssh", "--user-pin-file", F("user.pin")});
+  EXPECT_EQ(linked.value("id", "").size(), 16u) << linked.dump();
+  // ssh sees the key: the same public key lms gives.
+  auto listed = RunCommand({"env", "TPM2_PKCS11_STORE=" + p.store + "/pkcs11",
+                            "TPM2_PKCS11_TCTI=" + rm->tcti(), "ssh-keygen", "-D",
+                            "/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.output;
+  Ran pub = p({"pubkey", "ssh", "--format", "openssh"});
+  ASSERT_EQ(pub.exit_code, 0) << pub.all();
+  const std::string blob = pub.out.substr(0, pub.out.rfind(' '));
+  EXPECT_NE(listed.output.find(blob), std::string::npos) << listed.output << "\n" << blob;
+  // The token store is part of what the next backup carries.
+  EXPECT_TRUE(p.Json({"backup", "--if-changed"}).value("uploaded", false));
 }
 
 }  // namespace
