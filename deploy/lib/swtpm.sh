@@ -79,11 +79,8 @@ swtpm_start() {
 }
 
 swtpm_stop_one() {
-  local name=$1 pid
-  pid=${SWTPM_PID_OF[$name]:-}
-  [ -n "$pid" ] || return 0
-  wait_kill "$pid"
-  unset "SWTPM_PID_OF[$name]" "SWTPM_TCTI_$name"
+  wait_kill_of SWTPM_PID_OF "$1"
+  unset "SWTPM_TCTI_$1"
 }
 
 swtpm_stop() {

@@ -119,11 +119,8 @@ tabrmd_start() {
 # tabrmd_stop_one NAME: stops the tpm2-abrmd started as NAME (its swtpm is free again for the
 # bare swtpm TCTI) and unsets TABRMD_TCTI_<NAME>.
 tabrmd_stop_one() {
-  local name=$1 pid
-  pid=${TABRMD_PID_OF[$name]:-}
-  [ -n "$pid" ] || return 0
-  wait_kill "$pid"
-  unset "TABRMD_PID_OF[$name]" "TABRMD_TCTI_$name"
+  wait_kill_of TABRMD_PID_OF "$1"
+  unset "TABRMD_TCTI_$1"
 }
 
 # tabrmd_stop: stops every tpm2-abrmd started here, then the bus. Idempotent.

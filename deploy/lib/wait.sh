@@ -16,6 +16,8 @@
 #   children, so kill -0 fails once one has died.
 # - wait_kill PID: SIGTERM, SIGKILL if it lingers past 5 s, then reaped. For the caller's own
 #   background children only (by pid; never by name).
+# - wait_kill_of MAP NAME: wait_kill the pid kept in the associative array MAP under NAME (none:
+#   nothing) and remove that entry; how the libraries stop the daemon they started as NAME.
 # - wait_tail FILE: its last 20 lines, indented, on stderr (for a failure message); 0 always.
 # - Safe under set -euo pipefail and without it. Names used: wait_* functions only.
 # Needs: bash 4.2+, coreutils.
@@ -33,5 +35,10 @@ wait_kill() {
   kill "$1" 2>/dev/null || true
   wait_until 5 wait_dead "$1" || kill -9 "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
+}
+wait_kill_of() {
+  local -n _wait_map=$1
+  [ -z "${_wait_map[$2]:-}" ] || wait_kill "${_wait_map[$2]}"
+  unset "_wait_map[$2]"
 }
 wait_tail() { [ -f "$1" ] && tail -n 20 "$1" | sed 's/^/    /' >&2; return 0; }
