@@ -13,6 +13,7 @@
 #   fail there before the restore and do the same after it, unchanged (SHA-256).
 #   Each board's TPM is reached through its own tpm2-abrmd on a private D-Bus session bus
 #   (deploy/lib/tabrmd.sh): swtpm alone holds three objects, too few for OpenSSL and PKCS#11.
+#   The swtpms and the throw-away sshd come from deploy/lib/swtpm.sh and deploy/lib/sshd.sh.
 #
 # Usage: deploy/demo.sh [--build DIR] [--workdir DIR] [--ma-key software|tpm] [--srk rsa|ecc]
 #                       [--custody recovery-code|escrow] [--escrow-key software|tpm]
@@ -57,6 +58,8 @@ done
 mkdir -p "$work"
 PY=/usr/bin/python3
 . "$root/deploy/lib/tabrmd.sh"
+. "$root/deploy/lib/swtpm.sh"
+. "$root/deploy/lib/sshd.sh"
 tabrmd_available || exit 2
 P11=$(ls /usr/lib/*/libtpm2_pkcs11.so.1 2>/dev/null | head -n 1)
 [ -n "$P11" ] || { echo "demo.sh: libtpm2_pkcs11.so.1 is not installed (deploy/install-deps.sh)" >&2; exit 2; }
@@ -66,6 +69,8 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   tabrmd_stop
+  sshd_stop
+  swtpm_stop
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -75,20 +80,6 @@ step() { n=$((n + 1)); printf '\n== %d. %s\n' "$n" "$*"; }
 ok() { printf '   ok: %s\n' "$*"; }
 fail() { printf '   FAILED: %s\n' "$*" >&2; exit 1; }
 json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-
-free_port() {  # a free loopback port P with P+1 free too (swtpm's control port)
-  $PY - <<'EOF'
-import socket
-while True:
-    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
-    b = socket.socket()
-    try:
-        b.bind(("127.0.0.1", p + 1))
-    except OSError:
-        a.close(); continue
-    a.close(); b.close(); print(p); break
-EOF
-}
 
 # ---- software TPMs with EK certificates from a private swtpm-localca
 ca=$work/localca
@@ -107,42 +98,14 @@ create_certs_tool_config = $work/swtpm-localca.conf
 create_certs_tool_options = $work/swtpm-localca.options
 active_pcr_banks = sha256
 EOF
-# Polls until the command "$@" succeeds, for at most $1 seconds (a bounded wait on a
-# condition, never a fixed sleep: a loaded machine only makes it take longer). 1 on timeout.
-wait_until() {
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.1
-  done
-}
-alive() { kill -0 "$1" 2>/dev/null; }
-dead() { ! alive "$1"; }
-# Up as soon as it answers, or given up on as soon as it has exited.
-tpm_up_or_dead() { tpm2_getcap -T "$1" properties-fixed >/dev/null 2>&1 || ! alive "$2"; }
-start_tpm() {  # NAME -> sets TCTI_NAME and PID_NAME
-  local name=$1 state=$work/tpm-$1 port pid tcti
+start_tpm() {  # NAME: its state in $work/tpm-NAME (EK certificate), sets TCTI_NAME
+  local name=$1 state=$work/tpm-$1 v=SWTPM_TCTI_$1
   mkdir -p "$state"
   swtpm_setup --tpm2 --tpmstate "$state" --config "$work/swtpm_setup.conf" --create-ek-cert \
     --create-platform-cert --overwrite --logfile "$work/swtpm_setup-$name.log" >/dev/null
-  for _ in 1 2 3 4 5; do
-    port=$(free_port)  # another process may take it first: then swtpm exits and we retry
-    swtpm socket --tpm2 --tpmstate dir="$state" \
-      --server type=tcp,port="$port",bindaddr=127.0.0.1 \
-      --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 \
-      --flags not-need-init,startup-clear --log file="$work/swtpm-$name.log" &
-    pid=$!
-    tcti="swtpm:host=127.0.0.1,port=$port"
-    if wait_until 60 tpm_up_or_dead "$tcti" "$pid" && alive "$pid"; then
-      pids+=("$pid")
-      eval "TCTI_$name=\$tcti PID_$name=\$pid"
-      return 0
-    fi
-    # Never leave a slow attempt running: two swtpm on one state directory fight for it.
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  fail "swtpm $name did not start (see $work/swtpm-$name.log)"
+  swtpm_start "$name" "$state" "$work/swtpm-$name.log" ||
+    fail "swtpm $name did not start (see $work/swtpm-$name.log)"
+  printf -v "TCTI_$name" %s "${!v}"
 }
 
 step "Two laptops: board A (old) and board B (new), each with its own TPM and EK certificate"
@@ -224,7 +187,7 @@ pids+=("$ma_pid")
 ma_port() {
   sed -n 's/.*listening on https:\/\/127\.0\.0\.1:\([0-9][0-9]*\) .*/\1/p;T;q' "$ma_log"
 }
-ma_up_or_dead() { [ -n "$(ma_port)" ] || ! alive "$ma_pid"; }
+ma_up_or_dead() { [ -n "$(ma_port)" ] || ! wait_alive "$ma_pid"; }
 wait_until 60 ma_up_or_dead ||
   fail "ma-server did not report its port within 60 s: $(tail -n 5 "$ma_log")"
 port=$(ma_port)
@@ -287,11 +250,10 @@ mkdir -p "$h_a"
 printf 'so-%s\n' "$RANDOM$RANDOM" > "$h_a/so.pin"
 printf 'user-%s\n' "$RANDOM$RANDOM" > "$h_a/user.pin"
 chmod 600 "$h_a"/*.pin
-printf '#!/bin/sh\ncat "%s"\n' "$h_a/user.pin" > "$work/askpass.sh"  # ssh asks the PIN here
-chmod 700 "$work/askpass.sh"
+ssh_pin=$h_a/user.pin  # ssh asks the PIN (askpass) from this file
 has() { grep -q -- "$1" "$2" 2>/dev/null; }
-has_or_dead() { has "$1" "$2" || ! alive "$3"; }
-# A child started in the background by tls_handshake or start_sshd: never left running.
+has_or_dead() { has "$1" "$2" || wait_dead "$3"; }
+# A child started in the background by tls_handshake: never left running.
 reap() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # tls_handshake TAG TCTI HOME: mutual TLS on a free loopback port, both keys in the TPM at TCTI
@@ -305,7 +267,7 @@ tls_handshake() {
   local tag=$1 tcti=$2 h=$3 t=$d/tls-$1 port="" spid="" cpid="" sfd cfd _
   mkdir -p "$t"
   for _ in 1 2 3 4 5; do
-    port=$(free_port)  # another process may take it first: then s_server exits and we retry
+    port=$(swtpm_free_port)  # another process may take it first: then s_server exits and we retry
     rm -f "$t/srv.in" "$t/cli.in"
     mkfifo "$t/srv.in" "$t/cli.in"
     : > "$t/srv.out"
@@ -317,7 +279,7 @@ tls_handshake() {
     pids+=("$spid")
     exec {sfd}> "$t/srv.in"
     # s_server prints ACCEPT once it listens (a probe connection would use up -naccept 1)
-    if wait_until 60 has_or_dead '^ACCEPT' "$t/srv.out" "$spid" && alive "$spid"; then break; fi
+    if wait_until 60 has_or_dead '^ACCEPT' "$t/srv.out" "$spid" && wait_alive "$spid"; then break; fi
     exec {sfd}>&-
     reap "$spid"
     spid=""
@@ -336,10 +298,10 @@ tls_handshake() {
   echo "pong from the TLS server on $tag" >&"$sfd"
   wait_until 60 has_or_dead "pong from the TLS server on $tag" "$t/cli.out" "$cpid" || true
   exec {cfd}>&-  # EOF: s_client closes the connection and exits, then s_server
-  wait_until 30 dead "$cpid" || reap "$cpid"
+  wait_until 30 wait_dead "$cpid" || reap "$cpid"
   wait "$cpid" 2>/dev/null || true
   exec {sfd}>&-
-  wait_until 30 dead "$spid" || reap "$spid"
+  wait_until 30 wait_dead "$spid" || reap "$spid"
   wait "$spid" 2>/dev/null || true
   has 'Verification: OK' "$t/cli.out" ||
     fail "[$tag] s_client did not verify the server: $(grep -m3 -i 'error\|verif' "$t/cli.out")"
@@ -365,55 +327,15 @@ pem_sign() {
     -sigfile "$d/ossl-$tag.sig" >/dev/null
 }
 
-# start_sshd: a throw-away sshd on a free loopback port, everything in $work/sshd (own config,
-# host key, authorized_keys, pid file); up once it logs that it listens.
-start_sshd() {
-  local s=$work/sshd pid="" _
-  mkdir -p "$s" /run/sshd  # /run/sshd: sshd's privilege separation directory
-  [ -f "$s/hostkey" ] || ssh-keygen -q -t ed25519 -N '' -C drill-host -f "$s/hostkey"
-  : > "$s/authorized_keys"
-  for _ in 1 2 3 4 5; do
-    SSHD_PORT=$(free_port)
-    cat > "$s/sshd_config" <<EOF
-Port $SSHD_PORT
-ListenAddress 127.0.0.1
-HostKey $s/hostkey
-PidFile $s/sshd.pid
-AuthorizedKeysFile $s/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-LogLevel VERBOSE
-EOF
-    : > "$s/sshd.log"
-    /usr/sbin/sshd -D -e -f "$s/sshd_config" > "$s/sshd.log" 2>&1 &
-    pid=$!
-    if wait_until 30 has_or_dead "Server listening on 127.0.0.1 port $SSHD_PORT" "$s/sshd.log" "$pid" &&
-       alive "$pid"; then
-      pids+=("$pid")
-      return 0
-    fi
-    reap "$pid"
-  done
-  fail "sshd did not start: $(tail -n 3 "$s/sshd.log")"
-}
-
 # ssh_try TAG TCTI STORE LABEL: ssh -I tpm2-pkcs11 (token in STORE/pkcs11, TPM at TCTI) to the
 # throw-away sshd, which accepts only the key LABEL; the PIN comes through SSH_ASKPASS. The
 # remote command's output in $d/ssh-TAG-LABEL.out, ssh's messages in .err; ssh's status.
 ssh_try() {
-  local tag=$1 tcti=$2 store=$3 label=$4 s=$work/sshd
-  grep " $label\$" "$d/ssh-keys-A.pub" > "$s/authorized_keys" || fail "[$tag] no ssh key $label"
-  env -u SSH_AUTH_SOCK SSH_ASKPASS="$work/askpass.sh" SSH_ASKPASS_REQUIRE=force DISPLAY=:0 \
-    TPM2_PKCS11_STORE="$store/pkcs11" TPM2_PKCS11_TCTI="$tcti" TPM2_PKCS11_LOG_LEVEL=0 \
-    timeout 60 ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile="$s/known_hosts" \
-    -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no -o ConnectTimeout=20 \
-    -o LogLevel=ERROR -I "$P11" -p "$SSHD_PORT" "$(id -un)@127.0.0.1" \
-    "echo logged in as \$(id -un) with $label on $tag" \
-    < /dev/null > "$d/ssh-$tag-$label.out" 2> "$d/ssh-$tag-$label.err"
+  local tag=$1 tcti=$2 store=$3 label=$4
+  grep " $label\$" "$d/ssh-keys-A.pub" > "$SSHD_DIR/authorized_keys" || fail "[$tag] no ssh key $label"
+  TPM2_PKCS11_STORE="$store/pkcs11" TPM2_PKCS11_TCTI="$tcti" TPM2_PKCS11_LOG_LEVEL=0 \
+    sshd_login "$P11" "$ssh_pin" "$d/ssh-$tag-$label.out" "$d/ssh-$tag-$label.err" \
+    "echo logged in as \$(id -un) with $label on $tag"
 }
 # ssh_login TAG TCTI STORE LABEL: ssh_try, which must log in and run the remote command.
 ssh_login() {
@@ -460,7 +382,7 @@ TPM2_PKCS11_STORE=$work/store-A/pkcs11 TPM2_PKCS11_TCTI=$RM_A TPM2_PKCS11_LOG_LE
 grep -q '^ssh-rsa .* ssh-rsa$' "$d/ssh-keys-A.pub" || fail "ssh-keygen -D lists no ssh-rsa: $(cat "$d/ssh-keys-A.pub")"
 grep -q '^ecdsa-sha2-nistp256 .* ssh-ecc$' "$d/ssh-keys-A.pub" || fail "ssh-keygen -D lists no ssh-ecc: $(cat "$d/ssh-keys-A.pub")"
 ok "token tpm-ma on the MRK; ssh-keygen -D lists ssh-rsa and ssh-ecc"
-start_sshd
+sshd_start "$work/sshd" || fail "sshd did not start: $(tail -n 3 "$work/sshd/sshd.log")"
 ok "throw-away sshd on 127.0.0.1:$SSHD_PORT (config, host key, authorized_keys in $work/sshd)"
 ssh_login A "$RM_A" "$work/store-A" ssh-rsa
 ssh_login A "$RM_A" "$work/store-A" ssh-ecc
@@ -479,11 +401,11 @@ ok "platform A = ${OLD:0:16}…, package $PKG vaulted"
 
 step "Board A dies. The disk (its lms store and the user's key files) moves to board B, with a new TPM"
 tabrmd_stop_one A
-kill "$PID_A" 2>/dev/null || true
+swtpm_stop_one A
 cp -a "$work/store-A" "$work/store-B"
 cp -a "$work/home-A" "$work/home-B"
 h_b=$work/home-B
-printf '#!/bin/sh\ncat "%s"\n' "$h_b/user.pin" > "$work/askpass.sh"  # the PIN file on B's disk
+ssh_pin=$h_b/user.pin  # the PIN file on B's disk
 if lms_b sign vpn --in "$d/msg-A.txt" --out "$d/x.sig" >/dev/null 2>"$d/err.txt"; then
   fail "a key of A worked on B without a restore"
 fi

@@ -23,24 +23,16 @@
 # - tabrmd_stop kills only the processes these functions started (by pid), daemons first,
 #   then the bus. It sets no trap: the caller's cleanup calls it.
 # - Safe under set -euo pipefail. Call the functions directly, not in $(...): they keep pids
-#   in shell variables. Names used: tabrmd_* functions, TABRMD_* variables.
+#   in shell variables. Names used: tabrmd_* functions, TABRMD_* variables (and wait_*:
+#   it sources deploy/lib/wait.sh, whose wait_until/wait_kill it waits and stops with).
 # Needs: dbus-daemon (package dbus), tpm2-abrmd, libtss2-tcti-tabrmd0, tpm2-tools.
+
+. "$(dirname "${BASH_SOURCE[0]}")/wait.sh"
 
 # State (global even when sourced inside a function).
 declare -g TABRMD_BUS_PID="" TABRMD_WORKDIR="" TABRMD_DBUS_ADDRESS=""
 declare -gA TABRMD_PID_OF=()  # NAME -> pid of the tpm2-abrmd started as NAME
 
-_tabrmd_wait_until() {  # SECONDS CMD...: polls CMD until it succeeds; 1 on timeout
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.05
-  done
-}
-# Bash reaps its exited background children, so kill -0 fails once one has died.
-_tabrmd_alive() { kill -0 "$1" 2>/dev/null; }
-_tabrmd_dead() { ! _tabrmd_alive "$1"; }
-_tabrmd_tail() { [ -f "$1" ] && tail -n 20 "$1" | sed 's/^/    /' >&2; return 0; }
 _tabrmd_prog() {  # the program's path; tpm2-abrmd lives in /usr/sbin, not always on PATH
   command -v "$1" 2>/dev/null || { [ -x "/usr/sbin/$1" ] && echo "/usr/sbin/$1"; } || return 1
 }
@@ -59,7 +51,7 @@ tabrmd_available() {
 
 _tabrmd_bus_up_or_dead() {
   [ -n "$(sed -n 1p "$TABRMD_WORKDIR/tabrmd-bus.address" 2>/dev/null)" ] ||
-    ! _tabrmd_alive "$TABRMD_BUS_PID"
+    ! wait_alive "$TABRMD_BUS_PID"
 }
 
 # tabrmd_start_bus WORKDIR: starts a private dbus-daemon --session (socket, address file and
@@ -77,10 +69,10 @@ tabrmd_start_bus() {
   "$prog" --session --nofork --nopidfile --address="unix:path=$TABRMD_WORKDIR/tabrmd-bus" \
     --print-address=1 > "$TABRMD_WORKDIR/tabrmd-bus.address" 2> "$TABRMD_WORKDIR/tabrmd-bus.log" &
   TABRMD_BUS_PID=$!
-  if ! _tabrmd_wait_until "${TABRMD_WAIT_SECONDS:-10}" _tabrmd_bus_up_or_dead ||
-     ! _tabrmd_alive "$TABRMD_BUS_PID"; then
+  if ! wait_until "${TABRMD_WAIT_SECONDS:-10}" _tabrmd_bus_up_or_dead ||
+     ! wait_alive "$TABRMD_BUS_PID"; then
     echo "tabrmd: dbus-daemon did not start ($TABRMD_WORKDIR/tabrmd-bus.log):" >&2
-    _tabrmd_tail "$TABRMD_WORKDIR/tabrmd-bus.log"
+    wait_tail "$TABRMD_WORKDIR/tabrmd-bus.log"
     kill "$TABRMD_BUS_PID" 2>/dev/null || true
     wait "$TABRMD_BUS_PID" 2>/dev/null || true
     TABRMD_BUS_PID=""
@@ -92,7 +84,7 @@ tabrmd_start_bus() {
 
 _tabrmd_rm_up_or_dead() {  # TCTI PID
   DBUS_SESSION_BUS_ADDRESS=$TABRMD_DBUS_ADDRESS tpm2_getcap -T "$1" properties-fixed \
-    >/dev/null 2>&1 || ! _tabrmd_alive "$2"
+    >/dev/null 2>&1 || ! wait_alive "$2"
 }
 
 # tabrmd_start NAME SWTPM_TCTI: starts one tpm2-abrmd in front of the swtpm at SWTPM_TCTI
@@ -114,36 +106,27 @@ tabrmd_start() {
     --tcti="$tpm_tcti" --dbus-name="$bus" > "$log" 2>&1 &
   pid=$!
   TABRMD_PID_OF[$name]=$pid
-  if ! _tabrmd_wait_until "${TABRMD_WAIT_SECONDS:-10}" _tabrmd_rm_up_or_dead "$tcti" "$pid" ||
-     ! _tabrmd_alive "$pid"; then
+  if ! wait_until "${TABRMD_WAIT_SECONDS:-10}" _tabrmd_rm_up_or_dead "$tcti" "$pid" ||
+     ! wait_alive "$pid"; then
     echo "tabrmd: tpm2-abrmd $name ($tpm_tcti) did not answer ($log):" >&2
-    _tabrmd_tail "$log"
+    wait_tail "$log"
     tabrmd_stop_one "$name"
     return 1
   fi
   eval "export TABRMD_TCTI_$name=\$tcti"
 }
 
-_tabrmd_kill() {  # PID: SIGTERM, SIGKILL if it lingers past 5 s, reaped (it is our child)
-  kill "$1" 2>/dev/null || true
-  _tabrmd_wait_until 5 _tabrmd_dead "$1" || kill -9 "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-
 # tabrmd_stop_one NAME: stops the tpm2-abrmd started as NAME (its swtpm is free again for the
 # bare swtpm TCTI) and unsets TABRMD_TCTI_<NAME>.
 tabrmd_stop_one() {
-  local name=$1 pid
-  pid=${TABRMD_PID_OF[$name]:-}
-  [ -n "$pid" ] || return 0
-  _tabrmd_kill "$pid"
-  unset "TABRMD_PID_OF[$name]" "TABRMD_TCTI_$name"
+  wait_kill_of TABRMD_PID_OF "$1"
+  unset "TABRMD_TCTI_$1"
 }
 
 # tabrmd_stop: stops every tpm2-abrmd started here, then the bus. Idempotent.
 tabrmd_stop() {
   local name
   for name in "${!TABRMD_PID_OF[@]}"; do tabrmd_stop_one "$name"; done
-  if [ -n "$TABRMD_BUS_PID" ]; then _tabrmd_kill "$TABRMD_BUS_PID"; TABRMD_BUS_PID=""; fi
+  if [ -n "$TABRMD_BUS_PID" ]; then wait_kill "$TABRMD_BUS_PID"; TABRMD_BUS_PID=""; fi
   return 0
 }

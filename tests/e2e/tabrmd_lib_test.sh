@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
-# Self-test of deploy/lib/tabrmd.sh on one swtpm (empty state, free loopback ports):
+# Self-test of deploy/lib/tabrmd.sh on one swtpm (empty state, free loopback ports; started
+# and stopped by deploy/lib/swtpm.sh):
 #   - bare swtpm TCTI: tpm2_load without flushing runs out of object slots (0x902);
 #   - through the library's tpm2-abrmd: tpm2_getcap answers, the same five loads succeed
 #     with no flushing, and five concurrent tpm2_sign clients each sign with its own key;
@@ -9,6 +10,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/deploy/lib/tabrmd.sh"
+. "$root/deploy/lib/swtpm.sh"
 for p in swtpm tpm2_createprimary tpm2_load tpm2_sign python3; do
   command -v "$p" >/dev/null || { echo "SKIP: $p is not installed"; exit 77; }
 done
@@ -18,53 +20,23 @@ work=${1:-}
 own_work=0
 if [ -z "$work" ]; then work=$(mktemp -d /tmp/tabrmd-lib-test.XXXXXX); own_work=1; fi
 mkdir -p "$work"
-swtpm_pid=""
 holders=()
 cleanup() {
   local p
   for p in ${holders[@]+"${holders[@]}"}; do kill "$p" 2>/dev/null || true; done
   tabrmd_stop
-  if [ -n "$swtpm_pid" ]; then kill "$swtpm_pid" 2>/dev/null || true; wait "$swtpm_pid" 2>/dev/null || true; fi
+  swtpm_stop
   if [ "$own_work" = 1 ] && [ -z "${TPMMA_KEEP_TEST_DIRS:-}" ]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok: $*"; }
 
-# Polls CMD until it succeeds, for at most $1 seconds.
-wait_until() {
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do [ "$SECONDS" -lt "$deadline" ] || return 1; sleep 0.05; done
-}
-free_port() {  # a free loopback port P with P+1 free too (swtpm's control port)
-  python3 - <<'PY'
-import socket
-while True:
-    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
-    b = socket.socket()
-    try:
-        b.bind(("127.0.0.1", p + 1))
-    except OSError:
-        a.close(); continue
-    a.close(); b.close(); print(p); break
-PY
-}
-tpm_up_or_dead() { tpm2_getcap -T "$1" properties-fixed >/dev/null 2>&1 || ! kill -0 "$2" 2>/dev/null; }
-
-# ---- one swtpm (retried on a lost port race, like deploy/demo.sh)
-mkdir -p "$work/state"
-for _ in 1 2 3 4 5; do
-  port=$(free_port)
-  swtpm socket --tpm2 --tpmstate dir="$work/state" \
-    --server type=tcp,port="$port",bindaddr=127.0.0.1 \
-    --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 \
-    --flags not-need-init,startup-clear --log file="$work/swtpm.log" &
-  swtpm_pid=$!
-  bare="swtpm:host=127.0.0.1,port=$port"
-  if wait_until 30 tpm_up_or_dead "$bare" "$swtpm_pid" && kill -0 "$swtpm_pid" 2>/dev/null; then break; fi
-  kill "$swtpm_pid" 2>/dev/null || true; wait "$swtpm_pid" 2>/dev/null || true; swtpm_pid=""
-done
-[ -n "$swtpm_pid" ] || fail "swtpm did not start ($work/swtpm.log)"
+# ---- one swtpm (deploy/lib/swtpm.sh: free loopback ports, retried on a lost port race)
+SWTPM_WAIT_SECONDS=30 swtpm_start T "$work/state" "$work/swtpm.log" ||
+  fail "swtpm did not start ($work/swtpm.log)"
+swtpm_pid=${SWTPM_PID_OF[T]}
+bare=$SWTPM_TCTI_T
 ok "swtpm at $bare"
 
 # ---- keys: a persistent ECC primary and five ECC signing children (bare TCTI, flushed)

@@ -11,14 +11,18 @@ SRC=${1:-$(cd "$(dirname "$0")/../.." && pwd)}
 TOOL=$SRC/client/lms/pkcs11/tpmma-pkcs11-token
 M=/usr/lib/x86_64-linux-gnu/libtpm2_pkcs11.so.1
 PY=/usr/bin/python3
+# deploy/lib: swtpm on free loopback ports, the private bus + tpm2-abrmd, the throw-away sshd
+. "$SRC/deploy/lib/swtpm.sh"
+. "$SRC/deploy/lib/tabrmd.sh"
+. "$SRC/deploy/lib/sshd.sh"
 for c in swtpm tpm2-abrmd dbus-daemon tpm2_create pkcs11-tool /usr/sbin/sshd ssh "$M"; do
   command -v "$c" >/dev/null || [ -e "$c" ] || { echo "SKIP: $c missing (deploy/install-deps.sh)"; exit 0; }
 done
 WD=$(mktemp -d /tmp/pkcs11-token-test.XXXXXX)
-PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  wait 2>/dev/null
+  sshd_stop
+  tabrmd_stop
+  swtpm_stop
   [ "${KEEP:-0}" = 1 ] || rm -rf "$WD"
 }
 trap cleanup EXIT
@@ -28,51 +32,18 @@ ok()   { echo "PASS: $*"; PASS=$((PASS + 1)); }
 bad()  { echo "FAIL: $*"; FAIL=$((FAIL + 1)); }
 die()  { echo "FAIL: $*"; [ -n "${LOGS:-}" ] && tail -n 20 $LOGS; exit 1; }
 chk()  { local d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
-alive() { kill -0 "$1" 2>/dev/null; }
-wait_until() {  # SECONDS CMD...: poll a condition, bounded; 1 on timeout
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do [ "$SECONDS" -lt "$deadline" ] || return 1; sleep 0.1; done
-}
-free_port() {  # a free loopback port P with P+1 free too (swtpm's control port)
-  $PY -c '
-import socket
-while True:
-    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
-    b = socket.socket()
-    try:
-        b.bind(("127.0.0.1", p + 1))
-    except OSError:
-        a.close(); continue
-    a.close(); b.close(); print(p); break'
-}
 q() { "$@" >/dev/null; }
 
-# ---- swtpm on free loopback ports (retry if another process takes the port first)
-mkdir -p tpm
-for _ in 1 2 3 4 5; do
-  P=$(free_port)
-  swtpm socket --tpm2 --tpmstate dir="$WD/tpm" --server type=tcp,port=$P,bindaddr=127.0.0.1 \
-    --ctrl type=tcp,port=$((P + 1)),bindaddr=127.0.0.1 --flags not-need-init,startup-clear \
-    --log file="$WD/swtpm.log" &
-  SWTPM=$!
-  tpm_up_or_dead() { tpm2_getcap -T "swtpm:host=127.0.0.1,port=$P" properties-fixed >/dev/null 2>&1 || ! alive $SWTPM; }
-  if wait_until 30 tpm_up_or_dead && alive $SWTPM; then PIDS+=($SWTPM); break; fi
-  kill $SWTPM 2>/dev/null; wait $SWTPM 2>/dev/null; SWTPM=
-done
-[ -n "$SWTPM" ] || die "swtpm did not start"
+# ---- swtpm on free loopback ports (retried if another process takes the port first)
+SWTPM_WAIT_SECONDS=30 swtpm_start T "$WD/tpm" "$WD/swtpm.log" || die "swtpm did not start"
+P=${SWTPM_TCTI_T##*port=}
 
 # ---- a private D-Bus session bus and one tpm2-abrmd on it (swtpm alone holds 3 objects)
-dbus-daemon --session --fork --address=unix:path="$WD/bus" --print-address=1 --print-pid=1 > dbus.out ||
-  die "dbus-daemon"
-export DBUS_SESSION_BUS_ADDRESS=$(sed -n 1p dbus.out); PIDS+=($(sed -n 2p dbus.out))
-BUS=com.intel.tss2.Tabrmd.pkcs11test$$
-tpm2-abrmd --session --allow-root --tcti="swtpm:host=127.0.0.1,port=$P" --dbus-name=$BUS > abrmd.log 2>&1 &
-ABRMD=$!; PIDS+=($ABRMD)
-export TPM2TOOLS_TCTI="tabrmd:bus_name=$BUS,bus_type=session"
+tabrmd_start_bus "$WD" || die "dbus-daemon"
+TABRMD_WAIT_SECONDS=30 tabrmd_start T "$SWTPM_TCTI_T" || die "tpm2-abrmd did not answer"
+export TPM2TOOLS_TCTI=$TABRMD_TCTI_T
+LOGS=$WD/tabrmd-T.log
 export TPM2_PKCS11_TCTI=$TPM2TOOLS_TCTI TPM2_PKCS11_STORE=$WD/store
-abrmd_up_or_dead() { tpm2_getcap properties-fixed >/dev/null 2>&1 || ! alive $ABRMD; }
-LOGS=$WD/abrmd.log
-wait_until 30 abrmd_up_or_dead && alive $ABRMD || die "tpm2-abrmd did not answer"
 ok "swtpm on 127.0.0.1:$P behind tpm2-abrmd on a private session bus"
 
 # ---- SRK 0x81000001; MRK (PolicyDuplicationSelect to a dummy MA key, encryptedDuplication)
@@ -190,35 +161,11 @@ cat keys.all | awk '{print $1, substr($2, 1, 24) "...", $3}'
 chk "ssh-keygen -D lists ecc-app and rsa-app" bash -c "grep -q '^ecdsa-sha2-nistp256 .* ecc-app\$' keys.all && grep -q '^ssh-rsa .* rsa-app\$' keys.all"
 
 # ---- a throw-away sshd on a free loopback port; one real login per key
-mkdir -p ssh; [ -d /run/sshd ] || { mkdir -p /run/sshd; chmod 755 /run/sshd; }
-ssh-keygen -q -t ed25519 -N '' -f ssh/hostkey
-SP=$(free_port)
-cat > ssh/sshd_config <<EOF
-Port $SP
-ListenAddress 127.0.0.1
-HostKey $WD/ssh/hostkey
-PidFile $WD/ssh/sshd.pid
-AuthorizedKeysFile $WD/ssh/authorized_keys
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin prohibit-password
-LogLevel VERBOSE
-EOF
-/usr/sbin/sshd -D -e -f ssh/sshd_config > ssh/sshd.log 2>&1 &
-SSHD=$!; PIDS+=($SSHD)
-sshd_up_or_dead() { grep -q "Server listening on 127.0.0.1 port $SP" ssh/sshd.log || ! alive $SSHD; }
-LOGS=$WD/ssh/sshd.log
-wait_until 30 sshd_up_or_dead && alive $SSHD || die "sshd did not listen on $SP"
-printf '#!/bin/sh\necho user-secret-1\n' > ssh/askpass.sh; chmod 700 ssh/askpass.sh
+sshd_start "$WD/ssh" || die "sshd did not listen"
+printf 'user-secret-1\n' > ssh/user.pin; chmod 600 ssh/user.pin
 sshlogin() {  # KEY_LABEL
   grep " $1\$" keys.all > ssh/authorized_keys
-  env -u SSH_AUTH_SOCK SSH_ASKPASS="$WD/ssh/askpass.sh" SSH_ASKPASS_REQUIRE=force DISPLAY=:0 \
-    timeout 60 ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile="$WD/ssh/known_hosts" \
-    -o PasswordAuthentication=no -o LogLevel=ERROR -I "$M" -p "$SP" root@127.0.0.1 \
-    "echo logged-in-with-$1" < /dev/null > ssh/out.txt 2> ssh/err.txt
+  sshd_login "$M" "$WD/ssh/user.pin" ssh/out.txt ssh/err.txt "echo logged-in-with-$1"
   local rc=$?
   [ $rc = 0 ] && grep -qx "logged-in-with-$1" ssh/out.txt || { cat ssh/err.txt; return 1; }
 }
