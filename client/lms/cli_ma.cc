@@ -161,6 +161,11 @@ Command AddAuthenticateCommand(CLI::App& app, const Globals& g) {
             if (!ctx) return Fail(g, ctx.error());
             auto r = Authenticate(*ctx->lms, ctx->settings);
             if (!r) return Fail(g, r.error());
+            // Settings that worked are kept (--ek-intermediate above all), so that the backup
+            // timer and later commands need no flags.
+            if (!g.ma_url.empty() || !g.ma_ca.empty() || !g.ek_intermediates.empty()) {
+              RecordMaSettings(*ctx->lms, ctx->settings);
+            }
             return Succeed(g,
                            {{"platform_id", r->platform_id},
                             {"ma_url", ctx->settings.url},

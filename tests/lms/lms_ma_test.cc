@@ -401,6 +401,13 @@ TEST_F(LmsMaTest, HelpUsageAndMissingSettingsAreSaidInWords) {
   const Lms bare{F("bare"), w_->a->tcti(), {}};
   EXPECT_FAILS_WITH(bare({"query"}), 1, "no MA given: use --ma");
   EXPECT_FAILS_WITH(bare({"authenticate", "--ma", w_->ma->url()}), 1, "--ma-ca FILE");
+  // Settings an authenticate succeeded with are kept: the next command needs no flags.
+  const Lms kept{F("kept"), w_->a->tcti(), {}};
+  EXPECT_FAILS_WITH(kept({"authenticate"}), 1, "no MA given");
+  std::vector<std::string> with_flags = {"authenticate"};
+  with_flags.insert(with_flags.end(), w_->ma_flags_a.begin(), w_->ma_flags_a.end());
+  kept.Json(with_flags);
+  EXPECT_EQ(kept.Json({"authenticate"}).value("ma_url", ""), w_->ma->url());
   EXPECT_FAILS_WITH(bare({"restore", "--ma", w_->ma->url(), "--ma-ca", w_->ma->ca_file()}), 1,
                     "is not initialised");
   // status with the MA unreachable: exit 1, and the report says what is wrong.
