@@ -207,6 +207,7 @@ void RecordMaSettings(Lms& lms, const MaSettings& settings) {
   for (const std::string& f : settings.ek_intermediates) {
     config.ek_intermediates.push_back(std::filesystem::absolute(f, ec).string());
   }
+  if (!settings.ek_cert.empty()) config.ek_cert = std::filesystem::absolute(settings.ek_cert, ec);
   Status saved = lms.store().WriteConfig(config);
   if (!saved.ok()) {
     std::fprintf(stderr, "lms: warning: the MA settings were not recorded: %s\n",
@@ -243,6 +244,9 @@ int Run(int argc, char** argv, Env* env) {
                  "store's config.json)");
   app.add_option("--ek-intermediate", g.ek_intermediates,
                  "EK certificate intermediate CA the MA may need (PEM or DER file; repeatable)");
+  app.add_option("--ek-cert", g.ek_cert,
+                 "the EK certificate (PEM or DER) for a TPM that keeps none in NV, e.g. from "
+                 "the TPM vendor's service (kept in the store's config.json)");
   app.footer(
       "Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.\n"
       "With --json, failures are {\"ok\":false,\"code\":...,\"message\":...} on stdout.");

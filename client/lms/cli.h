@@ -42,6 +42,7 @@ struct Globals {
   std::string ma_url;
   std::string ma_ca;
   std::vector<std::string> ek_intermediates;
+  std::string ek_cert;  // --ek-cert
   Env* env = nullptr;
 
   std::string srk_alg = "rsa2048";  // --srk-alg

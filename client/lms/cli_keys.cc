@@ -161,7 +161,10 @@ int RunInit(const Globals& g, const InitArgs& a) {
   ShowProgress(g, **lms);
   auto settings = ResolveMaSettings(
       (*lms)->store(),
-      {.url = g.ma_url, .ca_file = g.ma_ca, .ek_intermediates = g.ek_intermediates});
+      {.url = g.ma_url,
+       .ca_file = g.ma_ca,
+       .ek_intermediates = g.ek_intermediates,
+       .ek_cert = g.ek_cert});
   auto ma_public = InitMaKey(g, a, **lms, settings);
   if (!ma_public) return Fail(g, ma_public.error());
   // --custody is checked against the CustodyModeName spellings by CLI11.

@@ -136,7 +136,10 @@ std::string StatusText(const StatusReport& r) {
 }  // namespace
 
 MaFlags FlagsOf(const Globals& g) {
-  return {.url = g.ma_url, .ca_file = g.ma_ca, .ek_intermediates = g.ek_intermediates};
+  return {.url = g.ma_url,
+          .ca_file = g.ma_ca,
+          .ek_intermediates = g.ek_intermediates,
+          .ek_cert = g.ek_cert};
 }
 
 Result<MaContext> OpenWithMa(const Globals& g) {
@@ -163,7 +166,8 @@ Command AddAuthenticateCommand(CLI::App& app, const Globals& g) {
             if (!r) return Fail(g, r.error());
             // Settings that worked are kept (--ek-intermediate above all), so that the backup
             // timer and later commands need no flags.
-            if (!g.ma_url.empty() || !g.ma_ca.empty() || !g.ek_intermediates.empty()) {
+            if (!g.ma_url.empty() || !g.ma_ca.empty() || !g.ek_intermediates.empty() ||
+                !g.ek_cert.empty()) {
               RecordMaSettings(*ctx->lms, ctx->settings);
             }
             return Succeed(g,

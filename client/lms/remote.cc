@@ -46,11 +46,12 @@ std::string GetEnv(const char* name) {
 }
 
 // DER certificates from PEM (one or more) or DER files.
-Result<std::vector<Bytes>> ReadCertificates(const std::vector<std::string>& files) {
+Result<std::vector<Bytes>> ReadCertificates(const std::vector<std::string>& files,
+                                            std::string_view what) {
   std::vector<Bytes> out;
   for (const std::string& f : files) {
     auto data = Env::Default()->ReadFile(f, kMaxCertFile);
-    if (!data) return Error(data.error().WithContext("EK intermediate certificate " + f));
+    if (!data) return Error(data.error().WithContext(std::string(what) + " " + f));
     const std::string_view text(reinterpret_cast<const char*>(data->data()), data->size());
     if (text.find("-----BEGIN CERTIFICATE-----") != std::string_view::npos) {
       BioPtr bio(BIO_new_mem_buf(data->data(), static_cast<int>(data->size())));
@@ -117,7 +118,11 @@ Status MaFailure(const Status& s, const MaSettings& settings, std::string_view d
 // Authenticate (docs/protocol.md) with the AK kept in ma.json (a new one after a TPM clear) and,
 // for backups, the package-signing key kept there too. Writes ma.json on success.
 Result<MaConnection> OpenMaConnection(Lms& lms, const MaSettings& s, bool with_signing_key) {
-  TPMMA_ASSIGN_OR_RETURN(std::vector<Bytes> intermediates, ReadCertificates(s.ek_intermediates));
+  TPMMA_ASSIGN_OR_RETURN(std::vector<Bytes> intermediates, ReadCertificates(s.ek_intermediates, "EK intermediate certificate"));
+  std::vector<Bytes> ek_cert;
+  if (!s.ek_cert.empty()) {
+    TPMMA_ASSIGN_OR_RETURN(ek_cert, ReadCertificates({s.ek_cert}, "EK certificate"));
+  }
   MaConnection out;
   TPMMA_ASSIGN_OR_RETURN(out.client, Connect(s));
   TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, lms.OpenForMa());
@@ -147,6 +152,7 @@ Result<MaConnection> OpenMaConnection(Lms& lms, const MaSettings& s, bool with_s
   }
   ma::AuthenticateOptions o;
   o.ek_intermediates = std::move(intermediates);
+  if (!ek_cert.empty()) o.ek_certificate = std::move(ek_cert.front());
   o.with_signing_key = with_signing_key;
   o.signing_key_type = esys::ChildType::kEccSign;
   o.reuse_signing_key = signing ? &*signing : nullptr;
@@ -269,6 +275,7 @@ Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags
   if (s.ca_file.empty()) s.ca_file = config.ma_ca;
   s.ek_intermediates =
       !flags.ek_intermediates.empty() ? flags.ek_intermediates : config.ek_intermediates;
+  s.ek_cert = !flags.ek_cert.empty() ? flags.ek_cert : config.ek_cert;
   if (s.url.empty()) {
     return Error(Code::kInvalidArgument,
                  "no MA given: use --ma https://HOST:PORT, set LMS_MA_URL, or record it in the "

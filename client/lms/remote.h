@@ -33,6 +33,9 @@ struct MaSettings {
   std::string url;                            // https://host:port
   std::string ca_file;                        // PEM trusted for the MA's TLS certificate
   std::vector<std::string> ek_intermediates;  // EK certificate intermediates (PEM or DER files)
+  // The EK certificate itself, for a TPM that keeps none in NV (Intel PTT, AMD fTPM: the
+  // vendor serves it); empty: read from the TPM's NV.
+  std::string ek_cert;
   int timeout_s = 30;
 };
 
@@ -43,6 +46,7 @@ struct MaFlags {
   std::string url;
   std::string ca_file;
   std::vector<std::string> ek_intermediates;
+  std::string ek_cert;
 };
 Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags);
 

@@ -72,7 +72,17 @@ Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::K
   }
   TPMMA_ASSIGN_OR_RETURN(esys::Object ek, tpm.CreateEk());
   TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo ek_info, tpm.ReadPublic(ek));
-  TPMMA_ASSIGN_OR_RETURN(Bytes ek_cert, tpm.ReadEkCertificate());
+  Bytes ek_cert = options.ek_certificate;
+  if (ek_cert.empty()) {
+    auto from_nv = tpm.ReadEkCertificate();
+    if (!from_nv && from_nv.error().code() == Code::kNotFound) {
+      return Error(from_nv.error().WithContext(
+          "firmware TPMs (Intel PTT, AMD fTPM) often keep their EK certificate at the vendor's "
+          "service instead; give it with --ek-cert FILE"));
+    }
+    if (!from_nv) return Error(from_nv.error());
+    ek_cert = std::move(*from_nv);
+  }
   TPMMA_ASSIGN_OR_RETURN(Bytes ak_public, tpm::Marshal(ak_blob.public_area));
 
   TPMMA_ASSIGN_OR_RETURN(AuthChallenge ch,

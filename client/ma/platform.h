@@ -52,6 +52,9 @@ Result<esys::KeyBlob> CreateAttestationKey(esys::Tpm& tpm,
 struct AuthenticateOptions {
   // EK certificate intermediates (DER) the MA may need to reach its roots.
   std::vector<Bytes> ek_intermediates;
+  // The EK certificate (DER) to send instead of the one in the TPM's NV; it must certify
+  // this TPM's EK (the MA checks, and credential activation proves it).
+  Bytes ek_certificate;
   // Also create a package-signing key under `signing_parent`, certified by the AK over the
   // challenge nonce, and hand it back as a TPM-backed EVP_PKEY.
   bool with_signing_key = false;

@@ -177,5 +177,28 @@ TEST_F(LmsAppsTest, Pkcs11TokenTakesApplicationKeysAndSaysWhatItRefuses) {
   EXPECT_TRUE(p.Json({"backup", "--if-changed"}).value("uploaded", false));
 }
 
+// Issue #12: a TPM that keeps no EK certificate in NV (firmware TPMs) enrolls with
+// --ek-cert FILE, which the store keeps. Board C's certificate is read out and its NV index
+// removed (the platform hierarchy may; this binary alone uses board C, and this test is last).
+TEST_F(LmsAppsTest, EkCertificateFromAFileForATpmWithoutOneInNv) {
+  auto t = w_->c->Tools({"tpm2_nvread", "0x01c00002", "-C", "o", "-o", F("ek.der")});
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  t = w_->c->Tools({"tpm2_nvundefine", "0x01c00002", "-C", "p"});
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  const Lms l{F("store-ekcert"), w_->c->tcti(), w_->ma_flags_c};
+  EXPECT_FAILS_WITH(l({"authenticate"}), 1, "--ek-cert FILE");
+  Ran r = l({"authenticate", "--ek-cert", F("ek.der"), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.all();
+  const std::string platform = ParseJson(r).value("platform_id", "");
+  EXPECT_EQ(json::parse(Slurp(l.store + "/config.json")).value("ek_cert", ""), F("ek.der"));
+  // Kept: the next command needs no flag, and it is the same platform.
+  const Lms again{l.store, w_->c->tcti(), {}};
+  EXPECT_EQ(again.Json({"authenticate"}).value("platform_id", ""), platform);
+  // Another TPM's certificate does not pass for this one.
+  auto other = w_->a->Tools({"tpm2_nvread", "0x01c00002", "-C", "o", "-o", F("other.der")});
+  ASSERT_EQ(other.exit_code, 0) << other.output;
+  EXPECT_FAILS_WITH(l({"authenticate", "--ek-cert", F("other.der")}), 1, "EK");
+}
+
 }  // namespace
 }  // namespace tpmma::lms

@@ -302,6 +302,7 @@ TEST_F(LmsMaTest, EscrowKeyRotationRepinsTheStoreAndOldPackagesStillRestore) {
   const MaSettings settings{.url = ma->url(),
                             .ca_file = ma->ca_file(),
                             .ek_intermediates = {w_->b->IntermediateCaCertPath()},
+                            .ek_cert = {},
                             .timeout_s = 30};
   auto escrow2 = FetchEscrowKey(settings);
   ASSERT_TRUE(escrow2.has_value()) << escrow2.error().ToString();

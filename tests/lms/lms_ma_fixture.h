@@ -255,6 +255,7 @@ class LmsMaTest : public ::testing::Test {
     return {.url = w_->ma->url(),
             .ca_file = w_->ma->ca_file(),
             .ek_intermediates = {t->IntermediateCaCertPath()},
+            .ek_cert = {},
             .timeout_s = 30};
   }
 
@@ -285,7 +286,8 @@ class LmsMaTest : public ::testing::Test {
     *code = std::string(init->recovery_code.begin(), init->recovery_code.end());
     Status saved = (*l)->store().WriteConfig({.ma_url = w_->ma->url(),
                                               .ma_ca = w_->ma->ca_file(),
-                                              .ek_intermediates = {t->IntermediateCaCertPath()}});
+                                              .ek_intermediates = {t->IntermediateCaCertPath()},
+                                              .ek_cert = {}});
     if (!saved.ok()) return saved.ToString();
     for (int i = 0; i < n; ++i) {
       const bool sealed = i % 2 == 1;
