@@ -2,7 +2,9 @@
 // Key files that applications use (issue #11), through a TPM clear and a restore: the MRK's
 // persistent handle, a TSS2 PRIVATE KEY PEM used by unmodified OpenSSL (tpm2-openssl), a
 // certificate kept with its key, and the refusals a user can meet on the way. The MRK handle
-// needs a TPM of its own: this binary's store lives on board C, which nothing else here uses.
+// needs a TPM of its own: this binary's stores live on board C, which nothing else here uses.
+// Last, because it removes board C's EK certificate from NV: enrolling with --ek-cert FILE
+// (issue #12).
 #include "tests/lms/lms_ma_fixture.h"
 #include "tests/support/tabrmd.h"
 
