@@ -90,10 +90,6 @@ json ApprovalJson(const storage::Approval& a) {
 
 }  // namespace
 
-namespace {
-
-// Paths inside the state directory are written relative to it, as `ma-admin init` writes
-// them, so that the directory can still be moved as a whole.
 void RelativeTo(const std::string& dir, Config& c) {
   const std::string prefix = dir + "/";
   auto rel = [&](std::string& p) {
@@ -110,7 +106,10 @@ void RelativeTo(const std::string& dir, Config& c) {
     }
   }
   for (std::string& p : c.ek_roots) rel(p);
+  for (std::string& p : c.ek_intermediates) rel(p);
 }
+
+namespace {
 
 // escrow-<N+1> after the highest escrow-<N> in use (escrow-1 when there is none).
 std::string NextEscrowKeyId(const Config& c) {

@@ -20,6 +20,12 @@
 
 namespace tpmma::server {
 
+struct Config;
+
+// Paths inside the state directory `dir` made relative to it, as `ma-admin init` writes them,
+// so that the directory can still be moved as a whole (before ConfigToToml).
+void RelativeTo(const std::string& dir, Config& c);
+
 struct AdminContext {
   storage::Vault* vault = nullptr;
   Env* env = nullptr;

@@ -144,6 +144,7 @@ Config InitialConfig(const InitOptions& opts) {
   }
   cfg.vault_path = "vault.db";
   cfg.ek_roots = {"trust/ek-roots"};
+  cfg.ek_intermediates = {"trust/ek-intermediates"};
   return cfg;
 }
 
@@ -192,7 +193,8 @@ Result<Bytes> MakeKeys(const InitOptions& opts, Env* env) {
 Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
   TPMMA_RETURN_IF_ERROR(CheckInitOptions(opts, env));
   const std::string& dir = opts.dir;
-  for (const char* sub : {"", "/ca", "/ma", "/escrow", "/tls", "/trust", "/trust/ek-roots"}) {
+  for (const char* sub : {"", "/ca", "/ma", "/escrow", "/tls", "/trust", "/trust/ek-roots",
+                          "/trust/ek-intermediates"}) {
     TPMMA_RETURN_IF_ERROR(env->CreateDirs(dir + sub, kDirMode));
   }
   TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, MakeKeys(opts, env));

@@ -14,6 +14,8 @@
 //     tls/server-key.pem      0600
 //     tls/server-cert.pem     0644
 //     trust/ek-roots/         0700  TPM manufacturer roots accepted for EK certificates
+//     trust/ek-intermediates/ 0700  intermediate CAs the MA completes EK chains with (never
+//                                   anchors; `ma-admin ek-trust add --intermediate`)
 //     vault.db                0600  the SQLite vault, schema created, one audit row
 #pragma once
 

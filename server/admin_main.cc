@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // ma-admin: the helpdesk/admin tool: `init` creates an MA; platforms, packages,
-// approve/approvals and audit work on an MA's state directory (--dir) on the MA host, or,
-// with --ma and an operator certificate, through the MA's operator operations.
+// approve/approvals, audit, ek-trust and ek check work on an MA's state directory (--dir) on the MA
+// host, or, with --ma and an operator certificate, through the MA's operator operations.
 //
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage.
 #include <charconv>
@@ -18,6 +18,7 @@
 
 #include "common/env.h"
 #include "server/admin_commands.h"
+#include "server/admin_ek_trust.h"
 #include "server/admin_init.h"
 #include "server/config.h"
 #include "server/operator_client.h"
@@ -60,6 +61,10 @@ struct Cli {
 
   std::string escrow_key_id;
   CLI::App* escrow_rotate = nullptr;
+
+  std::string ek_add_root, ek_add_intermediate, ek_fingerprint, ek_cert;
+  std::vector<std::string> ek_chain;
+  CLI::App *ekt_add = nullptr, *ekt_list = nullptr, *ekt_remove = nullptr, *ek_check = nullptr;
 
   s::OperatorClientOptions remote;
   CLI::App* whoami = nullptr;
@@ -190,6 +195,34 @@ void AddEscrowCommands(Cli& c) {
   c.escrow_rotate->add_option("--key-id", c.escrow_key_id,
                               "id of the new key (default: escrow-<N+1>)");
   AddDir(c, c.escrow_rotate);
+}
+
+void AddEkTrustCommands(Cli& c) {
+  auto* trust = c.app.add_subcommand(
+      "ek-trust", "the TPM manufacturer roots and the intermediate pool EK chains are built with");
+  trust->require_subcommand(1);
+  c.ekt_add = trust->add_subcommand(
+      "add", "trust a root, or add an intermediate to the pool (restart ma-server afterwards)");
+  auto* root = c.ekt_add->add_option("--root", c.ek_add_root,
+                                     "a vendor's self-signed EK root CA (PEM or DER): an anchor");
+  auto* inter = c.ekt_add->add_option(
+      "--intermediate", c.ek_add_intermediate,
+      "an intermediate CA (PEM or DER): helps complete chains, never an anchor");
+  root->excludes(inter);
+  c.ekt_list = trust->add_subcommand("list", "every EK root and intermediate the MA uses");
+  c.ekt_remove = trust->add_subcommand("remove", "stop trusting a root or drop an intermediate");
+  c.ekt_remove->add_option("FINGERPRINT", c.ek_fingerprint, "SHA-256 from `ek-trust list`")
+      ->required();
+  for (auto* cmd : {c.ekt_add, c.ekt_list, c.ekt_remove}) AddDir(c, cmd);
+
+  auto* ek = c.app.add_subcommand("ek", "EK certificates");
+  ek->require_subcommand(1);
+  c.ek_check = ek->add_subcommand(
+      "check", "does CERT chain with the MA's current EK trust? (exit 0 trusted, 1 not)");
+  c.ek_check->add_option("CERT", c.ek_cert, "EK certificate, PEM or DER")->required();
+  c.ek_check->add_option("--chain", c.ek_chain,
+                         "certificates the endpoint would send (repeatable)");
+  AddDir(c, c.ek_check);
 }
 
 // Remote mode: the operator operations over HTTPS with an operator certificate, for
@@ -364,6 +397,14 @@ std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
   if (*c.op_revoke) return s::RevokeOperator(ctx, c.op_name, c.reason);
   if (*c.op_list) return s::ListOperators(ctx);
   if (*c.escrow_rotate) return s::RotateEscrowKey(ctx, c.dir, c.escrow_key_id);
+  if (*c.ekt_add) {
+    const bool root = !c.ek_add_root.empty();
+    return s::EkTrustAdd(ctx, c.dir, root ? c.ek_add_root : c.ek_add_intermediate,
+                         root ? s::EkTrustKind::kRoot : s::EkTrustKind::kIntermediate);
+  }
+  if (*c.ekt_list) return s::EkTrustList(ctx, c.dir);
+  if (*c.ekt_remove) return s::EkTrustRemove(ctx, c.dir, c.ek_fingerprint);
+  if (*c.ek_check) return s::EkCheck(ctx, c.dir, c.ek_cert, c.ek_chain);
   if (*c.audit_verify) return s::VerifyAudit(ctx);
   if (*c.audit) {
     TPMMA_RETURN_IF_ERROR(ParseAuditWindow(c, c.audit_q.since, c.audit_q.until));
@@ -400,6 +441,7 @@ int main(int argc, char** argv) {
   AddApprovalCommands(c);
   AddOperatorCommands(c);
   AddEscrowCommands(c);
+  AddEkTrustCommands(c);
   AddRemoteOptions(c);
   AddAuditCommands(c);
   try {
@@ -408,6 +450,9 @@ int main(int argc, char** argv) {
     return c.app.exit(e) == 0 ? 0 : kUsage;
   }
   if (*c.init_cmd) return RunInit(c);
+  if (*c.ekt_add && c.ek_add_root.empty() && c.ek_add_intermediate.empty()) {
+    return Usage("ek-trust add needs --root FILE or --intermediate FILE");
+  }
   if (!c.remote.url.empty()) return RunRemote(c);
   if (*c.whoami) return Usage("whoami needs remote mode (--ma, --ma-ca, --operator-cert)");
   return RunLocal(c);

@@ -5,7 +5,6 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
-#include <openssl/x509_vfy.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -22,7 +21,6 @@ namespace {
 
 constexpr size_t kSecretBytes = 32;
 constexpr size_t kIdBytes = 32;
-constexpr size_t kMaxRootFileBytes = 1024 * 1024;
 
 Bytes Sha256(ByteView data) {
   Bytes out(SHA256_DIGEST_LENGTH);
@@ -66,30 +64,6 @@ Result<X509Ptr> ParseDer(ByteView der, std::string_view what) {
   return cert;
 }
 
-Status AddPemFile(X509_STORE* store, Env* env, const std::string& path) {
-  TPMMA_ASSIGN_OR_RETURN(Bytes pem, env->ReadFile(path, kMaxRootFileBytes));
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  if (!bio) return OpensslError("BIO_new_mem_buf");
-  int added = 0;
-  while (true) {
-    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-    if (!cert) break;
-    if (X509_STORE_add_cert(store, cert.get()) != 1) return OpensslError("X509_STORE_add_cert");
-    ++added;
-  }
-  ERR_clear_error();  // the loop ends on a "no start line" error
-  if (added == 0) {
-    return Status(Code::kInvalidArgument, "EK root file " + path + " holds no PEM certificate");
-  }
-  return Status::Ok();
-}
-
-std::optional<int64_t> AsnTimeToUnix(const ASN1_TIME* t) {
-  struct tm tm {};
-  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return std::nullopt;
-  return static_cast<int64_t>(timegm(&tm));
-}
-
 void WriteLv(Bytes& out, ByteView v) {
   uint32_t n = static_cast<uint32_t>(v.size());
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(n >> shift));
@@ -127,24 +101,12 @@ Bytes Authenticator::TokenHash(std::string_view token) {
 
 Result<std::unique_ptr<Authenticator>> Authenticator::Create(const AuthOptions& options,
                                                              storage::Vault* vault, Env* env) {
-  X509StorePtr store(X509_STORE_new());
-  if (!store) return Error(OpensslError("X509_STORE_new"));
   if (options.ek_roots.empty()) {
     return Error(Code::kInvalidArgument, "trust.ek_roots is empty: no EK could ever be trusted");
   }
-  for (const std::string& path : options.ek_roots) {
-    auto entries = env->ListDir(path);
-    if (entries) {
-      for (const std::string& name : *entries) {
-        if (name.ends_with(".pem") || name.ends_with(".crt")) {
-          TPMMA_RETURN_IF_ERROR(AddPemFile(store.get(), env, path + "/" + name));
-        }
-      }
-    } else {
-      TPMMA_RETURN_IF_ERROR(AddPemFile(store.get(), env, path));
-    }
-  }
-  return std::unique_ptr<Authenticator>(new Authenticator(options, vault, env, std::move(store)));
+  TPMMA_ASSIGN_OR_RETURN(std::unique_ptr<EkTrust> trust,
+                         EkTrust::Load(options.ek_roots, options.ek_intermediates, env));
+  return std::unique_ptr<Authenticator>(new Authenticator(options, vault, env, std::move(trust)));
 }
 
 std::string Authenticator::EkCacheKey(const BeginRequest& request) {
@@ -189,27 +151,16 @@ Status Authenticator::VerifyEkCertificate(const BeginRequest& request, const TPM
   // certificate of that chain still valid now: the same checks would pass again.
   if (EkCacheHit(cache_key, now)) return Status::Ok();
   TPMMA_ASSIGN_OR_RETURN(X509Ptr leaf, ParseDer(request.ek_certificate, "EKCertificate"));
-  std::unique_ptr<STACK_OF(X509),
-                  decltype([](STACK_OF(X509) * s) { sk_X509_pop_free(s, X509_free); })>
-      untrusted(sk_X509_new_null());
-  if (!untrusted) return OpensslError("sk_X509_new_null");
+  std::vector<X509Ptr> sent;
+  std::vector<X509*> sent_view;
   for (const Bytes& der : request.ek_intermediates) {
     TPMMA_ASSIGN_OR_RETURN(X509Ptr c, ParseDer(der, "EKIntermediateCertificate"));
-    if (sk_X509_push(untrusted.get(), c.get()) == 0) return OpensslError("sk_X509_push");
-    c.release();  // owned by the stack now
+    sent_view.push_back(c.get());
+    sent.push_back(std::move(c));
   }
-  X509StoreCtxPtr ctx(X509_STORE_CTX_new());
-  if (!ctx || X509_STORE_CTX_init(ctx.get(), roots_.get(), leaf.get(), untrusted.get()) != 1) {
-    return OpensslError("X509_STORE_CTX_init");
-  }
-  // Validity is judged on the service clock, like every other TTL here.
-  X509_STORE_CTX_set_time(ctx.get(), 0, static_cast<time_t>(now));
-  if (X509_verify_cert(ctx.get()) != 1) {
-    int err = X509_STORE_CTX_get_error(ctx.get());
-    ERR_clear_error();
-    return Status(Code::kUnauthenticated,
-                  std::string("EK certificate not trusted: ") + X509_verify_cert_error_string(err));
-  }
+  // The MA completes the chain from its intermediate pool and what the endpoint sent; a
+  // refusal names the missing issuer and the `ma-admin ek-trust add` command.
+  TPMMA_ASSIGN_OR_RETURN(VerifiedPath path, trust_->Verify(leaf.get(), sent_view, now));
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr ek_key, tpm::PublicToEvp(ek));
   if (EVP_PKEY_eq(X509_get0_pubkey(leaf.get()), ek_key.get()) != 1) {
     ERR_clear_error();
@@ -217,21 +168,7 @@ Status Authenticator::VerifyEkCertificate(const BeginRequest& request, const TPM
   }
   // The window in which this verification holds: every certificate of the chain it built
   // (leaf, intermediates, root) within its validity.
-  int64_t not_before = INT64_MIN, not_after = INT64_MAX;
-  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(ctx.get());
-  bool known = chain != nullptr && sk_X509_num(chain) > 0;
-  for (int i = 0; known && i < sk_X509_num(chain); ++i) {
-    X509* c = sk_X509_value(chain, i);
-    auto nb = AsnTimeToUnix(X509_get0_notBefore(c));
-    auto na = AsnTimeToUnix(X509_get0_notAfter(c));
-    if (!nb || !na) {
-      known = false;
-      break;
-    }
-    not_before = std::max(not_before, *nb);
-    not_after = std::min(not_after, *na);
-  }
-  if (known) EkCacheRemember(cache_key, not_before, not_after);
+  EkCacheRemember(cache_key, path.not_before, path.not_after);
   return Status::Ok();
 }
 

@@ -22,12 +22,15 @@
 #include "common/env.h"
 #include "common/openssl.h"
 #include "common/status.h"
+#include "server/ek_trust.h"
 #include "storage/vault.h"
 
 namespace tpmma::server {
 
 struct AuthOptions {
   std::vector<std::string> ek_roots;  // PEM files or directories of PEM files
+  // The intermediate pool (server/ek_trust.h): untrusted helpers for path building.
+  std::vector<std::string> ek_intermediates;
   uint32_t challenge_ttl_s = 120;
   uint32_t session_ttl_s = 900;
   // Begin requests remembered until their Complete; the oldest are dropped beyond this
@@ -115,8 +118,9 @@ class Authenticator {
     uint64_t seq = 0;
   };
 
-  Authenticator(const AuthOptions& options, storage::Vault* vault, Env* env, X509StorePtr roots)
-      : options_(options), vault_(vault), env_(env), roots_(std::move(roots)) {}
+  Authenticator(const AuthOptions& options, storage::Vault* vault, Env* env,
+                std::unique_ptr<EkTrust> trust)
+      : options_(options), vault_(vault), env_(env), trust_(std::move(trust)) {}
 
   Status VerifyEkCertificate(const BeginRequest& request, const TPMT_PUBLIC& ek);
   // The cache of verified EK chains (see AuthOptions::ek_cache_entries).
@@ -132,7 +136,7 @@ class Authenticator {
   AuthOptions options_;
   storage::Vault* vault_;
   Env* env_;
-  X509StorePtr roots_;
+  std::unique_ptr<EkTrust> trust_;  // roots and intermediate pool, fixed at start-up
 
   // Begin data waiting for Complete, by challenge id (hex). The vault holds the
   // authoritative one-time challenge; this only carries the EK/AK the platform row needs.

@@ -98,6 +98,9 @@ struct Config {
   uint32_t vault_deferred_audit_delay_ms = 10;
   // [trust]
   std::vector<std::string> ek_roots;  // PEM files or directories of PEM files
+  // Intermediate CA certificates the MA adds to what an endpoint sends when it builds an EK
+  // chain: untrusted helpers for path building, never anchors (`ma-admin ek-trust`).
+  std::vector<std::string> ek_intermediates;  // PEM files or directories of PEM files
   // [auth]
   uint32_t challenge_ttl_s = 120;
   uint32_t session_ttl_s = 900;

@@ -283,12 +283,13 @@ Result<std::unique_ptr<MaOperations>> MaOperations::Create(const Config& cfg, En
   }
   AuthOptions a;
   a.ek_roots = cfg.ek_roots;
+  a.ek_intermediates = cfg.ek_intermediates;
   a.challenge_ttl_s = cfg.challenge_ttl_s;
   a.session_ttl_s = cfg.session_ttl_s;
   a.max_pending_challenges = cfg.max_pending_challenges;
   a.ek_cache_entries = cfg.ek_cache_entries;
   auto auth = Authenticator::Create(a, vault, env);
-  if (!auth) return Error(auth.error().WithContext("trust.ek_roots"));
+  if (!auth) return Error(auth.error().WithContext("trust.ek_roots / trust.ek_intermediates"));
   s->auth = std::move(*auth);
   TPMMA_ASSIGN_OR_RETURN(s->mrk_policy, DuplicationSelectPolicyDigest(custody->name()));
   const Bytes& raw = custody->name();

@@ -1,9 +1,10 @@
 # ma-admin and ma-bench (included from server/CMakeLists.txt).
 
 # PKI helpers and `ma-admin init`.
-add_library(tpmma_admin STATIC pki.cc admin_init.cc admin_commands.cc operator_client.cc)
+add_library(tpmma_admin STATIC pki.cc admin_init.cc admin_commands.cc admin_ek_trust.cc
+            operator_client.cc)
 tpmma_target(tpmma_admin)
-target_link_libraries(tpmma_admin PUBLIC tpmma_common tpmma_tpm tpmma_storage
+target_link_libraries(tpmma_admin PUBLIC tpmma_common tpmma_ek_trust tpmma_tpm tpmma_storage
                       tpmma_server_config tpmma_soap OpenSSL::SSL OpenSSL::Crypto fmt::fmt)
 
 add_executable(ma-admin admin_main.cc)

@@ -74,6 +74,7 @@ certificate = "/etc/tpm-ma/ma.crt"
 path = "vault.db"
 [trust]
 ek_roots = ["roots", "/usr/share/ek/root.pem"]
+ek_intermediates = ["pool"]
 [auth]
 challenge_ttl_s = 60
 session_ttl_s = 600
@@ -109,6 +110,7 @@ echo = true
   EXPECT_EQ(c->vault_path, dir.path() + "/vault.db");
   EXPECT_EQ(c->ek_roots,
             (std::vector<std::string>{dir.path() + "/roots", "/usr/share/ek/root.pem"}));
+  EXPECT_EQ(c->ek_intermediates, std::vector<std::string>{dir.path() + "/pool"});
   EXPECT_EQ(c->challenge_ttl_s, 60u);
   EXPECT_EQ(c->session_ttl_s, 600u);
   EXPECT_EQ(c->download_nonce_ttl_s, 120u);
@@ -365,6 +367,7 @@ TEST(ConfigTest, ConfigToTomlRoundTrips) {
   c.ma.certificate = "/state/ma/cert.pem";
   c.vault_path = "/state/vault.db";
   c.ek_roots = {"/state/roots", "/usr/share/tpm/ek-roots/infineon.pem"};
+  c.ek_intermediates = {"/state/trust/ek-intermediates"};
   c.challenge_ttl_s = 30;
   c.session_ttl_s = 300;
   c.download_nonce_ttl_s = 45;

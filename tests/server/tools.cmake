@@ -21,3 +21,6 @@ add_dependencies(operator_test ma-admin ma-server)
 # The MA service's background purge of expired challenges and sessions.
 tpmma_test(ma_service_purge_test SOURCES ma_service_purge_test.cc
   LIBS tpmma_ma_service tpmma_storage LABELS server)
+
+# EK trust: the roots and the intermediate pool, ek-trust and ek check (no TPM).
+tpmma_test(ek_trust_test SOURCES ek_trust_test.cc LIBS tpmma_admin tpmma_storage LABELS server)
