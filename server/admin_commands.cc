@@ -110,6 +110,7 @@ void RelativeTo(const std::string& dir, Config& c) {
     }
   }
   for (std::string& p : c.ek_roots) rel(p);
+  for (std::string& p : c.ek_templates) rel(p);
 }
 
 // escrow-<N+1> after the highest escrow-<N> in use (escrow-1 when there is none).

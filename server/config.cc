@@ -362,6 +362,7 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("vault", "max_deferred_audit", c.vault_max_deferred_audit, 1, 1'000'000);
   r.Int("vault", "deferred_audit_delay_ms", c.vault_deferred_audit_delay_ms, 0, 1000);
   r.PathList("trust", "ek_roots", c.ek_roots);
+  r.PathList("trust", "ek_templates", c.ek_templates);
   r.Int("auth", "challenge_ttl_s", c.challenge_ttl_s, 1, 3600);
   r.Int("auth", "session_ttl_s", c.session_ttl_s, 1, 86'400);
   r.Int("auth", "download_nonce_ttl_s", c.download_nonce_ttl_s, 1, 3600);
@@ -431,6 +432,9 @@ class TableBuilder {
     for (const std::string& item : items) a.push_back(item);
     t_.insert(key, std::move(a));
     return *this;
+  }
+  TableBuilder& OptArray(std::string_view key, const std::vector<std::string>& items) {
+    return items.empty() ? *this : Array(key, items);
   }
   TableBuilder& Tables(std::string_view key, toml::array&& tables) {
     t_.insert(key, std::move(tables));
@@ -519,7 +523,9 @@ std::string ConfigToToml(const Config& c) {
                        .Int("max_deferred_audit", c.vault_max_deferred_audit)
                        .Int("deferred_audit_delay_ms", c.vault_deferred_audit_delay_ms)
                        .Take());
-  section("trust", TableBuilder().Array("ek_roots", c.ek_roots).Take());
+  section(
+      "trust",
+      TableBuilder().Array("ek_roots", c.ek_roots).OptArray("ek_templates", c.ek_templates).Take());
   section("auth", TableBuilder()
                       .Int("challenge_ttl_s", c.challenge_ttl_s)
                       .Int("session_ttl_s", c.session_ttl_s)
@@ -567,6 +573,9 @@ Status CheckConfigFiles(const Config& c) {
     std::error_code ec;
     if (fs::is_directory(root, ec)) continue;
     TPMMA_RETURN_IF_ERROR(CheckReadable("trust.ek_roots", root));
+  }
+  for (const std::string& t : c.ek_templates) {
+    TPMMA_RETURN_IF_ERROR(CheckReadable("trust.ek_templates", t));
   }
   std::error_code ec;
   fs::path dir = fs::path(c.vault_path).parent_path();
