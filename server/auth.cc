@@ -282,10 +282,10 @@ Result<BeginResult> Authenticator::Begin(const BeginRequest& sent) {
   // The certificate as read from NV: from here on without the padding after its DER length.
   BeginRequest request = sent;
   TPMMA_ASSIGN_OR_RETURN(request.ek_certificate, TrimEkCertificatePadding(sent.ek_certificate));
+  TPMMA_RETURN_IF_ERROR(VerifyEkCertificate(request, ek.publicArea));
   // One TPM, one platform: only the EK templates, so the same key cannot come back under
   // another public area (another Name, another platform id).
   TPMMA_RETURN_IF_ERROR(tpm::CheckEkTemplate(ek.publicArea, options_.ek_templates));
-  TPMMA_RETURN_IF_ERROR(VerifyEkCertificate(request, ek.publicArea));
   TPMMA_ASSIGN_OR_RETURN(Bytes ek_key_id, EkKeyId(ek.publicArea));
   TPMMA_RETURN_IF_ERROR(tpm::CheckAkAttributes(ak.publicArea));
   // The AK Name binds the credential: computed here, never taken from the client.
