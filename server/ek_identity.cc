@@ -77,10 +77,13 @@ Status BackfillEkKeyIds(storage::Vault* vault, Env* env) {
     TPMMA_ASSIGN_OR_RETURN(storage::PlatformPage page, vault->ListPlatforms(1000, token));
     for (storage::Platform& p : page.platforms) {
       if (!p.ek_key_id.empty()) continue;
+      // A row whose EK public does not decode (written by hand, damaged) cannot be bound to
+      // a key; it is left as it is rather than keeping the MA from starting. Such an EK
+      // public never passes Begin either, so it never authenticates.
       auto ek = tpm::Unmarshal<TPM2B_PUBLIC>(p.ek_public);
-      if (!ek) return Status(ek.error().WithContext("EK public of platform " + p.id));
+      if (!ek) continue;
       auto id = EkKeyId(ek->publicArea);
-      if (!id) return Status(id.error().WithContext("EK key of platform " + p.id));
+      if (!id) continue;
       p.ek_key_id = *id;
       storage::AuditEvent audit{
           env->NowUnixSeconds(),        "system", "BackfillEkKeyId", p.id, "ok",

@@ -35,7 +35,8 @@ Result<std::vector<tpm::EkTemplate>> LoadEkTemplates(const std::vector<std::stri
                                                      Env* env);
 
 // Platforms stored before schema 3 have no ek_key_id: compute it from their EK public so
-// that a revoked one stays revoked under any re-encoding. Audited as actor "system".
+// that a revoked one stays revoked under any re-encoding. Audited as actor "system". Rows
+// whose EK public does not decode are skipped.
 Status BackfillEkKeyIds(storage::Vault* vault, Env* env);
 
 }  // namespace tpmma::server
