@@ -107,6 +107,7 @@ void RelativeTo(const std::string& dir, Config& c) {
   }
   for (std::string& p : c.ek_roots) rel(p);
   for (std::string& p : c.ek_intermediates) rel(p);
+  for (std::string& p : c.ek_templates) rel(p);
 }
 
 namespace {

@@ -11,6 +11,7 @@
 #include <ctime>
 #include <optional>
 
+#include "server/ek_identity.h"
 #include "tpm/attest.h"
 #include "tpm/credential.h"
 #include "tpm/marshal.h"
@@ -209,13 +210,20 @@ std::optional<Authenticator::Pending> Authenticator::Take(const std::string& id)
   return p;
 }
 
-Result<BeginResult> Authenticator::Begin(const BeginRequest& request) {
-  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ek, tpm::Unmarshal<TPM2B_PUBLIC>(request.ek_public));
-  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(request.ak_public));
+Result<BeginResult> Authenticator::Begin(const BeginRequest& sent) {
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ek, tpm::Unmarshal<TPM2B_PUBLIC>(sent.ek_public));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(sent.ak_public));
   TPMMA_ASSIGN_OR_RETURN(Bytes ek_name, tpm::ComputeName(ek.publicArea));
   BeginResult out;
   out.platform_id = HexEncode(ek_name);
+  // The certificate as read from NV: from here on without the padding after its DER length.
+  BeginRequest request = sent;
+  TPMMA_ASSIGN_OR_RETURN(request.ek_certificate, TrimEkCertificatePadding(sent.ek_certificate));
   TPMMA_RETURN_IF_ERROR(VerifyEkCertificate(request, ek.publicArea));
+  // One TPM, one platform: only the EK templates, so the same key cannot come back under
+  // another public area (another Name, another platform id).
+  TPMMA_RETURN_IF_ERROR(tpm::CheckEkTemplate(ek.publicArea, options_.ek_templates));
+  TPMMA_ASSIGN_OR_RETURN(Bytes ek_key_id, EkKeyId(ek.publicArea));
   TPMMA_RETURN_IF_ERROR(tpm::CheckAkAttributes(ak.publicArea));
   // The AK Name binds the credential: computed here, never taken from the client.
   TPMMA_ASSIGN_OR_RETURN(Bytes ak_name, tpm::ComputeName(ak.publicArea));
@@ -258,8 +266,8 @@ Result<BeginResult> Authenticator::Begin(const BeginRequest& request) {
   Remember(
       c.id, std::string(identity_key.begin(), identity_key.end()),
       [&] {
-        return Identity{out.platform_id, request.ek_public, request.ek_certificate,
-                        request.ak_public, std::move(ak_name)};
+        return Identity{out.platform_id,      request.ek_public, request.ek_certificate,
+                        std::move(ek_key_id), request.ak_public, std::move(ak_name)};
       },
       std::move(p));
   return out;
@@ -310,6 +318,7 @@ Result<CompleteResult> Authenticator::Complete(const CompleteRequest& request,
   a.platform.id = who.platform_id;
   a.platform.ek_public = who.ek_public;
   a.platform.ek_certificate = who.ek_certificate;
+  a.platform.ek_key_id = who.ek_key_id;
   a.platform.ak_public = who.ak_public;
   a.platform.ak_name = who.ak_name;
   a.platform.signing_key_public = signing_key;

@@ -24,6 +24,7 @@
 #include "common/status.h"
 #include "server/ek_trust.h"
 #include "storage/vault.h"
+#include "tpm/ek_templates.h"
 
 namespace tpmma::server {
 
@@ -31,6 +32,8 @@ struct AuthOptions {
   std::vector<std::string> ek_roots;  // PEM files or directories of PEM files
   // The intermediate pool (server/ek_trust.h): untrusted helpers for path building.
   std::vector<std::string> ek_intermediates;
+  // EK publics accepted besides the TCG default EK templates (trust.ek_templates).
+  std::vector<tpm::EkTemplate> ek_templates;
   uint32_t challenge_ttl_s = 120;
   uint32_t session_ttl_s = 900;
   // Begin requests remembered until their Complete; the oldest are dropped beyond this
@@ -91,8 +94,10 @@ class Authenticator {
   static Result<std::unique_ptr<Authenticator>> Create(const AuthOptions& options,
                                                        storage::Vault* vault, Env* env);
 
-  // Round one; the actor in the audit event is the platform id computed from the EK.
-  Result<BeginResult> Begin(const BeginRequest& request);
+  // Round one; the actor in the audit event is the platform id computed from the EK. The EK
+  // public must be a TCG EK template or one of AuthOptions::ek_templates; the certificate
+  // may carry NV padding after its DER length (TrimEkCertificatePadding).
+  Result<BeginResult> Begin(const BeginRequest& sent);
   // Round two. *platform_id is filled as soon as it is known (for audit of refusals).
   Result<CompleteResult> Complete(const CompleteRequest& request, std::string* platform_id);
   // The session for a bearer token: kUnauthenticated (unknown) or kExpired.
@@ -107,7 +112,8 @@ class Authenticator {
   struct Identity {
     std::string platform_id;
     Bytes ek_public;
-    Bytes ek_certificate;
+    Bytes ek_certificate;  // without NV padding
+    Bytes ek_key_id;       // server/ek_identity.h EkKeyId
     Bytes ak_public;
     Bytes ak_name;
   };

@@ -363,6 +363,7 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("vault", "deferred_audit_delay_ms", c.vault_deferred_audit_delay_ms, 0, 1000);
   r.PathList("trust", "ek_roots", c.ek_roots);
   r.PathList("trust", "ek_intermediates", c.ek_intermediates);
+  r.PathList("trust", "ek_templates", c.ek_templates);
   r.Int("auth", "challenge_ttl_s", c.challenge_ttl_s, 1, 3600);
   r.Int("auth", "session_ttl_s", c.session_ttl_s, 1, 86'400);
   r.Int("auth", "download_nonce_ttl_s", c.download_nonce_ttl_s, 1, 3600);
@@ -526,6 +527,7 @@ std::string ConfigToToml(const Config& c) {
   section("trust", TableBuilder()
                        .Array("ek_roots", c.ek_roots)
                        .OptArray("ek_intermediates", c.ek_intermediates)
+                       .OptArray("ek_templates", c.ek_templates)
                        .Take());
   section("auth", TableBuilder()
                       .Int("challenge_ttl_s", c.challenge_ttl_s)
@@ -579,6 +581,9 @@ Status CheckConfigFiles(const Config& c) {
     std::error_code ec;
     if (fs::is_directory(pool, ec)) continue;
     TPMMA_RETURN_IF_ERROR(CheckReadable("trust.ek_intermediates", pool));
+  }
+  for (const std::string& t : c.ek_templates) {
+    TPMMA_RETURN_IF_ERROR(CheckReadable("trust.ek_templates", t));
   }
   std::error_code ec;
   fs::path dir = fs::path(c.vault_path).parent_path();

@@ -101,6 +101,9 @@ struct Config {
   // Intermediate CA certificates the MA adds to what an endpoint sends when it builds an EK
   // chain: untrusted helpers for path building, never anchors (`ma-admin ek-trust`).
   std::vector<std::string> ek_intermediates;  // PEM files or directories of PEM files
+  // EK public areas accepted besides the TCG default EK templates (tpm/ek_templates.h): each
+  // file a TPM2B_PUBLIC (tpm2_createek -u, tpm2_readpublic -o); empty: TCG templates only.
+  std::vector<std::string> ek_templates;
   // [auth]
   uint32_t challenge_ttl_s = 120;
   uint32_t session_ttl_s = 900;

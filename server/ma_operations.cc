@@ -8,6 +8,7 @@
 #include <variant>
 
 #include "schema/package_xml.h"
+#include "server/ek_identity.h"
 #include "server/escrow_key.h"
 #include "tpm/attest.h"
 #include "tpm/escrow.h"
@@ -288,8 +289,11 @@ Result<std::unique_ptr<MaOperations>> MaOperations::Create(const Config& cfg, En
   a.session_ttl_s = cfg.session_ttl_s;
   a.max_pending_challenges = cfg.max_pending_challenges;
   a.ek_cache_entries = cfg.ek_cache_entries;
+  TPMMA_ASSIGN_OR_RETURN(a.ek_templates, LoadEkTemplates(cfg.ek_templates, env));
   auto auth = Authenticator::Create(a, vault, env);
   if (!auth) return Error(auth.error().WithContext("trust.ek_roots / trust.ek_intermediates"));
+  // Platforms enrolled before the vault kept their EK key: bind them to it now.
+  TPMMA_RETURN_IF_ERROR(BackfillEkKeyIds(vault, env));
   s->auth = std::move(*auth);
   TPMMA_ASSIGN_OR_RETURN(s->mrk_policy, DuplicationSelectPolicyDigest(custody->name()));
   const Bytes& raw = custody->name();

@@ -76,6 +76,9 @@ struct Platform {
   std::string id;  // hex of the EK Name
   Bytes ek_public;
   Bytes ek_certificate;  // DER
+  // SHA-256 of the EK key's SubjectPublicKeyInfo (server/ek_identity.h): the same for every
+  // encoding of the same key. Empty: not known (rows from before schema 3, until backfilled).
+  Bytes ek_key_id;
   Bytes ak_public;
   Bytes ak_name;
   std::optional<Bytes> signing_key_public;  // package-signing key, once known
@@ -119,6 +122,8 @@ struct AuthCompletion {
   int64_t now = 0;
   // Written only after the proof matched, so an unproven AK never replaces a proven one.
   // created_at/state of an existing row are kept; a revoked platform stays revoked.
+  // One TPM, one platform: with platform.ek_key_id set, another platform with the same
+  // ek_key_id refuses it (kPermissionDenied), revoked or not.
   Platform platform;
   Session session;  // platform_id must equal platform.id and the challenge's platform
   AuditEvent audit;

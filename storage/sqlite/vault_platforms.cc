@@ -28,7 +28,7 @@ namespace {
 
 constexpr std::string_view kPlatformColumns =
     "id, ek_public, ek_certificate, ak_public, ak_name, signing_key_public, state, created_at, "
-    "last_seen_at";
+    "last_seen_at, ek_key_id";
 
 Result<Platform> ReadPlatform(const Stmt& s) {
   Platform p;
@@ -41,6 +41,7 @@ Result<Platform> ReadPlatform(const Stmt& s) {
   TPMMA_ASSIGN_OR_RETURN(p.state, ParseEnum(s.Text(6), kPlatformStates, "platform state"));
   p.created_at = s.Int(7);
   p.last_seen_at = s.Int(8);
+  if (!s.IsNull(9)) p.ek_key_id = s.Blob(9);
   return p;
 }
 
@@ -57,20 +58,41 @@ Result<Platform> GetPlatformLocked(sqlite3* db, std::string_view id) {
 Result<Platform> UpsertPlatformLocked(sqlite3* db, const Platform& p) {
   if (p.id.empty()) return Error(Code::kInvalidArgument, "platform id is empty");
   TPMMA_ASSIGN_OR_RETURN(
-      Stmt s,
-      Stmt::Prepare(
-          db, "upsert platform",
-          "INSERT INTO platforms (id, ek_public, ek_certificate, ak_public, ak_name, "
-          "signing_key_public, state, created_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-          "ON CONFLICT (id) DO UPDATE SET ek_public = excluded.ek_public, "
-          "ek_certificate = excluded.ek_certificate, ak_public = excluded.ak_public, "
-          "ak_name = excluded.ak_name, "
-          "signing_key_public = COALESCE(excluded.signing_key_public, signing_key_public), "
-          "last_seen_at = excluded.last_seen_at"));
+      Stmt s, Stmt::Prepare(
+                  db, "upsert platform",
+                  "INSERT INTO platforms (id, ek_public, ek_certificate, ak_public, ak_name, "
+                  "signing_key_public, state, created_at, last_seen_at, ek_key_id) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                  "ON CONFLICT (id) DO UPDATE SET ek_public = excluded.ek_public, "
+                  "ek_key_id = COALESCE(excluded.ek_key_id, ek_key_id), "
+                  "ek_certificate = excluded.ek_certificate, ak_public = excluded.ak_public, "
+                  "ak_name = excluded.ak_name, "
+                  "signing_key_public = COALESCE(excluded.signing_key_public, signing_key_public), "
+                  "last_seen_at = excluded.last_seen_at"));
+  std::optional<Bytes> key_id;
+  if (!p.ek_key_id.empty()) key_id = p.ek_key_id;
   s.Bind(p.id, p.ek_public, p.ek_certificate, p.ak_public, p.ak_name, p.signing_key_public,
-         ToString(p.state), p.created_at, p.last_seen_at);
+         ToString(p.state), p.created_at, p.last_seen_at, key_id);
   TPMMA_RETURN_IF_ERROR(s.Run());
   return GetPlatformLocked(db, p.id);
+}
+
+// One TPM, one platform: another platform holding the same EK key refuses `p`.
+Result<std::optional<std::string>> SameEkKeyRefusal(sqlite3* db, const Platform& p) {
+  if (p.ek_key_id.empty()) return std::nullopt;
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt s, Stmt::Prepare(db, "platforms by EK key",
+                            "SELECT id, state FROM platforms WHERE ek_key_id = ? AND id != ? "
+                            "ORDER BY state = 'revoked' DESC, id LIMIT 1"));
+  s.Bind(p.ek_key_id, p.id);
+  TPMMA_ASSIGN_OR_RETURN(bool found, s.Step());
+  if (!found) return std::nullopt;
+  if (s.Text(1) == ToString(PlatformState::kRevoked)) {
+    return Cat("the EK key of platform ", p.id, " is that of revoked platform ", s.Text(0),
+               " under another EK public");
+  }
+  return Cat("the EK key of platform ", p.id, " is already enrolled as platform ", s.Text(0),
+             " (one TPM, one platform)");
 }
 
 Result<Challenge> ConsumeChallengeLocked(sqlite3* db, std::string_view id, ChallengeKind kind,
@@ -250,6 +272,8 @@ Result<Challenge> SqliteVault::CompleteAuthentication(const AuthCompletion& a) {
                      Cat("platform ", a.platform.id, " is revoked")};
     }
     if (!existing && existing.error().code() != Code::kNotFound) return Error(existing.error());
+    TPMMA_ASSIGN_OR_RETURN(std::optional<std::string> same_key, SameEkKeyRefusal(db, a.platform));
+    if (same_key) return Outcome{std::move(c), Code::kPermissionDenied, std::move(*same_key)};
     TPMMA_RETURN_IF_ERROR(UpsertPlatformLocked(db, a.platform));
     TPMMA_RETURN_IF_ERROR(InsertSessionLocked(db, a.session));
     TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, a.audit));

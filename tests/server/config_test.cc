@@ -75,6 +75,7 @@ path = "vault.db"
 [trust]
 ek_roots = ["roots", "/usr/share/ek/root.pem"]
 ek_intermediates = ["pool"]
+ek_templates = ["ek/site-ek.pub"]
 [auth]
 challenge_ttl_s = 60
 session_ttl_s = 600
@@ -111,6 +112,7 @@ echo = true
   EXPECT_EQ(c->ek_roots,
             (std::vector<std::string>{dir.path() + "/roots", "/usr/share/ek/root.pem"}));
   EXPECT_EQ(c->ek_intermediates, std::vector<std::string>{dir.path() + "/pool"});
+  EXPECT_EQ(c->ek_templates, std::vector<std::string>{dir.path() + "/ek/site-ek.pub"});
   EXPECT_EQ(c->challenge_ttl_s, 60u);
   EXPECT_EQ(c->session_ttl_s, 600u);
   EXPECT_EQ(c->download_nonce_ttl_s, 120u);
@@ -173,6 +175,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"[ma]\nkey_id = \"a b\"", "ma.key_id must be 1 to 64 characters"},
         BadValue{"[trust]\nek_roots = \"roots\"", "trust.ek_roots must be an array"},
         BadValue{"[trust]\nek_roots = [\"\"]", "trust.ek_roots must be an array"},
+        BadValue{"[trust]\nek_templates = \"ek.pub\"", "trust.ek_templates must be an array"},
         BadValue{"[auth]\nsession_ttl_s = 0", "auth.session_ttl_s"},
         BadValue{"[auth]\nchallenge_ttl_s = 99999", "auth.challenge_ttl_s"},
         BadValue{"[auth]\ndownload_nonce_ttl_s = true", "auth.download_nonce_ttl_s"},
@@ -368,6 +371,7 @@ TEST(ConfigTest, ConfigToTomlRoundTrips) {
   c.vault_path = "/state/vault.db";
   c.ek_roots = {"/state/roots", "/usr/share/tpm/ek-roots/infineon.pem"};
   c.ek_intermediates = {"/state/trust/ek-intermediates"};
+  c.ek_templates = {"/state/trust/site-ek.pub"};
   c.challenge_ttl_s = 30;
   c.session_ttl_s = 300;
   c.download_nonce_ttl_s = 45;

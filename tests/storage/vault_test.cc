@@ -217,6 +217,46 @@ TEST_P(VaultTest, CompleteAuthenticationIsAtomicAndOneTime) {
   EXPECT_CODE(vault_->CompleteAuthentication(a), Code::kExpired);
 }
 
+// One TPM, one platform: a platform whose EK key another platform holds (another encoding of
+// the same key, hence another id) is refused, and after that one is revoked it stays refused.
+TEST_P(VaultTest, CompleteAuthenticationBindsToTheEkKey) {
+  auto complete = [&](const std::string& challenge, const std::string& id, const Bytes& key_id) {
+    EXPECT_TRUE(vault_->CreateChallenge(MakeChallenge(challenge, id, "s"), std::nullopt).ok());
+    AuthCompletion a;
+    a.challenge_id = challenge;
+    a.proof_hash = Sha("s");
+    a.now = kNow;
+    a.platform = MakePlatform(id);
+    a.platform.ek_key_id = key_id;
+    a.session = MakeSession("token-" + challenge, id);
+    a.audit = Audit("Authenticate", id);
+    auto r = vault_->CompleteAuthentication(a);
+    return r ? Status::Ok() : r.error();
+  };
+  const Bytes key = Sha("ek key"), other_key = Sha("another ek key");
+  ASSERT_OK(complete("c1", "p1", key));
+  auto p1 = vault_->GetPlatform("p1");
+  ASSERT_OK(p1);
+  EXPECT_EQ(p1->ek_key_id, key);
+  ASSERT_OK(complete("c2", "p1", key));  // the same platform again
+  Status s = complete("c3", "p2", key);
+  EXPECT_EQ(s.code(), Code::kPermissionDenied) << s.ToString();
+  EXPECT_NE(s.message().find("already enrolled as platform p1"), std::string::npos) << s.message();
+  EXPECT_CODE(vault_->GetPlatform("p2"), Code::kNotFound);
+  EXPECT_CODE(vault_->GetSession(Sha("token-c3"), kNow), Code::kNotFound);
+  ASSERT_OK(complete("c4", "p3", other_key));
+  ASSERT_OK(complete("c5", "p4", {}));  // key not known: nothing to compare
+
+  ASSERT_OK(vault_->RevokePlatform("p1", Audit("RevokePlatform", "p1")));
+  s = complete("c6", "p2", key);
+  EXPECT_EQ(s.code(), Code::kPermissionDenied) << s.ToString();
+  EXPECT_NE(s.message().find("revoked platform p1"), std::string::npos) << s.message();
+  // An upsert without a key id keeps the stored one.
+  Platform again = MakePlatform("p3");
+  ASSERT_OK(vault_->UpsertPlatform(again, std::nullopt));
+  EXPECT_EQ(vault_->GetPlatform("p3")->ek_key_id, other_key);
+}
+
 TEST_P(VaultTest, Sessions) {
   ASSERT_OK(vault_->UpsertPlatform(MakePlatform("p1"), std::nullopt));
   EXPECT_CODE(vault_->CreateSession(MakeSession("t", "unknown"), std::nullopt), Code::kNotFound);

@@ -15,6 +15,7 @@
 #include "tests/support/swtpm.h"
 #include "tpm/attest.h"
 #include "tpm/credential.h"
+#include "tpm/ek_templates.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 #include "tpm/rewrap.h"
@@ -256,6 +257,40 @@ TEST_F(SwtpmInteropTest, MakeCredentialActivatesOnTpm) {
   std::string msg = Explained(r.output, "Esys_ActivateCredential");
   EXPECT_NE(msg.find("Esys_ActivateCredential"), std::string::npos) << r.output;
   RecordProperty("wrong_name_message", msg);
+}
+
+// The EK publics a TPM creates from the TCG templates are what tpm/ek_templates.h accepts:
+// tpm2_createek (L-1, L-2) and TPM2_CreatePrimary from the high-range H-1/H-2 templates
+// (unique empty, policy PolicyB SHA-256 written out from our template).
+TEST_F(SwtpmInteropTest, TcgEkTemplatesMatchTheTpm) {
+  const Swtpm* b = w_->b;
+  for (auto [alg, name] : {std::pair{"rsa", "L-1"}, std::pair{"ecc", "L-2"}}) {
+    const std::string ctx = b->File(std::string("ek_") + alg + ".ctx");
+    const std::string pub = b->File(std::string("ek_") + alg + ".pub");
+    TOOLS(b, "tpm2_createek", "-c", ctx, "-G", alg, "-u", pub);
+    const TPMT_PUBLIC ek = Load<TPM2B_PUBLIC>(pub).publicArea;
+    std::vector<std::string> diff = EkTemplateDifferences(ek, TcgEkTemplate(name).public_area);
+    EXPECT_TRUE(diff.empty()) << name << ": " << (diff.empty() ? "" : diff[0]);
+    EXPECT_TRUE(CheckEkTemplate(ek).ok()) << name;
+  }
+  const TPM2B_DIGEST& policy_b = TcgEkTemplate("H-1").public_area.authPolicy;
+  const std::string policy_file = b->File("policy_b_sha256.bin");
+  WriteFileOrDie(policy_file, ByteView(policy_b.buffer, policy_b.size));
+  const char* attrs =
+      "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|adminwithpolicy|restricted|decrypt";
+  for (auto [alg, name] :
+       {std::pair{"rsa2048:aes128cfb", "H-1"}, std::pair{"ecc256:aes128cfb", "H-2"}}) {
+    const std::string pub = b->File(std::string(name) + ".pub");
+    const std::string ctx = b->File(std::string(name) + ".ctx");
+    TOOLS(b, "tpm2_createprimary", "-C", "e", "-g", "sha256", "-G", alg, "-a", attrs, "-L",
+          policy_file, "-c", ctx);
+    TOOLS(b, "tpm2_readpublic", "-c", ctx, "-o", pub);
+    const TPMT_PUBLIC ek = Load<TPM2B_PUBLIC>(pub).publicArea;
+    std::vector<std::string> diff = EkTemplateDifferences(ek, TcgEkTemplate(name).public_area);
+    EXPECT_TRUE(diff.empty()) << name << ": " << (diff.empty() ? "" : diff[0]);
+    Status s = CheckEkTemplate(ek);
+    EXPECT_TRUE(s.ok()) << name << ": " << s.ToString();
+  }
 }
 
 TEST_F(SwtpmInteropTest, QuoteAndCertifyVerify) {

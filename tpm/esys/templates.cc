@@ -3,6 +3,8 @@
 
 #include <cstring>
 
+#include "tpm/ek_templates.h"
+
 namespace tpmma::esys {
 
 namespace {
@@ -78,14 +80,10 @@ TPM2B_PUBLIC SrkTemplate(KeyAlg alg) {
 }
 
 TPM2B_PUBLIC EkRsaTemplate() {
-  TPM2B_PUBLIC p =
-      RsaBase(TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
-              TPMA_OBJECT_ADMINWITHPOLICY | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT);
-  SetAes128Cfb(p.publicArea.parameters.rsaDetail.symmetric);
-  p.publicArea.authPolicy.size = sizeof kEkPolicy;
-  std::memcpy(p.publicArea.authPolicy.buffer, kEkPolicy, sizeof kEkPolicy);
-  // Template L-1 asks for a 256-byte zero unique field; it seeds the key derivation.
-  p.publicArea.unique.rsa.size = 256;
+  // Template L-1 (tpm/ek_templates.cc) asks for a 256-byte zero unique field; it seeds the
+  // key derivation.
+  TPM2B_PUBLIC p{};
+  p.publicArea = tpm::TcgEkTemplate("L-1").public_area;
   return p;
 }
 
