@@ -118,7 +118,8 @@ Status MaFailure(const Status& s, const MaSettings& settings, std::string_view d
 // Authenticate (docs/protocol.md) with the AK kept in ma.json (a new one after a TPM clear) and,
 // for backups, the package-signing key kept there too. Writes ma.json on success.
 Result<MaConnection> OpenMaConnection(Lms& lms, const MaSettings& s, bool with_signing_key) {
-  TPMMA_ASSIGN_OR_RETURN(std::vector<Bytes> intermediates, ReadCertificates(s.ek_intermediates, "EK intermediate certificate"));
+  TPMMA_ASSIGN_OR_RETURN(std::vector<Bytes> intermediates,
+                         ReadCertificates(s.ek_intermediates, "EK intermediate certificate"));
   std::vector<Bytes> ek_cert;
   if (!s.ek_cert.empty()) {
     TPMMA_ASSIGN_OR_RETURN(ek_cert, ReadCertificates({s.ek_cert}, "EK certificate"));
@@ -130,10 +131,15 @@ Result<MaConnection> OpenMaConnection(Lms& lms, const MaSettings& s, bool with_s
   KeyStore& store = lms.store();
   TPMMA_ASSIGN_OR_RETURN(MaState m, store.ReadMaState());
 
+  // The EK first: the AK is made under it, and a kept AK made under another EK (the RSA
+  // certificate index removed since) no longer loads and is replaced below.
+  TPMMA_ASSIGN_OR_RETURN(ma::EkChoice ek,
+                         ma::ChooseEk(*tpm, ek_cert.empty() ? ByteView{} : ByteView(ek_cert[0])));
   const bool have_ak = !m.ak_public.empty() && !m.ak_private.empty() && m.ak_srk_name == srk.name();
   auto make_ak = [&]() -> Status {
     lms.Progress("making an attestation key (AK) under the endorsement key");
-    TPMMA_ASSIGN_OR_RETURN(out.ak, ma::CreateAttestationKey(*tpm, esys::KeyAlg::kEccP256));
+    TPMMA_ASSIGN_OR_RETURN(out.ak,
+                           ma::CreateAttestationKey(*tpm, esys::KeyAlg::kEccP256, ek.ek_template));
     out.new_ak = true;
     return Status::Ok();
   };
@@ -152,7 +158,7 @@ Result<MaConnection> OpenMaConnection(Lms& lms, const MaSettings& s, bool with_s
   }
   ma::AuthenticateOptions o;
   o.ek_intermediates = std::move(intermediates);
-  if (!ek_cert.empty()) o.ek_certificate = std::move(ek_cert.front());
+  o.ek = std::move(ek);
   o.with_signing_key = with_signing_key;
   o.signing_key_type = esys::ChildType::kEccSign;
   o.reuse_signing_key = signing ? &*signing : nullptr;

@@ -142,7 +142,7 @@ Result<ma::DownloadedPackage> Download(RestoreRun& run, const RestoreResult& out
   run.lms.Progress("downloading package " + id + ", re-wrapped by the MA for this TPM");
   MaConnection& connection = *run.connection;
   auto got = ma::DownloadTo(*connection.client, *tpm, connection.token(), id, run.lms.current_srk(),
-                            connection.ak);
+                            connection.ak, connection.platform.ek_template);
   if (!got) {
     const Status& e = got.error();
     if (e.code() == Code::kPermissionDenied) {

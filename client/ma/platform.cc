@@ -4,6 +4,7 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include "common/openssl.h"
 #include "tpm/escrow.h"
@@ -53,8 +54,81 @@ Result<VerifiedMaKey> VerifyMaKey(const MaKeyInfo& key, MaKeyRole role) {
   return VerifiedMaKey{.key_id = key.key_id, .public_area = pub, .name = std::move(name)};
 }
 
-Result<esys::KeyBlob> CreateAttestationKey(esys::Tpm& tpm, esys::KeyAlg alg) {
-  TPMMA_ASSIGN_OR_RETURN(esys::Object ek, tpm.CreateEk());
+namespace {
+
+const tpm::EkTemplate& OrL1(const tpm::EkTemplate* t) {
+  return t != nullptr ? *t : tpm::TcgEkTemplate("L-1");
+}
+
+std::string Hex32(uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
+}
+
+// Key size of a template's key in bits (RSA modulus, ECC curve), as EVP_PKEY_get_bits says.
+int TemplateBits(const TPMT_PUBLIC& p) {
+  if (p.type == TPM2_ALG_RSA) return p.parameters.rsaDetail.keyBits;
+  switch (p.parameters.eccDetail.curveID) {
+    case TPM2_ECC_NIST_P384:
+      return 384;
+    case TPM2_ECC_NIST_P521:
+      return 521;
+    default:
+      return 256;
+  }
+}
+
+// The template whose EK has the key `der` certifies; only templates of its algorithm and
+// size are created (an RSA EK takes the TPM a while).
+Result<EkChoice> EkOfCertificate(esys::Tpm& tpm, ByteView der) {
+  const unsigned char* p = der.data();
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
+  if (!cert) return Error(Code::kMalformed, "the EK certificate (--ek-cert) is not DER X.509");
+  EVP_PKEY* key = X509_get0_pubkey(cert.get());
+  if (key == nullptr) return Error(Code::kMalformed, "the EK certificate has no usable key");
+  const int want_type = EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA ? TPM2_ALG_RSA : TPM2_ALG_ECC;
+  std::string tried;
+  for (const tpm::EkTemplate& t : tpm::TcgEkTemplates()) {
+    if (t.public_area.type != want_type || TemplateBits(t.public_area) != EVP_PKEY_get_bits(key)) {
+      continue;
+    }
+    tried += (tried.empty() ? "" : ", ") + t.name;
+    auto ek = tpm.CreateEk(t);
+    if (!ek) continue;  // a template this TPM does not support (SM2, RSA 4096, ...)
+    auto ek_key = tpm::PublicToEvp(ek->public_area().publicArea);
+    if (ek_key && EVP_PKEY_eq(key, ek_key->get()) == 1) {
+      return EkChoice{.ek_template = &t, .certificate = Bytes(der.begin(), der.end())};
+    }
+  }
+  return Error(Code::kNotFound, "the EK certificate (--ek-cert) certifies no EK of this TPM (" +
+                                    (tried.empty() ? "no TCG EK template has its key type"
+                                                   : "tried the templates " + tried) +
+                                    ")");
+}
+
+}  // namespace
+
+Result<EkChoice> ChooseEk(esys::Tpm& tpm, ByteView given_certificate) {
+  if (!given_certificate.empty()) return EkOfCertificate(tpm, given_certificate);
+  std::string indices;
+  for (const tpm::EkTemplate& t : tpm::TcgEkTemplates()) {
+    auto cert = tpm.ReadNvCertificate(t.cert_index);
+    if (cert) return EkChoice{.ek_template = &t, .certificate = std::move(*cert)};
+    if (cert.error().code() != Code::kNotFound) {
+      return Error(cert.error().WithContext("reading the " + t.name + " EK certificate"));
+    }
+    indices += (indices.empty() ? "" : ", ") + Hex32(t.cert_index);
+  }
+  return Error(Code::kNotFound,
+               "no EK certificate in any of the TCG NV indices (" + indices +
+                   "): give it with --ek-cert FILE (firmware TPMs such as Intel PTT and AMD fTPM "
+                   "often keep it at the vendor's service instead)");
+}
+
+Result<esys::KeyBlob> CreateAttestationKey(esys::Tpm& tpm, esys::KeyAlg alg,
+                                           const tpm::EkTemplate* ek_template) {
+  TPMMA_ASSIGN_OR_RETURN(esys::Object ek, tpm.CreateEk(OrL1(ek_template)));
   return tpm.CreateAk(ek, alg);
 }
 
@@ -70,19 +144,15 @@ Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::K
   if (options.with_signing_key && signing_parent == nullptr) {
     return Error(Code::kInvalidArgument, "a package-signing key needs a parent (the SRK)");
   }
-  TPMMA_ASSIGN_OR_RETURN(esys::Object ek, tpm.CreateEk());
-  TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo ek_info, tpm.ReadPublic(ek));
-  Bytes ek_cert = options.ek_certificate;
-  if (ek_cert.empty()) {
-    auto from_nv = tpm.ReadEkCertificate();
-    if (!from_nv && from_nv.error().code() == Code::kNotFound) {
-      return Error(from_nv.error().WithContext(
-          "firmware TPMs (Intel PTT, AMD fTPM) often keep their EK certificate at the vendor's "
-          "service instead; give it with --ek-cert FILE"));
-    }
-    if (!from_nv) return Error(from_nv.error());
-    ek_cert = std::move(*from_nv);
+  EkChoice chosen;
+  if (options.ek) {
+    chosen = *options.ek;
+  } else {
+    TPMMA_ASSIGN_OR_RETURN(chosen, ChooseEk(tpm, options.ek_certificate));
   }
+  TPMMA_ASSIGN_OR_RETURN(esys::Object ek, tpm.CreateEk(OrL1(chosen.ek_template)));
+  TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo ek_info, tpm.ReadPublic(ek));
+  Bytes ek_cert = std::move(chosen.certificate);
   TPMMA_ASSIGN_OR_RETURN(Bytes ak_public, tpm::Marshal(ak_blob.public_area));
 
   TPMMA_ASSIGN_OR_RETURN(AuthChallenge ch,
@@ -98,6 +168,7 @@ Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::K
   ek.reset();  // frees a slot for the signing key
 
   PlatformSession out;
+  out.ek_template = &OrL1(chosen.ek_template);
   std::optional<SigningKeyProof> proof;
   if (options.with_signing_key) {
     esys::KeyBlob key_blob;
@@ -134,14 +205,15 @@ Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::K
 
 Result<DownloadedPackage> DownloadTo(MaClient& ma, esys::Tpm& tpm, std::string_view token,
                                      std::string_view package_id, const esys::Object& parent,
-                                     const esys::KeyBlob& ak_blob) {
+                                     const esys::KeyBlob& ak_blob,
+                                     const tpm::EkTemplate* ek_template) {
   TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo parent_info, tpm.ReadPublic(parent));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_NAME name,
                          tpm::ComputeTpm2bName(parent_info.public_area.publicArea));
   TPMMA_ASSIGN_OR_RETURN(Bytes name_bytes, tpm::Marshal(name));
   TPMMA_ASSIGN_OR_RETURN(Bytes nonce, ma.DownloadPrepare(token, package_id, name_bytes));
 
-  TPMMA_ASSIGN_OR_RETURN(esys::Object ek, tpm.CreateEk());
+  TPMMA_ASSIGN_OR_RETURN(esys::Object ek, tpm.CreateEk(OrL1(ek_template)));
   TPMMA_ASSIGN_OR_RETURN(esys::Object ak, tpm.Load(ek, ak_blob));
   ek.reset();
   TPMMA_ASSIGN_OR_RETURN(esys::Attestation cert, tpm.Certify(parent, ak, nonce));

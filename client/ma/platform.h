@@ -6,6 +6,8 @@
 //                        recomputed, the key fit for its role; the storage key's Name is
 //                        what the MRK's policy names, the escrow key is what lms encrypts
 //                        escrowed inner keys to.
+//   ChooseEk             which EK: the first TCG template whose certificate index is in NV
+//                        (L-1, L-2, H-1..H-7), or the one --ek-cert certifies.
 //   Authenticate         EK + EK certificate + AK -> credential activation -> session; with
 //                        a package-signing key certified by the AK over the MA's nonce.
 //   DownloadTo           the MA re-wraps a package to a parent (the SRK) after the session's
@@ -15,6 +17,7 @@
 // a time and flush what they loaded before returning (the signer excepted).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,6 +27,7 @@
 #include "client/ma/ma_client.h"
 #include "common/openssl.h"
 #include "common/status.h"
+#include "tpm/ek_templates.h"
 #include "tpm/esys/esys.h"
 
 namespace tpmma::ma {
@@ -44,10 +48,25 @@ enum class MaKeyRole { kStorage, kEscrow };
 // the TPM duplicates or lms encrypts to are the same), and Public must fit `role`.
 Result<VerifiedMaKey> VerifyMaKey(const MaKeyInfo& key, MaKeyRole role = MaKeyRole::kStorage);
 
-// The AK: a restricted signing key under the (transient, re-created) EK. Keep the blob:
-// the same AK must certify the SRK at Download time.
+// The EK a platform authenticates with: a TCG EK template (tpm/ek_templates.h) and the
+// certificate of that EK's key.
+struct EkChoice {
+  const tpm::EkTemplate* ek_template = nullptr;  // one of tpm::TcgEkTemplates()
+  Bytes certificate;                             // DER, as read from NV or given
+};
+
+// Without `given_certificate`: the first TCG template, in the order L-1 (RSA), L-2 (ECC),
+// H-1..H-7 (the order the MA's default trust prefers; there is no capability query), whose
+// certificate NV index is defined, with that index's contents as read. With it: the first
+// template whose EK (created here) has the certificate's key. kNotFound, naming the indices
+// or the templates tried and --ek-cert, if none.
+Result<EkChoice> ChooseEk(esys::Tpm& tpm, ByteView given_certificate = {});
+
+// The AK: a restricted signing key under the (transient, re-created) EK of `ek` (L-1 if
+// null). Keep the blob: the same AK must certify the SRK at Download time.
 Result<esys::KeyBlob> CreateAttestationKey(esys::Tpm& tpm,
-                                           esys::KeyAlg alg = esys::KeyAlg::kRsa2048);
+                                           esys::KeyAlg alg = esys::KeyAlg::kRsa2048,
+                                           const tpm::EkTemplate* ek = nullptr);
 
 struct AuthenticateOptions {
   // EK certificate intermediates (DER) the MA may need to reach its roots.
@@ -55,6 +74,9 @@ struct AuthenticateOptions {
   // The EK certificate (DER) to send instead of the one in the TPM's NV; it must certify
   // this TPM's EK (the MA checks, and credential activation proves it).
   Bytes ek_certificate;
+  // The EK (template and certificate) from ChooseEk, under which the AK was made; without
+  // it Authenticate calls ChooseEk(tpm, ek_certificate) itself.
+  std::optional<EkChoice> ek;
   // Also create a package-signing key under `signing_parent`, certified by the AK over the
   // challenge nonce, and hand it back as a TPM-backed EVP_PKEY.
   bool with_signing_key = false;
@@ -71,6 +93,7 @@ struct PlatformSession {
   EvpPkeyPtr signer;           // with_signing_key only; holds a TPM slot until freed
   Bytes signing_public;        // TPM2B_PUBLIC of the signer
   esys::KeyBlob signing_blob;  // the signer's blob under `signing_parent`, to reuse later
+  const tpm::EkTemplate* ek_template = nullptr;  // the EK authenticated with (the AK's parent)
 };
 
 // The package-signing key template: fixedTPM|fixedParent|sensitiveDataOrigin, sign only.
@@ -81,11 +104,11 @@ Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::K
                                      const esys::Object* signing_parent,
                                      const AuthenticateOptions& options = {});
 
-// Download round one and two for `package_id`, re-wrapped to `parent`, which the AK
-// certifies over the MA's nonce.
+// Download round one and two for `package_id`, re-wrapped to `parent`, which the AK (made
+// under the EK of `ek`, L-1 if null) certifies over the MA's nonce.
 Result<DownloadedPackage> DownloadTo(MaClient& ma, esys::Tpm& tpm, std::string_view token,
                                      std::string_view package_id, const esys::Object& parent,
-                                     const esys::KeyBlob& ak);
+                                     const esys::KeyBlob& ak, const tpm::EkTemplate* ek = nullptr);
 
 // TPMS_ATTEST bytes (as Certify returns them) -> TPM2B_ATTEST (as the MA takes them).
 Bytes Tpm2bAttest(ByteView attest);

@@ -154,9 +154,9 @@ TEST_F(LmsAppsTest, Pkcs11TokenTakesApplicationKeysAndSaysWhatItRefuses) {
   Spit(F("short.pin"), "123\n");
   EXPECT_FAILS_WITH(p({"pkcs11", "link", "ssh", "--user-pin-file", F("user.pin")}), 1,
                     "lms pkcs11 init");
-  EXPECT_FAILS_WITH(p({"pkcs11", "init", "--so-pin-file", F("so.pin"), "--user-pin-file",
-                       F("short.pin")}),
-                    1, "4 to 64 characters");
+  EXPECT_FAILS_WITH(
+      p({"pkcs11", "init", "--so-pin-file", F("so.pin"), "--user-pin-file", F("short.pin")}), 1,
+      "4 to 64 characters");
   Ran r = p({"pkcs11", "init", "--so-pin-file", F("so.pin"), "--user-pin-file", F("user.pin")});
   ASSERT_EQ(r.exit_code, 0) << r.all();
   EXPECT_EQ(r.all().find("user-secret-1"), std::string::npos);
@@ -180,13 +180,17 @@ TEST_F(LmsAppsTest, Pkcs11TokenTakesApplicationKeysAndSaysWhatItRefuses) {
 }
 
 // Issue #12: a TPM that keeps no EK certificate in NV (firmware TPMs) enrolls with
-// --ek-cert FILE, which the store keeps. Board C's certificate is read out and its NV index
-// removed (the platform hierarchy may; this binary alone uses board C, and this test is last).
+// --ek-cert FILE, which the store keeps. Board C's certificate is read out and its NV indices
+// (RSA and ECC) removed (the platform hierarchy may; this binary alone uses board C, and this test
+// is last).
 TEST_F(LmsAppsTest, EkCertificateFromAFileForATpmWithoutOneInNv) {
   auto t = w_->c->Tools({"tpm2_nvread", "0x01c00002", "-C", "o", "-o", F("ek.der")});
   ASSERT_EQ(t.exit_code, 0) << t.output;
-  t = w_->c->Tools({"tpm2_nvundefine", "0x01c00002", "-C", "p"});
-  ASSERT_EQ(t.exit_code, 0) << t.output;
+  // swtpm keeps an ECC EK certificate too (H-3, 0x01c00016), which lms would use instead.
+  for (const char* index : {"0x01c00002", "0x01c00016"}) {
+    t = w_->c->Tools({"tpm2_nvundefine", index, "-C", "p"});
+    ASSERT_EQ(t.exit_code, 0) << t.output;
+  }
   const Lms l{F("store-ekcert"), w_->c->tcti(), w_->ma_flags_c};
   EXPECT_FAILS_WITH(l({"authenticate"}), 1, "--ek-cert FILE");
   Ran r = l({"authenticate", "--ek-cert", F("ek.der"), "--json"});

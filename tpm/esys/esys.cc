@@ -381,21 +381,39 @@ Result<PublicInfo> Tpm::ReadPublic(const Object& object) {
 }
 
 Result<Object> Tpm::CreateEk() {
-  TPMMA_ASSIGN_OR_RETURN(Object ek, CreatePrimary(ESYS_TR_RH_ENDORSEMENT, EkRsaTemplate()));
-  ek.endorsement_policy_ = true;
+  return CreateEk(tpm::TcgEkTemplate("L-1"));
+}
+
+Result<Object> Tpm::CreateEk(const tpm::EkTemplate& tmpl) {
+  TPM2B_PUBLIC p{};
+  p.publicArea = tmpl.public_area;
+  TPMMA_ASSIGN_OR_RETURN(Object ek, CreatePrimary(ESYS_TR_RH_ENDORSEMENT, p));
+  ek.endorsement_policy_ = !(tmpl.public_area.objectAttributes & TPMA_OBJECT_USERWITHAUTH);
   return ek;
 }
 
 Result<Bytes> Tpm::ReadEkCertificate() {
-  TPMMA_ASSIGN_OR_RETURN(bool exists, HandleExists(kEkCertRsaNvIndex));
-  if (!exists) {
+  auto cert = ReadNvCertificate(kEkCertRsaNvIndex);
+  if (!cert && cert.error().code() == Code::kNotFound) {
     return Error(Code::kNotFound, "this TPM has no RSA EK certificate (NV index " +
                                       Hex32(kEkCertRsaNvIndex) + " is not defined)");
   }
+  if (!cert) return cert;
+  // Some vendors pad the index; the DER SEQUENCE header says where the certificate ends.
+  if (cert->size() >= 4 && (*cert)[0] == 0x30 && (*cert)[1] == 0x82) {
+    const size_t der_len = 4 + ((size_t{(*cert)[2]} << 8) | (*cert)[3]);
+    if (der_len <= cert->size()) cert->resize(der_len);
+  }
+  return cert;
+}
+
+Result<Bytes> Tpm::ReadNvCertificate(TPM2_HANDLE index) {
+  TPMMA_ASSIGN_OR_RETURN(bool exists, HandleExists(index));
+  if (!exists) return Error(Code::kNotFound, "NV index " + Hex32(index) + " is not defined");
   ESYS_TR tr = ESYS_TR_NONE;
-  TPMMA_RETURN_IF_ERROR(CheckRc("Esys_TR_FromTPMPublic(EK certificate NV index)",
-                                Esys_TR_FromTPMPublic(ctx_, kEkCertRsaNvIndex, ESYS_TR_NONE,
-                                                      ESYS_TR_NONE, ESYS_TR_NONE, &tr)));
+  TPMMA_RETURN_IF_ERROR(
+      CheckRc("Esys_TR_FromTPMPublic(NV " + Hex32(index) + ")",
+              Esys_TR_FromTPMPublic(ctx_, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &tr)));
   Handle nv(context_, tr, Handle::Kind::kPersistent);
   EsysPtr<TPM2B_NV_PUBLIC> nv_public;
   EsysPtr<TPM2B_NAME> nv_name;
@@ -411,16 +429,11 @@ Result<Bytes> Tpm::ReadEkCertificate() {
     const auto n = static_cast<uint16_t>(std::min<size_t>(kChunk, size - cert.size()));
     EsysPtr<TPM2B_MAX_NV_BUFFER> data;
     TPMMA_RETURN_IF_ERROR(
-        CheckRc("Esys_NV_Read(EK certificate)",
+        CheckRc("Esys_NV_Read(" + Hex32(index) + ")",
                 Esys_NV_Read(ctx_, ESYS_TR_RH_OWNER, nv.get(), ESYS_TR_PASSWORD, ESYS_TR_NONE,
                              ESYS_TR_NONE, n, static_cast<uint16_t>(cert.size()), Out(data))));
     if (data->size == 0) break;
     cert.insert(cert.end(), data->buffer, data->buffer + data->size);
-  }
-  // Some vendors pad the index; the DER SEQUENCE header says where the certificate ends.
-  if (cert.size() >= 4 && cert[0] == 0x30 && cert[1] == 0x82) {
-    const size_t der_len = 4 + ((size_t{cert[2]} << 8) | cert[3]);
-    if (der_len <= cert.size()) cert.resize(der_len);
   }
   return cert;
 }

@@ -30,6 +30,7 @@
 
 #include "common/bytes.h"
 #include "common/status.h"
+#include "tpm/ek_templates.h"
 #include "tpm/esys/templates.h"
 #include "tpm/rewrap.h"
 
@@ -175,8 +176,17 @@ class Tpm {
 
   // RSA EK from the TCG default template (transient; same key as `tpm2_createek -G rsa`).
   Result<Object> CreateEk();
-  // DER certificate of the RSA EK from NV 0x01c00002. kNotFound if the index is absent.
+  // The EK of `tmpl` (tpm/ek_templates.h: L-1, L-2, H-1..H-7), transient. Its user role is
+  // authorized by PolicySecret(TPM_RH_ENDORSEMENT) for the low range (no userWithAuth), by
+  // the empty password for the high range (userWithAuth set; PolicyB guards only the admin
+  // role, which lms never uses).
+  Result<Object> CreateEk(const tpm::EkTemplate& tmpl);
+  // DER certificate of the RSA EK from NV 0x01c00002, NV padding after the DER length
+  // trimmed. kNotFound if the index is absent.
   Result<Bytes> ReadEkCertificate();
+  // The whole contents of NV index `index` (an EK certificate index: owner-readable), as
+  // stored, padding included. kNotFound if the index is not defined.
+  Result<Bytes> ReadNvCertificate(TPM2_HANDLE index);
   // Restricted signing key under the EK (RSASSA-SHA256 or ECDSA-P256-SHA256), as
   // tpm2_createak. Load it with Load(ek, blob).
   Result<KeyBlob> CreateAk(const Object& ek, KeyAlg alg);
