@@ -222,7 +222,7 @@ Result<EnrollmentPolicy> ParseEnrollmentPolicy(std::string_view text) {
                            text));
 }
 
-std::string_view ToString(EnrollmentPolicy policy) {
+std::string_view EnrollmentPolicyName(EnrollmentPolicy policy) {
   switch (policy) {
     case EnrollmentPolicy::kOpen:
       return "open";

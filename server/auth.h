@@ -37,7 +37,7 @@ enum class EnrollmentPolicy {
 };
 // "open", "registered", "approve-first"; kInvalidArgument otherwise.
 Result<EnrollmentPolicy> ParseEnrollmentPolicy(std::string_view text);
-std::string_view ToString(EnrollmentPolicy policy);
+std::string_view EnrollmentPolicyName(EnrollmentPolicy policy);
 
 struct AuthOptions {
   std::vector<std::string> ek_roots;  // PEM files or directories of PEM files
