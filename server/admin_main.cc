@@ -19,6 +19,7 @@
 #include "common/env.h"
 #include "server/admin_commands.h"
 #include "server/admin_ek_trust.h"
+#include "server/admin_enrollment.h"
 #include "server/admin_init.h"
 #include "server/config.h"
 #include "server/operator_client.h"
@@ -47,6 +48,8 @@ struct Cli {
   std::string id, reason;
   std::optional<std::string> platform_filter;
   CLI::App *pl_list = nullptr, *pl_show = nullptr, *pl_revoke = nullptr;
+  s::RegisterOptions reg;
+  CLI::App *pl_register = nullptr, *pl_registrations = nullptr, *pl_accept = nullptr;
   CLI::App *pk_list = nullptr, *pk_show = nullptr, *pk_delete = nullptr;
 
   s::ApproveOptions approve;
@@ -119,7 +122,8 @@ void AddInitCommand(Cli& c) {
 }
 
 void AddPlatformCommands(Cli& c) {
-  auto* platforms = c.app.add_subcommand("platforms", "list, show or revoke platforms (TPMs)");
+  auto* platforms =
+      c.app.add_subcommand("platforms", "list, show, revoke, register or accept platforms (TPMs)");
   platforms->require_subcommand(1);
   c.pl_list = platforms->add_subcommand("list", "every platform that ever authenticated");
   c.pl_show = platforms->add_subcommand("show", "one platform and its packages");
@@ -128,7 +132,23 @@ void AddPlatformCommands(Cli& c) {
       "revoke", "block a platform (stolen laptop): its sessions and downloads stop at once");
   c.pl_revoke->add_option("ID", c.id, "platform id")->required();
   c.pl_revoke->add_option("--reason", c.reason, "why (recorded in the audit log)")->required();
-  for (auto* cmd : {c.pl_list, c.pl_show, c.pl_revoke}) AddDir(c, cmd);
+  c.pl_register = platforms->add_subcommand(
+      "register", "let a platform enroll under the enrollment policy \"registered\"");
+  c.pl_register->add_option("--ek-public", c.reg.ek_public, "its EK public (TPM2B_PUBLIC file)");
+  c.pl_register->add_option("--ek-cert", c.reg.ek_cert, "its EK certificate (PEM or DER)");
+  c.pl_register->add_option("--csv", c.reg.csv,
+                            "a CSV file: header row, columns ek_key_id or ek_cert_sha256 (hex), "
+                            "label; all or nothing");
+  c.pl_register->add_option("--label", c.reg.label, "a name for it (--ek-public / --ek-cert)");
+  c.pl_registrations =
+      platforms->add_subcommand("registrations", "the platforms registered so far");
+  c.pl_accept = platforms->add_subcommand(
+      "accept", "let a pending platform (enrollment policy \"approve-first\") authenticate");
+  c.pl_accept->add_option("ID", c.id, "platform id")->required();
+  for (auto* cmd :
+       {c.pl_list, c.pl_show, c.pl_revoke, c.pl_register, c.pl_registrations, c.pl_accept}) {
+    AddDir(c, cmd);
+  }
 }
 
 void AddPackageCommands(Cli& c) {
@@ -381,6 +401,9 @@ std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
   if (*c.pl_list) return s::ListPlatforms(ctx);
   if (*c.pl_show) return s::ShowPlatform(ctx, c.id);
   if (*c.pl_revoke) return s::RevokePlatform(ctx, c.id, c.reason);
+  if (*c.pl_register) return s::RegisterPlatforms(ctx, c.reg);
+  if (*c.pl_registrations) return s::ListRegistrations(ctx);
+  if (*c.pl_accept) return s::AcceptPlatform(ctx, c.id);
   if (*c.pk_list) return s::ListPackages(ctx, c.platform_filter);
   if (*c.pk_show) return s::ShowPackage(ctx, c.id);
   if (*c.pk_delete) return s::DeletePackage(ctx, c.id, c.reason);

@@ -11,6 +11,8 @@
 #include <ctime>
 #include <optional>
 
+#include <fmt/format.h>
+
 #include "server/ek_identity.h"
 #include "tpm/attest.h"
 #include "tpm/credential.h"
@@ -210,6 +212,43 @@ std::optional<Authenticator::Pending> Authenticator::Take(const std::string& id)
   return p;
 }
 
+Result<EnrollmentPolicy> ParseEnrollmentPolicy(std::string_view text) {
+  if (text == "open") return EnrollmentPolicy::kOpen;
+  if (text == "registered") return EnrollmentPolicy::kRegistered;
+  if (text == "approve-first") return EnrollmentPolicy::kApproveFirst;
+  return Error(Code::kInvalidArgument,
+               fmt::format("enrollment policy must be \"open\", \"registered\" or "
+                           "\"approve-first\", got \"{}\"",
+                           text));
+}
+
+std::string_view EnrollmentPolicyName(EnrollmentPolicy policy) {
+  switch (policy) {
+    case EnrollmentPolicy::kOpen:
+      return "open";
+    case EnrollmentPolicy::kRegistered:
+      return "registered";
+    case EnrollmentPolicy::kApproveFirst:
+      return "approve-first";
+  }
+  return "?";
+}
+
+Status Authenticator::CheckRegistered(const std::string& platform_id, ByteView ek_key_id,
+                                      ByteView ek_certificate) {
+  if (options_.enrollment != EnrollmentPolicy::kRegistered) return Status::Ok();
+  const Bytes cert_hash = Sha256(ek_certificate);
+  auto found = vault_->FindRegistration(ek_key_id, cert_hash);
+  if (found) return Status::Ok();
+  if (found.error().code() != Code::kNotFound) return found.error();
+  return Status(
+      Code::kPermissionDenied,
+      fmt::format("enrollment policy \"registered\": platform {} is not registered with this MA; "
+                  "an administrator must register it first with `ma-admin platforms register "
+                  "--ek-public FILE` or `--ek-cert FILE` (EK key id {}, EK certificate SHA-256 {})",
+                  platform_id, HexEncode(ek_key_id), HexEncode(cert_hash)));
+}
+
 Result<BeginResult> Authenticator::Begin(const BeginRequest& sent) {
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ek, tpm::Unmarshal<TPM2B_PUBLIC>(sent.ek_public));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(sent.ak_public));
@@ -224,6 +263,7 @@ Result<BeginResult> Authenticator::Begin(const BeginRequest& sent) {
   // another public area (another Name, another platform id).
   TPMMA_RETURN_IF_ERROR(tpm::CheckEkTemplate(ek.publicArea, options_.ek_templates));
   TPMMA_ASSIGN_OR_RETURN(Bytes ek_key_id, EkKeyId(ek.publicArea));
+  TPMMA_RETURN_IF_ERROR(CheckRegistered(out.platform_id, ek_key_id, request.ek_certificate));
   TPMMA_RETURN_IF_ERROR(tpm::CheckAkAttributes(ak.publicArea));
   // The AK Name binds the credential: computed here, never taken from the client.
   TPMMA_ASSIGN_OR_RETURN(Bytes ak_name, tpm::ComputeName(ak.publicArea));
@@ -335,6 +375,19 @@ Result<CompleteResult> Authenticator::Complete(const CompleteRequest& request,
       who.platform_id,
       "ok",
       signing_key ? "session opened; package-signing key certified" : "session opened"};
+  // approve-first: a platform not yet stored is stored pending and gets no session.
+  a.enroll_pending = options_.enrollment == EnrollmentPolicy::kApproveFirst;
+  a.pending_audit = storage::AuditEvent{
+      now,
+      who.platform_id,
+      "Authenticate.Complete",
+      who.platform_id,
+      "pending",
+      "enrollment policy approve-first: platform stored pending, awaiting an operator"};
+  a.pending_message = fmt::format(
+      "platform {} awaits an operator: under the enrollment policy \"approve-first\" an "
+      "operator must accept it with `ma-admin platforms accept {}` before it can authenticate",
+      who.platform_id, who.platform_id);
   TPMMA_RETURN_IF_ERROR(vault_->CompleteAuthentication(a));
   return out;
 }

@@ -28,6 +28,17 @@
 
 namespace tpmma::server {
 
+// [enrollment] policy (docs/operations.md, "Enrollment policy"): which platforms whose EK
+// chains to a trusted root may enroll.
+enum class EnrollmentPolicy {
+  kOpen,          // any of them (the default)
+  kRegistered,    // only those an administrator registered (`ma-admin platforms register`)
+  kApproveFirst,  // a first Authenticate stores the platform pending, until an operator accepts it
+};
+// "open", "registered", "approve-first"; kInvalidArgument otherwise.
+Result<EnrollmentPolicy> ParseEnrollmentPolicy(std::string_view text);
+std::string_view EnrollmentPolicyName(EnrollmentPolicy policy);
+
 struct AuthOptions {
   std::vector<std::string> ek_roots;  // PEM files or directories of PEM files
   // The intermediate pool (server/ek_trust.h): untrusted helpers for path building.
@@ -46,6 +57,7 @@ struct AuthOptions {
   // repeating one platform, skips it while the window holds. Least recently used entries
   // go beyond this (about 100 bytes each); 0 turns the cache off. Only successes are kept.
   size_t ek_cache_entries = 4096;
+  EnrollmentPolicy enrollment = EnrollmentPolicy::kOpen;
 };
 
 struct BeginRequest {
@@ -129,6 +141,10 @@ class Authenticator {
       : options_(options), vault_(vault), env_(env), trust_(std::move(trust)) {}
 
   Status VerifyEkCertificate(const BeginRequest& request, const TPMT_PUBLIC& ek);
+  // The "registered" policy: kPermissionDenied unless the EK key id or the certificate's
+  // SHA-256 is registered. Every Begin, not only a platform's first.
+  Status CheckRegistered(const std::string& platform_id, ByteView ek_key_id,
+                         ByteView ek_certificate);
   // The cache of verified EK chains (see AuthOptions::ek_cache_entries).
   static std::string EkCacheKey(const BeginRequest& request);
   bool EkCacheHit(const std::string& key, int64_t now);

@@ -370,6 +370,10 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("auth", "max_pending_challenges", c.max_pending_challenges, 1, 1'000'000);
   r.Int("auth", "ek_cache_entries", c.ek_cache_entries, 0, 1'000'000);
   r.String(
+      "enrollment", "policy", c.enrollment_policy,
+      [](const std::string& v) { return v == "open" || v == "registered" || v == "approve-first"; },
+      "\"open\", \"registered\" or \"approve-first\"");
+  r.String(
       "audit", "reads", c.audit_reads,
       [](const std::string& v) { return v == "deferred" || v == "durable"; },
       "\"deferred\" or \"durable\"");
@@ -536,6 +540,7 @@ std::string ConfigToToml(const Config& c) {
                       .Int("max_pending_challenges", c.max_pending_challenges)
                       .Int("ek_cache_entries", c.ek_cache_entries)
                       .Take());
+  section("enrollment", TableBuilder().Str("policy", c.enrollment_policy).Take());
   section("audit", TableBuilder().Str("reads", c.audit_reads).Take());
   section("log", TableBuilder().Str("level", c.log_level).Take());
   section("bench", TableBuilder().Bool("echo", c.bench_echo).Take());

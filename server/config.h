@@ -115,6 +115,12 @@ struct Config {
   // Verified EK certificate chains remembered (about 100 bytes each) so that a platform
   // authenticating again skips parsing and verifying its chain; 0: off.
   uint32_t ek_cache_entries = 4096;
+  // [enrollment]
+  // Which platforms whose EK chains to a trusted root may enroll (server/auth.h
+  // EnrollmentPolicy): "open" (any), "registered" (only those registered with `ma-admin
+  // platforms register`), "approve-first" (a first Authenticate leaves the platform pending
+  // until `ma-admin platforms accept`).
+  std::string enrollment_policy = "open";
   // [audit]
   // How records of successful reads (GetMAKey, GetMAServiceInfo, Query) and refused reads
   // reach the hash-chained audit log: "deferred" (queued, committed with the next batch,

@@ -62,7 +62,7 @@ class SigningKeyCache {
 
 Result<storage::CustodyMode> CustodyOf(const schema::Custody& c) {
   return std::holds_alternative<schema::EscrowCustody>(c) ? storage::CustodyMode::kEscrow
-                                                           : storage::CustodyMode::kRecoveryCode;
+                                                          : storage::CustodyMode::kRecoveryCode;
 }
 
 // The MRK must be duplicable only to this MA (authPolicy), only with an inner wrapper
@@ -192,7 +192,7 @@ struct MaOperations::State {
   EscrowKeyCustody* EscrowKeyFor(const schema::EscrowCustody& e, EscrowUse use);
 
   Result<schema::MigrationPackage> VerifyUpload(ByteView body, const storage::Session& session,
-                                                 storage::Platform* me, CallContext* call);
+                                                storage::Platform* me, CallContext* call);
   Result<storage::Package> PackageRow(const schema::MigrationPackage& pkg,
                                       const storage::Platform& me, Bytes body);
 
@@ -219,8 +219,7 @@ struct MaOperations::State {
 
 // ---- escrow
 
-EscrowKeyCustody* MaOperations::State::EscrowKeyFor(const schema::EscrowCustody& e,
-                                                    EscrowUse use) {
+EscrowKeyCustody* MaOperations::State::EscrowKeyFor(const schema::EscrowCustody& e, EscrowUse use) {
   if (escrow && e.escrow_key_id == escrow->key_id()) return escrow.get();
   if (use != EscrowUse::kRelease) return nullptr;
   for (const auto& r : retired_escrow) {
@@ -289,6 +288,7 @@ Result<std::unique_ptr<MaOperations>> MaOperations::Create(const Config& cfg, En
   a.session_ttl_s = cfg.session_ttl_s;
   a.max_pending_challenges = cfg.max_pending_challenges;
   a.ek_cache_entries = cfg.ek_cache_entries;
+  TPMMA_ASSIGN_OR_RETURN(a.enrollment, ParseEnrollmentPolicy(cfg.enrollment_policy));
   TPMMA_ASSIGN_OR_RETURN(a.ek_templates, LoadEkTemplates(cfg.ek_templates, env));
   auto auth = Authenticator::Create(a, vault, env);
   if (!auth) return Error(auth.error().WithContext("trust.ek_roots / trust.ek_intermediates"));
@@ -398,11 +398,10 @@ Result<CompleteResult> MaOperations::AuthenticateComplete(const CompleteRequest&
 // The package verified with the session platform's certified key; its MRK and escrow
 // binding checked. `*me` is the platform row (the key that verified it is kept).
 Result<schema::MigrationPackage> MaOperations::State::VerifyUpload(ByteView body,
-                                                                    const storage::Session& session,
-                                                                    storage::Platform* me,
-                                                                    CallContext* call) {
-  TPMMA_ASSIGN_OR_RETURN(schema::PackageReader reader,
-                         schema::PackageReader::Open(body, Limits()));
+                                                                   const storage::Session& session,
+                                                                   storage::Platform* me,
+                                                                   CallContext* call) {
+  TPMMA_ASSIGN_OR_RETURN(schema::PackageReader reader, schema::PackageReader::Open(body, Limits()));
   const schema::UnverifiedHeader& h = reader.UnverifiedHeaderFields();
   call->object = Clip(h.package_id);
   // Only the session's own platform key may vouch for a package: a platform cannot vault

@@ -2,10 +2,12 @@
 
 # PKI helpers and `ma-admin init`.
 add_library(tpmma_admin STATIC pki.cc admin_init.cc admin_commands.cc admin_ek_trust.cc
+            admin_enrollment.cc
             operator_client.cc)
 tpmma_target(tpmma_admin)
 target_link_libraries(tpmma_admin PUBLIC tpmma_common tpmma_ek_trust tpmma_tpm tpmma_storage
-                      tpmma_server_config tpmma_soap OpenSSL::SSL OpenSSL::Crypto fmt::fmt)
+                      tpmma_server_config tpmma_soap tpmma_ma_service OpenSSL::SSL OpenSSL::Crypto
+                      fmt::fmt)
 
 add_executable(ma-admin admin_main.cc)
 tpmma_target(ma-admin)

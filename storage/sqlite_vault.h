@@ -120,6 +120,12 @@ class SqliteVault final : public Vault {
   Result<Platform> GetPlatform(std::string_view id) override;
   Result<PlatformPage> ListPlatforms(size_t page_size, std::string_view page_token) override;
   Status RevokePlatform(std::string_view id, const AuditEvent& audit) override;
+  Status AcceptPlatform(std::string_view id, const AuditEvent& audit) override;
+  Result<size_t> RegisterPlatforms(const std::vector<PlatformRegistration>& registrations,
+                                   const AuditEvent& audit) override;
+  Result<PlatformRegistration> FindRegistration(ByteView ek_key_id,
+                                                ByteView ek_cert_sha256) override;
+  Result<std::vector<PlatformRegistration>> ListRegistrations() override;
 
   Status CreateChallenge(const Challenge& challenge,
                          const std::optional<AuditEvent>& audit) override;

@@ -41,7 +41,18 @@ Result<Bytes> AuditRecordHash(int64_t seq, const AuditEvent& event, ByteView pre
 }
 
 std::string_view ToString(PlatformState v) {
-  return v == PlatformState::kActive ? "active" : "revoked";
+  switch (v) {
+    case PlatformState::kActive:
+      return "active";
+    case PlatformState::kRevoked:
+      return "revoked";
+    case PlatformState::kPending:
+      return "pending";
+  }
+  return "?";
+}
+std::string_view ToString(RegistrationKind v) {
+  return v == RegistrationKind::kEkKeyId ? "ek-key-id" : "ek-cert-sha256";
 }
 std::string_view ToString(ChallengeKind v) {
   return v == ChallengeKind::kAuthenticate ? "authenticate" : "download-nonce";

@@ -70,7 +70,9 @@ struct AuditPage {
 // ---------------------------------------------------------------------------------------
 // Platforms (one TPM each)
 
-enum class PlatformState { kActive, kRevoked };
+// kPending: enrolled under the "approve-first" policy and not yet accepted by an operator
+// (AcceptPlatform); it gets no session.
+enum class PlatformState { kActive, kRevoked, kPending };
 
 struct Platform {
   std::string id;  // hex of the EK Name
@@ -85,6 +87,18 @@ struct Platform {
   PlatformState state = PlatformState::kActive;
   int64_t created_at = 0;
   int64_t last_seen_at = 0;
+};
+
+// A platform an administrator registered before it first authenticates (the "registered"
+// enrollment policy): by the SHA-256 of its EK key's SubjectPublicKeyInfo (the platform's
+// ek_key_id) or of its DER EK certificate.
+enum class RegistrationKind { kEkKeyId, kEkCertSha256 };
+
+struct PlatformRegistration {
+  RegistrationKind kind = RegistrationKind::kEkKeyId;
+  Bytes digest;  // 32 bytes
+  std::string label;
+  int64_t created_at = 0;
 };
 
 struct PlatformPage {
@@ -127,6 +141,12 @@ struct AuthCompletion {
   Platform platform;
   Session session;  // platform_id must equal platform.id and the challenge's platform
   AuditEvent audit;
+  // The "approve-first" policy: a platform not yet stored is stored as kPending, with
+  // pending_audit instead of audit and no session, and the call returns kPermissionDenied
+  // with pending_message. A stored pending platform gets the same refusal under any policy.
+  bool enroll_pending = false;
+  AuditEvent pending_audit;
+  std::string pending_message;  // empty: "platform <id> awaits an operator's acceptance"
 };
 
 // ---------------------------------------------------------------------------------------
@@ -232,6 +252,7 @@ struct Operator {
 // Stable names, as stored and as printed by ma-admin.
 std::string_view ToString(PlatformState v);
 std::string_view ToString(ChallengeKind v);
+std::string_view ToString(RegistrationKind v);
 std::string_view ToString(CustodyMode v);
 std::string_view ToString(ApprovalState v);
 std::string_view ToString(OperatorRole v);
@@ -251,6 +272,21 @@ class Vault {
   virtual Result<PlatformPage> ListPlatforms(size_t page_size, std::string_view page_token) = 0;
   // Marks revoked and ends its sessions. kNotFound.
   virtual Status RevokePlatform(std::string_view id, const AuditEvent& audit) = 0;
+  // A pending platform becomes active. kNotFound; kConflict if it is not pending.
+  virtual Status AcceptPlatform(std::string_view id, const AuditEvent& audit) = 0;
+
+  // --- Registrations (the "registered" enrollment policy)
+  // All or nothing, one audit event for the lot. A digest already registered with the same
+  // kind is kept as it was (its label too). Returns how many were new. kInvalidArgument for
+  // a digest that is not 32 bytes.
+  virtual Result<size_t> RegisterPlatforms(const std::vector<PlatformRegistration>& registrations,
+                                           const AuditEvent& audit) = 0;
+  // The registration of either digest (an empty one is not looked up), EK key id first.
+  // kNotFound if neither is registered.
+  virtual Result<PlatformRegistration> FindRegistration(ByteView ek_key_id,
+                                                        ByteView ek_cert_sha256) = 0;
+  // Every registration, by kind then digest.
+  virtual Result<std::vector<PlatformRegistration>> ListRegistrations() = 0;
 
   // --- Challenges
   // kAlreadyExists if the id is taken.

@@ -12,4 +12,6 @@ extern const unsigned char kMigration2[];
 extern const size_t kMigration2Size;
 extern const unsigned char kMigration3[];
 extern const size_t kMigration3Size;
+extern const unsigned char kMigration4[];
+extern const size_t kMigration4Size;
 }  // namespace tpmma::storage::sqlite::embedded

@@ -28,7 +28,7 @@ namespace {
 
 constexpr std::string_view kPlatformColumns =
     "id, ek_public, ek_certificate, ak_public, ak_name, signing_key_public, state, created_at, "
-    "last_seen_at, ek_key_id";
+    "last_seen_at, ek_key_id, pending";
 
 Result<Platform> ReadPlatform(const Stmt& s) {
   Platform p;
@@ -42,6 +42,8 @@ Result<Platform> ReadPlatform(const Stmt& s) {
   p.created_at = s.Int(7);
   p.last_seen_at = s.Int(8);
   if (!s.IsNull(9)) p.ek_key_id = s.Blob(9);
+  // Stored as state 'active' + pending = 1 (migration 0004).
+  if (p.state == PlatformState::kActive && s.Int(10) != 0) p.state = PlatformState::kPending;
   return p;
 }
 
@@ -61,8 +63,8 @@ Result<Platform> UpsertPlatformLocked(sqlite3* db, const Platform& p) {
       Stmt s, Stmt::Prepare(
                   db, "upsert platform",
                   "INSERT INTO platforms (id, ek_public, ek_certificate, ak_public, ak_name, "
-                  "signing_key_public, state, created_at, last_seen_at, ek_key_id) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                  "signing_key_public, state, created_at, last_seen_at, ek_key_id, pending) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                   "ON CONFLICT (id) DO UPDATE SET ek_public = excluded.ek_public, "
                   "ek_key_id = COALESCE(excluded.ek_key_id, ek_key_id), "
                   "ek_certificate = excluded.ek_certificate, ak_public = excluded.ak_public, "
@@ -71,8 +73,10 @@ Result<Platform> UpsertPlatformLocked(sqlite3* db, const Platform& p) {
                   "last_seen_at = excluded.last_seen_at"));
   std::optional<Bytes> key_id;
   if (!p.ek_key_id.empty()) key_id = p.ek_key_id;
+  const bool pending = p.state == PlatformState::kPending;
+  const PlatformState stored = pending ? PlatformState::kActive : p.state;
   s.Bind(p.id, p.ek_public, p.ek_certificate, p.ak_public, p.ak_name, p.signing_key_public,
-         ToString(p.state), p.created_at, p.last_seen_at, key_id);
+         ToString(stored), p.created_at, p.last_seen_at, key_id, int64_t{pending ? 1 : 0});
   TPMMA_RETURN_IF_ERROR(s.Run());
   return GetPlatformLocked(db, p.id);
 }
@@ -210,6 +214,97 @@ Status SqliteVault::RevokePlatform(std::string_view id, const AuditEvent& audit)
   }));
 }
 
+Status SqliteVault::AcceptPlatform(std::string_view id, const AuditEvent& audit) {
+  return ToStatus(Write(*writer_, "accept platform", [&](sqlite3* db) -> Result<void> {
+    TPMMA_ASSIGN_OR_RETURN(Platform p, GetPlatformLocked(db, id));
+    if (p.state != PlatformState::kPending) {
+      return Error(Code::kConflict,
+                   Cat("platform ", id, " is ", ToString(p.state), ", not pending"));
+    }
+    TPMMA_ASSIGN_OR_RETURN(Stmt u, Stmt::Prepare(db, "accept platform",
+                                                 "UPDATE platforms SET pending = 0 WHERE id = ?"));
+    u.Bind(id);
+    TPMMA_RETURN_IF_ERROR(u.Run());
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    return {};
+  }));
+}
+
+// --- Registrations
+
+namespace {
+
+constexpr RegistrationKind kRegistrationKinds[] = {RegistrationKind::kEkKeyId,
+                                                   RegistrationKind::kEkCertSha256};
+
+Result<PlatformRegistration> ReadRegistration(const Stmt& s) {
+  PlatformRegistration r;
+  TPMMA_ASSIGN_OR_RETURN(r.kind, ParseEnum(s.Text(0), kRegistrationKinds, "registration kind"));
+  r.digest = s.Blob(1);
+  r.label = s.Text(2);
+  r.created_at = s.Int(3);
+  return r;
+}
+
+}  // namespace
+
+Result<size_t> SqliteVault::RegisterPlatforms(const std::vector<PlatformRegistration>& regs,
+                                              const AuditEvent& audit) {
+  for (const PlatformRegistration& r : regs) {
+    if (r.digest.size() != kHashSize) {
+      return Error(Code::kInvalidArgument, "a registration digest must be 32 bytes (SHA-256)");
+    }
+  }
+  return Write(*writer_, "register platforms", [&](sqlite3* db) -> Result<size_t> {
+    size_t added = 0;
+    for (const PlatformRegistration& r : regs) {
+      TPMMA_ASSIGN_OR_RETURN(
+          Stmt s, Stmt::Prepare(db, "register platform",
+                                "INSERT INTO platform_registrations (kind, digest, label, "
+                                "created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"));
+      s.Bind(ToString(r.kind), r.digest, r.label, r.created_at);
+      TPMMA_RETURN_IF_ERROR(s.Run());
+      added += static_cast<size_t>(sqlite3_changes(db));
+    }
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    return added;
+  });
+}
+
+Result<PlatformRegistration> SqliteVault::FindRegistration(ByteView ek_key_id,
+                                                           ByteView ek_cert_sha256) {
+  auto conn = readers_->Acquire();
+  const std::pair<RegistrationKind, ByteView> wanted[] = {
+      {RegistrationKind::kEkKeyId, ek_key_id}, {RegistrationKind::kEkCertSha256, ek_cert_sha256}};
+  for (const auto& [kind, digest] : wanted) {
+    if (digest.empty()) continue;
+    TPMMA_ASSIGN_OR_RETURN(
+        Stmt s, Stmt::Prepare(conn.get(), "find registration",
+                              "SELECT kind, digest, label, created_at FROM platform_registrations "
+                              "WHERE kind = ? AND digest = ?"));
+    s.Bind(ToString(kind), digest);
+    TPMMA_ASSIGN_OR_RETURN(bool found, s.Step());
+    if (found) return ReadRegistration(s);
+  }
+  return Error(Code::kNotFound, "not registered");
+}
+
+Result<std::vector<PlatformRegistration>> SqliteVault::ListRegistrations() {
+  auto conn = readers_->Acquire();
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt s, Stmt::Prepare(conn.get(), "list registrations",
+                            "SELECT kind, digest, label, created_at FROM platform_registrations "
+                            "ORDER BY kind, digest"));
+  std::vector<PlatformRegistration> out;
+  while (true) {
+    TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    TPMMA_ASSIGN_OR_RETURN(PlatformRegistration r, ReadRegistration(s));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 // --- Challenges and sessions
 
 Status SqliteVault::CreateChallenge(const Challenge& c, const std::optional<AuditEvent>& audit) {
@@ -274,6 +369,19 @@ Result<Challenge> SqliteVault::CompleteAuthentication(const AuthCompletion& a) {
     if (!existing && existing.error().code() != Code::kNotFound) return Error(existing.error());
     TPMMA_ASSIGN_OR_RETURN(std::optional<std::string> same_key, SameEkKeyRefusal(db, a.platform));
     if (same_key) return Outcome{std::move(c), Code::kPermissionDenied, std::move(*same_key)};
+    const bool pending = existing ? existing->state == PlatformState::kPending : a.enroll_pending;
+    if (pending) {
+      if (!existing) {
+        Platform p = a.platform;
+        p.state = PlatformState::kPending;
+        TPMMA_RETURN_IF_ERROR(UpsertPlatformLocked(db, p));
+        TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, a.pending_audit));
+      }
+      std::string msg = a.pending_message.empty()
+                            ? Cat("platform ", a.platform.id, " awaits an operator's acceptance")
+                            : a.pending_message;
+      return Outcome{std::move(c), Code::kPermissionDenied, std::move(msg)};
+    }
     TPMMA_RETURN_IF_ERROR(UpsertPlatformLocked(db, a.platform));
     TPMMA_RETURN_IF_ERROR(InsertSessionLocked(db, a.session));
     TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, a.audit));

@@ -92,6 +92,45 @@ class AdminCommandsTest : public ::testing::Test {
   std::string vault_path_;
 };
 
+// The enrollment policy's commands through the binary: CSV import (all or nothing, the bad
+// line named), the registrations listed, a pending platform accepted once.
+TEST_F(AdminCommandsTest, RegisterAndAccept) {
+  const std::string good = tmp_.File("fleet.csv"), bad = tmp_.File("bad.csv");
+  testing::WriteFileOrDie(good, ToBytes("ek_cert_sha256,label\n" + std::string(64, 'c') +
+                                        ",carol\n" + std::string(64, 'd') + ",dave\n"));
+  testing::WriteFileOrDie(bad,
+                          ToBytes("ek_key_id,label\n" + std::string(64, 'e') + ",eve\nxyz,x\n"));
+  CommandResult r = Admin({"platforms", "register", "--csv", bad});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(bad + ":3: ek_key_id must be 64 hex digits"), std::string::npos)
+      << r.output;
+  json reg = AdminJson({"platforms", "register", "--csv", good});
+  EXPECT_EQ(reg["added"], 2) << reg.dump();
+  json list = AdminJson({"platforms", "registrations"});
+  ASSERT_EQ(list["registrations"].size(), 2u) << list.dump();
+  EXPECT_EQ(list["registrations"][0]["kind"], "ek-cert-sha256");
+  EXPECT_EQ(list["registrations"][0]["label"], "carol");
+  EXPECT_EQ(Admin({"platforms", "register"}).exit_code, 1);
+
+  const std::string pending = "000b" + std::string(64, 'f');
+  {
+    auto vault = storage::SqliteVault::Open(vault_path_);
+    ASSERT_TRUE(vault.has_value());
+    storage::Platform p;
+    p.id = pending;
+    p.ek_public = p.ek_certificate = p.ak_public = p.ak_name = Bytes(10, 5);
+    p.state = storage::PlatformState::kPending;
+    ASSERT_TRUE((*vault)->UpsertPlatform(p, std::nullopt).has_value());
+  }
+  json pl = AdminJson({"platforms", "show", pending});
+  EXPECT_EQ(pl["platform"]["state"], "pending") << pl.dump();
+  EXPECT_EQ(AdminJson({"platforms", "accept", pending})["accepted"], pending);
+  EXPECT_EQ(AdminJson({"platforms", "show", pending})["platform"]["state"], "active");
+  r = Admin({"platforms", "accept", pending});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("not pending"), std::string::npos) << r.output;
+}
+
 TEST_F(AdminCommandsTest, PlatformsAndPackages) {
   json pl = AdminJson({"platforms", "list"});
   ASSERT_EQ(pl["platforms"].size(), 2u) << pl.dump();

@@ -192,6 +192,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadValue{"[audit]\nreads = \"off\"",
                  "audit.reads must be \"deferred\" or \"durable\", got \"off\""},
         BadValue{"[audit]\nreads = true", "audit.reads must be"},
+        BadValue{"[enrollment]\npolicy = \"closed\"",
+                 "enrollment.policy must be \"open\", \"registered\" or \"approve-first\", "
+                 "got \"closed\""},
         BadValue{"[approvals]\nsingle_use = 0", "approvals.single_use must be true or false"},
         BadValue{"[escrow]\ncustody = \"hsm\"",
                  "escrow.custody must be \"none\", \"software\" or \"tpm\""},

@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The enrollment policy ([enrollment] policy, server/auth.h EnrollmentPolicy) on the domain
+// functions with a real SQLite vault and the swtpm platform: "open" unchanged, "registered"
+// (by EK public, by EK certificate, by CSV import; unregistered refused), "approve-first"
+// (pending, refused until `ma-admin platforms accept`, then a session), and the CSV import's
+// refusals (all or nothing, every bad line named). ma-admin's functions run in process.
+#include <gtest/gtest.h>
+
+#include "server/admin_enrollment.h"
+#include "server/ek_identity.h"
+#include "server/ma_key.h"
+#include "server/ma_operations.h"
+#include "storage/sqlite_vault.h"
+#include "tests/server/ma_platform_fixture.h"
+
+namespace tpmma::server {
+namespace {
+
+class Client : public MaCalls {
+ public:
+  explicit Client(MaOperations* ops) : ops_(ops) {}
+  Status Begin(const BeginRequest& r, BeginResult* out) override {
+    CallContext call;
+    auto got = ops_->AuthenticateBegin(r, &call);
+    if (!got) return got.error();
+    *out = std::move(*got);
+    return Status::Ok();
+  }
+  Status Complete(const CompleteRequest& r, CompleteResult* out) override {
+    CallContext call;
+    auto got = ops_->AuthenticateComplete(r, &call);
+    if (!got) return got.error();
+    *out = std::move(*got);
+    return Status::Ok();
+  }
+  Status Upload(const std::string&, const Bytes&, bool*) override { return Unused(); }
+  Status Query(const std::string&, std::vector<std::string>*, std::vector<unsigned>*) override {
+    return Unused();
+  }
+  Status Delete(const std::string&, const std::string&) override { return Unused(); }
+  Status Prepare(const DownloadPrepareRequest&, Bytes*) override { return Unused(); }
+  Status CompleteDownload(const DownloadCompleteRequest&, Downloaded*) override { return Unused(); }
+
+ private:
+  static Status Unused() { return Status(Code::kUnsupported, "not used here"); }
+  MaOperations* ops_;
+};
+
+class EnrollmentPolicyTest : public MaPlatformTest {
+ protected:
+  void Start(const std::string& policy) {
+    cfg_.enrollment_policy = policy;
+    auto custody =
+        LoadSoftwareMaKey(cfg_.ma.key_id, cfg_.ma.private_key, cfg_.ma.certificate, &env_);
+    ASSERT_OK(custody);
+    custody_ = std::move(*custody);
+    auto vault = storage::SqliteVault::Open(cfg_.vault_path);
+    ASSERT_OK(vault);
+    vault_ = std::move(*vault);
+    auto ops = MaOperations::Create(cfg_, &env_, vault_.get(), custody_.get());
+    ASSERT_OK(ops);
+    ops_ = std::move(*ops);
+    admin_.vault = vault_.get();
+    admin_.env = &env_;
+    admin_.actor = "admin:test";
+    admin_.out = std::tmpfile();
+  }
+  void TearDown() override {
+    if (admin_.out != nullptr) std::fclose(admin_.out);
+  }
+
+  // Begin + ActivateCredential + Complete (no package-signing key).
+  Status Authenticate(std::string* token, std::string* platform) {
+    Client c(ops_.get());
+    auto ek = tpm_->CreateEk();
+    if (!ek) return ek.error();
+    if (ak_pub_.empty()) {
+      auto blob = tpm_->CreateAk(*ek, esys::KeyAlg::kRsa2048);
+      if (!blob) return blob.error();
+      ak_blob_ = *blob;
+      ak_pub_ = *tpm::Marshal(blob->public_area);
+    }
+    auto ak = tpm_->Load(*ek, ak_blob_);
+    if (!ak) return ak.error();
+    Begun b;
+    TPMMA_RETURN_IF_ERROR(Begin(c, *ek, ak_pub_, &b));
+    auto secret = tpm_->ActivateCredential(*ak, *ek, b.blob, b.secret);
+    if (!secret) return secret.error();
+    return Complete(c, b.challenge_id, Proof(*secret, b.challenge_id), nullptr, nullptr, token,
+                    platform);
+  }
+
+  std::string WriteEkPublic() {
+    auto ek = tpm_->CreateEk();
+    EXPECT_TRUE(ek.has_value());
+    auto info = tpm_->ReadPublic(*ek);
+    EXPECT_TRUE(info.has_value());
+    const std::string path = dir_.File("ek.pub");
+    testing::WriteFileOrDie(path, info->marshalled);
+    return path;
+  }
+  Bytes EkKeyIdOfSwtpm() {
+    auto ek = tpm_->CreateEk();
+    auto info = tpm_->ReadPublic(*ek);
+    auto pub = tpm::Unmarshal<TPM2B_PUBLIC>(info->marshalled);
+    return *EkKeyId(pub->publicArea);
+  }
+
+  std::unique_ptr<MaKeyCustody> custody_;
+  std::unique_ptr<storage::SqliteVault> vault_;
+  std::unique_ptr<MaOperations> ops_;
+  AdminContext admin_;
+  esys::KeyBlob ak_blob_;
+  Bytes ak_pub_;
+};
+
+TEST_F(EnrollmentPolicyTest, OpenEnrollsAnyTrustedEk) {
+  ASSERT_NO_FATAL_FAILURE(Start("open"));
+  std::string token, platform;
+  ASSERT_OK(Authenticate(&token, &platform));
+  EXPECT_EQ(vault_->GetPlatform(platform)->state, storage::PlatformState::kActive);
+}
+
+TEST_F(EnrollmentPolicyTest, RegisteredRefusesUnregisteredAndTakesARegisteredEkPublic) {
+  ASSERT_NO_FATAL_FAILURE(Start("registered"));
+  std::string token, platform;
+  Status s = Authenticate(&token, &platform);
+  EXPECT_EQ(s.code(), Code::kPermissionDenied) << s.ToString();
+  EXPECT_NE(s.message().find("enrollment policy \"registered\""), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("ma-admin platforms register"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find(HexEncode(EkKeyIdOfSwtpm())), std::string::npos) << s.message();
+  EXPECT_TRUE(token.empty());
+
+  RegisterOptions o;
+  o.ek_public = WriteEkPublic();
+  o.label = "alice's laptop";
+  ASSERT_OK(RegisterPlatforms(admin_, o));
+  ASSERT_OK(Authenticate(&token, &platform));
+  EXPECT_FALSE(token.empty());
+  auto reg = vault_->FindRegistration(EkKeyIdOfSwtpm(), {});
+  ASSERT_OK(reg);
+  EXPECT_EQ(reg->label, "alice's laptop");
+}
+
+TEST_F(EnrollmentPolicyTest, RegisteredTakesARegisteredEkCertificate) {
+  ASSERT_NO_FATAL_FAILURE(Start("registered"));
+  auto cert = tpm_->ReadEkCertificate();
+  ASSERT_OK(cert);
+  // As read from NV, padding included: the MA hashes the DER without it.
+  Bytes padded = *cert;
+  padded.insert(padded.end(), 16, 0xff);
+  const std::string path = dir_.File("ek.der");
+  testing::WriteFileOrDie(path, padded);
+  RegisterOptions o;
+  o.ek_cert = path;
+  ASSERT_OK(RegisterPlatforms(admin_, o));
+  std::string token, platform;
+  ASSERT_OK(Authenticate(&token, &platform));
+}
+
+TEST_F(EnrollmentPolicyTest, RegisteredTakesACsvImport) {
+  ASSERT_NO_FATAL_FAILURE(Start("registered"));
+  const std::string csv = dir_.File("fleet.csv");
+  testing::WriteFileOrDie(csv, ToBytes("ek_key_id,label\n" + std::string(64, 'a') + ",spare\n" +
+                                       HexEncode(EkKeyIdOfSwtpm()) + ",bob's laptop\n"));
+  RegisterOptions o;
+  o.csv = csv;
+  ASSERT_OK(RegisterPlatforms(admin_, o));
+  EXPECT_EQ(vault_->ListRegistrations()->size(), 2u);
+  std::string token, platform;
+  ASSERT_OK(Authenticate(&token, &platform));
+}
+
+TEST_F(EnrollmentPolicyTest, CsvImportIsAllOrNothingAndNamesEveryBadLine) {
+  ASSERT_NO_FATAL_FAILURE(Start("registered"));
+  const std::string csv = dir_.File("bad.csv");
+  const std::string good = std::string(64, 'b');
+  testing::WriteFileOrDie(csv, ToBytes(std::string("ek_cert_sha256,ek_key_id,label\n") +  // 1
+                                       "," + good + ",fine\n" +                           // 2
+                                       "abcd,,too short\n" +                              // 3
+                                       good + "," + good + ",both\n" +                    // 4
+                                       ",,neither\n" +                                    // 5
+                                       "," + good + "\n" +                                // 6
+                                       "," + good + ",\"quoted\"\n"));                    // 7
+  RegisterOptions o;
+  o.csv = csv;
+  Status s = RegisterPlatforms(admin_, o);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  for (int line : {3, 4, 5, 6, 7}) {
+    EXPECT_NE(s.message().find(csv + ":" + std::to_string(line) + ":"), std::string::npos)
+        << line << ": " << s.message();
+  }
+  EXPECT_EQ(s.message().find(csv + ":2:"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("5 bad line(s), nothing registered"), std::string::npos)
+      << s.message();
+  EXPECT_TRUE(vault_->ListRegistrations()->empty());
+
+  EXPECT_FALSE(ParseRegistrationCsv("label\nx\n", "h.csv", 0).has_value());
+  EXPECT_FALSE(ParseRegistrationCsv("ek_key_id,colour\n", "h.csv", 0).has_value());
+  EXPECT_FALSE(ParseRegistrationCsv("", "h.csv", 0).has_value());
+  EXPECT_FALSE(ParseRegistrationCsv("ek_key_id\n", "h.csv", 0).has_value());
+  auto ok = ParseRegistrationCsv(
+      "# procurement list\nlabel , ek_cert_sha256\r\nx, " + good + "\r\n\n", "h.csv", 7);
+  ASSERT_OK(ok);
+  ASSERT_EQ(ok->size(), 1u);
+  EXPECT_EQ((*ok)[0].kind, storage::RegistrationKind::kEkCertSha256);
+  EXPECT_EQ((*ok)[0].label, "x");
+
+  o = RegisterOptions{};
+  EXPECT_CODE(RegisterPlatforms(admin_, o), Code::kInvalidArgument);
+  o.csv = csv;
+  o.label = "x";
+  EXPECT_CODE(RegisterPlatforms(admin_, o), Code::kInvalidArgument);
+}
+
+TEST_F(EnrollmentPolicyTest, ApproveFirstLeavesAPendingPlatformUntilAccepted) {
+  ASSERT_NO_FATAL_FAILURE(Start("approve-first"));
+  std::string token, platform;
+  Status s = Authenticate(&token, &platform);
+  EXPECT_EQ(s.code(), Code::kPermissionDenied) << s.ToString();
+  EXPECT_NE(s.message().find("awaits an operator"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("enrollment policy \"approve-first\""), std::string::npos);
+  EXPECT_TRUE(token.empty());
+  auto page = vault_->ListPlatforms(10, "");
+  ASSERT_OK(page);
+  ASSERT_EQ(page->platforms.size(), 1u);
+  const std::string id = page->platforms[0].id;
+  EXPECT_EQ(page->platforms[0].state, storage::PlatformState::kPending);
+  EXPECT_NE(s.message().find("ma-admin platforms accept " + id), std::string::npos);
+
+  // Still pending on a retry.
+  EXPECT_CODE(Authenticate(&token, &platform), Code::kPermissionDenied);
+  ASSERT_OK(AcceptPlatform(admin_, id));
+  EXPECT_CODE(AcceptPlatform(admin_, id), Code::kConflict);
+  ASSERT_OK(Authenticate(&token, &platform));
+  EXPECT_EQ(platform, id);
+  EXPECT_FALSE(token.empty());
+
+  storage::AuditFilter f;
+  f.page_size = 1000;
+  auto audit = vault_->ListAudit(f);
+  ASSERT_OK(audit);
+  int pending = 0, accepted = 0;
+  for (const auto& r : audit->records) {
+    if (r.event.outcome == "pending") ++pending;
+    if (r.event.action == "AcceptPlatform" && r.event.object == id) ++accepted;
+  }
+  EXPECT_EQ(pending, 1);
+  EXPECT_EQ(accepted, 1);
+}
+
+}  // namespace
+}  // namespace tpmma::server
