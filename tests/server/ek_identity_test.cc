@@ -20,37 +20,6 @@ namespace {
 
 using testing::TempDir;
 
-// Begin and Complete straight into the operations; nothing else is needed here.
-class AuthClient : public MaCalls {
- public:
-  explicit AuthClient(MaOperations* ops) : ops_(ops) {}
-  Status Begin(const BeginRequest& r, BeginResult* out) override {
-    CallContext call;
-    auto got = ops_->AuthenticateBegin(r, &call);
-    if (!got) return got.error();
-    *out = *got;
-    return Status::Ok();
-  }
-  Status Complete(const CompleteRequest& r, CompleteResult* out) override {
-    CallContext call;
-    auto got = ops_->AuthenticateComplete(r, &call);
-    if (!got) return got.error();
-    *out = std::move(*got);
-    return Status::Ok();
-  }
-  Status Upload(const std::string&, const Bytes&, bool*) override { return Unused(); }
-  Status Query(const std::string&, std::vector<std::string>*, std::vector<unsigned>*) override {
-    return Unused();
-  }
-  Status Delete(const std::string&, const std::string&) override { return Unused(); }
-  Status Prepare(const DownloadPrepareRequest&, Bytes*) override { return Unused(); }
-  Status CompleteDownload(const DownloadCompleteRequest&, Downloaded*) override { return Unused(); }
-
- private:
-  static Status Unused() { return Status(Code::kUnsupported, "not used by these tests"); }
-  MaOperations* ops_;
-};
-
 struct Ops {
   std::unique_ptr<storage::SqliteVault> vault;
   std::unique_ptr<MaKeyCustody> custody;
@@ -127,7 +96,7 @@ class EkIdentityTest : public MaPlatformTest {
 TEST_F(EkIdentityTest, TheSameKeyUnderANonTemplatePublicAreaIsRefused) {
   auto ops = MakeOps(cfg_, &env_);
   ASSERT_OK(ops);
-  AuthClient c(ops->ops.get());
+  AuthOnlyCalls c(ops->ops.get());
   struct Case {
     const char* what;
     Bytes ek_public;
@@ -163,7 +132,7 @@ TEST_F(EkIdentityTest, ARevokedKeyStaysRevokedUnderAnotherEncoding) {
   testing::WriteFileOrDie(cfg.ek_templates[0], other);  // unique included: it is not compared
   auto ops = MakeOps(cfg, &env_);
   ASSERT_OK(ops);
-  AuthClient c(ops->ops.get());
+  AuthOnlyCalls c(ops->ops.get());
   std::string first, second;
   ASSERT_OK(Enrol(c, ek_info_.marshalled, cert_, &first));
   Status s = Enrol(c, other, cert_, &second);
@@ -194,7 +163,7 @@ TEST_F(EkIdentityTest, ARevokedKeyStaysRevokedUnderAnotherEncoding) {
 TEST_F(EkIdentityTest, EkCertificateWithNvPaddingIsAcceptedOtherTrailingBytesRefused) {
   auto ops = MakeOps(cfg_, &env_);
   ASSERT_OK(ops);
-  AuthClient c(ops->ops.get());
+  AuthOnlyCalls c(ops->ops.get());
   for (uint8_t pad : {0x00, 0xff}) {
     Bytes padded = cert_;
     padded.resize(cert_.size() + 200, pad);

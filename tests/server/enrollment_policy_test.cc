@@ -16,36 +16,6 @@
 namespace tpmma::server {
 namespace {
 
-class Client : public MaCalls {
- public:
-  explicit Client(MaOperations* ops) : ops_(ops) {}
-  Status Begin(const BeginRequest& r, BeginResult* out) override {
-    CallContext call;
-    auto got = ops_->AuthenticateBegin(r, &call);
-    if (!got) return got.error();
-    *out = std::move(*got);
-    return Status::Ok();
-  }
-  Status Complete(const CompleteRequest& r, CompleteResult* out) override {
-    CallContext call;
-    auto got = ops_->AuthenticateComplete(r, &call);
-    if (!got) return got.error();
-    *out = std::move(*got);
-    return Status::Ok();
-  }
-  Status Upload(const std::string&, const Bytes&, bool*) override { return Unused(); }
-  Status Query(const std::string&, std::vector<std::string>*, std::vector<unsigned>*) override {
-    return Unused();
-  }
-  Status Delete(const std::string&, const std::string&) override { return Unused(); }
-  Status Prepare(const DownloadPrepareRequest&, Bytes*) override { return Unused(); }
-  Status CompleteDownload(const DownloadCompleteRequest&, Downloaded*) override { return Unused(); }
-
- private:
-  static Status Unused() { return Status(Code::kUnsupported, "not used here"); }
-  MaOperations* ops_;
-};
-
 class EnrollmentPolicyTest : public MaPlatformTest {
  protected:
   void Start(const std::string& policy) {
@@ -71,7 +41,7 @@ class EnrollmentPolicyTest : public MaPlatformTest {
 
   // Begin + ActivateCredential + Complete (no package-signing key).
   Status Authenticate(std::string* token, std::string* platform) {
-    Client c(ops_.get());
+    AuthOnlyCalls c(ops_.get());
     auto ek = tpm_->CreateEk();
     if (!ek) return ek.error();
     if (ak_pub_.empty()) {

@@ -107,6 +107,38 @@ class MaCalls {
   virtual Status CompleteDownload(const DownloadCompleteRequest& r, Downloaded* out) = 0;
 };
 
+// Authenticate Begin and Complete straight into the operations (the other calls are not
+// used): for tests of who may enroll.
+class AuthOnlyCalls : public MaCalls {
+ public:
+  explicit AuthOnlyCalls(MaOperations* ops) : ops_(ops) {}
+  Status Begin(const BeginRequest& r, BeginResult* out) override {
+    CallContext call;
+    auto got = ops_->AuthenticateBegin(r, &call);
+    if (!got) return got.error();
+    *out = std::move(*got);
+    return Status::Ok();
+  }
+  Status Complete(const CompleteRequest& r, CompleteResult* out) override {
+    CallContext call;
+    auto got = ops_->AuthenticateComplete(r, &call);
+    if (!got) return got.error();
+    *out = std::move(*got);
+    return Status::Ok();
+  }
+  Status Upload(const std::string&, const Bytes&, bool*) override { return Unused(); }
+  Status Query(const std::string&, std::vector<std::string>*, std::vector<unsigned>*) override {
+    return Unused();
+  }
+  Status Delete(const std::string&, const std::string&) override { return Unused(); }
+  Status Prepare(const DownloadPrepareRequest&, Bytes*) override { return Unused(); }
+  Status CompleteDownload(const DownloadCompleteRequest&, Downloaded*) override { return Unused(); }
+
+ private:
+  static Status Unused() { return Status(Code::kUnsupported, "not used here"); }
+  MaOperations* ops_;
+};
+
 #define EXPECT_CODE(expr, code_)                                   \
   do {                                                             \
     Status s_ = (expr);                                            \
