@@ -296,6 +296,65 @@ Result<ESYS_TR> Tpm::EncSession(TPMA_SESSION attributes) {
   return session;
 }
 
+// ---------------------------------------------------------------- identity
+
+std::string TpmInfo::FirmwareString() const {
+  return std::to_string(firmware1 >> 16) + "." + std::to_string(firmware1 & 0xffff) + "." +
+         std::to_string(firmware2 >> 16) + "." + std::to_string(firmware2 & 0xffff);
+}
+
+namespace {
+// A TPM_PT value that holds up to four ASCII characters, big-endian (Part 2, 6.13).
+std::string PropertyChars(uint32_t value) {
+  std::string out;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    char c = static_cast<char>((value >> shift) & 0xff);
+    if (c == '\0') continue;
+    // Untrusted bytes from the chip end up in the MA's inventory and on terminals.
+    out.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  }
+  return out;
+}
+}  // namespace
+
+Result<TpmInfo> Tpm::Info() {
+  TPMI_YES_NO more = TPM2_NO;
+  EsysPtr<TPMS_CAPABILITY_DATA> caps;
+  TPMMA_RETURN_IF_ERROR(CheckRc(
+      "Esys_GetCapability(TPM properties)",
+      Esys_GetCapability(ctx_, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_TPM_PROPERTIES,
+                         TPM2_PT_MANUFACTURER,
+                         TPM2_PT_FIRMWARE_VERSION_2 - TPM2_PT_MANUFACTURER + 1, &more, Out(caps))));
+  TpmInfo info;
+  const TPML_TAGGED_TPM_PROPERTY& props = caps->data.tpmProperties;
+  for (uint32_t i = 0; i < props.count && i < TPM2_MAX_TPM_PROPERTIES; ++i) {
+    const uint32_t v = props.tpmProperty[i].value;
+    switch (props.tpmProperty[i].property) {
+      case TPM2_PT_MANUFACTURER:
+        info.manufacturer = PropertyChars(v);
+        break;
+      case TPM2_PT_VENDOR_STRING_1:
+      case TPM2_PT_VENDOR_STRING_2:
+      case TPM2_PT_VENDOR_STRING_3:
+      case TPM2_PT_VENDOR_STRING_4:
+        info.vendor += PropertyChars(v);
+        break;
+      case TPM2_PT_FIRMWARE_VERSION_1:
+        info.firmware1 = v;
+        break;
+      case TPM2_PT_FIRMWARE_VERSION_2:
+        info.firmware2 = v;
+        break;
+      default:
+        break;
+    }
+  }
+  while (!info.manufacturer.empty() && info.manufacturer.back() == ' ')
+    info.manufacturer.pop_back();
+  while (!info.vendor.empty() && info.vendor.back() == ' ') info.vendor.pop_back();
+  return info;
+}
+
 // ---------------------------------------------------------------- key hierarchy
 
 Result<bool> Tpm::HandleExists(TPM2_HANDLE handle) {

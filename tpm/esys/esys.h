@@ -112,6 +112,18 @@ struct PublicInfo {
   Bytes name;        // as tpm2_readpublic -n writes it
 };
 
+// What TPM2_GetCapability(TPM_PROPERTIES) says the TPM is (TPM 2.0 Part 2, 6.13).
+struct TpmInfo {
+  std::string
+      manufacturer;    // TPM_PT_MANUFACTURER as its four ASCII letters, e.g. "INTC", "AMD", "IFX"
+  std::string vendor;  // TPM_PT_VENDOR_STRING_1..4, trailing NULs and spaces dropped
+  uint32_t firmware1 = 0;  // TPM_PT_FIRMWARE_VERSION_1 and _2, vendor-defined
+  uint32_t firmware2 = 0;
+  // "MAJOR.MINOR.x.y" the way tpm2_getcap prints firmware for most vendors (the high and
+  // low 16 bits of each word); vendors differ, so the raw words are kept too.
+  std::string FirmwareString() const;
+};
+
 struct Attestation {
   Bytes attest;     // the TPMS_ATTEST as signed (body of the TPM2B_ATTEST)
   Bytes signature;  // marshalled TPMT_SIGNATURE
@@ -150,6 +162,8 @@ class Tpm {
   Tpm& operator=(const Tpm&) = delete;
 
   const std::string& tcti() const;
+  // Manufacturer, vendor string and firmware version (one GetCapability).
+  Result<TpmInfo> Info();
   // Whether `object` lives on this Tpm's context (a handle from another context means
   // nothing here).
   bool Owns(const Object& object) const;

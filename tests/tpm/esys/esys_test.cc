@@ -329,6 +329,27 @@ TEST_F(EsysTest, SrkIsPersistentAndNamedAsTpm2ToolsSees) {
   EXPECT_EQ(ReadFileOrDie(w_->a->File("srkecc.name")), ecc_name);
 }
 
+// The TPM's identity as tpm2_getcap reads it: swtpm reports manufacturer "IBM" and the
+// libtpms vendor string; the firmware words are what tpm2_getcap prints in hex.
+TEST_F(EsysTest, InfoMatchesTpm2Getcap) {
+  auto tpm = OpenOrDie(w_->a);
+  ASSERT_OK_AND_ASSIGN(TpmInfo info, tpm->Info());
+  EXPECT_EQ(info.manufacturer, "IBM");
+  EXPECT_FALSE(info.vendor.empty());
+  CommandResult r = w_->a->Tools({"tpm2_getcap", "properties-fixed"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  char fw1[16], fw2[16];
+  std::snprintf(fw1, sizeof fw1, "0x%X", info.firmware1);
+  std::snprintf(fw2, sizeof fw2, "0x%X", info.firmware2);
+  auto section = [&](const std::string& name) {
+    size_t at = r.output.find(name + ":");
+    return at == std::string::npos ? std::string() : r.output.substr(at, 80);
+  };
+  EXPECT_NE(section("TPM2_PT_FIRMWARE_VERSION_1").find(fw1), std::string::npos) << r.output;
+  EXPECT_NE(section("TPM2_PT_FIRMWARE_VERSION_2").find(fw2), std::string::npos) << r.output;
+  EXPECT_NE(section("TPM2_PT_MANUFACTURER").find("\"IBM\""), std::string::npos) << r.output;
+}
+
 TEST_F(EsysTest, EkNameMatchesCertificateAndTpm2Createek) {
   Bytes ek_name, cert_der;
   TPM2B_PUBLIC ek_pub{};
