@@ -139,6 +139,8 @@ Command AddQueryCommand(CLI::App& app, const Globals& g);
 Command AddRestoreCommand(CLI::App& app, const Globals& g);
 Command AddDeleteCommand(CLI::App& app, const Globals& g);
 Command AddStatusCommand(CLI::App& app, const Globals& g);
+// The EK certificate from the TPM vendor's online service (cli_ek.cc): ek fetch.
+Command AddEkCommand(CLI::App& app, const Globals& g);
 
 // The whole program: returns the exit code.
 int Run(int argc, char** argv, Env* env = nullptr);
