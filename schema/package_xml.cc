@@ -2,6 +2,8 @@
 #include "schema/package_xml.h"
 
 #include <fmt/format.h>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <utility>
@@ -23,6 +25,7 @@
 
 #include "common/openssl.h"
 #include "schema/embedded.h"
+#include "schema/xml_input.h"
 
 namespace tpmma::schema {
 namespace {
@@ -119,6 +122,47 @@ void OnInternalSubset(void* user, const xmlChar*, const xmlChar*, const xmlChar*
   if (auto* sink = static_cast<ErrorSink*>(ctxt->_private)) sink->doctype_seen = true;
   xmlStopParser(ctxt);
 }
+
+// libxml2 reports some errors (encoding conversion, I/O, memory) not to the parser
+// context's handler but to its per-thread global ones, whose default writes to stderr, that
+// is the server's log (issue #13). While one of these is alive, those reports go to `sink`
+// and end up in the caller's one error.
+void OnGenericError(void* user, const char* fmt_text, ...) {
+  auto* sink = static_cast<ErrorSink*>(user);
+  if (sink == nullptr || fmt_text == nullptr) return;
+  char buf[300];
+  va_list args;
+  va_start(args, fmt_text);
+  std::vsnprintf(buf, sizeof buf, fmt_text, args);
+  va_end(args);
+  std::string_view text(buf);
+  while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+  if (!text.empty()) sink->Add(0, text);
+}
+
+class ScopedLibxmlErrors {
+ public:
+  explicit ScopedLibxmlErrors(ErrorSink* sink)
+      : structured_(xmlStructuredError),
+        structured_ctx_(xmlStructuredErrorContext),
+        generic_(xmlGenericError),
+        generic_ctx_(xmlGenericErrorContext) {
+    xmlSetStructuredErrorFunc(sink, OnSchemaError);
+    xmlSetGenericErrorFunc(sink, OnGenericError);
+  }
+  ~ScopedLibxmlErrors() {
+    xmlSetStructuredErrorFunc(structured_ctx_, structured_);
+    xmlSetGenericErrorFunc(generic_ctx_, generic_);
+  }
+  ScopedLibxmlErrors(const ScopedLibxmlErrors&) = delete;
+  ScopedLibxmlErrors& operator=(const ScopedLibxmlErrors&) = delete;
+
+ private:
+  xmlStructuredErrorFunc structured_;
+  void* structured_ctx_;
+  xmlGenericErrorFunc generic_;
+  void* generic_ctx_;
+};
 
 // xmlsec only has a process-wide callback; route it to whichever call is running on this
 // thread so concurrent verifications do not see each other's messages.
@@ -430,31 +474,6 @@ Result<SecKeyPtr> AdoptKey(EVP_PKEY* key) {
 
 // ---- parsing ------------------------------------------------------------------------------
 
-// Strict UTF-8 (no overlongs, surrogates or values past U+10FFFF); libxml2 is told to ignore
-// any encoding declaration, so what we checked here is what it parses.
-Status CheckUtf8(ByteView b) {
-  for (size_t i = 0; i < b.size();) {
-    uint8_t c = b[i];
-    size_t len = c < 0x80           ? 1
-                 : (c >> 5) == 0x6  ? 2
-                 : (c >> 4) == 0xe  ? 3
-                 : (c >> 3) == 0x1e ? 4
-                                    : 0;
-    bool ok = len != 0 && i + len <= b.size();
-    uint32_t cp = ok ? (len == 1 ? c : c & (0x7f >> len)) : 0;
-    for (size_t k = 1; ok && k < len; ++k) {
-      ok = (b[i + k] & 0xc0) == 0x80;
-      cp = (cp << 6) | (b[i + k] & 0x3f);
-    }
-    static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (!ok || cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-      return Status(Code::kMalformed, fmt::format("invalid UTF-8 at byte offset {}", i));
-    }
-    i += len;
-  }
-  return Status::Ok();
-}
-
 Result<XmlDocPtr> ParseSafely(ByteView bytes, const ParseLimits& limits) {
   if (bytes.size() > limits.max_document_bytes) {
     return Error(Code::kLimitExceeded,
@@ -464,18 +483,24 @@ Result<XmlDocPtr> ParseSafely(ByteView bytes, const ParseLimits& limits) {
   if (bytes.empty()) return Error(Code::kMalformed, "empty document");
   if (bytes.size() > static_cast<size_t>(INT32_MAX))
     return Error(Code::kLimitExceeded, "document larger than 2 GiB");
-  TPMMA_RETURN_IF_ERROR(CheckUtf8(bytes));
+  TPMMA_RETURN_IF_ERROR(internal::CheckXmlIsUtf8(bytes));
   std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
   if (text.find("<!DOCTYPE") != std::string_view::npos) {
     return Error(Code::kMalformed, "DOCTYPE is not allowed (no DTDs, no entity declarations)");
   }
 
   ErrorSink sink;
+  ScopedLibxmlErrors route(&sink);
   XmlParserCtxtPtr ctxt(xmlCreateMemoryParserCtxt(text.data(), static_cast<int>(text.size())));
   if (!ctxt) return Error(Code::kInternal, "xmlCreateMemoryParserCtxt failed");
   // No NOENT (entity substitution), DTDLOAD, DTDATTR, DTDVALID or HUGE (lifts the depth and
-  // text-size caps). IGNORE_ENC: the bytes are the UTF-8 we checked, whatever they claim.
+  // text-size caps). IGNORE_ENC and the encoding set here: the bytes are parsed as the UTF-8
+  // we checked; libxml2 neither guesses from the first bytes nor follows a declaration.
   xmlCtxtUseOptions(ctxt.get(), XML_PARSE_NONET | XML_PARSE_IGNORE_ENC);
+  if (xmlSwitchEncoding(ctxt.get(), XML_CHAR_ENCODING_UTF8) != 0) {
+    return Error(Code::kInternal, "libxml2 refused to parse as UTF-8");
+  }
+  ctxt->encoding = xmlStrdup(X("UTF-8"));  // what xmlParseDocument tests before guessing
   ctxt->_private = &sink;
   ctxt->sax->serror = OnParserError;
   ctxt->sax->internalSubset = OnInternalSubset;
@@ -568,6 +593,7 @@ Status ValidateAgainstSchema(xmlDoc* doc) {
   const Globals& g = Init();
   TPMMA_RETURN_IF_ERROR(g.status);
   ErrorSink sink;
+  ScopedLibxmlErrors route(&sink);
   // The compiled schema is shared read-only; each validation gets its own context.
   XmlSchemaValidCtxtPtr v(xmlSchemaNewValidCtxt(g.schema.get()));
   if (!v) return Status(Code::kInternal, "xmlSchemaNewValidCtxt failed");
@@ -842,6 +868,7 @@ Result<MigrationPackage> PackageReader::Verify(EVP_PKEY* public_key) const {
 
   ErrorSink sink;
   ScopedXmlsecSink scoped(&sink);
+  ScopedLibxmlErrors route(&sink);
   if (xmlSecDSigCtxVerify(ctx.get(), signature) < 0) {
     return Error(SigError("signature could not be processed: " + sink.Summary("xmlsec")));
   }

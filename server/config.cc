@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "common/env.h"
+#include "server/toml_guard.h"
 
 namespace tpmma::server {
 namespace {
@@ -314,6 +315,8 @@ void ReadRetiredEscrowKeys(const toml::node& node, const std::string& base_dir, 
 
 Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_dir,
                            const std::string& origin) {
+  // Before toml++ sees the text: some malformed inputs are undefined behaviour in it.
+  TPMMA_RETURN_IF_ERROR(CheckTomlAvoidsParserBugs(toml_text, origin));
   toml::table root;
   try {
     root = toml::parse(toml_text, origin);

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Marshal/Unmarshal of the TPM structures tpm-ma moves around, via tss2-mu. Unmarshal
-// insists on consuming the whole buffer: trailing bytes are kMalformed, because a
-// structure with a hidden tail is not the structure the signer or the TPM saw.
+// takes only the canonical encoding, else kMalformed: the whole buffer consumed (a
+// structure with a hidden tail is not the structure the signer or the TPM saw), a TPM2B's
+// size field equal to its content, no empty TPM2B_PUBLIC, and Marshal of the result giving
+// the input back byte for byte (one value, one encoding, one digest; issue #13).
 #pragma once
 
 #include <string>

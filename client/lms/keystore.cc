@@ -31,6 +31,8 @@ constexpr uint32_t kFileMode = 0600;
 // the field.
 class Fields {
  public:
+  // `what` is copied: callers pass temporaries such as std::string(what) + " ak" (issue #13:
+  // a view of one was read after it was freed).
   Fields(const json& j, std::string_view what) : j_(j), what_(what) {}
 
   std::string Str(const char* key) {
@@ -80,8 +82,8 @@ class Fields {
   }
   void Bad(std::string_view key, std::string_view why) {
     if (status_.ok()) {
-      status_ = Status(Code::kCorruption, std::string(what_) + ": field '" + std::string(key) +
-                                              "' " + std::string(why));
+      status_ = Status(Code::kCorruption,
+                       what_ + ": field '" + std::string(key) + "' " + std::string(why));
     }
   }
   const Status& status() const { return status_; }
@@ -95,7 +97,7 @@ class Fields {
   }
 
   const json& j_;
-  std::string_view what_;
+  std::string what_;
   Status status_;
 };
 

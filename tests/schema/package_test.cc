@@ -441,15 +441,76 @@ TEST(PackageHostile, InvalidUtf8IsRefused) {
   EXPECT_CODE(OpenText(std::string("\xFF\xFE<\0p\0/\0>\0", 10)), Code::kMalformed, "UTF-8");
 }
 
-TEST(PackageHostile, EncodingDeclarationCannotReinterpretBytes) {
-  // Claims Latin-1; we parse the bytes as the UTF-8 we checked, so the label is unchanged
-  // and the signature still covers exactly what we read.
-  MigrationPackage p = Sample();
-  std::string xml =
-      Replace(SignedSample(RsaKey(), p), "encoding=\"UTF-8\"", "encoding=\"ISO-8859-1\"");
-  auto model = OpenAndVerify(xml, RsaKey());
-  ASSERT_TRUE(model) << model.error().ToString();
-  EXPECT_EQ(model->child_keys[0].label, p.child_keys[0].label);
+TEST(PackageHostile, EncodingDeclarationNamingAnotherEncodingIsRefused) {
+  // The signature does not cover the XML declaration: a package re-labelled Latin-1 (or
+  // anything else) would be a second encoding, and a second digest, of one package.
+  const std::string xml = SignedSample();
+  EXPECT_CODE(OpenText(Replace(xml, "encoding=\"UTF-8\"", "encoding=\"ISO-8859-1\"")),
+              Code::kMalformed, "names encoding 'ISO-8859-1'");
+  EXPECT_CODE(OpenText(Replace(xml, "encoding=\"UTF-8\"", "encoding = 'UTF-16'")), Code::kMalformed,
+              "names encoding 'UTF-16'");
+  auto lower = OpenAndVerify(Replace(xml, "encoding=\"UTF-8\"", "encoding=\"utf-8\""), RsaKey());
+  EXPECT_TRUE(lower) << lower.error().ToString();
+}
+
+// UTF-8 (ASCII and BMP; the sample has nothing beyond) to UTF-16, as iconv would write it.
+std::string ToUtf16(const std::string& utf8, bool big_endian, bool bom) {
+  std::u16string units;
+  for (size_t i = 0; i < utf8.size();) {
+    const auto c = static_cast<uint8_t>(utf8[i]);
+    const size_t len = c < 0x80 ? 1 : c < 0xe0 ? 2 : 3;
+    char32_t cp = len == 1 ? c : c & (len == 2 ? 0x1f : 0x0f);
+    for (size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<uint8_t>(utf8[i + k]) & 0x3f);
+    units.push_back(static_cast<char16_t>(cp));
+    i += len;
+  }
+  std::string out;
+  if (bom) units.insert(units.begin(), u'\uFEFF');
+  for (char16_t u : units) {
+    const char hi = static_cast<char>(u >> 8), lo = static_cast<char>(u & 0xff);
+    out += big_endian ? std::string{hi, lo} : std::string{lo, hi};
+  }
+  return out;
+}
+
+// Issue #13 (fuzzing): the same signed package as UTF-16 without a BOM passed the UTF-8
+// check (NUL is valid UTF-8), libxml2 read it as UTF-16, and it verified under a second
+// digest.
+TEST(PackageHostile, SignedPackageReencodedAsUtf16IsRefused) {
+  const std::string xml = SignedSample();
+  ASSERT_TRUE(OpenAndVerify(xml, RsaKey()));
+  for (bool big_endian : {false, true}) {
+    SCOPED_TRACE(big_endian ? "UTF-16BE" : "UTF-16LE");
+    EXPECT_CODE(OpenText(ToUtf16(xml, big_endian, /*bom=*/false)), Code::kMalformed, "NUL byte");
+    EXPECT_CODE(OpenText(ToUtf16(xml, big_endian, /*bom=*/true)), Code::kMalformed,
+                "UTF-16 byte order mark");
+  }
+  EXPECT_CODE(OpenText(std::string("\xFF\xFE\0\0<\0\0\0", 8)), Code::kMalformed,
+              "UTF-32 byte order mark");
+}
+
+// libxml2's own reports (encoding errors among them) go into the one error the caller
+// gets, never to stderr (the server's log).
+TEST(PackageHostile, LibxmlWritesNothingToStderr) {
+  const std::string xml = SignedSample();
+  const std::string inputs[] = {
+      ToUtf16(xml, false, false),
+      ToUtf16(xml, true, true),
+      // UTF-16LE with an unpaired high surrogate: libxml2's converter reports it.
+      ToUtf16(xml, false, false).substr(0, 200) + std::string("\x00\xD8<\0/\0", 6),
+      Replace(xml, "<Label>", "<Label>\xC3\x28"),
+      Replace(xml, "<Label>[^<]*<", "<Label>&x;<"),
+      Replace(xml, "\\?>", "?><!DOCTYPE p [<!ENTITY x \"y\">]>"),
+      "<?xml version=\"1.0\"?><p:q/>",
+      "<?xml version=\"1.0\"?><a><b></a>",
+      xml.substr(0, xml.size() / 2),
+  };
+  ::testing::internal::CaptureStderr();
+  for (const std::string& input : inputs) {
+    auto r = OpenText(input);
+    if (r) (void)r->Verify(RsaKey2());
+  }
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
 }
 
 TEST(PackageHostile, CommentsAndProcessingInstructionsAreRefused) {
