@@ -50,14 +50,6 @@ std::string Short(const std::string& id) {
   return id.size() > 16 ? id.substr(0, 16) + "…" : id;
 }
 
-json PlatformJson(const storage::Platform& p) {
-  return {{"id", p.id},
-          {"state", std::string(storage::ToString(p.state))},
-          {"created_at", Iso(p.created_at)},
-          {"last_seen_at", Iso(p.last_seen_at)},
-          {"has_signing_key", p.signing_key_public.has_value()}};
-}
-
 json DescriptorJson(const storage::PackageDescriptor& d) {
   json keys = json::array();
   for (const auto& k : d.keys)
@@ -267,50 +259,6 @@ Result<int64_t> ParseTime(std::string_view text) {
     }
   }
   return static_cast<int64_t>(timegm(&tm));
-}
-
-Status ListPlatforms(const AdminContext& ctx) {
-  json all = json::array();
-  std::string token;
-  do {
-    TPMMA_ASSIGN_OR_RETURN(auto page, ctx.vault->ListPlatforms(500, token));
-    for (const auto& p : page.platforms) all.push_back(PlatformJson(p));
-    token = page.next_page_token;
-  } while (!token.empty());
-  if (ctx.json) {
-    Print(ctx, {{"ok", true}, {"platforms", all}});
-    return Status::Ok();
-  }
-  Line(ctx, fmt::format("{:<20} {:<8} {:<21} {}", "PLATFORM", "STATE", "LAST SEEN", "CREATED"));
-  for (const auto& p : all) {
-    Line(ctx,
-         fmt::format("{:<20} {:<8} {:<21} {}", Short(p["id"]), p["state"].get<std::string>(),
-                     p["last_seen_at"].get<std::string>(), p["created_at"].get<std::string>()));
-  }
-  Line(ctx, fmt::format("{} platform(s)", all.size()));
-  return Status::Ok();
-}
-
-Status ShowPlatform(const AdminContext& ctx, const std::string& id) {
-  TPMMA_ASSIGN_OR_RETURN(storage::Platform p, ctx.vault->GetPlatform(id));
-  storage::PackageQuery q;
-  q.source_platform_id = id;
-  q.page_size = 1000;
-  TPMMA_ASSIGN_OR_RETURN(auto page, ctx.vault->QueryPackages(q));
-  json j = PlatformJson(p);
-  j["packages"] = json::array();
-  for (const auto& d : page.packages) j["packages"].push_back(d.package_id);
-  if (ctx.json) {
-    Print(ctx, {{"ok", true}, {"platform", j}});
-    return Status::Ok();
-  }
-  Line(ctx, "platform:  " + p.id);
-  Line(ctx, "state:     " + j["state"].get<std::string>());
-  Line(ctx, "created:   " + Iso(p.created_at));
-  Line(ctx, "last seen: " + Iso(p.last_seen_at));
-  Line(ctx, fmt::format("packages:  {}", page.packages.size()));
-  for (const auto& d : page.packages) Line(ctx, "  " + d.package_id);
-  return Status::Ok();
 }
 
 Status RevokePlatform(const AdminContext& ctx, const std::string& id, const std::string& reason) {

@@ -34,8 +34,18 @@ struct AdminContext {
   std::FILE* out = stdout;
 };
 
+// Platforms (admin_platforms.cc). Tables show full ids: a person pastes them back.
 Status ListPlatforms(const AdminContext& ctx);
+// The platform, its latest inventory (with the time it was reported) and its packages.
 Status ShowPlatform(const AdminContext& ctx, const std::string& id);
+// Platforms whose hostname, serial, asset tag, owner label or machine-id contains `text`
+// (case-insensitive), or whose id starts with it.
+Status FindPlatforms(const AdminContext& ctx, const std::string& text);
+// What an operator typed for a platform, as its full id: a full id, a unique id prefix, or
+// a hostname, serial number, asset tag, owner label or machine-id (whole value, ASCII
+// case-insensitive). kNotFound when nothing matches; kInvalidArgument when several do, the
+// message listing every candidate (full id, hostname, serial, owner, last seen).
+Result<std::string> ResolvePlatform(const AdminContext& ctx, const std::string& text);
 Status RevokePlatform(const AdminContext& ctx, const std::string& id, const std::string& reason);
 
 Status ListPackages(const AdminContext& ctx, const std::optional<std::string>& platform);

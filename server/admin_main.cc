@@ -47,7 +47,7 @@ struct Cli {
   std::string dir = "/var/lib/tpm-ma";
   std::string id, reason;
   std::optional<std::string> platform_filter;
-  CLI::App *pl_list = nullptr, *pl_show = nullptr, *pl_revoke = nullptr;
+  CLI::App *pl_list = nullptr, *pl_show = nullptr, *pl_revoke = nullptr, *pl_find = nullptr;
   s::RegisterOptions reg;
   CLI::App *pl_register = nullptr, *pl_registrations = nullptr, *pl_accept = nullptr;
   CLI::App *pk_list = nullptr, *pk_show = nullptr, *pk_delete = nullptr;
@@ -121,16 +121,25 @@ void AddInitCommand(Cli& c) {
                        "offer recovery-code custody only: make no escrow key");
 }
 
+constexpr const char* kPlatformHelp =
+    "the platform: its id, a unique id prefix, or its hostname, serial number, asset tag, "
+    "owner label or machine-id (in --dir mode)";
+
 void AddPlatformCommands(Cli& c) {
   auto* platforms =
       c.app.add_subcommand("platforms", "list, show, revoke, register or accept platforms (TPMs)");
   platforms->require_subcommand(1);
   c.pl_list = platforms->add_subcommand("list", "every platform that ever authenticated");
-  c.pl_show = platforms->add_subcommand("show", "one platform and its packages");
-  c.pl_show->add_option("ID", c.id, "platform id")->required();
+  c.pl_show = platforms->add_subcommand("show", "one platform, its inventory and its packages");
+  c.pl_show->add_option("ID", c.id, kPlatformHelp)->required();
+  c.pl_find = platforms->add_subcommand(
+      "find",
+      "platforms whose hostname, serial, asset tag, owner label or machine-id contains "
+      "TEXT (any case), or whose id starts with it");
+  c.pl_find->add_option("TEXT", c.id, "what to look for")->required();
   c.pl_revoke = platforms->add_subcommand(
       "revoke", "block a platform (stolen laptop): its sessions and downloads stop at once");
-  c.pl_revoke->add_option("ID", c.id, "platform id")->required();
+  c.pl_revoke->add_option("ID", c.id, kPlatformHelp)->required();
   c.pl_revoke->add_option("--reason", c.reason, "why (recorded in the audit log)")->required();
   c.pl_register = platforms->add_subcommand(
       "register", "let a platform enroll under the enrollment policy \"registered\"");
@@ -144,9 +153,9 @@ void AddPlatformCommands(Cli& c) {
       platforms->add_subcommand("registrations", "the platforms registered so far");
   c.pl_accept = platforms->add_subcommand(
       "accept", "let a pending platform (enrollment policy \"approve-first\") authenticate");
-  c.pl_accept->add_option("ID", c.id, "platform id")->required();
-  for (auto* cmd :
-       {c.pl_list, c.pl_show, c.pl_revoke, c.pl_register, c.pl_registrations, c.pl_accept}) {
+  c.pl_accept->add_option("ID", c.id, kPlatformHelp)->required();
+  for (auto* cmd : {c.pl_list, c.pl_show, c.pl_find, c.pl_revoke, c.pl_register, c.pl_registrations,
+                    c.pl_accept}) {
     AddDir(c, cmd);
   }
 }
@@ -167,8 +176,8 @@ void AddPackageCommands(Cli& c) {
 void AddApprovalCommands(Cli& c) {
   c.approve_cmd = c.app.add_subcommand(
       "approve", "let platform NEW restore packages of platform OLD (motherboard swap)");
-  c.approve_cmd->add_option("--old", c.approve.old_platform, "the old platform's id")->required();
-  c.approve_cmd->add_option("--new", c.approve.new_platform, "the new platform's id")->required();
+  c.approve_cmd->add_option("--old", c.approve.old_platform, kPlatformHelp)->required();
+  c.approve_cmd->add_option("--new", c.approve.new_platform, kPlatformHelp)->required();
   c.approve_cmd->add_option("--package", c.approve.package_ids,
                             "only this package (repeatable; default: all of OLD's)");
   c.approve_cmd->add_option("--expires", c.expires, "validity, e.g. 4h, 2d")->capture_default_str();
@@ -396,9 +405,33 @@ int RunRemote(const Cli& c) {
   return 0;
 }
 
+// `*name` (what the operator typed: id, id prefix, hostname, serial, owner, ...) becomes the
+// platform's full id; stderr says so when it was not the id, so the operator sees which.
+tpmma::Status Resolve(const s::AdminContext& ctx, std::string* name) {
+  TPMMA_ASSIGN_OR_RETURN(std::string id, s::ResolvePlatform(ctx, *name));
+  if (id != *name && !ctx.json)
+    std::fprintf(stderr, "'%s' is platform %s\n", name->c_str(), id.c_str());
+  *name = std::move(id);
+  return tpmma::Status::Ok();
+}
+
+// The platform arguments of the command chosen, as full ids.
+tpmma::Status ResolvePlatforms(Cli& c, const s::AdminContext& ctx) {
+  if (*c.pl_show || *c.pl_revoke || *c.pl_accept) return Resolve(ctx, &c.id);
+  if (*c.pk_list && c.platform_filter) return Resolve(ctx, &*c.platform_filter);
+  if (*c.ap_list && !c.new_filter.empty()) return Resolve(ctx, &c.new_filter);
+  if (*c.approve_cmd) {
+    TPMMA_RETURN_IF_ERROR(Resolve(ctx, &c.approve.old_platform).WithContext("--old"));
+    return Resolve(ctx, &c.approve.new_platform).WithContext("--new");
+  }
+  return tpmma::Status::Ok();
+}
+
 // The command on the MA host's state directory; nullopt: no such command.
 std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
+  if (tpmma::Status st = ResolvePlatforms(c, ctx); !st.ok()) return st;
   if (*c.pl_list) return s::ListPlatforms(ctx);
+  if (*c.pl_find) return s::FindPlatforms(ctx, c.id);
   if (*c.pl_show) return s::ShowPlatform(ctx, c.id);
   if (*c.pl_revoke) return s::RevokePlatform(ctx, c.id, c.reason);
   if (*c.pl_register) return s::RegisterPlatforms(ctx, c.reg);

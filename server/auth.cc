@@ -364,6 +364,7 @@ Result<CompleteResult> Authenticator::Complete(const CompleteRequest& request,
   a.platform.signing_key_public = signing_key;
   a.platform.created_at = now;
   a.platform.last_seen_at = now;
+  a.inventory = request.inventory;  // informational; stored only with a proven Complete
   a.session.token_hash = TokenHash(std::string_view(out.token.data(), out.token.size()));
   a.session.platform_id = who.platform_id;
   a.session.created_at = now;

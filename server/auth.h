@@ -86,6 +86,8 @@ struct CompleteRequest {
   Bytes challenge_id;
   Bytes proof;
   std::optional<SigningKeyProof> signing_key;
+  // What the platform says about itself (checked by the caller: storage::CheckPlatformInventory).
+  std::optional<storage::PlatformInventory> inventory;
 };
 
 struct CompleteResult {

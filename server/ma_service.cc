@@ -109,6 +109,31 @@ Result<BeginRequest> DecodeBegin(const ma__AuthenticateBegin& b) {
   return r;
 }
 
+// Self-reported text an operator will read on a terminal: bounded, valid UTF-8, no control
+// characters (an escape sequence in a hostname must not reach `ma-admin platforms list`).
+Result<storage::PlatformInventory> DecodeInventory(const ma__PlatformInventory& w) {
+  storage::PlatformInventory inv;
+  const std::pair<std::string* const*, std::string*> wire[] = {
+      {&w.Hostname, &inv.hostname},
+      {&w.OsName, &inv.os_name},
+      {&w.KernelRelease, &inv.kernel_release},
+      {&w.SystemVendor, &inv.system_vendor},
+      {&w.ProductName, &inv.product_name},
+      {&w.SerialNumber, &inv.serial_number},
+      {&w.AssetTag, &inv.asset_tag},
+      {&w.MachineId, &inv.machine_id},
+      {&w.TpmManufacturer, &inv.tpm_manufacturer},
+      {&w.TpmVendor, &inv.tpm_vendor},
+      {&w.TpmFirmware, &inv.tpm_firmware},
+      {&w.OwnerLabel, &inv.owner_label}};
+  for (const auto& [from, to] : wire) {
+    if (*from != nullptr) *to = **from;
+  }
+  Status checked = storage::CheckPlatformInventory(inv);
+  if (!checked.ok()) return Error(Code::kMalformed, "Inventory/" + checked.message());
+  return inv;
+}
+
 Result<CompleteRequest> DecodeComplete(const ma__AuthenticateComplete& c) {
   TPMMA_RETURN_IF_ERROR(CheckBlob(c.ChallengeId, 16, 64, "ChallengeId"));
   TPMMA_RETURN_IF_ERROR(CheckBlob(c.Proof, 32, 32, "Proof"));
@@ -120,6 +145,9 @@ Result<CompleteRequest> DecodeComplete(const ma__AuthenticateComplete& c) {
         CheckBlob(k->CertifySignature, 1, kMaxTpmBlob, "PackageSigningKey/CertifySignature"));
   }
   CompleteRequest r;
+  if (c.Inventory != nullptr) {
+    TPMMA_ASSIGN_OR_RETURN(r.inventory, DecodeInventory(*c.Inventory));
+  }
   r.challenge_id = FromBase64Binary(c.ChallengeId);
   r.proof = FromBase64Binary(c.Proof);
   if (c.PackageSigningKey != nullptr) {

@@ -119,6 +119,8 @@ class SqliteVault final : public Vault {
                                   const std::optional<AuditEvent>& audit) override;
   Result<Platform> GetPlatform(std::string_view id) override;
   Result<PlatformPage> ListPlatforms(size_t page_size, std::string_view page_token) override;
+  Result<PlatformInventory> GetPlatformInventory(std::string_view id) override;
+  Result<std::vector<PlatformSummary>> FindPlatforms(std::string_view text, size_t limit) override;
   Status RevokePlatform(std::string_view id, const AuditEvent& audit) override;
   Status AcceptPlatform(std::string_view id, const AuditEvent& audit) override;
   Result<size_t> RegisterPlatforms(const std::vector<PlatformRegistration>& registrations,

@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/bytes.h"
@@ -106,6 +107,44 @@ struct PlatformPage {
   std::string next_page_token;
 };
 
+// What a platform last said about itself in Authenticate Complete (issue #12), so that a
+// person can find "Alice's laptop". Informational only: identity is always the EK. An empty
+// field was not reported. Each field is at most kMaxInventoryField characters of valid UTF-8 with
+// no control characters (CheckPlatformInventory).
+struct PlatformInventory {
+  std::string hostname;
+  std::string os_name;  // os-release PRETTY_NAME
+  std::string kernel_release;
+  std::string system_vendor;  // DMI
+  std::string product_name;
+  std::string serial_number;
+  std::string asset_tag;
+  std::string machine_id;
+  std::string tpm_manufacturer;
+  std::string tpm_vendor;
+  std::string tpm_firmware;
+  std::string owner_label;
+  int64_t reported_at = 0;  // set by the vault from AuthCompletion::now
+};
+
+inline constexpr size_t kMaxInventoryField = 256;
+
+// The fields by their wire names (wsdl/migration.wsdl PlatformInventory), in wire order:
+// for validation messages and printing.
+std::vector<std::pair<std::string_view, const std::string*>> InventoryFields(
+    const PlatformInventory& inventory);
+// kInvalidArgument naming the field (its wire name): too long, invalid UTF-8 or a control
+// character (C0, DEL, C1).
+Status CheckPlatformInventory(const PlatformInventory& inventory);
+// The same check for one value.
+Status CheckInventoryText(std::string_view field, std::string_view value);
+
+// A platform with its latest inventory, if it reported one.
+struct PlatformSummary {
+  Platform platform;
+  std::optional<PlatformInventory> inventory;
+};
+
 // ---------------------------------------------------------------------------------------
 // Challenges and sessions
 
@@ -144,6 +183,11 @@ struct AuthCompletion {
   // The "approve-first" policy: a platform not yet stored is stored as kPending, with
   // pending_audit instead of audit and no session, and the call returns kPermissionDenied
   // with pending_message. A stored pending platform gets the same refusal under any policy.
+  // Stored as the platform's latest inventory (with reported_at = now) whenever the
+  // platform row is written: on success and when a new platform is stored pending (so an
+  // operator can tell which machine to accept). Refused (kInvalidArgument) unless it passes
+  // CheckPlatformInventory. Absent: the stored inventory is kept as it was.
+  std::optional<PlatformInventory> inventory;
   bool enroll_pending = false;
   AuditEvent pending_audit;
   std::string pending_message;  // empty: "platform <id> awaits an operator's acceptance"
@@ -270,6 +314,14 @@ class Vault {
                                           const std::optional<AuditEvent>& audit) = 0;
   virtual Result<Platform> GetPlatform(std::string_view id) = 0;
   virtual Result<PlatformPage> ListPlatforms(size_t page_size, std::string_view page_token) = 0;
+  // The latest inventory of a platform. kNotFound if the platform is unknown or never
+  // reported one.
+  virtual Result<PlatformInventory> GetPlatformInventory(std::string_view id) = 0;
+  // Platforms whose hostname, serial number, asset tag, owner label or machine id contains
+  // `text` (ASCII case-insensitive), or whose id starts with it (case-insensitive), by id;
+  // at most `limit` (0 → 100, capped at 1000). Empty text: kInvalidArgument.
+  virtual Result<std::vector<PlatformSummary>> FindPlatforms(std::string_view text,
+                                                             size_t limit) = 0;
   // Marks revoked and ends its sessions. kNotFound.
   virtual Status RevokePlatform(std::string_view id, const AuditEvent& audit) = 0;
   // A pending platform becomes active. kNotFound; kConflict if it is not pending.

@@ -208,6 +208,7 @@ void RecordMaSettings(Lms& lms, const MaSettings& settings) {
     config.ek_intermediates.push_back(std::filesystem::absolute(f, ec).string());
   }
   if (!settings.ek_cert.empty()) config.ek_cert = std::filesystem::absolute(settings.ek_cert, ec);
+  config.owner_label = settings.owner_label;
   Status saved = lms.store().WriteConfig(config);
   if (!saved.ok()) {
     std::fprintf(stderr, "lms: warning: the MA settings were not recorded: %s\n",
@@ -247,6 +248,10 @@ int Run(int argc, char** argv, Env* env) {
   app.add_option("--ek-cert", g.ek_cert,
                  "the EK certificate (PEM or DER) for a TPM that keeps none in NV, e.g. from "
                  "the TPM vendor's service (kept in the store's config.json)");
+  app.add_option("--owner-label", g.owner_label,
+                 "who or what this machine is for, e.g. \"Alice Example, finance\": sent to the "
+                 "MA with every authentication so that a helpdesk can find it (kept in the "
+                 "store's config.json; no control characters, at most 256 characters)");
   app.footer(
       "Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.\n"
       "With --json, failures are {\"ok\":false,\"code\":...,\"message\":...} on stdout.");

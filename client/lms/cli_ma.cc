@@ -7,6 +7,7 @@
 #include <string>
 
 #include "client/lms/cli.h"
+#include "client/lms/inventory.h"
 #include "client/lms/remote.h"
 #include "common/text.h"
 #include "schema/package.h"
@@ -71,6 +72,20 @@ json StatusJson(const StatusReport& r, bool healthy) {
               {"error", r.enroll_error},
               {"packages_on_ma", r.packages_on_ma},
               {"newest_on_ma", OptUtc(r.newest_on_ma)}}}};
+  // What the next Authenticate reports (wire names, as ma-admin platforms show prints them).
+  const ma::PlatformInventory& i = r.inventory;
+  j["inventory"] = {{"hostname", i.hostname},
+                    {"os_name", i.os_name},
+                    {"kernel_release", i.kernel_release},
+                    {"system_vendor", i.system_vendor},
+                    {"product_name", i.product_name},
+                    {"serial_number", i.serial_number},
+                    {"asset_tag", i.asset_tag},
+                    {"machine_id", i.machine_id},
+                    {"tpm_manufacturer", i.tpm_manufacturer},
+                    {"tpm_vendor", i.tpm_vendor},
+                    {"tpm_firmware", i.tpm_firmware},
+                    {"owner_label", i.owner_label}};
   if (!healthy) {
     j["code"] = "Unavailable";
     j["message"] = !r.tpm_reachable  ? "the TPM cannot be used: " + r.tpm_error
@@ -126,6 +141,7 @@ std::string StatusText(const StatusReport& r) {
         : r.platform_id.empty() ? std::string("unknown")
                                 : r.platform_id + " (as last seen; not checked now)") +
        (r.enroll_error.empty() ? "" : "\n             not enrolled: " + r.enroll_error) + "\n";
+  t += "reports      (to the MA with each authentication)\n" + InventoryText(r.inventory, "  ");
   if (r.enrolled) {
     t += "on the MA    " + std::to_string(r.packages_on_ma) + " package(s)" +
          (r.newest_on_ma ? ", newest " + Utc(*r.newest_on_ma) : std::string()) + "\n";
@@ -139,7 +155,8 @@ MaFlags FlagsOf(const Globals& g) {
   return {.url = g.ma_url,
           .ca_file = g.ma_ca,
           .ek_intermediates = g.ek_intermediates,
-          .ek_cert = g.ek_cert};
+          .ek_cert = g.ek_cert,
+          .owner_label = g.owner_label};
 }
 
 Result<MaContext> OpenWithMa(const Globals& g) {
@@ -167,7 +184,7 @@ Command AddAuthenticateCommand(CLI::App& app, const Globals& g) {
             // Settings that worked are kept (--ek-intermediate above all), so that the backup
             // timer and later commands need no flags.
             if (!g.ma_url.empty() || !g.ma_ca.empty() || !g.ek_intermediates.empty() ||
-                !g.ek_cert.empty()) {
+                !g.ek_cert.empty() || !g.owner_label.empty()) {
               RecordMaSettings(*ctx->lms, ctx->settings);
             }
             return Succeed(g,

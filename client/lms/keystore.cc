@@ -340,6 +340,7 @@ std::string StoreConfigToJson(const StoreConfig& c) {
             {"ma_ca", c.ma_ca},
             {"ek_intermediates", c.ek_intermediates}};
   if (!c.ek_cert.empty()) j["ek_cert"] = c.ek_cert;
+  if (!c.owner_label.empty()) j["owner_label"] = c.owner_label;
   return j.dump(2) + "\n";
 }
 
@@ -351,6 +352,7 @@ Result<StoreConfig> StoreConfigFromJson(std::string_view text, std::string_view 
   c.ma_url = f.OptStr("ma_url").value_or("");
   c.ma_ca = f.OptStr("ma_ca").value_or("");
   c.ek_cert = f.OptStr("ek_cert").value_or("");
+  c.owner_label = f.OptStr("owner_label").value_or("");
   if (!f.status().ok()) return Error(f.status());
   if (j.contains("ek_intermediates") && !j.at("ek_intermediates").is_null()) {
     const json& list = j.at("ek_intermediates");

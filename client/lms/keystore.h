@@ -127,7 +127,8 @@ struct StoreConfig {
   std::string ma_url;                         // https://host:port
   std::string ma_ca;                          // PEM file trusted for the MA's TLS certificate
   std::vector<std::string> ek_intermediates;  // EK certificate intermediates (PEM or DER files)
-  std::string ek_cert;  // the EK certificate file, for a TPM that keeps none in NV
+  std::string ek_cert;      // the EK certificate file, for a TPM that keeps none in NV
+  std::string owner_label;  // sent to the MA in the platform inventory (lms --owner-label)
   bool operator==(const StoreConfig&) const = default;
 };
 

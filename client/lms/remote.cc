@@ -20,6 +20,7 @@
 #include "client/lms/app_data.h"
 #include "client/lms/app_keys.h"
 #include "client/lms/custody.h"
+#include "client/lms/inventory.h"
 #include "client/lms/ma_connection.h"
 #include "client/lms/mrk_handle.h"
 #include "client/lms/pkcs11_token.h"
@@ -162,6 +163,7 @@ Result<MaConnection> OpenMaConnection(Lms& lms, const MaSettings& s, bool with_s
   o.with_signing_key = with_signing_key;
   o.signing_key_type = esys::ChildType::kEccSign;
   o.reuse_signing_key = signing ? &*signing : nullptr;
+  o.inventory = CollectInventory(*lms.env(), tpm, s.owner_label);
 
   lms.Progress("authenticating to the MA at " + s.url);
   auto session = ma::Authenticate(*out.client, *tpm, out.ak, &srk, o);
@@ -282,6 +284,8 @@ Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags
   s.ek_intermediates =
       !flags.ek_intermediates.empty() ? flags.ek_intermediates : config.ek_intermediates;
   s.ek_cert = !flags.ek_cert.empty() ? flags.ek_cert : config.ek_cert;
+  s.owner_label = !flags.owner_label.empty() ? flags.owner_label : config.owner_label;
+  TPMMA_RETURN_IF_ERROR(CheckOwnerLabel(s.owner_label));
   if (s.url.empty()) {
     return Error(Code::kInvalidArgument,
                  "no MA given: use --ma https://HOST:PORT, set LMS_MA_URL, or record it in the "
@@ -766,6 +770,14 @@ StatusReport GetStatus(Lms& lms, const Result<MaSettings>& settings) {
     }
   }
   auto tpm = lms.OpenForMa();
+  // Without usable MA settings, the label recorded in config.json (if it reads).
+  std::string owner_label;
+  if (settings) {
+    owner_label = settings->owner_label;
+  } else if (auto config = store.ReadConfig(); config) {
+    owner_label = config->owner_label;
+  }
+  r.inventory = CollectInventory(*lms.env(), tpm ? *tpm : nullptr, owner_label);
   if (tpm) {
     r.tpm_reachable = true;
     r.srk_matches_store = r.initialised && lms.srk_matches_store();

@@ -36,6 +36,8 @@ struct MaSettings {
   // The EK certificate itself, for a TPM that keeps none in NV (Intel PTT, AMD fTPM: the
   // vendor serves it); empty: read from the TPM's NV.
   std::string ek_cert;
+  // Sent in the platform inventory with every Authenticate Complete (inventory.h).
+  std::string owner_label;
   int timeout_s = 30;
 };
 
@@ -47,6 +49,7 @@ struct MaFlags {
   std::string ca_file;
   std::vector<std::string> ek_intermediates;
   std::string ek_cert;
+  std::string owner_label;  // --owner-label; refused with control characters
 };
 Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags);
 
@@ -147,6 +150,9 @@ struct StatusReport {
   std::string enroll_error;
   size_t packages_on_ma = 0;  // this platform's own packages
   std::optional<int64_t> newest_on_ma;
+  // What Authenticate reports to the MA (collected when the TPM is reachable, else without
+  // the TPM's fields).
+  ma::PlatformInventory inventory;
 };
 // Never fails for an unreachable MA or TPM: the report says so. An MA setting missing is
 // reported as ma_error.

@@ -188,6 +188,34 @@ Result<AuthChallenge> MaClient::AuthenticateBegin(const AuthBegin& request) {
                        .expires_at = static_cast<int64_t>(ch->ExpiresAt)};
 }
 
+namespace {
+
+// Empty fields are left out (minOccurs="0"), not sent empty.
+ma__PlatformInventory* WireInventory(struct soap* soap, const PlatformInventory& i) {
+  auto* w = soap_new_ma__PlatformInventory(soap);
+  const std::pair<std::string**, const std::string*> fields[] = {
+      {&w->Hostname, &i.hostname},
+      {&w->OsName, &i.os_name},
+      {&w->KernelRelease, &i.kernel_release},
+      {&w->SystemVendor, &i.system_vendor},
+      {&w->ProductName, &i.product_name},
+      {&w->SerialNumber, &i.serial_number},
+      {&w->AssetTag, &i.asset_tag},
+      {&w->MachineId, &i.machine_id},
+      {&w->TpmManufacturer, &i.tpm_manufacturer},
+      {&w->TpmVendor, &i.tpm_vendor},
+      {&w->TpmFirmware, &i.tpm_firmware},
+      {&w->OwnerLabel, &i.owner_label}};
+  for (const auto& [to, from] : fields) {
+    if (from->empty()) continue;
+    *to = soap_new_std__string(soap);
+    **to = *from;
+  }
+  return w;
+}
+
+}  // namespace
+
 Result<MaSession> MaClient::AuthenticateComplete(const AuthComplete& request) {
   TPMMA_RETURN_IF_ERROR(Prepare());
   struct soap* soap = proxy_->soap;
@@ -202,6 +230,7 @@ Result<MaSession> MaClient::AuthenticateComplete(const AuthComplete& request) {
     m->PackageSigningKey->CertifySignature =
         ToBase64Binary(soap, request.signing_key->certify_signature);
   }
+  if (request.inventory) m->Inventory = WireInventory(soap, *request.inventory);
   req.__union_AuthenticateRequest = SOAP_UNION__ma__union_AuthenticateRequest_Complete;
   req.union_AuthenticateRequest.Complete = m;
   _ma__AuthenticateResponse resp;

@@ -79,10 +79,28 @@ struct SigningKeyProof {
   Bytes certify_signature;  // TPMT_SIGNATURE
 };
 
+// AuthenticateComplete's Inventory (wsdl/migration.wsdl PlatformInventory): what the
+// platform says about itself so that an operator can find it. Empty: not sent.
+struct PlatformInventory {
+  std::string hostname;
+  std::string os_name;  // os-release PRETTY_NAME
+  std::string kernel_release;
+  std::string system_vendor;  // DMI
+  std::string product_name;
+  std::string serial_number;
+  std::string asset_tag;
+  std::string machine_id;
+  std::string tpm_manufacturer;
+  std::string tpm_vendor;
+  std::string tpm_firmware;
+  std::string owner_label;
+};
+
 struct AuthComplete {
   Bytes challenge_id;
   Bytes proof;  // HMAC-SHA256(activated secret, challenge id): ChallengeProof()
   std::optional<SigningKeyProof> signing_key;
+  std::optional<PlatformInventory> inventory;
 };
 
 struct MaSession {

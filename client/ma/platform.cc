@@ -199,7 +199,8 @@ Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::K
   TPMMA_ASSIGN_OR_RETURN(Bytes p, ChallengeProof(activated, ch.challenge_id));
   TPMMA_ASSIGN_OR_RETURN(out.session, ma.AuthenticateComplete({.challenge_id = ch.challenge_id,
                                                                .proof = std::move(p),
-                                                               .signing_key = std::move(proof)}));
+                                                               .signing_key = std::move(proof),
+                                                               .inventory = options.inventory}));
   return out;
 }
 

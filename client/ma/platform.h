@@ -86,6 +86,8 @@ struct AuthenticateOptions {
   // longer loads (the TPM was cleared) is replaced by a new one. Keeping one key lets the
   // MA verify every package the platform signed since.
   const esys::KeyBlob* reuse_signing_key = nullptr;
+  // Sent with Complete, so only a TPM that has proven itself reports it.
+  std::optional<PlatformInventory> inventory;
 };
 
 struct PlatformSession {

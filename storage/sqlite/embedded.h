@@ -14,4 +14,6 @@ extern const unsigned char kMigration3[];
 extern const size_t kMigration3Size;
 extern const unsigned char kMigration4[];
 extern const size_t kMigration4Size;
+extern const unsigned char kMigration5[];
+extern const size_t kMigration5Size;
 }  // namespace tpmma::storage::sqlite::embedded

@@ -20,6 +20,7 @@ const std::string_view kMigrations[] = {
     Text(embedded::kMigration2, embedded::kMigration2Size),
     Text(embedded::kMigration3, embedded::kMigration3Size),
     Text(embedded::kMigration4, embedded::kMigration4Size),
+    Text(embedded::kMigration5, embedded::kMigration5Size),
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));

@@ -47,4 +47,16 @@ Status VerifyAuditChainLocked(sqlite3* db);
 
 Result<bool> PlatformExists(sqlite3* db, std::string_view id);
 
+// The platforms columns ReadPlatform reads, in its order (unqualified: no other table the
+// vault joins them with has these names).
+inline constexpr std::string_view kPlatformColumns =
+    "id, ek_public, ek_certificate, ak_public, ak_name, signing_key_public, state, created_at, "
+    "last_seen_at, ek_key_id, pending";
+// A platform from columns 0..10 of `s` (kPlatformColumns).
+Result<Platform> ReadPlatform(const Stmt& s);
+// Replaces the platform's inventory row with `inventory` (reported at `now`); nothing
+// if it is absent. Inside the open write transaction; the caller has checked it.
+Status PutInventoryLocked(sqlite3* db, std::string_view platform_id,
+                          const std::optional<PlatformInventory>& inventory, int64_t now);
+
 }  // namespace tpmma::storage::sqlite

@@ -24,11 +24,7 @@ using sqlite::Stmt;
 using sqlite::ToStatus;
 using sqlite::Write;
 
-namespace {
-
-constexpr std::string_view kPlatformColumns =
-    "id, ek_public, ek_certificate, ak_public, ak_name, signing_key_public, state, created_at, "
-    "last_seen_at, ek_key_id, pending";
+namespace sqlite {
 
 Result<Platform> ReadPlatform(const Stmt& s) {
   Platform p;
@@ -46,6 +42,14 @@ Result<Platform> ReadPlatform(const Stmt& s) {
   if (p.state == PlatformState::kActive && s.Int(10) != 0) p.state = PlatformState::kPending;
   return p;
 }
+
+}  // namespace sqlite
+
+namespace {
+
+using sqlite::kPlatformColumns;
+using sqlite::PutInventoryLocked;
+using sqlite::ReadPlatform;
 
 Result<Platform> GetPlatformLocked(sqlite3* db, std::string_view id) {
   TPMMA_ASSIGN_OR_RETURN(
@@ -344,6 +348,7 @@ Result<Challenge> SqliteVault::CompleteAuthentication(const AuthCompletion& a) {
   if (a.proof_hash.size() != kHashSize) {
     return Error(Code::kInvalidArgument, "proof hash must be 32 bytes (SHA-256)");
   }
+  if (a.inventory) TPMMA_RETURN_IF_ERROR(CheckPlatformInventory(*a.inventory));
   struct Outcome {
     Challenge challenge;
     Code refused = Code::kOk;
@@ -375,6 +380,7 @@ Result<Challenge> SqliteVault::CompleteAuthentication(const AuthCompletion& a) {
         Platform p = a.platform;
         p.state = PlatformState::kPending;
         TPMMA_RETURN_IF_ERROR(UpsertPlatformLocked(db, p));
+        TPMMA_RETURN_IF_ERROR(PutInventoryLocked(db, p.id, a.inventory, a.now));
         TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, a.pending_audit));
       }
       std::string msg = a.pending_message.empty()
@@ -383,6 +389,7 @@ Result<Challenge> SqliteVault::CompleteAuthentication(const AuthCompletion& a) {
       return Outcome{std::move(c), Code::kPermissionDenied, std::move(msg)};
     }
     TPMMA_RETURN_IF_ERROR(UpsertPlatformLocked(db, a.platform));
+    TPMMA_RETURN_IF_ERROR(PutInventoryLocked(db, a.platform.id, a.inventory, a.now));
     TPMMA_RETURN_IF_ERROR(InsertSessionLocked(db, a.session));
     TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, a.audit));
     return Outcome{std::move(c), Code::kOk, {}};

@@ -303,6 +303,7 @@ TEST_F(LmsMaTest, EscrowKeyRotationRepinsTheStoreAndOldPackagesStillRestore) {
                             .ca_file = ma->ca_file(),
                             .ek_intermediates = {w_->b->IntermediateCaCertPath()},
                             .ek_cert = {},
+                            .owner_label = {},
                             .timeout_s = 30};
   auto escrow2 = FetchEscrowKey(settings);
   ASSERT_TRUE(escrow2.has_value()) << escrow2.error().ToString();

@@ -256,6 +256,7 @@ class LmsMaTest : public ::testing::Test {
             .ca_file = w_->ma->ca_file(),
             .ek_intermediates = {t->IntermediateCaCertPath()},
             .ek_cert = {},
+            .owner_label = {},
             .timeout_s = 30};
   }
 
@@ -287,7 +288,8 @@ class LmsMaTest : public ::testing::Test {
     Status saved = (*l)->store().WriteConfig({.ma_url = w_->ma->url(),
                                               .ma_ca = w_->ma->ca_file(),
                                               .ek_intermediates = {t->IntermediateCaCertPath()},
-                                              .ek_cert = {}});
+                                              .ek_cert = {},
+                                              .owner_label = {}});
     if (!saved.ok()) return saved.ToString();
     for (int i = 0; i < n; ++i) {
       const bool sealed = i % 2 == 1;

@@ -158,6 +158,25 @@ TEST_F(AdminCommandsTest, PlatformsAndPackages) {
   EXPECT_EQ(Admin({"packages", "delete", kPkg, "--reason", "again"}).exit_code, 1);
 }
 
+TEST_F(AdminCommandsTest, PlatformsByIdPrefixAndFullIdsInTables) {
+  EXPECT_EQ(AdminJson({"platforms", "show", "000bAAAA"})["platform"]["id"], kOld);
+  CommandResult ambiguous = Admin({"platforms", "show", "000b"});
+  EXPECT_EQ(ambiguous.exit_code, 1);
+  EXPECT_NE(ambiguous.output.find("ambiguous"), std::string::npos) << ambiguous.output;
+  EXPECT_NE(ambiguous.output.find(kOld), std::string::npos) << ambiguous.output;
+  EXPECT_NE(ambiguous.output.find(kNew), std::string::npos) << ambiguous.output;
+  // A hex run from the middle of an id names nothing.
+  EXPECT_EQ(Admin({"platforms", "show", std::string(20, 'a')}).exit_code, 1);
+
+  CommandResult list = Admin({"platforms", "list"});
+  EXPECT_EQ(list.exit_code, 0);
+  EXPECT_NE(list.output.find(kOld), std::string::npos) << list.output;  // not cut to 16
+  json found = AdminJson({"platforms", "find", "000bb"});
+  ASSERT_EQ(found["platforms"].size(), 1u) << found.dump();
+  EXPECT_EQ(found["platforms"][0]["id"], kNew);
+  EXPECT_TRUE(found["platforms"][0]["inventory"].is_null());
+}
+
 TEST_F(AdminCommandsTest, ApprovalsAndRevocation) {
   json a = AdminJson(
       {"approve", "--old", kOld, "--new", kNew, "--reason", "ticket 4711", "--expires", "4h"});
