@@ -492,6 +492,14 @@ void Connection::OnHeader(beast::error_code ec) {
   if (ec) return OnReadError(ec);
   const auto& req = parser_->get();
   head_ = req.method() == http::verb::head;
+  // lms, ma-admin and stock SOAP stacks send Content-Length. A chunked body escapes both
+  // size limits (Beast counts neither chunk extensions nor trailers against them), so it is
+  // refused before a byte of it is read (RFC 9110 15.5.12).
+  if (parser_->chunked()) {
+    return Respond(http::status::length_required,
+                   "chunked request bodies are not accepted: send Content-Length\n", true,
+                   "Unsupported");
+  }
   std::string_view target(req.target().data(), req.target().size());
   std::string_view path = target.substr(0, target.find('?'));
 
