@@ -334,6 +334,7 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("server", "io_threads", c.io_threads, 1, 64);
   r.Int("server", "worker_threads", c.worker_threads, 1, 256);
   r.Int("server", "max_connections", c.max_connections, 1, 100'000);
+  r.Int("server", "max_connections_per_peer", c.max_connections_per_peer, 0, 100'000);
   r.Int("server", "max_queued_requests", c.max_queued_requests, 1, 100'000);
   r.Int("server", "shutdown_timeout_ms", c.shutdown_timeout_ms, 0, 600'000);
   r.Int("server", "malloc_arenas", c.malloc_arenas, 0, 256);
@@ -343,6 +344,7 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Bool("tls", "request_client_cert", c.tls_request_client_cert);
   r.Int("limits", "max_header_bytes", c.max_header_bytes, 1024, 1 << 20);
   r.Int("limits", "max_body_bytes", c.max_body_bytes, 1024, 256 << 20);
+  r.Int("limits", "max_inflight_bytes", c.max_inflight_bytes, 0, uint64_t{64} << 30);
   r.Int("limits", "read_timeout_ms", c.read_timeout_ms, 100, 600'000);
   r.Int("limits", "idle_timeout_ms", c.idle_timeout_ms, 100, 3'600'000);
   r.Int("limits", "handshake_timeout_ms", c.handshake_timeout_ms, 100, 600'000);
@@ -386,6 +388,12 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Require("tls", "certificate", c.tls_certificate);
   r.Require("tls", "private_key", c.tls_private_key);
   r.Require("vault", "path", c.vault_path);
+  if (c.max_inflight_bytes != 0 && c.max_inflight_bytes < c.max_body_bytes) {
+    r.Fail(
+        fmt::format("limits.max_inflight_bytes ({}) must be 0 or at least limits.max_body_bytes "
+                    "({}): a largest request could never be admitted",
+                    c.max_inflight_bytes, c.max_body_bytes));
+  }
   if (c.max_package_bytes > c.max_body_bytes) {
     r.Fail(fmt::format("limits.max_package_bytes ({}) must not exceed limits.max_body_bytes ({})",
                        c.max_package_bytes, c.max_body_bytes));
@@ -498,6 +506,7 @@ std::string ConfigToToml(const Config& c) {
                         .Int("io_threads", c.io_threads)
                         .Int("worker_threads", c.worker_threads)
                         .Int("max_connections", c.max_connections)
+                        .Int("max_connections_per_peer", c.max_connections_per_peer)
                         .Int("max_queued_requests", c.max_queued_requests)
                         .Int("shutdown_timeout_ms", c.shutdown_timeout_ms)
                         .Int("malloc_arenas", c.malloc_arenas)
@@ -511,6 +520,7 @@ std::string ConfigToToml(const Config& c) {
   section("limits", TableBuilder()
                         .Int("max_header_bytes", c.max_header_bytes)
                         .Int("max_body_bytes", static_cast<int64_t>(c.max_body_bytes))
+                        .Int("max_inflight_bytes", static_cast<int64_t>(c.max_inflight_bytes))
                         .Int("read_timeout_ms", c.read_timeout_ms)
                         .Int("idle_timeout_ms", c.idle_timeout_ms)
                         .Int("handshake_timeout_ms", c.handshake_timeout_ms)

@@ -46,6 +46,9 @@ struct Config {
   int io_threads = 2;
   int worker_threads = 8;
   int max_connections = 1024;
+  // One IP address may hold at most this many (0: no limit). Behind a load balancer every
+  // connection comes from its address: raise it or set 0 there.
+  int max_connections_per_peer = 128;
   // Requests waiting for a worker; beyond this the front end answers 503 + Retry-After
   // rather than letting latency grow without bound.
   int max_queued_requests = 256;
@@ -64,6 +67,9 @@ struct Config {
   // [limits]
   uint32_t max_header_bytes = 8 * 1024;
   uint64_t max_body_bytes = 16 * 1024 * 1024;
+  // All request bodies being read or handled at once (server/admission.h); 0: no limit.
+  // At least max_body_bytes.
+  uint64_t max_inflight_bytes = 256 * 1024 * 1024;
   uint32_t read_timeout_ms = 10'000;  // whole request, headers + body (slowloris)
   uint32_t idle_timeout_ms = 60'000;  // between keep-alive requests
   uint32_t handshake_timeout_ms = 5'000;

@@ -30,7 +30,9 @@
 #include <boost/beast/ssl.hpp>
 
 #include "common/openssl.h"
+#include "server/admission.h"
 #include "server/log.h"
+#include "server/worker_pool.h"
 #include "wsdl/soap_fault.h"
 
 namespace tpmma::server {
@@ -59,68 +61,6 @@ constexpr const char* kTls12Ciphers =
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-// ---------------------------------------------------------------------------------------
-// A fixed pool of worker threads with a bounded queue. TryPost refuses instead of
-// blocking: the caller is an I/O thread, which must never wait.
-class WorkerPool {
- public:
-  WorkerPool(int threads, size_t max_queued) : max_queued_(max_queued) {
-    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
-  }
-  ~WorkerPool() { Shutdown(); }
-  WorkerPool(const WorkerPool&) = delete;
-  WorkerPool& operator=(const WorkerPool&) = delete;
-
-  bool TryPost(std::function<void()> job) {
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_ || queue_.size() >= max_queued_) return false;
-      queue_.push_back(std::move(job));
-    }
-    cv_.notify_one();
-    return true;
-  }
-
-  size_t queued() const {
-    std::lock_guard lock(mu_);
-    return queue_.size();
-  }
-
-  // Runs what is already queued, then joins.
-  void Shutdown() {
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_ && threads_.empty()) return;
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    for (std::thread& t : threads_) t.join();
-    threads_.clear();
-  }
-
- private:
-  void Loop() {
-    for (;;) {
-      std::function<void()> job;
-      {
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        job = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      job();
-    }
-  }
-
-  const size_t max_queued_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
-};
-
 class ServerImpl;
 
 enum class Route { kHealth, kSoap, kEcho };
@@ -129,7 +69,7 @@ enum class Route { kHealth, kSoap, kEcho };
 // executor of its socket); workers hand replies back with asio::post.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(ServerImpl* server, tcp::socket socket, ssl::context& ctx);
+  Connection(ServerImpl* server, tcp::socket socket, ssl::context& ctx, Admission::PeerSlot slot);
   ~Connection();
 
   void Start();
@@ -164,6 +104,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void CloseNow();
 
   ServerImpl* server_;
+  Admission::PeerSlot slot_;
+  // The current request's share of limits.max_inflight_bytes, until its reply is written.
+  std::optional<Admission::Reservation> reservation_;
   beast::ssl_stream<beast::tcp_stream> stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -189,6 +132,7 @@ class ServerImpl final : public HttpServer {
       : cfg_(cfg),
         endpoint_(endpoint),
         env_(env),
+        admission_(cfg.max_connections_per_peer, cfg.max_inflight_bytes),
         ssl_ctx_(std::move(ctx)),
         acceptor_(asio::make_strand(ioc_)),
         accept_timer_(acceptor_.get_executor()) {}
@@ -300,12 +244,14 @@ class ServerImpl final : public HttpServer {
   int active_connections() const override { return active_.load(); }
   uint64_t rejected_connections() const override { return rejected_.load(); }
   size_t queued_requests() const override { return pool_ ? pool_->queued() : 0; }
+  uint64_t inflight_bytes() const override { return admission_.inflight_bytes(); }
 
   // For connections.
   const Config& cfg() const { return cfg_; }
   Endpoint* endpoint() const { return endpoint_; }
   Env* env() const { return env_; }
   WorkerPool& pool() { return *pool_; }
+  Admission& admission() { return admission_; }
   bool stopping() {
     std::lock_guard lock(mu_);
     return stop_requested_;
@@ -331,17 +277,23 @@ class ServerImpl final : public HttpServer {
             });
             return;
           }
-          if (active_.load() >= cfg_.max_connections) {
+          beast::error_code ignored;
+          std::string address = socket.remote_endpoint(ignored).address().to_string();
+          std::optional<Admission::PeerSlot> slot;
+          if (active_.load() < cfg_.max_connections) slot = admission_.AdmitPeer(address);
+          if (!slot) {
             // Closed before the TLS handshake: an overload costs no crypto and reads nothing.
             ++rejected_;
-            spdlog::debug("connection refused: max_connections ({}) reached", cfg_.max_connections);
-            beast::error_code ignored;
+            spdlog::debug(
+                "connection from {} refused: max_connections ({}) or "
+                "max_connections_per_peer ({}) reached",
+                address, cfg_.max_connections, cfg_.max_connections_per_peer);
             socket.close(ignored);
           } else {
             // Request/response: a reply's last segment must not wait for a delayed ACK.
-            beast::error_code ignored;
             socket.set_option(tcp::no_delay(true), ignored);
-            auto connection = std::make_shared<Connection>(this, std::move(socket), ssl_ctx_);
+            auto connection =
+                std::make_shared<Connection>(this, std::move(socket), ssl_ctx_, std::move(*slot));
             {
               std::lock_guard lock(mu_);
               connections_.emplace(connection.get(), connection);
@@ -390,6 +342,7 @@ class ServerImpl final : public HttpServer {
   std::chrono::steady_clock::time_point stop_deadline_;
   std::atomic<int> active_{0};
   std::atomic<uint64_t> rejected_{0};
+  Admission admission_;  // before ioc_: connections destroyed with it release here
 
   asio::io_context ioc_;
   ssl::context ssl_ctx_;
@@ -403,8 +356,9 @@ class ServerImpl final : public HttpServer {
 
 // ---------------------------------------------------------------------------------------
 
-Connection::Connection(ServerImpl* server, tcp::socket socket, ssl::context& ctx)
-    : server_(server), stream_(std::move(socket), ctx) {
+Connection::Connection(ServerImpl* server, tcp::socket socket, ssl::context& ctx,
+                       Admission::PeerSlot slot)
+    : server_(server), slot_(std::move(slot)), stream_(std::move(socket), ctx) {
   buffer_.reserve(kReadBufferBytes);
   beast::error_code ec;
   tcp::endpoint remote = lowest().socket().remote_endpoint(ec);
@@ -441,8 +395,15 @@ void Connection::OnStop() {
 
 void Connection::OnHandshake(beast::error_code ec) {
   if (ec) {
-    // Scanners, TLS 1.0 clients, timeouts: not worth more than a debug line.
-    spdlog::debug("TLS handshake with {} failed: {}", peer_, ec.message());
+    // A refused client certificate is someone trying to be an operator: worth a warning
+    // (issue #13, finding 9). Scanners, TLS 1.0 clients, timeouts: a debug line.
+    const long verify = SSL_get_verify_result(stream_.native_handle());
+    if (verify != X509_V_OK) {
+      spdlog::warn("TLS handshake with {} refused: client certificate not accepted ({})", peer_,
+                   X509_verify_cert_error_string(verify));
+    } else {
+      spdlog::debug("TLS handshake with {} failed: {}", peer_, ec.message());
+    }
     return CloseNow();
   }
   if (X509* cert = SSL_get0_peer_certificate(stream_.native_handle())) {
@@ -492,6 +453,14 @@ void Connection::OnHeader(beast::error_code ec) {
   if (ec) return OnReadError(ec);
   const auto& req = parser_->get();
   head_ = req.method() == http::verb::head;
+  // lms, ma-admin and stock SOAP stacks send Content-Length. A chunked body escapes both
+  // size limits (Beast counts neither chunk extensions nor trailers against them), so it is
+  // refused before a byte of it is read (RFC 9110 15.5.12).
+  if (parser_->chunked()) {
+    return Respond(http::status::length_required,
+                   "chunked request bodies are not accepted: send Content-Length\n", true,
+                   "Unsupported");
+  }
   std::string_view target(req.target().data(), req.target().size());
   std::string_view path = target.substr(0, target.find('?'));
 
@@ -539,6 +508,13 @@ void Connection::OnHeader(beast::error_code ec) {
                    path == "/healthz" ? "GET, HEAD" : "POST");
   }
   route_ = *route;
+  if (route_ != Route::kHealth) {
+    reservation_ = server_->admission().Reserve(parser_->content_length().value_or(0));
+    if (!reservation_) {
+      return Respond(http::status::service_unavailable, "server busy: too much in flight\n",
+                     !parser_->is_done(), "Unavailable", http::field::retry_after, "1");
+    }
+  }
   if (wants_continue && !parser_->is_done()) {
     // The client holds the body back until we agree to take it (curl waits 1 s otherwise).
     auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
@@ -597,6 +573,10 @@ void Connection::OnReadError(beast::error_code ec) {
 void Connection::OnRequest() {
   if (route_ == Route::kHealth) {
     log_op_ = "healthz";
+    if (server_->pool().saturated()) {
+      return Respond(http::status::service_unavailable, "saturated: every worker is busy\n", false,
+                     "Unavailable", http::field::retry_after, "1");
+    }
     return Respond(http::status::ok, "ok\n", false, "ok");
   }
   state_ = State::kHandling;
@@ -689,6 +669,7 @@ void Connection::OnWrite(beast::error_code ec) {
               .http_status = res_.result_int(),
               .latency_micros = server_->env()->NowMicros() - start_micros_,
               .peer = peer_});
+  reservation_.reset();
   if (ec) return CloseNow();
   if (!keep_alive_) return GracefulClose();
   first_request_ = false;

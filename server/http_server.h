@@ -52,6 +52,8 @@ class HttpServer {
   virtual uint64_t rejected_connections() const = 0;
   // Requests waiting for a worker (not counting those being handled).
   virtual size_t queued_requests() const = 0;
+  // Request body bytes reserved against limits.max_inflight_bytes (server/admission.h).
+  virtual uint64_t inflight_bytes() const = 0;
 };
 
 // What --check-config asks of the front end: the TLS certificate and key load and match,

@@ -441,7 +441,7 @@ void Handler::Serve(std::string_view body, const RequestInfo& info, Reply* reply
   Status pre = body.size() > max_body
                    ? Status(Code::kLimitExceeded,
                             "request body larger than max_body_bytes=" + std::to_string(max_body))
-                   : wsdl::RejectDoctype(body);
+                   : wsdl::PrecheckSoapRequest(body);
   if (pre.ok()) {
     int rc = soap_begin_serve(soap);
     if (rc == SOAP_OK) rc = dispatch();

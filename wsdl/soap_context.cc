@@ -38,20 +38,6 @@ void HardenContext(struct soap* soap, const SoapLimits& limits) {
   soap->transfer_timeout = limits.transfer_timeout_s;
 }
 
-Status RejectDoctype(std::string_view body) {
-  if (body.find('\0') != std::string_view::npos) {
-    return Status(Code::kMalformed, "request body contains a NUL byte (only UTF-8 is accepted)");
-  }
-  static constexpr std::string_view kDoctype = "<!doctype";
-  auto it =
-      std::search(body.begin(), body.end(), kDoctype.begin(), kDoctype.end(),
-                  [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; });
-  if (it != body.end()) {
-    return Status(Code::kMalformed, "request body contains a DOCTYPE declaration");
-  }
-  return Status::Ok();
-}
-
 int SetFault(struct soap* soap, const Status& status) {
   const Status& s =
       status.ok() ? Status(Code::kInternal, "fault requested for an OK status") : status;

@@ -13,6 +13,7 @@
 #include "common/status.h"
 #include "soapH.h"  // generated: struct soap, xsd__base64Binary, _ma__* classes
 #include "wsdl/soap_fault.h"
+#include "wsdl/soap_precheck.h"  // what a request body must be before gSOAP sees it
 
 namespace tpmma::wsdl {
 
@@ -35,10 +36,6 @@ struct SoapLimits {
 // Call it on every context right after creating it (and after soap_init/reset).
 void HardenContext(struct soap* soap, const SoapLimits& limits = {});
 
-// gSOAP silently skips a DOCTYPE (and so would let entity tricks near the parser): refuse
-// any body containing "<!DOCTYPE" in any case before gSOAP sees it. Also refuses NUL bytes,
-// which is how a UTF-16 body would hide the same declaration. Code::kMalformed.
-Status RejectDoctype(std::string_view body);
 
 // For a service that sends through gSOAP's own serve loop (tests/wsdl): turns `status`
 // (not OK) into the context's SOAP Fault, the same fields SoapFaultXml (soap_fault.h)

@@ -266,19 +266,44 @@ TEST_F(HttpServerTest, OversizedBodyGets413AndCloseWhileOthersAreServed) {
   ExpectServing();
 }
 
-TEST_F(HttpServerTest, OversizedChunkedBodyGets413) {
+// Issue #13, finding 2: a 200 MB chunk extension or 20 MB of trailers was read in full (Beast
+// counts neither against body_limit). Now any chunked body is refused on its header.
+TEST_F(HttpServerTest, ChunkedBodyGets411BeforeAnyOfItIsRead) {
   StartServer();
-  TlsClient big;
-  ASSERT_TRUE(big.Connect(server_->port())) << big.error();
-  std::string chunk(32 * 1024, 'x');
-  std::string req =
+  const std::string head =
       "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nTransfer-Encoding: chunked\r\n\r\n";
-  for (int i = 0; i < 3; ++i) req += "8000\r\n" + chunk + "\r\n";  // 96 KB > 64 KB
-  ASSERT_TRUE(big.Send(req));
-  auto res = big.Read();
-  ASSERT_TRUE(res) << big.error();
-  EXPECT_EQ(res->status, 413u);
-  EXPECT_TRUE(big.WaitClosed(milliseconds(3000)));
+  {
+    // A well-formed small chunked SOAP request: refused too, with a reason.
+    TlsClient c;
+    ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+    auto res = c.RoundTrip(head + "3\r\n<a>\r\n0\r\n\r\n");
+    ASSERT_TRUE(res) << c.error();
+    EXPECT_EQ(res->status, 411u);
+    EXPECT_EQ(res->connection, "close");
+    EXPECT_NE(res->body.find("Content-Length"), std::string::npos) << res->body;
+    EXPECT_TRUE(c.WaitClosed(milliseconds(3000)));
+  }
+  {
+    // The header, then a chunk extension that never ends: answered without waiting for it.
+    TlsClient c;
+    ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+    // (Only a little is sent: the server closes at once, so a large write would fail.)
+    ASSERT_TRUE(c.Send(head + "1;ext=" + std::string(1024, 'e')));
+    auto res = c.Read();
+    ASSERT_TRUE(res) << c.error();
+    EXPECT_EQ(res->status, 411u);
+    EXPECT_TRUE(c.WaitClosed(milliseconds(3000)));
+  }
+  {
+    // The health check is not a way around it.
+    TlsClient c;
+    ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+    auto res =
+        c.RoundTrip("GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                    std::string("0\r\nX-Trailer: ") + std::string(8192, 't') + "\r\n\r\n");
+    ASSERT_TRUE(res) << c.error();
+    EXPECT_EQ(res->status, 411u);
+  }
   ExpectServing();
 }
 
@@ -446,15 +471,74 @@ TEST_F(HttpServerTest, FullWorkerQueueGets503WithRetryAfter) {
   ASSERT_TRUE(busy) << refused.error();
   EXPECT_EQ(busy->status, 503u);
   EXPECT_EQ(busy->retry_after, "1");
-  // /healthz does not need a worker.
+  // /healthz needs no worker, and says the pool is saturated (issue #13: it said ok while
+  // every SOAP call waited), so that a load balancer sends the next request elsewhere.
   auto health = refused.RoundTrip(GetRequest("/healthz"));
   ASSERT_TRUE(health) << refused.error();
-  EXPECT_EQ(health->status, 200u);
+  EXPECT_EQ(health->status, 503u);
+  EXPECT_NE(health->body.find("saturated"), std::string::npos) << health->body;
   endpoint_.Release();
   auto r1 = running.Read(), r2 = queued.Read();
   ASSERT_TRUE(r1 && r2);
   EXPECT_EQ(r1->status, 200u);
   EXPECT_EQ(r2->status, 200u);
+  ExpectServing();
+}
+
+// Issue #13 finding 7: one peer could take every connection slot.
+TEST_F(HttpServerTest, OnePeerCannotTakeEveryConnection) {
+  cfg_.max_connections = 16;
+  cfg_.max_connections_per_peer = 2;
+  StartServer();
+  TlsClient a, b, c;
+  ASSERT_TRUE(a.Connect(server_->port())) << a.error();
+  ASSERT_TRUE(b.Connect(server_->port())) << b.error();
+  ASSERT_TRUE(Eventually([&] { return server_->active_connections() == 2; }));
+  EXPECT_FALSE(c.Connect(server_->port()));
+  EXPECT_EQ(server_->rejected_connections(), 1u);
+  auto res = a.RoundTrip(GetRequest("/healthz"));
+  ASSERT_TRUE(res) << a.error();
+  EXPECT_EQ(res->status, 200u);
+  b.Close();
+  ASSERT_TRUE(Eventually([&] { return server_->active_connections() == 1; }));
+  TlsClient d;
+  EXPECT_TRUE(d.Connect(server_->port())) << d.error();
+}
+
+// Issue #13 finding 7: 1,024 connections x 16 MiB bodies was 16 GiB in flight. Each request
+// reserves its Content-Length on its header; past the budget: 503 before the body is read.
+TEST_F(HttpServerTest, InFlightBodyBytesAreBounded) {
+  cfg_.max_body_bytes = 64 * 1024;
+  cfg_.max_inflight_bytes = 100 * 1024;
+  StartServer();
+  const std::string head =
+      "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 60000\r\n\r\n";
+  TlsClient slow, second;
+  ASSERT_TRUE(slow.Connect(server_->port())) << slow.error();
+  ASSERT_TRUE(slow.Send(head + std::string(1000, 'a')));  // holds 60000 of the 102400
+  ASSERT_TRUE(Eventually([&] { return server_->inflight_bytes() == 60000; }));
+  ASSERT_TRUE(second.Connect(server_->port())) << second.error();
+  TlsClient refused;
+  ASSERT_TRUE(refused.Connect(server_->port())) << refused.error();
+  auto busy = refused.RoundTrip(head);
+  ASSERT_TRUE(busy) << refused.error();
+  EXPECT_EQ(busy->status, 503u);
+  EXPECT_EQ(busy->retry_after, "1");
+  EXPECT_NE(busy->body.find("in flight"), std::string::npos) << busy->body;
+  EXPECT_TRUE(refused.WaitClosed(milliseconds(3000)));  // its body was never read
+  // A small request still fits beside the held one.
+  auto small = second.RoundTrip(PostRequest("/", "small"));
+  ASSERT_TRUE(small) << second.error();
+  EXPECT_EQ(small->status, 200u);
+  // The held request completes, gives its bytes back, and a large one fits again.
+  ASSERT_TRUE(slow.Send(std::string(59000, 'a')));
+  auto done = slow.Read();
+  ASSERT_TRUE(done) << slow.error();
+  EXPECT_EQ(done->status, 200u);
+  ASSERT_TRUE(Eventually([&] { return server_->inflight_bytes() == 0; }));
+  auto again = second.RoundTrip(head + std::string(60000, 'b'));
+  ASSERT_TRUE(again) << second.error();
+  EXPECT_EQ(again->status, 200u);
 }
 
 TEST_F(HttpServerTest, EndpointExceptionBecomesFaultAndServerSurvives) {

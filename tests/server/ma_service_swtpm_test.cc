@@ -366,6 +366,45 @@ TEST(MaService, InfoKeyAndRequestRefusals) {
                          "</ma:KeyId></ma:GetMAKeyRequest></SOAP-ENV:Body></SOAP-ENV:Envelope>",
                      recv);
   EXPECT_EQ(big.code(), Code::kLimitExceeded) << big.ToString();
+  // Issue #13 findings 1 and 8: what gSOAP alone accepted, refused before it binds anything.
+  const std::string op = "<ma:GetMAKeyRequest><ma:KeyId>ma-test</ma:KeyId></ma:GetMAKeyRequest>";
+  const std::string env_tail = "</SOAP-ENV:Body></SOAP-ENV:Envelope>";
+  std::string flood;
+  for (int i = 0; i < 40000; ++i) flood += " xmlns:n" + std::to_string(i) + "='urn:x'";
+  struct Hostile {
+    std::string body;
+    Code code;
+  };
+  for (const Hostile& h : std::vector<Hostile>{
+           {env_head + "<ma:GetMAKeyRequest" + flood +
+                "><ma:KeyId>k</ma:KeyId></ma:GetMAKeyRequest>" + env_tail,
+            Code::kLimitExceeded},
+           {env_head + op + op + env_tail, Code::kMalformed},
+           {env_head + op + env_tail + "trailing", Code::kMalformed},
+           {env_head + "<ma:GetMAKeyRequest><ma:KeyId>k\xC3\x28</ma:KeyId></ma:GetMAKeyRequest>" +
+                env_tail,
+            Code::kMalformed},
+           {env_head + "<ma:GetMAKeyRequest><ma:KeyId>&#0;</ma:KeyId></ma:GetMAKeyRequest>" +
+                env_tail,
+            Code::kMalformed},
+           {env_head + "<ma:GetMAKeyRequest><ma:KeyId href='#k'/></ma:GetMAKeyRequest><x id='k'>" +
+                "ma-test</x>" + env_tail,
+            Code::kMalformed},
+       }) {
+    Status s = c.Raw(h.body, recv);
+    EXPECT_EQ(s.code(), h.code) << s.ToString() << "\n" << h.body.substr(0, 200);
+    EXPECT_EQ(c.reply.http_status, 500u);
+  }
+  // A SOAP 1.2 envelope gets a clean SOAP 1.1 fault, not a mix of both.
+  Status v12 = c.Raw(
+      "<e:Envelope xmlns:e='http://www.w3.org/2003/05/soap-envelope' "
+      "xmlns:ma='urn:tpm-ma:migration:1'><e:Body>" +
+          op + "</e:Body></e:Envelope>",
+      recv);
+  EXPECT_EQ(v12.code(), Code::kUnsupported) << v12.ToString();
+  EXPECT_NE(c.reply.body.find("http://schemas.xmlsoap.org/soap/envelope/"), std::string::npos);
+  EXPECT_EQ(c.reply.body.find("http://www.w3.org/2003/05/soap-envelope"), std::string::npos)
+      << c.reply.body;
   // ... and the context is clean for the next request.
   ASSERT_TRUE(GetMAKey(c, &key).ok()) << c.reply.body;
 }

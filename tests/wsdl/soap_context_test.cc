@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // The helpers every SOAP user shares: DOCTYPE refusal, Status <-> Fault, base64 values.
-#include "wsdl/soap_context.h"
+#include "wsdl/soap_context.h"  // RejectDoctype via soap_precheck.h
 
 #include <gtest/gtest.h>
 
