@@ -258,7 +258,7 @@ int Run(int argc, char** argv, Env* env) {
       AddExportCommand(app, g),  AddImportCommand(app, g),       AddCertCommand(app, g),
       AddPkcs11Command(app, g),  AddAuthenticateCommand(app, g), AddBackupCommand(app, g),
       AddQueryCommand(app, g),   AddRestoreCommand(app, g),      AddDeleteCommand(app, g),
-      AddStatusCommand(app, g)};
+      AddStatusCommand(app, g),  AddEkPublicCommand(app, g)};
 
   try {
     app.parse(argc, argv);

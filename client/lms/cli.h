@@ -139,6 +139,8 @@ Command AddQueryCommand(CLI::App& app, const Globals& g);
 Command AddRestoreCommand(CLI::App& app, const Globals& g);
 Command AddDeleteCommand(CLI::App& app, const Globals& g);
 Command AddStatusCommand(CLI::App& app, const Globals& g);
+// This TPM's EK (cli_ek_public.cc): `lms ek public --out FILE`.
+Command AddEkPublicCommand(CLI::App& app, const Globals& g);
 
 // The whole program: returns the exit code.
 int Run(int argc, char** argv, Env* env = nullptr);
