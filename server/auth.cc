@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "server/ek_cert_quirks.h"
 #include "server/ek_identity.h"
 #include "tpm/attest.h"
 #include "tpm/credential.h"
@@ -153,7 +154,9 @@ Status Authenticator::VerifyEkCertificate(const BeginRequest& request, const TPM
   // The same EK public, certificate and intermediates verified before, and every
   // certificate of that chain still valid now: the same checks would pass again.
   if (EkCacheHit(cache_key, now)) return Status::Ok();
-  TPMMA_ASSIGN_OR_RETURN(X509Ptr leaf, ParseDer(request.ek_certificate, "EKCertificate"));
+  // Real EK certificates are quirky: server/ek_cert_quirks.h says what is tolerated.
+  TPMMA_ASSIGN_OR_RETURN(EkCertificate leaf,
+                         ParseEkCertificate(request.ek_certificate, "EKCertificate"));
   std::vector<X509Ptr> sent;
   std::vector<X509*> sent_view;
   for (const Bytes& der : request.ek_intermediates) {
@@ -163,9 +166,9 @@ Status Authenticator::VerifyEkCertificate(const BeginRequest& request, const TPM
   }
   // The MA completes the chain from its intermediate pool and what the endpoint sent; a
   // refusal names the missing issuer and the `ma-admin ek-trust add` command.
-  TPMMA_ASSIGN_OR_RETURN(VerifiedPath path, trust_->Verify(leaf.get(), sent_view, now));
+  TPMMA_ASSIGN_OR_RETURN(VerifiedPath path, trust_->Verify(leaf, sent_view, now));
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr ek_key, tpm::PublicToEvp(ek));
-  if (EVP_PKEY_eq(X509_get0_pubkey(leaf.get()), ek_key.get()) != 1) {
+  if (EVP_PKEY_eq(X509_get0_pubkey(leaf.cert.get()), ek_key.get()) != 1) {
     ERR_clear_error();
     return Status(Code::kUnauthenticated, "EK certificate does not certify the EKPublic sent");
   }
@@ -249,21 +252,57 @@ Status Authenticator::CheckRegistered(const std::string& platform_id, ByteView e
                   platform_id, HexEncode(ek_key_id), HexEncode(cert_hash)));
 }
 
+Status Authenticator::CheckNoCertificate(const std::string& platform_id, ByteView ek_key_id) {
+  const std::string what_to_do = fmt::format(
+      "send the TPM's EK certificate (lms reads it from NV; give it with `lms --ek-cert FILE` "
+      "or fetch it from the vendor with `lms ek fetch`), or have the administrator set "
+      "`[enrollment] policy = registered` and register this EK public with `ma-admin platforms "
+      "register --ek-public FILE` (`lms ek public --out FILE` writes it; EK key id {})",
+      HexEncode(ek_key_id));
+  if (options_.enrollment != EnrollmentPolicy::kRegistered) {
+    return Status(Code::kPermissionDenied,
+                  fmt::format("platform {} sent no EK certificate: under the enrollment policy "
+                              "\"{}\" an EK certificate is required; {}",
+                              platform_id, EnrollmentPolicyName(options_.enrollment), what_to_do));
+  }
+  // The EK key id only: no certificate hash can be looked up, none was sent.
+  auto found = vault_->FindRegistration(ek_key_id, {});
+  if (found && found->kind == storage::RegistrationKind::kEkKeyId) return Status::Ok();
+  if (!found && found.error().code() != Code::kNotFound) return found.error();
+  return Status(Code::kPermissionDenied,
+                fmt::format("platform {} sent no EK certificate and its EK public is not "
+                            "registered with this MA (a registration by EK certificate cannot "
+                            "admit a TPM without one); {}",
+                            platform_id, what_to_do));
+}
+
 Result<BeginResult> Authenticator::Begin(const BeginRequest& sent) {
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ek, tpm::Unmarshal<TPM2B_PUBLIC>(sent.ek_public));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(sent.ak_public));
   TPMMA_ASSIGN_OR_RETURN(Bytes ek_name, tpm::ComputeName(ek.publicArea));
   BeginResult out;
   out.platform_id = HexEncode(ek_name);
-  // The certificate as read from NV: from here on without the padding after its DER length.
   BeginRequest request = sent;
-  TPMMA_ASSIGN_OR_RETURN(request.ek_certificate, TrimEkCertificatePadding(sent.ek_certificate));
-  TPMMA_RETURN_IF_ERROR(VerifyEkCertificate(request, ek.publicArea));
+  const bool no_certificate = sent.ek_certificate.empty();
+  if (no_certificate && !sent.ek_intermediates.empty()) {
+    return Error(Code::kInvalidArgument,
+                 "EKIntermediateCertificate sent without an EKCertificate");
+  }
+  if (!no_certificate) {
+    // The certificate as read from NV: from here on without the padding after its DER length.
+    TPMMA_ASSIGN_OR_RETURN(request.ek_certificate,
+                           TrimEkCertificatePadding(sent.ek_certificate));
+    TPMMA_RETURN_IF_ERROR(VerifyEkCertificate(request, ek.publicArea));
+  }
   // One TPM, one platform: only the EK templates, so the same key cannot come back under
-  // another public area (another Name, another platform id).
+  // another public area (another Name, another platform id). With or without a certificate.
   TPMMA_RETURN_IF_ERROR(tpm::CheckEkTemplate(ek.publicArea, options_.ek_templates));
   TPMMA_ASSIGN_OR_RETURN(Bytes ek_key_id, EkKeyId(ek.publicArea));
-  TPMMA_RETURN_IF_ERROR(CheckRegistered(out.platform_id, ek_key_id, request.ek_certificate));
+  if (no_certificate) {
+    TPMMA_RETURN_IF_ERROR(CheckNoCertificate(out.platform_id, ek_key_id));
+  } else {
+    TPMMA_RETURN_IF_ERROR(CheckRegistered(out.platform_id, ek_key_id, request.ek_certificate));
+  }
   TPMMA_RETURN_IF_ERROR(tpm::CheckAkAttributes(ak.publicArea));
   // The AK Name binds the credential: computed here, never taken from the client.
   TPMMA_ASSIGN_OR_RETURN(Bytes ak_name, tpm::ComputeName(ak.publicArea));
@@ -291,8 +330,16 @@ Result<BeginResult> Authenticator::Begin(const BeginRequest& sent) {
   WriteLv(c.associated_data, request.ek_public);
   c.created_at = now;
   c.expires_at = out.expires_at;
-  storage::AuditEvent audit{now,  out.platform_id,   "Authenticate.Begin", out.platform_id,
-                            "ok", "challenge issued"};
+  storage::AuditEvent audit{
+      now,
+      out.platform_id,
+      "Authenticate.Begin",
+      out.platform_id,
+      "ok",
+      no_certificate ? "challenge issued; no EK certificate: EK public registered (policy "
+                       "registered, EK key id " +
+                           HexEncode(ek_key_id) + ")"
+                     : "challenge issued"};
   TPMMA_RETURN_IF_ERROR(vault_->CreateChallenge(c, audit));
 
   Pending p;

@@ -62,7 +62,7 @@ struct AuthOptions {
 
 struct BeginRequest {
   Bytes ek_public;  // TPM2B_PUBLIC
-  Bytes ek_certificate;
+  Bytes ek_certificate;  // empty: the TPM has none (accepted only as CheckNoCertificate says)
   std::vector<Bytes> ek_intermediates;
   Bytes ak_public;  // TPM2B_PUBLIC
 };
@@ -147,6 +147,10 @@ class Authenticator {
   // SHA-256 is registered. Every Begin, not only a platform's first.
   Status CheckRegistered(const std::string& platform_id, ByteView ek_key_id,
                          ByteView ek_certificate);
+  // A Begin without an EK certificate: only under the "registered" policy, and only for an
+  // EK key id registered from its EK public (`ma-admin platforms register --ek-public`); a
+  // registration by certificate hash cannot match. kPermissionDenied saying what to do.
+  Status CheckNoCertificate(const std::string& platform_id, ByteView ek_key_id);
   // The cache of verified EK chains (see AuthOptions::ek_cache_entries).
   static std::string EkCacheKey(const BeginRequest& request);
   bool EkCacheHit(const std::string& key, int64_t now);

@@ -72,6 +72,26 @@ Status Refusal(X509_STORE_CTX* ctx) {
   return Status(Code::kUnauthenticated, why);
 }
 
+// For a canonical copy of the EK certificate only: its own signature fails (it is not over
+// the bytes as issued); it passes when the issuer above it in the built chain signed the TBS
+// as issued. Every other error, at every depth, stays an error.
+int AcceptIssuedSignature(int ok, X509_STORE_CTX* ctx) {
+  if (ok == 1 || X509_STORE_CTX_get_error(ctx) != X509_V_ERR_CERT_SIGNATURE_FAILURE ||
+      X509_STORE_CTX_get_error_depth(ctx) != 0) {
+    return ok;
+  }
+  const auto* ek = static_cast<const EkCertificate*>(X509_STORE_CTX_get_app_data(ctx));
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(ctx);
+  if (ek == nullptr || chain == nullptr || sk_X509_num(chain) < 2 ||
+      X509_STORE_CTX_get_current_cert(ctx) != ek->cert.get()) {
+    return ok;
+  }
+  EVP_PKEY* issuer_key = X509_get0_pubkey(sk_X509_value(chain, 1));
+  if (issuer_key == nullptr || !VerifyIssuedSignature(*ek, issuer_key).ok()) return ok;
+  X509_STORE_CTX_set_error(ctx, X509_V_OK);
+  return 1;
+}
+
 }  // namespace
 
 std::string NameText(const X509_NAME* name) {
@@ -186,6 +206,14 @@ Result<std::unique_ptr<EkTrust>> EkTrust::Load(const std::vector<std::string>& r
 
 Result<VerifiedPath> EkTrust::Verify(X509* leaf, const std::vector<X509*>& sent,
                                      int64_t now) const {
+  if (leaf == nullptr || X509_up_ref(leaf) != 1) return Error(OpensslError("X509_up_ref"));
+  return Verify(EkCertificate{X509Ptr(leaf), {}, {}}, sent, now);
+}
+
+Result<VerifiedPath> EkTrust::Verify(const EkCertificate& ek, const std::vector<X509*>& sent,
+                                     int64_t now) const {
+  X509* leaf = ek.cert.get();
+  if (leaf == nullptr) return Error(Code::kInvalidArgument, "no EK certificate");
   // Untrusted helpers: what the endpoint sent, then the pool. Never anchors: only store_ is.
   X509Stack untrusted(sk_X509_new_null());
   if (!untrusted) return Error(OpensslError("sk_X509_new_null"));
@@ -201,6 +229,10 @@ Result<VerifiedPath> EkTrust::Verify(X509* leaf, const std::vector<X509*>& sent,
   }
   // Validity is judged on the caller's clock (the service clock for ma-server).
   X509_STORE_CTX_set_time(ctx.get(), 0, static_cast<time_t>(now));
+  if (!ek.issued_tbs.empty()) {
+    X509_STORE_CTX_set_app_data(ctx.get(), const_cast<EkCertificate*>(&ek));
+    X509_STORE_CTX_set_verify_cb(ctx.get(), AcceptIssuedSignature);
+  }
   if (X509_verify_cert(ctx.get()) != 1) {
     Status refused = Refusal(ctx.get());
     ERR_clear_error();

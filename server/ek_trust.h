@@ -15,6 +15,7 @@
 #include "common/env.h"
 #include "common/openssl.h"
 #include "common/status.h"
+#include "server/ek_cert_quirks.h"
 
 namespace tpmma::server {
 
@@ -59,6 +60,11 @@ class EkTrust {
   // "EK certificate not trusted: <reason>: ..." naming the missing issuer and the command that
   // adds it. Thread-safe (the stores are read only).
   Result<VerifiedPath> Verify(X509* leaf, const std::vector<X509*>& sent, int64_t now) const;
+  // The same for an EK certificate that may be a canonical copy (server/ek_cert_quirks.h):
+  // the whole chain is verified by OpenSSL except the copy's own signature, which is checked
+  // over the TBS as issued with the key of the issuer OpenSSL put above it in the chain.
+  Result<VerifiedPath> Verify(const EkCertificate& leaf, const std::vector<X509*>& sent,
+                              int64_t now) const;
 
   size_t root_count() const { return roots_.size(); }
   size_t pool_count() const { return pool_.size(); }

@@ -95,14 +95,17 @@ ma__CustodyMode WireCustody(storage::CustodyMode m) {
 
 Result<BeginRequest> DecodeBegin(const ma__AuthenticateBegin& b) {
   TPMMA_RETURN_IF_ERROR(CheckBlob(b.EKPublic, 1, kMaxTpmBlob, "EKPublic"));
-  TPMMA_RETURN_IF_ERROR(CheckBlob(b.EKCertificate, 1, kMaxDer, "EKCertificate"));
+  // Optional: a TPM without an EK certificate omits it (wsdl/migration.wsdl).
+  if (b.EKCertificate != nullptr) {
+    TPMMA_RETURN_IF_ERROR(CheckBlob(*b.EKCertificate, 1, kMaxDer, "EKCertificate"));
+  }
   for (const auto& c : b.EKIntermediateCertificate) {
     TPMMA_RETURN_IF_ERROR(CheckBlob(c, 1, kMaxDer, "EKIntermediateCertificate"));
   }
   TPMMA_RETURN_IF_ERROR(CheckBlob(b.AKPublic, 1, kMaxTpmBlob, "AKPublic"));
   BeginRequest r;
   r.ek_public = FromBase64Binary(b.EKPublic);
-  r.ek_certificate = FromBase64Binary(b.EKCertificate);
+  if (b.EKCertificate != nullptr) r.ek_certificate = FromBase64Binary(*b.EKCertificate);
   for (const auto& c : b.EKIntermediateCertificate)
     r.ek_intermediates.push_back(FromBase64Binary(c));
   r.ak_public = FromBase64Binary(b.AKPublic);

@@ -257,16 +257,13 @@ int Run(int argc, char** argv, Env* env) {
       "With --json, failures are {\"ok\":false,\"code\":...,\"message\":...} on stdout.");
 
   const std::vector<Command> commands = {
-      AddInitCommand(app, g),       AddKeygenCommand(app, g),
-      AddImportTpm2Command(app, g), AddKeysCommand(app, g),
-      AddPubkeyCommand(app, g),     AddSignCommand(app, g),
-      AddEncryptCommand(app, g),    AddDecryptCommand(app, g),
-      AddUnsealCommand(app, g),     AddExportCommand(app, g),
-      AddImportCommand(app, g),     AddCertCommand(app, g),
-      AddPkcs11Command(app, g),     AddAuthenticateCommand(app, g),
-      AddBackupCommand(app, g),     AddQueryCommand(app, g),
-      AddRestoreCommand(app, g),    AddDeleteCommand(app, g),
-      AddStatusCommand(app, g),     AddEkCommand(app, g)};
+      AddInitCommand(app, g),    AddKeygenCommand(app, g),       AddImportTpm2Command(app, g),
+      AddKeysCommand(app, g),    AddPubkeyCommand(app, g),       AddSignCommand(app, g),
+      AddEncryptCommand(app, g), AddDecryptCommand(app, g),      AddUnsealCommand(app, g),
+      AddExportCommand(app, g),  AddImportCommand(app, g),       AddCertCommand(app, g),
+      AddPkcs11Command(app, g),  AddAuthenticateCommand(app, g), AddBackupCommand(app, g),
+      AddQueryCommand(app, g),   AddRestoreCommand(app, g),      AddDeleteCommand(app, g),
+      AddStatusCommand(app, g),  AddEkCommand(app, g),           AddEkPublicCommand(app, g)};
 
   try {
     app.parse(argc, argv);

@@ -142,6 +142,8 @@ Command AddDeleteCommand(CLI::App& app, const Globals& g);
 Command AddStatusCommand(CLI::App& app, const Globals& g);
 // The EK certificate from the TPM vendor's online service (cli_ek.cc): ek fetch.
 Command AddEkCommand(CLI::App& app, const Globals& g);
+// This TPM's EK (cli_ek_public.cc): `lms ek public --out FILE`; joins the `ek` group.
+Command AddEkPublicCommand(CLI::App& app, const Globals& g);
 
 // The whole program: returns the exit code.
 int Run(int argc, char** argv, Env* env = nullptr);

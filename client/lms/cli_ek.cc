@@ -58,7 +58,8 @@ int RunEkFetch(const Globals& g, const EkFetchArgs& a) {
 }  // namespace
 
 Command AddEkCommand(CLI::App& app, const Globals& g) {
-  CLI::App* ek = AddSubcommand(app, "ek", "The endorsement key's certificate");
+  CLI::App* ek =
+      AddSubcommand(app, "ek", "This TPM's endorsement key: its certificate, its public area");
   ek->require_subcommand(1);
   auto a = std::make_shared<EkFetchArgs>();
   CLI::App* fetch = AddSubcommand(
@@ -86,8 +87,8 @@ Command AddEkCommand(CLI::App& app, const Globals& g) {
   fetch->add_option("--timeout", a->timeout, "seconds for each network step")
       ->check(CLI::Range(1, 300))
       ->capture_default_str();
-  // The command is `ek`; its runner runs `fetch`, the only subcommand.
-  return {ek, [&g, a]() -> int { return RunEkFetch(g, *a); }};
+  // `ek` is a group (`ek public` is cli_ek_public.cc): the command is `ek fetch`.
+  return {fetch, [&g, a]() -> int { return RunEkFetch(g, *a); }};
 }
 
 }  // namespace tpmma::lms::cli

@@ -116,6 +116,18 @@ Status MaFailure(const Status& s, const MaSettings& settings, std::string_view d
   return Status(s.code(), "the MA refused " + std::string(doing) + ": " + s.message());
 }
 
+Result<ma::EkChoice> ChooseEkOrNone(const Lms& lms, esys::Tpm& tpm, ByteView given_certificate) {
+  auto chosen = ma::ChooseEk(tpm, given_certificate);
+  if (chosen || !given_certificate.empty() || chosen.error().code() != Code::kNotFound) {
+    return chosen;
+  }
+  lms.Progress(
+      "this TPM has no EK certificate in NV and none is configured (--ek-cert): authenticating "
+      "without one (the MA must have this TPM's EK public registered: `lms ek public --out "
+      "FILE`, then `ma-admin platforms register --ek-public FILE`)");
+  return ma::EkChoice{.ek_template = &tpm::TcgEkTemplate("L-1"), .certificate = {}};
+}
+
 // Authenticate (docs/protocol.md) with the AK kept in ma.json (a new one after a TPM clear) and,
 // for backups, the package-signing key kept there too. Writes ma.json on success.
 Result<MaConnection> OpenMaConnection(Lms& lms, const MaSettings& s, bool with_signing_key) {
@@ -134,8 +146,9 @@ Result<MaConnection> OpenMaConnection(Lms& lms, const MaSettings& s, bool with_s
 
   // The EK first: the AK is made under it, and a kept AK made under another EK (the RSA
   // certificate index removed since) no longer loads and is replaced below.
-  TPMMA_ASSIGN_OR_RETURN(ma::EkChoice ek,
-                         ma::ChooseEk(*tpm, ek_cert.empty() ? ByteView{} : ByteView(ek_cert[0])));
+  TPMMA_ASSIGN_OR_RETURN(
+      ma::EkChoice ek,
+      ChooseEkOrNone(lms, *tpm, ek_cert.empty() ? ByteView{} : ByteView(ek_cert[0])));
   const bool have_ak = !m.ak_public.empty() && !m.ak_private.empty() && m.ak_srk_name == srk.name();
   auto make_ak = [&]() -> Status {
     lms.Progress("making an attestation key (AK) under the endorsement key");

@@ -24,6 +24,7 @@
 #include "client/lms/keystore.h"
 #include "client/lms/operations.h"
 #include "client/ma/ma_client.h"
+#include "client/ma/platform.h"
 #include "common/bytes.h"
 #include "common/status.h"
 
@@ -69,6 +70,12 @@ Result<FetchedMaKey> FetchMaKey(const MaSettings& settings, std::string_view key
 // kUnsupported when the MA offers no escrow custody; kNotFound or kConflict when it lists
 // no escrow key or several (then --escrow-key-id chooses).
 Result<FetchedMaKey> FetchEscrowKey(const MaSettings& settings, std::string_view key_id = {});
+
+// The EK lms authenticates with (ma::ChooseEk): the certificate given (--ek-cert, as read
+// from the file) or the first in NV. A TPM with none in NV and none given: the L-1 EK and
+// no certificate, said in one progress line (the MA accepts that only for an EK public an
+// administrator registered under the "registered" enrollment policy).
+Result<ma::EkChoice> ChooseEkOrNone(const Lms& lms, esys::Tpm& tpm, ByteView given_certificate);
 
 struct AuthenticateResult {
   std::string platform_id;

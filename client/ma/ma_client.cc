@@ -167,7 +167,10 @@ Result<AuthChallenge> MaClient::AuthenticateBegin(const AuthBegin& request) {
   _ma__AuthenticateRequest req;
   auto* b = soap_new_ma__AuthenticateBegin(soap);
   b->EKPublic = ToBase64Binary(soap, request.ek_public);
-  b->EKCertificate = ToBase64Binary(soap, request.ek_certificate);
+  if (!request.ek_certificate.empty()) {  // a TPM without one sends none
+    b->EKCertificate = soap_new_xsd__base64Binary(soap);
+    *b->EKCertificate = ToBase64Binary(soap, request.ek_certificate);
+  }
   for (const auto& c : request.ek_intermediates) {
     b->EKIntermediateCertificate.push_back(ToBase64Binary(soap, c));
   }

@@ -153,13 +153,18 @@ Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::K
   TPMMA_ASSIGN_OR_RETURN(esys::Object ek, tpm.CreateEk(OrL1(chosen.ek_template)));
   TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo ek_info, tpm.ReadPublic(ek));
   Bytes ek_cert = std::move(chosen.certificate);
+  const bool has_cert = !ek_cert.empty();
   TPMMA_ASSIGN_OR_RETURN(Bytes ak_public, tpm::Marshal(ak_blob.public_area));
 
-  TPMMA_ASSIGN_OR_RETURN(AuthChallenge ch,
-                         ma.AuthenticateBegin({.ek_public = ek_info.marshalled,
-                                               .ek_certificate = std::move(ek_cert),
-                                               .ek_intermediates = options.ek_intermediates,
-                                               .ak_public = ak_public}));
+  TPMMA_ASSIGN_OR_RETURN(
+      AuthChallenge ch,
+      ma.AuthenticateBegin(
+          {.ek_public = ek_info.marshalled,
+           .ek_certificate = std::move(ek_cert),
+           // none without a certificate (a TPM
+           // that has none): the MA refuses them alone
+           .ek_intermediates = !has_cert ? std::vector<Bytes>{} : options.ek_intermediates,
+           .ak_public = ak_public}));
   TPMMA_ASSIGN_OR_RETURN(auto blob, tpm::Unmarshal<TPM2B_ID_OBJECT>(ch.credential_blob));
   TPMMA_ASSIGN_OR_RETURN(auto secret, tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(ch.encrypted_secret));
 

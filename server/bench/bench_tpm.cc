@@ -142,7 +142,8 @@ class BenchPlatformImpl final : public BenchPlatform {
     auto* b = soap_new_ma__AuthenticateBegin(soap_.proxy.soap);
     req.union_AuthenticateRequest.Begin = b;
     b->EKPublic = ToBase64Binary(soap_.proxy.soap, ek_public_);
-    b->EKCertificate = ToBase64Binary(soap_.proxy.soap, ek_cert_);
+    b->EKCertificate = soap_new_xsd__base64Binary(soap_.proxy.soap);
+    *b->EKCertificate = ToBase64Binary(soap_.proxy.soap, ek_cert_);
     for (const Bytes& c : intermediates_) {
       b->EKIntermediateCertificate.push_back(ToBase64Binary(soap_.proxy.soap, c));
     }

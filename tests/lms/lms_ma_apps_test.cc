@@ -192,6 +192,8 @@ TEST_F(LmsAppsTest, EkCertificateFromAFileForATpmWithoutOneInNv) {
     ASSERT_EQ(t.exit_code, 0) << t.output;
   }
   const Lms l{F("store-ekcert"), w_->c->tcti(), w_->ma_flags_c};
+  // Without one lms sends none, and the MA (policy open) says what to give.
+  EXPECT_FAILS_WITH(l({"authenticate"}), 1, "sent no EK certificate");
   EXPECT_FAILS_WITH(l({"authenticate"}), 1, "--ek-cert FILE");
   Ran r = l({"authenticate", "--ek-cert", F("ek.der"), "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.all();

@@ -19,6 +19,9 @@ namespace {
 class EnrollmentPolicyTest : public MaPlatformTest {
  protected:
   void Start(const std::string& policy) {
+    ops_.reset();  // a second Start (another policy) on the same vault file
+    vault_.reset();
+    if (admin_.out != nullptr) std::fclose(admin_.out);
     cfg_.enrollment_policy = policy;
     auto custody =
         LoadSoftwareMaKey(cfg_.ma.key_id, cfg_.ma.private_key, cfg_.ma.certificate, &env_);
@@ -217,6 +220,99 @@ TEST_F(EnrollmentPolicyTest, ApproveFirstLeavesAPendingPlatformUntilAccepted) {
   }
   EXPECT_EQ(pending, 1);
   EXPECT_EQ(accepted, 1);
+}
+
+// A TPM without an EK certificate (wsdl/migration.wsdl, AuthenticateBegin/EKCertificate).
+TEST_F(EnrollmentPolicyTest, NoCertificateIsRefusedUnlessRegisteredSayingWhatToDo) {
+  send_ek_certificate_ = false;
+  for (const char* policy : {"open", "approve-first"}) {
+    ASSERT_NO_FATAL_FAILURE(Start(policy));
+    std::string token, platform;
+    Status s = Authenticate(&token, &platform);
+    EXPECT_EQ(s.code(), Code::kPermissionDenied) << s.ToString();
+    EXPECT_NE(s.message().find("sent no EK certificate"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(std::string("enrollment policy \"") + policy), std::string::npos);
+    for (const char* hint : {"lms --ek-cert FILE", "lms ek fetch", "policy = registered",
+                             "ma-admin platforms register --ek-public FILE"}) {
+      EXPECT_NE(s.message().find(hint), std::string::npos) << hint << ": " << s.message();
+    }
+    EXPECT_TRUE(token.empty());
+    auto page = vault_->ListPlatforms(10, "");
+    ASSERT_OK(page);
+    EXPECT_TRUE(page->platforms.empty());
+  }
+  storage::AuditFilter f;
+  f.page_size = 1000;
+  auto audit = vault_->ListAudit(f);
+  ASSERT_OK(audit);
+  int refused = 0;
+  for (const auto& r : audit->records) {
+    if (r.event.action == "Authenticate.Begin" && r.event.outcome != "ok" &&
+        r.event.detail.find("sent no EK certificate") != std::string::npos) {
+      ++refused;
+    }
+  }
+  EXPECT_EQ(refused, 2);
+}
+
+TEST_F(EnrollmentPolicyTest, NoCertificateEnrollsOnlyByARegisteredEkPublic) {
+  ASSERT_NO_FATAL_FAILURE(Start("registered"));
+  send_ek_certificate_ = false;
+  std::string token, platform;
+  Status s = Authenticate(&token, &platform);
+  EXPECT_EQ(s.code(), Code::kPermissionDenied) << s.ToString();
+  EXPECT_NE(s.message().find("EK public is not registered"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find(HexEncode(EkKeyIdOfSwtpm())), std::string::npos) << s.message();
+
+  // A registration by certificate hash cannot admit it.
+  auto cert = tpm_->ReadEkCertificate();
+  ASSERT_OK(cert);
+  auto trimmed = TrimEkCertificatePadding(*cert);
+  ASSERT_OK(trimmed);
+  testing::WriteFileOrDie(dir_.File("ek.der"), *trimmed);
+  RegisterOptions by_cert;
+  by_cert.ek_cert = dir_.File("ek.der");
+  ASSERT_OK(RegisterPlatforms(admin_, by_cert));
+  s = Authenticate(&token, &platform);
+  EXPECT_EQ(s.code(), Code::kPermissionDenied) << s.ToString();
+  EXPECT_NE(s.message().find("a registration by EK certificate cannot admit"), std::string::npos)
+      << s.message();
+
+  RegisterOptions by_public;
+  by_public.ek_public = WriteEkPublic();
+  ASSERT_OK(RegisterPlatforms(admin_, by_public));
+  ASSERT_OK(Authenticate(&token, &platform));
+  EXPECT_FALSE(token.empty());
+  auto stored = vault_->GetPlatform(platform);
+  ASSERT_OK(stored);
+  EXPECT_TRUE(stored->ek_certificate.empty());
+  EXPECT_EQ(stored->ek_key_id, EkKeyIdOfSwtpm());
+  storage::AuditFilter f;
+  f.page_size = 1000;
+  auto audit = vault_->ListAudit(f);
+  ASSERT_OK(audit);
+  bool begun = false;
+  for (const auto& r : audit->records) {
+    begun |= r.event.action == "Authenticate.Begin" && r.event.outcome == "ok" &&
+             r.event.detail.find("no EK certificate: EK public registered") != std::string::npos;
+  }
+  EXPECT_TRUE(begun);
+
+  // The EK template check still applies without a certificate.
+  auto ek = tpm_->CreateEk();
+  ASSERT_OK(ek);
+  auto info = tpm_->ReadPublic(*ek);
+  ASSERT_OK(info);
+  TPM2B_PUBLIC odd = info->public_area;
+  odd.publicArea.objectAttributes |= TPMA_OBJECT_USERWITHAUTH;
+  BeginRequest r;
+  r.ek_public = *tpm::Marshal(odd);
+  r.ak_public = ak_pub_;
+  AuthOnlyCalls c(ops_.get());
+  BeginResult got;
+  Status odd_status = c.Begin(r, &got);
+  EXPECT_FALSE(odd_status.ok());
+  EXPECT_NE(odd_status.message().find("EK template"), std::string::npos) << odd_status.message();
 }
 
 }  // namespace

@@ -175,8 +175,10 @@ class MaPlatformTest : public ::testing::Test {
     if (!ek_pub || !cert) return Status(Code::kInternal, "EK");
     BeginRequest r;
     r.ek_public = ek_pub->marshalled;
-    r.ek_certificate = *cert;
-    if (with_intermediate) r.ek_intermediates.push_back(cur_intermediate_);
+    if (send_ek_certificate_) {
+      r.ek_certificate = *cert;
+      if (with_intermediate) r.ek_intermediates.push_back(cur_intermediate_);
+    }
     r.ak_public = ak_public;
     BeginResult got;
     Status s = c.Begin(r, &got);
@@ -239,6 +241,7 @@ class MaPlatformTest : public ::testing::Test {
   FakeClockEnv env_;
   std::unique_ptr<esys::Tpm> tpm_;
   esys::Tpm* cur_ = nullptr;  // the TPM Begin reads the EK certificate from
+  bool send_ek_certificate_ = true;  // false: Begin as a TPM without an EK certificate
   Bytes intermediate_;
   Bytes cur_intermediate_;
   std::vector<unsigned> last_key_counts_;  // KeyCount of each descriptor of the last Query

@@ -123,7 +123,10 @@ Status Client::Begin(const BeginRequest& r, BeginResult* out) {
         auto* b = soap_new_ma__AuthenticateBegin(p.soap);
         req.union_AuthenticateRequest.Begin = b;
         b->EKPublic = ToBase64Binary(p.soap, r.ek_public);
-        b->EKCertificate = ToBase64Binary(p.soap, r.ek_certificate);
+        if (!r.ek_certificate.empty()) {
+          b->EKCertificate = soap_new_xsd__base64Binary(p.soap);
+          *b->EKCertificate = ToBase64Binary(p.soap, r.ek_certificate);
+        }
         for (const Bytes& i : r.ek_intermediates) {
           b->EKIntermediateCertificate.push_back(ToBase64Binary(p.soap, i));
         }

@@ -24,3 +24,4 @@ tpmma_test(ma_service_purge_test SOURCES ma_service_purge_test.cc
 
 # EK trust: the roots and the intermediate pool, ek-trust and ek check (no TPM).
 tpmma_test(ek_trust_test SOURCES ek_trust_test.cc LIBS tpmma_admin tpmma_storage LABELS server)
+tpmma_test(ek_cert_quirks_test SOURCES ek_cert_quirks_test.cc LIBS tpmma_admin tpmma_storage LABELS server)

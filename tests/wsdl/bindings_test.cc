@@ -70,7 +70,8 @@ TEST(WsdlBindings, EveryRequestGsoapWritesValidates) {
   ma__AuthenticateBegin begin;
   begin.soap_default(soap);
   begin.EKPublic = ctx.B(282);
-  begin.EKCertificate = ctx.B(900);
+  xsd__base64Binary ek_cert = ctx.B(900);
+  begin.EKCertificate = &ek_cert;
   begin.EKIntermediateCertificate.push_back(ctx.B(800));
   begin.AKPublic = ctx.B(282);
   _ma__AuthenticateRequest auth_begin;
