@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace tpmma {
 
@@ -13,5 +14,11 @@ std::string Hex32(uint32_t v);
 // Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (UTC), the form the package format and every
 // JSON output use; a value gmtime cannot represent comes back as its decimal number.
 std::string Utc(int64_t unix_seconds);
+
+// `s` safe to print on one line of a terminal: C0 controls (line feeds and ESC included), DEL
+// and C1 controls (U+0080..U+009F, CSI among them) become visible escapes such as "\x1b" and
+// "\u009b", and a backslash becomes "\\", so a caller-chosen string (a KeyId, an audit
+// detail) can neither forge a line nor run a terminal escape. Other UTF-8 passes unchanged.
+std::string EscapeForTerminal(std::string_view s);
 
 }  // namespace tpmma

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/bytes.h"
+#include "common/text.h"
 #include "server/config.h"
 #include "server/pki.h"
 
@@ -31,8 +32,10 @@ std::string Iso(int64_t t) {
 void Print(const AdminContext& ctx, const json& j) {
   std::fprintf(ctx.out, "%s\n", j.dump(2).c_str());
 }
+// Every text line ma-admin prints holds values callers chose (KeyIds, audit details,
+// inventory): escaped, so none can forge a line or run a terminal escape (issue #13).
 void Line(const AdminContext& ctx, const std::string& s) {
-  std::fprintf(ctx.out, "%s\n", s.c_str());
+  std::fprintf(ctx.out, "%s\n", EscapeForTerminal(s).c_str());
 }
 
 AuditEvent Event(const AdminContext& ctx, std::string action, std::string object,

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/text.h"
 #include "server/admin_commands.h"
 
 namespace tpmma::server {
@@ -26,8 +27,10 @@ std::string Iso(int64_t t) {
   return buf;
 }
 
+// Every text line ma-admin prints holds values callers chose (KeyIds, audit details,
+// inventory): escaped, so none can forge a line or run a terminal escape (issue #13).
 void Line(const AdminContext& ctx, const std::string& s) {
-  std::fprintf(ctx.out, "%s\n", s.c_str());
+  std::fprintf(ctx.out, "%s\n", EscapeForTerminal(s).c_str());
 }
 
 std::string Lower(std::string_view s) {

@@ -263,6 +263,26 @@ TEST_F(AdminCommandsTest, AuditVerifyNamesTheEditedRow) {
   EXPECT_NE(bad.output.find("audit chain broken at seq 3"), std::string::npos) << bad.output;
 }
 
+// Issue #13, finding 4: a caller-chosen string (here a GetMAKey KeyId as the MA records it)
+// holding a line feed and ANSI escapes printed a forged line and ran the escapes.
+TEST_F(AdminCommandsTest, AuditTextOutputEscapesControlCharacters) {
+  {
+    auto vault = storage::SqliteVault::Open(vault_path_);
+    ASSERT_TRUE(vault.has_value());
+    storage::AuditEvent e = Event("anonymous", "GetMAKey", "ma-1\n2026-01-01 admin:root Delete ok");
+    e.detail = "\x1b[2J\x1b[31mred \xc2\x9b";
+    ASSERT_TRUE((*vault)->AppendAudit(e).has_value());
+  }
+  CommandResult r = Admin({"audit", "--action", "GetMAKey"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ma-1\\x0a2026-01-01"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\\x1b[2J\\x1b[31mred \\u009b"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find('\x1b'), std::string::npos);
+  EXPECT_EQ(r.output.find("\xc2\x9b"), std::string::npos);
+  // One row, one line (plus nothing forged).
+  EXPECT_EQ(r.output.find("\n2026-01-01"), std::string::npos) << r.output;
+}
+
 // ma-admin escrow rotate: a new current escrow key, the old one retired (kept, still loaded
 // by the server), the config still accepted and still relative to the state directory.
 TEST_F(AdminCommandsTest, EscrowRotateRetiresTheCurrentKey) {
