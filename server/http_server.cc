@@ -29,6 +29,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include "common/file_mode.h"
 #include "common/openssl.h"
 #include "server/admission.h"
 #include "server/log.h"
@@ -730,6 +731,12 @@ Status ConfigureTls(ssl::context& ctx, const Config& config, Env* env) {
   }
   {
     TPMMA_ASSIGN_OR_RETURN(Bytes key, load("tls.private_key", config.tls_private_key));
+    // The docs and the unit promise a readable TLS key is refused (issue #13, finding 6).
+    if (Status mode = CheckOwnerOnlyFile(config.tls_private_key, "tls.private_key: TLS");
+        !mode.ok()) {
+      OPENSSL_cleanse(key.data(), key.size());
+      return mode;
+    }
     ctx.use_private_key(asio::buffer(key.data(), key.size()), ssl::context::pem, ec);
     OPENSSL_cleanse(key.data(), key.size());
   }

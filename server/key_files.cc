@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "server/key_files.h"
 
-#include <sys/stat.h>
-
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include <cstdio>
 
+#include "common/file_mode.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 
@@ -16,25 +15,10 @@ namespace {
 
 constexpr size_t kMaxKeyFile = 64 * 1024;
 
-Status CheckOwnerOnly(const std::string& path, std::string_view what) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status(Code::kIoError, "cannot stat " + std::string(what) + " private key " + path);
-  }
-  if ((st.st_mode & 077) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return Status(Code::kPermissionDenied, std::string(what) + " private key " + path +
-                                               " is accessible by group or others (mode " + mode +
-                                               "); run: chmod 600 " + path);
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 Result<EvpPkeyPtr> ReadPrivateKeyFile(const std::string& path, std::string_view what, Env* env) {
-  TPMMA_RETURN_IF_ERROR(CheckOwnerOnly(path, what));
+  TPMMA_RETURN_IF_ERROR(CheckOwnerOnlyFile(path, what));
   TPMMA_ASSIGN_OR_RETURN(Bytes pem_plain, env->ReadFile(path, kMaxKeyFile));
   SecureBytes pem(pem_plain.begin(), pem_plain.end());
   Wipe(pem_plain.data(), pem_plain.size());

@@ -16,6 +16,9 @@
 #include <vector>
 
 #include "schema/package_xml.h"
+#include "server/ek_identity.h"
+#include "server/ek_trust.h"
+#include "server/escrow_key.h"
 #include "server/ma_key_tpm.h"
 #include "server/ma_operations.h"
 #include "server/operator_operations.h"
@@ -571,10 +574,9 @@ Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env, sto
   return Build(std::move(core), cfg, env, vault, custody);
 }
 
-Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env,
-                                                const MaServiceOptions& options) {
-  auto core = std::make_unique<Core>();
-  core->options = options;
+namespace {
+
+Result<std::unique_ptr<MaKeyCustody>> LoadMaCustody(const Config& cfg, Env* env) {
   auto custody = cfg.ma.custody == "tpm" ? LoadTpmMaKey({.key_id = cfg.ma.key_id,
                                                          .tcti = cfg.ma.tpm_tcti,
                                                          .parent_handle = cfg.ma.tpm_parent,
@@ -589,7 +591,37 @@ Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env,
                                                  ? "ma.tpm_* (TPM-resident MA key)"
                                                  : "ma.private_key/ma.certificate"));
   }
-  core->owned_custody = std::move(*custody);
+  return custody;
+}
+
+}  // namespace
+
+Status CheckMaServiceConfig(const Config& cfg, Env* env) {
+  auto custody = LoadMaCustody(cfg, env);
+  if (!custody) return custody.error();
+  if (cfg.escrow.custody != "none") {
+    auto escrow = LoadEscrowKey(cfg.escrow, env);
+    if (!escrow) return escrow.error().WithContext("escrow");
+  }
+  for (size_t i = 0; i < cfg.escrow_retired.size(); ++i) {
+    auto retired = LoadEscrowKey(cfg.escrow_retired[i], env);
+    if (!retired) return retired.error().WithContext("escrow.retired[" + std::to_string(i) + "]");
+  }
+  if (auto trust = EkTrust::Load(cfg.ek_roots, cfg.ek_intermediates, env); !trust) {
+    return trust.error().WithContext("trust.ek_roots / trust.ek_intermediates");
+  }
+  if (auto templates = LoadEkTemplates(cfg.ek_templates, env); !templates) {
+    return templates.error();
+  }
+  if (auto policy = ParseEnrollmentPolicy(cfg.enrollment_policy); !policy) return policy.error();
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env,
+                                                const MaServiceOptions& options) {
+  auto core = std::make_unique<Core>();
+  core->options = options;
+  TPMMA_ASSIGN_OR_RETURN(core->owned_custody, LoadMaCustody(cfg, env));
   storage::SqliteVaultOptions vault_options;
   vault_options.max_batch = cfg.vault_max_batch;
   vault_options.read_connections = cfg.vault_read_connections;

@@ -29,4 +29,11 @@ Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env, sto
                                                 MaKeyCustody* custody,
                                                 const MaServiceOptions& options = {});
 
+// Everything MakeMaService loads at start except the vault: the MA key (software or TPM
+// custody, the certificate that must certify it, owner-only key files), every escrow key,
+// the EK roots and pool, the EK templates and the enrollment policy. ma-server
+// --check-config (the unit's ExecStartPre) runs it, so a config that would stop the start
+// is refused there, with the same message, instead of in a restart loop.
+Status CheckMaServiceConfig(const Config& cfg, Env* env);
+
 }  // namespace tpmma::server

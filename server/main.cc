@@ -64,6 +64,9 @@ int main(int argc, char** argv) {
   if (Status s = CheckConfigFiles(*config); !s.ok()) return Fail(kExitConfig, s);
   if (Status s = CheckTlsConfig(*config, Env::Default()); !s.ok()) return Fail(kExitConfig, s);
   if (check_only) {
+    if (Status s = CheckMaServiceConfig(*config, Env::Default()); !s.ok()) {
+      return Fail(kExitConfig, s);
+    }
     std::printf("config OK\n");
     return kExitOk;
   }

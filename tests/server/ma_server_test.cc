@@ -129,6 +129,38 @@ TEST_F(MaServerTest, CheckConfigFindsAKeyThatDoesNotMatchTheCertificate) {
   EXPECT_NE(r.output.find("tls.private_key"), std::string::npos) << r.output;
 }
 
+// Issue #13, finding 6: --check-config (the unit's ExecStartPre) passed what the start then
+// refused, and a world-readable TLS key was accepted although the docs said otherwise.
+TEST_F(MaServerTest, CheckConfigRunsTheStartChecksOnKeyFiles) {
+  auto check = [&] { return RunCommand({MA_SERVER_BIN, "--config", config_, "--check-config"}); };
+  ::chmod(dir_.File("tls.key").c_str(), 0644);
+  CommandResult tls = check();
+  EXPECT_EQ(tls.exit_code, 2) << tls.output;
+  EXPECT_NE(tls.output.find("tls.private_key"), std::string::npos) << tls.output;
+  EXPECT_NE(tls.output.find("chmod 600"), std::string::npos) << tls.output;
+  CommandResult start = RunCommand({MA_SERVER_BIN, "--config", config_});
+  EXPECT_EQ(start.exit_code, 2) << start.output;
+  ::chmod(dir_.File("tls.key").c_str(), 0600);
+
+  ::chmod(dir_.File("ma.key").c_str(), 0640);
+  CommandResult ma = check();
+  EXPECT_EQ(ma.exit_code, 2) << ma.output;
+  EXPECT_NE(ma.output.find("ma.key"), std::string::npos) << ma.output;
+  EXPECT_NE(ma.output.find("chmod 600"), std::string::npos) << ma.output;
+  ::chmod(dir_.File("ma.key").c_str(), 0600);
+
+  // An MA certificate that certifies another key.
+  MakeSelfSignedCert(dir_.path(), "ma-other", /*rsa=*/true);
+  Bytes original = ReadFileOrDie(config_);
+  std::string cfg(original.begin(), original.end());
+  cfg.replace(cfg.find("certificate = \"ma.crt\""), 22, "certificate = \"ma-other.crt\"");
+  Write(config_, cfg);
+  CommandResult cert = check();
+  EXPECT_EQ(cert.exit_code, 2) << cert.output;
+  EXPECT_NE(cert.output.find("does not certify"), std::string::npos) << cert.output;
+  EXPECT_EQ(cert.output.find("config OK"), std::string::npos);
+}
+
 TEST_F(MaServerTest, BadConfigAlsoStopsANormalStartWithExit2) {
   Write(config_, "[server]\nlisten_prot = 1\n");
   CommandResult r = RunCommand({MA_SERVER_BIN, "--config", config_});

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+#include <sys/stat.h>
+
 #include <utility>  // before Asio: Boost 1.74 under C++23
 
 #include "tests/server/tls_client.h"
@@ -67,6 +69,8 @@ CertFiles MakeSelfSignedCert(const std::string& dir, const std::string& name, bo
   WritePem(files.key_path, [&](BIO* b) {
     return PEM_write_bio_PrivateKey(b, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
   });
+  // ma-server refuses a private key readable by group or others.
+  Check(::chmod(files.key_path.c_str(), 0600) == 0, "chmod");
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned len = 0;
   Check(X509_digest(cert.get(), EVP_sha256(), md, &len) == 1, "X509_digest");
