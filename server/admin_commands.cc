@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/bytes.h"
-#include "common/text.h"
+#include "server/admin_text.h"
 #include "server/config.h"
 #include "server/pki.h"
 
@@ -19,23 +19,8 @@ using storage::AuditEvent;
 
 namespace {
 
-std::string Iso(int64_t t) {
-  if (t == 0) return "-";
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 void Print(const AdminContext& ctx, const json& j) {
   std::fprintf(ctx.out, "%s\n", j.dump(2).c_str());
-}
-// Every text line ma-admin prints holds values callers chose (KeyIds, audit details,
-// inventory): escaped, so none can forge a line or run a terminal escape (issue #13).
-void Line(const AdminContext& ctx, const std::string& s) {
-  std::fprintf(ctx.out, "%s\n", EscapeForTerminal(s).c_str());
 }
 
 AuditEvent Event(const AdminContext& ctx, std::string action, std::string object,

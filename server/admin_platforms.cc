@@ -8,30 +8,14 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "common/text.h"
 #include "server/admin_commands.h"
+#include "server/admin_text.h"
 
 namespace tpmma::server {
 
 using nlohmann::json;
 
 namespace {
-
-std::string Iso(int64_t t) {
-  if (t == 0) return "-";
-  std::time_t tt = static_cast<std::time_t>(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-// Every text line ma-admin prints holds values callers chose (KeyIds, audit details,
-// inventory): escaped, so none can forge a line or run a terminal escape (issue #13).
-void Line(const AdminContext& ctx, const std::string& s) {
-  std::fprintf(ctx.out, "%s\n", EscapeForTerminal(s).c_str());
-}
 
 std::string Lower(std::string_view s) {
   std::string out(s);
