@@ -21,6 +21,7 @@
 
 #include "common/bytes.h"
 #include "common/status.h"
+#include "storage/vault.h"  // PlatformInventory: one record on both sides of the wire
 
 class MigrationAuthorityBindingProxy;  // generated
 
@@ -80,21 +81,9 @@ struct SigningKeyProof {
 };
 
 // AuthenticateComplete's Inventory (wsdl/migration.wsdl PlatformInventory): what the
-// platform says about itself so that an operator can find it. Empty: not sent.
-struct PlatformInventory {
-  std::string hostname;
-  std::string os_name;  // os-release PRETTY_NAME
-  std::string kernel_release;
-  std::string system_vendor;  // DMI
-  std::string product_name;
-  std::string serial_number;
-  std::string asset_tag;
-  std::string machine_id;
-  std::string tpm_manufacturer;
-  std::string tpm_vendor;
-  std::string tpm_firmware;
-  std::string owner_label;
-};
+// platform says about itself so that an operator can find it; the vault's record, whose
+// reported_at the MA sets (the platform leaves it 0). Empty fields are not sent.
+using PlatformInventory = storage::PlatformInventory;
 
 struct AuthComplete {
   Bytes challenge_id;
