@@ -16,7 +16,7 @@ target_link_libraries(ma-admin PRIVATE tpmma_admin CLI11::CLI11)
 # Load generator, see docs/benchmarks.md. Its TPM setup (authenticate, certify, sign
 # packages) uses the ESAPI layer and the package library, as an LMS would.
 add_executable(ma-bench bench/ma_bench.cc bench/bench_ops.cc bench/bench_http.cc
-               bench/bench_tpm.cc)
+               bench/bench_tpm.cc bench/bench_soak.cc bench/bench_hostile.cc)
 tpmma_target(ma-bench)
 target_link_libraries(ma-bench PRIVATE tpmma_common tpmma_soap tpmma_esys tpmma_package tpmma_tpm
                       Boost::system OpenSSL::SSL OpenSSL::Crypto Threads::Threads CLI11::CLI11)

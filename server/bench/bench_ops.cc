@@ -1,10 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "server/bench/bench_ops.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "server/bench/bench_http.h"
@@ -56,6 +61,11 @@ class Echo : public RequestSource {
   std::string body_;
 };
 
+bool IsFreshUpload(std::string_view reply) {
+  return IsReply(reply, "UploadResponse") &&
+         reply.find("AlreadyStored>false<") != std::string_view::npos;
+}
+
 // Pre-built Upload bodies, each handed out once (across phases and repeats): every
 // request uploads a package the MA has never seen (a re-upload is a cheaper idempotent
 // no-op). The reply must say AlreadyStored false.
@@ -67,10 +77,7 @@ class Uploads : public RequestSource {
     if (i >= bodies_.size()) return std::nullopt;
     return std::move(bodies_[i]);  // sent once; frees the memory as the phase runs
   }
-  bool Accept(std::string_view reply) const override {
-    return IsReply(reply, "UploadResponse") &&
-           reply.find("AlreadyStored>false<") != std::string_view::npos;
-  }
+  bool Accept(std::string_view reply) const override { return IsFreshUpload(reply); }
 
  private:
   std::vector<std::string> bodies_;
@@ -175,7 +182,119 @@ Result<std::unique_ptr<RequestSource>> MakeUpload(const SetupOptions& o) {
   return std::unique_ptr<RequestSource>(std::make_unique<Uploads>(std::move(bodies)));
 }
 
+// The signer thread is the only user of the platform (and of its TPM connection) once
+// Start has returned; the I/O threads only take finished bodies from `ready_`.
+class UploadStreamImpl final : public UploadStream {
+ public:
+  UploadStreamImpl(std::unique_ptr<BenchPlatform> platform, std::unique_ptr<SyncHttps> http,
+                   size_t package_bytes, double rate_per_s, size_t ready)
+      : platform_(std::move(platform)),
+        http_(std::move(http)),
+        package_bytes_(package_bytes),
+        rate_per_s_(rate_per_s),
+        max_ready_(std::max<size_t>(ready, 1)) {}
+  ~UploadStreamImpl() override { Stop(); }
+
+  void Begin() {
+    signer_ = std::jthread([this](std::stop_token stop) { Loop(stop); });
+  }
+  std::optional<std::string> Next(size_t, uint64_t) override {
+    std::lock_guard lock(mu_);
+    if (ready_.empty()) return std::nullopt;
+    std::string body = std::move(ready_.front());
+    ready_.pop_front();
+    room_.notify_one();
+    return body;
+  }
+  bool Accept(std::string_view reply) const override { return IsFreshUpload(reply); }
+  uint64_t signed_count() const override { return signed_.load(); }
+  std::string failure() const override {
+    std::lock_guard lock(mu_);
+    return failure_;
+  }
+  void Stop() override {
+    signer_.request_stop();
+    if (signer_.joinable()) signer_.join();
+  }
+
+ private:
+  void Loop(std::stop_token stop) {
+    using std::chrono::steady_clock;
+    const auto period = std::chrono::duration_cast<steady_clock::duration>(
+        std::chrono::duration<double>(rate_per_s_ > 0 ? 1.0 / rate_per_s_ : 0.0));
+    auto next = steady_clock::now();
+    while (!stop.stop_requested()) {
+      Result<std::string> body = SignOne();
+      std::unique_lock lock(mu_);
+      if (!body) {
+        failure_ = body.error().ToString();
+        return;
+      }
+      // Not a test's sleep: the signer waits for room, or for its next slot at --upload-rate.
+      room_.wait(lock, stop, [&] { return ready_.size() < max_ready_; });
+      if (stop.stop_requested()) return;
+      ready_.push_back(std::move(*body));
+      signed_++;
+      // After a stall (a full queue, a slow TPM) catch up by a few slots, not in one burst.
+      next = std::max(next + period, steady_clock::now() - 8 * period);
+      room_.wait_until(lock, stop, next, [] { return false; });
+    }
+  }
+  Result<std::string> SignOne() {
+    TPMMA_ASSIGN_OR_RETURN(std::vector<Bytes> pkgs,
+                           platform_->MakePackages(*http_, 1, package_bytes_));
+    return platform_->UploadBody(pkgs.front());
+  }
+
+  std::unique_ptr<BenchPlatform> platform_;
+  std::unique_ptr<SyncHttps> http_;  // MakePackages' GetMAKey (done at Start)
+  size_t package_bytes_;
+  double rate_per_s_;
+  size_t max_ready_;
+  mutable std::mutex mu_;
+  std::condition_variable_any room_;
+  std::deque<std::string> ready_;
+  std::string failure_;
+  std::atomic<uint64_t> signed_{0};
+  std::jthread signer_;
+};
+
 }  // namespace
+
+Result<std::unique_ptr<UploadStream>> UploadStream::Start(const SetupOptions& o, double rate_per_s,
+                                                          size_t ready) {
+  if (o.tcti.empty())
+    return Error(Code::kUnsupported, "upload needs a TPM for its session: pass --tcti");
+  TPMMA_ASSIGN_OR_RETURN(auto platform, BenchPlatform::Open(o));
+  TPMMA_ASSIGN_OR_RETURN(auto http, SyncHttps::Connect(o.url, o.ca_file));
+  TPMMA_RETURN_IF_ERROR(platform->Authenticate(*http, /*with_signing_key=*/true));
+  TPMMA_ASSIGN_OR_RETURN(std::vector<Bytes> pkgs,
+                         platform->MakePackages(*http, 1, o.package_bytes));
+  TPMMA_ASSIGN_OR_RETURN(std::string body, platform->UploadBody(pkgs.front()));
+  TPMMA_ASSIGN_OR_RETURN(HttpReply reply, http->Post(body));
+  if (reply.status != 200 || !IsFreshUpload(reply.body)) {
+    return Error(Code::kInternal, "setup upload refused: " + reply.body.substr(0, 400));
+  }
+  Say(o, "upload stream: " + std::to_string(pkgs.front().size()) +
+             "-byte packages signed in the TPM " +
+             (rate_per_s > 0 ? "at up to " + std::to_string(static_cast<int>(rate_per_s)) + "/s"
+                             : std::string("as fast as it signs")) +
+             ", while the load runs");
+  auto stream = std::make_unique<UploadStreamImpl>(std::move(platform), std::move(http),
+                                                   o.package_bytes, rate_per_s, ready);
+  stream->Begin();
+  return std::unique_ptr<UploadStream>(std::move(stream));
+}
+
+std::string UploadedPackageId(std::string_view reply) {
+  constexpr std::string_view kTag = "PackageId>";
+  size_t at = reply.find(kTag);
+  if (at == std::string_view::npos) return "";
+  at += kTag.size();
+  size_t end = reply.find('<', at);
+  if (end == std::string_view::npos) return "";
+  return std::string(reply.substr(at, end - at));
+}
 
 std::unique_ptr<RequestSource> MakeEcho() {
   return std::make_unique<Echo>();

@@ -39,6 +39,24 @@ struct SetupOptions {
   bool verbose = true;           // setup progress on stderr
 };
 
+// Upload for long runs (ma-bench --mix): a pool signed up front would run out, so a thread
+// of its own signs packages while the load runs, at most `rate_per_s` a second (0: as fast
+// as the TPM signs), keeping at most `ready` request bodies waiting. Next returns nullopt
+// when none is ready: the caller moves on to its next operation.
+class UploadStream : public RequestSource {
+ public:
+  // Authenticates, checks one upload, then starts signing.
+  static Result<std::unique_ptr<UploadStream>> Start(const SetupOptions& setup, double rate_per_s,
+                                                     size_t ready);
+  virtual uint64_t signed_count() const = 0;
+  // Empty while the signer is fine; else why it stopped.
+  virtual std::string failure() const = 0;
+  virtual void Stop() = 0;  // joins the signer thread
+};
+
+// The PackageId an UploadResponse names (empty if it names none).
+std::string UploadedPackageId(std::string_view reply);
+
 std::unique_ptr<RequestSource> MakeEcho();
 // kInvalidArgument for an unknown name; kUnsupported if its setup needs what is missing
 // (a TPM); other codes if the setup itself failed.

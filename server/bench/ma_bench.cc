@@ -5,6 +5,9 @@
 // answers through the same front end and worker pool without gSOAP or the vault), so the
 // ratio to echo is meaningful on a shared, noisy machine where absolute numbers are not.
 //
+// --mix runs one long phase instead, every connection cycling through all the listed
+// operations, hostile requests included (bench_soak.h): the soak of issue #13.
+//
 // Exit codes: 0 measured, 1 a phase failed (errors or no replies), 2 bad usage.
 #include <utility>  // Boost 1.74 Asio needs std::exchange declared before it (C++23).
 
@@ -26,7 +29,9 @@
 #include <boost/beast/ssl.hpp>
 #include <nlohmann/json.hpp>
 
+#include "server/bench/bench_http.h"
 #include "server/bench/bench_ops.h"
+#include "server/bench/bench_soak.h"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -226,6 +231,48 @@ PhaseResult RunPhase(const std::string& name, const std::string& host, const std
   return r;
 }
 
+// One phase's line on stdout; false if the phase failed (errors, or no reply at all).
+bool Report(const PhaseResult& r, double echo_ops, bool json, int connections) {
+  double ratio = echo_ops > 0 ? r.ops_per_s() / echo_ops : 0;
+  if (json) {
+    nlohmann::json out = {
+        {"phase", r.name},      {"ops_per_s", r.ops_per_s()}, {"p50_ms", r.p50_ms},
+        {"p99_ms", r.p99_ms},   {"max_ms", r.max_ms},         {"ok", r.ok},
+        {"errors", r.errors},   {"ratio_to_echo", ratio},     {"connections", connections},
+        {"seconds", r.seconds}, {"exhausted", r.exhausted}};
+    if (!r.first_error.empty()) out["first_error"] = r.first_error;
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf(
+        "%-18s %10.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms  ratio %5.2f  errors "
+        "%llu%s%s%s\n",
+        r.name.c_str(), r.ops_per_s(), r.p50_ms, r.p99_ms, r.max_ms, ratio,
+        static_cast<unsigned long long>(r.errors),
+        r.exhausted ? ("  (source ran out after " + std::to_string(r.seconds) + " s)").c_str() : "",
+        r.first_error.empty() ? "" : "  first: ", r.first_error.c_str());
+  }
+  std::fflush(stdout);
+  return r.ok > 0 && r.errors == 0;
+}
+
+// --mix and the options only it reads (bench_soak.h).
+void AddMixOptions(CLI::App& app, bool* mix, tpmma::bench::SoakOptions* soak) {
+  app.add_flag("--mix", *mix,
+               "one mixed phase of --duration s: every connection cycles through the --op "
+               "list (default: all of " +
+                   tpmma::bench::MixOperationNames() + "), opened again if the server closes it");
+  app.add_option("--acked-uploads", soak->acked_uploads,
+                 "--mix: append the id of every Upload the server acknowledged to this file");
+  app.add_option("--report-every", soak->report_every_s, "--mix: progress line every S seconds")
+      ->capture_default_str();
+  app.add_option("--upload-rate", soak->upload_rate,
+                 "--mix: packages signed per second while the load runs (0: no cap)")
+      ->capture_default_str();
+  app.add_option("--max-body-bytes", soak->max_body_bytes,
+                 "--mix: the server's limits.max_body_bytes (hostile: a header declaring one more)")
+      ->capture_default_str();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -270,6 +317,9 @@ int main(int argc, char** argv) {
   app.add_option("--sign-alg", setup.sign_alg, "package-signing key in the TPM: ecc or rsa")
       ->capture_default_str();
   app.add_flag("--json", json, "one JSON object per phase on stdout");
+  bool mix = false;
+  tpmma::bench::SoakOptions soak;
+  AddMixOptions(app, &mix, &soak);
   app.footer("Exit codes: 0 measured, 1 a phase failed, 2 bad usage.");
   try {
     app.parse(argc, argv);
@@ -277,18 +327,11 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
-  // https://host:port/path
-  std::string rest = url.rfind("https://", 0) == 0 ? url.substr(8) : "";
-  auto slash = rest.find('/');
-  std::string hostport = rest.substr(0, slash);
-  std::string target = slash == std::string::npos ? "/" : rest.substr(slash);
-  auto colon = hostport.rfind(':');
-  if (rest.empty() || colon == std::string::npos) {
-    std::fprintf(stderr, "ma-bench: --url must look like https://127.0.0.1:8443/\n");
+  std::string host, port, target;
+  if (tpmma::Status u = tpmma::bench::ParseUrl(url, &host, &port, &target); !u.ok()) {
+    std::fprintf(stderr, "ma-bench: --url: %s\n", u.ToString().c_str());
     return 2;
   }
-  std::string host = hostport.substr(0, colon), port = hostport.substr(colon + 1);
-
   ssl::context tls(ssl::context::tls_client);
   tls.set_verify_mode(ssl::verify_peer);
   boost::system::error_code ec;
@@ -300,30 +343,21 @@ int main(int argc, char** argv) {
   }
   setup.url = url;
   setup.ca_file = ca_file;
+  if (mix) {
+    soak.host = host;
+    soak.port = port;
+    soak.target = target;
+    soak.connections = connections;
+    soak.threads = threads;
+    soak.duration_s = duration;
+    soak.json = json;
+    soak.ops = app.count("--op") > 0 ? ops : tpmma::bench::MixDefaultOperations();
+    return tpmma::bench::RunSoak(soak, setup);
+  }
 
   bool failed = false;
   auto report = [&](const PhaseResult& r, double echo_ops) {
-    double ratio = echo_ops > 0 ? r.ops_per_s() / echo_ops : 0;
-    if (json) {
-      nlohmann::json out = {
-          {"phase", r.name},      {"ops_per_s", r.ops_per_s()}, {"p50_ms", r.p50_ms},
-          {"p99_ms", r.p99_ms},   {"max_ms", r.max_ms},         {"ok", r.ok},
-          {"errors", r.errors},   {"ratio_to_echo", ratio},     {"connections", connections},
-          {"seconds", r.seconds}, {"exhausted", r.exhausted}};
-      if (!r.first_error.empty()) out["first_error"] = r.first_error;
-      std::printf("%s\n", out.dump().c_str());
-    } else {
-      std::printf(
-          "%-18s %10.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms  ratio %5.2f  errors "
-          "%llu%s%s%s\n",
-          r.name.c_str(), r.ops_per_s(), r.p50_ms, r.p99_ms, r.max_ms, ratio,
-          static_cast<unsigned long long>(r.errors),
-          r.exhausted ? ("  (source ran out after " + std::to_string(r.seconds) + " s)").c_str()
-                      : "",
-          r.first_error.empty() ? "" : "  first: ", r.first_error.c_str());
-    }
-    std::fflush(stdout);
-    if (r.ok == 0 || r.errors > 0) failed = true;
+    failed |= !Report(r, echo_ops, json, connections);
   };
 
   auto echo = tpmma::bench::MakeEcho();

@@ -60,116 +60,17 @@ fi
 WORK=$(mktemp -d /tmp/ma-bench.XXXXXX)
 OUT=${OUT:-$WORK}
 mkdir -p "$OUT"
-SWTPM_PID=""
-SERVER_PID=""
-cleanup() {
-  # Only the processes this script started, by their ids.
-  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  if [ -n "$SWTPM_PID" ] && kill -0 "$SWTPM_PID" 2>/dev/null; then
-    kill -TERM "$SWTPM_PID"; wait "$SWTPM_PID" 2>/dev/null || true
-  fi
-  if [ "$KEEP" = 0 ]; then rm -rf "$WORK/state" "$WORK/ma"; fi
-}
-trap cleanup EXIT
-say() { echo "run_bench.sh: $*" >&2; }
+SCRIPT=run_bench.sh
+. "$SRC/server/bench/bench_setup.sh"
+trap bench_cleanup EXIT
 
 # --- 1. swtpm with an EK certificate chain (private swtpm-localca under $WORK)
-CA=$WORK/localca
-mkdir -p "$CA" "$WORK/state"
-cat > "$WORK/swtpm-localca.conf" <<EOF
-statedir = $CA
-signingkey = $CA/signkey.pem
-issuercert = $CA/issuercert.pem
-certserial = $CA/certserial
-EOF
-cat > "$WORK/swtpm-localca.options" <<EOF
---platform-manufacturer tpm-ma-bench
---platform-version 2.1
---platform-model swtpm-bench
-EOF
-cat > "$WORK/swtpm_setup.conf" <<EOF
-create_certs_tool = /usr/bin/swtpm_localca
-create_certs_tool_config = $WORK/swtpm-localca.conf
-create_certs_tool_options = $WORK/swtpm-localca.options
-active_pcr_banks = sha256
-EOF
-say "provisioning swtpm in $WORK/state"
-swtpm_setup --tpm2 --tpmstate "$WORK/state" --config "$WORK/swtpm_setup.conf" \
-  --create-ek-cert --create-platform-cert --overwrite --logfile "$WORK/swtpm_setup.log" >/dev/null \
-  || { cat "$WORK/swtpm_setup.log" >&2; exit 1; }
-ROOT_CA=$CA/swtpm-localca-rootca-cert.pem
-INTERMEDIATE=$CA/issuercert.pem
-
-# Two consecutive free loopback ports (server, control), chosen by the kernel.
-free_port_pair() {
-  $PY - <<'EOF'
-import socket
-for _ in range(100):
-    a = socket.socket(); a.bind(("127.0.0.1", 0)); p = a.getsockname()[1]
-    b = socket.socket()
-    try:
-        b.bind(("127.0.0.1", p + 1)); print(p); break
-    except OSError:
-        pass
-    finally:
-        a.close(); b.close()
-EOF
-}
-port_open() { $PY -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$1)))"; }
-for attempt in 1 2 3 4 5; do
-  TPM_PORT=$(free_port_pair)
-  swtpm socket --tpm2 --tpmstate dir="$WORK/state" \
-    --server type=tcp,port=$TPM_PORT,bindaddr=127.0.0.1 \
-    --ctrl type=tcp,port=$((TPM_PORT + 1)),bindaddr=127.0.0.1 \
-    --flags not-need-init,startup-clear --log file="$WORK/swtpm.log",level=1 &
-  SWTPM_PID=$!
-  for _ in $(seq 100); do
-    if port_open $TPM_PORT && port_open $((TPM_PORT + 1)); then break 2; fi
-    kill -0 $SWTPM_PID 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -TERM $SWTPM_PID 2>/dev/null || true; wait $SWTPM_PID 2>/dev/null || true; SWTPM_PID=""
-done
-[ -n "$SWTPM_PID" ] || { say "swtpm did not start"; tail "$WORK/swtpm.log" >&2; exit 1; }
-TCTI="swtpm:host=127.0.0.1,port=$TPM_PORT"
-say "swtpm pid $SWTPM_PID, TCTI $TCTI"
-
+bench_start_swtpm
 # --- 2. a fresh MA trusting the swtpm CA as EK root
-"$BUILD/server/ma-admin" init --dir "$WORK/ma" --listen 127.0.0.1:0 --ek-root "$ROOT_CA" >/dev/null
-CONFIG=$WORK/ma/config.toml
-# The echo baseline; a session that outlives package signing (upload setup); as many
-# workers as connections, so that group commit can batch every waiting durable call (a
-# worker waits for its commit's fsync). Everything else is what `ma-admin init` wrote.
-$PY - "$CONFIG" "$CONNECTIONS" <<'EOF'
-import re, sys
-p, conns = sys.argv[1], int(sys.argv[2])
-s = open(p).read()
-s = re.sub(r"(?m)^echo = false$", "echo = true", s)
-s = re.sub(r"(?m)^session_ttl_s = \d+$", "session_ttl_s = 86400", s)
-s = re.sub(r"(?m)^worker_threads = \d+$", "worker_threads = %d" % max(8, min(conns, 256)), s)
-open(p, "w").write(s)
-EOF
+bench_init_ma "$CONNECTIONS"
 cp "$CONFIG" "$OUT/config.toml"
-grep -q '^echo = true' "$CONFIG" || { say "could not enable bench.echo in $CONFIG"; exit 1; }
-
 # --- 3. ma-server on an ephemeral port
-# The log exists before the server starts: the background child opens its redirection
-# possibly after the first poll. The port counts only with the space after it.
-: > "$WORK/server.log"
-"$BUILD/server/ma-server" --config "$CONFIG" 2>> "$WORK/server.log" &
-SERVER_PID=$!
-PORT=""
-for _ in $(seq 200); do
-  PORT=$(sed -n 's/.*listening on https:\/\/127\.0\.0\.1:\([0-9][0-9]*\) .*/\1/p;T;q' "$WORK/server.log") || true
-  [ -n "$PORT" ] && break
-  kill -0 $SERVER_PID 2>/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
-  sleep 0.05
-done
-[ -n "$PORT" ] || { say "ma-server did not say where it listens"; exit 1; }
-URL=https://127.0.0.1:$PORT/
-say "ma-server pid $SERVER_PID at $URL"
+bench_start_server
 
 BENCH=("$BUILD/server/ma-bench" --url "$URL" --ca "$WORK/ma/ca/ca-cert.pem"
        --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --json)
@@ -197,7 +98,7 @@ RSS=$(awk '/^VmRSS/ {print $2}' /proc/$SERVER_PID/status)
 echo "{\"phase\": \"rss\", \"requests\": $SERVED, \"vmhwm_kb\": $HWM, \"vmrss_kb\": $RSS}" | tee -a "$RESULTS" >&2
 
 # The vault is intact and its hash chain verifies after all that.
-kill -TERM $SERVER_PID; wait $SERVER_PID 2>/dev/null || true; SERVER_PID=""
+bench_stop_server
 "$BUILD/server/ma-admin" audit verify --dir "$WORK/ma" > "$OUT/audit-verify.txt" 2>&1 \
   || { cat "$OUT/audit-verify.txt" >&2; say "audit verify FAILED"; exit 1; }
 say "audit verify: $(tail -1 "$OUT/audit-verify.txt")"
