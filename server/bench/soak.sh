@@ -72,6 +72,8 @@ soak_cleanup() {
     if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; fi
   done
   bench_cleanup
+  # With --out the results are there; the work directory (server log) goes too.
+  if [ "$KEEP" = 0 ] && [ "$OUT" != "$WORK" ]; then rm -rf "$WORK"; fi
 }
 trap soak_cleanup EXIT
 
@@ -95,7 +97,7 @@ say "ma-bench --mix: $CONNECTIONS connections, ${DURATION} s"
 BENCH_PID=$!
 
 # --- 3. RSS samples from the moment the load starts (after ma-bench's TPM set-up)
-until grep -q 'mix load starts' "$OUT/bench.log"; do
+until grep -qs 'mix load starts' "$OUT/bench.log"; do
   kill -0 $BENCH_PID 2>/dev/null || { cat "$OUT/bench.log" >&2; say "ma-bench ended in its set-up"; exit 1; }
   sleep 0.1
 done
@@ -126,7 +128,7 @@ STOP_START=${EPOCHREALTIME/./}
 [ "$SERVER_ALIVE" = 1 ] && bench_stop_server
 STOP_MS=$(( (${EPOCHREALTIME/./} - STOP_START) / 1000 ))
 # The server's own view: one log line per request (op, outcome). The log itself stays in
-# $WORK (hundreds of MB after a long run).
+# $WORK (hundreds of MB after a long run; removed with it unless --keep).
 sed -n 's/.* request op=\([^ ]*\) .*outcome=\([^ ]*\) .*/\1 \2/p' "$WORK/server.log" |
   sort | uniq -c | sort -rn > "$OUT/server-outcomes.txt"
 grep -v ' request op=' "$WORK/server.log" | grep -v ' info ' > "$OUT/server-warnings.log" || true
