@@ -165,7 +165,12 @@ class SqliteVault final : public Vault {
   Status AppendAuditDeferred(const AuditEvent& event) override;
   Status FlushDeferredAudit() override;
   Result<AuditPage> ListAudit(const AuditFilter& filter) override;
-  Status VerifyAuditChain() override;
+  Result<AuditRecord> GetAuditRecord(int64_t seq) override;
+  Result<AuditHead> GetAuditHead() override;
+  Result<AuditChainReport> CheckAuditChain() override;
+  Status ArchiveAudit(int64_t through_seq, ByteView archive_sha256,
+                      const AuditEvent& audit) override;
+  Result<std::vector<AuditSegment>> ListAuditSegments() override;
 
   Status IntegrityCheck() override;
 

@@ -3,6 +3,7 @@
 // shutdown, statistics and the integrity check.
 #include <algorithm>
 
+#include "storage/sqlite/audit_chain.h"
 #include "storage/sqlite/connection.h"
 #include "storage/sqlite/migrations.h"
 #include "storage/sqlite/read_pool.h"
@@ -101,16 +102,6 @@ Status ForeignKeyFindings(sqlite3* db) {
   return Status();
 }
 
-Status AuditTriggersPresent(sqlite3* db) {
-  TPMMA_ASSIGN_OR_RETURN(
-      Stmt s, Stmt::Prepare(db, "check audit triggers",
-                            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND "
-                            "name IN ('audit_log_no_update', 'audit_log_no_delete')"));
-  TPMMA_RETURN_IF_ERROR(s.Step());
-  if (s.Int(0) != 2) return Status(Code::kCorruption, "audit_log append-only triggers are missing");
-  return Status();
-}
-
 }  // namespace
 
 Status SqliteVault::IntegrityCheck() {
@@ -119,8 +110,7 @@ Status SqliteVault::IntegrityCheck() {
   return sqlite::ToStatus(sqlite::InTxn(db, false, "integrity check", [&]() -> Result<void> {
     TPMMA_RETURN_IF_ERROR(SqliteFindings(db));
     TPMMA_RETURN_IF_ERROR(ForeignKeyFindings(db));
-    TPMMA_RETURN_IF_ERROR(AuditTriggersPresent(db));
-    TPMMA_RETURN_IF_ERROR(sqlite::VerifyAuditChainLocked(db));
+    TPMMA_RETURN_IF_ERROR(sqlite::CheckAuditChainLocked(db));
     return {};
   }));
 }
