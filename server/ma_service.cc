@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "schema/package_xml.h"
+#include "server/audit_checkpoint.h"
 #include "server/ek_identity.h"
 #include "server/ek_trust.h"
 #include "server/escrow_key.h"
@@ -238,6 +239,7 @@ struct Core {
   std::unique_ptr<OperatorOperations> operator_ops;
   MaServiceOptions options;
   wsdl::SoapLimits limits;
+  std::unique_ptr<AuditCheckpointer> checkpointer;  // after owned_vault: stopped before it
 };
 
 class Handler final : public MigrationAuthorityBindingService {
@@ -614,6 +616,11 @@ Status CheckMaServiceConfig(const Config& cfg, Env* env) {
     return templates.error();
   }
   if (auto policy = ParseEnrollmentPolicy(cfg.enrollment_policy); !policy) return policy.error();
+  if (!cfg.audit_checkpoint_key.empty()) {
+    if (auto key = LoadCheckpointKey(cfg.audit_checkpoint_key, env); !key) {
+      return key.error().WithContext("audit.checkpoint_key");
+    }
+  }
   return Status::Ok();
 }
 
@@ -632,6 +639,12 @@ Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env,
   core->owned_vault = std::move(*vault);
   storage::Vault* v = core->owned_vault.get();
   MaKeyCustody* c = core->owned_custody.get();
+  if (!cfg.audit_checkpoint_key.empty()) {
+    auto key = LoadCheckpointKey(cfg.audit_checkpoint_key, env);
+    if (!key) return Error(key.error().WithContext("audit.checkpoint_key"));
+    core->checkpointer = std::make_unique<AuditCheckpointer>(
+        v, std::move(*key), cfg.audit_checkpoint_dir, cfg.audit_checkpoint_interval_s, env);
+  }
   return Build(std::move(core), cfg, env, v, c);
 }
 
