@@ -43,7 +43,7 @@ Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
                                                        SqliteVaultOptions options) {
   TPMMA_RETURN_IF_ERROR(sqlite::CreatePrivateFile(path));
   TPMMA_ASSIGN_OR_RETURN(DbPtr db, sqlite::OpenConnection(path, options.busy_timeout_ms,
-                                                          "PRAGMA secure_delete = ON;"));
+                                                          "PRAGMA secure_delete = ON;", options.vfs));
   TPMMA_RETURN_IF_ERROR(sqlite::CheckIdentity(db.get(), path));
   TPMMA_RETURN_IF_ERROR(sqlite::MakeDurable(db.get(), path));
   TPMMA_RETURN_IF_ERROR(sqlite::Migrate(db.get(), path));
@@ -55,7 +55,8 @@ Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
   std::vector<DbPtr> readers;
   for (size_t i = 0; i < std::max<size_t>(options.read_connections, 1); ++i) {
     TPMMA_ASSIGN_OR_RETURN(
-        DbPtr r, sqlite::OpenConnection(path, options.busy_timeout_ms, "PRAGMA query_only = ON;"));
+        DbPtr r, sqlite::OpenConnection(path, options.busy_timeout_ms, "PRAGMA query_only = ON;",
+                                        options.vfs));
     sqlite::AttachStmtCache(r.get());
     readers.push_back(std::move(r));
   }
