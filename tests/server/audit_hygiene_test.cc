@@ -16,6 +16,7 @@
 #include "server/auth.h"
 #include "server/ma_key.h"
 #include "server/ma_service.h"
+#include "server/refusal_limiter.h"
 #include "storage/sqlite_vault.h"
 #include "tests/server/tls_client.h"
 #include "tests/support/ma_process.h"
@@ -152,6 +153,41 @@ struct Harness {
   std::unique_ptr<storage::Vault> vault;
   std::unique_ptr<Endpoint> endpoint;
 };
+
+// The limiter alone: bounded peers (the oldest window evicted with its summary), ended
+// windows swept, addresses without their port.
+TEST(RefusalLimiter, BoundedPeersEvictOldestWithSummary) {
+  RefusalLimits limits;
+  limits.per_window = 2;
+  limits.window_s = 10;
+  limits.max_peers = 2;
+  RefusalLimiter l(limits);
+  EXPECT_TRUE(l.Admit("a", 100).record);
+  EXPECT_TRUE(l.Admit("a", 101).record);
+  for (int i = 0; i < 4; ++i) EXPECT_FALSE(l.Admit("a", 102).record);
+  EXPECT_TRUE(l.Admit("b", 103).record);
+  RefusalLimiter::Decision c = l.Admit("c", 104);  // a third peer: "a" goes
+  EXPECT_TRUE(c.record);
+  ASSERT_EQ(c.summaries.size(), 1u);
+  EXPECT_EQ(c.summaries[0].peer, "a");
+  EXPECT_EQ(c.summaries[0].suppressed, 4u);
+  EXPECT_EQ(l.tracked(), 2u);
+  for (int i = 0; i < 3; ++i) l.Admit("b", 105);
+  EXPECT_TRUE(l.TakeEnded(112).empty());  // b's window (from 103) is still open
+  std::vector<RefusalSummary> ended = l.TakeEnded(113);
+  ASSERT_EQ(ended.size(), 1u);  // b (2 suppressed); c's window (from 104) is open
+  EXPECT_EQ(ended[0].peer, "b");
+  EXPECT_EQ(ended[0].suppressed, 2u);
+  EXPECT_EQ(l.tracked(), 1u);
+  EXPECT_EQ(PeerAddress("192.0.2.1:5000"), "192.0.2.1");
+  EXPECT_EQ(PeerAddress("[2001:db8::1]:443"), "2001:db8::1");
+  EXPECT_EQ(PeerAddress("2001:db8::1"), "2001:db8::1");
+  EXPECT_EQ(PeerAddress(""), "");
+  EXPECT_TRUE(IsAnonymousActor("anonymous"));
+  EXPECT_TRUE(IsAnonymousActor("claimed:000b12"));
+  EXPECT_FALSE(IsAnonymousActor("operator:carol"));
+  EXPECT_FALSE(IsAnonymousActor(kPlatform));
+}
 
 // Finding 3: 200 refused Deletes without a session were 200 durable rows.
 TEST(AuditHygiene, AnonymousRefusalsAreCountedPerPeerNotEachWritten) {
