@@ -48,4 +48,42 @@ std::string EscapeForTerminal(std::string_view s) {
   return out;
 }
 
+bool HasControlCharacter(std::string_view s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const auto next = i + 1 < s.size() ? static_cast<unsigned char>(s[i + 1]) : 0;
+    if (c < 0x20 || c == 0x7f || (c == 0xc2 && next >= 0x80 && next <= 0x9f)) return true;
+  }
+  return false;
+}
+
+std::string ForAudit(std::string_view s, size_t max_bytes) {
+  std::string out = EscapeForTerminal(s);
+  if (out.size() <= max_bytes) return out;
+  static constexpr std::string_view kCut = "...";
+  const size_t limit = max_bytes > kCut.size() ? max_bytes - kCut.size() : 0;
+  // Walk whole units (an escape: "\\", "\x1b", "\u009b"; a UTF-8 sequence; a byte) and cut
+  // at the last unit boundary within the limit, never inside one.
+  size_t end = 0;
+  for (size_t i = 0; i < out.size();) {
+    const auto c = static_cast<unsigned char>(out[i]);
+    size_t len = 1;
+    if (c == '\\') {
+      len = out[i + 1] == 'x' ? 4 : out[i + 1] == 'u' ? 6 : 2;
+    } else if (c >= 0xf0) {
+      len = 4;
+    } else if (c >= 0xe0) {
+      len = 3;
+    } else if (c >= 0xc0) {
+      len = 2;
+    }
+    if (i + len > limit) break;
+    i += len;
+    end = i;
+  }
+  out.resize(end);
+  out += kCut;
+  return out;
+}
+
 }  // namespace tpmma

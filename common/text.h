@@ -21,4 +21,14 @@ std::string Utc(int64_t unix_seconds);
 // detail) can neither forge a line nor run a terminal escape. Other UTF-8 passes unchanged.
 std::string EscapeForTerminal(std::string_view s);
 
+// True if `s` holds a character EscapeForTerminal would escape as a control: C0 (line
+// feed, ESC, NUL, ...), DEL or a C1 control. Identifiers from the wire are refused on it.
+bool HasControlCharacter(std::string_view s);
+
+// The form of a caller-chosen string (a KeyId, a reason, a refusal message quoting one) that
+// an audit row stores: EscapeForTerminal's escapes, so the vault never holds a raw control
+// character, then clipped to at most `max_bytes` bytes (an escape or a UTF-8 sequence is never
+// cut in half) with "..." marking the cut. One forged line cannot reach any reader of the log.
+std::string ForAudit(std::string_view s, size_t max_bytes = 1000);
+
 }  // namespace tpmma

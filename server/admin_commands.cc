@@ -19,20 +19,6 @@ using storage::AuditEvent;
 
 namespace {
 
-void Print(const AdminContext& ctx, const json& j) {
-  std::fprintf(ctx.out, "%s\n", j.dump(2).c_str());
-}
-
-AuditEvent Event(const AdminContext& ctx, std::string action, std::string object,
-                 std::string detail) {
-  return AuditEvent{.time = ctx.env->NowUnixSeconds(),
-                    .actor = ctx.actor,
-                    .action = std::move(action),
-                    .object = std::move(object),
-                    .outcome = "ok",
-                    .detail = std::move(detail)};
-}
-
 // Ids are shown in full in JSON; tables shorten platform ids (68 hex digits) to 16.
 std::string Short(const std::string& id) {
   return id.size() > 16 ? id.substr(0, 16) + "…" : id;
@@ -75,7 +61,8 @@ void RelativeTo(const std::string& dir, Config& c) {
   auto rel = [&](std::string& p) {
     if (p.starts_with(prefix)) p = p.substr(prefix.size());
   };
-  for (std::string* p : {&c.tls_certificate, &c.tls_private_key, &c.tls_client_ca, &c.vault_path}) {
+  for (std::string* p : {&c.tls_certificate, &c.tls_private_key, &c.tls_client_ca, &c.vault_path,
+                         &c.audit_checkpoint_key, &c.audit_checkpoint_dir}) {
     rel(*p);
   }
   std::vector<TpmKeyConfig*> keys = {&c.ma, &c.escrow};
@@ -176,7 +163,7 @@ Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
   const std::string toml = ConfigToToml(cfg);
   TPMMA_RETURN_IF_ERROR(ParseConfig(toml, state_dir, config_path));
   TPMMA_RETURN_IF_ERROR(
-      ctx.vault->AppendAudit(Event(ctx, "RotateEscrowKey", id, "retired " + retired)));
+      ctx.vault->AppendAudit(AdminEvent(ctx, "RotateEscrowKey", id, "retired " + retired)));
   TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(config_path, View(toml), 0600));
 
   std::vector<std::string> retired_ids;
@@ -250,7 +237,8 @@ Result<int64_t> ParseTime(std::string_view text) {
 }
 
 Status RevokePlatform(const AdminContext& ctx, const std::string& id, const std::string& reason) {
-  TPMMA_RETURN_IF_ERROR(ctx.vault->RevokePlatform(id, Event(ctx, "RevokePlatform", id, reason)));
+  TPMMA_RETURN_IF_ERROR(
+      ctx.vault->RevokePlatform(id, AdminEvent(ctx, "RevokePlatform", id, reason)));
   if (ctx.json) {
     Print(ctx, {{"ok", true}, {"revoked", id}});
   } else {
@@ -302,7 +290,7 @@ Status ShowPackage(const AdminContext& ctx, const std::string& id) {
 }
 
 Status DeletePackage(const AdminContext& ctx, const std::string& id, const std::string& reason) {
-  TPMMA_RETURN_IF_ERROR(ctx.vault->DeletePackage(id, Event(ctx, "DeletePackage", id, reason)));
+  TPMMA_RETURN_IF_ERROR(ctx.vault->DeletePackage(id, AdminEvent(ctx, "DeletePackage", id, reason)));
   if (ctx.json) {
     Print(ctx, {{"ok", true}, {"deleted", id}});
   } else {
@@ -340,9 +328,9 @@ Status Approve(const AdminContext& ctx, const ApproveOptions& o) {
                                .require_confirmation = o.require_confirmation};
   TPMMA_ASSIGN_OR_RETURN(
       storage::Approval a,
-      ctx.vault->CreateApproval(req, Event(ctx, "ApproveRestore", "",
-                                           fmt::format("{} -> {}: {}", Short(o.old_platform),
-                                                       Short(o.new_platform), o.reason))));
+      ctx.vault->CreateApproval(req, AdminEvent(ctx, "ApproveRestore", "",
+                                                fmt::format("{} -> {}: {}", Short(o.old_platform),
+                                                            Short(o.new_platform), o.reason))));
   (void)old_p;
   if (ctx.json) {
     Print(ctx, {{"ok", true}, {"approval", ApprovalJson(a)}});
@@ -369,7 +357,7 @@ Status ConfirmApproval(const AdminContext& ctx, int64_t id) {
   TPMMA_ASSIGN_OR_RETURN(
       storage::Approval a,
       ctx.vault->ConfirmApproval(id, ctx.actor, ctx.env->NowUnixSeconds(),
-                                 Event(ctx, "ConfirmApproval", std::to_string(id), "")));
+                                 AdminEvent(ctx, "ConfirmApproval", std::to_string(id), "")));
   if (ctx.json) {
     Print(ctx, {{"ok", true}, {"approval", ApprovalJson(a)}});
   } else {
@@ -380,7 +368,7 @@ Status ConfirmApproval(const AdminContext& ctx, int64_t id) {
 
 Status RevokeApproval(const AdminContext& ctx, int64_t id, const std::string& reason) {
   TPMMA_RETURN_IF_ERROR(
-      ctx.vault->RevokeApproval(id, Event(ctx, "RevokeApproval", std::to_string(id), reason)));
+      ctx.vault->RevokeApproval(id, AdminEvent(ctx, "RevokeApproval", std::to_string(id), reason)));
   if (ctx.json) {
     Print(ctx, {{"ok", true}, {"revoked", id}});
   } else {
@@ -451,26 +439,6 @@ Status ListAudit(const AdminContext& ctx, const AuditQuery& query) {
   return Status::Ok();
 }
 
-Status VerifyAudit(const AdminContext& ctx) {
-  Status s = ctx.vault->VerifyAuditChain();
-  if (!s.ok()) return s;
-  // How far it reaches, for the operator's report.
-  storage::AuditFilter f;
-  f.page_size = 1000;
-  int64_t last = 0;
-  do {
-    TPMMA_ASSIGN_OR_RETURN(auto page, ctx.vault->ListAudit(f));
-    if (!page.records.empty()) last = page.records.back().seq;
-    f.page_token = page.next_page_token;
-  } while (!f.page_token.empty());
-  if (ctx.json) {
-    Print(ctx, {{"ok", true}, {"verified_rows", last}});
-  } else {
-    Line(ctx, fmt::format("Audit log intact: {} row(s), hash chain verified.", last));
-  }
-  return Status::Ok();
-}
-
 Status IssueOperator(const AdminContext& ctx, const std::string& state_dir, const std::string& name,
                      const std::string& role_text, const std::string& out_dir) {
   const bool name_ok =
@@ -531,13 +499,13 @@ Status IssueOperator(const AdminContext& ctx, const std::string& state_dir, cons
   TPMMA_RETURN_IF_ERROR(
       ctx.env->WriteFileAtomic(out_dir + "/" + name + ".pem", view(bundle), 0600));
   const int64_t now = ctx.env->NowUnixSeconds();
-  TPMMA_RETURN_IF_ERROR(
-      ctx.vault->AddOperator(storage::Operator{.name = name,
-                                               .role = role,
-                                               .cert_fingerprint = fingerprint,
-                                               .created_at = now,
-                                               .revoked_at = std::nullopt},
-                             Event(ctx, "AddOperator", "operator:" + name, "role " + role_text)));
+  TPMMA_RETURN_IF_ERROR(ctx.vault->AddOperator(
+      storage::Operator{.name = name,
+                        .role = role,
+                        .cert_fingerprint = fingerprint,
+                        .created_at = now,
+                        .revoked_at = std::nullopt},
+      AdminEvent(ctx, "AddOperator", "operator:" + name, "role " + role_text)));
   if (ctx.json) {
     Print(ctx, {{"ok", true},
                 {"operator", name},
@@ -554,8 +522,9 @@ Status IssueOperator(const AdminContext& ctx, const std::string& state_dir, cons
 }
 
 Status RevokeOperator(const AdminContext& ctx, const std::string& name, const std::string& reason) {
-  TPMMA_RETURN_IF_ERROR(ctx.vault->RevokeOperator(
-      name, ctx.env->NowUnixSeconds(), Event(ctx, "RevokeOperator", "operator:" + name, reason)));
+  TPMMA_RETURN_IF_ERROR(
+      ctx.vault->RevokeOperator(name, ctx.env->NowUnixSeconds(),
+                                AdminEvent(ctx, "RevokeOperator", "operator:" + name, reason)));
   if (ctx.json) {
     Print(ctx, {{"ok", true}, {"revoked", name}});
   } else {

@@ -72,8 +72,6 @@ struct AuditQuery {
   size_t limit = 1000;
 };
 Status ListAudit(const AdminContext& ctx, const AuditQuery& query);
-// Walks the whole hash chain; kCorruption naming the first bad row.
-Status VerifyAudit(const AdminContext& ctx);
 
 // Operators (helpdesk, auditor, admin) authenticate to ma-server with a TLS client
 // certificate from the operator CA in `state_dir`/ca. Issue writes OUT_DIR/NAME.key,

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "server/admin_text.h"
 #include "server/config.h"
 #include "server/ek_trust.h"
 #include "server/pki.h"
@@ -30,10 +31,6 @@ std::string Day(int64_t t) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
-}
-
-void Out(const AdminContext& ctx, const std::string& s) {
-  std::fprintf(ctx.out, "%s\n", s.c_str());
 }
 
 std::string_view KindName(EkTrustKind k) {
@@ -146,16 +143,6 @@ json EntryJson(const TrustEntry& e) {
           {"file", e.file}};
 }
 
-storage::AuditEvent Event(const AdminContext& ctx, std::string action, std::string object,
-                          std::string detail) {
-  return storage::AuditEvent{.time = ctx.env->NowUnixSeconds(),
-                             .actor = ctx.actor,
-                             .action = std::move(action),
-                             .object = std::move(object),
-                             .outcome = "ok",
-                             .detail = std::move(detail)};
-}
-
 }  // namespace
 
 Status EkTrustAdd(const AdminContext& ctx, const std::string& state_dir, const std::string& file,
@@ -185,7 +172,7 @@ Status EkTrustAdd(const AdminContext& ctx, const std::string& state_dir, const s
     if (ctx.json) {
       std::fprintf(ctx.out, "%s\n", json{{"ok", true}, {"already", EntryJson(e)}}.dump(2).c_str());
     } else {
-      Out(ctx, fmt::format("{} '{}' is already in {}", KindName(kind), s.subject, e.file));
+      Line(ctx, fmt::format("{} '{}' is already in {}", KindName(kind), s.subject, e.file));
     }
     return Status::Ok();
   }
@@ -196,15 +183,15 @@ Status EkTrustAdd(const AdminContext& ctx, const std::string& state_dir, const s
   TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(path, View(pem), 0644));
   TPMMA_RETURN_IF_ERROR(EnsureConfigured(ctx, state_dir, cfg, kind));
   TPMMA_RETURN_IF_ERROR(ctx.vault->AppendAudit(
-      Event(ctx, "EkTrustAdd", s.fingerprint, std::string(KindName(kind)) + " " + s.subject)));
+      AdminEvent(ctx, "EkTrustAdd", s.fingerprint, std::string(KindName(kind)) + " " + s.subject)));
   TrustEntry added{kind, s, path};
   if (ctx.json) {
     std::fprintf(ctx.out, "%s\n", json{{"ok", true}, {"added", EntryJson(added)}}.dump(2).c_str());
     return Status::Ok();
   }
-  Out(ctx, fmt::format("added {} '{}'\n  fingerprint {}\n  valid until {}\n  file {}",
-                       KindName(kind), s.subject, s.fingerprint, Day(s.not_after), path));
-  Out(ctx, "restart ma-server to use it (it reads its EK trust at start)");
+  Line(ctx, fmt::format("added {} '{}'\n  fingerprint {}\n  valid until {}\n  file {}",
+                        KindName(kind), s.subject, s.fingerprint, Day(s.not_after), path));
+  Line(ctx, "restart ma-server to use it (it reads its EK trust at start)");
   return Status::Ok();
 }
 
@@ -217,12 +204,12 @@ Status EkTrustList(const AdminContext& ctx, const std::string& state_dir) {
     std::fprintf(ctx.out, "%s\n", json{{"ok", true}, {"ek_trust", list}}.dump(2).c_str());
     return Status::Ok();
   }
-  Out(ctx, fmt::format("{:<12} {:<20} {:<64} {}", "KIND", "NOT AFTER", "FINGERPRINT", "SUBJECT"));
+  Line(ctx, fmt::format("{:<12} {:<20} {:<64} {}", "KIND", "NOT AFTER", "FINGERPRINT", "SUBJECT"));
   for (const TrustEntry& e : all) {
-    Out(ctx, fmt::format("{:<12} {:<20} {:<64} {}", KindName(e.kind), Day(e.cert.not_after),
-                         e.cert.fingerprint, e.cert.subject));
+    Line(ctx, fmt::format("{:<12} {:<20} {:<64} {}", KindName(e.kind), Day(e.cert.not_after),
+                          e.cert.fingerprint, e.cert.subject));
   }
-  if (all.empty()) Out(ctx, "(no EK roots: no TPM can authenticate)");
+  if (all.empty()) Line(ctx, "(no EK roots: no TPM can authenticate)");
   return Status::Ok();
 }
 
@@ -261,13 +248,13 @@ Status EkTrustRemove(const AdminContext& ctx, const std::string& state_dir,
   }
   TPMMA_RETURN_IF_ERROR(ctx.env->RemoveFile(e.file));
   TPMMA_RETURN_IF_ERROR(
-      ctx.vault->AppendAudit(Event(ctx, "EkTrustRemove", e.cert.fingerprint,
-                                   std::string(KindName(e.kind)) + " " + e.cert.subject)));
+      ctx.vault->AppendAudit(AdminEvent(ctx, "EkTrustRemove", e.cert.fingerprint,
+                                        std::string(KindName(e.kind)) + " " + e.cert.subject)));
   if (ctx.json) {
     std::fprintf(ctx.out, "%s\n", json{{"ok", true}, {"removed", EntryJson(e)}}.dump(2).c_str());
   } else {
-    Out(ctx, fmt::format("removed {} '{}' ({}); restart ma-server to apply", KindName(e.kind),
-                         e.cert.subject, e.file));
+    Line(ctx, fmt::format("removed {} '{}' ({}); restart ma-server to apply", KindName(e.kind),
+                          e.cert.subject, e.file));
   }
   return Status::Ok();
 }
@@ -309,16 +296,16 @@ Status EkCheck(const AdminContext& ctx, const std::string& state_dir, const std:
     std::fprintf(ctx.out, "%s\n", out.dump(2).c_str());
     return Status::Ok();
   }
-  Out(ctx, fmt::format("trusted: '{}' chains to the trusted root '{}'", path.certs.front().subject,
-                       path.certs.back().subject));
+  Line(ctx, fmt::format("trusted: '{}' chains to the trusted root '{}'", path.certs.front().subject,
+                        path.certs.back().subject));
   for (size_t i = 0; i < path.certs.size(); ++i) {
-    Out(ctx, fmt::format("  {} {:<11} {}  (sha256 {}, until {})", i,
-                         PathSourceName(path.sources[i]), path.certs[i].subject,
-                         path.certs[i].fingerprint.substr(0, 16), Day(path.certs[i].not_after)));
+    Line(ctx, fmt::format("  {} {:<11} {}  (sha256 {}, until {})", i,
+                          PathSourceName(path.sources[i]), path.certs[i].subject,
+                          path.certs[i].fingerprint.substr(0, 16), Day(path.certs[i].not_after)));
   }
-  Out(ctx,
-      "(from: certificate = the EK certificate, sent = --chain, pool = the MA's "
-      "intermediate pool, root = the anchor)");
+  Line(ctx,
+       "(from: certificate = the EK certificate, sent = --chain, pool = the MA's "
+       "intermediate pool, root = the anchor)");
   return Status::Ok();
 }
 

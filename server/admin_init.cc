@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "common/bytes.h"
+#include "server/audit_checkpoint.h"
 #include "server/config.h"
 #include "server/pki.h"
 #include "storage/sqlite_vault.h"
@@ -145,6 +146,8 @@ Config InitialConfig(const InitOptions& opts) {
   cfg.vault_path = "vault.db";
   cfg.ek_roots = {"trust/ek-roots"};
   cfg.ek_intermediates = {"trust/ek-intermediates"};
+  cfg.audit_checkpoint_key = "audit/checkpoint-key.pem";
+  cfg.audit_checkpoint_dir = "audit/checkpoints";
   return cfg;
 }
 
@@ -194,11 +197,14 @@ Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
   TPMMA_RETURN_IF_ERROR(CheckInitOptions(opts, env));
   const std::string& dir = opts.dir;
   for (const char* sub : {"", "/ca", "/ma", "/escrow", "/tls", "/trust", "/trust/ek-roots",
-                          "/trust/ek-intermediates"}) {
+                          "/trust/ek-intermediates", "/audit"}) {
     TPMMA_RETURN_IF_ERROR(env->CreateDirs(dir + sub, kDirMode));
   }
   TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, MakeKeys(opts, env));
   TPMMA_RETURN_IF_ERROR(CopyEkRoots(opts, env));
+  // The key that signs audit checkpoints: a file of its own, never in the vault.
+  TPMMA_RETURN_IF_ERROR(CreateCheckpointKey(dir + "/audit/checkpoint-key.pem",
+                                            dir + "/audit/checkpoint-pub.pem", env));
   TPMMA_RETURN_IF_ERROR(CreateVault(opts, ma_name, env));
   // Written last: a directory without config.toml is not an MA, and ma-server says so.
   TPMMA_RETURN_IF_ERROR(env->WriteFileAtomic(dir + "/config.toml",

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/env.h"
+#include "server/admin_audit.h"
 #include "server/admin_commands.h"
 #include "server/admin_ek_trust.h"
 #include "server/admin_enrollment.h"
@@ -75,6 +76,11 @@ struct Cli {
   s::AuditQuery audit_q;
   std::string since, until;
   CLI::App *audit = nullptr, *audit_verify = nullptr;
+  s::AuditVerifyOptions audit_verify_opts;
+  std::string checkpoint_out, archive_file, archive_before;
+  s::ArchiveOptions archive;
+  CLI::App *audit_checkpoint = nullptr, *audit_checkpoint_key = nullptr, *audit_archive = nullptr,
+           *audit_verify_archive = nullptr;
 };
 
 int Fail(const tpmma::Status& st, bool as_json) {
@@ -265,6 +271,32 @@ void AddRemoteOptions(Cli& c) {
   c.whoami = c.app.add_subcommand("whoami", "remote mode: the operator and role the MA sees");
 }
 
+// Checkpoints and retention (server/admin_audit.h), on the MA host only.
+void AddAuditAnchorCommands(Cli& c) {
+  c.audit_checkpoint = c.audit->add_subcommand("checkpoint", "sign the log's head now");
+  c.audit_checkpoint->add_option("--out", c.checkpoint_out,
+                                 "write it here (default: audit.checkpoint_dir)");
+  AddDir(c, c.audit_checkpoint);
+  c.audit_checkpoint_key = c.audit->add_subcommand(
+      "checkpoint-key", "make the checkpoint key of an MA created before checkpoints existed");
+  AddDir(c, c.audit_checkpoint_key);
+  c.audit_archive =
+      c.audit->add_subcommand("archive", "move old records to a signed archive file (retention)");
+  auto* through = c.audit_archive->add_option("--through", c.archive.through_seq,
+                                              "archive records up to this seq");
+  c.audit_archive->add_option("--before", c.archive_before, "archive records older than this time")
+      ->excludes(through);
+  c.audit_archive->add_option("--out", c.archive.out_dir, "directory for the archive file")
+      ->required();
+  AddDir(c, c.audit_archive);
+  c.audit_verify_archive =
+      c.audit->add_subcommand("verify-archive", "check an archive file and its checkpoint");
+  c.audit_verify_archive->add_option("file", c.archive_file, "audit-F-L.json")->required();
+  c.audit_verify_archive->add_option("--key", c.audit_verify_opts.public_key,
+                                     "the checkpoint key's public PEM");
+  AddDir(c, c.audit_verify_archive);
+}
+
 void AddAuditCommands(Cli& c) {
   c.audit = c.app.add_subcommand("audit", "read the audit log, or verify its hash chain");
   c.audit->add_option("--platform", c.audit_q.platform,
@@ -277,9 +309,15 @@ void AddAuditCommands(Cli& c) {
   c.audit->add_option("--until", c.until, "before this time");
   c.audit->add_option("--limit", c.audit_q.limit, "newest N rows")->capture_default_str();
   AddDir(c, c.audit);
-  c.audit_verify =
-      c.audit->add_subcommand("verify", "check the hash chain; names the first bad row");
+  c.audit_verify = c.audit->add_subcommand(
+      "verify", "check the hash chain, its genesis and triggers; names the first bad row");
+  c.audit_verify->add_option("--checkpoint", c.audit_verify_opts.checkpoint,
+                             "also prove the log against this signed checkpoint (--dir only)");
+  c.audit_verify->add_option(
+      "--key", c.audit_verify_opts.public_key,
+      "the checkpoint key's public PEM (default DIR/audit/checkpoint-pub.pem)");
   AddDir(c, c.audit_verify);
+  AddAuditAnchorCommands(c);
 }
 
 // --since/--until as Unix seconds (either may be absent).
@@ -375,6 +413,10 @@ std::optional<tpmma::Result<json>> RemoteCall(const Cli& c, s::OperatorClient& c
   if (*c.ap_revoke) {
     return OkOr(client.RevokeApproval(c.approval_id, c.reason), "revoked", c.approval_id);
   }
+  if (*c.audit_checkpoint || *c.audit_checkpoint_key || *c.audit_archive ||
+      *c.audit_verify_archive || (*c.audit_verify && !c.audit_verify_opts.checkpoint.empty())) {
+    return std::nullopt;  // the checkpoint key and the vault file live on the MA host
+  }
   if (*c.audit_verify) {
     auto rows = client.VerifyAudit();
     if (!rows) return tpmma::Error(rows.error());
@@ -461,7 +503,18 @@ std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
   if (*c.ekt_list) return s::EkTrustList(ctx, c.dir);
   if (*c.ekt_remove) return s::EkTrustRemove(ctx, c.dir, c.ek_fingerprint);
   if (*c.ek_check) return s::EkCheck(ctx, c.dir, c.ek_cert, c.ek_chain);
-  if (*c.audit_verify) return s::VerifyAudit(ctx);
+  if (*c.audit_verify) return s::VerifyAudit(ctx, c.dir, c.audit_verify_opts);
+  if (*c.audit_checkpoint) return s::WriteAuditCheckpoint(ctx, c.dir, c.checkpoint_out);
+  if (*c.audit_checkpoint_key) return s::CreateAuditCheckpointKey(ctx, c.dir);
+  if (*c.audit_archive) {
+    if (!c.archive_before.empty()) {
+      TPMMA_ASSIGN_OR_RETURN(c.archive.before, s::ParseTime(c.archive_before));
+    }
+    return s::ArchiveAuditLog(ctx, c.dir, c.archive);
+  }
+  if (*c.audit_verify_archive) {
+    return s::VerifyAuditArchive(ctx, c.dir, c.archive_file, c.audit_verify_opts.public_key);
+  }
   if (*c.audit) {
     TPMMA_RETURN_IF_ERROR(ParseAuditWindow(c, c.audit_q.since, c.audit_q.until));
     return s::ListAudit(ctx, c.audit_q);

@@ -5,6 +5,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <utility>
+
+#include <nlohmann/json.hpp>
 
 #include "common/text.h"
 #include "server/admin_commands.h"
@@ -20,6 +23,22 @@ inline std::string Iso(int64_t t) {
 // inventory): escaped, so none can forge a line or run a terminal escape (issue #13).
 inline void Line(const AdminContext& ctx, const std::string& s) {
   std::fprintf(ctx.out, "%s\n", EscapeForTerminal(s).c_str());
+}
+
+// A JSON answer (--json).
+inline void Print(const AdminContext& ctx, const nlohmann::json& j) {
+  std::fprintf(ctx.out, "%s\n", j.dump(2).c_str());
+}
+
+// The audit event of a change an administrator made on the MA host.
+inline storage::AuditEvent AdminEvent(const AdminContext& ctx, std::string action,
+                                      std::string object, std::string detail) {
+  return storage::AuditEvent{.time = ctx.env->NowUnixSeconds(),
+                             .actor = ctx.actor,
+                             .action = std::move(action),
+                             .object = std::move(object),
+                             .outcome = "ok",
+                             .detail = std::move(detail)};
 }
 
 }  // namespace tpmma::server

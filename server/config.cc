@@ -382,6 +382,9 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
       "audit", "reads", c.audit_reads,
       [](const std::string& v) { return v == "deferred" || v == "durable"; },
       "\"deferred\" or \"durable\"");
+  r.Path("audit", "checkpoint_key", c.audit_checkpoint_key);
+  r.Path("audit", "checkpoint_dir", c.audit_checkpoint_dir);
+  r.Int("audit", "checkpoint_interval_s", c.audit_checkpoint_interval_s, 10, 86'400 * 7);
   r.String("log", "level", c.log_level, IsLogLevel, "one of trace, debug, info, warn, error");
   r.Bool("bench", "echo", c.bench_echo);
 
@@ -397,6 +400,9 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   if (c.max_package_bytes > c.max_body_bytes) {
     r.Fail(fmt::format("limits.max_package_bytes ({}) must not exceed limits.max_body_bytes ({})",
                        c.max_package_bytes, c.max_body_bytes));
+  }
+  if (c.audit_checkpoint_key.empty() != c.audit_checkpoint_dir.empty()) {
+    r.Fail("audit.checkpoint_key and audit.checkpoint_dir go together: set both, or neither");
   }
   r.CheckUnknown();
 
@@ -554,7 +560,12 @@ std::string ConfigToToml(const Config& c) {
                       .Int("ek_cache_entries", c.ek_cache_entries)
                       .Take());
   section("enrollment", TableBuilder().Str("policy", c.enrollment_policy).Take());
-  section("audit", TableBuilder().Str("reads", c.audit_reads).Take());
+  section("audit", TableBuilder()
+                       .Str("reads", c.audit_reads)
+                       .OptStr("checkpoint_key", c.audit_checkpoint_key)
+                       .OptStr("checkpoint_dir", c.audit_checkpoint_dir)
+                       .Int("checkpoint_interval_s", c.audit_checkpoint_interval_s)
+                       .Take());
   section("log", TableBuilder().Str("level", c.log_level).Take());
   section("bench", TableBuilder().Bool("echo", c.bench_echo).Take());
   return out.str();

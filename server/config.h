@@ -133,6 +133,12 @@ struct Config {
   // the reply does not wait for the fsync; a crash can lose the last unsynced ones) or
   // "durable" (the reply waits, as for every state change and every refused write).
   std::string audit_reads = "deferred";
+  // Signed checkpoints of the audit log's head (server/audit_checkpoint.h): the P-256 key
+  // that signs them (empty: none are written), the directory they go to (ship it off the
+  // host), and how often one is written while the head moves (also one at start and stop).
+  std::string audit_checkpoint_key;
+  std::string audit_checkpoint_dir;
+  uint32_t audit_checkpoint_interval_s = 3600;
   // [log]
   std::string log_level = "info";  // trace, debug, info, warn, error
   // [bench]

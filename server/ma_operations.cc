@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <variant>
 
+#include "common/text.h"
 #include "schema/package_xml.h"
 #include "server/ek_identity.h"
 #include "server/escrow_key.h"
@@ -118,17 +119,26 @@ struct MaOperations::State {
   Bytes mrk_policy;              // PolicyDuplicationSelect(MA Name): every MRK's authPolicy
   bool defer_read_audit = true;  // audit.reads = "deferred"
   SigningKeyCache signing_keys;
+  std::unique_ptr<RefusalLimiter> limiter;
+
+  void WriteSummaries(const std::vector<RefusalSummary>& summaries) {
+    // Best effort like every refusal record: a failed write must not fail the call.
+    for (const RefusalSummary& r : summaries) (void)vault->AppendAudit(SummaryEvent(r, Now()));
+  }
 
   int64_t Now() const { return env->NowUnixSeconds(); }
 
+  // Every text field escaped and clipped (common/text.h ForAudit): the object and the
+  // detail may quote what a caller sent (a KeyId, a package id, a refusal naming either),
+  // and no row may hold a raw line feed or terminal escape (issue #13, finding 4).
   storage::AuditEvent Event(const CallContext& call, std::string outcome,
-                            std::string detail) const {
+                            std::string_view detail) const {
     return storage::AuditEvent{Now(),
-                               Clip(call.actor),
-                               Clip(call.op),
-                               Clip(call.object),
+                               ForAudit(call.actor, kMaxAuditField),
+                               ForAudit(call.op, kMaxAuditField),
+                               ForAudit(call.object, kMaxAuditField),
                                std::move(outcome),
-                               Clip(std::move(detail))};
+                               ForAudit(detail, kMaxAuditField)};
   }
 
   // Appends a record: durably (the reply waits for the commit) for state changes' refusals
@@ -147,8 +157,16 @@ struct MaOperations::State {
     return Audit(call, Event(call, "ok", "peer " + call.peer));
   }
 
-  // Every refusal is on record; messages never carry secrets by contract.
+  // Every refusal of an authenticated caller is on record; an anonymous one (no session)
+  // only within its peer's allowance, the rest as one summary row per window (finding 3:
+  // otherwise any client appends durable rows at the disk's commit rate). Messages never
+  // carry secrets by contract.
   Status Refuse(const CallContext& call, Status s) {
+    if (IsAnonymousActor(call.actor)) {
+      RefusalLimiter::Decision d = limiter->Admit(PeerAddress(call.peer), Now());
+      WriteSummaries(d.summaries);
+      if (!d.record) return s;
+    }
     Status audited = Audit(call, Event(call, std::string(CodeName(s.code())),
                                        "peer " + call.peer + ": " + s.message()));
     (void)audited;  // a failing audit write must not hide the refusal from the caller
@@ -261,7 +279,9 @@ Result<SecureBytes> MaOperations::State::OpenEscrow(const schema::EscrowCustody&
 // ---- construction and the read operations
 
 MaOperations::MaOperations(std::unique_ptr<State> state) : s_(std::move(state)) {}
-MaOperations::~MaOperations() = default;
+MaOperations::~MaOperations() {
+  WriteRefusalSummaries(true);  // no count is lost at shutdown
+}
 
 Result<std::unique_ptr<MaOperations>> MaOperations::Create(const Config& cfg, Env* env,
                                                            storage::Vault* vault,
@@ -274,6 +294,7 @@ Result<std::unique_ptr<MaOperations>> MaOperations::Create(const Config& cfg, En
   s->vault = vault;
   s->custody = custody;
   s->defer_read_audit = cfg.audit_reads != "durable";
+  s->limiter = std::make_unique<RefusalLimiter>(options.anonymous_refusals);
   if (cfg.escrow.custody != "none") {
     TPMMA_ASSIGN_OR_RETURN(s->escrow, LoadEscrowKey(cfg.escrow, env));
   }
@@ -319,6 +340,14 @@ Status MaOperations::Refuse(const CallContext& call, Status refusal) {
   return s_->Refuse(call, std::move(refusal));
 }
 
+RefusalLimiter* MaOperations::refusal_limiter() const {
+  return s_->limiter.get();
+}
+
+void MaOperations::WriteRefusalSummaries(bool all) {
+  s_->WriteSummaries(s_->limiter->TakeEnded(s_->Now(), all));
+}
+
 Result<ServiceInfo> MaOperations::GetMAServiceInfo(CallContext* call) {
   call->op = "GetMAServiceInfo";
   ServiceInfo info;
@@ -354,8 +383,11 @@ Result<MaKeyInfo> MaOperations::GetMAKey(const std::optional<std::string>& key_i
     call->object = e.key_id();
     out = {e.key_id(), e.certificate_der(), e.public_bytes(), e.name_tpm2b()};
   } else if (key_id && *key_id != k.key_id()) {
+    // The id the caller asked for is the record's object, once: the recorded message does
+    // not repeat it (finding 3: it was stored twice). The caller's fault still names it.
     call->object = Clip(*key_id);
-    return Error(s_->Refuse(*call, Status(Code::kNotFound, "no MA key with id " + call->object)));
+    (void)s_->Refuse(*call, Status(Code::kNotFound, "no MA key with this KeyId"));
+    return Error(Code::kNotFound, "no MA key with id " + ForAudit(call->object, 256));
   } else {
     out = {k.key_id(), k.certificate_der(), k.public_bytes(), s_->ma_name_tpm2b};
   }

@@ -24,6 +24,7 @@
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/ma_key.h"
+#include "server/refusal_limiter.h"
 #include "storage/vault.h"
 
 namespace tpmma::server {
@@ -37,6 +38,10 @@ struct MaServiceOptions {
   // Expired challenges, download nonces and sessions are deleted this often by a
   // background thread (0: never), so those tables stay the size of the live ones.
   uint32_t purge_interval_s = 60;
+  // Refusals of anonymous callers (no valid session, no operator certificate): the first
+  // few per peer address and window are audited, the rest counted into one summary row
+  // (refusal_limiter.h). Authenticated callers' refusals are each audited.
+  RefusalLimits anonymous_refusals;
 };
 
 struct CallContext {
@@ -156,7 +161,14 @@ class MaOperations {
                                              CallContext* call);
 
   // Audits `refusal` as `call`'s and returns it (a failing audit write does not hide it).
+  // An anonymous caller's refusal may only be counted (MaServiceOptions::anonymous_refusals).
   Status Refuse(const CallContext& call, Status refusal);
+
+  // The per-peer counter of anonymous refusals, shared with the operator operations.
+  RefusalLimiter* refusal_limiter() const;
+  // Writes the summary rows of anonymous-refusal windows that have ended (every window if
+  // `all`: at shutdown). Called by the service's periodic sweep and the destructor.
+  void WriteRefusalSummaries(bool all = false);
 
   const Config& config() const;
   storage::Vault* vault() const;

@@ -15,7 +15,11 @@
 #include <thread>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
+#include "common/text.h"
 #include "schema/package_xml.h"
+#include "server/audit_checkpoint.h"
 #include "server/ek_identity.h"
 #include "server/ek_trust.h"
 #include "server/escrow_key.h"
@@ -230,6 +234,94 @@ Result<DownloadCompleteRequest> DecodeDownloadComplete(const _ma__DownloadReques
                                  FromBase64Binary(c.CertifySignature)};
 }
 
+// ---- what a client reads in a fault (issue #13, finding 9)
+
+bool IsIdentChar(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+}
+
+// tpm/ names the tss2 call that failed ("Tss2_MU_TPM2B_PUBLIC_Unmarshal failed: 0x000a000a
+// (...): malformed or truncated TPM structure"): the log and lms want that, a client gets the
+// structure's name ("malformed TPM2B_PUBLIC") and an ESAPI call becomes its TPM command
+// ("Esys_Rewrap" -> "TPM2_Rewrap"). Everything else in the message stays.
+std::string WithoutTssNames(std::string_view m) {
+  static constexpr std::string_view kMuFailed = ": malformed or truncated TPM structure";
+  std::string out;
+  while (true) {
+    const size_t tss = m.find("Tss2_"), esys = m.find("Esys_");
+    const size_t at = std::min(tss, esys);
+    if (at == std::string_view::npos) break;
+    size_t end = at;
+    while (end < m.size() && IsIdentChar(m[end])) ++end;
+    const std::string_view ident = m.substr(at, end - at);
+    out += m.substr(0, at);
+    m.remove_prefix(end);
+    if (ident.starts_with("Tss2_MU_")) {
+      std::string_view type = ident.substr(8);
+      for (std::string_view suffix : {"_Unmarshal", "_Marshal"}) {
+        if (type.ends_with(suffix)) type.remove_suffix(suffix.size());
+      }
+      const size_t cut = m.starts_with(" failed: ") ? m.find(kMuFailed) : std::string_view::npos;
+      if (cut != std::string_view::npos) {
+        out += "malformed " + std::string(type);
+        m.remove_prefix(cut + kMuFailed.size());
+      } else {
+        out += type;
+      }
+    } else if (ident.starts_with("Esys_")) {
+      out += "TPM2_" + std::string(ident.substr(5));
+    } else {
+      out += "a TPM call";
+    }
+  }
+  out += m;
+  return out;
+}
+
+// gSOAP refused the body: its error number in plain words (its own text says "gSOAP error
+// 44" or names its internals), with the element it stopped at. The code stays.
+std::string PlainSoapError(const struct soap* soap, Code code) {
+  std::string what;
+  switch (soap->error) {
+    case SOAP_NO_METHOD:
+      what = "the SOAP Body holds no operation of this service";
+      break;
+    case SOAP_OCCURS:
+      what = "an element is missing or occurs too often";
+      break;
+    case SOAP_TAG_MISMATCH:
+    case SOAP_NO_TAG:
+      what = "an element is not the one the schema expects here";
+      break;
+    case SOAP_TYPE:
+      what = "a value is not of its schema type";
+      break;
+    case SOAP_LENGTH:
+    case SOAP_PATTERN:
+    case SOAP_FIXED:
+    case SOAP_EMPTY:
+      what = "a value breaks a facet of the schema (length, pattern or fixed value)";
+      break;
+    case SOAP_REQUIRED:
+    case SOAP_PROHIBITED:
+      what = "an attribute is missing or not allowed";
+      break;
+    case SOAP_LEVEL:
+      what = "elements nested too deeply";
+      break;
+    default:
+      what = code == Code::kLimitExceeded ? "the request exceeds a size limit"
+             : code == Code::kMalformed   ? "the request is not well-formed XML"
+                                          : "the request does not match the schema";
+  }
+  if (soap->tag[0] != '\0' && soap->error != SOAP_NO_METHOD) {
+    what += " (at element '" + ForAudit(soap->tag, 80) + "')";
+  }
+  return (code == Code::kLimitExceeded ? "SOAP request over a limit: "
+                                       : "malformed SOAP request: ") +
+         what;
+}
+
 // Everything the handlers share; thread-safe (the operations and the vault are).
 struct Core {
   std::unique_ptr<storage::Vault> owned_vault;
@@ -238,6 +330,7 @@ struct Core {
   std::unique_ptr<OperatorOperations> operator_ops;
   MaServiceOptions options;
   wsdl::SoapLimits limits;
+  std::unique_ptr<AuditCheckpointer> checkpointer;  // after owned_vault: stopped before it
 };
 
 class Handler final : public MigrationAuthorityBindingService {
@@ -271,6 +364,10 @@ class Handler final : public MigrationAuthorityBindingService {
     call_.op = "GetMAKey";
     if (req->KeyId != nullptr && req->KeyId->size() > 256) {
       return Refused(Status(Code::kSchemaViolation, "KeyId must be at most 256 characters"));
+    }
+    // An id, never text: a line feed or a terminal escape in it is refused (finding 4).
+    if (req->KeyId != nullptr && HasControlCharacter(*req->KeyId)) {
+      return Refused(Status(Code::kSchemaViolation, "KeyId holds a control character"));
     }
     std::optional<std::string> id;
     if (req->KeyId != nullptr) id = *req->KeyId;
@@ -471,11 +568,24 @@ void Handler::Serve(std::string_view body, const RequestInfo& info, Reply* reply
       // not a network failure.
       if (s.code() == Code::kUnavailable) {
         s = Status(Code::kMalformed, "request body ends inside the SOAP envelope");
+      } else {
+        spdlog::debug("SOAP request from {} refused by the parser: {}",
+                      EscapeForTerminal(info.peer), EscapeForTerminal(s.message()));
+        s = Status(s.code(), PlainSoapError(soap, s.code()));
       }
       fault_ = s;
     }
   } else {
     fault_ = pre;
+  }
+  if (fault_) {
+    // The one place every fault of this endpoint passes: no internal name goes out.
+    std::string plain = WithoutTssNames(fault_->message());
+    if (plain != fault_->message()) {
+      spdlog::debug("fault to {}: {}", EscapeForTerminal(info.peer),
+                    EscapeForTerminal(fault_->message()));
+      fault_ = Status(fault_->code(), std::move(plain));
+    }
   }
   reply->body = fault_ ? wsdl::SoapFaultXml(*fault_, pre.ok() && soap->version == 2 ? 2 : 1)
                        : std::move(os).str();
@@ -540,6 +650,8 @@ class MaService final : public Endpoint {
       lock.unlock();
       // A failure (busy vault, disk full) is retried next round; the rows only take space.
       (void)vault->PurgeExpired(env->NowUnixSeconds());
+      // A peer that stopped refusing still gets its summary row within one interval.
+      core_->ops->WriteRefusalSummaries();
       lock.lock();
     }
   }
@@ -558,7 +670,9 @@ Result<std::unique_ptr<Endpoint>> Build(std::unique_ptr<Core> core, const Config
   OperatorPolicy policy;
   policy.two_person_approvals = cfg.approvals_two_person;
   policy.max_approval_ttl_s = cfg.approvals_max_ttl_s;
-  core->operator_ops = std::make_unique<OperatorOperations>(vault, env, policy);
+  // One per-peer count of anonymous refusals for both sides of the port.
+  core->operator_ops =
+      std::make_unique<OperatorOperations>(vault, env, policy, core->ops->refusal_limiter());
   core->limits.max_message_bytes = cfg.max_body_bytes;
   core->limits.max_string_bytes = static_cast<long>(cfg.max_body_bytes);
   return std::unique_ptr<Endpoint>(std::make_unique<MaService>(std::move(core)));
@@ -614,6 +728,11 @@ Status CheckMaServiceConfig(const Config& cfg, Env* env) {
     return templates.error();
   }
   if (auto policy = ParseEnrollmentPolicy(cfg.enrollment_policy); !policy) return policy.error();
+  if (!cfg.audit_checkpoint_key.empty()) {
+    if (auto key = LoadCheckpointKey(cfg.audit_checkpoint_key, env); !key) {
+      return key.error().WithContext("audit.checkpoint_key");
+    }
+  }
   return Status::Ok();
 }
 
@@ -632,6 +751,12 @@ Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env,
   core->owned_vault = std::move(*vault);
   storage::Vault* v = core->owned_vault.get();
   MaKeyCustody* c = core->owned_custody.get();
+  if (!cfg.audit_checkpoint_key.empty()) {
+    auto key = LoadCheckpointKey(cfg.audit_checkpoint_key, env);
+    if (!key) return Error(key.error().WithContext("audit.checkpoint_key"));
+    core->checkpointer = std::make_unique<AuditCheckpointer>(
+        v, std::move(*key), cfg.audit_checkpoint_dir, cfg.audit_checkpoint_interval_s, env);
+  }
   return Build(std::move(core), cfg, env, v, c);
 }
 

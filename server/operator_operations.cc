@@ -2,8 +2,13 @@
 #include "server/operator_operations.h"
 
 #include <algorithm>
+#include <initializer_list>
+#include <optional>
+#include <utility>
 
 #include <fmt/format.h>
+
+#include "common/text.h"
 
 namespace tpmma::server {
 
@@ -39,20 +44,44 @@ std::string Clip(std::string_view s) {
   return std::string(s.substr(0, 256));
 }
 
+constexpr size_t kMaxAuditField = 1000;
+
+// Identifiers from the request (platform, package ids, filters, page tokens) hold no
+// control character: refused with the field's name before anything uses them (finding 4).
+Status CheckIds(std::initializer_list<std::pair<std::string_view, std::string_view>> fields) {
+  for (const auto& [name, value] : fields) {
+    if (HasControlCharacter(value)) {
+      return Status(Code::kSchemaViolation, std::string(name) + " holds a control character");
+    }
+  }
+  return Status::Ok();
+}
+
+std::string_view Opt(const std::optional<std::string>& v) {
+  return v ? std::string_view(*v) : std::string_view();
+}
+
 }  // namespace
 
 size_t OperatorOperations::PageSize(int requested) {
   return requested <= 0 ? 100 : std::min(static_cast<size_t>(requested), kMaxPage);
 }
 
+// The peer first (finding 9: an anonymous caller is otherwise untraceable), then the
+// detail (a reason the operator typed). Every text field escaped and clipped (ForAudit):
+// an object or reason from the request never reaches the vault raw (finding 4).
 storage::AuditEvent OperatorOperations::Event(const OperatorCall& call, std::string detail,
                                               std::string outcome) const {
+  std::string text = ForAudit(detail, 256);
+  if (!call.peer.empty()) {
+    text = "peer " + ForAudit(call.peer, 64) + (text.empty() ? "" : ": " + text);
+  }
   return storage::AuditEvent{.time = env_->NowUnixSeconds(),
-                             .actor = call.actor,
-                             .action = "Operator." + call.op,
-                             .object = call.object,
+                             .actor = ForAudit(call.actor, kMaxAuditField),
+                             .action = ForAudit("Operator." + call.op, kMaxAuditField),
+                             .object = ForAudit(call.object, kMaxAuditField),
                              .outcome = std::move(outcome),
-                             .detail = Clip(detail)};
+                             .detail = std::move(text)};
 }
 
 Result<storage::Operator> OperatorOperations::Authorize(OperatorCall* call, const char* op,
@@ -85,8 +114,16 @@ Result<storage::Operator> OperatorOperations::Authorize(OperatorCall* call, cons
 
 Status OperatorOperations::Finish(OperatorCall* call, Status s) {
   if (call->audited) return s;
+  if (!s.ok() && limiter_ != nullptr && IsAnonymousActor(call->actor)) {
+    // No operator: counted per peer, only the first few of a window each get a row.
+    const int64_t now = env_->NowUnixSeconds();
+    RefusalLimiter::Decision d = limiter_->Admit(PeerAddress(call->peer), now);
+    for (const RefusalSummary& r : d.summaries) (void)vault_->AppendAudit(SummaryEvent(r, now));
+    if (!d.record) return s;
+  }
   // Reads and refusals: one row, outcome included; never the request's secrets (none).
-  auto row = vault_->AppendAudit(Event(*call, "", s.ok() ? "ok" : std::string(CodeName(s.code()))));
+  auto row = vault_->AppendAudit(
+      Event(*call, s.ok() ? "" : s.message(), s.ok() ? "ok" : std::string(CodeName(s.code()))));
   if (!row && s.ok()) return row.error();  // no audit row, no answer
   return s;
 }
@@ -100,6 +137,7 @@ Result<storage::PlatformPage> OperatorOperations::ListPlatforms(size_t page_size
                                                                 OperatorCall* call) {
   auto run = [&]() -> Result<storage::PlatformPage> {
     TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPlatforms", kAnyRole, ""));
+    TPMMA_RETURN_IF_ERROR(CheckIds({{"PageToken", page_token}}));
     return vault_->ListPlatforms(page_size, page_token);
   };
   return Finish(call, run());
@@ -109,6 +147,7 @@ Status OperatorOperations::RevokePlatform(const std::string& platform_id, const 
                                           OperatorCall* call) {
   auto run = [&]() -> Status {
     TPMMA_RETURN_IF_ERROR(Authorize(call, "RevokePlatform", kAdminOnly, platform_id));
+    TPMMA_RETURN_IF_ERROR(CheckIds({{"PlatformId", platform_id}}));
     TPMMA_RETURN_IF_ERROR(vault_->RevokePlatform(platform_id, Event(*call, reason)));
     call->audited = true;
     return Status::Ok();
@@ -120,6 +159,8 @@ Result<storage::PackagePage> OperatorOperations::ListPackages(const storage::Pac
                                                               OperatorCall* call) {
   auto run = [&]() -> Result<storage::PackagePage> {
     TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPackages", kAnyRole, ""));
+    TPMMA_RETURN_IF_ERROR(CheckIds(
+        {{"SourcePlatformId", Opt(query.source_platform_id)}, {"PageToken", query.page_token}}));
     return vault_->QueryPackages(query);
   };
   return Finish(call, run());
@@ -129,6 +170,9 @@ Result<storage::Approval> OperatorOperations::Approve(const ApproveRequest& req,
                                                       OperatorCall* call) {
   auto run = [&]() -> Result<storage::Approval> {
     TPMMA_ASSIGN_OR_RETURN(storage::Operator me, Authorize(call, "Approve", kHelpdeskOrAdmin, ""));
+    TPMMA_RETURN_IF_ERROR(
+        CheckIds({{"OldPlatformId", req.old_platform_id}, {"NewPlatformId", req.new_platform_id}}));
+    for (const auto& id : req.package_ids) TPMMA_RETURN_IF_ERROR(CheckIds({{"PackageId", id}}));
     if (req.validity_s > policy_.max_approval_ttl_s) {
       return Error(Code::kInvalidArgument,
                    fmt::format("ValiditySeconds exceeds approvals.max_ttl_s = {}",
@@ -195,6 +239,7 @@ Result<std::vector<storage::Approval>> OperatorOperations::ListApprovals(
     const std::string& new_platform_id, OperatorCall* call) {
   auto run = [&]() -> Result<std::vector<storage::Approval>> {
     TPMMA_RETURN_IF_ERROR(Authorize(call, "ListApprovals", kAnyRole, ""));
+    TPMMA_RETURN_IF_ERROR(CheckIds({{"NewPlatformId", new_platform_id}}));
     return vault_->ListApprovals(new_platform_id);
   };
   return Finish(call, run());
@@ -204,6 +249,10 @@ Result<storage::AuditPage> OperatorOperations::ListAudit(const storage::AuditFil
                                                          OperatorCall* call) {
   auto run = [&]() -> Result<storage::AuditPage> {
     TPMMA_RETURN_IF_ERROR(Authorize(call, "ListAudit", kAuditorOrAdmin, ""));
+    TPMMA_RETURN_IF_ERROR(CheckIds({{"Actor", Opt(filter.actor)},
+                                    {"Action", Opt(filter.action)},
+                                    {"Object", Opt(filter.object)},
+                                    {"PageToken", filter.page_token}}));
     return vault_->ListAudit(filter);
   };
   return Finish(call, run());

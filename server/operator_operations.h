@@ -16,6 +16,7 @@
 
 #include "common/env.h"
 #include "common/status.h"
+#include "server/refusal_limiter.h"
 #include "storage/vault.h"
 
 namespace tpmma::server {
@@ -28,6 +29,7 @@ struct OperatorPolicy {
 // One call: the caller's certificate in, who and what out (for the request log line).
 struct OperatorCall {
   std::string client_cert_fingerprint;  // SHA-256 hex, empty without a certificate
+  std::string peer;                     // "192.0.2.1:5000" (RequestInfo), in every audit row
   std::string op;                       // "Approve", ...
   std::string actor = "anonymous";      // "operator:<name>" once known
   std::string object;
@@ -44,8 +46,11 @@ struct ApproveRequest {
 
 class OperatorOperations {
  public:
-  OperatorOperations(storage::Vault* vault, Env* env, const OperatorPolicy& policy)
-      : vault_(vault), env_(env), policy_(policy) {}
+  // `limiter` (may be null: every refusal audited) counts refusals of callers that are no
+  // operator (no certificate, an unknown one) per peer instead of auditing each (finding 3).
+  OperatorOperations(storage::Vault* vault, Env* env, const OperatorPolicy& policy,
+                     RefusalLimiter* limiter = nullptr)
+      : vault_(vault), env_(env), policy_(policy), limiter_(limiter) {}
 
   // A requested page size: 0 or less is the default (100), at most 500.
   static size_t PageSize(int requested);
@@ -83,6 +88,7 @@ class OperatorOperations {
   storage::Vault* vault_;
   Env* env_;
   OperatorPolicy policy_;
+  RefusalLimiter* limiter_;
 };
 
 }  // namespace tpmma::server

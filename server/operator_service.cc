@@ -48,6 +48,7 @@ class OperatorCalls::Impl final : public OperatorBindingService {
   int Run(const RequestInfo& info, OperatorCallLog* log) {
     call_ = OperatorCall{};
     call_.client_cert_fingerprint = info.client_cert_fingerprint;
+    call_.peer = info.peer;
     fault_.reset();
     int rc = dispatch();
     if (!call_.op.empty()) {

@@ -79,6 +79,10 @@ struct SqliteVaultOptions {
   // per interval instead of one per read. A crash loses at most this much more. 0: no wait.
   uint32_t deferred_audit_delay_ms = 10;
   FaultHook fault_hook;
+  // The SQLite VFS (registered by name) every connection uses; empty: the default. What
+  // the vault's file I/O goes through, so tests can inject disk-full, fsync and read-only
+  // faults (tests/storage/sqlite_fault_vfs.h), as LevelDB's Env does.
+  std::string vfs;
 };
 
 // Counters for tests and benchmarks; monotonic except `queued`.
@@ -165,7 +169,12 @@ class SqliteVault final : public Vault {
   Status AppendAuditDeferred(const AuditEvent& event) override;
   Status FlushDeferredAudit() override;
   Result<AuditPage> ListAudit(const AuditFilter& filter) override;
-  Status VerifyAuditChain() override;
+  Result<AuditRecord> GetAuditRecord(int64_t seq) override;
+  Result<AuditHead> GetAuditHead() override;
+  Result<AuditChainReport> CheckAuditChain() override;
+  Status ArchiveAudit(int64_t through_seq, ByteView archive_sha256,
+                      const AuditEvent& audit) override;
+  Result<std::vector<AuditSegment>> ListAuditSegments() override;
 
   Status IntegrityCheck() override;
 

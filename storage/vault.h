@@ -68,6 +68,39 @@ struct AuditPage {
   std::string next_page_token;       // empty when there are no more
 };
 
+// The action of the record every log starts with (actor "system", object the hex of the
+// vault id). A vault made before schema 6 has it after its older records: its detail then
+// says how many came before ("after N record(s) ..."), and those are not anchored by it.
+inline constexpr std::string_view kAuditGenesisAction = "Audit.Genesis";
+// The action of the record ArchiveAudit appends; object: the last archived seq.
+inline constexpr std::string_view kAuditArchiveAction = "Audit.Archive";
+
+// The log's head, for signed checkpoints (server/audit_checkpoint.h).
+struct AuditHead {
+  Bytes vault_id;  // 16 random bytes, fixed when the vault (or schema 6) was made
+  int64_t seq = 0;
+  Bytes hash;
+  int64_t time = 0;
+};
+
+// A stretch of the log removed by ArchiveAudit after it was written to an archive file.
+struct AuditSegment {
+  int64_t first_seq = 0;
+  int64_t last_seq = 0;
+  Bytes last_hash;  // the hash of record last_seq: the prev_hash of record last_seq + 1
+  int64_t archived_at = 0;
+  Bytes archive_sha256;
+};
+
+// What CheckAuditChain verified.
+struct AuditChainReport {
+  Bytes vault_id;
+  int64_t first_seq = 0;         // first record still in the vault
+  int64_t last_seq = 0;          // the head
+  int64_t genesis_seq = 0;       // 0: archived
+  int64_t archived_through = 0;  // 0: nothing archived
+};
+
 // ---------------------------------------------------------------------------------------
 // Platforms (one TPM each)
 
@@ -431,8 +464,25 @@ class Vault {
   // committed or given up (see the backend's stats). For tests, shutdown and ma-admin.
   virtual Status FlushDeferredAudit() { return Status(); }
   virtual Result<AuditPage> ListAudit(const AuditFilter& filter) = 0;
-  // kCorruption naming the first bad seq (edited, inserted or deleted record).
-  virtual Status VerifyAuditChain() = 0;
+  // kNotFound for a seq not (or no longer: archived) in the vault.
+  virtual Result<AuditRecord> GetAuditRecord(int64_t seq) = 0;
+  virtual Result<AuditHead> GetAuditHead() = 0;
+  // kCorruption naming the first finding: an edited, inserted or deleted record, a log
+  // with no genesis record (emptied) or two, a segment gap, an archive not on record in
+  // the log, or an append-only trigger missing or changed. What it cannot see (a cut
+  // tail, a re-chained log) needs a signed checkpoint: docs/reliability.md.
+  virtual Result<AuditChainReport> CheckAuditChain() = 0;
+  Status VerifyAuditChain() {
+    auto r = CheckAuditChain();
+    return r ? Status() : r.error();
+  }
+  // Retention: removes records up to `through_seq` (which the caller has written, with a
+  // checkpoint, to an archive file whose SHA-256 is `archive_sha256`), records the segment
+  // and appends `audit` (action kAuditArchiveAction, object the seq), in one transaction.
+  // kInvalidArgument unless archived_through < through_seq < the head's seq.
+  virtual Status ArchiveAudit(int64_t through_seq, ByteView archive_sha256,
+                              const AuditEvent& audit) = 0;
+  virtual Result<std::vector<AuditSegment>> ListAuditSegments() = 0;
 
   // --- Maintenance
   // Backend self-check plus VerifyAuditChain; kCorruption on any finding.

@@ -22,10 +22,10 @@ Status CreatePrivateFile(const std::string& path) {
 }
 
 Result<DbPtr> OpenConnection(const std::string& path, int busy_timeout_ms,
-                             std::string_view pragmas) {
+                             std::string_view pragmas, const std::string& vfs) {
   sqlite3* raw = nullptr;
-  int rc =
-      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                           vfs.empty() ? nullptr : vfs.c_str());
   DbPtr db(raw);
   if (rc != SQLITE_OK) {
     return Error(SqliteError(db.get(), rc, Cat("open vault ", path)));

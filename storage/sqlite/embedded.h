@@ -16,4 +16,6 @@ extern const unsigned char kMigration4[];
 extern const size_t kMigration4Size;
 extern const unsigned char kMigration5[];
 extern const size_t kMigration5Size;
+extern const unsigned char kMigration6[];
+extern const size_t kMigration6Size;
 }  // namespace tpmma::storage::sqlite::embedded

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "storage/sqlite/migrations.h"
 
+#include <chrono>
 #include <iterator>
 
 #include "common/text.h"
+#include "storage/sqlite/audit_chain.h"
 #include "storage/sqlite/embedded.h"
 #include "storage/sqlite/txn.h"
 
@@ -21,9 +23,23 @@ const std::string_view kMigrations[] = {
     Text(embedded::kMigration3, embedded::kMigration3Size),
     Text(embedded::kMigration4, embedded::kMigration4Size),
     Text(embedded::kMigration5, embedded::kMigration5Size),
+    Text(embedded::kMigration6, embedded::kMigration6Size),
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));
+
+// What a migration needs that SQL cannot do, in the migration's own transaction.
+Status AfterMigration(sqlite3* db, int64_t new_version) {
+  if (new_version == 6) {
+    // The genesis record needs the chain hash: made once, here, so that an emptied log
+    // is never given a fresh start by a later open.
+    const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    return AppendGenesisLocked(db, now);
+  }
+  return Status();
+}
 
 }  // namespace
 
@@ -83,6 +99,7 @@ Status Migrate(sqlite3* db, const std::string& path) {
       if (version == kSchemaVersion) return false;
       TPMMA_RETURN_IF_ERROR(Exec(db, Cat("schema migration ", version, " to ", version + 1),
                                  std::string(kMigrations[version])));
+      TPMMA_RETURN_IF_ERROR(AfterMigration(db, version + 1));
       TPMMA_RETURN_IF_ERROR(
           Exec(db, "set application_id", Cat("PRAGMA application_id = ", kApplicationId)));
       TPMMA_RETURN_IF_ERROR(

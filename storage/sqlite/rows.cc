@@ -36,39 +36,6 @@ Status MaybeAudit(sqlite3* db, const std::optional<AuditEvent>& audit) {
   return Status();
 }
 
-Status VerifyAuditChainLocked(sqlite3* db) {
-  TPMMA_ASSIGN_OR_RETURN(Stmt s,
-                         Stmt::Prepare(db, "read audit log",
-                                       "SELECT seq, time, actor, action, object, outcome, detail, "
-                                       "prev_hash, hash FROM audit_log ORDER BY seq"));
-  int64_t expected_seq = 1;
-  Bytes prev(kHashSize, 0);
-  while (true) {
-    TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    int64_t seq = s.Int(0);
-    if (seq != expected_seq) {
-      return Status(Code::kCorruption, Cat("audit chain broken at seq ", expected_seq,
-                                           ": record missing (next present is seq ", seq, ")"));
-    }
-    AuditEvent e{s.Int(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Text(6)};
-    Bytes prev_hash = s.Blob(7);
-    Bytes hash = s.Blob(8);
-    if (prev_hash != prev) {
-      return Status(Code::kCorruption, Cat("audit chain broken at seq ", seq,
-                                           ": prev_hash does not match the hash of seq ", seq - 1));
-    }
-    TPMMA_ASSIGN_OR_RETURN(Bytes computed, AuditRecordHash(seq, e, prev_hash));
-    if (computed != hash) {
-      return Status(Code::kCorruption,
-                    Cat("audit chain broken at seq ", seq, ": record was altered"));
-    }
-    prev = std::move(hash);
-    ++expected_seq;
-  }
-  return Status();
-}
-
 Result<bool> PlatformExists(sqlite3* db, std::string_view id) {
   TPMMA_ASSIGN_OR_RETURN(
       Stmt s, Stmt::Prepare(db, "check platform exists", "SELECT 1 FROM platforms WHERE id = ?"));

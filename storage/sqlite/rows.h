@@ -42,8 +42,6 @@ Status CheckAuditEvent(const AuditEvent& e);
 // Appends to the hash chain inside the open transaction; returns the record's seq.
 Result<int64_t> AppendAuditLocked(sqlite3* db, const AuditEvent& e);
 Status MaybeAudit(sqlite3* db, const std::optional<AuditEvent>& audit);
-// kCorruption naming the first bad seq; run inside one read transaction.
-Status VerifyAuditChainLocked(sqlite3* db);
 
 Result<bool> PlatformExists(sqlite3* db, std::string_view id);
 

@@ -3,6 +3,7 @@
 // shutdown, statistics and the integrity check.
 #include <algorithm>
 
+#include "storage/sqlite/audit_chain.h"
 #include "storage/sqlite/connection.h"
 #include "storage/sqlite/migrations.h"
 #include "storage/sqlite/read_pool.h"
@@ -42,7 +43,7 @@ Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
                                                        SqliteVaultOptions options) {
   TPMMA_RETURN_IF_ERROR(sqlite::CreatePrivateFile(path));
   TPMMA_ASSIGN_OR_RETURN(DbPtr db, sqlite::OpenConnection(path, options.busy_timeout_ms,
-                                                          "PRAGMA secure_delete = ON;"));
+                                                          "PRAGMA secure_delete = ON;", options.vfs));
   TPMMA_RETURN_IF_ERROR(sqlite::CheckIdentity(db.get(), path));
   TPMMA_RETURN_IF_ERROR(sqlite::MakeDurable(db.get(), path));
   TPMMA_RETURN_IF_ERROR(sqlite::Migrate(db.get(), path));
@@ -54,7 +55,8 @@ Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
   std::vector<DbPtr> readers;
   for (size_t i = 0; i < std::max<size_t>(options.read_connections, 1); ++i) {
     TPMMA_ASSIGN_OR_RETURN(
-        DbPtr r, sqlite::OpenConnection(path, options.busy_timeout_ms, "PRAGMA query_only = ON;"));
+        DbPtr r, sqlite::OpenConnection(path, options.busy_timeout_ms, "PRAGMA query_only = ON;",
+                                        options.vfs));
     sqlite::AttachStmtCache(r.get());
     readers.push_back(std::move(r));
   }
@@ -101,16 +103,6 @@ Status ForeignKeyFindings(sqlite3* db) {
   return Status();
 }
 
-Status AuditTriggersPresent(sqlite3* db) {
-  TPMMA_ASSIGN_OR_RETURN(
-      Stmt s, Stmt::Prepare(db, "check audit triggers",
-                            "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' AND "
-                            "name IN ('audit_log_no_update', 'audit_log_no_delete')"));
-  TPMMA_RETURN_IF_ERROR(s.Step());
-  if (s.Int(0) != 2) return Status(Code::kCorruption, "audit_log append-only triggers are missing");
-  return Status();
-}
-
 }  // namespace
 
 Status SqliteVault::IntegrityCheck() {
@@ -119,8 +111,7 @@ Status SqliteVault::IntegrityCheck() {
   return sqlite::ToStatus(sqlite::InTxn(db, false, "integrity check", [&]() -> Result<void> {
     TPMMA_RETURN_IF_ERROR(SqliteFindings(db));
     TPMMA_RETURN_IF_ERROR(ForeignKeyFindings(db));
-    TPMMA_RETURN_IF_ERROR(AuditTriggersPresent(db));
-    TPMMA_RETURN_IF_ERROR(sqlite::VerifyAuditChainLocked(db));
+    TPMMA_RETURN_IF_ERROR(sqlite::CheckAuditChainLocked(db));
     return {};
   }));
 }

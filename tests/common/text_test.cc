@@ -2,6 +2,9 @@
 // Text forms shared by the CLIs: what a caller-chosen string can do to a terminal.
 #include "common/text.h"
 
+#include <algorithm>
+#include <string>
+
 #include <gtest/gtest.h>
 
 namespace tpmma {
@@ -23,6 +26,36 @@ TEST(EscapeForTerminal, ControlCharactersCannotForgeLinesOrRunEscapes) {
   EXPECT_EQ(EscapeForTerminal("Alice Müller € 田中"), "Alice Müller € 田中");
   EXPECT_EQ(EscapeForTerminal("x\xc2"), "x\xc2");
   EXPECT_EQ(EscapeForTerminal(""), "");
+}
+
+TEST(ForAudit, EscapesThenClipsWithoutCuttingAnEscapeOrACharacter) {
+  EXPECT_EQ(ForAudit("k\n\x1b[31m"), "k\\x0a\\x1b[31m");
+  EXPECT_EQ(ForAudit("short", 10), "short");
+  EXPECT_EQ(ForAudit(std::string(20, 'a'), 10), "aaaaaaa...");
+  // The cut would fall inside "\x1b" (bytes 5..8): the whole escape goes.
+  EXPECT_EQ(ForAudit("abcde\x1bzzzz", 10), "abcde...");
+  EXPECT_EQ(ForAudit("abcd\\\\zzzzz", 10), "abcd\\\\...");
+  // ... or inside a 3-byte character.
+  EXPECT_EQ(ForAudit("abcdef\xe2\x82\xac"
+                     "zz",
+                     10),
+            "abcdef...");
+  for (size_t max = 0; max < 40; ++max) {
+    const std::string clipped =
+        ForAudit("x\n\xe2\x82\xac\\\x1b\xc2\x9b" + std::string(30, 'y'), max);
+    EXPECT_LE(clipped.size(), std::max<size_t>(max, 3));
+    EXPECT_FALSE(HasControlCharacter(clipped)) << max;
+  }
+}
+
+TEST(HasControlCharacter, C0DelAndC1) {
+  EXPECT_TRUE(HasControlCharacter("a\nb"));
+  EXPECT_TRUE(HasControlCharacter("\x1b[31m"));
+  EXPECT_TRUE(HasControlCharacter(std::string("a\0b", 3)));
+  EXPECT_TRUE(HasControlCharacter("\x7f"));
+  EXPECT_TRUE(HasControlCharacter("\xc2\x9b"));
+  EXPECT_FALSE(HasControlCharacter("ma-test é € 田中"));
+  EXPECT_FALSE(HasControlCharacter(""));
 }
 
 TEST(Text, Hex32AndUtc) {

@@ -77,15 +77,21 @@ TEST_F(AdminInitTest, CreatesAWorkingStateDirectoryWithSafePermissions) {
   ASSERT_TRUE(vault.has_value()) << vault.error().ToString();
   auto audit = (*vault)->ListAudit({});
   ASSERT_TRUE(audit.has_value());
-  ASSERT_EQ(audit->records.size(), 1u);
-  EXPECT_EQ(audit->records[0].event.action, "InitMA");
+  ASSERT_EQ(audit->records.size(), 2u);
+  EXPECT_EQ(audit->records[0].event.action, storage::kAuditGenesisAction);
+  EXPECT_EQ(audit->records[1].event.action, "InitMA");
   EXPECT_TRUE((*vault)->IntegrityCheck().ok());
+  // The audit checkpoint key: its own file, owner-only, named in the config.
+  EXPECT_EQ(Mode(dir + "/audit/checkpoint-key.pem"), 0600u);
+  EXPECT_EQ(Mode(dir + "/audit/checkpoint-pub.pem"), 0644u);
 
   auto cfg = LoadConfig(dir + "/config.toml");
   ASSERT_TRUE(cfg.has_value()) << cfg.error().ToString();
   EXPECT_EQ(cfg->listen_port, 9443);
   EXPECT_EQ(cfg->ma.private_key, dir + "/ma/ma-key.pem");  // resolved against the file's dir
   EXPECT_EQ(cfg->vault_path, dir + "/vault.db");
+  EXPECT_EQ(cfg->audit_checkpoint_key, dir + "/audit/checkpoint-key.pem");
+  EXPECT_EQ(cfg->audit_checkpoint_dir, dir + "/audit/checkpoints");
   EXPECT_EQ(cfg->escrow.custody, "software");
   EXPECT_EQ(cfg->escrow.private_key, dir + "/escrow/escrow-key.pem");
 }

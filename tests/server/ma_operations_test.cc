@@ -7,6 +7,7 @@
 // retired escrow keys), with a real SQLite vault and real swtpm platforms. The wire shape
 // of each operation is ma_service_swtpm_test.cc's.
 #include <openssl/evp.h>
+#include <sqlite3.h>
 
 #include <map>
 
@@ -16,6 +17,7 @@
 #include "server/ma_operations.h"
 #include "storage/sqlite_vault.h"
 #include "tests/server/ma_platform_fixture.h"
+#include "tests/storage/sqlite_fault_vfs.h"
 
 namespace tpmma::server {
 namespace {
@@ -720,6 +722,55 @@ TEST_F(MaOperationsTest, UploadRefusalsAndTheDigestComputedOnce) {
   EXPECT_EQ(seen["LimitExceeded"], 1);
   EXPECT_EQ(seen["SchemaViolation"], 1);
   EXPECT_GE(seen["ok"], 1);
+}
+
+}  // namespace
+}  // namespace tpmma::server
+
+namespace tpmma::server {
+namespace {
+
+// Upload while the vault's disk is full (then while fsync fails): the platform gets an
+// error, never an acknowledgement; once the disk has room the same upload succeeds
+// without a restart, and everything acknowledged before is still there.
+TEST_F(MaOperationsTest, UploadOnAFullDiskIsRefusedAndSucceedsOnceThereIsRoom) {
+  using storage::testing::FaultVfs;
+  FaultVfs& vfs = FaultVfs::Get();
+  vfs.Clear();
+  storage::SqliteVaultOptions o;
+  o.vfs = FaultVfs::kName;
+  auto vault = storage::SqliteVault::Open(cfg_.vault_path + ".faulty", std::move(o));
+  ASSERT_OK(vault);
+  auto ops = MakeOps(cfg_, &env_, vault->get(), ep_.custody.get());
+  ASSERT_OK(ops);
+  Client c(ops->get());
+  Plat a;
+  ASSERT_NO_FATAL_FAILURE(OpenPlat(t_, &a));
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, a, true));
+  const TPM2B_PUBLIC& ma_public = ep_.custody->public_area();
+  Made first, second;
+  ASSERT_NO_FATAL_FAILURE(MakePackage(a, ma_public, ep_.custody->name(), &first));
+  ASSERT_NO_FATAL_FAILURE(MakePackage(a, ma_public, ep_.custody->name(), &second));
+  ASSERT_OK(Upload(c, a.token, first.bytes, nullptr));
+
+  for (int fault : {SQLITE_FULL, SQLITE_IOERR_FSYNC}) {
+    SCOPED_TRACE(fault);
+    if (fault == SQLITE_FULL)
+      vfs.FailWrites(fault);
+    else
+      vfs.FailSyncs(fault);
+    Status refused = Upload(c, a.token, second.bytes, nullptr);
+    vfs.Clear();
+    EXPECT_EQ(refused.code(), Code::kIoError) << refused.ToString();
+    bool already = false;
+    ASSERT_OK(Upload(c, a.token, second.bytes, &already));  // the platform retries
+    ASSERT_OK(Upload(c, a.token, first.bytes, &already));
+    EXPECT_TRUE(already) << "an acknowledged upload went missing";
+  }
+  std::vector<std::string> ids;
+  ASSERT_OK(Query(c, a.token, &ids));
+  EXPECT_EQ(ids.size(), 2u);
+  EXPECT_TRUE((*vault)->IntegrityCheck().ok());
 }
 
 }  // namespace

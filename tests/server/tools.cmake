@@ -26,6 +26,12 @@ tpmma_test(ma_service_purge_test SOURCES ma_service_purge_test.cc
 tpmma_test(ek_trust_test SOURCES ek_trust_test.cc LIBS tpmma_admin tpmma_storage LABELS server)
 tpmma_test(ek_cert_quirks_test SOURCES ek_cert_quirks_test.cc LIBS tpmma_admin tpmma_storage LABELS server)
 
+# Signed audit checkpoints and archives (ma-admin audit checkpoint/verify/archive).
+tpmma_test(audit_checkpoint_test SOURCES audit_checkpoint_test.cc
+  LIBS tpmma_admin tpmma_storage PkgConfig::SQLITE3 LABELS server)
+target_compile_definitions(audit_checkpoint_test PRIVATE MA_ADMIN_PATH="$<TARGET_FILE:ma-admin>")
+add_dependencies(audit_checkpoint_test ma-admin)
+
 # Issue #13's soak, short (server/bench/soak.sh): ma-bench --mix, every operation and every
 # hostile request, 20 s at 8 connections against a real ma-server and swtpm; every answer as
 # expected, every acknowledged upload in the vault, audit verify passes (about 30 s). Not

@@ -83,7 +83,7 @@ class WriterTest : public ::testing::Test {
   void SetUp() override {
     path_ = dir_.File("writer.db");
     ASSERT_OK(CreatePrivateFile(path_));
-    auto db = OpenConnection(path_, 5000, "PRAGMA journal_mode = WAL;");
+    auto db = OpenConnection(path_, 5000, "PRAGMA journal_mode = WAL;", "");
     ASSERT_OK(db);
     ASSERT_OK(Exec(db->get(), "create tables",
                    "CREATE TABLE t (tag TEXT PRIMARY KEY); CREATE TABLE log (what TEXT);"));

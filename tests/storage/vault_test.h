@@ -19,6 +19,9 @@
 
 namespace tpmma::storage::testing {
 
+// Every vault's log starts with its genesis record (seq 1), before any caller's.
+inline constexpr int64_t kGenesisRecords = 1;
+
 struct VaultBackend {
   std::string name;
   // Opens the vault whose data lives under `dir` (creating it the first time).
