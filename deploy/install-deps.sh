@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake pkg-config clang-format
+  # the libFuzzer build of tests/fuzz (deploy/fuzz.sh)
+  clang-16 libclang-rt-16-dev
   # service and package libraries
   gsoap libgsoap-dev libboost-dev libboost-system-dev libssl-dev openssl
   libxml2-dev libxml2-utils libxmlsec1-dev xmlsec1 libsqlite3-dev sqlite3

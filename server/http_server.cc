@@ -32,6 +32,7 @@
 #include "common/file_mode.h"
 #include "common/openssl.h"
 #include "server/admission.h"
+#include "server/http_route.h"
 #include "server/log.h"
 #include "server/worker_pool.h"
 #include "wsdl/soap_fault.h"
@@ -63,8 +64,6 @@ constexpr const char* kTls12Ciphers =
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 class ServerImpl;
-
-enum class Route { kHealth, kSoap, kEcho };
 
 // One TLS connection. Every member is touched only on the connection's strand (the
 // executor of its socket); workers hand replies back with asio::post.
@@ -454,60 +453,17 @@ void Connection::OnHeader(beast::error_code ec) {
   if (ec) return OnReadError(ec);
   const auto& req = parser_->get();
   head_ = req.method() == http::verb::head;
-  // lms, ma-admin and stock SOAP stacks send Content-Length. A chunked body escapes both
-  // size limits (Beast counts neither chunk extensions nor trailers against them), so it is
-  // refused before a byte of it is read (RFC 9110 15.5.12).
-  if (parser_->chunked()) {
-    return Respond(http::status::length_required,
-                   "chunked request bodies are not accepted: send Content-Length\n", true,
-                   "Unsupported");
-  }
-  std::string_view target(req.target().data(), req.target().size());
-  std::string_view path = target.substr(0, target.find('?'));
-
   // Route on the header alone, so a request we will refuse never has its body read.
-  std::optional<Route> route;
-  http::status refuse = http::status::ok;
-  std::string_view outcome;
-  if (path == "/healthz") {
-    if (req.method() == http::verb::get || req.method() == http::verb::head) {
-      route = Route::kHealth;
-    } else {
-      refuse = http::status::method_not_allowed;
-    }
-  } else if (path == "/" || path == "/soap" || (path == "/echo" && cfg().bench_echo)) {
-    if (req.method() != http::verb::post) {
-      refuse = http::status::method_not_allowed;
-    } else if (path != "/echo" &&
-               !beast::iequals(beast::string_view(req[http::field::content_type]).substr(0, 8),
-                               "text/xml")) {
-      refuse = http::status::unsupported_media_type;
-    } else {
-      route = path == "/echo" ? Route::kEcho : Route::kSoap;
-    }
-  } else {
-    refuse = http::status::not_found;
-  }
-  outcome = refuse == http::status::not_found ? "NotFound" : "Unsupported";
-
-  auto expect = req.find(http::field::expect);
-  bool wants_continue = false;
-  if (expect != req.end()) {
-    if (!beast::iequals(expect->value(), "100-continue")) {
-      return Respond(http::status::expectation_failed, "unsupported Expect\n", true, "Unsupported");
-    }
-    wants_continue = true;
-  }
+  RouteDecision d = RouteHeader(req, parser_->chunked(), cfg().bench_echo);
+  if (d.close) return Respond(d.status, std::string(d.body), true, d.outcome);
   keep_alive_ = req.keep_alive();
-  if (!route) {
-    std::string body(http::obsolete_reason(refuse));
-    body += "\n";
-    bool is_405 = refuse == http::status::method_not_allowed;
+  const bool wants_continue = d.wants_continue;
+  if (!d.route) {
     // An unread body would be parsed as the next request: close instead.
-    return Respond(refuse, std::move(body), !parser_->is_done(), outcome,
-                   is_405 ? http::field::allow : http::field::unknown,
-                   path == "/healthz" ? "GET, HEAD" : "POST");
+    return Respond(d.status, std::string(d.body), !parser_->is_done(), d.outcome,
+                   d.allow.empty() ? http::field::unknown : http::field::allow, d.allow);
   }
+  std::optional<Route> route = d.route;
   route_ = *route;
   if (route_ != Route::kHealth) {
     reservation_ = server_->admission().Reserve(parser_->content_length().value_or(0));
