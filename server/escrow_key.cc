@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "server/escrow_key.h"
 
-#include <mutex>
-
 #include "common/openssl.h"
 #include "server/key_files.h"
 #include "tpm/escrow.h"
@@ -56,13 +54,17 @@ class SoftwareEscrowKey final : public PublishedEscrowKey {
 
 class TpmEscrowKey final : public PublishedEscrowKey {
  public:
-  TpmEscrowKey(std::string key_id, Published p, LoadedTpmKey loaded)
-      : PublishedEscrowKey(std::move(key_id), std::move(p)), loaded_(std::move(loaded)) {}
+  TpmEscrowKey(std::string key_id, Published p, std::unique_ptr<TpmKeySlot> slot)
+      : PublishedEscrowKey(std::move(key_id), std::move(p)), slot_(std::move(slot)) {}
   Result<SecureBytes> Decrypt(ByteView ciphertext) override {
-    std::lock_guard<std::mutex> lock(mu_);  // one ESAPI context, one command at a time
-    auto plain = loaded_.tpm->RsaDecryptOaep(loaded_.key, ciphertext, tpm::EscrowOaepLabel());
+    SecureBytes plain;
+    Status s = slot_->Run([&](esys::Tpm& tpm, const esys::Object& key) -> Status {
+      TPMMA_ASSIGN_OR_RETURN(plain, tpm.RsaDecryptOaep(key, ciphertext, tpm::EscrowOaepLabel()));
+      return Status::Ok();
+    });
+    if (s.code() == Code::kUnavailable) return Error(s);
     // The same answer as the software custody: which check failed is not the caller's business.
-    if (!plain) {
+    if (!s.ok()) {
       return Error(Code::kIntegrityFailure,
                    "escrowed inner key does not decrypt with the escrow key");
     }
@@ -70,8 +72,7 @@ class TpmEscrowKey final : public PublishedEscrowKey {
   }
 
  private:
-  LoadedTpmKey loaded_;
-  std::mutex mu_;
+  std::unique_ptr<TpmKeySlot> slot_;
 };
 
 }  // namespace
@@ -100,9 +101,10 @@ Result<std::unique_ptr<EscrowKeyCustody>> LoadTpmEscrowKey(const TpmEscrowKeyOpt
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr tpm_key, tpm::PublicToEvp(blob.public_area.publicArea));
   TPMMA_ASSIGN_OR_RETURN(Bytes der, ReadCertificateFor(o.certificate_path, tpm_key.get(),
                                                        o.public_path, "escrow", env));
-  TPMMA_ASSIGN_OR_RETURN(LoadedTpmKey loaded, LoadTpmKey(o.tcti, o.parent_handle, blob, "escrow"));
   TPMMA_ASSIGN_OR_RETURN(Published p, Publish(blob.public_area, std::move(der)));
-  return std::make_unique<TpmEscrowKey>(o.key_id, std::move(p), std::move(loaded));
+  TPMMA_ASSIGN_OR_RETURN(std::unique_ptr<TpmKeySlot> slot,
+                         TpmKeySlot::Load(o.tcti, o.parent_handle, std::move(blob), "escrow"));
+  return std::make_unique<TpmEscrowKey>(o.key_id, std::move(p), std::move(slot));
 }
 
 Result<std::unique_ptr<EscrowKeyCustody>> LoadEscrowKey(const TpmKeyConfig& k, Env* env) {

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "server/key_files.h"
 
+#include <spdlog/spdlog.h>
+
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -95,6 +97,40 @@ Result<LoadedTpmKey> LoadTpmKey(const std::string& tcti, uint32_t parent_handle,
                                               "this TPM?");
   }
   return out;
+}
+
+Result<std::unique_ptr<TpmKeySlot>> TpmKeySlot::Load(std::string tcti, uint32_t parent_handle,
+                                                     esys::KeyBlob blob, std::string what) {
+  std::unique_ptr<TpmKeySlot> slot(
+      new TpmKeySlot(std::move(tcti), parent_handle, std::move(blob), std::move(what)));
+  TPMMA_RETURN_IF_ERROR(slot->Reload());
+  slot->name_ = slot->loaded_->key.name();
+  return slot;
+}
+
+Status TpmKeySlot::Reload() {
+  loaded_.reset();  // flushes the old key first, if the old context still reaches the TPM
+  TPMMA_ASSIGN_OR_RETURN(LoadedTpmKey loaded, LoadTpmKey(tcti_, parent_, blob_, what_));
+  loaded_.emplace(std::move(loaded));
+  return Status::Ok();
+}
+
+Status TpmKeySlot::Run(const Command& command) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (loaded_) {
+    Status s = command(*loaded_->tpm, loaded_->key);
+    // Anything else is about the caller's input, which a reload does not change.
+    if (s.ok() || (s.code() != Code::kUnavailable && s.code() != Code::kTpmError)) return s;
+    spdlog::warn("the {} key's TPM ({}) failed: {}; opening it again and reloading the key", what_,
+                 tcti_, s.message());
+  }
+  Status reloaded = Reload();
+  if (!reloaded.ok()) {
+    // Where the MA's TPM is and how it failed is for the MA's log, not for the caller.
+    spdlog::error("the {} key's TPM ({}) is not available: {}", what_, tcti_, reloaded.message());
+    return Error(Code::kUnavailable, "the " + what_ + " key's TPM is not available; retry later");
+  }
+  return command(*loaded_->tpm, loaded_->key);
 }
 
 }  // namespace tpmma::server

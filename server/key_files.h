@@ -5,15 +5,18 @@
 // ("MA", "escrow").
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
-#include "tpm/esys/esys.h"
 #include "common/bytes.h"
 #include "common/env.h"
 #include "common/openssl.h"
 #include "common/status.h"
+#include "tpm/esys/esys.h"
 
 namespace tpmma::server {
 
@@ -39,5 +42,33 @@ struct LoadedTpmKey {
 };
 Result<LoadedTpmKey> LoadTpmKey(const std::string& tcti, uint32_t parent_handle,
                                 const esys::KeyBlob& blob, std::string_view what);
+
+// A key the MA keeps loaded in a TPM of its own (the MA key, the escrow key) that outlives
+// that TPM's restarts. A command that fails because the TPM could not be reached, or no
+// longer holds the key (transient objects are gone after a TPM reset), reopens the TPM,
+// reloads the key and runs once more; if the TPM is still away the caller gets kUnavailable
+// and the next command tries again. One command at a time (one ESAPI context).
+class TpmKeySlot {
+ public:
+  using Command = std::function<Status(esys::Tpm& tpm, const esys::Object& key)>;
+  static Result<std::unique_ptr<TpmKeySlot>> Load(std::string tcti, uint32_t parent_handle,
+                                                  esys::KeyBlob blob, std::string what);
+  // The key's Name as its TPM reported it at the first load (checked against its public file).
+  const Bytes& name() const { return name_; }
+  Status Run(const Command& command);
+
+ private:
+  TpmKeySlot(std::string tcti, uint32_t parent, esys::KeyBlob blob, std::string what)
+      : tcti_(std::move(tcti)), parent_(parent), blob_(std::move(blob)), what_(std::move(what)) {}
+  Status Reload();
+
+  const std::string tcti_;
+  const uint32_t parent_;
+  const esys::KeyBlob blob_;
+  const std::string what_;
+  Bytes name_;
+  std::mutex mu_;
+  std::optional<LoadedTpmKey> loaded_;  // empty after a reload that failed
+};
 
 }  // namespace tpmma::server

@@ -72,6 +72,11 @@ std::string_view Explain(std::string_view call, uint32_t base) {
 
 }  // namespace
 
+bool FromLocalTpm(const Status& s) {
+  const std::string& m = s.message();
+  return m.find("Esys_") != std::string::npos || m.find("Tss2_Tcti") != std::string::npos;
+}
+
 uint32_t TpmBaseRc(TSS2_RC rc) {
   const TSS2_RC layer = rc & TSS2_RC_LAYER_MASK;
   if (layer != TSS2_TPM_RC_LAYER && layer != TSS2_RESMGR_TPM_RC_LAYER) return 0;
@@ -106,6 +111,12 @@ Status CheckRc(std::string_view call, TSS2_RC rc) {
       (base_code == TSS2_BASE_RC_IO_ERROR || base_code == TSS2_BASE_RC_NO_CONNECTION ||
        base_code == TSS2_BASE_RC_TRY_AGAIN || base_code == TSS2_BASE_RC_GENERAL_FAILURE)) {
     return Status(Code::kUnavailable, std::move(msg) + ": cannot reach the TPM");
+  }
+  // ESAPI refuses every call after one whose TCTI failed (its context is in an internal
+  // error state); with only synchronous calls that is the one way to get BAD_SEQUENCE.
+  if (rc == TSS2_ESYS_RC_BAD_SEQUENCE) {
+    return Status(Code::kUnavailable,
+                  std::move(msg) + ": an earlier command lost the TPM: cannot reach the TPM");
   }
   std::string_view plain = Explain(call, TpmBaseRc(rc));
   // TPM2_Import's 4th parameter is inSymSeed: any error there means the seed was encrypted

@@ -32,6 +32,7 @@
 #include "tpm/escrow.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
+#include "tpm/tss_error.h"
 
 namespace tpmma::lms {
 
@@ -109,6 +110,10 @@ std::string JoinCustody(const std::vector<ma::Custody>& modes) {
 
 // The MA's answer in plain words, naming the MA.
 Status MaFailure(const Status& s, const MaSettings& settings, std::string_view doing) {
+  // Not the MA's answer: this TPM failed, or went away, in the middle of the exchange.
+  if (tpm::FromLocalTpm(s)) {
+    return Status(s.code(), "the TPM failed (" + std::string(doing) + "): " + s.message());
+  }
   if (s.code() == Code::kUnavailable) {
     return Status(Code::kUnavailable, "cannot reach the MA at " + settings.url + " (" +
                                           std::string(doing) + "): " + s.message());

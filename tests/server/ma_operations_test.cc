@@ -4,7 +4,8 @@
 // Upload refusals (session, signature, platform, MRK policy, escrow binding, size), the
 // digest computed once, Query visibility, Delete of own vs other's packages, and the
 // Download approval decisions (none, expired, revoked, used up, reusable, same platform,
-// retired escrow keys), with a real SQLite vault and real swtpm platforms. The wire shape
+// retired escrow keys), the vault's disk full and the MA's own TPM killed mid re-wrap, with a
+// real SQLite vault and real swtpm platforms. The wire shape
 // of each operation is ma_service_swtpm_test.cc's.
 #include <openssl/evp.h>
 #include <sqlite3.h>
@@ -14,10 +15,12 @@
 #include <gtest/gtest.h>
 
 #include "server/ma_key.h"
+#include "server/ma_key_tpm.h"
 #include "server/ma_operations.h"
 #include "storage/sqlite_vault.h"
 #include "tests/server/ma_platform_fixture.h"
 #include "tests/storage/sqlite_fault_vfs.h"
+#include "tests/support/tpm_cut_proxy.h"
 
 namespace tpmma::server {
 namespace {
@@ -722,6 +725,100 @@ TEST_F(MaOperationsTest, UploadRefusalsAndTheDigestComputedOnce) {
   EXPECT_EQ(seen["LimitExceeded"], 1);
   EXPECT_EQ(seen["SchemaViolation"], 1);
   EXPECT_GE(seen["ok"], 1);
+}
+
+// The MA key in a TPM of the MA's own, and that TPM killed in the middle of a helpdesk-
+// approved re-wrap: swtpm dies after it ran TPM2_Rewrap, before the MA read the answer.
+// The new board gets kUnavailable and no key material; the approval is not used up; the
+// audit says what failed. While the TPM is away every Download says so; once it is back the
+// same MaOperations re-wraps (it reopens its TPM and reloads the key, no restart) and the
+// new board imports the MRK.
+TEST_F(MaOperationsTest, MaTpmKilledMidRewrapLeavesTheApprovalUnusedAndRecovers) {
+  using testing::TpmCutProxy;
+  std::string why;
+  Swtpm* tb = testing::SharedSwtpm(1, &why);
+  ASSERT_NE(tb, nullptr) << why;
+  auto hsm = Swtpm::Start(&why);
+  ASSERT_NE(hsm, nullptr) << why;
+  {
+    auto tpm = esys::Tpm::Open(hsm->tcti());
+    ASSERT_OK(tpm);
+    ASSERT_OK((*tpm)->GetOrCreateSrk(esys::KeyAlg::kRsa2048));
+  }
+  TempDir d;
+  auto imported = hsm->Tools({"tpm2_import", "-C", "0x81000001", "-G", "rsa", "-i", ma_.key, "-a",
+                              "restricted|decrypt|userwithauth", "-u", d.File("ma.pub"), "-r",
+                              d.File("ma.priv")});
+  ASSERT_EQ(imported.exit_code, 0) << imported.output;
+  auto proxy = TpmCutProxy::Start(
+      hsm->port(), [&] { hsm->Kill(); }, &why);
+  ASSERT_NE(proxy, nullptr) << why;
+  auto custody = LoadTpmMaKey({.key_id = cfg_.ma.key_id,
+                               .tcti = proxy->tcti(),
+                               .parent_handle = 0x81000001,
+                               .public_path = d.File("ma.pub"),
+                               .private_path = d.File("ma.priv"),
+                               .certificate_path = ma_.cert},
+                              &env_);
+  ASSERT_OK(custody);
+  auto vault = storage::SqliteVault::Open(d.File("v.db"));
+  ASSERT_OK(vault);
+  Config cfg = cfg_;
+  cfg.ek_roots = {t_->RootCaCertPath(), tb->RootCaCertPath()};
+  auto ops = MakeOps(cfg, &env_, vault->get(), custody->get());
+  ASSERT_OK(ops);
+  Client c(ops->get());
+  Plat a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenPlat(t_, &a));
+  ASSERT_NO_FATAL_FAILURE(OpenPlat(tb, &b));
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, a, true));
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, b, false));
+  Made pa;
+  ASSERT_NO_FATAL_FAILURE(MakePackage(a, (*custody)->public_area(), (*custody)->name(), &pa));
+  ASSERT_OK(Upload(c, a.token, pa.bytes, nullptr));
+  storage::ApprovalRequest r;
+  r.old_platform_id = a.id;
+  r.new_platform_id = b.id;
+  r.reason = "board swap";
+  r.created_by = "helpdesk1";
+  r.created_at = env_.NowUnixSeconds();
+  r.expires_at = r.created_at + 3600;
+  auto approval = (*vault)->CreateApproval(
+      r, storage::AuditEvent{r.created_at, "operator:helpdesk1", "ApproveRestore", "", "ok", ""});
+  ASSERT_OK(approval);
+
+  proxy->Arm({.skip = 0, .at_code = TPM2_CC_Rewrap, .after_execute = true});
+  Downloaded got;
+  Status cut = DownloadTo(c, b, pa.model.package_id, &got);
+  ASSERT_TRUE(proxy->fired()) << "the re-wrap never reached the MA's TPM";
+  EXPECT_EQ(cut.code(), Code::kUnavailable) << cut.ToString();
+  EXPECT_EQ(cut.message().find("swtpm"), std::string::npos)
+      << "names the MA's TPM: " << cut.message();
+  EXPECT_TRUE(got.duplicate.empty());
+  EXPECT_TRUE(
+      (*vault)->FindActiveApproval(b.id, pa.model.package_id, env_.NowUnixSeconds()).has_value());
+  // Still away: said at once, every time.
+  EXPECT_CODE(DownloadTo(c, b, pa.model.package_id, &got), Code::kUnavailable);
+
+  ASSERT_TRUE(hsm->Restart(&why)) << why;
+  proxy->Retarget(hsm->port());
+  ASSERT_OK(DownloadTo(c, b, pa.model.package_id, &got));
+  auto priv =
+      b.tpm->Import(b.srk, pa.mrk.public_area, *tpm::Unmarshal<TPM2B_PRIVATE>(got.duplicate),
+                    *tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(got.seed), pa.inner_key);
+  ASSERT_OK(priv);
+  // Used up by the Download that delivered, not by the ones that failed.
+  auto used = (*vault)->FindActiveApproval(b.id, pa.model.package_id, env_.NowUnixSeconds());
+  EXPECT_FALSE(used.has_value());
+
+  storage::AuditFilter f;
+  f.page_size = 1000;
+  auto audit = (*vault)->ListAudit(f);
+  ASSERT_OK(audit);
+  std::map<std::string, int> seen;
+  for (const auto& rec : audit->records) seen[rec.event.action + "/" + rec.event.outcome]++;
+  EXPECT_EQ(seen["Download.Complete/Unavailable"], 2);
+  EXPECT_EQ(seen["Download.Complete/ok"], 1);
 }
 
 }  // namespace

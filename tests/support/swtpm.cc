@@ -201,10 +201,26 @@ bool Swtpm::Launch(std::string* error) {
 }
 
 Swtpm::~Swtpm() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGTERM);
-    ::waitpid(pid_, nullptr, 0);
-  }
+  Stop();
+}
+
+void Swtpm::Kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+void Swtpm::Stop() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+bool Swtpm::Restart(std::string* error) {
+  Kill();
+  return Launch(error);
 }
 
 CommandResult Swtpm::ToolsNoFlush(const std::vector<std::string>& argv) const {

@@ -49,6 +49,14 @@ class Swtpm {
   const std::string& dir() const { return dir_.path(); }
   std::string File(const std::string& name) const { return dir_.File(name); }
 
+  // Faults (tests/support/tpm_cut_proxy.h). Kill: SIGKILL now, as a power cut would; the
+  // TPM keeps what it had written to its NV state, nothing volatile. Stop: SIGTERM, for a
+  // quiet state directory to copy. Restart: the same TPM (its state as left) on new ports,
+  // so tcti() and port() change; false and *error if it does not come up.
+  void Kill();
+  void Stop();
+  bool Restart(std::string* error);
+
   // swtpm-localca chain: EK certificates are issued by the intermediate, which the root signs.
   std::string RootCaCertPath() const;
   std::string IntermediateCaCertPath() const;

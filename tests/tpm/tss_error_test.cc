@@ -65,5 +65,26 @@ TEST(TssErrorTest, LayersMapToCodes) {
             Code::kMalformed);
 }
 
+// After a command's TCTI failed, ESAPI answers BAD_SEQUENCE to every later call: that is
+// the TPM gone too (lms_tpm_fault_test kills swtpm there), not a bug of ours to report.
+TEST(TssErrorTest, BadSequenceAfterALostTpmIsUnavailable) {
+  Status s = CheckRc("Esys_Certify", TSS2_ESYS_RC_BAD_SEQUENCE);
+  EXPECT_EQ(s.code(), Code::kUnavailable);
+  EXPECT_TRUE(Has(s, "an earlier command lost the TPM"));
+  EXPECT_EQ(CheckRc("Esys_Certify", TSS2_ESYS_RC_BAD_REFERENCE).code(), Code::kTpmError);
+}
+
+// What lms words as "the TPM failed" rather than "the MA refused".
+TEST(TssErrorTest, FromLocalTpmTellsTheTpmFromTheMa) {
+  EXPECT_TRUE(FromLocalTpm(CheckRc("Esys_Certify", TSS2_TCTI_RC_IO_ERROR)));
+  EXPECT_TRUE(FromLocalTpm(CheckRc("Tss2_TctiLdr_Initialize", TSS2_TCTI_RC_IO_ERROR)));
+  // Bytes that do not parse may have come from the MA.
+  EXPECT_FALSE(FromLocalTpm(CheckRc("Tss2_MU_TPM2B_PUBLIC_Unmarshal", TSS2_MU_RC_BAD_SIZE)));
+  // A fault from the MA (its TPM names are TPM2_*, never Esys_*).
+  EXPECT_FALSE(FromLocalTpm(Status(Code::kUnavailable,
+                                   "the MA key's TPM is not available: "
+                                   "TPM2_Load failed: cannot reach the TPM")));
+}
+
 }  // namespace
 }  // namespace tpmma::tpm

@@ -165,9 +165,10 @@ Result<std::unique_ptr<Tpm>> Tpm::Open(std::string_view tcti_arg) {
   // Not overwritten if set; Open runs at start-up, before threads that read the env.
   ::setenv("TSS2_LOG", "all+none", 0);
   auto ctx = std::make_shared<Context>(ResolveTcti(tcti_arg));
-  auto unavailable = [&](const Status& s) {
+  // A copy: `ctx` is moved into the Tpm before the first command, which may fail.
+  auto unavailable = [tcti = ctx->tcti](const Status& s) {
     return Error(Code::kUnavailable,
-                 "cannot reach the TPM at '" + ctx->tcti +
+                 "cannot reach the TPM at '" + tcti +
                      "' (is it running, and may this user open it?): " + s.message());
   };
   Status s = CheckRc("Tss2_TctiLdr_Initialize",
