@@ -11,7 +11,7 @@ failed. Every wait is bounded (a socket timeout, a subprocess timeout), so a pro
 the old code reports "no answer within 2 s" instead of hanging on the very defect it probes.
 
 usage: findings_probe.py --ma-server PATH --ma-admin PATH [--lms PATH] [--only 1,4,...]
-                         [--no-valgrind] [--keep] [--verbose]
+                         [--no-valgrind] [--keep]
 
 Only loopback: the MA listens on 127.0.0.1 on a port the kernel picks (init's --listen
 127.0.0.1:0), and each probe connects from its own source address in 127.0.0.0/8, so that
