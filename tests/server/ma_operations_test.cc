@@ -135,6 +135,21 @@ class MaOperationsTest : public MaPlatformTest {
     ASSERT_OK(ep);
     ep_ = std::move(*ep);
   }
+
+  // A helpdesk approval of every package `from` -> `to` for `ttl` seconds, made directly in
+  // the vault (the operator side has tests of its own).
+  Result<storage::Approval> Approve(storage::Vault& vault, const std::string& from,
+                                    const std::string& to, int64_t ttl = 3600) {
+    storage::ApprovalRequest r;
+    r.old_platform_id = from;
+    r.new_platform_id = to;
+    r.reason = "motherboard swap";
+    r.created_by = "helpdesk1";
+    r.created_at = env_.NowUnixSeconds();
+    r.expires_at = r.created_at + ttl;
+    return vault.CreateApproval(
+        r, storage::AuditEvent{r.created_at, "operator:helpdesk1", "ApproveRestore", "", "ok", ""});
+  }
   Service ep_;
 };
 
@@ -350,15 +365,7 @@ TEST_F(MaOperationsTest, PlatformsSeeOnlyTheirOwnOrApprovedPackages) {
 
   // A helpdesk approval (made directly in the vault until the operator flow exists) lets
   // B see and restore A's package: the motherboard swap, on two real TPMs.
-  storage::ApprovalRequest r;
-  r.old_platform_id = a.id;
-  r.new_platform_id = b.id;
-  r.reason = "test swap";
-  r.created_by = "helpdesk1";
-  r.created_at = env_.NowUnixSeconds();
-  r.expires_at = r.created_at + 3600;
-  ASSERT_OK((*vault)->CreateApproval(
-      r, storage::AuditEvent{r.created_at, "operator:helpdesk1", "ApproveRestore", "", "ok", ""}));
+  ASSERT_OK(Approve(**vault, a.id, b.id));
   ASSERT_TRUE(Query(c, b.token, &ids).ok());
   EXPECT_EQ(std::count(ids.begin(), ids.end(), pa.model.package_id), 1);
   Status s = DownloadTo(c, b, pa.model.package_id, &got);
@@ -494,15 +501,7 @@ TEST_F(MaOperationsTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
 
   // An approval A -> B that expired before B downloads: refused, nothing released.
   auto approve = [&](const std::string& from, const std::string& to, int64_t ttl) {
-    storage::ApprovalRequest r;
-    r.old_platform_id = from;
-    r.new_platform_id = to;
-    r.reason = "motherboard swap";
-    r.created_by = "helpdesk1";
-    r.created_at = env_.NowUnixSeconds();
-    r.expires_at = r.created_at + ttl;
-    return (*vault)->CreateApproval(
-        r, storage::AuditEvent{r.created_at, "operator:helpdesk1", "ApproveRestore", "", "ok", ""});
+    return Approve(**vault, from, to, ttl);
   };
   ASSERT_OK(approve(a.id, b.id, 60));
   env_.offset += 120;
@@ -776,16 +775,7 @@ TEST_F(MaOperationsTest, MaTpmKilledMidRewrapLeavesTheApprovalUnusedAndRecovers)
   Made pa;
   ASSERT_NO_FATAL_FAILURE(MakePackage(a, (*custody)->public_area(), (*custody)->name(), &pa));
   ASSERT_OK(Upload(c, a.token, pa.bytes, nullptr));
-  storage::ApprovalRequest r;
-  r.old_platform_id = a.id;
-  r.new_platform_id = b.id;
-  r.reason = "board swap";
-  r.created_by = "helpdesk1";
-  r.created_at = env_.NowUnixSeconds();
-  r.expires_at = r.created_at + 3600;
-  auto approval = (*vault)->CreateApproval(
-      r, storage::AuditEvent{r.created_at, "operator:helpdesk1", "ApproveRestore", "", "ok", ""});
-  ASSERT_OK(approval);
+  ASSERT_OK(Approve(**vault, a.id, b.id));
 
   proxy->Arm({.skip = 0, .at_code = TPM2_CC_Rewrap, .after_execute = true});
   Downloaded got;
