@@ -86,6 +86,8 @@ class PostgresVaultTest : public ::testing::Test {
       db_ += static_cast<char>((ch >= 'A' && ch <= 'Z') ? ch - 'A' + 'a' : ch);
     }
     db_ = db_.substr(0, 60);
+    ASSERT_OK(cluster_->DropDatabase(db_));  // --gtest_repeat runs a test again
+    ASSERT_OK(cluster_->DropDatabase(db_ + "_b"));
     ASSERT_OK(cluster_->CreateDatabase(db_));
   }
 

@@ -186,12 +186,26 @@ Status PostgresCluster::Exec(const std::string& database, const std::string& sql
   return Status();
 }
 
-Status PostgresCluster::CreateDatabase(const std::string& database) {
+namespace {
+
+Status CheckDatabaseName(const std::string& database) {
   for (char ch : database) {
     if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_')) {
       return Status(Code::kInvalidArgument, "test database names are [a-z0-9_]: " + database);
     }
   }
+  return Status();
+}
+
+}  // namespace
+
+Status PostgresCluster::DropDatabase(const std::string& database) {
+  TPMMA_RETURN_IF_ERROR(CheckDatabaseName(database));
+  return Exec("postgres", "DROP DATABASE IF EXISTS " + database + " WITH (FORCE)");
+}
+
+Status PostgresCluster::CreateDatabase(const std::string& database) {
+  TPMMA_RETURN_IF_ERROR(CheckDatabaseName(database));
   // CREATE DATABASE cannot run in a transaction block, so "unless it exists" is a
   // duplicate_database (42P04) error taken as success.
   Status s =

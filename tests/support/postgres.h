@@ -33,6 +33,8 @@ class PostgresCluster {
   std::string ConnInfo(const std::string& database) const;
   // CREATE DATABASE (UTF8, C collation) unless it exists already.
   Status CreateDatabase(const std::string& database);
+  // DROP DATABASE IF EXISTS, closing its connections first (a fresh one for a repeated test).
+  Status DropDatabase(const std::string& database);
   // Runs SQL statements (no parameters) on `database`, for tests that tamper.
   Status Exec(const std::string& database, const std::string& sql);
 
