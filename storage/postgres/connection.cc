@@ -46,6 +46,11 @@ std::string Scrub(std::string msg, const std::string& password) {
 }
 
 Status Configure(PGconn* conn, int lock_timeout_ms) {
+  // libpq prints NOTICEs and WARNINGs to stderr by default. The vault has no log, and what
+  // a caller must know comes back as a Status; a library writing to the server's stderr
+  // would only put unreviewed text into its journal.
+  PQsetNoticeProcessor(
+      conn, [](void*, const char*) {}, nullptr);
   return Script(conn, "configure connection",
                 Cat("SET client_encoding = 'UTF8'; SET synchronous_commit = on; "
                     "SET lock_timeout = ",
@@ -85,16 +90,27 @@ Result<ConnPool::Lease> ConnPool::Acquire() {
     idle_.pop_back();
   }
   Lease lease(this, conn);
-  if (PQstatus(conn) != CONNECTION_OK) {
-    PQreset(conn);
-    if (PQstatus(conn) != CONNECTION_OK) {
-      TPMMA_ASSIGN_OR_RETURN(Parsed p, Parse(conninfo_));
-      return Error(Code::kUnavailable, Cat("PostgreSQL connection lost (", p.description,
-                                           "): ", Scrub(PQerrorMessage(conn), p.password)));
-    }
-    TPMMA_RETURN_IF_ERROR(Configure(conn, lock_timeout_ms_));
-  }
+  if (PQstatus(conn) != CONNECTION_OK) TPMMA_RETURN_IF_ERROR(Remake(conn));
   return lease;
+}
+
+Status ConnPool::Remake(PGconn* conn) {
+  PQreset(conn);
+  if (PQstatus(conn) != CONNECTION_OK) {
+    TPMMA_ASSIGN_OR_RETURN(Parsed p, Parse(conninfo_));
+    return Status(Code::kUnavailable, Cat("PostgreSQL connection lost (", p.description,
+                                          "): ", Scrub(PQerrorMessage(conn), p.password)));
+  }
+  return Configure(conn, lock_timeout_ms_);
+}
+
+Status Begin(PGconn* conn, TxnKind kind, std::string_view purpose, ConnPool* pool) {
+  const char* begin =
+      kind == TxnKind::kWrite ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+  Status s = Script(conn, Cat("begin ", purpose), begin);
+  if (s.ok() || pool == nullptr || PQstatus(conn) == CONNECTION_OK) return s;
+  TPMMA_RETURN_IF_ERROR(pool->Remake(conn));
+  return Script(conn, Cat("begin ", purpose), begin);
 }
 
 void ConnPool::Release(PGconn* conn) {

@@ -60,6 +60,8 @@ class ConnPool {
 
   // Waits for a free connection. kUnavailable if it was broken and cannot be re-made.
   Result<Lease> Acquire();
+  // Connects `conn` again (PQreset) and configures it; the password never in the error.
+  Status Remake(PGconn* conn);
 
  private:
   void Release(PGconn* conn);
@@ -77,12 +79,16 @@ enum class TxnKind {
   kSnapshot,  // REPEATABLE READ, READ ONLY: a multi-statement read sees one state
 };
 
+// BEGIN. With a pool: a connection the server closed while it was idle (a restart, a
+// failover, an idle timeout) is only noticed when used; then it is made again and BEGIN
+// retried once, which is safe because nothing of the call has run.
+Status Begin(PGconn* conn, TxnKind kind, std::string_view purpose, ConnPool* pool);
+
 // Runs f() inside BEGIN ... COMMIT; rolls back on any error of f or of the COMMIT.
 template <typename F>
-auto InTxn(PGconn* conn, TxnKind kind, std::string_view purpose, F&& f) -> decltype(f()) {
-  const char* begin =
-      kind == TxnKind::kWrite ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
-  if (Status s = Script(conn, Cat("begin ", purpose), begin); !s.ok()) return Error(std::move(s));
+auto InTxn(PGconn* conn, TxnKind kind, std::string_view purpose, F&& f, ConnPool* pool = nullptr)
+    -> decltype(f()) {
+  if (Status s = Begin(conn, kind, purpose, pool); !s.ok()) return Error(std::move(s));
   auto r = f();
   if (!r.has_value()) {
     (void)Script(conn, "rollback", "ROLLBACK");

@@ -26,7 +26,8 @@ auto Write(ConnPool& pool, std::string_view purpose, F&& f) -> decltype(f(nullpt
   auto lease = pool.Acquire();
   if (!lease) return Error(lease.error());
   PGconn* c = lease->get();
-  return InTxn(c, TxnKind::kWrite, purpose, [&] { return f(c); });
+  return InTxn(
+      c, TxnKind::kWrite, purpose, [&] { return f(c); }, &pool);
 }
 
 // f(PGconn*) in a read-only snapshot (several statements that must agree).
@@ -35,15 +36,21 @@ auto Snapshot(ConnPool& pool, std::string_view purpose, F&& f) -> decltype(f(nul
   auto lease = pool.Acquire();
   if (!lease) return Error(lease.error());
   PGconn* c = lease->get();
-  return InTxn(c, TxnKind::kSnapshot, purpose, [&] { return f(c); });
+  return InTxn(
+      c, TxnKind::kSnapshot, purpose, [&] { return f(c); }, &pool);
 }
 
-// f(PGconn*) for a single statement (its own snapshot).
+// f(PGconn*) for a single statement (its own snapshot). Reads change nothing, so one that
+// failed because the server had closed the connection is run again on a new one.
 template <typename F>
 auto Read(ConnPool& pool, F&& f) -> decltype(f(nullptr)) {
   auto lease = pool.Acquire();
   if (!lease) return Error(lease.error());
-  return f(lease->get());
+  PGconn* c = lease->get();
+  auto r = f(c);
+  if (r.has_value() || PQstatus(c) == CONNECTION_OK) return r;
+  if (Status s = pool.Remake(c); !s.ok()) return Error(std::move(s));
+  return f(c);
 }
 
 template <typename E, size_t N>

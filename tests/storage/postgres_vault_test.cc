@@ -5,6 +5,7 @@
 // the audit chain's head; the schema version; the append-only guards inside PostgreSQL;
 // the password kept out of every message.
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <latch>
 #include <map>
@@ -38,12 +39,20 @@ Result<std::unique_ptr<PostgresVault>> OpenDatabase(const std::string& db,
   return PostgresVault::Open(cluster->ConnInfo(db), options);
 }
 
+VaultBackend Backend(std::string name, PostgresVaultOptions options) {
+  return VaultBackend{std::move(name),
+                      [options](const std::string& dir) -> Result<std::unique_ptr<Vault>> {
+                        TPMMA_ASSIGN_OR_RETURN(auto v, OpenDatabase(DatabaseFor(dir), options));
+                        return std::unique_ptr<Vault>(std::move(v));
+                      }};
+}
+
 std::vector<VaultBackend> Backends() {
   if (!PostgresCluster::SkipReason().empty()) return {};
-  return {VaultBackend{"Postgres", [](const std::string& dir) -> Result<std::unique_ptr<Vault>> {
-                         TPMMA_ASSIGN_OR_RETURN(auto v, OpenDatabase(DatabaseFor(dir)));
-                         return std::unique_ptr<Vault>(std::move(v));
-                       }}};
+  // One connection: no call may hold one lease while it waits for another.
+  PostgresVaultOptions one;
+  one.connections = 1;
+  return {Backend("Postgres", {}), Backend("PostgresOneConnection", one)};
 }
 
 // Without PostgreSQL installed the suite has no instance (and PostgresVaultTest skips).
@@ -99,6 +108,13 @@ class PostgresVaultTest : public ::testing::Test {
   std::string Sql(const std::string& sql) {
     Status s = cluster_->Exec(db_, sql);
     return s.ok() ? "" : s.message();
+  }
+  // How many other connections the test database has (terminated ones count until gone).
+  int OtherBackends() {
+    auto n = cluster_->QueryValue(db_,
+                                  "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                  "current_database() AND pid <> pg_backend_pid()");
+    return n ? std::stoi(*n) : -1;
   }
   void ExpectCorruption(Vault& v, std::string_view finding) {
     auto r = v.CheckAuditChain();
@@ -175,6 +191,32 @@ TEST_F(PostgresVaultTest, TheConnectionPasswordIsNeverInAnError) {
     ASSERT_FALSE(v.has_value());
     EXPECT_EQ(v.error().message().find(secret), std::string::npos) << v.error().message();
   }
+}
+
+TEST_F(PostgresVaultTest, ALostConnectionIsMadeAgain) {
+  PostgresVaultOptions o;
+  o.connections = 1;
+  auto v = OpenOrDie(o);
+  ASSERT_TRUE(v);
+  ASSERT_OK(v->AppendAudit(Audit("Before")));
+  // What a database restart or a failover does to an instance's idle connections; the
+  // next call notices, connects again and goes through.
+  auto terminate = [&] {
+    ASSERT_EQ(Sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" + db_ +
+                  "' AND pid <> pg_backend_pid()"),
+              "");
+    for (int i = 0; OtherBackends() != 0; ++i) {
+      ASSERT_LT(i, 600) << "backends were not terminated";
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
+  ASSERT_NO_FATAL_FAILURE(terminate());
+  ASSERT_OK(v->AppendAudit(Audit("AfterRestart")));  // a write transaction
+  ASSERT_NO_FATAL_FAILURE(terminate());
+  ASSERT_OK(v->GetAuditRecord(2));  // a single-statement read
+  ASSERT_NO_FATAL_FAILURE(terminate());
+  ASSERT_OK(v->VerifyAuditChain());  // a snapshot
+  EXPECT_EQ(v->GetAuditHead()->seq, 3);
 }
 
 TEST_F(PostgresVaultTest, TwoInstancesConsumingOneChallengeHaveOneWinner) {

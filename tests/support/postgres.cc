@@ -173,17 +173,26 @@ std::string PostgresCluster::ConnInfo(const std::string& database) const {
 }
 
 Status PostgresCluster::Exec(const std::string& database, const std::string& sql) {
+  auto r = QueryValue(database, sql);
+  return r ? Status() : r.error();
+}
+
+Result<std::string> PostgresCluster::QueryValue(const std::string& database,
+                                                const std::string& sql) {
   std::unique_ptr<PGconn, ConnCloser> conn(PQconnectdb(ConnInfo(database).c_str()));
   if (PQstatus(conn.get()) != CONNECTION_OK) {
-    return Status(Code::kUnavailable,
-                  "connect to test database " + database + ": " + PQerrorMessage(conn.get()));
+    return Error(Code::kUnavailable,
+                 "connect to test database " + database + ": " + PQerrorMessage(conn.get()));
   }
+  PQsetNoticeProcessor(
+      conn.get(), [](void*, const char*) {}, nullptr);  // "... skipping"
   std::unique_ptr<PGresult, ResultClearer> r(PQexec(conn.get(), sql.c_str()));
   const ExecStatusType st = PQresultStatus(r.get());
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-    return Status(Code::kIoError, "test SQL on " + database + ": " + PQerrorMessage(conn.get()));
+    return Error(Code::kIoError, "test SQL on " + database + ": " + PQerrorMessage(conn.get()));
   }
-  return Status();
+  if (PQntuples(r.get()) == 0 || PQnfields(r.get()) == 0) return std::string();
+  return std::string(PQgetvalue(r.get(), 0, 0));
 }
 
 namespace {

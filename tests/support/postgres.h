@@ -37,6 +37,8 @@ class PostgresCluster {
   Status DropDatabase(const std::string& database);
   // Runs SQL statements (no parameters) on `database`, for tests that tamper.
   Status Exec(const std::string& database, const std::string& sql);
+  // The first column of the first row of a query, as text ("" for no row or NULL).
+  Result<std::string> QueryValue(const std::string& database, const std::string& sql);
 
  private:
   PostgresCluster() = default;
