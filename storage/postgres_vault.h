@@ -37,8 +37,8 @@ class PostgresVault final : public Vault {
   // `conninfo`: a libpq connection string or postgresql:// URL (a password in it, in
   // PGPASSWORD or in a password file is never printed). Migrates the database forward
   // (one instance at a time: an advisory lock). kVersionTooNew if it is newer than this
-  // build, kInvalidArgument if it holds another program's tables, kUnavailable if the
-  // server cannot be reached.
+  // build, kInvalidArgument if it holds another program's tables, kPermissionDenied if the
+  // role may not create the schema, kUnavailable if the server cannot be reached.
   static Result<std::unique_ptr<PostgresVault>> Open(const std::string& conninfo,
                                                      PostgresVaultOptions options = {});
   ~PostgresVault() override;

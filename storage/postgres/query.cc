@@ -14,11 +14,13 @@ uint64_t ReadBigEndian(const char* p, int n) {
 
 Code CodeOfSqlState(std::string_view state) {
   if (state.starts_with("23")) return Code::kConflict;
-  if (state == "40001" || state == "40P01" || state == "55P03" || state.starts_with("08") ||
-      state == "53300" || state == "57P01" || state == "57P03") {
+  if (state == "40001" || state == "40P01" || state == "55P03" || state == "57014" ||
+      state.starts_with("08") || state == "53300" || state == "57P01" || state == "57P03") {
     return Code::kUnavailable;
   }
   if (state == "XX001" || state == "XX002") return Code::kCorruption;
+  // The role may not create or change the vault's tables: an operator's setting to fix.
+  if (state == "42501") return Code::kPermissionDenied;
   if (state == "22021" || state == "22P05") return Code::kInvalidArgument;
   return Code::kIoError;
 }

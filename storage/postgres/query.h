@@ -50,8 +50,9 @@ using ResultPtr = std::unique_ptr<PGresult, ResultClearer>;
 // A failed statement as Status: "<purpose>: <primary message> (SQLSTATE xxxxx)". Only the
 // primary message: the DETAIL of a unique violation quotes the key's value. Codes: class 23
 // (constraints, our triggers) kConflict; serialization failure, deadlock, lock timeout,
-// connection loss, too many connections kUnavailable; data corrupted kCorruption; bad
-// encoding kInvalidArgument; the rest kIoError. `result` may be null (connection lost).
+// statement cancelled, connection loss, too many connections, shutdown kUnavailable; data
+// corrupted kCorruption; insufficient privilege kPermissionDenied; bad encoding
+// kInvalidArgument; the rest kIoError. `result` may be null (connection lost).
 Status PgError(PGconn* conn, const PGresult* result, std::string_view purpose);
 // The SQLSTATE of a failed result ("" if none).
 std::string SqlState(const PGresult* result);

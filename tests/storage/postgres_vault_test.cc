@@ -169,6 +169,16 @@ TEST_F(PostgresVaultTest, AnotherProgramsDatabaseIsRefused) {
   EXPECT_EQ(v.error().code(), Code::kInvalidArgument) << v.error().ToString();
 }
 
+TEST_F(PostgresVaultTest, ARoleThatMayNotCreateTheSchemaIsTold) {
+  // PostgreSQL 15 no longer lets every role create tables in schema public.
+  Status role = cluster_->Exec("postgres", "CREATE ROLE tpmma_no_create LOGIN");
+  ASSERT_TRUE(role.ok() || role.message().find("already exists") != std::string::npos)
+      << role.ToString();
+  auto v = PostgresVault::Open(cluster_->ConnInfo(db_) + " user=tpmma_no_create");
+  ASSERT_FALSE(v.has_value());
+  EXPECT_EQ(v.error().code(), Code::kPermissionDenied) << v.error().ToString();
+}
+
 TEST_F(PostgresVaultTest, InstancesOpeningTogetherMigrateOnce) {
   std::vector<std::unique_ptr<PostgresVault>> vaults(4);
   std::vector<std::thread> threads;
