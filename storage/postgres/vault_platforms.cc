@@ -29,11 +29,13 @@ using postgres::Write;
 
 namespace {
 
+// for_update: FOR NO KEY UPDATE, which excludes other writers of the row but not the
+// foreign-key checks of uploads for the platform (they take KEY SHARE).
 Result<Platform> GetPlatformLocked(PGconn* c, std::string_view id, bool for_update) {
   TPMMA_ASSIGN_OR_RETURN(Rows r,
                          Query(c, "read platform",
                                Cat("SELECT ", kPlatformColumns, " FROM platforms WHERE id = $1",
-                                   for_update ? " FOR UPDATE" : ""),
+                                   for_update ? " FOR NO KEY UPDATE" : ""),
                                Params(id)));
   if (r.empty()) return Error(Code::kNotFound, Cat("platform ", id, " not found"));
   return ReadPlatform(r, 0);
