@@ -82,6 +82,26 @@ Platform MakePlatform(const std::string& id) {
   return p;
 }
 
+Challenge MakeChallenge(const std::string& id, const std::string& platform) {
+  return Challenge{
+      id,       ChallengeKind::kAuthenticate, platform, Sha("s"), ToBytes("n"), ToBytes("ad"), kNow,
+      kNow + 60};
+}
+
+// Authenticate's Complete for `platform` on `challenge`, with its own session token.
+AuthCompletion Completion(const std::string& challenge, const std::string& platform,
+                          const Bytes& ek_key_id, const std::string& token) {
+  AuthCompletion a;
+  a.challenge_id = challenge;
+  a.proof_hash = Sha("s");
+  a.now = kNow;
+  a.platform = MakePlatform(platform);
+  a.platform.ek_key_id = ek_key_id;
+  a.session = Session{Sha(token), platform, kNow, kNow + 300};
+  a.audit = Audit("Authenticate", platform);
+  return a;
+}
+
 class PostgresVaultTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -283,6 +303,104 @@ TEST_F(PostgresVaultTest, TwoInstancesUsingOneApprovalUseItOnce) {
     auto after = setup->GetApproval(a->id);
     ASSERT_OK(after);
     EXPECT_EQ(after->state, ApprovalState::kUsed);
+  }
+  ASSERT_OK(setup->VerifyAuditChain());
+}
+
+TEST_F(PostgresVaultTest, TwoInstancesCompletingOneAuthenticationMakeOneSession) {
+  auto setup = OpenOrDie();
+  ASSERT_TRUE(setup);
+  constexpr int kThreads = 8;
+  for (int round = 0; round < 5; ++round) {
+    const std::string id = "auth-" + std::to_string(round);
+    ASSERT_OK(setup->CreateChallenge(MakeChallenge(id, "p"), std::nullopt));
+    std::atomic<int> wins{0}, replays{0};
+    OnTwoInstances(kThreads, [&](Vault& v, int i) {
+      auto r = v.CompleteAuthentication(
+          Completion(id, "p", Sha("ek"), id + "-token-" + std::to_string(i)));
+      if (r) {
+        ++wins;
+      } else if (r.error().code() == Code::kUnauthenticated) {
+        ++replays;
+      } else {
+        ADD_FAILURE() << r.error().ToString();
+      }
+    });
+    EXPECT_EQ(wins.load(), 1) << "round " << round;
+    EXPECT_EQ(replays.load(), 2 * kThreads - 1);
+    int sessions = 0;
+    for (int i = 0; i < 2 * kThreads; ++i) {
+      sessions += setup->GetSession(Sha(id + "-token-" + std::to_string(i)), kNow) ? 1 : 0;
+    }
+    EXPECT_EQ(sessions, 1) << "round " << round;
+  }
+  ASSERT_OK(setup->VerifyAuditChain());
+}
+
+TEST_F(PostgresVaultTest, OneEkKeyEnrollingAsTwoPlatformsAtOnceGetsOne) {
+  auto setup = OpenOrDie();
+  ASSERT_TRUE(setup);
+  constexpr int kThreads = 4;
+  for (int round = 0; round < 5; ++round) {
+    // One TPM under 2 * kThreads EK publics (platform ids), all at once, on two instances.
+    const Bytes key = Sha("ek key " + std::to_string(round));
+    auto name = [&](int i) { return "r" + std::to_string(round) + "-p" + std::to_string(i); };
+    for (int i = 0; i < 2 * kThreads; ++i) {
+      ASSERT_OK(setup->CreateChallenge(MakeChallenge("c-" + name(i), name(i)), std::nullopt));
+    }
+    std::atomic<int> enrolled{0}, refused{0};
+    OnTwoInstances(kThreads, [&](Vault& v, int i) {
+      auto r = v.CompleteAuthentication(Completion("c-" + name(i), name(i), key, name(i)));
+      if (r) {
+        ++enrolled;
+      } else if (r.error().code() == Code::kPermissionDenied) {
+        ++refused;
+      } else {
+        ADD_FAILURE() << r.error().ToString();
+      }
+    });
+    EXPECT_EQ(enrolled.load(), 1) << "round " << round;
+    EXPECT_EQ(refused.load(), 2 * kThreads - 1);
+  }
+}
+
+TEST_F(PostgresVaultTest, TwoInstancesStoringOnePackageStoreItOnce) {
+  auto setup = OpenOrDie();
+  ASSERT_TRUE(setup);
+  ASSERT_OK(setup->UpsertPlatform(MakePlatform("p"), std::nullopt));
+  constexpr int kThreads = 8;
+  for (int round = 0; round < 5; ++round) {
+    const std::string id = "pkg-" + std::to_string(round);
+    std::atomic<int> stored{0}, already{0}, conflicts{0};
+    OnTwoInstances(kThreads, [&](Vault& v, int i) {
+      // Half the callers upload another body under the same id.
+      const std::string body = (i % 4 == 3) ? "<other/>" : "<same/>";
+      Package pkg;
+      pkg.descriptor.package_id = id;
+      pkg.descriptor.source_platform_id = "p";
+      pkg.descriptor.format_version = "1.0";
+      pkg.descriptor.keys = {{id + "-k", "label", "sign"}};
+      pkg.body = ToBytes(body);
+      pkg.descriptor.sha256 = Sha(body);
+      auto r = v.PutPackage(pkg, Audit("Upload", id));
+      if (r && *r == PutOutcome::kStored) {
+        ++stored;
+      } else if (r) {
+        ++already;
+      } else if (r.error().code() == Code::kConflict) {
+        ++conflicts;
+      } else {
+        ADD_FAILURE() << r.error().ToString();
+      }
+    });
+    EXPECT_EQ(stored.load(), 1) << "round " << round;
+    EXPECT_EQ(stored + already + conflicts, 2 * kThreads);
+    auto p = setup->GetPackage(id);
+    ASSERT_OK(p);
+    EXPECT_EQ(p->descriptor.keys.size(), 1u);
+    // Whichever body won, each caller was told the truth about its own.
+    const bool same_won = p->body == ToBytes("<same/>");
+    EXPECT_EQ(conflicts.load(), same_won ? kThreads / 2 : 2 * kThreads - kThreads / 2);
   }
   ASSERT_OK(setup->VerifyAuditChain());
 }
