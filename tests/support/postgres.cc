@@ -58,6 +58,14 @@ std::vector<std::string> AsClusterOwner(const std::string& bin, std::vector<std:
   return argv;
 }
 
+// A zombie (killed, not yet reaped by a parent that is still running) counts as gone.
+bool ProcessAlive(long pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
+  const std::string stat = Slurp("/proc/" + std::to_string(pid) + "/stat");
+  const size_t paren = stat.rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'Z';
+}
+
 // A test binary that was killed never ran its destructor: its cluster would keep running.
 // Each cluster names its test process (owner.pid); one whose process is gone is stopped and
 // removed by the next binary that starts one.
@@ -68,7 +76,7 @@ void StopOrphanedClusters(const std::string& bin) {
     if (entry.path().filename().string().rfind("tpmma-pg-", 0) != 0) continue;
     const std::string owner = Slurp(dir + "/owner.pid");
     const long pid = std::strtol(owner.c_str(), nullptr, 10);
-    if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    if (pid <= 0 || ProcessAlive(pid)) continue;
     RunCommand(
         AsClusterOwner(bin, {"pg_ctl", "-D", dir + "/data", "-m", "immediate", "-w", "stop"}));
     fs::remove_all(dir, ec);
@@ -117,7 +125,6 @@ Result<std::unique_ptr<PostgresCluster>> PostgresCluster::Start() {
   c->dir_ = tmpl;
   fs::create_directory(c->dir_ + "/sock");
   Spit(c->dir_ + "/owner.pid", std::to_string(::getpid()));
-  std::vector<std::string> prefix;
   if (c->as_postgres_) {
     const passwd* pw = ::getpwnam("postgres");
     for (const std::string& p : {c->dir_, c->dir_ + "/sock"}) {
@@ -125,26 +132,24 @@ Result<std::unique_ptr<PostgresCluster>> PostgresCluster::Start() {
         return Error(Code::kIoError, "chown of the test cluster's directory to postgres");
       }
     }
-    prefix = {"runuser", "-u", "postgres", "--"};
   }
   auto run = [&](std::vector<std::string> argv, const std::string& what) -> Status {
-    argv.insert(argv.begin(), prefix.begin(), prefix.end());
-    CommandResult r = RunCommand(argv);
+    CommandResult r = RunCommand(AsClusterOwner(c->bin_dir_, std::move(argv)));
     if (r.exit_code != 0) {
-      return Status(Code::kUnavailable,
-                    what + " failed (exit " + std::to_string(r.exit_code) + "): " + r.output);
+      return Status(Code::kUnavailable, what + " failed (exit " + std::to_string(r.exit_code) +
+                                            "): " + r.output + Slurp(c->dir_ + "/log"));
     }
     return Status();
   };
   // --no-sync and fsync=off: a test cluster need not survive a power cut, and fsyncs would
   // compete with the rest of the test run for the disk.
-  TPMMA_RETURN_IF_ERROR(run({c->bin_dir_ + "/initdb", "-D", c->dir_ + "/data", "-A", "trust", "-U",
-                             "postgres", "-E", "UTF8", "--locale=C", "--no-sync"},
+  TPMMA_RETURN_IF_ERROR(run({"initdb", "-D", c->dir_ + "/data", "-A", "trust", "-U", "postgres",
+                             "-E", "UTF8", "--locale=C", "--no-sync"},
                             "initdb"));
   const std::string opts = "-k " + c->dir_ + "/sock -p " + std::to_string(kPort) +
                            " -c listen_addresses='' -c fsync=off -c max_connections=200";
-  TPMMA_RETURN_IF_ERROR(run({c->bin_dir_ + "/pg_ctl", "-D", c->dir_ + "/data", "-l",
-                             c->dir_ + "/log", "-w", "-t", "60", "-o", opts, "start"},
+  TPMMA_RETURN_IF_ERROR(run({"pg_ctl", "-D", c->dir_ + "/data", "-l", c->dir_ + "/log", "-w", "-t",
+                             "60", "-o", opts, "start"},
                             "pg_ctl start"));
   c->running_ = true;
   // pg_ctl -w has waited for it already; this is the condition the tests need.
