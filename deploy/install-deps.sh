@@ -12,6 +12,9 @@ PACKAGES=(
   gsoap libgsoap-dev libboost-dev libboost-system-dev libssl-dev openssl
   libxml2-dev libxml2-utils libxmlsec1-dev xmlsec1 libsqlite3-dev sqlite3
   libtss2-dev zlib1g-dev
+  # the PostgreSQL vault (storage/postgres/, libpq) and the throw-away clusters its tests
+  # start (tests/support/postgres.h); the packaged cluster is not used by tpm-ma's tests
+  postgresql libpq-dev
   # small helpers
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
   # tests and benchmarks

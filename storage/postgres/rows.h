@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// What more than one group of PostgresVault methods needs: running a call on a pooled
+// connection (Write, Snapshot, Read), stored enum names, page tokens, the audit append every
+// state change makes in its own transaction, platform rows. Internal to storage/.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "storage/postgres/connection.h"
+#include "storage/postgres/query.h"
+#include "storage/vault.h"
+
+namespace tpmma::storage::postgres {
+
+inline constexpr size_t kHashSize = 32;  // SHA-256
+inline constexpr size_t kMaxAuditField = 1024;
+
+// f(PGconn*) in a READ COMMITTED write transaction on a pooled connection.
+template <typename F>
+auto Write(ConnPool& pool, std::string_view purpose, F&& f) -> decltype(f(nullptr)) {
+  auto lease = pool.Acquire();
+  if (!lease) return Error(lease.error());
+  PGconn* c = lease->get();
+  return InTxn(
+      c, TxnKind::kWrite, purpose, [&] { return f(c); }, &pool);
+}
+
+// f(PGconn*) in a read-only snapshot (several statements that must agree).
+template <typename F>
+auto Snapshot(ConnPool& pool, std::string_view purpose, F&& f) -> decltype(f(nullptr)) {
+  auto lease = pool.Acquire();
+  if (!lease) return Error(lease.error());
+  PGconn* c = lease->get();
+  return InTxn(
+      c, TxnKind::kSnapshot, purpose, [&] { return f(c); }, &pool);
+}
+
+// f(PGconn*) for a single statement (its own snapshot). Reads change nothing, so one that
+// failed because the server had closed the connection is run again on a new one.
+template <typename F>
+auto Read(ConnPool& pool, F&& f) -> decltype(f(nullptr)) {
+  auto lease = pool.Acquire();
+  if (!lease) return Error(lease.error());
+  PGconn* c = lease->get();
+  auto r = f(c);
+  if (r.has_value() || PQstatus(c) == CONNECTION_OK) return r;
+  if (Status s = pool.Remake(c); !s.ok()) return Error(std::move(s));
+  return f(c);
+}
+
+template <typename E, size_t N>
+Result<E> ParseEnum(std::string_view text, const E (&values)[N], std::string_view what) {
+  for (E v : values) {
+    if (ToString(v) == text) return v;
+  }
+  return Error(Code::kCorruption, Cat("unknown ", what, " '", text, "' in vault"));
+}
+
+// Unlike SQLite's schema, 'pending' is a state of its own (its CHECK could be written so).
+inline constexpr PlatformState kPlatformStates[] = {PlatformState::kActive, PlatformState::kRevoked,
+                                                    PlatformState::kPending};
+inline constexpr ChallengeKind kChallengeKinds[] = {ChallengeKind::kAuthenticate,
+                                                    ChallengeKind::kDownloadNonce};
+inline constexpr CustodyMode kCustodyModes[] = {CustodyMode::kRecoveryCode, CustodyMode::kEscrow};
+inline constexpr ApprovalState kApprovalStates[] = {ApprovalState::kPending, ApprovalState::kActive,
+                                                    ApprovalState::kUsed, ApprovalState::kRevoked};
+inline constexpr OperatorRole kOperatorRoles[] = {OperatorRole::kHelpdesk, OperatorRole::kAuditor,
+                                                  OperatorRole::kAdmin};
+
+// Page tokens as SqliteVault's (hex of "<kind>:<last key>"), so a token of one listing is
+// refused by another.
+inline constexpr size_t kDefaultPageSize = 100;
+inline constexpr size_t kMaxPageSize = 1000;
+size_t ClampPageSize(size_t n);
+std::string MakePageToken(char kind, std::string_view last);
+Result<std::string> ParsePageToken(char kind, std::string_view token);
+Result<int64_t> ParseIntPageToken(char kind, std::string_view token);
+
+// The log is for short facts; a big field is a bug (or a secret being dumped into it).
+Status CheckAuditEvent(const AuditEvent& e);
+// Appends to the hash chain inside the open transaction, holding the head row's lock until
+// the transaction ends; returns the record's seq.
+Result<int64_t> AppendAuditLocked(PGconn* c, const AuditEvent& e);
+Status MaybeAudit(PGconn* c, const std::optional<AuditEvent>& audit);
+AuditRecord ReadAuditRecord(const Rows& rows, int row);
+inline constexpr std::string_view kAuditColumns =
+    "seq, time, actor, action, object, outcome, detail, prev_hash, hash";
+
+Result<bool> PlatformExists(PGconn* c, std::string_view id);
+
+// The platforms columns ReadPlatform reads, in its order.
+inline constexpr std::string_view kPlatformColumns =
+    "id, ek_public, ek_certificate, ak_public, ak_name, signing_key_public, state, created_at, "
+    "last_seen_at, ek_key_id";
+inline constexpr int kPlatformColumnCount = 10;
+Result<Platform> ReadPlatform(const Rows& rows, int row);
+// Replaces the platform's inventory row (reported at `now`); nothing if it is absent.
+Status PutInventoryLocked(PGconn* c, std::string_view platform_id,
+                          const std::optional<PlatformInventory>& inventory, int64_t now);
+
+}  // namespace tpmma::storage::postgres

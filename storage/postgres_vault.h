@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The Vault on PostgreSQL (issue #14): several MA instances share one database, so every
+// decision that must be taken once (a challenge consumed, an approval used, the next audit
+// record) is taken inside the database, under a row lock, in the call's own transaction.
+//
+// Threading: a fixed pool of connections; a call borrows one for its transaction. Each call
+// is one transaction committed before it returns (synchronous_commit on), so "OK" means
+// durable as in SqliteVault. No group commit yet: PostgreSQL shares WAL flushes between
+// concurrent committers itself, and correctness came first (storage/README.md).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "storage/vault.h"
+
+namespace tpmma::storage {
+
+namespace postgres {  // storage/postgres/
+class ConnPool;
+}  // namespace postgres
+
+struct PostgresVaultOptions {
+  // Connections shared by the calling threads. 0 counts as 1.
+  size_t connections = 4;
+  // How long a call waits for a row lock another instance holds before kUnavailable.
+  int lock_timeout_ms = 5000;
+};
+
+class PostgresVault final : public Vault {
+ public:
+  // The schema version this build writes (table schema_version).
+  static int SchemaVersion();
+
+  // `conninfo`: a libpq connection string or postgresql:// URL (a password in it, in
+  // PGPASSWORD or in a password file is never printed). Migrates the database forward
+  // (one instance at a time: an advisory lock). kVersionTooNew if it is newer than this
+  // build, kInvalidArgument if it holds another program's tables, kPermissionDenied if the
+  // role may not create the schema, kUnavailable if the server cannot be reached.
+  static Result<std::unique_ptr<PostgresVault>> Open(const std::string& conninfo,
+                                                     PostgresVaultOptions options = {});
+  ~PostgresVault() override;
+  PostgresVault(const PostgresVault&) = delete;
+  PostgresVault& operator=(const PostgresVault&) = delete;
+
+  Result<Platform> UpsertPlatform(const Platform& platform,
+                                  const std::optional<AuditEvent>& audit) override;
+  Result<Platform> GetPlatform(std::string_view id) override;
+  Result<PlatformPage> ListPlatforms(size_t page_size, std::string_view page_token) override;
+  Result<PlatformInventory> GetPlatformInventory(std::string_view id) override;
+  Result<std::vector<PlatformSummary>> FindPlatforms(std::string_view text, size_t limit) override;
+  Status RevokePlatform(std::string_view id, const AuditEvent& audit) override;
+  Status AcceptPlatform(std::string_view id, const AuditEvent& audit) override;
+  Result<size_t> RegisterPlatforms(const std::vector<PlatformRegistration>& registrations,
+                                   const AuditEvent& audit) override;
+  Result<PlatformRegistration> FindRegistration(ByteView ek_key_id,
+                                                ByteView ek_cert_sha256) override;
+  Result<std::vector<PlatformRegistration>> ListRegistrations() override;
+
+  Status CreateChallenge(const Challenge& challenge,
+                         const std::optional<AuditEvent>& audit) override;
+  Result<Challenge> ConsumeChallenge(std::string_view id, ChallengeKind kind, int64_t now) override;
+  Result<Challenge> CompleteAuthentication(const AuthCompletion& completion) override;
+
+  Status CreateSession(const Session& session, const std::optional<AuditEvent>& audit) override;
+  Result<Session> GetSession(ByteView token_hash, int64_t now) override;
+  Status DeleteSession(ByteView token_hash, const std::optional<AuditEvent>& audit) override;
+  Result<int64_t> PurgeExpired(int64_t now) override;
+
+  Result<PutOutcome> PutPackage(const Package& package, const AuditEvent& audit) override;
+  Result<Package> GetPackage(std::string_view package_id) override;
+  Result<PackageDescriptor> GetPackageDescriptor(std::string_view package_id) override;
+  Status DeletePackage(std::string_view package_id, const AuditEvent& audit) override;
+  Result<PackagePage> QueryPackages(const PackageQuery& query) override;
+
+  Result<Approval> CreateApproval(const ApprovalRequest& request, const AuditEvent& audit) override;
+  Result<Approval> ConfirmApproval(int64_t approval_id, std::string_view operator_name, int64_t now,
+                                   const AuditEvent& audit) override;
+  Status RevokeApproval(int64_t approval_id, const AuditEvent& audit) override;
+  Result<Approval> GetApproval(int64_t approval_id) override;
+  Result<std::vector<Approval>> ListApprovals(std::string_view new_platform_id) override;
+  Result<Approval> FindActiveApproval(std::string_view new_platform_id, std::string_view package_id,
+                                      int64_t now) override;
+  Status MarkApprovalUsed(int64_t approval_id, int64_t now, const AuditEvent& audit) override;
+
+  Status AddOperator(const Operator& op, const AuditEvent& audit) override;
+  Result<Operator> GetOperator(std::string_view name) override;
+  Result<Operator> GetOperatorByFingerprint(std::string_view fingerprint) override;
+  Result<std::vector<Operator>> ListOperators() override;
+  Status RevokeOperator(std::string_view name, int64_t now, const AuditEvent& audit) override;
+
+  // Durable, as AppendAudit: the deferred path of this backend appends synchronously (the
+  // Vault default), so FlushDeferredAudit has nothing to wait for.
+  Result<int64_t> AppendAudit(const AuditEvent& event) override;
+  Result<AuditPage> ListAudit(const AuditFilter& filter) override;
+  Result<AuditRecord> GetAuditRecord(int64_t seq) override;
+  Result<AuditHead> GetAuditHead() override;
+  Result<AuditChainReport> CheckAuditChain() override;
+  Status ArchiveAudit(int64_t through_seq, ByteView archive_sha256,
+                      const AuditEvent& audit) override;
+  Result<std::vector<AuditSegment>> ListAuditSegments() override;
+
+  Status IntegrityCheck() override;
+
+ private:
+  explicit PostgresVault(std::unique_ptr<postgres::ConnPool> pool);
+
+  std::unique_ptr<postgres::ConnPool> pool_;
+};
+
+}  // namespace tpmma::storage
