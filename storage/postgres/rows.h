@@ -72,15 +72,6 @@ inline constexpr ApprovalState kApprovalStates[] = {ApprovalState::kPending, App
 inline constexpr OperatorRole kOperatorRoles[] = {OperatorRole::kHelpdesk, OperatorRole::kAuditor,
                                                   OperatorRole::kAdmin};
 
-// Page tokens as SqliteVault's (hex of "<kind>:<last key>"), so a token of one listing is
-// refused by another.
-inline constexpr size_t kDefaultPageSize = 100;
-inline constexpr size_t kMaxPageSize = 1000;
-size_t ClampPageSize(size_t n);
-std::string MakePageToken(char kind, std::string_view last);
-Result<std::string> ParsePageToken(char kind, std::string_view token);
-Result<int64_t> ParseIntPageToken(char kind, std::string_view token);
-
 // The log is for short facts; a big field is a bug (or a secret being dumped into it).
 Status CheckAuditEvent(const AuditEvent& e);
 // Appends to the hash chain inside the open transaction, holding the head row's lock until

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // PostgresVault: the audit log: appends, listing, chain verification, archiving.
+#include "storage/page_token.h"
 #include "storage/postgres/audit_chain.h"
 #include "storage/postgres/rows.h"
 #include "storage/postgres_vault.h"
@@ -8,13 +9,10 @@ namespace tpmma::storage {
 
 using postgres::AppendAuditLocked;
 using postgres::Cat;
-using postgres::ClampPageSize;
 using postgres::Command;
 using postgres::kAuditColumns;
 using postgres::kHashSize;
-using postgres::MakePageToken;
 using postgres::Params;
-using postgres::ParseIntPageToken;
 using postgres::Query;
 using postgres::ReadAuditRecord;
 using postgres::Rows;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "storage/page_token.h"
 #include "storage/postgres/rows.h"
 #include "storage/postgres_vault.h"
 
@@ -104,7 +105,7 @@ Result<std::vector<PlatformSummary>> PostgresVault::FindPlatforms(std::string_vi
                   " FROM platforms LEFT JOIN platform_inventory ON platform_id = id "
                   "WHERE ",
                   where, " ORDER BY id LIMIT $2"),
-              Params(needle, static_cast<int64_t>(postgres::ClampPageSize(limit)))));
+              Params(needle, static_cast<int64_t>(ClampPageSize(limit)))));
     std::vector<PlatformSummary> out;
     constexpr int kInventoryFirst = postgres::kPlatformColumnCount + 1;
     for (int i = 0; i < r.size(); ++i) {

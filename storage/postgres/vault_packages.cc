@@ -2,6 +2,7 @@
 // PostgresVault: vaulted packages, their bodies and key rows, and the package query.
 #include <variant>
 
+#include "storage/page_token.h"
 #include "storage/postgres/rows.h"
 #include "storage/postgres_vault.h"
 
@@ -9,14 +10,11 @@ namespace tpmma::storage {
 
 using postgres::AppendAuditLocked;
 using postgres::Cat;
-using postgres::ClampPageSize;
 using postgres::Command;
 using postgres::kCustodyModes;
 using postgres::kHashSize;
-using postgres::MakePageToken;
 using postgres::Params;
 using postgres::ParseEnum;
-using postgres::ParseIntPageToken;
 using postgres::PlatformExists;
 using postgres::Query;
 using postgres::Rows;

@@ -2,6 +2,7 @@
 // PostgresVault: platforms, registrations, challenges, sessions and the Authenticate
 // transaction. Rows a decision depends on are read FOR UPDATE, so that another instance's
 // transaction on the same row waits and then sees the outcome (READ COMMITTED re-reads it).
+#include "storage/page_token.h"
 #include "storage/postgres/rows.h"
 #include "storage/postgres_vault.h"
 
@@ -9,16 +10,13 @@ namespace tpmma::storage {
 
 using postgres::AppendAuditLocked;
 using postgres::Cat;
-using postgres::ClampPageSize;
 using postgres::Command;
 using postgres::kChallengeKinds;
 using postgres::kHashSize;
 using postgres::kPlatformColumns;
-using postgres::MakePageToken;
 using postgres::MaybeAudit;
 using postgres::Params;
 using postgres::ParseEnum;
-using postgres::ParsePageToken;
 using postgres::PlatformExists;
 using postgres::PutInventoryLocked;
 using postgres::Query;

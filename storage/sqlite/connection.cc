@@ -21,8 +21,8 @@ Status CreatePrivateFile(const std::string& path) {
   return Status();
 }
 
-Result<DbPtr> OpenConnection(const std::string& path, int busy_timeout_ms,
-                             std::string_view pragmas, const std::string& vfs) {
+Result<DbPtr> OpenConnection(const std::string& path, int busy_timeout_ms, std::string_view pragmas,
+                             const std::string& vfs) {
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
                            vfs.empty() ? nullptr : vfs.c_str());

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // SqliteVault: the audit log: durable and deferred appends, listing, chain verification.
+#include "storage/page_token.h"
 #include "storage/sqlite/audit_chain.h"
-#include "storage/sqlite/page_token.h"
 #include "storage/sqlite/read_pool.h"
 #include "storage/sqlite/rows.h"
 #include "storage/sqlite/txn.h"
@@ -13,11 +13,8 @@ namespace tpmma::storage {
 using sqlite::AppendAuditLocked;
 using sqlite::Cat;
 using sqlite::CheckAuditEvent;
-using sqlite::ClampPageSize;
 using sqlite::InTxn;
 using sqlite::kHashSize;
-using sqlite::MakePageToken;
-using sqlite::ParseIntPageToken;
 using sqlite::Stmt;
 using sqlite::ToStatus;
 using sqlite::Write;

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cctype>
 
-#include "storage/sqlite/page_token.h"
+#include "storage/page_token.h"
 #include "storage/sqlite/read_pool.h"
 #include "storage/sqlite/rows.h"
 #include "storage/sqlite_vault.h"
@@ -91,7 +91,7 @@ Result<std::vector<PlatformSummary>> SqliteVault::FindPlatforms(std::string_view
                       "OR instr(lower(hostname), ?1) > 0 OR instr(lower(serial_number), ?1) > 0 "
                       "OR instr(lower(asset_tag), ?1) > 0 OR instr(lower(owner_label), ?1) > 0 "
                       "OR instr(lower(machine_id), ?1) > 0 ORDER BY id LIMIT ?2")));
-  s.Bind(needle, static_cast<int64_t>(sqlite::ClampPageSize(limit)));
+  s.Bind(needle, static_cast<int64_t>(ClampPageSize(limit)));
   std::vector<PlatformSummary> out;
   while (true) {
     TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());

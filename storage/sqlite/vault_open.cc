@@ -42,8 +42,9 @@ SqliteVaultStats SqliteVault::GetStats() const {
 Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
                                                        SqliteVaultOptions options) {
   TPMMA_RETURN_IF_ERROR(sqlite::CreatePrivateFile(path));
-  TPMMA_ASSIGN_OR_RETURN(DbPtr db, sqlite::OpenConnection(path, options.busy_timeout_ms,
-                                                          "PRAGMA secure_delete = ON;", options.vfs));
+  TPMMA_ASSIGN_OR_RETURN(
+      DbPtr db, sqlite::OpenConnection(path, options.busy_timeout_ms, "PRAGMA secure_delete = ON;",
+                                       options.vfs));
   TPMMA_RETURN_IF_ERROR(sqlite::CheckIdentity(db.get(), path));
   TPMMA_RETURN_IF_ERROR(sqlite::MakeDurable(db.get(), path));
   TPMMA_RETURN_IF_ERROR(sqlite::Migrate(db.get(), path));
@@ -54,9 +55,8 @@ Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
   // that wrote through a reader would bypass the writer's transaction and audit chain.
   std::vector<DbPtr> readers;
   for (size_t i = 0; i < std::max<size_t>(options.read_connections, 1); ++i) {
-    TPMMA_ASSIGN_OR_RETURN(
-        DbPtr r, sqlite::OpenConnection(path, options.busy_timeout_ms, "PRAGMA query_only = ON;",
-                                        options.vfs));
+    TPMMA_ASSIGN_OR_RETURN(DbPtr r, sqlite::OpenConnection(path, options.busy_timeout_ms,
+                                                           "PRAGMA query_only = ON;", options.vfs));
     sqlite::AttachStmtCache(r.get());
     readers.push_back(std::move(r));
   }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // SqliteVault: vaulted packages, their bodies and key rows, and the package query.
-#include "storage/sqlite/page_token.h"
+#include "storage/page_token.h"
 #include "storage/sqlite/read_pool.h"
 #include "storage/sqlite/rows.h"
 #include "storage/sqlite/txn.h"
@@ -11,14 +11,11 @@ namespace tpmma::storage {
 
 using sqlite::AppendAuditLocked;
 using sqlite::Cat;
-using sqlite::ClampPageSize;
 using sqlite::InTxn;
 using sqlite::kCheckpointAfter;
 using sqlite::kCustodyModes;
 using sqlite::kHashSize;
-using sqlite::MakePageToken;
 using sqlite::ParseEnum;
-using sqlite::ParseIntPageToken;
 using sqlite::PlatformExists;
 using sqlite::Stmt;
 using sqlite::ToStatus;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // SqliteVault: platforms, challenges, sessions and the Authenticate transaction.
-#include "storage/sqlite/page_token.h"
+#include "storage/page_token.h"
 #include "storage/sqlite/read_pool.h"
 #include "storage/sqlite/rows.h"
 #include "storage/sqlite/txn.h"
@@ -11,14 +11,11 @@ namespace tpmma::storage {
 
 using sqlite::AppendAuditLocked;
 using sqlite::Cat;
-using sqlite::ClampPageSize;
 using sqlite::kChallengeKinds;
 using sqlite::kHashSize;
 using sqlite::kPlatformStates;
-using sqlite::MakePageToken;
 using sqlite::MaybeAudit;
 using sqlite::ParseEnum;
-using sqlite::ParsePageToken;
 using sqlite::PlatformExists;
 using sqlite::Stmt;
 using sqlite::ToStatus;

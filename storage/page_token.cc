@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-#include "storage/sqlite/page_token.h"
+#include "storage/page_token.h"
 
 #include <algorithm>
 #include <charconv>
 
 #include "common/bytes.h"
 
-namespace tpmma::storage::sqlite {
+namespace tpmma::storage {
 
 size_t ClampPageSize(size_t n) {
   if (n == 0) return kDefaultPageSize;
@@ -37,4 +37,4 @@ Result<int64_t> ParseIntPageToken(char kind, std::string_view token) {
   return v;
 }
 
-}  // namespace tpmma::storage::sqlite
+}  // namespace tpmma::storage
