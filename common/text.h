@@ -2,11 +2,37 @@
 // Small text forms that several folders print the same way (CLI output, error messages).
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace tpmma {
+
+namespace text_internal {
+inline void AppendPiece(std::string& out, std::string_view s) {
+  out += s;
+}
+inline void AppendPiece(std::string& out, const char* s) {
+  out += s;
+}
+inline void AppendPiece(std::string& out, const std::string& s) {
+  out += s;
+}
+template <std::integral T>
+void AppendPiece(std::string& out, T v) {
+  out += std::to_string(v);
+}
+}  // namespace text_internal
+
+// Strings and integers run together: Cat("seq ", 5, " missing"). g++ 12 has no <format>;
+// this keeps error messages readable where they are built.
+template <typename... Args>
+std::string Cat(const Args&... args) {
+  std::string out;
+  (text_internal::AppendPiece(out, args), ...);
+  return out;
+}
 
 // A TPM handle or NV index as tpm2-tools prints it: "0x81000001" (always 8 hex digits).
 std::string Hex32(uint32_t v);

@@ -52,6 +52,7 @@ struct AuditRecord {
 // object, outcome, detail, prev_hash). Shared by every backend and by `ma-admin audit
 // verify`, so that a chain exported from one backend verifies with the other.
 Result<Bytes> AuditRecordHash(int64_t seq, const AuditEvent& event, ByteView prev_hash);
+inline constexpr size_t kAuditHashSize = 32;  // SHA-256; seq 1's prev_hash is this many zeros
 
 struct AuditFilter {
   std::optional<std::string> actor;

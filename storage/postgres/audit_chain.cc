@@ -4,6 +4,7 @@
 #include <string>
 #include <string_view>
 
+#include "storage/audit_walk.h"
 #include "storage/postgres/rows.h"
 
 namespace tpmma::storage::postgres {
@@ -54,103 +55,9 @@ constexpr ExpectedFunction kFunctions[] = {
      "'integrity_constraint_violation'; END"},
 };
 
-std::string CollapseSpace(std::string_view sql) {
-  std::string out;
-  for (char c : sql) {
-    const bool space = c == ' ' || c == '\n' || c == '\t' || c == '\r';
-    if (space) {
-      if (!out.empty() && out.back() != ' ') out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  while (!out.empty() && (out.back() == ' ' || out.back() == ';')) out.pop_back();
-  return out;
-}
-
-// A PostgreSQL vault has no records from before the genesis (SQLite's schema 6 upgrade
-// case), so its genesis is always seq 1; the detail text is SQLite's for a new vault.
-constexpr std::string_view kGenesisDetail = "new vault";
-
-Status CheckGenesis(const AuditRecord& r, const Bytes& vault_id) {
-  if (r.event.actor != "system" || r.event.object != HexEncode(vault_id)) {
-    return Status(Code::kCorruption,
-                  Cat("audit chain: the genesis record at seq ", r.seq, " names another vault"));
-  }
-  if (r.seq != 1 || r.event.detail != kGenesisDetail) {
-    return Status(Code::kCorruption, Cat("audit chain: the genesis record is at seq ", r.seq,
-                                         ", not where it says it is"));
-  }
-  return Status();
-}
-
-struct ChainCursor {
-  int64_t expected_seq = 1;
-  Bytes prev;
-};
-
-Result<ChainCursor> CheckSegments(const std::vector<AuditSegment>& segments) {
-  ChainCursor c{1, Bytes(kHashSize, 0)};
-  for (const AuditSegment& s : segments) {
-    if (s.first_seq != c.expected_seq || s.last_seq < s.first_seq ||
-        s.last_hash.size() != kHashSize) {
-      return Error(Code::kCorruption,
-                   Cat("audit chain: archived segment ending at seq ", s.last_seq,
-                       " does not continue the one before (expected it to start at seq ",
-                       c.expected_seq, ")"));
-    }
-    c.expected_seq = s.last_seq + 1;
-    c.prev = s.last_hash;
-  }
-  return c;
-}
-
-Status CheckLink(const AuditRecord& r, ChainCursor* c) {
-  if (r.seq != c->expected_seq) {
-    return Status(Code::kCorruption, Cat("audit chain broken at seq ", c->expected_seq,
-                                         ": record missing (next present is seq ", r.seq, ")"));
-  }
-  if (r.prev_hash != c->prev) {
-    return Status(Code::kCorruption, Cat("audit chain broken at seq ", r.seq,
-                                         ": prev_hash does not match the hash of seq ", r.seq - 1));
-  }
-  TPMMA_ASSIGN_OR_RETURN(Bytes computed, AuditRecordHash(r.seq, r.event, r.prev_hash));
-  if (computed != r.hash) {
-    return Status(Code::kCorruption,
-                  Cat("audit chain broken at seq ", r.seq, ": record was altered"));
-  }
-  c->prev = r.hash;
-  ++c->expected_seq;
-  return Status();
-}
-
-struct Walk {
-  int64_t first_seq = 0;
-  int64_t genesis_seq = 0;
-  bool archive_recorded = false;
-};
-
-Status CheckRecord(const AuditRecord& r, const Bytes& vault_id, int64_t archived_through, Walk* w) {
-  if (w->first_seq == 0) w->first_seq = r.seq;
-  if (r.event.action == kAuditGenesisAction) {
-    if (w->genesis_seq != 0) {
-      return Status(Code::kCorruption, Cat("audit chain: a second genesis record at seq ", r.seq));
-    }
-    TPMMA_RETURN_IF_ERROR(CheckGenesis(r, vault_id));
-    w->genesis_seq = r.seq;
-  }
-  if (r.event.action == kAuditArchiveAction && r.event.actor == "system" &&
-      r.event.object == std::to_string(archived_through)) {
-    w->archive_recorded = true;
-  }
-  return Status();
-}
-
-// Every record from the cursor on, a page at a time (the log may be large).
-Result<Walk> WalkRecords(PGconn* c, const Bytes& vault_id, int64_t archived_through,
-                         ChainCursor* cursor) {
+// Every live record, a page at a time (the log may be large).
+Status WalkRecords(PGconn* c, AuditChainWalk* walk) {
   constexpr int64_t kPage = 1000;
-  Walk walk;
   int64_t after = 0;
   while (true) {
     TPMMA_ASSIGN_OR_RETURN(Rows rows, Query(c, "read audit log",
@@ -160,22 +67,21 @@ Result<Walk> WalkRecords(PGconn* c, const Bytes& vault_id, int64_t archived_thro
                                             Params(after, kPage)));
     for (int i = 0; i < rows.size(); ++i) {
       AuditRecord r = ReadAuditRecord(rows, i);
-      TPMMA_RETURN_IF_ERROR(CheckLink(r, cursor));
-      TPMMA_RETURN_IF_ERROR(CheckRecord(r, vault_id, archived_through, &walk));
+      TPMMA_RETURN_IF_ERROR(walk->Add(r));
       after = r.seq;
     }
-    if (rows.size() < kPage) return walk;
+    if (rows.size() < kPage) return Status();
   }
 }
 
 // The head row names the last record: a head behind it would fork the next append.
-Status CheckHead(PGconn* c, const ChainCursor& cursor) {
+Status CheckHead(PGconn* c, const AuditChainWalk& walk) {
   TPMMA_ASSIGN_OR_RETURN(
       Rows h, Query(c, "read audit chain head", "SELECT seq, hash FROM audit_head WHERE id"));
   if (h.size() != 1) return Status(Code::kCorruption, "audit chain: the head row is missing");
-  if (h.Int(0, 0) != cursor.expected_seq - 1 || h.Blob(0, 1) != cursor.prev) {
+  if (h.Int(0, 0) != walk.last_seq() || h.Blob(0, 1) != walk.last_hash()) {
     return Status(Code::kCorruption, Cat("audit chain: the head row says seq ", h.Int(0, 0),
-                                         ", the log ends at seq ", cursor.expected_seq - 1));
+                                         ", the log ends at seq ", walk.last_seq()));
   }
   return Status();
 }
@@ -194,7 +100,7 @@ Result<Bytes> ReadVaultId(PGconn* c) {
 Status AppendGenesisLocked(PGconn* c, int64_t now) {
   TPMMA_ASSIGN_OR_RETURN(Bytes id, ReadVaultId(c));
   AuditEvent genesis{now,           "system", std::string(kAuditGenesisAction),
-                     HexEncode(id), "ok",     std::string(kGenesisDetail)};
+                     HexEncode(id), "ok",     AuditGenesisDetail(0)};
   auto seq = AppendAuditLocked(c, genesis);
   if (!seq) return seq.error();
   if (*seq != 1) return Status(Code::kInternal, "genesis record is not the first");
@@ -242,7 +148,7 @@ Status CheckAuditTriggers(PGconn* c) {
                                          "SELECT prosrc FROM pg_proc WHERE proname = $1 "
                                          "AND pronamespace = current_schema()::regnamespace",
                                          Params(f.name)));
-    if (p.size() != 1 || CollapseSpace(p.Text(0, 0)) != f.body) {
+    if (p.size() != 1 || CollapseSqlSpace(p.Text(0, 0)) != f.body) {
       return Status(Code::kCorruption,
                     Cat("append-only trigger function ", f.name, " was changed"));
     }
@@ -253,27 +159,15 @@ Status CheckAuditTriggers(PGconn* c) {
 Result<AuditChainReport> CheckAuditChainLocked(PGconn* c) {
   TPMMA_ASSIGN_OR_RETURN(Bytes vault_id, ReadVaultId(c));
   TPMMA_ASSIGN_OR_RETURN(std::vector<AuditSegment> segments, ReadSegments(c));
-  TPMMA_ASSIGN_OR_RETURN(ChainCursor cursor, CheckSegments(segments));
-  const int64_t archived_through = cursor.expected_seq - 1;
-  TPMMA_ASSIGN_OR_RETURN(Walk walk, WalkRecords(c, vault_id, archived_through, &cursor));
-  if (walk.first_seq == 0) {
-    return Error(Code::kCorruption,
-                 "audit chain: the log is empty, not even its genesis record is left "
-                 "(every record deleted?)");
-  }
-  if (archived_through == 0 && walk.genesis_seq == 0) {
-    return Error(Code::kCorruption, "audit chain: no genesis record (the log's start was cut)");
-  }
-  if (archived_through != 0 && !walk.archive_recorded) {
-    return Error(Code::kCorruption, Cat("audit chain: records up to seq ", archived_through,
-                                        " are marked archived, but the log has no ",
-                                        kAuditArchiveAction, " record for it"));
-  }
-  TPMMA_RETURN_IF_ERROR(CheckHead(c, cursor));
+  TPMMA_ASSIGN_OR_RETURN(
+      AuditChainWalk walk,
+      AuditChainWalk::Start(std::move(vault_id), segments, AuditChainWalk::Genesis::kFirst));
+  TPMMA_RETURN_IF_ERROR(WalkRecords(c, &walk));
+  TPMMA_ASSIGN_OR_RETURN(AuditChainReport report, walk.Finish());
+  TPMMA_RETURN_IF_ERROR(CheckHead(c, walk));
   // Last: a record missing or altered is the finding to report first.
   TPMMA_RETURN_IF_ERROR(CheckAuditTriggers(c));
-  return AuditChainReport{std::move(vault_id), walk.first_seq, cursor.expected_seq - 1,
-                          walk.genesis_seq, archived_through};
+  return report;
 }
 
 }  // namespace tpmma::storage::postgres

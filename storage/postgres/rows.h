@@ -17,7 +17,7 @@
 
 namespace tpmma::storage::postgres {
 
-inline constexpr size_t kHashSize = 32;  // SHA-256
+inline constexpr size_t kHashSize = kAuditHashSize;
 inline constexpr size_t kMaxAuditField = 1024;
 
 // f(PGconn*) in a READ COMMITTED write transaction on a pooled connection.

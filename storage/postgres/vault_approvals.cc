@@ -8,7 +8,6 @@
 namespace tpmma::storage {
 
 using postgres::AppendAuditLocked;
-using postgres::Cat;
 using postgres::Command;
 using postgres::kApprovalStates;
 using postgres::kOperatorRoles;

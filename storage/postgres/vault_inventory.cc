@@ -11,7 +11,6 @@
 namespace tpmma::storage {
 namespace {
 
-using postgres::Cat;
 using postgres::Command;
 using postgres::Params;
 using postgres::Query;

@@ -10,7 +10,6 @@
 
 namespace tpmma::storage {
 
-using postgres::Cat;
 using postgres::ConnPtr;
 
 int PostgresVault::SchemaVersion() {

@@ -9,7 +9,6 @@
 namespace tpmma::storage {
 
 using postgres::AppendAuditLocked;
-using postgres::Cat;
 using postgres::Command;
 using postgres::kCustodyModes;
 using postgres::kHashSize;

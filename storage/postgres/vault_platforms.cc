@@ -9,7 +9,6 @@
 namespace tpmma::storage {
 
 using postgres::AppendAuditLocked;
-using postgres::Cat;
 using postgres::Command;
 using postgres::kChallengeKinds;
 using postgres::kHashSize;

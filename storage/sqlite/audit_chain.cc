@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "common/text.h"
+#include "storage/audit_walk.h"
 #include "storage/sqlite/rows.h"
 
 namespace tpmma::storage::sqlite {
@@ -38,63 +39,6 @@ constexpr ExpectedTrigger kTriggers[] = {
      "RAISE(ABORT, 'vault_meta is write-once'); END"},
 };
 
-std::string CollapseSpace(std::string_view sql) {
-  std::string out;
-  for (char c : sql) {
-    const bool space = c == ' ' || c == '\n' || c == '\t' || c == '\r';
-    if (space) {
-      if (!out.empty() && out.back() != ' ') out.push_back(' ');
-    } else {
-      out.push_back(c);
-    }
-  }
-  while (!out.empty() && (out.back() == ' ' || out.back() == ';')) out.pop_back();
-  return out;
-}
-
-std::string GenesisDetail(int64_t earlier) {
-  if (earlier == 0) return "new vault";
-  return Cat("after ", earlier,
-             " record(s) written before schema 6; those are chained but not anchored by this "
-             "record");
-}
-
-// The genesis record must be the first record, or follow exactly the records its detail
-// counts (a vault upgraded to schema 6).
-Status CheckGenesis(const AuditRecord& r, const Bytes& vault_id) {
-  if (r.event.actor != "system" || r.event.object != HexEncode(vault_id)) {
-    return Status(Code::kCorruption,
-                  Cat("audit chain: the genesis record at seq ", r.seq, " names another vault"));
-  }
-  if (r.event.detail != GenesisDetail(r.seq - 1)) {
-    return Status(Code::kCorruption, Cat("audit chain: the genesis record is at seq ", r.seq,
-                                         ", not where it says it is"));
-  }
-  return Status();
-}
-
-struct ChainCursor {
-  int64_t expected_seq = 1;
-  Bytes prev;
-};
-
-// The segments are contiguous from seq 1; returns where the live log must continue.
-Result<ChainCursor> CheckSegments(const std::vector<AuditSegment>& segments) {
-  ChainCursor c{1, Bytes(kHashSize, 0)};
-  for (const AuditSegment& s : segments) {
-    if (s.first_seq != c.expected_seq || s.last_seq < s.first_seq ||
-        s.last_hash.size() != kHashSize) {
-      return Error(Code::kCorruption,
-                   Cat("audit chain: archived segment ending at seq ", s.last_seq,
-                       " does not continue the one before (expected it to start at seq ",
-                       c.expected_seq, ")"));
-    }
-    c.expected_seq = s.last_seq + 1;
-    c.prev = s.last_hash;
-  }
-  return c;
-}
-
 AuditRecord ReadRecord(const Stmt& s) {
   AuditRecord r;
   r.seq = s.Int(0);
@@ -102,48 +46,6 @@ AuditRecord ReadRecord(const Stmt& s) {
   r.prev_hash = s.Blob(7);
   r.hash = s.Blob(8);
   return r;
-}
-
-Status CheckLink(const AuditRecord& r, ChainCursor* c) {
-  if (r.seq != c->expected_seq) {
-    return Status(Code::kCorruption, Cat("audit chain broken at seq ", c->expected_seq,
-                                         ": record missing (next present is seq ", r.seq, ")"));
-  }
-  if (r.prev_hash != c->prev) {
-    return Status(Code::kCorruption, Cat("audit chain broken at seq ", r.seq,
-                                         ": prev_hash does not match the hash of seq ", r.seq - 1));
-  }
-  TPMMA_ASSIGN_OR_RETURN(Bytes computed, AuditRecordHash(r.seq, r.event, r.prev_hash));
-  if (computed != r.hash) {
-    return Status(Code::kCorruption,
-                  Cat("audit chain broken at seq ", r.seq, ": record was altered"));
-  }
-  c->prev = r.hash;
-  ++c->expected_seq;
-  return Status();
-}
-
-// What the walk over the live records found beyond the links.
-struct Walk {
-  int64_t first_seq = 0;
-  int64_t genesis_seq = 0;
-  bool archive_recorded = false;
-};
-
-Status CheckRecord(const AuditRecord& r, const Bytes& vault_id, int64_t archived_through, Walk* w) {
-  if (w->first_seq == 0) w->first_seq = r.seq;
-  if (r.event.action == kAuditGenesisAction) {
-    if (w->genesis_seq != 0) {
-      return Status(Code::kCorruption, Cat("audit chain: a second genesis record at seq ", r.seq));
-    }
-    TPMMA_RETURN_IF_ERROR(CheckGenesis(r, vault_id));
-    w->genesis_seq = r.seq;
-  }
-  if (r.event.action == kAuditArchiveAction && r.event.actor == "system" &&
-      r.event.object == std::to_string(archived_through)) {
-    w->archive_recorded = true;
-  }
-  return Status();
 }
 
 }  // namespace
@@ -166,7 +68,7 @@ Status AppendGenesisLocked(sqlite3* db, int64_t now) {
   TPMMA_RETURN_IF_ERROR(count.Step());
   const int64_t earlier = count.Int(0);
   AuditEvent genesis{now,           "system", std::string(kAuditGenesisAction),
-                     HexEncode(id), "ok",     GenesisDetail(earlier)};
+                     HexEncode(id), "ok",     AuditGenesisDetail(earlier)};
   auto seq = AppendAuditLocked(db, genesis);
   return seq ? Status() : seq.error();
 }
@@ -193,7 +95,7 @@ Status CheckAuditTriggers(sqlite3* db) {
     s.Bind(t.name);
     TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) return Status(Code::kCorruption, Cat("append-only trigger ", t.name, " is missing"));
-    if (CollapseSpace(s.Text(0)) != t.sql) {
+    if (CollapseSqlSpace(s.Text(0)) != t.sql) {
       return Status(Code::kCorruption, Cat("append-only trigger ", t.name,
                                            " was changed: it is not what schema 6 made"));
     }
@@ -204,37 +106,22 @@ Status CheckAuditTriggers(sqlite3* db) {
 Result<AuditChainReport> CheckAuditChainLocked(sqlite3* db) {
   TPMMA_ASSIGN_OR_RETURN(Bytes vault_id, ReadVaultId(db));
   TPMMA_ASSIGN_OR_RETURN(std::vector<AuditSegment> segments, ReadSegments(db));
-  TPMMA_ASSIGN_OR_RETURN(ChainCursor cursor, CheckSegments(segments));
-  const int64_t archived_through = cursor.expected_seq - 1;
+  TPMMA_ASSIGN_OR_RETURN(
+      AuditChainWalk walk,
+      AuditChainWalk::Start(std::move(vault_id), segments, AuditChainWalk::Genesis::kAfterUpgrade));
   TPMMA_ASSIGN_OR_RETURN(Stmt s,
                          Stmt::Prepare(db, "read audit log",
                                        "SELECT seq, time, actor, action, object, outcome, detail, "
                                        "prev_hash, hash FROM audit_log ORDER BY seq"));
-  Walk walk;
   while (true) {
     TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) break;
-    AuditRecord r = ReadRecord(s);
-    TPMMA_RETURN_IF_ERROR(CheckLink(r, &cursor));
-    TPMMA_RETURN_IF_ERROR(CheckRecord(r, vault_id, archived_through, &walk));
+    TPMMA_RETURN_IF_ERROR(walk.Add(ReadRecord(s)));
   }
-  if (walk.first_seq == 0) {
-    return Error(Code::kCorruption,
-                 "audit chain: the log is empty, not even its genesis record is left "
-                 "(every record deleted?)");
-  }
-  if (archived_through == 0 && walk.genesis_seq == 0) {
-    return Error(Code::kCorruption, "audit chain: no genesis record (the log's start was cut)");
-  }
-  if (archived_through != 0 && !walk.archive_recorded) {
-    return Error(Code::kCorruption, Cat("audit chain: records up to seq ", archived_through,
-                                        " are marked archived, but the log has no ",
-                                        kAuditArchiveAction, " record for it"));
-  }
+  TPMMA_ASSIGN_OR_RETURN(AuditChainReport report, walk.Finish());
   // Last: a record missing or altered is the finding to report first.
   TPMMA_RETURN_IF_ERROR(CheckAuditTriggers(db));
-  return AuditChainReport{std::move(vault_id), walk.first_seq, cursor.expected_seq - 1,
-                          walk.genesis_seq, archived_through};
+  return report;
 }
 
 }  // namespace tpmma::storage::sqlite

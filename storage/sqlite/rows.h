@@ -16,7 +16,7 @@
 
 namespace tpmma::storage::sqlite {
 
-inline constexpr size_t kHashSize = 32;  // SHA-256
+inline constexpr size_t kHashSize = kAuditHashSize;
 inline constexpr size_t kMaxAuditField = 1024;
 
 template <typename E, size_t N>

@@ -16,29 +16,9 @@
 
 #include "common/bytes.h"
 #include "common/status.h"
+#include "common/text.h"
 
 namespace tpmma::storage::sqlite {
-
-// g++ 12 has no <format>; a tiny concatenation helper keeps messages readable.
-inline void AppendPiece(std::string& out, std::string_view s) {
-  out += s;
-}
-inline void AppendPiece(std::string& out, const char* s) {
-  out += s;
-}
-inline void AppendPiece(std::string& out, const std::string& s) {
-  out += s;
-}
-template <std::integral T>
-void AppendPiece(std::string& out, T v) {
-  out += std::to_string(v);
-}
-template <typename... Args>
-std::string Cat(const Args&... args) {
-  std::string out;
-  (AppendPiece(out, args), ...);
-  return out;
-}
 
 // Messages name the statement's purpose and SQLite's own text (which names tables and
 // columns, never bound values).

@@ -9,7 +9,6 @@
 namespace tpmma::storage {
 
 using sqlite::AppendAuditLocked;
-using sqlite::Cat;
 using sqlite::InTxn;
 using sqlite::kApprovalStates;
 using sqlite::kHashSize;

@@ -11,7 +11,6 @@
 namespace tpmma::storage {
 
 using sqlite::AppendAuditLocked;
-using sqlite::Cat;
 using sqlite::CheckAuditEvent;
 using sqlite::InTxn;
 using sqlite::kHashSize;

@@ -12,7 +12,6 @@
 namespace tpmma::storage {
 namespace {
 
-using sqlite::Cat;
 using sqlite::Stmt;
 
 // In the order of InventoryFields (the wire order).

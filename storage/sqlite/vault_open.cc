@@ -16,7 +16,6 @@ namespace tpmma::storage {
 
 static_assert(SqliteVault::kApplicationId == sqlite::kApplicationId);
 
-using sqlite::Cat;
 using sqlite::DbPtr;
 using sqlite::Stmt;
 

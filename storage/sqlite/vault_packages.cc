@@ -10,7 +10,6 @@
 namespace tpmma::storage {
 
 using sqlite::AppendAuditLocked;
-using sqlite::Cat;
 using sqlite::InTxn;
 using sqlite::kCheckpointAfter;
 using sqlite::kCustodyModes;

@@ -10,7 +10,6 @@
 namespace tpmma::storage {
 
 using sqlite::AppendAuditLocked;
-using sqlite::Cat;
 using sqlite::kChallengeKinds;
 using sqlite::kHashSize;
 using sqlite::kPlatformStates;
