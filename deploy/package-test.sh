@@ -6,9 +6,11 @@
 # (`sh -n`, modes), lintian (any E: fails; W: only those accepted below), and an unpack with
 # `dpkg --root` into a throw-away root. ctest: package_test (label package).
 #
-# The maintainer scripts are not run: `dpkg --root` runs them chrooted into the throw-away
-# root, which has no /bin/sh, adduser or systemd, and running them unchrooted would change
-# this machine. They are checked by reading (sh -n, and the test greps for their guards).
+# The maintainer scripts are not run for real: `dpkg --root` runs them chrooted into the
+# throw-away root, which has no /bin/sh, adduser or systemd, and running them unchrooted
+# would change this machine. They run dry instead: PATH holds only stubs that log their
+# arguments (adduser, deb-systemd-helper, ...), so every dpkg action must exit 0 under
+# `sh -eu` and make the expected calls, and an unexpected command fails as not found.
 #
 # Exit 0 all checks pass, 1 a check failed, 77 (ctest: skipped) a tool is missing.
 set -euo pipefail
@@ -142,6 +144,60 @@ check_scripts() {
   [ -f "$ctl/md5sums" ] || fail "$pkg: no md5sums"
 }
 
+# --- The maintainer scripts dry, for each action dpkg calls them with (see the header).
+run_dry() {
+  local script=$1; shift
+  : >"$work/calls.log"
+  if ! PATH=$work/stubs /bin/sh -eu "$script" "$@" >"$work/dry.out" 2>&1; then
+    fail "$(basename "$(dirname "$script")")/$(basename "$script") $* failed dry:"
+    cat "$work/dry.out" >&2
+  fi
+}
+expect_call() {
+  grep -qxF "$1" "$work/calls.log" || { fail "$2: no call \`$1\`:"; cat "$work/calls.log" >&2; }
+}
+check_scripts_dry() {
+  local c
+  mkdir -p "$work/stubs"
+  for c in adduser install deb-systemd-helper deb-systemd-invoke systemctl rmdir; do
+    printf '#!/bin/sh\necho "%s $*" >>"%s"\n' "$c" "$work/calls.log" >"$work/stubs/$c"
+  done
+  # getent finds no tpm-ma user (exit 2), so postinst makes it.
+  printf '#!/bin/sh\necho "getent $*" >>"%s"\nexit 2\n' "$work/calls.log" >"$work/stubs/getent"
+  chmod 0755 "$work/stubs"/*
+
+  local srv=$work/ctl/tpm-ma-server lms=$work/ctl/tpm-ma-lms
+  run_dry "$srv/postinst" configure
+  expect_call "adduser --system --group --quiet --home /var/lib/tpm-ma --no-create-home --shell /usr/sbin/nologin --gecos tpm-ma Migration Authority tpm-ma" "server postinst configure"
+  expect_call "deb-systemd-helper enable ma-server.service" "server postinst configure"
+  if [ ! -d /var/lib/tpm-ma ]; then
+    expect_call "install -d -o tpm-ma -g tpm-ma -m 0700 /var/lib/tpm-ma" "server postinst configure"
+  fi
+  if [ ! -d /etc/tpm-ma ]; then
+    expect_call "install -d -o root -g tpm-ma -m 0750 /etc/tpm-ma" "server postinst configure"
+  fi
+  run_dry "$srv/postinst" configure 0.0.9-1
+  run_dry "$srv/postinst" abort-upgrade 0.2.0-1
+  run_dry "$srv/prerm" remove
+  run_dry "$srv/prerm" upgrade 0.2.0-1
+  run_dry "$srv/postrm" remove
+  expect_call "deb-systemd-helper mask ma-server.service" "server postrm remove"
+  run_dry "$srv/postrm" purge
+  expect_call "deb-systemd-helper purge ma-server.service" "server postrm purge"
+  grep -q '^rm ' "$work/calls.log" && fail "server postrm purge deletes files"
+  run_dry "$srv/postrm" upgrade 0.2.0-1
+
+  run_dry "$lms/postinst" configure
+  expect_call "deb-systemd-helper enable lms-backup.timer" "lms postinst configure"
+  run_dry "$lms/postinst" configure 0.0.9-1
+  run_dry "$lms/prerm" remove
+  run_dry "$lms/postrm" remove
+  expect_call "deb-systemd-helper mask lms-backup.timer" "lms postrm remove"
+  run_dry "$lms/postrm" purge
+  expect_call "deb-systemd-helper purge lms-backup.timer" "lms postrm purge"
+  echo "package-test: maintainer scripts ran dry for configure, upgrade, remove, purge"
+}
+
 # --- lintian: errors fail; warnings fail unless accepted above (so a new one is seen).
 check_lintian() {
   local pkg=$1 deb=$2
@@ -187,6 +243,7 @@ check_control tpm-ma-server "$server_deb" libc6 libssl3 libsqlite3-0 libtss2-esy
 check_control tpm-ma-lms "$lms_deb" libc6 libssl3 libtss2-esys-3.0.2-0 python3
 check_scripts tpm-ma-server "$server_deb" ma-server.service
 check_scripts tpm-ma-lms "$lms_deb" lms-backup.timer
+check_scripts_dry
 check_lintian tpm-ma-server "$server_deb"
 check_lintian tpm-ma-lms "$lms_deb"
 check_unpack "$server_deb" "$lms_deb"
