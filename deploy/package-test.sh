@@ -101,6 +101,20 @@ check_contents() {
   fi
 }
 
+# --- The units as systemd reads them: any complaint but the one about our programs not
+# being installed on this machine fails (an unknown key, a bad value, a missing section).
+check_units() {
+  if ! command -v systemd-analyze >/dev/null; then
+    echo "package-test: systemd-analyze missing; units not verified"
+    return
+  fi
+  local units=("$work"/x/*/usr/lib/systemd/system/*)
+  SYSTEMD_LOG_COLOR=0 systemd-analyze verify "${units[@]}" >"$work/verify.log" 2>&1 || true
+  if grep -vE 'Command /usr/s?bin/(ma-server|lms) is not executable' "$work/verify.log" | grep .; then
+    fail "systemd-analyze verify complains about the units"
+  fi
+}
+
 # --- Control fields: the dependencies come from dpkg-shlibdeps (libraries) and the list in
 # cmake/packaging.cmake (programs); a -dev package or an empty Depends is a packaging bug.
 check_control() {
@@ -239,6 +253,7 @@ done
 check_contents tpm-ma-server "$server_deb"
 check_contents tpm-ma-lms "$lms_deb"
 # libpq5 joins by itself (dpkg-shlibdeps) once ma-server links the PostgreSQL vault.
+check_units
 check_control tpm-ma-server "$server_deb" libc6 libssl3 libsqlite3-0 libtss2-esys-3.0.2-0 adduser
 check_control tpm-ma-lms "$lms_deb" libc6 libssl3 libtss2-esys-3.0.2-0 python3
 check_scripts tpm-ma-server "$server_deb" ma-server.service
