@@ -29,6 +29,9 @@ PACKAGES=(
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools opensc openssh-server openssh-client
   # code-size check (tests/style)
   universal-ctags
+  # the Debian packages' test (deploy/package-test.sh; cpack uses dpkg-shlibdeps from
+  # dpkg-dev, which build-essential brings)
+  lintian
 )
 
 missing=()
