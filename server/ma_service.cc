@@ -27,8 +27,8 @@
 #include "server/ma_operations.h"
 #include "server/operator_operations.h"
 #include "server/operator_service.h"
+#include "server/vault_open.h"
 #include "soapMigrationAuthorityBindingService.h"
-#include "storage/sqlite_vault.h"
 #include "wsdl/soap_context.h"
 #include "wsdl/soap_fault.h"
 
@@ -741,14 +741,7 @@ Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env,
   auto core = std::make_unique<Core>();
   core->options = options;
   TPMMA_ASSIGN_OR_RETURN(core->owned_custody, LoadMaCustody(cfg, env));
-  storage::SqliteVaultOptions vault_options;
-  vault_options.max_batch = cfg.vault_max_batch;
-  vault_options.read_connections = cfg.vault_read_connections;
-  vault_options.max_deferred_audit = cfg.vault_max_deferred_audit;
-  vault_options.deferred_audit_delay_ms = cfg.vault_deferred_audit_delay_ms;
-  auto vault = storage::SqliteVault::Open(cfg.vault_path, std::move(vault_options));
-  if (!vault) return Error(vault.error().WithContext("vault.path " + cfg.vault_path));
-  core->owned_vault = std::move(*vault);
+  TPMMA_ASSIGN_OR_RETURN(core->owned_vault, OpenVault(cfg, env));
   storage::Vault* v = core->owned_vault.get();
   MaKeyCustody* c = core->owned_custody.get();
   if (!cfg.audit_checkpoint_key.empty()) {
