@@ -136,6 +136,15 @@ TEST(VaultOpenTest, WithUrlTheVaultIsPostgresAndHealthFollowsIt) {
     EXPECT_TRUE(Eventually([&] { return !health.Answering(); }));
     ASSERT_TRUE(cluster->CreateDatabase("vault_open").ok());
   }
+  // The URL form, with the password file: the password joins the parameters libpq parses
+  // from the URL (host is the cluster's socket directory, percent-encoded).
+  const std::string kw = cluster->ConnInfo("vault_open");
+  const size_t h = kw.find("host='") + 6;
+  std::string socket_dir = kw.substr(h, kw.find('\'', h) - h), encoded;
+  for (char ch : socket_dir) encoded += ch == '/' ? std::string("%2F") : std::string(1, ch);
+  Config by_url = cfg;
+  by_url.vault_url = "postgresql://postgres@/vault_open?host=" + encoded + "&port=5432";
+  ASSERT_TRUE(CheckVaultAnswers(by_url, Env::Default()).ok()) << by_url.vault_url;
   Config missing;
   missing.vault_url = cluster->ConnInfo("no_such_db");
   EXPECT_FALSE(CheckVaultAnswers(missing, Env::Default()).ok());
