@@ -8,14 +8,18 @@
 namespace tpmma {
 
 Status CheckOwnerOnlyFile(const std::string& path, std::string_view what) {
+  return CheckOwnerOnlySecret(path, std::string(what) + " private key");
+}
+
+Status CheckOwnerOnlySecret(const std::string& path, std::string_view what) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    return Status(Code::kIoError, "cannot stat " + std::string(what) + " private key " + path);
+    return Status(Code::kIoError, "cannot stat " + std::string(what) + " " + path);
   }
   if ((st.st_mode & 077) != 0) {
     char mode[8];
     std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return Status(Code::kPermissionDenied, std::string(what) + " private key " + path +
+    return Status(Code::kPermissionDenied, std::string(what) + " " + path +
                                                " is accessible by group or others (mode " + mode +
                                                "); run: chmod 600 " + path);
   }

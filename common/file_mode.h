@@ -14,4 +14,7 @@ namespace tpmma {
 // group/other permission bit set; kIoError if it cannot be stat'ed.
 Status CheckOwnerOnlyFile(const std::string& path, std::string_view what);
 
+// The same check for any secret file; `what` names it whole ("vault.password_file").
+Status CheckOwnerOnlySecret(const std::string& path, std::string_view what);
+
 }  // namespace tpmma

@@ -24,7 +24,7 @@
 #include "server/admin_init.h"
 #include "server/config.h"
 #include "server/operator_client.h"
-#include "storage/sqlite_vault.h"
+#include "server/vault_open.h"
 
 namespace {
 
@@ -525,7 +525,7 @@ std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
 int RunLocal(Cli& c) {
   auto cfg = s::LoadConfig(c.dir + "/config.toml");
   if (!cfg) return Fail(cfg.error().WithContext("the MA in " + c.dir), c.json);
-  auto vault = tpmma::storage::SqliteVault::Open(cfg->vault_path);
+  auto vault = s::OpenVault(*cfg, tpmma::Env::Default());
   if (!vault) return Fail(vault.error(), c.json);
   s::AdminContext ctx{.vault = vault->get(),
                       .env = tpmma::Env::Default(),

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "common/env.h"
+#include "common/file_mode.h"
 #include "server/toml_guard.h"
 
 namespace tpmma::server {
@@ -337,6 +338,7 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("server", "max_connections_per_peer", c.max_connections_per_peer, 0, 100'000);
   r.Int("server", "max_queued_requests", c.max_queued_requests, 1, 100'000);
   r.Int("server", "shutdown_timeout_ms", c.shutdown_timeout_ms, 0, 600'000);
+  r.Int("server", "drain_ms", c.drain_ms, 0, 600'000);
   r.Int("server", "malloc_arenas", c.malloc_arenas, 0, 256);
   r.Path("tls", "certificate", c.tls_certificate);
   r.Path("tls", "private_key", c.tls_private_key);
@@ -362,6 +364,14 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("approvals", "max_ttl_s", c.approvals_max_ttl_s, 60, 366 * 86400);
   r.Bool("approvals", "single_use", c.approvals_single_use);
   r.Path("vault", "path", c.vault_path);
+  r.String(
+      "vault", "url", c.vault_url,
+      [](const std::string& v) {
+        return !v.empty() &&
+               std::none_of(v.begin(), v.end(), [](unsigned char ch) { return ch < 0x20; });
+      },
+      "a non-empty postgresql:// URL or libpq connection string");
+  r.Path("vault", "password_file", c.vault_password_file);
   r.Int("vault", "max_batch", c.vault_max_batch, 1, 4096);
   r.Int("vault", "read_connections", c.vault_read_connections, 1, 64);
   r.Int("vault", "max_deferred_audit", c.vault_max_deferred_audit, 1, 1'000'000);
@@ -390,7 +400,10 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
 
   r.Require("tls", "certificate", c.tls_certificate);
   r.Require("tls", "private_key", c.tls_private_key);
-  r.Require("vault", "path", c.vault_path);
+  if (c.vault_url.empty()) r.Require("vault", "path", c.vault_path);
+  if (c.vault_url.empty() && !c.vault_password_file.empty()) {
+    r.Fail("vault.password_file is for PostgreSQL: set vault.url too, or remove it");
+  }
   if (c.max_inflight_bytes != 0 && c.max_inflight_bytes < c.max_body_bytes) {
     r.Fail(
         fmt::format("limits.max_inflight_bytes ({}) must be 0 or at least limits.max_body_bytes "
@@ -515,6 +528,7 @@ std::string ConfigToToml(const Config& c) {
                         .Int("max_connections_per_peer", c.max_connections_per_peer)
                         .Int("max_queued_requests", c.max_queued_requests)
                         .Int("shutdown_timeout_ms", c.shutdown_timeout_ms)
+                        .Int("drain_ms", c.drain_ms)
                         .Int("malloc_arenas", c.malloc_arenas)
                         .Take());
   section("tls", TableBuilder()
@@ -542,6 +556,8 @@ std::string ConfigToToml(const Config& c) {
                            .Take());
   section("vault", TableBuilder()
                        .OptStr("path", c.vault_path)
+                       .OptStr("url", c.vault_url)
+                       .OptStr("password_file", c.vault_password_file)
                        .Int("max_batch", c.vault_max_batch)
                        .Int("read_connections", c.vault_read_connections)
                        .Int("max_deferred_audit", c.vault_max_deferred_audit)
@@ -613,6 +629,10 @@ Status CheckConfigFiles(const Config& c) {
   }
   for (const std::string& t : c.ek_templates) {
     TPMMA_RETURN_IF_ERROR(CheckReadable("trust.ek_templates", t));
+  }
+  if (!c.vault_url.empty()) {
+    if (c.vault_password_file.empty()) return Status::Ok();
+    return CheckOwnerOnlySecret(c.vault_password_file, "vault.password_file");
   }
   std::error_code ec;
   fs::path dir = fs::path(c.vault_path).parent_path();

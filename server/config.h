@@ -53,6 +53,10 @@ struct Config {
   // rather than letting latency grow without bound.
   int max_queued_requests = 256;
   uint32_t shutdown_timeout_ms = 10'000;  // SIGTERM: how long in-flight requests may take
+  // SIGTERM: how long the server goes on serving, with /healthz answering 503, before it
+  // stops accepting; behind a load balancer at least its health check's interval x fall
+  // count, so that it moves the traffic off before connections are refused. 0: stop at once.
+  uint32_t drain_ms = 0;
   // glibc malloc arenas (M_ARENA_MAX). Its default, 8 per core, lets every one of many
   // worker threads keep its own heap: measured +13 MB RSS with 64 workers. 0: glibc's default.
   int malloc_arenas = 2;
@@ -91,10 +95,18 @@ struct Config {
   // or retry; every Download under it is still audited with its id.
   bool approvals_single_use = true;
   // [vault]
+  // SQLite file (the default backend); required unless vault_url is set.
   std::string vault_path;
+  // PostgreSQL (storage/postgres_vault.h): a postgresql:// URL or libpq keyword DSN without a
+  // password. Set: the vault is PostgreSQL and vault_path is not used.
+  std::string vault_url;
+  // The database password, alone in a file readable by its owner only; empty: libpq's own
+  // PGPASSFILE (~/.pgpass) or none (peer/cert authentication).
+  std::string vault_password_file;
   // Group commit: at most this many write calls share one transaction and its fsync.
   uint32_t vault_max_batch = 64;
-  // Read-only SQLite connections shared by the workers (each caches up to 2 MB of pages).
+  // Read-only SQLite connections shared by the workers (each caches up to 2 MB of pages);
+  // with PostgreSQL, the connections of the pool (every call borrows one).
   uint32_t vault_read_connections = 4;
   // Read-audit records waiting for the vault's writer (audit.reads = "deferred"); a full
   // queue makes reads wait (back-pressure). Also the most a crash can lose, beyond one batch.
@@ -163,7 +175,8 @@ std::string ConfigToToml(const Config& cfg);
 
 // What --check-config adds to LoadConfig: the files the config names exist and are
 // readable (TLS, MA key and certificate, EK roots, client CA) and the vault's directory
-// exists. kInvalidArgument naming the key and path.
+// exists (SQLite) or the password file is owner-only (PostgreSQL). kInvalidArgument naming
+// the key and path.
 Status CheckConfigFiles(const Config& cfg);
 
 }  // namespace tpmma::server

@@ -33,6 +33,9 @@ class Endpoint {
   // `body` is the complete HTTP request body, already size-checked by the front end (413);
   // an endpoint may check again for callers that are not the front end.
   virtual Reply Handle(std::string_view body, const RequestInfo& info) = 0;
+  // Whether the endpoint can serve (its vault answers), for GET /healthz. Called on an I/O
+  // thread: must not block, so an endpoint answers from what it last observed.
+  virtual bool Ready() const { return true; }
 };
 
 }  // namespace tpmma::server

@@ -135,7 +135,8 @@ class ServerImpl final : public HttpServer {
         admission_(cfg.max_connections_per_peer, cfg.max_inflight_bytes),
         ssl_ctx_(std::move(ctx)),
         acceptor_(asio::make_strand(ioc_)),
-        accept_timer_(acceptor_.get_executor()) {}
+        accept_timer_(acceptor_.get_executor()),
+        drain_timer_(acceptor_.get_executor()) {}
 
   ~ServerImpl() override {
     Stop();
@@ -209,16 +210,23 @@ class ServerImpl final : public HttpServer {
       std::lock_guard lock(mu_);
       if (stop_requested_) return;
       stop_requested_ = true;
-      stop_deadline_ = std::chrono::steady_clock::now() + milliseconds(cfg_.shutdown_timeout_ms);
     }
+    draining_.store(true);
     cv_.notify_all();
-    asio::post(acceptor_.get_executor(), [this] { BeginShutdown(); });
+    // Draining: everything is served as before except /healthz, which says 503 so that a
+    // load balancer moves the traffic elsewhere before this instance refuses connections.
+    asio::post(acceptor_.get_executor(), [this] {
+      if (cfg_.drain_ms == 0) return BeginShutdown();
+      spdlog::info("draining for {} ms: /healthz answers 503", cfg_.drain_ms);
+      drain_timer_.expires_after(milliseconds(cfg_.drain_ms));
+      drain_timer_.async_wait([this](beast::error_code) { BeginShutdown(); });
+    });
   }
 
   void Wait() override {
     std::unique_lock lock(mu_);
     if (!started_ || joined_) return;
-    cv_.wait(lock, [this] { return stop_requested_; });
+    cv_.wait(lock, [this] { return closing_; });
     bool drained = cv_.wait_until(lock, stop_deadline_, [this] { return connections_.empty(); });
     if (!drained) {
       spdlog::warn("shutdown: {} connections still open after {} ms, closing them",
@@ -252,10 +260,13 @@ class ServerImpl final : public HttpServer {
   Env* env() const { return env_; }
   WorkerPool& pool() { return *pool_; }
   Admission& admission() { return admission_; }
+  // Shutting down (after the drain): new connections are closed at once.
   bool stopping() {
     std::lock_guard lock(mu_);
-    return stop_requested_;
+    return closing_;
   }
+  // From SIGTERM/Stop() on, drain included: /healthz says 503.
+  bool draining() const { return draining_.load(); }
   void Unregister(Connection* s) {
     std::lock_guard lock(mu_);
     connections_.erase(s);
@@ -307,7 +318,15 @@ class ServerImpl final : public HttpServer {
 
   // On the acceptor's strand.
   void BeginShutdown() {
+    {
+      std::lock_guard lock(mu_);
+      if (closing_) return;
+      closing_ = true;
+      stop_deadline_ = std::chrono::steady_clock::now() + milliseconds(cfg_.shutdown_timeout_ms);
+    }
+    cv_.notify_all();
     beast::error_code ignored;
+    drain_timer_.cancel();
     acceptor_.close(ignored);
     accept_timer_.cancel();
     if (signals_) signals_->cancel(ignored);
@@ -338,6 +357,8 @@ class ServerImpl final : public HttpServer {
   std::unordered_map<Connection*, std::weak_ptr<Connection>> connections_;
   bool started_ = false;
   bool stop_requested_ = false;
+  bool closing_ = false;  // the drain is over: no longer accepting
+  std::atomic<bool> draining_{false};
   bool joined_ = false;
   std::chrono::steady_clock::time_point stop_deadline_;
   std::atomic<int> active_{0};
@@ -348,6 +369,7 @@ class ServerImpl final : public HttpServer {
   ssl::context ssl_ctx_;
   tcp::acceptor acceptor_;
   asio::steady_timer accept_timer_;
+  asio::steady_timer drain_timer_;
   std::optional<asio::signal_set> signals_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::unique_ptr<WorkerPool> pool_;
@@ -530,8 +552,16 @@ void Connection::OnReadError(beast::error_code ec) {
 void Connection::OnRequest() {
   if (route_ == Route::kHealth) {
     log_op_ = "healthz";
+    if (server_->draining()) {
+      return Respond(http::status::service_unavailable, "draining: shutting down\n", false,
+                     "Unavailable");
+    }
     if (server_->pool().saturated()) {
       return Respond(http::status::service_unavailable, "saturated: every worker is busy\n", false,
+                     "Unavailable", http::field::retry_after, "1");
+    }
+    if (!server_->endpoint()->Ready()) {
+      return Respond(http::status::service_unavailable, "vault does not answer\n", false,
                      "Unavailable", http::field::retry_after, "1");
     }
     return Respond(http::status::ok, "ok\n", false, "ok");

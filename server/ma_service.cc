@@ -27,8 +27,9 @@
 #include "server/ma_operations.h"
 #include "server/operator_operations.h"
 #include "server/operator_service.h"
+#include "server/vault_health.h"
+#include "server/vault_open.h"
 #include "soapMigrationAuthorityBindingService.h"
-#include "storage/sqlite_vault.h"
 #include "wsdl/soap_context.h"
 #include "wsdl/soap_fault.h"
 
@@ -608,7 +609,9 @@ void Handler::Serve(std::string_view body, const RequestInfo& info, Reply* reply
 
 class MaService final : public Endpoint {
  public:
-  explicit MaService(std::unique_ptr<Core> core) : core_(std::move(core)) {
+  explicit MaService(std::unique_ptr<Core> core)
+      : core_(std::move(core)),
+        health_(std::make_unique<VaultHealth>(core_->ops->vault(), VaultHealth::Options{})) {
     if (core_->options.purge_interval_s > 0) {
       purger_ = std::jthread([this](std::stop_token stop) { PurgeLoop(stop); });
     }
@@ -618,6 +621,8 @@ class MaService final : public Endpoint {
     purge_cv_.notify_all();
     if (purger_.joinable()) purger_.join();  // before core_ (the vault) goes
   }
+
+  bool Ready() const override { return health_->Answering(); }
 
   Reply Handle(std::string_view body, const RequestInfo& info) override {
     // A pool rather than thread_local: contexts belong to this endpoint (tests create
@@ -657,6 +662,7 @@ class MaService final : public Endpoint {
   }
 
   std::unique_ptr<Core> core_;
+  std::unique_ptr<VaultHealth> health_;  // after core_: stops probing before the vault goes
   std::mutex mu_;
   std::vector<std::unique_ptr<Handler>> idle_;
   std::mutex purge_mu_;
@@ -741,14 +747,7 @@ Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env,
   auto core = std::make_unique<Core>();
   core->options = options;
   TPMMA_ASSIGN_OR_RETURN(core->owned_custody, LoadMaCustody(cfg, env));
-  storage::SqliteVaultOptions vault_options;
-  vault_options.max_batch = cfg.vault_max_batch;
-  vault_options.read_connections = cfg.vault_read_connections;
-  vault_options.max_deferred_audit = cfg.vault_max_deferred_audit;
-  vault_options.deferred_audit_delay_ms = cfg.vault_deferred_audit_delay_ms;
-  auto vault = storage::SqliteVault::Open(cfg.vault_path, std::move(vault_options));
-  if (!vault) return Error(vault.error().WithContext("vault.path " + cfg.vault_path));
-  core->owned_vault = std::move(*vault);
+  TPMMA_ASSIGN_OR_RETURN(core->owned_vault, OpenVault(cfg, env));
   storage::Vault* v = core->owned_vault.get();
   MaKeyCustody* c = core->owned_custody.get();
   if (!cfg.audit_checkpoint_key.empty()) {

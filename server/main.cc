@@ -18,6 +18,7 @@
 #include "server/http_server.h"
 #include "server/log.h"
 #include "server/ma_service.h"
+#include "server/vault_open.h"
 
 namespace {
 
@@ -66,6 +67,13 @@ int main(int argc, char** argv) {
   if (check_only) {
     if (Status s = CheckMaServiceConfig(*config, Env::Default()); !s.ok()) {
       return Fail(kExitConfig, s);
+    }
+    // A database that does not answer would stop the start just after this check; a SQLite
+    // file is the service's own and is made at the first start, so only PostgreSQL is asked.
+    if (!config->vault_url.empty()) {
+      if (Status s = CheckVaultAnswers(*config, Env::Default()); !s.ok()) {
+        return Fail(kExitRuntime, s);
+      }
     }
     std::printf("config OK\n");
     return kExitOk;

@@ -27,6 +27,9 @@ struct PostgresVaultOptions {
   size_t connections = 4;
   // How long a call waits for a row lock another instance holds before kUnavailable.
   int lock_timeout_ms = 5000;
+  // The password (read from a password file by the caller), added to the conninfo's
+  // parameters; empty: the conninfo's own, PGPASSWORD or PGPASSFILE. Never printed.
+  std::string password;
 };
 
 class PostgresVault final : public Vault {
@@ -41,6 +44,12 @@ class PostgresVault final : public Vault {
   // role may not create the schema, kUnavailable if the server cannot be reached.
   static Result<std::unique_ptr<PostgresVault>> Open(const std::string& conninfo,
                                                      PostgresVaultOptions options = {});
+  // Whether `conninfo` itself carries a password (the server refuses one: passwords belong in
+  // a password file). kInvalidArgument if it does not parse.
+  static Result<bool> ConnInfoHasPassword(const std::string& conninfo);
+  // Host, port, database and user of `conninfo`, for messages; never the password.
+  static Result<std::string> DescribeConnInfo(const std::string& conninfo);
+
   ~PostgresVault() override;
   PostgresVault(const PostgresVault&) = delete;
   PostgresVault& operator=(const PostgresVault&) = delete;

@@ -64,6 +64,37 @@ Result<std::string> DescribeConnInfo(const std::string& conninfo) {
   return p.description;
 }
 
+Result<bool> ConnInfoHasPassword(const std::string& conninfo) {
+  TPMMA_ASSIGN_OR_RETURN(Parsed p, Parse(conninfo));
+  return !p.password.empty();
+}
+
+Result<std::string> ConnInfoWithPassword(const std::string& conninfo, std::string_view password) {
+  char* err = nullptr;
+  std::unique_ptr<PQconninfoOption, OptionsFree> opts(PQconninfoParse(conninfo.c_str(), &err));
+  if (err != nullptr) PQfreemem(err);  // it quotes the string
+  if (!opts) {
+    return Error(Code::kInvalidArgument, "the PostgreSQL connection string does not parse");
+  }
+  // Keyword values in single quotes, with ' and \ escaped (libpq's conninfo syntax).
+  auto quoted = [](std::string_view v) {
+    std::string q = "'";
+    for (char ch : v) {
+      if (ch == '\'' || ch == '\\') q += '\\';
+      q += ch;
+    }
+    return q + "'";
+  };
+  std::string out;
+  for (PQconninfoOption* o = opts.get(); o->keyword != nullptr; ++o) {
+    if (o->val == nullptr || *o->val == '\0' || std::string_view(o->keyword) == "password") {
+      continue;
+    }
+    out += Cat(out.empty() ? "" : " ", o->keyword, "=", quoted(o->val));
+  }
+  return Cat(out, out.empty() ? "" : " ", "password=", quoted(password));
+}
+
 Result<ConnPtr> Connect(const std::string& conninfo, int lock_timeout_ms) {
   TPMMA_ASSIGN_OR_RETURN(Parsed p, Parse(conninfo));
   ConnPtr conn(PQconnectdb(conninfo.c_str()));

@@ -29,6 +29,14 @@ using ConnPtr = std::unique_ptr<PGconn, ConnCloser>;
 // parse, without libpq's text (it quotes the string).
 Result<std::string> DescribeConnInfo(const std::string& conninfo);
 
+// Whether `conninfo` (URL or keywords) carries a password. kInvalidArgument if it does not parse.
+Result<bool> ConnInfoHasPassword(const std::string& conninfo);
+
+// `conninfo` rewritten as keyword=value pairs with `password` added (replacing any in it), so
+// that a password read from a file reaches libpq without ever being part of a URL the
+// operator wrote or a command line. The result holds the password: never print it.
+Result<std::string> ConnInfoWithPassword(const std::string& conninfo, std::string_view password);
+
 // Connects and sets what every vault connection needs (UTF8 client encoding, synchronous
 // commit, `lock_timeout_ms` as lock_timeout so that a stuck lock holder gives kUnavailable).
 Result<ConnPtr> Connect(const std::string& conninfo, int lock_timeout_ms);

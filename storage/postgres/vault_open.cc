@@ -20,9 +20,21 @@ PostgresVault::PostgresVault(std::unique_ptr<postgres::ConnPool> pool) : pool_(s
 
 PostgresVault::~PostgresVault() = default;
 
-Result<std::unique_ptr<PostgresVault>> PostgresVault::Open(const std::string& conninfo,
+Result<bool> PostgresVault::ConnInfoHasPassword(const std::string& conninfo) {
+  return postgres::ConnInfoHasPassword(conninfo);
+}
+
+Result<std::string> PostgresVault::DescribeConnInfo(const std::string& conninfo) {
+  return postgres::DescribeConnInfo(conninfo);
+}
+
+Result<std::unique_ptr<PostgresVault>> PostgresVault::Open(const std::string& given,
                                                            PostgresVaultOptions options) {
-  TPMMA_ASSIGN_OR_RETURN(std::string where, postgres::DescribeConnInfo(conninfo));
+  TPMMA_ASSIGN_OR_RETURN(std::string where, postgres::DescribeConnInfo(given));
+  std::string conninfo = given;
+  if (!options.password.empty()) {
+    TPMMA_ASSIGN_OR_RETURN(conninfo, postgres::ConnInfoWithPassword(given, options.password));
+  }
   std::vector<ConnPtr> conns;
   for (size_t i = 0; i < std::max<size_t>(options.connections, 1); ++i) {
     TPMMA_ASSIGN_OR_RETURN(ConnPtr c, postgres::Connect(conninfo, options.lock_timeout_ms));

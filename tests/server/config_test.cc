@@ -248,6 +248,37 @@ TEST(ConfigTest, ThroughputKeysHaveSafeDefaultsAndParse) {
       << typo.error().message();
 }
 
+// [vault] url selects PostgreSQL: path is then optional, password_file resolves like any path
+// and needs url; the URL's own password is refused where the vault is opened
+// (tests/server/vault_open_test.cc), which can parse it.
+TEST(ConfigTest, VaultUrlMakesThePathOptionalAndTakesAPasswordFile) {
+  const std::string without_path =
+      std::string(kRequired).substr(0, std::string(kRequired).find("path = \"vault.db\""));
+  Result<Config> c =
+      ParseConfig(without_path +
+                      "url = \"postgresql://ma@db:5432/tpmma\"\npassword_file = \"pw\"\n"
+                      "[server]\ndrain_ms = 3000\n",
+                  "/srv/ma", "test.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  EXPECT_EQ(c->vault_url, "postgresql://ma@db:5432/tpmma");
+  EXPECT_EQ(c->vault_password_file, "/srv/ma/pw");
+  EXPECT_EQ(c->vault_path, "");
+  EXPECT_EQ(c->drain_ms, 3000u);
+  Result<Config> back = ParseConfig(ConfigToToml(*c), "/", "roundtrip");
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(*back, *c);
+
+  Result<Config> neither = ParseConfig(without_path, "/srv/ma", "test.toml");
+  ASSERT_FALSE(neither.has_value());
+  EXPECT_NE(neither.error().message().find("vault.path is required"), std::string::npos);
+  Result<Config> stray = Parse("[vault]\npassword_file = \"pw\"");
+  ASSERT_FALSE(stray.has_value());
+  EXPECT_NE(stray.error().message().find("vault.password_file is for PostgreSQL"),
+            std::string::npos)
+      << stray.error().message();
+  EXPECT_EQ(Parse("")->drain_ms, 0u);
+}
+
 TEST(ConfigTest, BadTlsPathIsNamed) {
   // The required block defines [tls] already; a second [tls] is a TOML error, so test the
   // value through a full text.

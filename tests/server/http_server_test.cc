@@ -70,6 +70,8 @@ class TestEndpoint : public Endpoint {
     std::lock_guard lock(mu_);
     return last_info_;
   }
+  bool Ready() const override { return ready_.load(); }
+  void SetReady(bool ready) { ready_.store(ready); }
   std::string last_body() {
     std::lock_guard lock(mu_);
     return last_body_;
@@ -79,6 +81,7 @@ class TestEndpoint : public Endpoint {
   std::mutex mu_;
   std::condition_variable cv_;
   bool gated_ = false;
+  std::atomic<bool> ready_{true};
   int entered_ = 0;
   RequestInfo last_info_;
   std::string last_body_;
@@ -170,6 +173,61 @@ TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   EXPECT_TRUE(info.peer.starts_with("127.0.0.1:")) << info.peer;
   EXPECT_EQ(info.client_cert_fingerprint, "");
   EXPECT_GT(info.received_micros, 0u);
+}
+
+// /healthz asks the endpoint (the MA: whether its vault answers) and says 503 while it does
+// not; SOAP requests are still handed over (each gets the vault's own error).
+TEST_F(HttpServerTest, HealthSays503WhileTheEndpointIsNotReady) {
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(c.Connect(server_->port())) << c.error();
+  endpoint_.SetReady(false);
+  auto down = c.RoundTrip(GetRequest("/healthz"));
+  ASSERT_TRUE(down.has_value()) << c.error();
+  EXPECT_EQ(down->status, 503u);
+  EXPECT_EQ(down->body, "vault does not answer\n");
+  auto post = c.RoundTrip(PostRequest("/", "abc"));
+  ASSERT_TRUE(post.has_value()) << c.error();
+  EXPECT_EQ(post->status, 200u);
+  endpoint_.SetReady(true);
+  auto up = c.RoundTrip(GetRequest("/healthz"));
+  ASSERT_TRUE(up.has_value()) << c.error();
+  EXPECT_EQ(up->status, 200u);
+}
+
+// After Stop() (SIGTERM) with drain_ms: /healthz says 503 at once, while new connections and
+// requests are still served until the drain is over; then the server stops as before.
+TEST_F(HttpServerTest, DrainSays503OnHealthButKeepsServing) {
+  cfg_.drain_ms = 800;
+  StartServer();
+  TlsClient kept;
+  ASSERT_TRUE(kept.Connect(server_->port())) << kept.error();
+  auto before = kept.RoundTrip(GetRequest("/healthz"));
+  ASSERT_TRUE(before.has_value()) << kept.error();
+  EXPECT_EQ(before->status, 200u);
+  const auto stopped_at = steady_clock::now();
+  std::thread stopper([this] {
+    server_->Stop();
+    server_->Wait();
+  });
+  EXPECT_TRUE(Eventually([&] {
+    TlsClient c;
+    if (!c.Connect(server_->port())) return false;
+    auto res = c.RoundTrip(GetRequest("/healthz"));
+    return res.has_value() && res->status == 503u && res->body == "draining: shutting down\n";
+  }));
+  auto post = kept.RoundTrip(PostRequest("/", "abcd"));
+  ASSERT_TRUE(post.has_value()) << kept.error();
+  EXPECT_EQ(post->status, 200u);
+  TlsClient late;
+  ASSERT_TRUE(late.Connect(server_->port())) << late.error();
+  auto late_post = late.RoundTrip(PostRequest("/", "x"));
+  ASSERT_TRUE(late_post.has_value()) << late.error();
+  EXPECT_EQ(late_post->status, 200u);
+  stopper.join();
+  EXPECT_GE(steady_clock::now() - stopped_at, milliseconds(800));
+  TlsClient after;
+  EXPECT_FALSE(after.Connect(server_->port()) && after.RoundTrip(GetRequest("/healthz")));
 }
 
 TEST_F(HttpServerTest, RsaServerCertificateWorksToo) {

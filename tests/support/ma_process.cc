@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <regex>
+#include <sstream>
 
 namespace tpmma::testing {
 
@@ -86,10 +88,38 @@ bool ServerProcess::ReadSome(milliseconds timeout) {
   return true;
 }
 
+namespace {
+
+// Adds `url = "..."` under [vault]: the key is the only one init does not write, so the
+// line goes right after the table's header (TOML has no other table of that name).
+bool PointVaultAt(const std::string& config, const std::string& url, std::string* error) {
+  std::ifstream in(config);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string toml = text.str();
+  const size_t at = toml.find("[vault]\n");
+  if (at == std::string::npos) {
+    *error = "no [vault] table in " + config;
+    return false;
+  }
+  std::string quoted;
+  for (char c : url) {
+    if (c == '"' || c == '\\') quoted += '\\';
+    quoted += c;
+  }
+  toml.insert(at + 8, "url = \"" + quoted + "\"\n");
+  std::ofstream out(config, std::ios::trunc);
+  out << toml;
+  return static_cast<bool>(out.flush());
+}
+
+}  // namespace
+
 std::unique_ptr<MaInstance> MaInstance::Start(const MaBinaries& bins, const std::string& dir,
                                               const std::vector<std::string>& ek_roots,
                                               std::string* error,
-                                              const std::vector<std::string>& init_args) {
+                                              const std::vector<std::string>& init_args,
+                                              const std::string& vault_url) {
   auto ma = std::make_unique<MaInstance>();
   ma->bins_ = bins;
   ma->state_dir_ = dir + "/ma";
@@ -106,6 +136,7 @@ std::unique_ptr<MaInstance> MaInstance::Start(const MaBinaries& bins, const std:
     return nullptr;
   }
   ma->config_ = ma->state_dir_ + "/config.toml";
+  if (!vault_url.empty() && !PointVaultAt(ma->config_, vault_url, error)) return nullptr;
   ma->ca_file_ = ma->state_dir_ + "/ca/ca-cert.pem";
   if (!ma->Restart(error)) return nullptr;
   return ma;

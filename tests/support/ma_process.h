@@ -51,11 +51,14 @@ class MaInstance {
  public:
   // Creates DIR/ma with `ma-admin init --listen 127.0.0.1:0 --ek-root ...` and starts the
   // server. nullptr and *error on failure (with the tools' output).
-  // `init_args` go to `ma-admin init` as well (e.g. "--no-escrow").
+  // `init_args` go to `ma-admin init` as well (e.g. "--no-escrow"). `vault_url`: a
+  // PostgreSQL conninfo written into config.toml's [vault] (the server and every ma-admin
+  // command then use that database; init's SQLite file stays unused).
   static std::unique_ptr<MaInstance> Start(const MaBinaries& bins, const std::string& dir,
                                            const std::vector<std::string>& ek_roots,
                                            std::string* error,
-                                           const std::vector<std::string>& init_args = {});
+                                           const std::vector<std::string>& init_args = {},
+                                           const std::string& vault_url = "");
   // Starts the server again from the same state (after Kill9 or Stop); new port.
   bool Restart(std::string* error);
   void Kill9();
