@@ -160,4 +160,23 @@ std::string_view ToString(OperatorRole v) {
   return "?";
 }
 
+Status CheckCallerAuditAction(const AuditEvent& event) {
+  if (event.action.starts_with("Audit.")) {
+    return Status(Code::kInvalidArgument,
+                  "audit actions starting with \"Audit.\" are reserved for the vault");
+  }
+  return Status();
+}
+
+Status CheckAuthCompletion(const AuthCompletion& a) {
+  if (a.session.platform_id != a.platform.id) {
+    return Status(Code::kInvalidArgument, "session and platform name different platforms");
+  }
+  if (a.proof_hash.size() != kAuditHashSize) {
+    return Status(Code::kInvalidArgument, "proof hash must be 32 bytes (SHA-256)");
+  }
+  if (a.inventory) return CheckPlatformInventory(*a.inventory);
+  return Status();
+}
+
 }  // namespace tpmma::storage

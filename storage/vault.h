@@ -52,6 +52,9 @@ struct AuditRecord {
 // object, outcome, detail, prev_hash). Shared by every backend and by `ma-admin audit
 // verify`, so that a chain exported from one backend verifies with the other.
 Result<Bytes> AuditRecordHash(int64_t seq, const AuditEvent& event, ByteView prev_hash);
+// Audit.* actions are the vault's own (genesis, archive): kInvalidArgument for a caller's
+// record that would pretend to be one. Every backend's AppendAudit checks it.
+Status CheckCallerAuditAction(const AuditEvent& event);
 inline constexpr size_t kAuditHashSize = 32;  // SHA-256; seq 1's prev_hash is this many zeros
 
 struct AuditFilter {
@@ -226,6 +229,11 @@ struct AuthCompletion {
   AuditEvent pending_audit;
   std::string pending_message;  // empty: "platform <id> awaits an operator's acceptance"
 };
+
+// What every backend checks of a completion before it touches its tables
+// (kInvalidArgument): session and platform name the same platform, the proof hash is
+// SHA-256 sized, the inventory passes CheckPlatformInventory.
+Status CheckAuthCompletion(const AuthCompletion& completion);
 
 // ---------------------------------------------------------------------------------------
 // Packages

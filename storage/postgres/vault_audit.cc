@@ -18,22 +18,10 @@ using postgres::Rows;
 using postgres::ToStatus;
 using postgres::Write;
 
-namespace {
-
-// Audit.* records are the vault's own (genesis, archive); a caller's record may not
-// pretend to be one.
-Status CheckCallerAction(const AuditEvent& event) {
-  if (event.action.starts_with("Audit.")) {
-    return Status(Code::kInvalidArgument,
-                  "audit actions starting with \"Audit.\" are reserved for the vault");
-  }
-  return Status();
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Result<int64_t> PostgresVault::AppendAudit(const AuditEvent& event) {
-  TPMMA_RETURN_IF_ERROR(CheckCallerAction(event));
+  TPMMA_RETURN_IF_ERROR(CheckCallerAuditAction(event));
   return Write(*pool_, "append audit",
                [&](PGconn* c) -> Result<int64_t> { return AppendAuditLocked(c, event); });
 }

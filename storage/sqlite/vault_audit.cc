@@ -20,28 +20,16 @@ using sqlite::Write;
 
 // --- Audit
 
-namespace {
-
-// Audit.* records are the vault's own (genesis, archive); a caller's record may not
-// pretend to be one.
-Status CheckCallerAction(const AuditEvent& event) {
-  if (event.action.starts_with("Audit.")) {
-    return Status(Code::kInvalidArgument,
-                  "audit actions starting with \"Audit.\" are reserved for the vault");
-  }
-  return Status();
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Result<int64_t> SqliteVault::AppendAudit(const AuditEvent& event) {
-  TPMMA_RETURN_IF_ERROR(CheckCallerAction(event));
+  TPMMA_RETURN_IF_ERROR(CheckCallerAuditAction(event));
   return Write(*writer_, "append audit",
                [&](sqlite3* db) -> Result<int64_t> { return AppendAuditLocked(db, event); });
 }
 
 Status SqliteVault::AppendAuditDeferred(const AuditEvent& event) {
-  TPMMA_RETURN_IF_ERROR(CheckCallerAction(event));
+  TPMMA_RETURN_IF_ERROR(CheckCallerAuditAction(event));
   TPMMA_RETURN_IF_ERROR(CheckAuditEvent(event));
   return writer_->Defer(event);
 }

@@ -338,13 +338,7 @@ Result<Challenge> SqliteVault::ConsumeChallenge(std::string_view id, ChallengeKi
 }
 
 Result<Challenge> SqliteVault::CompleteAuthentication(const AuthCompletion& a) {
-  if (a.session.platform_id != a.platform.id) {
-    return Error(Code::kInvalidArgument, "session and platform name different platforms");
-  }
-  if (a.proof_hash.size() != kHashSize) {
-    return Error(Code::kInvalidArgument, "proof hash must be 32 bytes (SHA-256)");
-  }
-  if (a.inventory) TPMMA_RETURN_IF_ERROR(CheckPlatformInventory(*a.inventory));
+  TPMMA_RETURN_IF_ERROR(CheckAuthCompletion(a));
   struct Outcome {
     Challenge challenge;
     Code refused = Code::kOk;
