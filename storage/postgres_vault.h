@@ -71,6 +71,7 @@ class PostgresVault final : public Vault {
   Status CreateChallenge(const Challenge& challenge,
                          const std::optional<AuditEvent>& audit) override;
   Result<Challenge> ConsumeChallenge(std::string_view id, ChallengeKind kind, int64_t now) override;
+  Result<Challenge> GetChallenge(std::string_view id, ChallengeKind kind, int64_t now) override;
   Result<Challenge> CompleteAuthentication(const AuthCompletion& completion) override;
 
   Status CreateSession(const Session& session, const std::optional<AuditEvent>& audit) override;

@@ -391,6 +391,10 @@ class Vault {
   // or of another kind), kExpired (now >= expires_at).
   virtual Result<Challenge> ConsumeChallenge(std::string_view id, ChallengeKind kind,
                                              int64_t now) = 0;
+  // The challenge as ConsumeChallenge would return it, with the same refusals, but left
+  // unused: what an instance that did not issue it needs to check the answer before
+  // CompleteAuthentication consumes it (several instances on one vault, issue #14).
+  virtual Result<Challenge> GetChallenge(std::string_view id, ChallengeKind kind, int64_t now) = 0;
   // Consumes the authenticate challenge, checks the proof hash, upserts the platform,
   // creates the session and appends the audit event, in one transaction. A wrong proof or
   // a challenge issued to another platform still burns the challenge (committed) and

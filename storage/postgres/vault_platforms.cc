@@ -83,14 +83,16 @@ Result<std::optional<std::string>> SameEkKeyRefusal(PGconn* c, const Platform& p
              " (one TPM, one platform)");
 }
 
-Result<Challenge> ConsumeChallengeLocked(PGconn* c, std::string_view id, ChallengeKind kind,
-                                         int64_t now) {
-  // FOR UPDATE: of concurrent consumers in any instance, one holds the row; the others wait
-  // and then read it with used_at set.
+// The row, refused as ConsumeChallenge refuses it (unknown, used, other kind, expired).
+// `lock`: FOR UPDATE, so that of concurrent consumers in any instance one holds the row and
+// the others wait and then read it with used_at set.
+Result<Challenge> ReadChallenge(PGconn* c, std::string_view id, ChallengeKind kind, int64_t now,
+                                bool lock) {
   TPMMA_ASSIGN_OR_RETURN(
       Rows r, Query(c, "read challenge",
-                    "SELECT kind, platform_id, expected_hash, nonce, associated_data, "
-                    "created_at, expires_at, used_at FROM challenges WHERE id = $1 FOR UPDATE",
+                    Cat("SELECT kind, platform_id, expected_hash, nonce, associated_data, "
+                        "created_at, expires_at, used_at FROM challenges WHERE id = $1",
+                        lock ? " FOR UPDATE" : ""),
                     Params(View(id))));
   if (r.empty()) return Error(Code::kNotFound, "challenge not found");
   Challenge ch;
@@ -108,6 +110,12 @@ Result<Challenge> ConsumeChallengeLocked(PGconn* c, std::string_view id, Challen
                  Cat("challenge is for ", ToString(ch.kind), ", not ", ToString(kind)));
   }
   if (now >= ch.expires_at) return Error(Code::kExpired, "challenge expired");
+  return ch;
+}
+
+Result<Challenge> ConsumeChallengeLocked(PGconn* c, std::string_view id, ChallengeKind kind,
+                                         int64_t now) {
+  TPMMA_ASSIGN_OR_RETURN(Challenge ch, ReadChallenge(c, id, kind, now, /*lock=*/true));
   TPMMA_ASSIGN_OR_RETURN(
       int64_t n, Command(c, "mark challenge used",
                          "UPDATE challenges SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
@@ -369,6 +377,11 @@ Status PostgresVault::CreateSession(const Session& session,
     TPMMA_RETURN_IF_ERROR(MaybeAudit(c, audit));
     return {};
   }));
+}
+
+Result<Challenge> PostgresVault::GetChallenge(std::string_view id, ChallengeKind kind,
+                                              int64_t now) {
+  return postgres::Read(*pool_, [&](PGconn* c) { return ReadChallenge(c, id, kind, now, false); });
 }
 
 Result<Session> PostgresVault::GetSession(ByteView token_hash, int64_t now) {

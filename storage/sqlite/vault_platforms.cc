@@ -99,8 +99,8 @@ Result<std::optional<std::string>> SameEkKeyRefusal(sqlite3* db, const Platform&
              " (one TPM, one platform)");
 }
 
-Result<Challenge> ConsumeChallengeLocked(sqlite3* db, std::string_view id, ChallengeKind kind,
-                                         int64_t now) {
+// The row, refused as ConsumeChallenge refuses it (unknown, used, other kind, expired).
+Result<Challenge> ReadChallenge(sqlite3* db, std::string_view id, ChallengeKind kind, int64_t now) {
   TPMMA_ASSIGN_OR_RETURN(
       Stmt s, Stmt::Prepare(db, "read challenge",
                             "SELECT kind, platform_id, expected_hash, nonce, associated_data, "
@@ -123,6 +123,12 @@ Result<Challenge> ConsumeChallengeLocked(sqlite3* db, std::string_view id, Chall
                  Cat("challenge is for ", ToString(c.kind), ", not ", ToString(kind)));
   }
   if (now >= c.expires_at) return Error(Code::kExpired, "challenge expired");
+  return c;
+}
+
+Result<Challenge> ConsumeChallengeLocked(sqlite3* db, std::string_view id, ChallengeKind kind,
+                                         int64_t now) {
+  TPMMA_ASSIGN_OR_RETURN(Challenge c, ReadChallenge(db, id, kind, now));
   TPMMA_ASSIGN_OR_RETURN(
       Stmt u, Stmt::Prepare(db, "mark challenge used",
                             "UPDATE challenges SET used_at = ? WHERE id = ? AND used_at IS NULL"));
@@ -395,6 +401,11 @@ Status SqliteVault::CreateSession(const Session& session, const std::optional<Au
     TPMMA_RETURN_IF_ERROR(MaybeAudit(db, audit));
     return {};
   }));
+}
+
+Result<Challenge> SqliteVault::GetChallenge(std::string_view id, ChallengeKind kind, int64_t now) {
+  auto conn = readers_->Acquire();
+  return ReadChallenge(conn.get(), id, kind, now);
 }
 
 Result<Session> SqliteVault::GetSession(ByteView token_hash, int64_t now) {

@@ -147,6 +147,26 @@ TEST_P(VaultTest, ListPlatformsPages) {
   EXPECT_CODE(vault_->ListPlatforms(3, "garbage"), Code::kInvalidArgument);
 }
 
+// Issue #14: an instance that did not issue a challenge reads it to check the answer; the
+// read never uses it up, and refuses what ConsumeChallenge would refuse.
+TEST_P(VaultTest, GetChallengeReadsWithoutConsuming) {
+  ASSERT_OK(vault_->CreateChallenge(MakeChallenge("g1", "p1", "s"), std::nullopt));
+  for (int i = 0; i < 2; ++i) {
+    auto c = vault_->GetChallenge("g1", ChallengeKind::kAuthenticate, kNow);
+    ASSERT_OK(c);
+    EXPECT_EQ(c->platform_id, "p1");
+    EXPECT_EQ(c->expected_hash, Sha("s"));
+    EXPECT_EQ(c->associated_data, ToBytes("ak-public"));
+  }
+  EXPECT_CODE(vault_->GetChallenge("g1", ChallengeKind::kDownloadNonce, kNow),
+              Code::kUnauthenticated);
+  EXPECT_CODE(vault_->GetChallenge("g1", ChallengeKind::kAuthenticate, kNow + 60), Code::kExpired);
+  EXPECT_CODE(vault_->GetChallenge("nope", ChallengeKind::kAuthenticate, kNow), Code::kNotFound);
+  ASSERT_OK(vault_->ConsumeChallenge("g1", ChallengeKind::kAuthenticate, kNow));
+  EXPECT_CODE(vault_->GetChallenge("g1", ChallengeKind::kAuthenticate, kNow),
+              Code::kUnauthenticated);
+}
+
 TEST_P(VaultTest, ChallengeIsConsumedOnce) {
   ASSERT_OK(vault_->CreateChallenge(MakeChallenge("c1", "p1", "s"), std::nullopt));
   EXPECT_CODE(vault_->CreateChallenge(MakeChallenge("c1", "p1", "s"), std::nullopt),
