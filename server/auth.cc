@@ -74,6 +74,17 @@ void WriteLv(Bytes& out, ByteView v) {
   out.insert(out.end(), v.begin(), v.end());
 }
 
+// The next WriteLv field of `in`, advanced past it; nullopt if `in` is too short.
+std::optional<Bytes> ReadLv(ByteView& in) {
+  if (in.size() < 4) return std::nullopt;
+  const uint32_t n =
+      (uint32_t{in[0]} << 24) | (uint32_t{in[1]} << 16) | (uint32_t{in[2]} << 8) | uint32_t{in[3]};
+  if (in.size() - 4 < n) return std::nullopt;
+  Bytes out(in.begin() + 4, in.begin() + 4 + n);
+  in = in.subspan(4 + n);
+  return out;
+}
+
 }  // namespace
 
 Result<Bytes> AttestBody(ByteView tpm2b_attest) {
@@ -215,6 +226,43 @@ std::optional<Authenticator::Pending> Authenticator::Take(const std::string& id)
   return p;
 }
 
+// A Begin this instance did not see (another instance behind the same load balancer issued
+// it, or this one restarted since): the challenge row holds what Begin checked, and the EK
+// key id and AK Name follow from the public areas as they did there. The answer is then
+// checked exactly as for a remembered Begin; CompleteAuthentication consumes the row.
+Result<Authenticator::Pending> Authenticator::PendingFromVault(const std::string& id) {
+  auto c = vault_->GetChallenge(id, storage::ChallengeKind::kAuthenticate, env_->NowUnixSeconds());
+  if (!c && (c.error().code() == Code::kNotFound || c.error().code() == Code::kUnauthenticated)) {
+    return Error(Code::kUnauthenticated,
+                 "unknown or already used challenge: start Authenticate again");
+  }
+  if (!c) return Error(c.error());
+  ByteView rest = c->associated_data;
+  std::optional<Bytes> ak_public = ReadLv(rest);
+  std::optional<Bytes> ek_public = ReadLv(rest);
+  std::optional<Bytes> ek_certificate = ReadLv(rest);
+  if (!ak_public || !ek_public || !ek_certificate || !rest.empty()) {
+    // A row written before challenges carried the certificate: answer again.
+    return Error(Code::kUnauthenticated,
+                 "challenge issued by an older MA version: start Authenticate again");
+  }
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ek, tpm::Unmarshal<TPM2B_PUBLIC>(*ek_public));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(*ak_public));
+  Identity who{.platform_id = c->platform_id,
+               .ek_public = std::move(*ek_public),
+               .ek_certificate = std::move(*ek_certificate),
+               .ek_key_id = {},
+               .ak_public = std::move(*ak_public),
+               .ak_name = {}};
+  TPMMA_ASSIGN_OR_RETURN(who.ek_key_id, EkKeyId(ek.publicArea));
+  TPMMA_ASSIGN_OR_RETURN(who.ak_name, tpm::ComputeName(ak.publicArea));
+  Pending p;
+  p.identity = std::make_shared<const Identity>(std::move(who));
+  p.nonce = c->nonce;
+  p.expires_at = c->expires_at;
+  return p;
+}
+
 Result<EnrollmentPolicy> ParseEnrollmentPolicy(std::string_view text) {
   if (text == "open") return EnrollmentPolicy::kOpen;
   if (text == "registered") return EnrollmentPolicy::kRegistered;
@@ -285,13 +333,11 @@ Result<BeginResult> Authenticator::Begin(const BeginRequest& sent) {
   BeginRequest request = sent;
   const bool no_certificate = sent.ek_certificate.empty();
   if (no_certificate && !sent.ek_intermediates.empty()) {
-    return Error(Code::kInvalidArgument,
-                 "EKIntermediateCertificate sent without an EKCertificate");
+    return Error(Code::kInvalidArgument, "EKIntermediateCertificate sent without an EKCertificate");
   }
   if (!no_certificate) {
     // The certificate as read from NV: from here on without the padding after its DER length.
-    TPMMA_ASSIGN_OR_RETURN(request.ek_certificate,
-                           TrimEkCertificatePadding(sent.ek_certificate));
+    TPMMA_ASSIGN_OR_RETURN(request.ek_certificate, TrimEkCertificatePadding(sent.ek_certificate));
     TPMMA_RETURN_IF_ERROR(VerifyEkCertificate(request, ek.publicArea));
   }
   // One TPM, one platform: only the EK templates, so the same key cannot come back under
@@ -326,8 +372,10 @@ Result<BeginResult> Authenticator::Begin(const BeginRequest& sent) {
   c.platform_id = out.platform_id;
   c.expected_hash = Sha256(proof);
   c.nonce = out.nonce;
+  // What Complete needs if another instance answers it (PendingFromVault).
   WriteLv(c.associated_data, request.ak_public);
   WriteLv(c.associated_data, request.ek_public);
+  WriteLv(c.associated_data, request.ek_certificate);
   c.created_at = now;
   c.expires_at = out.expires_at;
   storage::AuditEvent audit{
@@ -365,8 +413,7 @@ Result<CompleteResult> Authenticator::Complete(const CompleteRequest& request,
   const std::string id = HexEncode(request.challenge_id);
   std::optional<Pending> p = Take(id);
   if (!p) {
-    return Error(Code::kUnauthenticated,
-                 "unknown or already used challenge: start Authenticate again");
+    TPMMA_ASSIGN_OR_RETURN(p, PendingFromVault(id));
   }
   const Identity& who = *p->identity;
   *platform_id = who.platform_id;

@@ -61,7 +61,7 @@ struct AuthOptions {
 };
 
 struct BeginRequest {
-  Bytes ek_public;  // TPM2B_PUBLIC
+  Bytes ek_public;       // TPM2B_PUBLIC
   Bytes ek_certificate;  // empty: the TPM has none (accepted only as CheckNoCertificate says)
   std::vector<Bytes> ek_intermediates;
   Bytes ak_public;  // TPM2B_PUBLIC
@@ -160,6 +160,7 @@ class Authenticator {
   void Remember(const std::string& id, const std::string& identity_key,
                 const std::function<Identity()>& make, Pending pending);
   std::optional<Pending> Take(const std::string& id);
+  Result<Pending> PendingFromVault(const std::string& id);
 
   AuthOptions options_;
   storage::Vault* vault_;

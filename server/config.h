@@ -57,6 +57,11 @@ struct Config {
   // stops accepting; behind a load balancer at least its health check's interval x fall
   // count, so that it moves the traffic off before connections are refused. 0: stop at once.
   uint32_t drain_ms = 0;
+  // Load balancers (IP addresses) that open every connection with a PROXY protocol v1 line
+  // naming the real client (haproxy `send-proxy`). A connection from one of these must carry
+  // the line; a connection from anyone else never may (it would fail the TLS handshake), so
+  // a client cannot choose the address it is logged and rate-limited under.
+  std::vector<std::string> trusted_proxies;
   // glibc malloc arenas (M_ARENA_MAX). Its default, 8 per core, lets every one of many
   // worker threads keep its own heap: measured +13 MB RSS with 64 workers. 0: glibc's default.
   int malloc_arenas = 2;
@@ -127,8 +132,8 @@ struct Config {
   uint32_t session_ttl_s = 900;
   uint32_t download_nonce_ttl_s = 300;
   // Authenticate.Begin data kept in memory until its Complete (about 100 bytes each, plus
-  // one EK/AK record per distinct platform); beyond this the oldest are dropped (their
-  // Complete fails with Unauthenticated).
+  // one EK/AK record per distinct platform); beyond this the oldest are dropped there and
+  // their Complete reads the challenge row instead, as an instance does that did not issue it.
   uint32_t max_pending_challenges = 20000;
   // Verified EK certificate chains remembered (about 100 bytes each) so that a platform
   // authenticating again skips parsing and verifying its chain; 0: off.

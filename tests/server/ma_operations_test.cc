@@ -172,11 +172,13 @@ TEST_F(MaOperationsTest, ExpiredChallengeIsRefused) {
   EXPECT_CODE(Complete(c, b.challenge_id, Proof(*secret, b.challenge_id), nullptr, nullptr, &token,
                        &platform),
               Code::kExpired);
-  env_.offset = 0;
-  // Burnt: even in time, the same challenge does not work again.
+  // Still refused later, by this instance or any other reading the row (issue #14): expiry
+  // is decided by the clock, which instances keep in step (NTP), not by who issued it.
+  env_.offset += 1;
   EXPECT_CODE(Complete(c, b.challenge_id, Proof(*secret, b.challenge_id), nullptr, nullptr, &token,
                        &platform),
-              Code::kUnauthenticated);
+              Code::kExpired);
+  env_.offset = 0;
 }
 
 TEST_F(MaOperationsTest, EkFromAnUnknownRootIsRefused) {
@@ -226,9 +228,10 @@ TEST_F(MaOperationsTest, RememberedEkChainsHoldOnlyForTheirBytesAndValidity) {
   ASSERT_TRUE(Begin(c, *ek, ak_pub, &b).ok());
 }
 
-// auth.max_pending_challenges: beyond it the oldest Begin is forgotten (its Complete is
-// refused), the newer ones complete.
-TEST_F(MaOperationsTest, PendingBeginsAreCapped) {
+// auth.max_pending_challenges bounds what Begin keeps in memory: beyond it the oldest is
+// forgotten there, and its Complete is then checked from the challenge row, as on an
+// instance that never saw the Begin. Each challenge still completes once.
+TEST_F(MaOperationsTest, PendingBeginsBeyondTheCapCompleteFromTheVault) {
   TempDir d;
   Config cfg = cfg_;
   cfg.vault_path = d.File("v.db");
@@ -251,12 +254,62 @@ TEST_F(MaOperationsTest, PendingBeginsAreCapped) {
   auto s2 = tpm_->ActivateCredential(*ak, *ek, second.blob, second.secret);
   ASSERT_OK(s2);
   std::string token, platform;
+  EXPECT_TRUE(Complete(c, first.challenge_id, Proof(*s1, first.challenge_id), nullptr, nullptr,
+                       &token, &platform)
+                  .ok());
   EXPECT_CODE(Complete(c, first.challenge_id, Proof(*s1, first.challenge_id), nullptr, nullptr,
                        &token, &platform),
               Code::kUnauthenticated);
   EXPECT_TRUE(Complete(c, second.challenge_id, Proof(*s2, second.challenge_id), nullptr, nullptr,
                        &token, &platform)
                   .ok());
+}
+
+// Issue #14: two instances on one vault behind a load balancer. Begin on one, Complete on the
+// other: the session works on both; the challenge is used up for both; a wrong proof sent to
+// the instance that did not issue the challenge is refused and burns it too.
+TEST_F(MaOperationsTest, BeginOnOneInstanceCompletesOnAnother) {
+  TempDir d;
+  Config cfg = cfg_;
+  cfg.vault_path = d.File("v.db");
+  auto one = MakeOps(cfg, &env_);
+  ASSERT_OK(one);
+  auto two = MakeOps(cfg, &env_, one->vault.get(), one->custody.get());
+  ASSERT_OK(two);
+  Client c1(one->get());
+  Client c2(two->get());
+  auto ek = tpm_->CreateEk();
+  ASSERT_OK(ek);
+  auto ak_blob = tpm_->CreateAk(*ek, esys::KeyAlg::kRsa2048);
+  ASSERT_OK(ak_blob);
+  auto ak = tpm_->Load(*ek, *ak_blob);
+  ASSERT_OK(ak);
+  Bytes ak_pub = *tpm::Marshal(ak_blob->public_area);
+  Begun b;
+  ASSERT_TRUE(Begin(c1, *ek, ak_pub, &b).ok());
+  auto secret = tpm_->ActivateCredential(*ak, *ek, b.blob, b.secret);
+  ASSERT_OK(secret);
+  std::string token, platform;
+  ASSERT_TRUE(Complete(c2, b.challenge_id, Proof(*secret, b.challenge_id), nullptr, nullptr, &token,
+                       &platform)
+                  .ok());
+  auto session = one->vault->GetSession(Authenticator::TokenHash(token), env_.NowUnixSeconds());
+  ASSERT_OK(session);
+  EXPECT_EQ(session->platform_id, platform);
+  EXPECT_CODE(Complete(c1, b.challenge_id, Proof(*secret, b.challenge_id), nullptr, nullptr, &token,
+                       &platform),
+              Code::kUnauthenticated);
+
+  Begun wrong;
+  ASSERT_TRUE(Begin(c1, *ek, ak_pub, &wrong).ok());
+  Bytes bad_proof(32, 0x55);
+  EXPECT_CODE(Complete(c2, wrong.challenge_id, bad_proof, nullptr, nullptr, &token, &platform),
+              Code::kUnauthenticated);
+  auto s = tpm_->ActivateCredential(*ak, *ek, wrong.blob, wrong.secret);
+  ASSERT_OK(s);
+  EXPECT_CODE(Complete(c1, wrong.challenge_id, Proof(*s, wrong.challenge_id), nullptr, nullptr,
+                       &token, &platform),
+              Code::kUnauthenticated);
 }
 
 TEST_F(MaOperationsTest, PlatformsSeeOnlyTheirOwnOrApprovedPackages) {
