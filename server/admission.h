@@ -77,6 +77,9 @@ class Admission {
 
   // nullopt: `peer` (an address, without port) already holds max_per_peer connections.
   std::optional<PeerSlot> AdmitPeer(const std::string& peer);
+  // A slot counted against no peer: a connection from a trusted load balancer until its
+  // PROXY line names the client, whose slot then replaces this one.
+  static PeerSlot Unmetered() { return PeerSlot(nullptr, {}); }
   // nullopt: `bytes` more would pass max_inflight_bytes.
   std::optional<Reservation> Reserve(uint64_t bytes);
 

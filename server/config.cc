@@ -133,6 +133,25 @@ class Reader {
     out = std::move(paths);
   }
 
+  void StringList(std::string_view sec, std::string_view key, std::vector<std::string>& out,
+                  bool (*valid)(const std::string&), std::string_view what) {
+    const toml::node* node = Find(sec, key);
+    if (node == nullptr) return;
+    const toml::array* arr = node->as_array();
+    std::vector<std::string> items;
+    bool ok = arr != nullptr;
+    for (size_t i = 0; ok && i < arr->size(); ++i) {
+      const toml::node& item = (*arr)[i];
+      ok = item.is_string() && valid(*item.value<std::string>());
+      if (ok) items.push_back(*item.value<std::string>());
+    }
+    if (!ok) {
+      Fail(fmt::format("{}.{} must be an array of {}, got {}", sec, key, what, Describe(*node)));
+      return;
+    }
+    out = std::move(items);
+  }
+
   // A key read by the caller in its own way (an array of tables); counts as known.
   const toml::node* Node(std::string_view sec, std::string_view key) { return Find(sec, key); }
 
@@ -339,6 +358,8 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("server", "max_queued_requests", c.max_queued_requests, 1, 100'000);
   r.Int("server", "shutdown_timeout_ms", c.shutdown_timeout_ms, 0, 600'000);
   r.Int("server", "drain_ms", c.drain_ms, 0, 600'000);
+  r.StringList("server", "trusted_proxies", c.trusted_proxies, IsIpAddress,
+               "IPv4 or IPv6 addresses");
   r.Int("server", "malloc_arenas", c.malloc_arenas, 0, 256);
   r.Path("tls", "certificate", c.tls_certificate);
   r.Path("tls", "private_key", c.tls_private_key);
@@ -529,6 +550,7 @@ std::string ConfigToToml(const Config& c) {
                         .Int("max_queued_requests", c.max_queued_requests)
                         .Int("shutdown_timeout_ms", c.shutdown_timeout_ms)
                         .Int("drain_ms", c.drain_ms)
+                        .OptArray("trusted_proxies", c.trusted_proxies)
                         .Int("malloc_arenas", c.malloc_arenas)
                         .Take());
   section("tls", TableBuilder()

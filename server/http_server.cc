@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -29,11 +30,12 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
-#include "common/file_mode.h"
 #include "common/openssl.h"
 #include "server/admission.h"
 #include "server/http_route.h"
 #include "server/log.h"
+#include "server/proxy_header.h"
+#include "server/tls_context.h"
 #include "server/worker_pool.h"
 #include "wsdl/soap_fault.h"
 
@@ -50,18 +52,9 @@ using std::chrono::milliseconds;
 // Beast reads min(buffer capacity, 64 KB) per call; without the reservation it reads 512
 // bytes at a time, a system call per 512 bytes of a 16 MB Upload.
 constexpr size_t kReadBufferBytes = 64 * 1024;
-// Certificates and keys are a few KB; bound what we read so a wrong path (a disk image)
-// fails fast.
-constexpr size_t kMaxPemBytes = 1 << 20;
 // After an error reply on a connection we are closing: how long to wait for the peer's
 // TLS close_notify before dropping the socket.
 constexpr milliseconds kCloseGrace{500};
-
-// Forward secrecy and AEAD only; TLS 1.3 suites are OpenSSL's defaults (all AEAD).
-constexpr const char* kTls12Ciphers =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 class ServerImpl;
 
@@ -69,7 +62,10 @@ class ServerImpl;
 // executor of its socket); workers hand replies back with asio::post.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(ServerImpl* server, tcp::socket socket, ssl::context& ctx, Admission::PeerSlot slot);
+  // `via_proxy`: the socket is from a server.trusted_proxies address; its PROXY line comes
+  // before the TLS handshake and names the peer.
+  Connection(ServerImpl* server, tcp::socket socket, ssl::context& ctx, Admission::PeerSlot slot,
+             bool via_proxy);
   ~Connection();
 
   void Start();
@@ -85,6 +81,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
   const Config& cfg() const;
 
+  void Handshake();
+  void ReadProxyHeader();
+  void OnProxyHeader(beast::error_code ec, size_t line_bytes);
   void OnHandshake(beast::error_code ec);
   void ReadNext();
   void ReadHeader();
@@ -118,6 +117,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool keep_alive_ = false;  // the client's wish for the current request
   Route route_ = Route::kHealth;
   std::string peer_;
+  const bool via_proxy_;
+  // What was read before the TLS handshake: the PROXY line, then the first TLS bytes.
+  std::string proxy_buffer_;
   std::string fingerprint_;
   uint64_t start_micros_ = 0;
   // For the request log line, written once the reply is sent.
@@ -136,7 +138,13 @@ class ServerImpl final : public HttpServer {
         ssl_ctx_(std::move(ctx)),
         acceptor_(asio::make_strand(ioc_)),
         accept_timer_(acceptor_.get_executor()),
-        drain_timer_(acceptor_.get_executor()) {}
+        drain_timer_(acceptor_.get_executor()) {
+    for (const std::string& a : cfg.trusted_proxies) {
+      beast::error_code ec;
+      asio::ip::address address = asio::ip::make_address(a, ec);
+      if (!ec) trusted_proxies_.push_back(address);  // LoadConfig refuses anything else
+    }
+  }
 
   ~ServerImpl() override {
     Stop();
@@ -260,6 +268,7 @@ class ServerImpl final : public HttpServer {
   Env* env() const { return env_; }
   WorkerPool& pool() { return *pool_; }
   Admission& admission() { return admission_; }
+  void CountRejected() { ++rejected_; }
   // Shutting down (after the drain): new connections are closed at once.
   bool stopping() {
     std::lock_guard lock(mu_);
@@ -289,9 +298,13 @@ class ServerImpl final : public HttpServer {
             return;
           }
           beast::error_code ignored;
-          std::string address = socket.remote_endpoint(ignored).address().to_string();
+          asio::ip::address remote = socket.remote_endpoint(ignored).address();
+          std::string address = remote.to_string();
+          const bool via_proxy = TrustedProxy(remote);
           std::optional<Admission::PeerSlot> slot;
-          if (active_.load() < cfg_.max_connections) slot = admission_.AdmitPeer(address);
+          if (active_.load() < cfg_.max_connections) {
+            slot = via_proxy ? Admission::Unmetered() : admission_.AdmitPeer(address);
+          }
           if (!slot) {
             // Closed before the TLS handshake: an overload costs no crypto and reads nothing.
             ++rejected_;
@@ -303,8 +316,8 @@ class ServerImpl final : public HttpServer {
           } else {
             // Request/response: a reply's last segment must not wait for a delayed ACK.
             socket.set_option(tcp::no_delay(true), ignored);
-            auto connection =
-                std::make_shared<Connection>(this, std::move(socket), ssl_ctx_, std::move(*slot));
+            auto connection = std::make_shared<Connection>(this, std::move(socket), ssl_ctx_,
+                                                           std::move(*slot), via_proxy);
             {
               std::lock_guard lock(mu_);
               connections_.emplace(connection.get(), connection);
@@ -314,6 +327,15 @@ class ServerImpl final : public HttpServer {
           }
           DoAccept();
         });
+  }
+
+  bool TrustedProxy(const asio::ip::address& remote) const {
+    // A v4 client on a dual-stack listener arrives as ::ffff:a.b.c.d.
+    asio::ip::address a = remote;
+    if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+      a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
+    }
+    return std::find(trusted_proxies_.begin(), trusted_proxies_.end(), a) != trusted_proxies_.end();
   }
 
   // On the acceptor's strand.
@@ -364,6 +386,7 @@ class ServerImpl final : public HttpServer {
   std::atomic<int> active_{0};
   std::atomic<uint64_t> rejected_{0};
   Admission admission_;  // before ioc_: connections destroyed with it release here
+  std::vector<asio::ip::address> trusted_proxies_;
 
   asio::io_context ioc_;
   ssl::context ssl_ctx_;
@@ -379,8 +402,11 @@ class ServerImpl final : public HttpServer {
 // ---------------------------------------------------------------------------------------
 
 Connection::Connection(ServerImpl* server, tcp::socket socket, ssl::context& ctx,
-                       Admission::PeerSlot slot)
-    : server_(server), slot_(std::move(slot)), stream_(std::move(socket), ctx) {
+                       Admission::PeerSlot slot, bool via_proxy)
+    : server_(server),
+      slot_(std::move(slot)),
+      stream_(std::move(socket), ctx),
+      via_proxy_(via_proxy) {
   buffer_.reserve(kReadBufferBytes);
   beast::error_code ec;
   tcp::endpoint remote = lowest().socket().remote_endpoint(ec);
@@ -402,10 +428,56 @@ const Config& Connection::cfg() const {
 void Connection::Start() {
   asio::dispatch(stream_.get_executor(), [self = shared_from_this()] {
     if (self->server_->stopping()) return self->CloseNow();
+    // One deadline for the PROXY line and the handshake together.
     self->lowest().expires_after(milliseconds(self->cfg().handshake_timeout_ms));
-    self->stream_.async_handshake(ssl::stream_base::server,
-                                  [self](beast::error_code ec) { self->OnHandshake(ec); });
+    if (self->via_proxy_) return self->ReadProxyHeader();
+    self->Handshake();
   });
+}
+
+void Connection::Handshake() {
+  // Bytes read past the PROXY line are the client's first TLS record: the handshake starts
+  // from them.
+  stream_.async_handshake(ssl::stream_base::server, asio::buffer(proxy_buffer_),
+                          [self = shared_from_this()](beast::error_code ec, size_t) {
+                            self->proxy_buffer_.clear();
+                            self->OnHandshake(ec);
+                          });
+}
+
+void Connection::ReadProxyHeader() {
+  asio::async_read_until(
+      lowest(), asio::dynamic_buffer(proxy_buffer_, kProxyV1MaxBytes), "\r\n",
+      [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnProxyHeader(ec, n); });
+}
+
+void Connection::OnProxyHeader(beast::error_code ec, size_t line_bytes) {
+  // A trusted proxy that sends no valid line is misconfigured (send-proxy missing): say so
+  // loudly, since every client behind it is being refused.
+  if (ec) {
+    spdlog::warn("{}: no PROXY line from a trusted proxy ({}); closing", peer_, ec.message());
+    return CloseNow();
+  }
+  auto client = ParseProxyV1(std::string_view(proxy_buffer_).substr(0, line_bytes));
+  if (!client.has_value()) {
+    spdlog::warn("{}: {}; closing", peer_, client.error().message());
+    return CloseNow();
+  }
+  proxy_buffer_.erase(0, line_bytes);
+  if (!client->has_value()) return Handshake();  // UNKNOWN: the proxy itself (health checks)
+  const ProxyClient& c = **client;
+  std::optional<Admission::PeerSlot> slot = server_->admission().AdmitPeer(c.address);
+  if (!slot) {
+    server_->CountRejected();
+    spdlog::debug("connection from {} (via {}) refused: max_connections_per_peer reached",
+                  c.address, peer_);
+    return CloseNow();
+  }
+  slot_ = std::move(*slot);
+  spdlog::debug("{}: PROXY line names {} port {}", peer_, c.address, c.port);
+  peer_ = c.address.find(':') != std::string::npos ? fmt::format("[{}]:{}", c.address, c.port)
+                                                   : fmt::format("{}:{}", c.address, c.port);
+  Handshake();
 }
 
 void Connection::OnStop() {
@@ -678,79 +750,6 @@ void Connection::CloseNow() {
   beast::error_code ignored;
   lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
   lowest().close();
-}
-
-}  // namespace
-
-namespace {
-
-// The TLS settings, certificate, key and client-certificate policy from the config.
-Status ConfigureTls(ssl::context& ctx, const Config& config, Env* env) {
-  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                  ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
-                  ssl::context::single_dh_use | ssl::context::no_compression);
-  SSL_CTX* native = ctx.native_handle();
-  // TLS 1.2 and 1.3 only; renegotiation is a DoS lever and we never need it.
-  if (SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1) {
-    return Error(OpensslError("SSL_CTX_set_min_proto_version"));
-  }
-  SSL_CTX_set_options(
-      native, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
-  if (SSL_CTX_set_cipher_list(native, kTls12Ciphers) != 1) {
-    return Error(OpensslError("SSL_CTX_set_cipher_list"));
-  }
-
-  auto load = [&](std::string_view key, const std::string& path) -> Result<Bytes> {
-    if (path.empty()) {
-      return Error(Code::kInvalidArgument, fmt::format("{} is required", key));
-    }
-    auto data = env->ReadFile(path, kMaxPemBytes);
-    if (!data) return Error(data.error().WithContext(key));
-    return data;
-  };
-  beast::error_code ec;
-  TPMMA_ASSIGN_OR_RETURN(Bytes cert, load("tls.certificate", config.tls_certificate));
-  ctx.use_certificate_chain(asio::buffer(cert.data(), cert.size()), ec);
-  if (ec) {
-    return Error(Code::kInvalidArgument,
-                 fmt::format("tls.certificate: {}: {}", config.tls_certificate, ec.message()));
-  }
-  {
-    TPMMA_ASSIGN_OR_RETURN(Bytes key, load("tls.private_key", config.tls_private_key));
-    // The docs and the unit promise a readable TLS key is refused (issue #13, finding 6).
-    if (Status mode = CheckOwnerOnlyFile(config.tls_private_key, "tls.private_key: TLS");
-        !mode.ok()) {
-      OPENSSL_cleanse(key.data(), key.size());
-      return mode;
-    }
-    ctx.use_private_key(asio::buffer(key.data(), key.size()), ssl::context::pem, ec);
-    OPENSSL_cleanse(key.data(), key.size());
-  }
-  if (ec) {
-    return Error(Code::kInvalidArgument,
-                 fmt::format("tls.private_key: {}: {}", config.tls_private_key, ec.message()));
-  }
-  if (SSL_CTX_check_private_key(native) != 1) {
-    return Error(
-        Code::kInvalidArgument,
-        fmt::format("tls.private_key does not match tls.certificate ({})", config.tls_private_key));
-  }
-  if (!config.tls_client_ca.empty()) {
-    TPMMA_ASSIGN_OR_RETURN(Bytes ca, load("tls.client_ca", config.tls_client_ca));
-    ctx.add_certificate_authority(asio::buffer(ca.data(), ca.size()), ec);
-    if (ec) {
-      return Error(Code::kInvalidArgument,
-                   fmt::format("tls.client_ca: {}: {}", config.tls_client_ca, ec.message()));
-    }
-    // Requested, verified if presented, never required: LMS clients have none.
-    ctx.set_verify_mode(ssl::verify_peer);
-  } else if (config.tls_request_client_cert) {
-    // No CA to check against: take any certificate; only its fingerprint (proven by the
-    // handshake's CertificateVerify) identifies the peer.
-    ctx.set_verify_mode(ssl::verify_peer);
-    ctx.set_verify_callback([](bool, ssl::verify_context&) { return true; });
-  }
-  return Status::Ok();
 }
 
 }  // namespace

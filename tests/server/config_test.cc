@@ -279,6 +279,21 @@ TEST(ConfigTest, VaultUrlMakesThePathOptionalAndTakesAPasswordFile) {
   EXPECT_EQ(Parse("")->drain_ms, 0u);
 }
 
+// Issue #14: the load balancers whose PROXY line the server believes.
+TEST(ConfigTest, TrustedProxiesAreAddresses) {
+  Result<Config> c = Parse("[server]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]");
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  EXPECT_EQ(c->trusted_proxies, (std::vector<std::string>{"127.0.0.1", "::1"}));
+  EXPECT_TRUE(Parse("")->trusted_proxies.empty());
+  for (const char* bad : {"[\"haproxy.example\"]", "[\"10.0.0.0/8\"]", "\"127.0.0.1\"", "[1]"}) {
+    Result<Config> r = Parse(std::string("[server]\ntrusted_proxies = ") + bad);
+    ASSERT_FALSE(r.has_value()) << bad;
+    EXPECT_NE(r.error().message().find("server.trusted_proxies must be an array of IPv4 or IPv6"),
+              std::string::npos)
+        << r.error().message();
+  }
+}
+
 TEST(ConfigTest, BadTlsPathIsNamed) {
   // The required block defines [tls] already; a second [tls] is a TOML error, so test the
   // value through a full text.
@@ -388,6 +403,7 @@ TEST(ConfigTest, ConfigToTomlRoundTrips) {
   c.max_connections = 5000;
   c.max_queued_requests = 77;
   c.shutdown_timeout_ms = 0;
+  c.trusted_proxies = {"10.0.0.5", "fd00::5"};
   c.tls_certificate = "/state/tls \"quoted\" \\ dir/cert.pem";
   c.tls_private_key = "/state/tls/key.pem";
   c.tls_client_ca = "/state/admin-ca.pem";

@@ -29,6 +29,7 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
+using testing::ClientOptions;
 using testing::GetRequest;
 using testing::PostRequest;
 using testing::TlsClient;
@@ -69,6 +70,10 @@ class TestEndpoint : public Endpoint {
   RequestInfo last_info() {
     std::lock_guard lock(mu_);
     return last_info_;
+  }
+  int entered() {
+    std::lock_guard lock(mu_);
+    return entered_;
   }
   bool Ready() const override { return ready_.load(); }
   void SetReady(bool ready) { ready_.store(ready); }
@@ -553,6 +558,77 @@ TEST_F(HttpServerTest, OnePeerCannotTakeEveryConnection) {
   cfg_.max_connections_per_peer = 2;
   StartServer();
   ExpectTwoConnectionsThenRefusal(server_.get());
+}
+
+// Issue #14: behind haproxy (TLS passthrough, send-proxy) the MA sees the client, not the proxy:
+// in the request log, audit rows and the per-peer limits.
+TEST_F(HttpServerTest, ProxyLineFromATrustedProxyNamesTheClient) {
+  cfg_.trusted_proxies = {"127.0.0.1"};
+  StartServer();
+  TlsClient c;
+  ASSERT_TRUE(
+      c.Connect(server_->port(), {.before_tls = "PROXY TCP4 192.0.2.7 127.0.0.1 40000 8443\r\n"}))
+      << c.error();
+  auto res = c.RoundTrip(PostRequest("/", "x"));
+  ASSERT_TRUE(res) << c.error();
+  EXPECT_EQ(res->status, 200u);
+  EXPECT_EQ(endpoint_.last_info().peer, "192.0.2.7:40000");
+
+  TlsClient v6;
+  ASSERT_TRUE(
+      v6.Connect(server_->port(), {.before_tls = "PROXY TCP6 2001:db8::7 ::1 40001 8443\r\n"}))
+      << v6.error();
+  ASSERT_TRUE(v6.RoundTrip(PostRequest("/", "x")));
+  EXPECT_EQ(endpoint_.last_info().peer, "[2001:db8::7]:40001");
+
+  // UNKNOWN (haproxy's health checks may send it): the proxy itself is the peer.
+  TlsClient unknown;
+  ASSERT_TRUE(unknown.Connect(server_->port(), {.before_tls = "PROXY UNKNOWN\r\n"}))
+      << unknown.error();
+  ASSERT_TRUE(unknown.RoundTrip(PostRequest("/", "x")));
+  EXPECT_TRUE(endpoint_.last_info().peer.starts_with("127.0.0.1:")) << endpoint_.last_info().peer;
+}
+
+TEST_F(HttpServerTest, TrustedProxyMustSendAValidProxyLine) {
+  cfg_.trusted_proxies = {"127.0.0.1"};
+  StartServer();
+  for (const char* bad : {"", "PROXY TCP4 192.0.2.300 127.0.0.1 1 2\r\n",
+                          "PROXY TCP4 192.0.2.7 127.0.0.1 1\r\n", "GET / HTTP/1.1\r\n"}) {
+    TlsClient c;
+    EXPECT_FALSE(c.Connect(server_->port(), {.before_tls = bad})) << "'" << bad << "'";
+  }
+  EXPECT_EQ(endpoint_.entered(), 0);
+  TlsClient good;
+  EXPECT_TRUE(good.Connect(server_->port(), {.before_tls = "PROXY UNKNOWN\r\n"})) << good.error();
+}
+
+// Only a configured proxy may name the client: from anyone else the line is not TLS.
+TEST_F(HttpServerTest, ProxyLineFromAnyoneElseFailsTheHandshake) {
+  StartServer();
+  TlsClient c;
+  EXPECT_FALSE(
+      c.Connect(server_->port(), {.before_tls = "PROXY TCP4 192.0.2.7 127.0.0.1 40000 8443\r\n"}));
+  ExpectServing();
+}
+
+// Per-peer slots are the clients', not the proxy's: one client behind the proxy gets
+// max_connections_per_peer, another client still gets in.
+TEST_F(HttpServerTest, PerPeerLimitCountsTheClientBehindTheProxy) {
+  cfg_.trusted_proxies = {"127.0.0.1"};
+  cfg_.max_connections_per_peer = 2;
+  StartServer();
+  const ClientOptions a{.before_tls = "PROXY TCP4 192.0.2.7 127.0.0.1 40000 8443\r\n"};
+  TlsClient a1, a2, a3, b;
+  ASSERT_TRUE(a1.Connect(server_->port(), a)) << a1.error();
+  ASSERT_TRUE(a2.Connect(server_->port(), a)) << a2.error();
+  EXPECT_FALSE(a3.Connect(server_->port(), a));
+  EXPECT_EQ(server_->rejected_connections(), 1u);
+  ASSERT_TRUE(
+      b.Connect(server_->port(), {.before_tls = "PROXY TCP4 192.0.2.8 127.0.0.1 40000 8443\r\n"}))
+      << b.error();
+  auto res = b.RoundTrip(PostRequest("/", "x"));
+  ASSERT_TRUE(res) << b.error();
+  EXPECT_EQ(endpoint_.last_info().peer, "192.0.2.8:40000");
 }
 
 // Issue #13 finding 7: 1,024 connections x 16 MiB bodies was 16 GiB in flight. Each request

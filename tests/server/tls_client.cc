@@ -129,10 +129,19 @@ bool TlsClient::Connect(uint16_t port, const ClientOptions& options, Millis time
       done = true;
       return;
     }
-    impl_->stream->async_handshake(ssl::stream_base::client, [&](beast::error_code ec2) {
-      result = ec2;
-      done = true;
-    });
+    auto handshake = [&] {
+      impl_->stream->async_handshake(ssl::stream_base::client, [&](beast::error_code ec2) {
+        result = ec2;
+        done = true;
+      });
+    };
+    if (options.before_tls.empty()) return handshake();
+    asio::async_write(beast::get_lowest_layer(*impl_->stream), asio::buffer(options.before_tls),
+                      [&, handshake](beast::error_code ec2, size_t) {
+                        if (!ec2) return handshake();
+                        result = ec2;
+                        done = true;
+                      });
   });
   if (!impl_->RunUntil(done, timeout)) {
     error_ = "connect/handshake timed out";

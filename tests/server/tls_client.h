@@ -37,6 +37,9 @@ struct ClientOptions {
   // 0: library default. TLS1_1_VERSION (0x0302) to play an old client.
   int max_tls_version = 0;
   const CertFiles* client_cert = nullptr;
+  // Written in the clear right after the TCP connect, before the handshake: a load
+  // balancer's PROXY line.
+  std::string before_tls = {};
 };
 
 class TlsClient {
