@@ -243,6 +243,9 @@ int Run(int argc, char** argv, Env* env) {
   app.add_option("--ma-ca", g.ma_ca,
                  "PEM file trusted for the MA's TLS certificate (default: $LMS_MA_CA, else the "
                  "store's config.json)");
+  app.add_flag("--ma-connection-per-call", g.ma_connection_per_call,
+               "open a new TLS connection for every call to the MA instead of keeping one: "
+               "behind a load balancer, every call may then reach another instance");
   app.add_option("--ek-intermediate", g.ek_intermediates,
                  "EK certificate intermediate CA the MA may need (PEM or DER file; repeatable)");
   app.add_option("--ek-cert", g.ek_cert,

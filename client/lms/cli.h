@@ -42,8 +42,9 @@ struct Globals {
   std::string ma_url;
   std::string ma_ca;
   std::vector<std::string> ek_intermediates;
-  std::string ek_cert;      // --ek-cert
-  std::string owner_label;  // --owner-label (else the store's config.json)
+  std::string ek_cert;                  // --ek-cert
+  std::string owner_label;              // --owner-label (else the store's config.json)
+  bool ma_connection_per_call = false;  // --ma-connection-per-call
   Env* env = nullptr;
 
   std::string srk_alg = "rsa2048";  // --srk-alg

@@ -159,11 +159,7 @@ int RunInit(const Globals& g, const InitArgs& a) {
   auto lms = OpenLms(g);
   if (!lms) return Fail(g, lms.error());
   ShowProgress(g, **lms);
-  auto settings = ResolveMaSettings((*lms)->store(), {.url = g.ma_url,
-                                                      .ca_file = g.ma_ca,
-                                                      .ek_intermediates = g.ek_intermediates,
-                                                      .ek_cert = g.ek_cert,
-                                                      .owner_label = g.owner_label});
+  auto settings = ResolveMaSettings((*lms)->store(), FlagsOf(g));
   auto ma_public = InitMaKey(g, a, **lms, settings);
   if (!ma_public) return Fail(g, ma_public.error());
   // --custody is checked against the CustodyModeName spellings by CLI11.

@@ -156,7 +156,8 @@ MaFlags FlagsOf(const Globals& g) {
           .ca_file = g.ma_ca,
           .ek_intermediates = g.ek_intermediates,
           .ek_cert = g.ek_cert,
-          .owner_label = g.owner_label};
+          .owner_label = g.owner_label,
+          .connection_per_call = g.ma_connection_per_call};
 }
 
 Result<MaContext> OpenWithMa(const Globals& g) {

@@ -87,7 +87,10 @@ Result<std::vector<Bytes>> ReadCertificates(const std::vector<std::string>& file
 }
 
 Result<std::unique_ptr<ma::MaClient>> Connect(const MaSettings& s) {
-  return ma::MaClient::Create({.url = s.url, .ca_file = s.ca_file, .timeout_s = s.timeout_s});
+  return ma::MaClient::Create({.url = s.url,
+                               .ca_file = s.ca_file,
+                               .timeout_s = s.timeout_s,
+                               .keep_alive = !s.connection_per_call});
 }
 
 bool TpmSideFailure(const Status& s) {
@@ -304,6 +307,7 @@ Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags
   s.ek_cert = !flags.ek_cert.empty() ? flags.ek_cert : config.ek_cert;
   s.owner_label = !flags.owner_label.empty() ? flags.owner_label : config.owner_label;
   TPMMA_RETURN_IF_ERROR(CheckOwnerLabel(s.owner_label));
+  s.connection_per_call = flags.connection_per_call;
   if (s.url.empty()) {
     return Error(Code::kInvalidArgument,
                  "no MA given: use --ma https://HOST:PORT, set LMS_MA_URL, or record it in the "

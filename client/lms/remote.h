@@ -40,6 +40,7 @@ struct MaSettings {
   // Sent in the platform inventory with every Authenticate Complete (inventory.h).
   std::string owner_label;
   int timeout_s = 30;
+  bool connection_per_call = false;  // --ma-connection-per-call; never recorded
 };
 
 // Where the MA settings come from: flags, else the environment (LMS_MA_URL, LMS_MA_CA),
@@ -51,6 +52,7 @@ struct MaFlags {
   std::vector<std::string> ek_intermediates;
   std::string ek_cert;
   std::string owner_label;  // --owner-label; refused with control characters
+  bool connection_per_call = false;
 };
 Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags);
 

@@ -96,7 +96,7 @@ Status MaClient::Prepare() {
     limits.send_timeout_s = options_.timeout_s;
     limits.transfer_timeout_s = options_.timeout_s * 4;
     wsdl::HardenContext(soap, limits);
-    soap_set_mode(soap, SOAP_IO_KEEPALIVE);
+    if (options_.keep_alive) soap_set_mode(soap, SOAP_IO_KEEPALIVE);
     soap->socket_flags = MSG_NOSIGNAL;  // plain sends too
     // TLS 1.2+, server certificate verified against ca_file only (not the system store),
     // host name checked against the certificate (gSOAP does not skip it without the flag).

@@ -31,6 +31,9 @@ struct MaClientOptions {
   std::string url;      // https://host:port[/path]
   std::string ca_file;  // PEM bundle trusted for the MA's TLS certificate
   int timeout_s = 30;   // connect, each read/write
+  // false: every call on its own TCP + TLS connection, so that a load balancer spreads even
+  // the two rounds of one Authenticate over its instances (deploy/ha-demo.sh).
+  bool keep_alive = true;
 };
 
 // A custody mode of the inner wrapper key, as the MA offers it and a package records it.
