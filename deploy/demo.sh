@@ -60,6 +60,7 @@ PY=/usr/bin/python3
 . "$root/deploy/lib/tabrmd.sh"
 . "$root/deploy/lib/swtpm.sh"
 . "$root/deploy/lib/sshd.sh"
+. "$root/deploy/lib/toml.sh"
 tabrmd_available || exit 2
 P11=$(ls /usr/lib/*/libtpm2_pkcs11.so.1 2>/dev/null | head -n 1)
 [ -n "$P11" ] || { echo "demo.sh: libtpm2_pkcs11.so.1 is not installed (deploy/install-deps.sh)" >&2; exit 2; }
@@ -82,28 +83,11 @@ fail() { printf '   FAILED: %s\n' "$*" >&2; exit 1; }
 json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 # ---- software TPMs with EK certificates from a private swtpm-localca
-ca=$work/localca
-mkdir -p "$ca"
-cat > "$work/swtpm-localca.conf" <<EOF
-statedir = $ca
-signingkey = $ca/signkey.pem
-issuercert = $ca/issuercert.pem
-certserial = $ca/certserial
-EOF
-printf -- '--platform-manufacturer tpm-ma-demo\n--platform-version 1\n--platform-model demo\n' \
-  > "$work/swtpm-localca.options"
-cat > "$work/swtpm_setup.conf" <<EOF
-create_certs_tool = /usr/bin/swtpm_localca
-create_certs_tool_config = $work/swtpm-localca.conf
-create_certs_tool_options = $work/swtpm-localca.options
-active_pcr_banks = sha256
-EOF
+swtpm_localca_init "$work" tpm-ma-demo
 start_tpm() {  # NAME: its state in $work/tpm-NAME (EK certificate), sets TCTI_NAME
-  local name=$1 state=$work/tpm-$1 v=SWTPM_TCTI_$1
-  mkdir -p "$state"
-  swtpm_setup --tpm2 --tpmstate "$state" --config "$work/swtpm_setup.conf" --create-ek-cert \
-    --create-platform-cert --overwrite --logfile "$work/swtpm_setup-$name.log" >/dev/null
-  swtpm_start "$name" "$state" "$work/swtpm-$name.log" ||
+  local name=$1 v=SWTPM_TCTI_$1
+  swtpm_provision "$name" "$work/tpm-$name" || fail "swtpm_setup of $name failed"
+  swtpm_start "$name" "$work/tpm-$name" "$work/swtpm-$name.log" ||
     fail "swtpm $name did not start (see $work/swtpm-$name.log)"
   printf -v "TCTI_$name" %s "${!v}"
 }
@@ -120,31 +104,13 @@ tabrmd_start B "$TCTI_B" || fail "tpm2-abrmd for board B did not start"
 RM_A=$TABRMD_TCTI_A
 RM_B=$TABRMD_TCTI_B
 ok "resource managers: A at $RM_A, B at $RM_B"
-ek_root=$ca/swtpm-localca-rootca-cert.pem
-ek_inter=$ca/issuercert.pem
+ek_root=$SWTPM_EK_ROOT
+ek_inter=$SWTPM_EK_INTERMEDIATE
 
 step "A fresh Migration Authority (ma-admin init, ma-server on a free loopback port)"
 "$MA_ADMIN" init --dir "$work/ma" --listen 127.0.0.1:0 --ek-root "$ek_root" >/dev/null
-# set_config SECTION KEY=VALUE...: sets keys of one [SECTION] of the MA's config.toml (VALUE
-# is TOML, e.g. '"tpm"'), replacing the key where the section has it, adding it otherwise; the
-# file is read back by ma-server's own parser at start, which names any mistake.
-set_config() {
-  $PY - "$work/ma/config.toml" "$@" <<'EOF'
-import re, sys
-path, section, pairs = sys.argv[1], sys.argv[2], [a.split("=", 1) for a in sys.argv[3:]]
-lines = open(path).read().split("\n")
-start = lines.index("[%s]" % section) + 1
-end = next((i for i in range(start, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
-for key, value in pairs:
-    at = [i for i in range(start, end) if re.match(r"\s*%s\s*=" % re.escape(key), lines[i])]
-    if at:
-        lines[at[0]] = "%s = %s" % (key, value)
-    else:
-        lines.insert(start, "%s = %s" % (key, value))
-        end += 1
-open(path, "w").write("\n".join(lines))
-EOF
-}
+# set_config SECTION KEY=VALUE...: keys of one [SECTION] of the MA's config.toml (deploy/lib/toml.sh).
+set_config() { toml_set "$work/ma/config.toml" "$@"; }
 start_hsm() {  # the MA's own TPM, with a storage parent at 0x81000001
   [ -z "${TCTI_HSM:-}" ] || return 0
   start_tpm HSM

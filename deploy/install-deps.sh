@@ -15,6 +15,9 @@ PACKAGES=(
   # the PostgreSQL vault (storage/postgres/, libpq) and the throw-away clusters its tests
   # start (tests/support/postgres.h); the packaged cluster is not used by tpm-ma's tests
   postgresql libpq-dev
+  # the load balancer of several instances (deploy/haproxy.cfg, deploy/ha-demo.sh); the
+  # packaged service is not used by the demo, which runs its own haproxy
+  haproxy
   # small helpers
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev
   # tests and benchmarks

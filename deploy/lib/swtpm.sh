@@ -20,6 +20,11 @@
 #   SWTPM_TCTI_<NAME> ("swtpm:host=127.0.0.1,port=P") and keeps the pid in SWTPM_PID_OF[NAME];
 #   return 0. After 5 failed attempts: the log tail on stderr, return 1.
 #   NAME: letters, digits and _ (it becomes part of a variable name).
+# - swtpm_localca_init DIR MANUFACTURER: a private EK CA (swtpm_localca) in DIR/localca and
+#   DIR/swtpm_setup.conf using it; sets SWTPM_EK_ROOT (its root certificate, what the MA trusts)
+#   and SWTPM_EK_INTERMEDIATE (the issuing CA, what lms sends along).
+# - swtpm_provision NAME STATEDIR: swtpm_setup of a TPM 2.0 in STATEDIR with an EK and a
+#   platform certificate from that CA (log in STATEDIR.setup.log); return 1 with its tail.
 # - swtpm serves one connection at a time: while a tpm2-abrmd holds it, use that instead.
 # - swtpm_stop_one NAME / swtpm_stop: stop the swtpm started as NAME / every swtpm started
 #   here, by pid (SIGTERM, SIGKILL past 5 s, reaped), and unset SWTPM_TCTI_<NAME>. They kill
@@ -76,6 +81,36 @@ swtpm_start() {
   echo "swtpm: $name did not answer on loopback in 5 attempts ($log):" >&2
   wait_tail "$log"
   return 1
+}
+
+swtpm_localca_init() {
+  local dir=$1 ca=$1/localca
+  mkdir -p "$ca"
+  cat > "$dir/swtpm-localca.conf" <<EOF
+statedir = $ca
+signingkey = $ca/signkey.pem
+issuercert = $ca/issuercert.pem
+certserial = $ca/certserial
+EOF
+  printf -- '--platform-manufacturer %s\n--platform-version 1\n--platform-model swtpm\n' "$2" \
+    > "$dir/swtpm-localca.options"
+  cat > "$dir/swtpm_setup.conf" <<EOF
+create_certs_tool = /usr/bin/swtpm_localca
+create_certs_tool_config = $dir/swtpm-localca.conf
+create_certs_tool_options = $dir/swtpm-localca.options
+active_pcr_banks = sha256
+EOF
+  SWTPM_SETUP_CONF=$dir/swtpm_setup.conf
+  SWTPM_EK_ROOT=$ca/swtpm-localca-rootca-cert.pem
+  SWTPM_EK_INTERMEDIATE=$ca/issuercert.pem
+}
+
+swtpm_provision() {
+  local state=$2
+  mkdir -p "$state"
+  swtpm_setup --tpm2 --tpmstate "$state" --config "$SWTPM_SETUP_CONF" --create-ek-cert \
+    --create-platform-cert --overwrite --logfile "$state.setup.log" >/dev/null ||
+    { echo "swtpm.sh: swtpm_setup of $1 failed:" >&2; wait_tail "$state.setup.log"; return 1; }
 }
 
 swtpm_stop_one() {

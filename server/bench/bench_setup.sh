@@ -12,6 +12,7 @@
 #   bench_cleanup              (the EXIT trap) stops what these started, by process id
 # The caller sets SCRIPT (its name, for messages), BUILD, WORK, PY and KEEP.
 
+. "$SRC/deploy/lib/swtpm.sh"
 SWTPM_PID=""
 SERVER_PID=""
 SERVER_RC=""
@@ -46,31 +47,12 @@ PYEOF
 bench_port_open() { $PY -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1',$1)))"; }
 
 bench_start_swtpm() {
-  local ca=$WORK/localca
-  mkdir -p "$ca" "$WORK/state"
-  cat > "$WORK/swtpm-localca.conf" <<EOF2
-statedir = $ca
-signingkey = $ca/signkey.pem
-issuercert = $ca/issuercert.pem
-certserial = $ca/certserial
-EOF2
-  cat > "$WORK/swtpm-localca.options" <<EOF2
---platform-manufacturer tpm-ma-bench
---platform-version 2.1
---platform-model swtpm-bench
-EOF2
-  cat > "$WORK/swtpm_setup.conf" <<EOF2
-create_certs_tool = /usr/bin/swtpm_localca
-create_certs_tool_config = $WORK/swtpm-localca.conf
-create_certs_tool_options = $WORK/swtpm-localca.options
-active_pcr_banks = sha256
-EOF2
+  mkdir -p "$WORK/state"
+  swtpm_localca_init "$WORK" tpm-ma-bench
   say "provisioning swtpm in $WORK/state"
-  swtpm_setup --tpm2 --tpmstate "$WORK/state" --config "$WORK/swtpm_setup.conf" \
-    --create-ek-cert --create-platform-cert --overwrite --logfile "$WORK/swtpm_setup.log" >/dev/null \
-    || { cat "$WORK/swtpm_setup.log" >&2; return 1; }
-  ROOT_CA=$ca/swtpm-localca-rootca-cert.pem
-  INTERMEDIATE=$ca/issuercert.pem
+  swtpm_provision bench "$WORK/state" || return 1
+  ROOT_CA=$SWTPM_EK_ROOT
+  INTERMEDIATE=$SWTPM_EK_INTERMEDIATE
   local attempt tpm_port
   for attempt in 1 2 3 4 5; do
     tpm_port=$(bench_free_port_pair)
