@@ -133,6 +133,29 @@ class Reader {
     out = std::move(paths);
   }
 
+  // An array of strings, each `valid`; `what` describes one element.
+  template <typename Pred>
+  void StringList(std::string_view sec, std::string_view key, std::vector<std::string>& out,
+                  Pred valid, std::string_view what) {
+    const toml::node* node = Find(sec, key);
+    if (node == nullptr) return;
+    const toml::array* arr = node->as_array();
+    std::vector<std::string> items;
+    for (size_t i = 0; arr != nullptr && i < arr->size(); ++i) {
+      const toml::node& item = *arr->get(i);
+      if (!item.is_string() || !valid(*item.value<std::string>())) {
+        Fail(fmt::format("{}.{}[{}] must be {}, got {}", sec, key, i, what, Describe(item)));
+        return;
+      }
+      items.push_back(*item.value<std::string>());
+    }
+    if (arr == nullptr) {
+      Fail(fmt::format("{}.{} must be an array of {}, got {}", sec, key, what, Describe(*node)));
+      return;
+    }
+    out = std::move(items);
+  }
+
   // A key read by the caller in its own way (an array of tables); counts as known.
   const toml::node* Node(std::string_view sec, std::string_view key) { return Find(sec, key); }
 
@@ -396,6 +419,9 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Path("audit", "checkpoint_dir", c.audit_checkpoint_dir);
   r.Int("audit", "checkpoint_interval_s", c.audit_checkpoint_interval_s, 10, 86'400 * 7);
   r.String("log", "level", c.log_level, IsLogLevel, "one of trace, debug, info, warn, error");
+  r.Bool("metrics", "enabled", c.metrics_enabled);
+  r.StringList("metrics", "allow", c.metrics_allow, IsIpAddress,
+               "an IPv4 or IPv6 address (\"127.0.0.1\", \"::1\")");
   r.Bool("bench", "echo", c.bench_echo);
 
   r.Require("tls", "certificate", c.tls_certificate);
@@ -413,6 +439,9 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   if (c.max_package_bytes > c.max_body_bytes) {
     r.Fail(fmt::format("limits.max_package_bytes ({}) must not exceed limits.max_body_bytes ({})",
                        c.max_package_bytes, c.max_body_bytes));
+  }
+  if (c.metrics_enabled && c.metrics_allow.empty()) {
+    r.Fail("metrics.allow is empty: no peer could read /metrics (list addresses, or disable it)");
   }
   if (c.audit_checkpoint_key.empty() != c.audit_checkpoint_dir.empty()) {
     r.Fail("audit.checkpoint_key and audit.checkpoint_dir go together: set both, or neither");
@@ -583,6 +612,8 @@ std::string ConfigToToml(const Config& c) {
                        .Int("checkpoint_interval_s", c.audit_checkpoint_interval_s)
                        .Take());
   section("log", TableBuilder().Str("level", c.log_level).Take());
+  section("metrics",
+          TableBuilder().Bool("enabled", c.metrics_enabled).Array("allow", c.metrics_allow).Take());
   section("bench", TableBuilder().Bool("echo", c.bench_echo).Take());
   return out.str();
 }
