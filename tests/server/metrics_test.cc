@@ -15,6 +15,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/env.h"
@@ -115,6 +116,27 @@ TEST(MetricsTest, InventedOperationsAndOutcomesFoldIntoOther) {
   // The label sets are fixed lists, whatever clients send.
   EXPECT_LE(Metrics::Operations().size(), 32u);
   EXPECT_LE(Metrics::Outcomes().size(), 32u);
+}
+
+// Recording is relaxed atomics, from every I/O thread at once: nothing may be lost.
+TEST(MetricsTest, ConcurrentRecordsAreAllCounted) {
+  Metrics m("v");
+  constexpr int kThreads = 8;
+  constexpr int kEach = 20'000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&m, t] {
+      for (int i = 0; i < kEach; ++i) m.Record(t % 2 ? "Upload" : "Query", "ok", 1500);
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto s = Samples(m.Render({}));
+  const std::string half = std::to_string(kThreads / 2 * kEach);
+  EXPECT_EQ(s["tpmma_requests_total{op=\"Upload\",outcome=\"ok\"}"], half);
+  EXPECT_EQ(s["tpmma_requests_total{op=\"Query\",outcome=\"ok\"}"], half);
+  EXPECT_EQ(s["tpmma_request_duration_seconds_count{op=\"Upload\"}"], half);
+  EXPECT_EQ(s["tpmma_request_duration_seconds_bucket{op=\"Query\",le=\"0.0025\"}"], half);
+  EXPECT_EQ(s["tpmma_request_duration_seconds_bucket{op=\"Query\",le=\"0.001\"}"], "0");
 }
 
 TEST(MetricsTest, VaultFamiliesOnlyWithAVault) {
