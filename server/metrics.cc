@@ -2,7 +2,7 @@
 #include "server/metrics.h"
 
 #include <algorithm>
-#include <cstdlib>
+#include <array>
 
 #include <fmt/format.h>
 
@@ -14,7 +14,7 @@ namespace {
 
 // Operations ma_service.cc and operator_service.cc name in Reply::log_op, and the front
 // end's own. Fixed at build time: at most Metrics::kMaxOps.
-const std::vector<std::string_view> kOperations = {
+constexpr auto kOperations = std::to_array<std::string_view>({
     "GetMAServiceInfo",
     "GetMAKey",
     "Authenticate",
@@ -42,7 +42,10 @@ const std::vector<std::string_view> kOperations = {
     "echo",     // POST /echo (bench.echo)
     "-",        // refused before an operation was known (HTTP errors, timeouts)
     "other",    // anything else: last
-};
+});
+static_assert(kOperations.size() <= Metrics::kMaxOps);
+// "ok", the codes after kOk up to kInternal, "Timeout", "other".
+static_assert(static_cast<size_t>(Code::kInternal) + 3 <= Metrics::kMaxOutcomes);
 
 std::vector<std::string_view> MakeOutcomes() {
   std::vector<std::string_view> v = {"ok"};
@@ -146,17 +149,13 @@ void MetricsText::Histogram(std::string_view name, const Labels& labels,
 }
 
 const std::vector<std::string_view>& Metrics::Operations() {
-  return kOperations;
+  static const std::vector<std::string_view> ops(kOperations.begin(), kOperations.end());
+  return ops;
 }
 
 const std::vector<std::string_view>& Metrics::Outcomes() {
   static const std::vector<std::string_view> outcomes = MakeOutcomes();
   return outcomes;
-}
-
-Metrics::Metrics(std::string version) : version_(std::move(version)) {
-  // Checked once at start: a list grown past the arrays would index out of bounds.
-  if (Operations().size() > kMaxOps || Outcomes().size() > kMaxOutcomes) std::abort();
 }
 
 size_t Metrics::OpIndex(std::string_view op) {

@@ -78,7 +78,11 @@ class Metrics {
   // "ok", every CodeName, and the front end's "Timeout"; anything else is "other".
   static const std::vector<std::string_view>& Outcomes();
 
-  explicit Metrics(std::string version);
+  // Capacity of the fixed arrays; the lists above are checked against it at build time.
+  static constexpr size_t kMaxOps = 32;
+  static constexpr size_t kMaxOutcomes = 32;
+
+  explicit Metrics(std::string version) : version_(std::move(version)) {}
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
@@ -89,8 +93,6 @@ class Metrics {
   std::string Render(const MetricsSnapshot& snapshot) const;
 
  private:
-  static constexpr size_t kMaxOps = 32;
-  static constexpr size_t kMaxOutcomes = 32;
   struct LatencyHistogram {
     std::array<std::atomic<uint64_t>, kLatencyBounds.size() + 1> buckets{};
     std::atomic<uint64_t> sum_micros{0};
