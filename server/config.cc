@@ -133,19 +133,23 @@ class Reader {
     out = std::move(paths);
   }
 
+  // An array of strings, each `valid`; `what` describes one element.
+  template <typename Pred>
   void StringList(std::string_view sec, std::string_view key, std::vector<std::string>& out,
-                  bool (*valid)(const std::string&), std::string_view what) {
+                  Pred valid, std::string_view what) {
     const toml::node* node = Find(sec, key);
     if (node == nullptr) return;
     const toml::array* arr = node->as_array();
     std::vector<std::string> items;
-    bool ok = arr != nullptr;
-    for (size_t i = 0; ok && i < arr->size(); ++i) {
-      const toml::node& item = (*arr)[i];
-      ok = item.is_string() && valid(*item.value<std::string>());
-      if (ok) items.push_back(*item.value<std::string>());
+    for (size_t i = 0; arr != nullptr && i < arr->size(); ++i) {
+      const toml::node& item = *arr->get(i);
+      if (!item.is_string() || !valid(*item.value<std::string>())) {
+        Fail(fmt::format("{}.{}[{}] must be {}, got {}", sec, key, i, what, Describe(item)));
+        return;
+      }
+      items.push_back(*item.value<std::string>());
     }
-    if (!ok) {
+    if (arr == nullptr) {
       Fail(fmt::format("{}.{} must be an array of {}, got {}", sec, key, what, Describe(*node)));
       return;
     }
@@ -359,7 +363,7 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("server", "shutdown_timeout_ms", c.shutdown_timeout_ms, 0, 600'000);
   r.Int("server", "drain_ms", c.drain_ms, 0, 600'000);
   r.StringList("server", "trusted_proxies", c.trusted_proxies, IsIpAddress,
-               "IPv4 or IPv6 addresses");
+               "an IPv4 or IPv6 address (the load balancer's source address)");
   r.Int("server", "malloc_arenas", c.malloc_arenas, 0, 256);
   r.Path("tls", "certificate", c.tls_certificate);
   r.Path("tls", "private_key", c.tls_private_key);
@@ -417,6 +421,9 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Path("audit", "checkpoint_dir", c.audit_checkpoint_dir);
   r.Int("audit", "checkpoint_interval_s", c.audit_checkpoint_interval_s, 10, 86'400 * 7);
   r.String("log", "level", c.log_level, IsLogLevel, "one of trace, debug, info, warn, error");
+  r.Bool("metrics", "enabled", c.metrics_enabled);
+  r.StringList("metrics", "allow", c.metrics_allow, IsIpAddress,
+               "an IPv4 or IPv6 address (\"127.0.0.1\", \"::1\")");
   r.Bool("bench", "echo", c.bench_echo);
 
   r.Require("tls", "certificate", c.tls_certificate);
@@ -434,6 +441,9 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   if (c.max_package_bytes > c.max_body_bytes) {
     r.Fail(fmt::format("limits.max_package_bytes ({}) must not exceed limits.max_body_bytes ({})",
                        c.max_package_bytes, c.max_body_bytes));
+  }
+  if (c.metrics_enabled && c.metrics_allow.empty()) {
+    r.Fail("metrics.allow is empty: no peer could read /metrics (list addresses, or disable it)");
   }
   if (c.audit_checkpoint_key.empty() != c.audit_checkpoint_dir.empty()) {
     r.Fail("audit.checkpoint_key and audit.checkpoint_dir go together: set both, or neither");
@@ -605,6 +615,8 @@ std::string ConfigToToml(const Config& c) {
                        .Int("checkpoint_interval_s", c.audit_checkpoint_interval_s)
                        .Take());
   section("log", TableBuilder().Str("level", c.log_level).Take());
+  section("metrics",
+          TableBuilder().Bool("enabled", c.metrics_enabled).Array("allow", c.metrics_allow).Take());
   section("bench", TableBuilder().Bool("echo", c.bench_echo).Take());
   return out.str();
 }

@@ -158,6 +158,12 @@ struct Config {
   uint32_t audit_checkpoint_interval_s = 3600;
   // [log]
   std::string log_level = "info";  // trace, debug, info, warn, error
+  // [metrics]
+  // GET /metrics (Prometheus text format, server/metrics.h) on the server's own listener.
+  bool metrics_enabled = false;
+  // Peer IP addresses that may read it (exact addresses; an IPv4 peer seen on an IPv6
+  // socket as ::ffff:a.b.c.d matches a.b.c.d); everyone else gets 403.
+  std::vector<std::string> metrics_allow = {"127.0.0.1", "::1"};
   // [bench]
   bool bench_echo = false;  // POST /echo answers with the body (ma-bench baseline only)
 

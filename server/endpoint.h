@@ -6,8 +6,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+
+#include "storage/vault_stats.h"
 
 namespace tpmma::server {
 
@@ -36,6 +39,9 @@ class Endpoint {
   // Whether the endpoint can serve (its vault answers), for GET /healthz. Called on an I/O
   // thread: must not block, so an endpoint answers from what it last observed.
   virtual bool Ready() const { return true; }
+  // The counters of the endpoint's vault, for GET /metrics (on an I/O thread: must not
+  // block); none if it has no vault.
+  virtual std::optional<storage::VaultStats> GetVaultStats() const { return std::nullopt; }
 };
 
 }  // namespace tpmma::server

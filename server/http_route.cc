@@ -18,11 +18,12 @@ RouteDecision Refuse(http::status status, std::string_view outcome, std::string_
   return d;
 }
 
-RouteDecision RoutePath(const http::request_header<>& req, std::string_view path, bool echo) {
+RouteDecision RoutePath(const http::request_header<>& req, std::string_view path, bool echo,
+                        bool metrics) {
   RouteDecision d;
-  if (path == "/healthz") {
+  if (path == "/healthz" || (path == "/metrics" && metrics)) {
     if (req.method() == http::verb::get || req.method() == http::verb::head) {
-      d.route = Route::kHealth;
+      d.route = path == "/healthz" ? Route::kHealth : Route::kMetrics;
       return d;
     }
     d = Refuse(http::status::method_not_allowed, "Unsupported", "Method Not Allowed\n");
@@ -49,7 +50,8 @@ RouteDecision RoutePath(const http::request_header<>& req, std::string_view path
 
 }  // namespace
 
-RouteDecision RouteHeader(const http::request_header<>& req, bool chunked, bool echo) {
+RouteDecision RouteHeader(const http::request_header<>& req, bool chunked, bool echo,
+                          bool metrics) {
   // lms, ma-admin and stock SOAP stacks send Content-Length. A chunked body escapes both
   // size limits (Beast counts neither chunk extensions nor trailers against them), so it is
   // refused before a byte of it is read (RFC 9110 15.5.12).
@@ -58,7 +60,7 @@ RouteDecision RouteHeader(const http::request_header<>& req, bool chunked, bool 
                   "chunked request bodies are not accepted: send Content-Length\n", true);
   }
   std::string_view target(req.target().data(), req.target().size());
-  RouteDecision d = RoutePath(req, target.substr(0, target.find('?')), echo);
+  RouteDecision d = RoutePath(req, target.substr(0, target.find('?')), echo, metrics);
   auto expect = req.find(http::field::expect);
   if (expect != req.end()) {
     if (!beast::iequals(expect->value(), "100-continue")) {

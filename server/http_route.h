@@ -11,7 +11,7 @@
 
 namespace tpmma::server {
 
-enum class Route { kHealth, kSoap, kEcho };
+enum class Route { kHealth, kMetrics, kSoap, kEcho };
 
 struct RouteDecision {
   std::optional<Route> route;  // set: serve it; else refuse with the fields below
@@ -24,7 +24,10 @@ struct RouteDecision {
 };
 
 // `chunked`: the parser saw Transfer-Encoding: chunked (refused with 411: chunk extensions
-// and trailers escape both size limits). `echo`: bench.echo is on.
-RouteDecision RouteHeader(const boost::beast::http::request_header<>& req, bool chunked, bool echo);
+// and trailers escape both size limits). `echo`: bench.echo is on. `metrics`: metrics.enabled
+// (else /metrics is Not Found, like any other path; who may read it is decided later, by
+// peer address).
+RouteDecision RouteHeader(const boost::beast::http::request_header<>& req, bool chunked, bool echo,
+                          bool metrics = false);
 
 }  // namespace tpmma::server

@@ -34,6 +34,7 @@
 #include "server/admission.h"
 #include "server/http_route.h"
 #include "server/log.h"
+#include "server/metrics.h"
 #include "server/proxy_header.h"
 #include "server/tls_context.h"
 #include "server/worker_pool.h"
@@ -92,6 +93,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnRequest();
   void OnReadError(beast::error_code ec);
   void Dispatch(Route route);
+  // GET /metrics, on the I/O thread: 403 for a peer not in metrics.allow.
+  void ServeMetrics();
+  // The request's log line, and the same fields counted in the metrics.
+  void Log(const RequestLog& r);
   void SendReply(Reply reply);
   // A reply made on the I/O thread (health, HTTP errors). `close`: the connection cannot
   // carry another request (unread body, protocol error).
@@ -120,6 +125,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const bool via_proxy_;
   // What was read before the TLS handshake: the PROXY line, then the first TLS bytes.
   std::string proxy_buffer_;
+  asio::ip::address peer_address_;  // IPv4-mapped IPv6 as IPv4 (metrics.allow)
   std::string fingerprint_;
   uint64_t start_micros_ = 0;
   // For the request log line, written once the reply is sent.
@@ -135,6 +141,7 @@ class ServerImpl final : public HttpServer {
         endpoint_(endpoint),
         env_(env),
         admission_(cfg.max_connections_per_peer, cfg.max_inflight_bytes),
+        metrics_(TPMMA_VERSION),
         ssl_ctx_(std::move(ctx)),
         acceptor_(asio::make_strand(ioc_)),
         accept_timer_(acceptor_.get_executor()),
@@ -169,6 +176,14 @@ class ServerImpl final : public HttpServer {
                                                 cfg_.listen_port, ec.message()));
     }
     port_ = acceptor_.local_endpoint().port();
+    for (const std::string& a : cfg_.metrics_allow) {
+      auto allowed = asio::ip::make_address(a, ec);
+      if (ec) {
+        return Status(Code::kInvalidArgument,
+                      fmt::format("metrics.allow: '{}' is not an IP address", a));
+      }
+      metrics_allow_.push_back(allowed);
+    }
     return Status::Ok();
   }
 
@@ -269,6 +284,20 @@ class ServerImpl final : public HttpServer {
   WorkerPool& pool() { return *pool_; }
   Admission& admission() { return admission_; }
   void CountRejected() { ++rejected_; }
+  Metrics& metrics() { return metrics_; }
+  bool MetricsAllowed(const asio::ip::address& peer) const {
+    return std::find(metrics_allow_.begin(), metrics_allow_.end(), peer) != metrics_allow_.end();
+  }
+  MetricsSnapshot MetricsNow() const {
+    MetricsSnapshot m;
+    m.connections_open = active_connections();
+    m.connections_rejected = rejected_connections();
+    m.requests_queued = queued_requests();
+    m.inflight_body_bytes = inflight_bytes();
+    m.vault = endpoint_->GetVaultStats();
+    m.vault_healthy = m.vault.has_value() && endpoint_->Ready();
+    return m;
+  }
   // Shutting down (after the drain): new connections are closed at once.
   bool stopping() {
     std::lock_guard lock(mu_);
@@ -387,6 +416,8 @@ class ServerImpl final : public HttpServer {
   std::atomic<uint64_t> rejected_{0};
   Admission admission_;  // before ioc_: connections destroyed with it release here
   std::vector<asio::ip::address> trusted_proxies_;
+  Metrics metrics_;  // before ioc_: connections count into it until they are gone
+  std::vector<asio::ip::address> metrics_allow_;
 
   asio::io_context ioc_;
   ssl::context ssl_ctx_;
@@ -411,6 +442,11 @@ Connection::Connection(ServerImpl* server, tcp::socket socket, ssl::context& ctx
   beast::error_code ec;
   tcp::endpoint remote = lowest().socket().remote_endpoint(ec);
   if (!ec) {
+    peer_address_ = remote.address();
+    // A dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d; metrics.allow lists a.b.c.d.
+    if (peer_address_.is_v6() && peer_address_.to_v6().is_v4_mapped()) {
+      peer_address_ = asio::ip::make_address_v4(asio::ip::v4_mapped, peer_address_.to_v6());
+    }
     peer_ = remote.address().is_v6()
                 ? fmt::format("[{}]:{}", remote.address().to_string(), remote.port())
                 : fmt::format("{}:{}", remote.address().to_string(), remote.port());
@@ -474,6 +510,8 @@ void Connection::OnProxyHeader(beast::error_code ec, size_t line_bytes) {
     return CloseNow();
   }
   slot_ = std::move(*slot);
+  beast::error_code ignored;
+  peer_address_ = asio::ip::make_address(c.address, ignored);  // canonical: ParseProxyV1
   spdlog::debug("{}: PROXY line names {} port {}", peer_, c.address, c.port);
   peer_ = c.address.find(':') != std::string::npos ? fmt::format("[{}]:{}", c.address, c.port)
                                                    : fmt::format("{}:{}", c.address, c.port);
@@ -548,7 +586,7 @@ void Connection::OnHeader(beast::error_code ec) {
   const auto& req = parser_->get();
   head_ = req.method() == http::verb::head;
   // Route on the header alone, so a request we will refuse never has its body read.
-  RouteDecision d = RouteHeader(req, parser_->chunked(), cfg().bench_echo);
+  RouteDecision d = RouteHeader(req, parser_->chunked(), cfg().bench_echo, cfg().metrics_enabled);
   if (d.close) return Respond(d.status, std::string(d.body), true, d.outcome);
   keep_alive_ = req.keep_alive();
   const bool wants_continue = d.wants_continue;
@@ -559,7 +597,7 @@ void Connection::OnHeader(beast::error_code ec) {
   }
   std::optional<Route> route = d.route;
   route_ = *route;
-  if (route_ != Route::kHealth) {
+  if (route_ != Route::kHealth && route_ != Route::kMetrics) {
     reservation_ = server_->admission().Reserve(parser_->content_length().value_or(0));
     if (!reservation_) {
       return Respond(http::status::service_unavailable, "server busy: too much in flight\n",
@@ -599,12 +637,12 @@ void Connection::OnReadError(beast::error_code ec) {
   if (ec == beast::error::timeout) {
     // tcp_stream has closed the socket already; nothing can be sent.
     if (state_ == State::kReading) {
-      LogRequest({.op = "-",
-                  .platform = "",
-                  .outcome = "Timeout",
-                  .http_status = 0,
-                  .latency_micros = server_->env()->NowMicros() - start_micros_,
-                  .peer = peer_});
+      Log({.op = "-",
+           .platform = "",
+           .outcome = "Timeout",
+           .http_status = 0,
+           .latency_micros = server_->env()->NowMicros() - start_micros_,
+           .peer = peer_});
     }
     return CloseNow();
   }
@@ -622,6 +660,7 @@ void Connection::OnReadError(beast::error_code ec) {
 }
 
 void Connection::OnRequest() {
+  if (route_ == Route::kMetrics) return ServeMetrics();
   if (route_ == Route::kHealth) {
     log_op_ = "healthz";
     if (server_->draining()) {
@@ -675,6 +714,21 @@ void Connection::OnRequest() {
   }
 }
 
+void Connection::ServeMetrics() {
+  log_op_ = "metrics";
+  if (!server_->MetricsAllowed(peer_address_)) {
+    // Says nothing about what is there: the address list is the administrator's business.
+    return Respond(http::status::forbidden, "Forbidden\n", false, "PermissionDenied");
+  }
+  Respond(http::status::ok, server_->metrics().Render(server_->MetricsNow()), false, "ok",
+          http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+void Connection::Log(const RequestLog& r) {
+  LogRequest(r);
+  server_->metrics().Record(r.op, r.outcome, r.latency_micros);
+}
+
 void Connection::SendReply(Reply reply) {
   if (state_ == State::kClosed) return;  // force-closed while the worker ran
   log_op_ = std::move(reply.log_op);
@@ -722,12 +776,12 @@ void Connection::Write(bool close) {
 }
 
 void Connection::OnWrite(beast::error_code ec) {
-  LogRequest({.op = log_op_,
-              .platform = log_platform_,
-              .outcome = log_outcome_,
-              .http_status = res_.result_int(),
-              .latency_micros = server_->env()->NowMicros() - start_micros_,
-              .peer = peer_});
+  Log({.op = log_op_,
+       .platform = log_platform_,
+       .outcome = log_outcome_,
+       .http_status = res_.result_int(),
+       .latency_micros = server_->env()->NowMicros() - start_micros_,
+       .peer = peer_});
   reservation_.reset();
   if (ec) return CloseNow();
   if (!keep_alive_) return GracefulClose();

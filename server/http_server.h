@@ -5,7 +5,8 @@
 // connections). Slow, truncated, oversized and malformed requests are refused
 // on the I/O threads before any worker is involved.
 //
-// Routes: GET /healthz (I/O thread), POST / and /soap (text/xml) -> Endpoint, POST /echo
+// Routes: GET /healthz (I/O thread), GET /metrics when metrics_enabled (I/O thread, peers in
+// metrics_allow only; server/metrics.h), POST / and /soap (text/xml) -> Endpoint, POST /echo
 // when bench_echo (worker path without the Endpoint, the ma-bench baseline).
 #pragma once
 

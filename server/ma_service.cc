@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <stop_token>
 #include <streambuf>
@@ -30,6 +31,7 @@
 #include "server/vault_health.h"
 #include "server/vault_open.h"
 #include "soapMigrationAuthorityBindingService.h"
+#include "storage/counting_vault.h"
 #include "wsdl/soap_context.h"
 #include "wsdl/soap_fault.h"
 
@@ -327,6 +329,9 @@ std::string PlainSoapError(const struct soap* soap, Code code) {
 struct Core {
   std::unique_ptr<storage::Vault> owned_vault;
   std::unique_ptr<MaKeyCustody> owned_custody;
+  // What the operations are given instead of the vault itself: the same calls, with the
+  // vault's failures counted for GET /metrics (storage/counting_vault.h).
+  std::unique_ptr<storage::CountingVault> counted_vault;
   std::unique_ptr<MaOperations> ops;
   std::unique_ptr<OperatorOperations> operator_ops;
   MaServiceOptions options;
@@ -623,6 +628,9 @@ class MaService final : public Endpoint {
   }
 
   bool Ready() const override { return health_->Answering(); }
+  std::optional<storage::VaultStats> GetVaultStats() const override {
+    return core_->counted_vault->Stats();
+  }
 
   Reply Handle(std::string_view body, const RequestInfo& info) override {
     // A pool rather than thread_local: contexts belong to this endpoint (tests create
@@ -671,7 +679,9 @@ class MaService final : public Endpoint {
 };
 
 Result<std::unique_ptr<Endpoint>> Build(std::unique_ptr<Core> core, const Config& cfg, Env* env,
-                                        storage::Vault* vault, MaKeyCustody* custody) {
+                                        storage::Vault* backend, MaKeyCustody* custody) {
+  core->counted_vault = std::make_unique<storage::CountingVault>(backend);
+  storage::Vault* vault = core->counted_vault.get();
   TPMMA_ASSIGN_OR_RETURN(core->ops, MaOperations::Create(cfg, env, vault, custody, core->options));
   OperatorPolicy policy;
   policy.two_person_approvals = cfg.approvals_two_person;

@@ -114,6 +114,9 @@ class PostgresVault final : public Vault {
 
   Status IntegrityCheck() override;
 
+  // Every write call is one transaction: batches of 1, nothing queued or deferred.
+  VaultStats Stats() const override;
+
  private:
   explicit PostgresVault(std::unique_ptr<postgres::ConnPool> pool);
 

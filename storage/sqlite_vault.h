@@ -118,6 +118,8 @@ class SqliteVault final : public Vault {
   SqliteVault& operator=(const SqliteVault&) = delete;
 
   SqliteVaultStats GetStats() const;
+  // GetStats() in the backend-neutral shape, with the batch-size histogram.
+  VaultStats Stats() const override;
 
   Result<Platform> UpsertPlatform(const Platform& platform,
                                   const std::optional<AuditEvent>& audit) override;

@@ -24,6 +24,7 @@
 
 #include "common/bytes.h"
 #include "common/status.h"
+#include "storage/vault_stats.h"
 
 namespace tpmma::storage {
 
@@ -500,6 +501,10 @@ class Vault {
   // --- Maintenance
   // Backend self-check plus VerifyAuditChain; kCorruption on any finding.
   virtual Status IntegrityCheck() = 0;
+
+  // What the backend counted (storage/vault_stats.h), for metrics; never blocks on the
+  // database. The default: nothing counted.
+  virtual VaultStats Stats() const { return {}; }
 };
 
 }  // namespace tpmma::storage

@@ -26,8 +26,11 @@ auto Write(ConnPool& pool, std::string_view purpose, F&& f) -> decltype(f(nullpt
   auto lease = pool.Acquire();
   if (!lease) return Error(lease.error());
   PGconn* c = lease->get();
-  return InTxn(
+  auto r = InTxn(
       c, TxnKind::kWrite, purpose, [&] { return f(c); }, &pool);
+  // InTxn commits exactly when the call succeeded (any error rolls back).
+  pool.CountWrite(r.has_value());
+  return r;
 }
 
 // f(PGconn*) in a read-only snapshot (several statements that must agree).

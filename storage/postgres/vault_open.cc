@@ -55,4 +55,16 @@ Status PostgresVault::IntegrityCheck() {
       }));
 }
 
+VaultStats PostgresVault::Stats() const {
+  VaultStats s;
+  s.calls = pool_->write_calls();
+  s.commits = pool_->commits();
+  // The same meaning as SQLite's, with batches of one: each call its own transaction.
+  s.largest_batch = s.calls > 0 ? 1 : 0;
+  s.batch_sizes[BatchSizeBucket(1)] = s.calls;
+  s.batches = s.calls;
+  s.batch_calls = s.calls;
+  return s;
+}
+
 }  // namespace tpmma::storage

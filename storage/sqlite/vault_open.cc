@@ -38,6 +38,20 @@ SqliteVaultStats SqliteVault::GetStats() const {
   return writer_->Stats();
 }
 
+VaultStats SqliteVault::Stats() const {
+  SqliteVaultStats s = writer_->Stats();
+  VaultStats v;
+  v.calls = s.calls;
+  v.commits = s.commits;
+  v.largest_batch = s.largest_batch;
+  v.queued = s.queued;
+  v.deferred_queued = s.deferred_queued;
+  v.deferred_committed = s.deferred_committed;
+  v.deferred_lost = s.deferred_lost;
+  writer_->AddBatchSizes(&v);
+  return v;
+}
+
 Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
                                                        SqliteVaultOptions options) {
   TPMMA_RETURN_IF_ERROR(sqlite::CreatePrivateFile(path));

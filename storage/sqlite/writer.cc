@@ -108,6 +108,14 @@ SqliteVaultStats Writer::Stats() const {
   return s;
 }
 
+void Writer::AddBatchSizes(VaultStats* stats) const {
+  for (size_t i = 0; i < batch_sizes_.size(); ++i) {
+    stats->batch_sizes[i] = batch_sizes_[i].load(std::memory_order_relaxed);
+  }
+  stats->batches = batches_.load(std::memory_order_relaxed);
+  stats->batch_calls = batch_calls_.load(std::memory_order_relaxed);
+}
+
 void Writer::Loop() {
   std::vector<Op*> batch;
   std::vector<AuditEvent> deferred;
@@ -142,6 +150,11 @@ void Writer::Loop() {
     if (!deferred.empty()) space_cv_.notify_all();
     if (batch.size() > largest_batch_.load(std::memory_order_relaxed)) {
       largest_batch_.store(batch.size(), std::memory_order_relaxed);
+    }
+    if (!batch.empty()) {
+      batch_sizes_[BatchSizeBucket(batch.size())].fetch_add(1, std::memory_order_relaxed);
+      batch_calls_.fetch_add(batch.size(), std::memory_order_relaxed);
+      batches_.fetch_add(1, std::memory_order_relaxed);
     }
     const size_t taken = deferred.size();
     RunBatch(std::move(batch), deferred);

@@ -8,6 +8,7 @@
 
 #include <sqlite3.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -94,6 +95,8 @@ class Writer {
   void FlushDeferred();
 
   SqliteVaultStats Stats() const;
+  // The batch-size histogram (VaultStats::batch_sizes, batches, batch_calls).
+  void AddBatchSizes(VaultStats* stats) const;
 
  private:
   struct Op;
@@ -139,6 +142,10 @@ class Writer {
   std::atomic<uint64_t> deferred_lost_{0};
   std::atomic<uint64_t> deferred_waits_{0};
   std::atomic<uint64_t> deferred_blocked_{0};
+  // Batches of calls (those holding only deferred records are not counted) by size.
+  std::array<std::atomic<uint64_t>, kBatchSizeBounds.size() + 1> batch_sizes_{};
+  std::atomic<uint64_t> batches_{0};
+  std::atomic<uint64_t> batch_calls_{0};
 
   std::thread thread_;  // last: starts once everything above exists
 };

@@ -3,7 +3,8 @@
 // (server/http_server.cc): Beast's request parser with the default header and body limits,
 // then RouteHeader (server/http_route.h) on the parsed header. Invariants: no crash, no
 // sanitizer report; a request is routed to the SOAP endpoint only as a POST to / or /soap
-// with a text/xml content type, never chunked; every refusal is a 4xx with a body.
+// with a text/xml content type, never chunked, and to the metrics (on here) only as a GET or
+// HEAD of /metrics; every refusal is a 4xx with a body.
 #include <cstdint>
 #include <string_view>
 
@@ -28,15 +29,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (ec || !parser.is_header_done()) return 0;
   TPMMA_FUZZ_CHECK(used <= size);
   const auto& req = parser.get();
-  auto d = tpmma::server::RouteHeader(req, parser.chunked(), /*echo=*/false);
+  auto d = tpmma::server::RouteHeader(req, parser.chunked(), /*echo=*/false, /*metrics=*/true);
   if (!d.route) {
     const unsigned code = static_cast<unsigned>(d.status);
     TPMMA_FUZZ_CHECK(code >= 400 && code < 500 && !d.body.empty() && !d.outcome.empty());
     return 0;
   }
+  std::string_view target(req.target().data(), req.target().size());
+  std::string_view path = target.substr(0, target.find('?'));
+  if (*d.route == tpmma::server::Route::kMetrics) {
+    TPMMA_FUZZ_CHECK(req.method() == http::verb::get || req.method() == http::verb::head);
+    TPMMA_FUZZ_CHECK(path == "/metrics" && !parser.chunked());
+  }
   if (*d.route == tpmma::server::Route::kSoap) {
-    std::string_view target(req.target().data(), req.target().size());
-    std::string_view path = target.substr(0, target.find('?'));
     TPMMA_FUZZ_CHECK(req.method() == http::verb::post && !parser.chunked());
     TPMMA_FUZZ_CHECK(path == "/" || path == "/soap");
   }

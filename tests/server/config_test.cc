@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "tests/support/testutil.h"
 
@@ -288,8 +289,9 @@ TEST(ConfigTest, TrustedProxiesAreAddresses) {
   for (const char* bad : {"[\"haproxy.example\"]", "[\"10.0.0.0/8\"]", "\"127.0.0.1\"", "[1]"}) {
     Result<Config> r = Parse(std::string("[server]\ntrusted_proxies = ") + bad);
     ASSERT_FALSE(r.has_value()) << bad;
-    EXPECT_NE(r.error().message().find("server.trusted_proxies must be an array of IPv4 or IPv6"),
-              std::string::npos)
+    EXPECT_NE(r.error().message().find("server.trusted_proxies"), std::string::npos)
+        << r.error().message();
+    EXPECT_NE(r.error().message().find("an IPv4 or IPv6 address"), std::string::npos)
         << r.error().message();
   }
 }
@@ -436,6 +438,8 @@ TEST(ConfigTest, ConfigToTomlRoundTrips) {
   c.audit_reads = "durable";
   c.malloc_arenas = 0;
   c.approvals_single_use = false;
+  c.metrics_enabled = true;
+  c.metrics_allow = {"10.0.0.7", "fd00::1"};
   c.escrow.custody = "tpm";
   c.escrow.key_id = "escrow-9";
   c.escrow.certificate = "/state/escrow/cert.pem";
@@ -474,6 +478,41 @@ TEST(ConfigTest, ConfigToTomlRoundTrips) {
   Result<Config> back_d = ParseConfig(ConfigToToml(d), "/", "roundtrip");
   ASSERT_TRUE(back_d.has_value()) << back_d.error().ToString();
   EXPECT_TRUE(*back_d == d);
+}
+
+// [metrics] (GET /metrics): off by default, loopback only by default; each allowed entry
+// must be one IP address, and enabled with nobody allowed is refused.
+TEST(ConfigTest, MetricsKeysHaveSafeDefaultsAndRefuseBadAddresses) {
+  Result<Config> d = Parse("");
+  ASSERT_TRUE(d.has_value()) << d.error().ToString();
+  EXPECT_FALSE(d->metrics_enabled);
+  EXPECT_EQ(d->metrics_allow, (std::vector<std::string>{"127.0.0.1", "::1"}));
+
+  Result<Config> c = Parse("[metrics]\nenabled = true\nallow = [\"192.0.2.10\", \"::1\"]\n");
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  EXPECT_TRUE(c->metrics_enabled);
+  EXPECT_EQ(c->metrics_allow, (std::vector<std::string>{"192.0.2.10", "::1"}));
+
+  for (const char* bad : {"[\"192.0.2.0/24\"]", "[\"localhost\"]", "[\"\"]", "[1]"}) {
+    Result<Config> r = Parse(std::string("[metrics]\nallow = ") + bad + "\n");
+    ASSERT_FALSE(r.has_value()) << bad;
+    EXPECT_EQ(r.error().code(), Code::kInvalidArgument);
+    EXPECT_NE(r.error().message().find("metrics.allow[0] must be an IPv4 or IPv6 address"),
+              std::string::npos)
+        << r.error().message();
+  }
+  Result<Config> not_array = Parse("[metrics]\nallow = \"127.0.0.1\"\n");
+  ASSERT_FALSE(not_array.has_value());
+  EXPECT_NE(not_array.error().message().find("metrics.allow must be an array"), std::string::npos)
+      << not_array.error().message();
+  Result<Config> nobody = Parse("[metrics]\nenabled = true\nallow = []\n");
+  ASSERT_FALSE(nobody.has_value());
+  EXPECT_NE(nobody.error().message().find("metrics.allow is empty"), std::string::npos)
+      << nobody.error().message();
+  Result<Config> typo = Parse("[metrics]\nenable = true\n");
+  ASSERT_FALSE(typo.has_value());
+  EXPECT_NE(typo.error().message().find("did you mean metrics.enabled"), std::string::npos)
+      << typo.error().message();
 }
 
 // What `ma-admin init` writes: relative paths stay relative in the text and resolve

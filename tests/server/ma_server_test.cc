@@ -89,6 +89,48 @@ TEST_F(MaServerTest, ServesHealthzAndExitsZeroOnSigterm) {
   EXPECT_EQ(server.output().find("not-an-envelope"), std::string::npos) << server.output();
 }
 
+// GET /metrics on the real server: [metrics] enabled, loopback allowed by default; a SOAP
+// call moves its counter, the vault's families are there, an invented operation and the
+// peer's address are not.
+TEST_F(MaServerTest, MetricsCountAGetMAServiceInfoAndShowTheVault) {
+  Bytes original = ReadFileOrDie(config_);
+  Write(config_, std::string(original.begin(), original.end()) + "[metrics]\nenabled = true\n");
+  ServerProcess server({MA_SERVER_BIN, "--config", config_});
+  std::optional<uint16_t> port = server.WaitListening(milliseconds(10000));
+  ASSERT_TRUE(port.has_value()) << server.output();
+  const std::string open =
+      "<?xml version=\"1.0\" encoding=\"UTF-8\"?><SOAP-ENV:Envelope "
+      "xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\" "
+      "xmlns:ma=\"urn:tpm-ma:migration:1\"><SOAP-ENV:Body>";
+  const std::string close = "</SOAP-ENV:Body></SOAP-ENV:Envelope>";
+
+  TlsClient c;  // one keep-alive connection: each reply is counted before the next request
+  ASSERT_TRUE(c.Connect(*port)) << c.error();
+  auto info = c.RoundTrip(PostRequest("/", open + "<ma:GetMAServiceInfoRequest/>" + close));
+  ASSERT_TRUE(info.has_value()) << c.error();
+  EXPECT_EQ(info->status, 200u) << info->body;
+  auto bogus = c.RoundTrip(PostRequest("/", open + "<ma:InventedOperationRequest/>" + close));
+  ASSERT_TRUE(bogus.has_value()) << c.error();
+  EXPECT_EQ(bogus->status, 500u);
+  auto m = c.RoundTrip(GetRequest("/metrics"));
+  ASSERT_TRUE(m.has_value()) << c.error();
+  EXPECT_EQ(m->status, 200u);
+  EXPECT_EQ(m->content_type, "text/plain; version=0.0.4; charset=utf-8");
+  for (const char* line :
+       {"tpmma_requests_total{op=\"GetMAServiceInfo\",outcome=\"ok\"} 1\n",
+        "tpmma_request_duration_seconds_count{op=\"GetMAServiceInfo\"} 1\n",
+        "tpmma_request_duration_seconds_bucket{op=\"GetMAServiceInfo\",le=\"+Inf\"} 1\n",
+        "tpmma_vault_healthy 1\n", "# TYPE tpmma_vault_batch_size histogram\n",
+        "tpmma_vault_errors_total 0\n", "tpmma_vault_deferred_audit_lost_total 0\n",
+        "tpmma_build_info{version=\""}) {
+    EXPECT_NE(m->body.find(line), std::string::npos) << line << "\n" << m->body;
+  }
+  EXPECT_EQ(m->body.find("Invented"), std::string::npos) << m->body;
+  EXPECT_EQ(m->body.find("127.0.0.1"), std::string::npos) << m->body;
+  EXPECT_EQ(m->body.back(), '\n');
+  EXPECT_EQ(server.SignalAndWait(SIGTERM, milliseconds(10000)), 0) << server.output();
+}
+
 TEST_F(MaServerTest, SigintAlsoStopsCleanly) {
   ServerProcess server({MA_SERVER_BIN, "--config", config_});
   ASSERT_TRUE(server.WaitListening(milliseconds(10000)).has_value()) << server.output();

@@ -364,6 +364,27 @@ TEST_F(PostgresVaultTest, OneEkKeyEnrollingAsTwoPlatformsAtOnceGetsOne) {
   }
 }
 
+// Stats() in the meaning SQLite's has (ma-server's /metrics): every write call its own
+// transaction, a batch of one; a refused write is a call but no commit; reads are neither.
+TEST_F(PostgresVaultTest, StatsCountWriteCallsAsBatchesOfOne) {
+  auto v = OpenOrDie();
+  ASSERT_TRUE(v);
+  VaultStats before = v->Stats();
+  ASSERT_OK(v->UpsertPlatform(MakePlatform("p"), std::nullopt));
+  ASSERT_OK(v->AppendAudit(Audit("Ping")));
+  EXPECT_EQ(v->RevokePlatform("absent", Audit("RevokePlatform", "absent")).code(), Code::kNotFound);
+  ASSERT_OK(v->GetPlatform("p"));
+  VaultStats s = v->Stats();
+  EXPECT_EQ(s.calls - before.calls, 3u);
+  EXPECT_EQ(s.commits - before.commits, 2u);
+  EXPECT_EQ(s.largest_batch, 1u);
+  EXPECT_EQ(s.batches, s.calls);
+  EXPECT_EQ(s.batch_calls, s.calls);
+  EXPECT_EQ(s.batch_sizes[BatchSizeBucket(1)], s.calls);
+  EXPECT_EQ(s.queued, 0u);
+  EXPECT_EQ(s.deferred_lost, 0u);
+}
+
 TEST_F(PostgresVaultTest, TwoInstancesStoringOnePackageStoreItOnce) {
   auto setup = OpenOrDie();
   ASSERT_TRUE(setup);

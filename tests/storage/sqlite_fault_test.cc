@@ -4,6 +4,7 @@
 // In every case the failing call gets an error, nothing that was acknowledged is lost, the
 // audit chain stays whole, and the vault works again once the fault is gone, without a
 // restart.
+#include "storage/counting_vault.h"
 #include "tests/storage/sqlite_fault_vfs.h"
 #include "tests/storage/sqlite_test_support.h"
 
@@ -93,6 +94,27 @@ TEST_F(SqliteFaultTest, DeferredAuditRecordsLostToAFullDiskAreCountedAndTheChain
   ASSERT_OK(vault_->FlushDeferredAudit());
   EXPECT_EQ(vault_->GetStats().deferred_lost, 10u);
   FaultVfs::Get().Clear();
+  ExpectRecovered({"acked-1"});
+}
+
+// VaultStats::errors (storage/counting_vault.h, ma-server's tpmma_vault_errors_total): a full
+// disk's IoError counts, a refusal (NotFound) does not; the backend's counters pass through.
+TEST_F(SqliteFaultTest, CountingVaultCountsFailuresNotRefusals) {
+  CountingVault counted(vault_.get());
+  EXPECT_CODE(counted.GetPackage("absent"), Code::kNotFound);
+  EXPECT_EQ(counted.Stats().errors, 0u);
+  FaultVfs::Get().FailWrites(SQLITE_FULL);
+  auto r =
+      counted.PutPackage(MakePackage("refused", "p", 2, "<refused/>"), Audit("Upload", "refused"));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), Code::kIoError);
+  FaultVfs::Get().Clear();
+  VaultStats s = counted.Stats();
+  EXPECT_EQ(s.errors, 1u);
+  EXPECT_EQ(s.calls, vault_->GetStats().calls);
+  EXPECT_EQ(s.commits, vault_->GetStats().commits);
+  ASSERT_OK(counted.GetPackage("acked-1"));
+  EXPECT_EQ(counted.Stats().errors, 1u);
   ExpectRecovered({"acked-1"});
 }
 

@@ -17,6 +17,7 @@ TEST_F(SqliteVaultTest, ConcurrentWritersShareCommits) {
   // Deterministic: 16 calls queued behind a held commit go into one transaction.
   constexpr int kThreads = 16;
   SqliteVaultStats before = v->GetStats();
+  VaultStats neutral_before = v->Stats();
   std::vector<Result<PutOutcome>> results(kThreads, Error(Code::kInternal, "not run"));
   std::vector<std::function<void()>> calls;
   for (int t = 0; t < kThreads; ++t) {
@@ -30,6 +31,16 @@ TEST_F(SqliteVaultTest, ConcurrentWritersShareCommits) {
   EXPECT_EQ(after.calls - before.calls, uint64_t{kThreads + 1});
   EXPECT_EQ(after.commits - before.commits, 2u);  // the held call's batch, then all 16
   EXPECT_GE(after.largest_batch, uint64_t{kThreads});
+  // The same in the backend-neutral shape (ma-server's /metrics): the held call's batch of
+  // one, then one batch of 16 in the bucket whose bound is 16.
+  VaultStats neutral = v->Stats();
+  EXPECT_EQ(neutral.calls, after.calls);
+  EXPECT_EQ(neutral.commits, after.commits);
+  EXPECT_EQ(neutral.batches - neutral_before.batches, 2u);
+  EXPECT_EQ(neutral.batch_calls - neutral_before.batch_calls, uint64_t{kThreads + 1});
+  const size_t b16 = BatchSizeBucket(kThreads);
+  EXPECT_EQ(kBatchSizeBounds[b16], uint64_t{kThreads});
+  EXPECT_EQ(neutral.batch_sizes[b16] - neutral_before.batch_sizes[b16], 1u);
   for (int t = 0; t < kThreads; ++t) {
     ASSERT_OK(results[t]);
     EXPECT_EQ(*results[t], PutOutcome::kStored);
@@ -293,6 +304,9 @@ TEST_F(SqliteVaultTest, WithoutGroupCommitEveryCallCommitsAlone) {
   EXPECT_EQ(s.calls, uint64_t{kThreads * 5});
   EXPECT_EQ(s.commits, s.calls);
   EXPECT_EQ(s.largest_batch, 1u);
+  VaultStats neutral = v->Stats();
+  EXPECT_EQ(neutral.batch_sizes[BatchSizeBucket(1)], s.calls);
+  EXPECT_EQ(neutral.batches, s.calls);
   ASSERT_OK(v->VerifyAuditChain());
 }
 
