@@ -81,6 +81,51 @@ TEST_F(SqliteBackupTest, BackupWhileAnotherThreadWritesHoldsAPrefixOfTheWrites) 
   EXPECT_EQ(a.state, ApprovalState::kActive);
 }
 
+// As with ma-server: the writer is another process, whose locks are the kernel's (within one
+// process SQLite keeps its own books on them).
+TEST_F(SqliteBackupTest, AnotherProcessWritingIsBackedUpAndItsVaultNotReplaced) {
+  {
+    auto v = OpenOrDie(Path());
+    ASSERT_NO_FATAL_FAILURE(FillVault(*v));
+  }
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // Child: no gtest assertions here, only exit codes. Uploads until killed.
+    ::close(ready[0]);
+    auto v = SqliteVault::Open(Path());
+    if (!v) ::_exit(2);
+    for (int i = 0;; ++i) {
+      const std::string id = "child-" + std::to_string(i);
+      if (!(*v)->PutPackage(MakePackage(id, "p-old", 1, "<c/>"), Audit("Upload", id))) ::_exit(3);
+      if (i == 10 && ::write(ready[1], "x", 1) != 1) ::_exit(4);
+    }
+  }
+  ::close(ready[1]);
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  auto report = BackupSqliteVault(Path(), Out());
+  const Status in_use = CheckSqliteVaultNotInUse(Path());
+  auto restore = RestoreSqliteVault(Out(), Path(), true);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "child exited with " << WEXITSTATUS(status);
+
+  ASSERT_OK(report);
+  EXPECT_GT(report->chain.last_seq, 30);
+  ASSERT_OK(CheckSqliteVaultFile(Out()));
+  EXPECT_EQ(in_use.code(), Code::kUnavailable) << in_use.ToString();
+  EXPECT_CODE(restore, Code::kUnavailable);
+  auto v = OpenOrDie(Path());
+  ASSERT_OK(v->IntegrityCheck());
+  ASSERT_OK_AND_ASSIGN(AuditHead head, v->GetAuditHead());
+  EXPECT_GE(head.seq, report->chain.last_seq);
+}
+
 TEST_F(SqliteBackupTest, BackupNeverReplacesAFileAndLeavesNothingOnFailure) {
   OpenOrDie(Path()).reset();
   WriteFileOrDie(Out(), ToBytes("precious"));

@@ -138,6 +138,38 @@ TEST_F(VaultCopyTest, CopyAnswersTheSameReadsAndKeepsTheChain) {
   ASSERT_OK(pg->CheckAuditChain());
 }
 
+// An archived stretch (the genesis among it) and an inventory row: the segment and the
+// live records after it are copied as they are, and PostgreSQL's check accepts them.
+TEST_F(VaultCopyTest, ArchivedSegmentsAndInventoryAreCopied) {
+  {
+    auto v = OpenOrDie(Path());
+    AuditEvent archive{kNow, "system", std::string(kAuditArchiveAction), "10", "ok", "test"};
+    ASSERT_OK(v->ArchiveAudit(10, Bytes(32, 0xaa), archive));
+    ASSERT_OK(v->AppendAudit(Audit("AfterArchive")));
+  }
+  {
+    RawDb raw(Path());
+    ASSERT_EQ(raw.Exec("INSERT INTO platform_inventory (platform_id, hostname, serial_number, "
+                       "reported_at) VALUES ('p-old', 'alice-laptop', 'SN1', 1800000000)"),
+              "");
+  }
+  ASSERT_OK_AND_ASSIGN(PostgresImportReport imported, Import());
+  EXPECT_EQ(imported.chain.archived_through, 10);
+  EXPECT_EQ(imported.chain.first_seq, 11);
+  ASSERT_OK_AND_ASSIGN(auto pg, PostgresVault::Open(cluster_->ConnInfo(db_)));
+  ASSERT_OK_AND_ASSIGN(auto segments, pg->ListAuditSegments());
+  ASSERT_EQ(segments.size(), 1u);
+  EXPECT_EQ(segments[0].archive_sha256, Bytes(32, 0xaa));
+  ASSERT_OK_AND_ASSIGN(PlatformInventory inv, pg->GetPlatformInventory("p-old"));
+  EXPECT_EQ(inv.hostname, "alice-laptop");
+  EXPECT_EQ(inv.serial_number, "SN1");
+  EXPECT_TRUE(inv.os_name.empty());
+  ASSERT_OK_AND_ASSIGN(auto found, pg->FindPlatforms("ALICE", 10));
+  ASSERT_EQ(found.size(), 1u);
+  ASSERT_OK(pg->AppendAudit(Audit("OnPostgres")));
+  ASSERT_OK(pg->CheckAuditChain());
+}
+
 TEST_F(VaultCopyTest, NonEmptyTargetIsRefusedAndLeftUnchanged) {
   std::string vault_id;
   {
