@@ -86,7 +86,7 @@ Status BackupVault(const AdminContext& ctx, const Config& cfg, const std::string
   // package left through this host, and who took it.
   TPMMA_RETURN_IF_ERROR(
       AppendAdminAudit(ctx, cfg,
-                       AdminEvent(ctx, "Vault.Backup", out,
+                       AdminEvent(ctx, "Vault.Backup", ForAudit(out),
                                   Cat("online backup through audit seq ", report->chain.last_seq)))
           .WithContext("backup written, but not audited"));
   if (ctx.json) {
@@ -112,7 +112,7 @@ Status RestoreVault(const AdminContext& ctx, const Config& cfg, const std::strin
   TPMMA_RETURN_IF_ERROR(
       AppendAdminAudit(
           ctx, cfg,
-          AdminEvent(ctx, "Vault.Restore", from,
+          AdminEvent(ctx, "Vault.Restore", ForAudit(from),
                      Cat("restored from a backup ending at audit seq ", report->chain.last_seq)))
           .WithContext("restored, but not audited"));
   if (ctx.json) {

@@ -170,6 +170,22 @@ TEST_F(VaultCopyTest, ArchivedSegmentsAndInventoryAreCopied) {
   ASSERT_OK(pg->CheckAuditChain());
 }
 
+// A vault with nothing but its genesis record: no ids to move the sequences past.
+TEST_F(VaultCopyTest, AFreshVaultIsCopied) {
+  const std::string fresh = dir_.File("fresh.db");
+  OpenOrDie(fresh).reset();
+  ASSERT_OK_AND_ASSIGN(PostgresImportReport imported,
+                       Import([&](CopySink& sink) { return ExportSqliteVault(fresh, sink); }));
+  EXPECT_EQ(imported.chain.last_seq, 1);
+  ASSERT_OK_AND_ASSIGN(auto pg, PostgresVault::Open(cluster_->ConnInfo(db_)));
+  ASSERT_OK(pg->UpsertPlatform(MakePlatform("p"), std::nullopt));
+  ASSERT_OK(pg->PutPackage(MakePackage("first", "p", 1, "<f/>"), Audit("Upload")));
+  ApprovalRequest r{"p", "q", true, {}, "x", "alice", kNow, kNow + 60, false};
+  ASSERT_OK_AND_ASSIGN(Approval a, pg->CreateApproval(r, Audit("ApproveRestore")));
+  EXPECT_EQ(a.id, 1);
+  ASSERT_OK(pg->CheckAuditChain());
+}
+
 TEST_F(VaultCopyTest, NonEmptyTargetIsRefusedAndLeftUnchanged) {
   std::string vault_id;
   {
