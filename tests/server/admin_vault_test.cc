@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <chrono>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -13,8 +16,11 @@
 #include "server/admin_init.h"
 #include "server/config.h"
 #include "storage/postgres_vault.h"
+#include "storage/sqlite_backup.h"
 #include "storage/sqlite_vault.h"
+#include "tests/server/tls_client.h"
 #include "tests/storage/vault_fill.h"
+#include "tests/support/ma_process.h"
 #include "tests/support/postgres.h"
 #include "tests/support/testutil.h"
 
@@ -142,6 +148,56 @@ TEST_F(AdminVaultTest, APostgresVaultIsBackedUpWithPgDump) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(Has(r, "pg_restore")) << r.output;
   EXPECT_FALSE(std::filesystem::exists(tmp_.File("x.db")));
+}
+
+// The real ma-server answering (and auditing) GetMAKey on one connection meanwhile: the
+// backup is taken and checked; restore and migrate refuse the vault it has open.
+TEST(AdminVaultServerTest, BackupWhileMaServerWritesAndRestoreRefused) {
+  TempDir d;
+  std::string why;
+  auto ma = testing::MaInstance::Start({MA_ADMIN_PATH, MA_SERVER_PATH}, d.path(), {}, &why);
+  ASSERT_NE(ma, nullptr) << why;
+  const std::string body =
+      "<?xml version=\"1.0\" encoding=\"UTF-8\"?><SOAP-ENV:Envelope "
+      "xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\" "
+      "xmlns:ma=\"urn:tpm-ma:migration:1\"><SOAP-ENV:Body><ma:GetMAKeyRequest><ma:KeyId>ma-1"
+      "</ma:KeyId></ma:GetMAKeyRequest></SOAP-ENV:Body></SOAP-ENV:Envelope>";
+  std::atomic<bool> stop{false};
+  std::atomic<int> answered{0};
+  std::thread load([&] {
+    testing::TlsClient c;
+    if (!c.Connect(ma->port())) return;
+    while (!stop.load()) {
+      if (!c.RoundTrip(testing::PostRequest("/", body))) return;
+      ++answered;
+    }
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (answered.load() < 50 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const int before = answered.load();
+  const std::string out = d.File("live.db");
+  CommandResult backup = RunCommand(
+      {MA_ADMIN_PATH, "--json", "vault", "backup", "--out", out, "--dir", ma->state_dir()});
+  CommandResult restore = RunCommand(
+      {MA_ADMIN_PATH, "vault", "restore", "--from", out, "--force", "--dir", ma->state_dir()});
+  CommandResult migrate = RunCommand({MA_ADMIN_PATH, "vault", "migrate", "--to",
+                                      "host=/nonexistent dbname=x", "--dir", ma->state_dir()});
+  stop = true;
+  load.join();
+  EXPECT_GE(before, 50) << "the server did not answer";
+  EXPECT_GT(answered.load(), before);
+  EXPECT_EQ(ma->Stop(), 0);
+
+  ASSERT_EQ(backup.exit_code, 0) << backup.output;
+  EXPECT_EQ(restore.exit_code, 1) << restore.output;
+  EXPECT_NE(restore.output.find("in use"), std::string::npos) << restore.output;
+  EXPECT_EQ(migrate.exit_code, 1) << migrate.output;
+  EXPECT_NE(migrate.output.find("in use"), std::string::npos) << migrate.output;
+  auto copy = storage::CheckSqliteVaultFile(out);
+  ASSERT_TRUE(copy.has_value()) << copy.error().ToString();
+  EXPECT_GT(copy->chain.last_seq, 10);
 }
 
 class AdminMigrateTest : public AdminVaultTest {
