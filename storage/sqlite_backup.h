@@ -41,8 +41,9 @@ Result<SqliteFileReport> BackupSqliteVault(const std::string& vault_path,
 // ma-server is stopped. The backup is checked first; a vault file already there is
 // refused (kAlreadyExists) unless `force`, and refused in any case if another connection
 // has it open (kUnavailable: ma-server is running). The copy goes to a temporary file
-// (0600, fsynced, checked again) renamed over `vault_path`; the old vault's -wal/-shm go
-// with it, so that no stale log is replayed into the restored file.
+// (0600, fsynced, checked again, given the replaced file's owner and group) renamed over
+// `vault_path`; the old vault's -wal/-shm go with it, so that no stale log is replayed into
+// the restored file.
 Result<SqliteFileReport> RestoreSqliteVault(const std::string& backup_path,
                                             const std::string& vault_path, bool force);
 

@@ -156,6 +156,18 @@ Status CopyFile(const std::string& from, const std::string& to) {
   return Status();
 }
 
+// The restored file gets the replaced one's owner and group: restored by root for a vault
+// ma-server's own user owns, a root-owned 0600 file would be one the server cannot open.
+Status KeepOwner(const std::string& old_path, const std::string& tmp) {
+  struct stat st {};
+  if (::stat(old_path.c_str(), &st) != 0) return PosixError("cannot stat", old_path, errno);
+  if (st.st_uid == ::geteuid() && st.st_gid == ::getegid()) return Status();
+  if (::chown(tmp.c_str(), st.st_uid, st.st_gid) != 0) {
+    return PosixError("cannot give the restored copy the owner of", old_path, errno);
+  }
+  return Status();
+}
+
 }  // namespace
 
 Result<SqliteFileReport> CheckSqliteVaultFile(const std::string& path) {
@@ -207,7 +219,8 @@ Result<SqliteFileReport> BackupSqliteVault(const std::string& vault_path,
 Result<SqliteFileReport> RestoreSqliteVault(const std::string& backup_path,
                                             const std::string& vault_path, bool force) {
   TPMMA_RETURN_IF_ERROR(CheckSqliteVaultFile(backup_path));
-  if (Exists(vault_path)) {
+  const bool replacing = Exists(vault_path);
+  if (replacing) {
     if (!force) {
       return Error(Code::kAlreadyExists,
                    Cat("vault ", vault_path, " exists; give --force to replace it"));
@@ -217,6 +230,7 @@ Result<SqliteFileReport> RestoreSqliteVault(const std::string& backup_path,
   TPMMA_ASSIGN_OR_RETURN(sqlite::TempFile tmp, sqlite::TempFile::Create(vault_path));
   TPMMA_RETURN_IF_ERROR(CopyFile(backup_path, tmp.path()));
   TPMMA_ASSIGN_OR_RETURN(SqliteFileReport report, CheckSqliteVaultFile(tmp.path()));
+  if (replacing) TPMMA_RETURN_IF_ERROR(KeepOwner(vault_path, tmp.path()));
   // The old file's log and shared memory describe the old file: replayed into the restored
   // one they would corrupt it.
   for (const char* suffix : {"-wal", "-shm"}) {

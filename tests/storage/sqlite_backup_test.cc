@@ -171,6 +171,18 @@ TEST_F(SqliteBackupTest, RestoreRoundTrip) {
 
   // Into a place with no vault yet: no --force needed.
   ASSERT_OK(RestoreSqliteVault(Out(), dir_.File("fresh.db"), false));
+
+  // Restored by root over a vault another user owns (ma-server's): the owner is kept.
+  if (::geteuid() == 0) {
+    v.reset();
+    ASSERT_EQ(::chown(Path().c_str(), 65534, 65534), 0);
+    ASSERT_OK(RestoreSqliteVault(Out(), Path(), true));
+    struct stat st {};
+    ASSERT_EQ(::stat(Path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 65534u);
+    EXPECT_EQ(st.st_gid, 65534u);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+  }
 }
 
 TEST_F(SqliteBackupTest, RestoreRefusesAVaultInUse) {
