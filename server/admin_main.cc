@@ -22,6 +22,7 @@
 #include "server/admin_ek_trust.h"
 #include "server/admin_enrollment.h"
 #include "server/admin_init.h"
+#include "server/admin_vault.h"
 #include "server/config.h"
 #include "server/operator_client.h"
 #include "server/vault_open.h"
@@ -81,6 +82,11 @@ struct Cli {
   s::ArchiveOptions archive;
   CLI::App *audit_checkpoint = nullptr, *audit_checkpoint_key = nullptr, *audit_archive = nullptr,
            *audit_verify_archive = nullptr;
+
+  std::string vault_out, vault_from;
+  bool vault_force = false;
+  s::MigrateOptions migrate;
+  CLI::App *vault_backup = nullptr, *vault_restore = nullptr, *vault_migrate = nullptr;
 };
 
 int Fail(const tpmma::Status& st, bool as_json) {
@@ -320,6 +326,28 @@ void AddAuditCommands(Cli& c) {
   AddAuditAnchorCommands(c);
 }
 
+// The vault as a whole (server/admin_vault.h), on the MA host only.
+void AddVaultCommands(Cli& c) {
+  auto* vault = c.app.add_subcommand("vault", "back up, restore or move the vault");
+  vault->require_subcommand(1);
+  c.vault_backup = vault->add_subcommand(
+      "backup", "online, checked copy of the SQLite vault (PostgreSQL: use pg_dump)");
+  c.vault_backup->add_option("--out", c.vault_out, "the backup file to create (must not exist)")
+      ->required();
+  c.vault_restore = vault->add_subcommand(
+      "restore", "put a checked backup in place as the SQLite vault (ma-server stopped)");
+  c.vault_restore->add_option("--from", c.vault_from, "the backup file")->required();
+  c.vault_restore->add_flag("--force", c.vault_force, "replace the existing vault file");
+  c.vault_migrate = vault->add_subcommand(
+      "migrate", "copy the SQLite vault into an empty PostgreSQL database (ma-server stopped)");
+  c.vault_migrate
+      ->add_option("--to", c.migrate.to, "postgresql:// URL or libpq DSN, without a password")
+      ->required();
+  c.vault_migrate->add_option("--password-file", c.migrate.password_file,
+                              "the database password alone in a file (mode 0600)");
+  for (auto* cmd : {c.vault_backup, c.vault_restore, c.vault_migrate}) AddDir(c, cmd);
+}
+
 // --since/--until as Unix seconds (either may be absent).
 tpmma::Status ParseAuditWindow(const Cli& c, std::optional<int64_t>& since,
                                std::optional<int64_t>& until) {
@@ -522,6 +550,22 @@ std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
   return std::nullopt;
 }
 
+// Not through OpenVault first: each opens the vault file (or not) as it must.
+int RunVault(const Cli& c) {
+  auto cfg = s::LoadConfig(c.dir + "/config.toml");
+  if (!cfg) return Fail(cfg.error().WithContext("the MA in " + c.dir), c.json);
+  s::AdminContext ctx{.vault = nullptr,
+                      .env = tpmma::Env::Default(),
+                      .actor = LocalActor(),
+                      .json = c.json,
+                      .out = stdout};
+  tpmma::Status st;
+  if (*c.vault_backup) st = s::BackupVault(ctx, *cfg, c.vault_out);
+  if (*c.vault_restore) st = s::RestoreVault(ctx, *cfg, c.vault_from, c.vault_force);
+  if (*c.vault_migrate) st = s::MigrateVault(ctx, *cfg, c.migrate);
+  return st.ok() ? 0 : Fail(st, c.json);
+}
+
 int RunLocal(Cli& c) {
   auto cfg = s::LoadConfig(c.dir + "/config.toml");
   if (!cfg) return Fail(cfg.error().WithContext("the MA in " + c.dir), c.json);
@@ -553,6 +597,7 @@ int main(int argc, char** argv) {
   AddEkTrustCommands(c);
   AddRemoteOptions(c);
   AddAuditCommands(c);
+  AddVaultCommands(c);
   try {
     c.app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -563,6 +608,7 @@ int main(int argc, char** argv) {
     return Usage("ek-trust add needs --root FILE or --intermediate FILE");
   }
   if (!c.remote.url.empty()) return RunRemote(c);
+  if (*c.vault_backup || *c.vault_restore || *c.vault_migrate) return RunVault(c);
   if (*c.whoami) return Usage("whoami needs remote mode (--ma, --ma-ca, --operator-cert)");
   return RunLocal(c);
 }

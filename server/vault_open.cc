@@ -35,9 +35,9 @@ Result<std::string> ReadPasswordFile(const std::string& path, Env* env) {
 
 }  // namespace
 
-Result<std::unique_ptr<storage::Vault>> OpenPostgresVault(const std::string& url,
-                                                          const std::string& password_file,
-                                                          size_t connections, Env* env) {
+Result<storage::PostgresVaultOptions> PostgresOptionsFor(const std::string& url,
+                                                         const std::string& password_file,
+                                                         Env* env) {
   auto has_password = storage::PostgresVault::ConnInfoHasPassword(url);
   if (!has_password) return Error(has_password.error().WithContext("vault.url"));
   if (*has_password) {
@@ -47,12 +47,20 @@ Result<std::unique_ptr<storage::Vault>> OpenPostgresVault(const std::string& url
                  "vault.url must not contain a password: put it in vault.password_file "
                  "(mode 0600) or PGPASSFILE");
   }
-  TPMMA_ASSIGN_OR_RETURN(std::string where, storage::PostgresVault::DescribeConnInfo(url));
   storage::PostgresVaultOptions options;
-  options.connections = std::max<size_t>(connections, 1);
   if (!password_file.empty()) {
     TPMMA_ASSIGN_OR_RETURN(options.password, ReadPasswordFile(password_file, env));
   }
+  return options;
+}
+
+Result<std::unique_ptr<storage::Vault>> OpenPostgresVault(const std::string& url,
+                                                          const std::string& password_file,
+                                                          size_t connections, Env* env) {
+  TPMMA_ASSIGN_OR_RETURN(storage::PostgresVaultOptions options,
+                         PostgresOptionsFor(url, password_file, env));
+  TPMMA_ASSIGN_OR_RETURN(std::string where, storage::PostgresVault::DescribeConnInfo(url));
+  options.connections = std::max<size_t>(connections, 1);
   auto vault = storage::PostgresVault::Open(url, std::move(options));
   if (!vault) return Error(vault.error().WithContext("vault.url " + where));
   return std::unique_ptr<storage::Vault>(std::move(*vault));

@@ -10,6 +10,7 @@
 #include "common/env.h"
 #include "common/status.h"
 #include "server/config.h"
+#include "storage/postgres_vault.h"
 #include "storage/vault.h"
 
 namespace tpmma::server {
@@ -25,6 +26,13 @@ Result<std::unique_ptr<storage::Vault>> OpenVault(const Config& cfg, Env* env);
 Result<std::unique_ptr<storage::Vault>> OpenPostgresVault(const std::string& url,
                                                           const std::string& password_file,
                                                           size_t connections, Env* env);
+
+// What OpenPostgresVault checks and reads before it connects: `url` refused if it carries a
+// password, the password read from `password_file` (owner-only; empty: none). For callers
+// that connect otherwise (`ma-admin vault migrate` imports into an empty database).
+Result<storage::PostgresVaultOptions> PostgresOptionsFor(const std::string& url,
+                                                         const std::string& password_file,
+                                                         Env* env);
 
 // --check-config's question to the vault: it opens (a PostgreSQL schema is migrated
 // forward, as a start would) and answers a read.

@@ -10,11 +10,13 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 
 #include "storage/vault.h"
+#include "storage/vault_copy.h"
 
 namespace tpmma::storage {
 
@@ -30,6 +32,13 @@ struct PostgresVaultOptions {
   // The password (read from a password file by the caller), added to the conninfo's
   // parameters; empty: the conninfo's own, PGPASSWORD or PGPASSFILE. Never printed.
   std::string password;
+};
+
+// What PostgresVault::ImportIntoEmpty wrote, read back inside its transaction.
+struct PostgresImportReport {
+  CopyCounts counts;       // rows per table in the target (count(*)), CopyTables() order
+  AuditChainReport chain;  // the target's CheckAuditChain
+  Bytes head_hash;         // the target's audit_head: the hash of record chain.last_seq
 };
 
 class PostgresVault final : public Vault {
@@ -49,6 +58,18 @@ class PostgresVault final : public Vault {
   static Result<bool> ConnInfoHasPassword(const std::string& conninfo);
   // Host, port, database and user of `conninfo`, for messages; never the password.
   static Result<std::string> DescribeConnInfo(const std::string& conninfo);
+
+  // A whole vault copied in (`ma-admin vault migrate`): in ONE transaction on the database
+  // `conninfo` names, which must hold no tables (kAlreadyExists for a vault, however new:
+  // its vault id and genesis are write-once), creates the schema without a vault id or
+  // genesis, runs `source` (which writes every table of CopyTables() into the sink it is
+  // given: ids, times, audit seqs and hashes as the source stored them), moves audit_head to
+  // the last record, and before COMMIT checks that each table holds the rows it was given
+  // and that the chain verifies (CheckAuditChain) and ends at the last record given.
+  // Anything failing rolls all of it back: the database is left as empty as it was.
+  static Result<PostgresImportReport> ImportIntoEmpty(
+      const std::string& conninfo, const PostgresVaultOptions& options,
+      const std::function<Status(CopySink&)>& source);
 
   ~PostgresVault() override;
   PostgresVault(const PostgresVault&) = delete;

@@ -73,6 +73,25 @@ Result<int64_t> ReadVersion(PGconn* c, const std::string& where) {
 
 }  // namespace
 
+Status CreateSchemaForImportLocked(PGconn* c, const std::string& where) {
+  TPMMA_RETURN_IF_ERROR(Query(c, "lock for schema migration", "SELECT pg_advisory_xact_lock($1)",
+                              Params(kMigrationLock)));
+  TPMMA_ASSIGN_OR_RETURN(int64_t version, ReadVersion(c, where));
+  if (version != 0) {
+    return Status(Code::kAlreadyExists,
+                  Cat("database ", where,
+                      " already holds a tpm-ma vault (its vault id and genesis record are "
+                      "write-once); migrate into an empty database (createdb)"));
+  }
+  for (int v = 0; v < kSchemaVersion; ++v) {
+    TPMMA_RETURN_IF_ERROR(
+        Script(c, Cat("schema migration ", v, " to ", v + 1), std::string(kMigrations[v])));
+  }
+  auto set = Command(c, "set schema version", "UPDATE schema_version SET version = $1",
+                     Params(int64_t{kSchemaVersion}));
+  return set ? Status() : set.error();
+}
+
 int SchemaVersion() {
   return kSchemaVersion;
 }

@@ -21,4 +21,10 @@ int SchemaVersion();
 // schema_version (another program's). `where` names the database in messages.
 Status Migrate(PGconn* c, const std::string& where);
 
+// For an import (`ma-admin vault migrate`), inside the caller's transaction: under the same
+// advisory lock, refuses a database that holds any table (kAlreadyExists if it is a vault
+// already, kInvalidArgument if another program's), then creates the whole schema but writes
+// neither a vault id nor a genesis record: both are write-once and come from the source.
+Status CreateSchemaForImportLocked(PGconn* c, const std::string& where);
+
 }  // namespace tpmma::storage::postgres

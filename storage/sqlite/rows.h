@@ -43,6 +43,10 @@ Status CheckAuditEvent(const AuditEvent& e);
 Result<int64_t> AppendAuditLocked(sqlite3* db, const AuditEvent& e);
 Status MaybeAudit(sqlite3* db, const std::optional<AuditEvent>& audit);
 
+// PRAGMA integrity_check and foreign_key_check: kCorruption naming the findings. Inside a
+// read transaction the caller holds (vault_open.cc).
+Status IntegrityFindings(sqlite3* db);
+
 Result<bool> PlatformExists(sqlite3* db, std::string_view id);
 
 // The platforms columns ReadPlatform reads, in its order (unqualified: no other table the

@@ -89,6 +89,7 @@ Result<std::unique_ptr<SqliteVault>> SqliteVault::Open(const std::string& path,
   return vault;
 }
 
+namespace sqlite {
 namespace {
 
 Status SqliteFindings(sqlite3* db) {
@@ -118,12 +119,18 @@ Status ForeignKeyFindings(sqlite3* db) {
 
 }  // namespace
 
+Status IntegrityFindings(sqlite3* db) {
+  TPMMA_RETURN_IF_ERROR(SqliteFindings(db));
+  return ForeignKeyFindings(db);
+}
+
+}  // namespace sqlite
+
 Status SqliteVault::IntegrityCheck() {
   auto conn = readers_->Acquire();
   sqlite3* db = conn.get();
   return sqlite::ToStatus(sqlite::InTxn(db, false, "integrity check", [&]() -> Result<void> {
-    TPMMA_RETURN_IF_ERROR(SqliteFindings(db));
-    TPMMA_RETURN_IF_ERROR(ForeignKeyFindings(db));
+    TPMMA_RETURN_IF_ERROR(sqlite::IntegrityFindings(db));
     TPMMA_RETURN_IF_ERROR(sqlite::CheckAuditChainLocked(db));
     return {};
   }));

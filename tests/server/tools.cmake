@@ -42,3 +42,13 @@ if(NOT TPMMA_SANITIZE)
            --sample-every 2 --out ${CMAKE_CURRENT_BINARY_DIR}/soak_short)
   set_tests_properties(soak_short PROPERTIES LABELS "bench;soak" TIMEOUT 120)
 endif()
+
+# ma-admin vault backup / restore / migrate (issue #14): the binary against a state
+# directory, migrate into a throw-away PostgreSQL cluster (skipped without one).
+tpmma_test(admin_vault_test SOURCES admin_vault_test.cc
+  LIBS tpmma_admin tpmma_storage tpmma_postgres_fixture tpmma_server_testclient PkgConfig::SQLITE3
+       OpenSSL::Crypto
+  LABELS server)
+target_compile_definitions(admin_vault_test PRIVATE MA_ADMIN_PATH="$<TARGET_FILE:ma-admin>"
+                                                    MA_SERVER_PATH="$<TARGET_FILE:ma-server>")
+add_dependencies(admin_vault_test ma-admin ma-server)
