@@ -11,28 +11,14 @@
 #include <cstring>
 #include <memory>
 
+#include "common/fd.h"
+
 namespace tpmma {
 namespace {
 
 Status PosixError(const std::string& what, const std::string& path, int err) {
   return Status(Code::kIoError, what + " " + path + ": " + std::strerror(err));
 }
-
-// Owns a file descriptor.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
 
 std::string DirName(const std::string& path) {
   auto slash = path.rfind('/');

@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "common/fd.h"
 #include "common/status.h"
 #include "storage/sqlite/stmt.h"
 
@@ -27,19 +28,7 @@ Result<DbPtr> OpenVaultFile(const std::string& path, FileAccess access);
 // kCorruption if it is not SQLite.
 Status CheckOwnFile(sqlite3* db, const std::string& path);
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using tpmma::Fd;
 
 // A new file, mode 0600, next to `final_path` (same directory, so rename and link stay on
 // one file system); removed (with its -journal) when this goes unless Release()d.
