@@ -47,6 +47,16 @@ Status ConfigureTls(ssl::context& ctx, const Config& config, Env* env) {
   if (SSL_CTX_set_cipher_list(native, kTls12Ciphers) != 1) {
     return Error(OpensslError("SSL_CTX_set_cipher_list"));
   }
+  // Clients resume sessions (haproxy's health checks, curl, browsers). With client
+  // certificates requested, OpenSSL fails such a handshake (internal_error) unless sessions
+  // name the context they belong to. A ticket from another instance does not decrypt there
+  // and falls back to a full handshake; a resumed session keeps its verified certificate.
+  static constexpr std::string_view kSessionIdContext = "tpm-ma ma-server";
+  if (SSL_CTX_set_session_id_context(
+          native, reinterpret_cast<const unsigned char*>(kSessionIdContext.data()),
+          kSessionIdContext.size()) != 1) {
+    return Error(OpensslError("SSL_CTX_set_session_id_context"));
+  }
 
   auto load = [&](std::string_view key, const std::string& path) -> Result<Bytes> {
     if (path.empty()) {

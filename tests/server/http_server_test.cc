@@ -718,6 +718,32 @@ TEST_F(HttpServerTest, ClientCertificateFingerprintReachesTheEndpoint) {
   EXPECT_EQ(endpoint_.last_info().client_cert_fingerprint, "");
 }
 
+// haproxy's health checks, curl and browsers resume TLS sessions; with client certificates
+// requested that once failed every resumed handshake (CI: both instances marked down).
+TEST_F(HttpServerTest, ResumedSessionKeepsTheClientCertificate) {
+  testing::CertFiles ca = testing::MakeSelfSignedCert(dir_.path(), "admin-ca");
+  cfg_.tls_client_ca = ca.cert_path;
+  StartServer();
+  for (int tls : {TLS1_2_VERSION, TLS1_3_VERSION}) {
+    SCOPED_TRACE(tls);
+    TlsClient first;
+    ASSERT_TRUE(first.Connect(server_->port(), {.max_tls_version = tls, .client_cert = &ca}))
+        << first.error();
+    ASSERT_TRUE(first.RoundTrip(PostRequest("/", "x")));
+    std::string session = first.Session();
+    ASSERT_FALSE(session.empty());
+    first.Close();
+    TlsClient again;
+    ASSERT_TRUE(again.Connect(server_->port(), {.max_tls_version = tls, .resume_session = session}))
+        << again.error();
+    auto answer = again.RoundTrip(PostRequest("/", "y"));
+    ASSERT_TRUE(answer) << again.error();
+    EXPECT_EQ(answer->status, 200u);
+    EXPECT_TRUE(again.Resumed());
+    EXPECT_EQ(endpoint_.last_info().client_cert_fingerprint, ca.sha256_hex);
+  }
+}
+
 TEST_F(HttpServerTest, ClientCertificateNotFromTheConfiguredCaIsRefused) {
   testing::CertFiles ca = testing::MakeSelfSignedCert(dir_.path(), "admin-ca");
   cfg_.tls_client_ca = ca.cert_path;

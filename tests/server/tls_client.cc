@@ -120,6 +120,16 @@ bool TlsClient::Connect(uint16_t port, const ClientOptions& options, Millis time
     impl_->ctx.use_private_key_file(options.client_cert->key_path, ssl::context::pem);
   }
   impl_->stream.emplace(impl_->ioc, impl_->ctx);
+  if (!options.resume_session.empty()) {
+    const auto* der = reinterpret_cast<const unsigned char*>(options.resume_session.data());
+    SSL_SESSION* session = d2i_SSL_SESSION(nullptr, &der, long(options.resume_session.size()));
+    if (session == nullptr || SSL_set_session(impl_->stream->native_handle(), session) != 1) {
+      SSL_SESSION_free(session);
+      error_ = "cannot set the session to resume";
+      return false;
+    }
+    SSL_SESSION_free(session);
+  }
   bool done = false;
   beast::error_code result;
   tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
@@ -152,6 +162,27 @@ bool TlsClient::Connect(uint16_t port, const ClientOptions& options, Millis time
     return false;
   }
   return true;
+}
+
+std::string TlsClient::Session() const {
+  if (!impl_->stream) return {};
+  SSL_SESSION* session = SSL_get1_session(impl_->stream->native_handle());
+  if (session == nullptr) return {};
+  std::string der;
+  if (SSL_SESSION_is_resumable(session) == 1) {
+    int n = i2d_SSL_SESSION(session, nullptr);
+    if (n > 0) {
+      der.resize(size_t(n));
+      auto* out = reinterpret_cast<unsigned char*>(der.data());
+      i2d_SSL_SESSION(session, &out);
+    }
+  }
+  SSL_SESSION_free(session);
+  return der;
+}
+
+bool TlsClient::Resumed() const {
+  return impl_->stream && SSL_session_reused(impl_->stream->native_handle()) == 1;
 }
 
 bool TlsClient::Send(std::string_view bytes, Millis timeout) {

@@ -40,6 +40,8 @@ struct ClientOptions {
   // Written in the clear right after the TCP connect, before the handshake: a load
   // balancer's PROXY line.
   std::string before_tls = {};
+  // A session from an earlier connection's Session(): offered for resumption.
+  std::string resume_session = {};
 };
 
 class TlsClient {
@@ -66,6 +68,11 @@ class TlsClient {
   // reading anything: the connection stays usable when it returns false.
   bool PeerClosed(Millis timeout);
   void Close();
+  // The TLS session (DER) to resume later; with TLS 1.3 the server sends it after the
+  // handshake, so read a response first. Empty if there is none.
+  std::string Session() const;
+  // True if the handshake resumed the offered session.
+  bool Resumed() const;
 
   const std::string& error() const { return error_; }
 
