@@ -56,11 +56,13 @@ Result<storage::PostgresVaultOptions> PostgresOptionsFor(const std::string& url,
 
 Result<std::unique_ptr<storage::Vault>> OpenPostgresVault(const std::string& url,
                                                           const std::string& password_file,
-                                                          size_t connections, Env* env) {
+                                                          size_t connections, Env* env,
+                                                          size_t max_batch) {
   TPMMA_ASSIGN_OR_RETURN(storage::PostgresVaultOptions options,
                          PostgresOptionsFor(url, password_file, env));
   TPMMA_ASSIGN_OR_RETURN(std::string where, storage::PostgresVault::DescribeConnInfo(url));
   options.connections = std::max<size_t>(connections, 1);
+  options.max_batch = max_batch;
   auto vault = storage::PostgresVault::Open(url, std::move(options));
   if (!vault) return Error(vault.error().WithContext("vault.url " + where));
   return std::unique_ptr<storage::Vault>(std::move(*vault));
@@ -69,7 +71,7 @@ Result<std::unique_ptr<storage::Vault>> OpenPostgresVault(const std::string& url
 Result<std::unique_ptr<storage::Vault>> OpenVault(const Config& cfg, Env* env) {
   if (!cfg.vault_url.empty()) {
     return OpenPostgresVault(cfg.vault_url, cfg.vault_password_file, cfg.vault_read_connections,
-                             env);
+                             env, cfg.vault_max_batch);
   }
   storage::SqliteVaultOptions options;
   options.max_batch = cfg.vault_max_batch;

@@ -22,10 +22,12 @@ Result<std::unique_ptr<storage::Vault>> OpenVault(const Config& cfg, Env* env);
 
 // A PostgreSQL vault at `url` (URL or keyword DSN, refused if it carries a password), with
 // the password from `password_file` (owner-only; empty: libpq's PGPASSFILE or none).
-// `connections`: the pool's size. What `ma-admin vault migrate --to` opens.
+// `connections`: the pool's size; `max_batch`: group commit's (vault.max_batch). What
+// `ma-admin vault migrate --to` opens.
 Result<std::unique_ptr<storage::Vault>> OpenPostgresVault(const std::string& url,
                                                           const std::string& password_file,
-                                                          size_t connections, Env* env);
+                                                          size_t connections, Env* env,
+                                                          size_t max_batch = 64);
 
 // What OpenPostgresVault checks and reads before it connects: `url` refused if it carries a
 // password, the password read from `password_file` (owner-only; empty: none). For callers

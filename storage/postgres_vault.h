@@ -22,6 +22,7 @@ namespace tpmma::storage {
 
 namespace postgres {  // storage/postgres/
 class ConnPool;
+class GroupCommit;
 }  // namespace postgres
 
 struct PostgresVaultOptions {
@@ -29,6 +30,10 @@ struct PostgresVaultOptions {
   size_t connections = 4;
   // How long a call waits for a row lock another instance holds before kUnavailable.
   int lock_timeout_ms = 5000;
+  // Group commit (storage/postgres/group_commit.h): at most this many write calls queued at
+  // the same time share one transaction, its WAL flush and its hold on the audit head. 1:
+  // one transaction per call.
+  size_t max_batch = 64;
   // The password (read from a password file by the caller), added to the conninfo's
   // parameters; empty: the conninfo's own, PGPASSWORD or PGPASSFILE. Never printed.
   std::string password;
@@ -135,13 +140,14 @@ class PostgresVault final : public Vault {
 
   Status IntegrityCheck() override;
 
-  // Every write call is one transaction: batches of 1, nothing queued or deferred.
+  // Group commit's batches; nothing deferred (reads' audit records are appended durably).
   VaultStats Stats() const override;
 
  private:
-  explicit PostgresVault(std::unique_ptr<postgres::ConnPool> pool);
+  PostgresVault(std::unique_ptr<postgres::ConnPool> pool, size_t max_batch);
 
   std::unique_ptr<postgres::ConnPool> pool_;
+  std::unique_ptr<postgres::GroupCommit> writes_;  // every write call goes through it
 };
 
 }  // namespace tpmma::storage

@@ -73,14 +73,6 @@ class ConnPool {
   // Connects `conn` again (PQreset) and configures it; the password never in the error.
   Status Remake(PGconn* conn);
 
-  // A write call's transaction ended (committed or not), for PostgresVault::Stats.
-  void CountWrite(bool committed) {
-    write_calls_.fetch_add(1, std::memory_order_relaxed);
-    if (committed) commits_.fetch_add(1, std::memory_order_relaxed);
-  }
-  uint64_t write_calls() const { return write_calls_.load(std::memory_order_relaxed); }
-  uint64_t commits() const { return commits_.load(std::memory_order_relaxed); }
-
  private:
   void Release(PGconn* conn);
 
@@ -90,8 +82,6 @@ class ConnPool {
   std::condition_variable cv_;
   std::vector<ConnPtr> all_;
   std::vector<PGconn*> idle_;
-  std::atomic<uint64_t> write_calls_{0};
-  std::atomic<uint64_t> commits_{0};
 };
 
 enum class TxnKind {

@@ -12,6 +12,7 @@
 
 #include "common/status.h"
 #include "storage/postgres/connection.h"
+#include "storage/postgres/group_commit.h"
 #include "storage/postgres/query.h"
 #include "storage/vault.h"
 
@@ -20,17 +21,18 @@ namespace tpmma::storage::postgres {
 inline constexpr size_t kHashSize = kAuditHashSize;
 inline constexpr size_t kMaxAuditField = 1024;
 
-// f(PGconn*) in a READ COMMITTED write transaction on a pooled connection.
+// f(PGconn*) in a READ COMMITTED write transaction on a pooled connection, shared with the
+// write calls queued at the same time (group_commit.h): f's statements run in a savepoint of
+// their own, and its result comes back once the transaction holding it has committed.
 template <typename F>
-auto Write(ConnPool& pool, std::string_view purpose, F&& f) -> decltype(f(nullptr)) {
-  auto lease = pool.Acquire();
-  if (!lease) return Error(lease.error());
-  PGconn* c = lease->get();
-  auto r = InTxn(
-      c, TxnKind::kWrite, purpose, [&] { return f(c); }, &pool);
-  // InTxn commits exactly when the call succeeded (any error rolls back).
-  pool.CountWrite(r.has_value());
-  return r;
+auto Write(GroupCommit& writes, std::string_view purpose, F&& f) -> decltype(f(nullptr)) {
+  std::optional<decltype(f(nullptr))> out;
+  Status s = writes.Run(purpose, [&](PGconn* c) {
+    out.emplace(f(c));
+    return out->has_value() ? Status() : out->error();
+  });
+  if (!s.ok()) return Error(std::move(s));
+  return std::move(*out);
 }
 
 // f(PGconn*) in a read-only snapshot (several statements that must agree).

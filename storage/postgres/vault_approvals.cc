@@ -133,7 +133,7 @@ Result<Approval> PostgresVault::CreateApproval(const ApprovalRequest& r, const A
     return Error(Code::kInvalidArgument, "approval expires before it is created");
   }
   if (r.created_by.empty()) return Error(Code::kInvalidArgument, "approval has no operator");
-  return Write(*pool_, "create approval", [&](PGconn* c) -> Result<Approval> {
+  return Write(*writes_, "create approval", [&](PGconn* c) -> Result<Approval> {
     if (r.old_platform_id == r.new_platform_id) {
       TPMMA_RETURN_IF_ERROR(CheckSamePlatformApproval(c, r));
     }
@@ -164,7 +164,7 @@ Result<Approval> PostgresVault::CreateApproval(const ApprovalRequest& r, const A
 
 Result<Approval> PostgresVault::ConfirmApproval(int64_t approval_id, std::string_view operator_name,
                                                 int64_t now, const AuditEvent& audit) {
-  return Write(*pool_, "confirm approval", [&](PGconn* c) -> Result<Approval> {
+  return Write(*writes_, "confirm approval", [&](PGconn* c) -> Result<Approval> {
     TPMMA_ASSIGN_OR_RETURN(Approval a, GetApprovalLocked(c, approval_id, true));
     if (a.state != ApprovalState::kPending) {
       return Error(Code::kConflict,
@@ -184,7 +184,7 @@ Result<Approval> PostgresVault::ConfirmApproval(int64_t approval_id, std::string
 }
 
 Status PostgresVault::RevokeApproval(int64_t approval_id, const AuditEvent& audit) {
-  return ToStatus(Write(*pool_, "revoke approval", [&](PGconn* c) -> Result<void> {
+  return ToStatus(Write(*writes_, "revoke approval", [&](PGconn* c) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(Approval a, GetApprovalLocked(c, approval_id, true));
     if (a.state != ApprovalState::kPending && a.state != ApprovalState::kActive) {
       return Error(Code::kConflict,
@@ -240,7 +240,7 @@ Result<Approval> PostgresVault::FindActiveApproval(std::string_view new_platform
 }
 
 Status PostgresVault::MarkApprovalUsed(int64_t approval_id, int64_t now, const AuditEvent& audit) {
-  return ToStatus(Write(*pool_, "mark approval used", [&](PGconn* c) -> Result<void> {
+  return ToStatus(Write(*writes_, "mark approval used", [&](PGconn* c) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(Approval a, GetApprovalLocked(c, approval_id, true));
     if (a.state != ApprovalState::kActive) {
       return Error(Code::kConflict,
@@ -261,7 +261,7 @@ Status PostgresVault::AddOperator(const Operator& op, const AuditEvent& audit) {
   if (op.name.empty() || op.cert_fingerprint.empty()) {
     return Status(Code::kInvalidArgument, "operator needs a name and a certificate fingerprint");
   }
-  return ToStatus(Write(*pool_, "add operator", [&](PGconn* c) -> Result<void> {
+  return ToStatus(Write(*writes_, "add operator", [&](PGconn* c) -> Result<void> {
     // ON CONFLICT: a concurrent AddOperator of the same name in another instance waits for
     // this one and then inserts nothing.
     TPMMA_ASSIGN_OR_RETURN(
@@ -306,7 +306,7 @@ Result<std::vector<Operator>> PostgresVault::ListOperators() {
 }
 
 Status PostgresVault::RevokeOperator(std::string_view name, int64_t now, const AuditEvent& audit) {
-  return ToStatus(Write(*pool_, "revoke operator", [&](PGconn* c) -> Result<void> {
+  return ToStatus(Write(*writes_, "revoke operator", [&](PGconn* c) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(Operator op, GetOperatorWhere(c, "name", name, true));
     if (op.revoked_at) return Error(Code::kConflict, Cat("operator ", name, " is already revoked"));
     TPMMA_RETURN_IF_ERROR(Command(c, "revoke operator",

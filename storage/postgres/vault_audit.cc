@@ -22,7 +22,7 @@ namespace {}  // namespace
 
 Result<int64_t> PostgresVault::AppendAudit(const AuditEvent& event) {
   TPMMA_RETURN_IF_ERROR(CheckCallerAuditAction(event));
-  return Write(*pool_, "append audit",
+  return Write(*writes_, "append audit",
                [&](PGconn* c) -> Result<int64_t> { return AppendAuditLocked(c, event); });
 }
 
@@ -132,7 +132,7 @@ Status PostgresVault::ArchiveAudit(int64_t through_seq, ByteView archive_sha256,
         Code::kInvalidArgument,
         "ArchiveAudit needs the archive's SHA-256 and an Audit.Archive event naming the seq");
   }
-  return ToStatus(Write(*pool_, "archive audit records", [&](PGconn* c) -> Result<void> {
+  return ToStatus(Write(*writes_, "archive audit records", [&](PGconn* c) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(AuditSegment seg, SegmentToArchive(c, through_seq));
     TPMMA_RETURN_IF_ERROR(
         Command(c, "record audit segment",

@@ -16,7 +16,9 @@ int PostgresVault::SchemaVersion() {
   return postgres::SchemaVersion();
 }
 
-PostgresVault::PostgresVault(std::unique_ptr<postgres::ConnPool> pool) : pool_(std::move(pool)) {}
+PostgresVault::PostgresVault(std::unique_ptr<postgres::ConnPool> pool, size_t max_batch)
+    : pool_(std::move(pool)),
+      writes_(std::make_unique<postgres::GroupCommit>(pool_.get(), max_batch)) {}
 
 PostgresVault::~PostgresVault() = default;
 
@@ -42,7 +44,8 @@ Result<std::unique_ptr<PostgresVault>> PostgresVault::Open(const std::string& gi
     conns.push_back(std::move(c));
   }
   return std::unique_ptr<PostgresVault>(new PostgresVault(
-      std::make_unique<postgres::ConnPool>(conninfo, options.lock_timeout_ms, std::move(conns))));
+      std::make_unique<postgres::ConnPool>(conninfo, options.lock_timeout_ms, std::move(conns)),
+      options.max_batch));
 }
 
 Status PostgresVault::IntegrityCheck() {
@@ -57,13 +60,7 @@ Status PostgresVault::IntegrityCheck() {
 
 VaultStats PostgresVault::Stats() const {
   VaultStats s;
-  s.calls = pool_->write_calls();
-  s.commits = pool_->commits();
-  // The same meaning as SQLite's, with batches of one: each call its own transaction.
-  s.largest_batch = s.calls > 0 ? 1 : 0;
-  s.batch_sizes[BatchSizeBucket(1)] = s.calls;
-  s.batches = s.calls;
-  s.batch_calls = s.calls;
+  writes_->FillStats(&s);
   return s;
 }
 

@@ -96,7 +96,7 @@ Result<PutOutcome> PostgresVault::PutPackage(const Package& package, const Audit
   if (d.sha256.size() != kHashSize) {
     return Error(Code::kInvalidArgument, "package sha256 must be the 32-byte SHA-256 of the body");
   }
-  return Write(*pool_, "put package", [&](PGconn* c) -> Result<PutOutcome> {
+  return Write(*writes_, "put package", [&](PGconn* c) -> Result<PutOutcome> {
     TPMMA_ASSIGN_OR_RETURN(std::optional<Bytes> stored, StoredDigest(c, d.package_id));
     if (stored) return StoredAlready(c, d, *stored, audit);
     TPMMA_ASSIGN_OR_RETURN(bool platform_exists, PlatformExists(c, d.source_platform_id));
@@ -158,7 +158,7 @@ Result<PackageDescriptor> PostgresVault::GetPackageDescriptor(std::string_view p
 Status PostgresVault::DeletePackage(std::string_view package_id, const AuditEvent& audit) {
   // Keys and body go by ON DELETE CASCADE. Unlike SQLite's secure_delete, PostgreSQL leaves
   // the old tuples in the heap until VACUUM and in the WAL (storage/README.md).
-  return ToStatus(Write(*pool_, "delete package", [&](PGconn* c) -> Result<void> {
+  return ToStatus(Write(*writes_, "delete package", [&](PGconn* c) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(
         int64_t n, Command(c, "delete package", "DELETE FROM packages WHERE package_id = $1",
                            Params(package_id)));

@@ -150,7 +150,7 @@ Status InsertSessionLocked(PGconn* c, const Session& session) {
 
 Result<Platform> PostgresVault::UpsertPlatform(const Platform& platform,
                                                const std::optional<AuditEvent>& audit) {
-  return Write(*pool_, "upsert platform", [&](PGconn* c) -> Result<Platform> {
+  return Write(*writes_, "upsert platform", [&](PGconn* c) -> Result<Platform> {
     TPMMA_ASSIGN_OR_RETURN(Platform p, UpsertPlatformLocked(c, platform));
     TPMMA_RETURN_IF_ERROR(MaybeAudit(c, audit));
     return p;
@@ -187,7 +187,7 @@ Result<PlatformPage> PostgresVault::ListPlatforms(size_t page_size, std::string_
 }
 
 Status PostgresVault::RevokePlatform(std::string_view id, const AuditEvent& audit) {
-  return ToStatus(Write(*pool_, "revoke platform", [&](PGconn* c) -> Result<void> {
+  return ToStatus(Write(*writes_, "revoke platform", [&](PGconn* c) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(
         int64_t n, Command(c, "revoke platform",
                            "UPDATE platforms SET state = 'revoked' WHERE id = $1", Params(id)));
@@ -200,7 +200,7 @@ Status PostgresVault::RevokePlatform(std::string_view id, const AuditEvent& audi
 }
 
 Status PostgresVault::AcceptPlatform(std::string_view id, const AuditEvent& audit) {
-  return ToStatus(Write(*pool_, "accept platform", [&](PGconn* c) -> Result<void> {
+  return ToStatus(Write(*writes_, "accept platform", [&](PGconn* c) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(Platform p, GetPlatformLocked(c, id, true));
     if (p.state != PlatformState::kPending) {
       return Error(Code::kConflict,
@@ -239,7 +239,7 @@ Result<size_t> PostgresVault::RegisterPlatforms(const std::vector<PlatformRegist
       return Error(Code::kInvalidArgument, "a registration digest must be 32 bytes (SHA-256)");
     }
   }
-  return Write(*pool_, "register platforms", [&](PGconn* c) -> Result<size_t> {
+  return Write(*writes_, "register platforms", [&](PGconn* c) -> Result<size_t> {
     size_t added = 0;
     for (const PlatformRegistration& r : regs) {
       TPMMA_ASSIGN_OR_RETURN(
@@ -294,7 +294,7 @@ Status PostgresVault::CreateChallenge(const Challenge& ch, const std::optional<A
   if (ch.expected_hash.size() != kHashSize) {
     return Status(Code::kInvalidArgument, "challenge expected hash must be 32 bytes (SHA-256)");
   }
-  return ToStatus(Write(*pool_, "create challenge", [&](PGconn* c) -> Result<void> {
+  return ToStatus(Write(*writes_, "create challenge", [&](PGconn* c) -> Result<void> {
     auto r = Command(c, "insert challenge",
                      "INSERT INTO challenges (id, kind, platform_id, expected_hash, nonce, "
                      "associated_data, created_at, expires_at) "
@@ -312,7 +312,7 @@ Status PostgresVault::CreateChallenge(const Challenge& ch, const std::optional<A
 
 Result<Challenge> PostgresVault::ConsumeChallenge(std::string_view id, ChallengeKind kind,
                                                   int64_t now) {
-  return Write(*pool_, "consume challenge", [&](PGconn* c) -> Result<Challenge> {
+  return Write(*writes_, "consume challenge", [&](PGconn* c) -> Result<Challenge> {
     return ConsumeChallengeLocked(c, id, kind, now);
   });
 }
@@ -325,7 +325,7 @@ Result<Challenge> PostgresVault::CompleteAuthentication(const AuthCompletion& a)
     std::string message;
   };
   // A refusal is still committed: the challenge must stay burnt.
-  auto r = Write(*pool_, "complete authentication", [&](PGconn* c) -> Result<Outcome> {
+  auto r = Write(*writes_, "complete authentication", [&](PGconn* c) -> Result<Outcome> {
     TPMMA_ASSIGN_OR_RETURN(
         Challenge ch,
         ConsumeChallengeLocked(c, a.challenge_id, ChallengeKind::kAuthenticate, a.now));
@@ -372,7 +372,7 @@ Result<Challenge> PostgresVault::CompleteAuthentication(const AuthCompletion& a)
 
 Status PostgresVault::CreateSession(const Session& session,
                                     const std::optional<AuditEvent>& audit) {
-  return ToStatus(Write(*pool_, "create session", [&](PGconn* c) -> Result<void> {
+  return ToStatus(Write(*writes_, "create session", [&](PGconn* c) -> Result<void> {
     TPMMA_RETURN_IF_ERROR(InsertSessionLocked(c, session));
     TPMMA_RETURN_IF_ERROR(MaybeAudit(c, audit));
     return {};
@@ -399,7 +399,7 @@ Result<Session> PostgresVault::GetSession(ByteView token_hash, int64_t now) {
 }
 
 Status PostgresVault::DeleteSession(ByteView token_hash, const std::optional<AuditEvent>& audit) {
-  return ToStatus(Write(*pool_, "delete session", [&](PGconn* c) -> Result<void> {
+  return ToStatus(Write(*writes_, "delete session", [&](PGconn* c) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(
         int64_t n, Command(c, "delete session", "DELETE FROM sessions WHERE token_hash = $1",
                            Params(token_hash)));
@@ -410,7 +410,7 @@ Status PostgresVault::DeleteSession(ByteView token_hash, const std::optional<Aud
 }
 
 Result<int64_t> PostgresVault::PurgeExpired(int64_t now) {
-  return Write(*pool_, "purge expired", [&](PGconn* c) -> Result<int64_t> {
+  return Write(*writes_, "purge expired", [&](PGconn* c) -> Result<int64_t> {
     TPMMA_ASSIGN_OR_RETURN(
         int64_t sessions,
         Command(c, "purge sessions", "DELETE FROM sessions WHERE expires_at <= $1", Params(now)));

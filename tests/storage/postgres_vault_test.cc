@@ -9,10 +9,12 @@
 #include <functional>
 #include <latch>
 #include <map>
+#include <memory>
 #include <set>
 #include <thread>
 #include <vector>
 
+#include <libpq-fe.h>
 #include <openssl/evp.h>
 
 #include "storage/postgres_vault.h"
@@ -364,9 +366,9 @@ TEST_F(PostgresVaultTest, OneEkKeyEnrollingAsTwoPlatformsAtOnceGetsOne) {
   }
 }
 
-// Stats() in the meaning SQLite's has (ma-server's /metrics): every write call its own
-// transaction, a batch of one; a refused write is a call but no commit; reads are neither.
-TEST_F(PostgresVaultTest, StatsCountWriteCallsAsBatchesOfOne) {
+// Stats() in the meaning SQLite's has (ma-server's /metrics): calls made one after another
+// are batches of one; a refused write is a call but no commit; reads are neither.
+TEST_F(PostgresVaultTest, StatsCountSequentialWriteCallsAsBatchesOfOne) {
   auto v = OpenOrDie();
   ASSERT_TRUE(v);
   VaultStats before = v->Stats();
@@ -383,6 +385,80 @@ TEST_F(PostgresVaultTest, StatsCountWriteCallsAsBatchesOfOne) {
   EXPECT_EQ(s.batch_sizes[BatchSizeBucket(1)], s.calls);
   EXPECT_EQ(s.queued, 0u);
   EXPECT_EQ(s.deferred_lost, 0u);
+}
+
+// Group commit (storage/postgres/group_commit.h): while one transaction waits for the audit
+// head (held here by another session, as another instance's batch would), the calls queued
+// behind it commit together in the next one, each with its own outcome: a refusal and a
+// statement PostgreSQL rejects are rolled back alone.
+TEST_F(PostgresVaultTest, WritesQueuedBehindTheAuditHeadCommitTogether) {
+  auto v = OpenOrDie();
+  ASSERT_TRUE(v);
+  std::unique_ptr<PGconn, decltype(&PQfinish)> other(PQconnectdb(cluster_->ConnInfo(db_).c_str()),
+                                                     &PQfinish);
+  ASSERT_EQ(PQstatus(other.get()), CONNECTION_OK) << PQerrorMessage(other.get());
+  auto exec = [&](const char* sql) {
+    std::unique_ptr<PGresult, decltype(&PQclear)> r(PQexec(other.get(), sql), &PQclear);
+    return PQresultStatus(r.get()) == PGRES_COMMAND_OK ||
+           PQresultStatus(r.get()) == PGRES_TUPLES_OK;
+  };
+  ASSERT_OK(v->UpsertPlatform(MakePlatform("p"), std::nullopt));
+  ASSERT_OK(v->CreateSession(Session{Sha("t5"), "p", kNow, kNow + 300}, std::nullopt));
+  ASSERT_TRUE(exec("BEGIN"));
+  ASSERT_TRUE(exec("SELECT seq FROM audit_head FOR UPDATE"));
+  const VaultStats before = v->Stats();
+  auto queued_at_least = [&](uint64_t n) {
+    for (int i = 0; v->Stats().queued < n; ++i) {
+      if (i == 2000) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+  };
+  constexpr int kCalls = 12;
+  std::vector<Status> results(kCalls);
+  auto call = [&](int i) {
+    if (i % 4 == 3) {
+      results[i] = v->RevokePlatform("absent", Audit("RevokePlatform", "absent"));
+    } else if (i == 5) {
+      // A token hash already taken: the INSERT's unique violation aborts the transaction up to
+      // this call's savepoint.
+      results[i] = v->CreateSession(Session{Sha("t5"), "p", kNow, kNow + 300}, Audit("S"));
+    } else {
+      results[i] = ::tpmma::internal::AsStatus(v->AppendAudit(Audit("Queued", std::to_string(i))));
+    }
+  };
+  std::vector<std::thread> threads;
+  threads.emplace_back(call, 0);  // leads alone, and waits for the head
+  const bool leading = queued_at_least(1);
+  for (int i = 1; i < kCalls; ++i) threads.emplace_back(call, i);
+  const bool all_queued = queued_at_least(kCalls);
+  const uint64_t queued = v->Stats().queued;
+  ASSERT_TRUE(exec("COMMIT"));
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(leading && all_queued) << queued << " queued";
+
+  for (int i = 0; i < kCalls; ++i) {
+    if (i % 4 == 3) {
+      EXPECT_EQ(results[i].code(), Code::kNotFound) << i << ": " << results[i].ToString();
+    } else if (i == 5) {
+      EXPECT_EQ(results[i].code(), Code::kAlreadyExists) << results[i].ToString();
+    } else {
+      EXPECT_TRUE(results[i].ok()) << i << ": " << results[i].ToString();
+    }
+  }
+  const VaultStats s = v->Stats();
+  EXPECT_EQ(s.calls - before.calls, uint64_t{kCalls});
+  EXPECT_EQ(s.batches - before.batches, 2u);
+  EXPECT_EQ(s.commits - before.commits, 2u);
+  EXPECT_EQ(s.largest_batch, uint64_t{kCalls - 1});
+  EXPECT_EQ(s.queued, 0u);
+  AuditFilter f;
+  f.action = "Queued";
+  f.page_size = 100;
+  auto page = v->ListAudit(f);
+  ASSERT_OK(page);
+  EXPECT_EQ(page->records.size(), size_t{kCalls - 3 - 1});
+  ASSERT_OK(v->VerifyAuditChain());
 }
 
 TEST_F(PostgresVaultTest, TwoInstancesStoringOnePackageStoreItOnce) {
