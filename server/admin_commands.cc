@@ -19,11 +19,6 @@ using storage::AuditEvent;
 
 namespace {
 
-// Ids are shown in full in JSON; tables shorten platform ids (68 hex digits) to 16.
-std::string Short(const std::string& id) {
-  return id.size() > 16 ? id.substr(0, 16) + "…" : id;
-}
-
 json DescriptorJson(const storage::PackageDescriptor& d) {
   json keys = json::array();
   for (const auto& k : d.keys)
@@ -38,7 +33,8 @@ json DescriptorJson(const storage::PackageDescriptor& d) {
           {"keys", keys}};
 }
 
-json ApprovalJson(const storage::Approval& a) {
+// "state" as stored; "status" what it is now ("expired" for an active one past its expiry).
+json ApprovalJson(const storage::Approval& a, int64_t now) {
   json j = {{"id", a.id},
             {"old_platform", a.old_platform_id},
             {"new_platform", a.new_platform_id},
@@ -48,7 +44,8 @@ json ApprovalJson(const storage::Approval& a) {
             {"created_by", a.created_by},
             {"created_at", Iso(a.created_at)},
             {"expires_at", Iso(a.expires_at)},
-            {"state", std::string(storage::ToString(a.state))}};
+            {"state", std::string(storage::ToString(a.state))},
+            {"status", std::string(ApprovalStatusAt(a, now))}};
   if (a.confirmed_by) j["confirmed_by"] = *a.confirmed_by;
   if (a.used_at) j["used_at"] = Iso(*a.used_at);
   return j;
@@ -261,12 +258,13 @@ Status ListPackages(const AdminContext& ctx, const std::optional<std::string>& p
     Print(ctx, {{"ok", true}, {"packages", all}});
     return Status::Ok();
   }
-  Line(ctx, fmt::format("{:<37} {:<20} {:>5} {:>8} {:<13} {}", "PACKAGE", "PLATFORM", "KEYS",
-                        "BYTES", "CUSTODY", "UPLOADED"));
+  Line(ctx, fmt::format("{:<37} {:>5} {:>8} {:<13} {:<21} {}", "PACKAGE", "KEYS", "BYTES",
+                        "CUSTODY", "UPLOADED", "PLATFORM"));
   for (const auto& d : all) {
-    Line(ctx, fmt::format("{:<37} {:<20} {:>5} {:>8} {:<13} {}", d["id"].get<std::string>(),
-                          Short(d["source_platform"]), d["keys"].size(), d["size"].get<int64_t>(),
-                          d["custody"].get<std::string>(), d["uploaded_at"].get<std::string>()));
+    Line(ctx,
+         fmt::format("{:<37} {:>5} {:>8} {:<13} {:<21} {}", d["id"].get<std::string>(),
+                     d["keys"].size(), d["size"].get<int64_t>(), d["custody"].get<std::string>(),
+                     d["uploaded_at"].get<std::string>(), d["source_platform"].get<std::string>()));
   }
   Line(ctx, fmt::format("{} package(s)", all.size()));
   return Status::Ok();
@@ -299,56 +297,29 @@ Status DeletePackage(const AdminContext& ctx, const std::string& id, const std::
   return Status::Ok();
 }
 
-Status Approve(const AdminContext& ctx, const ApproveOptions& o) {
-  if (o.reason.empty()) {
-    return Status(Code::kInvalidArgument,
-                  "an approval needs a --reason (it goes in the audit log)");
-  }
-  // Both platforms must be known: an approval for a typo would wait forever.
-  TPMMA_ASSIGN_OR_RETURN(storage::Platform old_p, ctx.vault->GetPlatform(o.old_platform));
-  TPMMA_ASSIGN_OR_RETURN(storage::Platform new_p, ctx.vault->GetPlatform(o.new_platform));
-  if (new_p.state == storage::PlatformState::kRevoked) {
-    return Status(Code::kPermissionDenied, "the new platform is revoked");
-  }
-  for (const auto& id : o.package_ids) {
-    TPMMA_ASSIGN_OR_RETURN(storage::PackageDescriptor d, ctx.vault->GetPackageDescriptor(id));
-    if (d.source_platform_id != o.old_platform) {
-      return Status(Code::kInvalidArgument, "package " + id + " is not from the old platform");
-    }
-  }
-  const int64_t now = ctx.env->NowUnixSeconds();
-  storage::ApprovalRequest req{.old_platform_id = o.old_platform,
-                               .new_platform_id = o.new_platform,
-                               .all_packages = o.package_ids.empty(),
-                               .package_ids = o.package_ids,
-                               .reason = o.reason,
-                               .created_by = ctx.actor,
-                               .created_at = now,
-                               .expires_at = now + o.ttl_s,
-                               .require_confirmation = o.require_confirmation};
+Status Approve(const AdminContext& ctx, const ApprovalGrant& g) {
   TPMMA_ASSIGN_OR_RETURN(
       storage::Approval a,
-      ctx.vault->CreateApproval(req, AdminEvent(ctx, "ApproveRestore", "",
-                                                fmt::format("{} -> {}: {}", Short(o.old_platform),
-                                                            Short(o.new_platform), o.reason))));
-  (void)old_p;
+      GrantApproval(
+          *ctx.vault, ctx.approvals, g, ctx.actor, ctx.env->NowUnixSeconds(),
+          AdminEvent(ctx, "ApproveRestore", "",
+                     fmt::format("{} -> {}: {}", g.old_platform_id, g.new_platform_id, g.reason))));
   if (ctx.json) {
-    Print(ctx, {{"ok", true}, {"approval", ApprovalJson(a)}});
+    Print(ctx, {{"ok", true}, {"approval", ApprovalJson(a, ctx.env->NowUnixSeconds())}});
+    return Status::Ok();
+  }
+  if (a.old_platform_id == a.new_platform_id) {
+    Line(ctx, fmt::format("Approval {} ({}): the escrowed inner keys of {}'s packages may be "
+                          "released to it (a restore after a TPM clear) until {}.",
+                          a.id, storage::ToString(a.state), a.old_platform_id, Iso(a.expires_at)));
   } else {
-    if (a.old_platform_id == a.new_platform_id) {
-      Line(ctx, fmt::format("Approval {} ({}): the escrowed inner keys of {}'s packages may be "
-                            "released to it (a restore after a TPM clear) until {}.",
-                            a.id, storage::ToString(a.state), Short(a.old_platform_id),
-                            Iso(a.expires_at)));
-    } else {
-      Line(ctx, fmt::format("Approval {} ({}): packages of {} may be restored to {} until {}.",
-                            a.id, storage::ToString(a.state), Short(a.old_platform_id),
-                            Short(a.new_platform_id), Iso(a.expires_at)));
-    }
-    if (a.state == storage::ApprovalState::kPending) {
-      Line(ctx,
-           "A second operator must confirm it: ma-admin approvals confirm " + std::to_string(a.id));
-    }
+    Line(ctx, fmt::format("Approval {} ({}): packages of {} may be restored to {} until {}.", a.id,
+                          storage::ToString(a.state), a.old_platform_id, a.new_platform_id,
+                          Iso(a.expires_at)));
+  }
+  if (a.state == storage::ApprovalState::kPending) {
+    Line(ctx,
+         "A second operator must confirm it: ma-admin approvals confirm " + std::to_string(a.id));
   }
   return Status::Ok();
 }
@@ -359,7 +330,7 @@ Status ConfirmApproval(const AdminContext& ctx, int64_t id) {
       ctx.vault->ConfirmApproval(id, ctx.actor, ctx.env->NowUnixSeconds(),
                                  AdminEvent(ctx, "ConfirmApproval", std::to_string(id), "")));
   if (ctx.json) {
-    Print(ctx, {{"ok", true}, {"approval", ApprovalJson(a)}});
+    Print(ctx, {{"ok", true}, {"approval", ApprovalJson(a, ctx.env->NowUnixSeconds())}});
   } else {
     Line(ctx, fmt::format("Approval {} is now {}.", a.id, storage::ToString(a.state)));
   }
@@ -380,17 +351,18 @@ Status RevokeApproval(const AdminContext& ctx, int64_t id, const std::string& re
 Status ListApprovals(const AdminContext& ctx, const std::string& new_platform) {
   TPMMA_ASSIGN_OR_RETURN(auto list, ctx.vault->ListApprovals(new_platform));
   json all = json::array();
-  for (const auto& a : list) all.push_back(ApprovalJson(a));
+  const int64_t now = ctx.env->NowUnixSeconds();
+  for (const auto& a : list) all.push_back(ApprovalJson(a, now));
   if (ctx.json) {
     Print(ctx, {{"ok", true}, {"approvals", all}});
     return Status::Ok();
   }
-  Line(ctx, fmt::format("{:>4} {:<9} {:<20} {:<20} {:<21} {}", "ID", "STATE", "OLD", "NEW",
-                        "EXPIRES", "REASON"));
+  // Full platform ids: an operator pastes them back into approve and platforms show.
+  Line(ctx, fmt::format("{:>4} {:<8} {:<21} {:<68} {:<68} {}", "ID", "STATUS", "EXPIRES", "OLD",
+                        "NEW", "REASON"));
   for (const auto& a : list) {
-    Line(ctx, fmt::format("{:>4} {:<9} {:<20} {:<20} {:<21} {}", a.id, storage::ToString(a.state),
-                          Short(a.old_platform_id), Short(a.new_platform_id), Iso(a.expires_at),
-                          a.reason));
+    Line(ctx, fmt::format("{:>4} {:<8} {:<21} {:<68} {:<68} {}", a.id, ApprovalStatusAt(a, now),
+                          Iso(a.expires_at), a.old_platform_id, a.new_platform_id, a.reason));
   }
   return Status::Ok();
 }
@@ -432,9 +404,9 @@ Status ListAudit(const AdminContext& ctx, const AuditQuery& query) {
     return Status::Ok();
   }
   for (const auto& r : rows) {
-    Line(ctx, fmt::format("{:>6} {} {:<20} {:<22} {:<20} {:<18} {}", r.seq, Iso(r.event.time),
-                          Short(r.event.actor), r.event.action, Short(r.event.object),
-                          r.event.outcome, r.event.detail));
+    Line(ctx, fmt::format("{:>6} {} {:<22} {:<18} {} {} {}", r.seq, Iso(r.event.time),
+                          r.event.action, r.event.outcome, r.event.actor,
+                          r.event.object.empty() ? "-" : r.event.object, r.event.detail));
   }
   return Status::Ok();
 }
@@ -464,6 +436,8 @@ Status IssueOperator(const AdminContext& ctx, const std::string& state_dir, cons
     return Status(Code::kAlreadyExists,
                   "operator " + name + " exists (revoked or not): pick another name");
   }
+  // The bundle is the operator's login: a directory made for it is the owner's alone.
+  TPMMA_RETURN_IF_ERROR(ctx.env->CreateDirs(out_dir, 0700).WithContext("--out"));
   constexpr size_t kMaxPem = 64 * 1024;
   TPMMA_ASSIGN_OR_RETURN(Bytes ca_key_pem,
                          ctx.env->ReadFile(state_dir + "/ca/operator-ca-key.pem", kMaxPem));

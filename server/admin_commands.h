@@ -16,6 +16,7 @@
 
 #include "common/env.h"
 #include "common/status.h"
+#include "server/approvals.h"
 #include "storage/vault.h"
 
 namespace tpmma::server {
@@ -32,6 +33,7 @@ struct AdminContext {
   std::string actor;  // "admin:<login>" in the audit log
   bool json = false;
   std::FILE* out = stdout;
+  ApprovalRules approvals;  // [approvals] of the MA's config.toml
 };
 
 // Platforms (admin_platforms.cc). Tables show full ids: a person pastes them back.
@@ -52,14 +54,8 @@ Status ListPackages(const AdminContext& ctx, const std::optional<std::string>& p
 Status ShowPackage(const AdminContext& ctx, const std::string& id);
 Status DeletePackage(const AdminContext& ctx, const std::string& id, const std::string& reason);
 
-struct ApproveOptions {
-  std::string old_platform, new_platform;
-  std::vector<std::string> package_ids;  // empty: all of OLD's packages
-  int64_t ttl_s = 24 * 3600;
-  std::string reason;
-  bool require_confirmation = false;
-};
-Status Approve(const AdminContext& ctx, const ApproveOptions& options);
+// Under the same rules (ctx.approvals) as an Approve through the operator side.
+Status Approve(const AdminContext& ctx, const ApprovalGrant& grant);
 Status ConfirmApproval(const AdminContext& ctx, int64_t id);
 Status RevokeApproval(const AdminContext& ctx, int64_t id, const std::string& reason);
 Status ListApprovals(const AdminContext& ctx, const std::string& new_platform);

@@ -54,7 +54,7 @@ struct Cli {
   CLI::App *pl_register = nullptr, *pl_registrations = nullptr, *pl_accept = nullptr;
   CLI::App *pk_list = nullptr, *pk_show = nullptr, *pk_delete = nullptr;
 
-  s::ApproveOptions approve;
+  s::ApprovalGrant approve;
   std::string expires = "24h";
   CLI::App* approve_cmd = nullptr;
   int64_t approval_id = 0;
@@ -188,13 +188,13 @@ void AddPackageCommands(Cli& c) {
 void AddApprovalCommands(Cli& c) {
   c.approve_cmd = c.app.add_subcommand(
       "approve", "let platform NEW restore packages of platform OLD (motherboard swap)");
-  c.approve_cmd->add_option("--old", c.approve.old_platform, kPlatformHelp)->required();
-  c.approve_cmd->add_option("--new", c.approve.new_platform, kPlatformHelp)->required();
+  c.approve_cmd->add_option("--old", c.approve.old_platform_id, kPlatformHelp)->required();
+  c.approve_cmd->add_option("--new", c.approve.new_platform_id, kPlatformHelp)->required();
   c.approve_cmd->add_option("--package", c.approve.package_ids,
                             "only this package (repeatable; default: all of OLD's)");
   c.approve_cmd->add_option("--expires", c.expires, "validity, e.g. 4h, 2d")->capture_default_str();
   c.approve_cmd->add_option("--reason", c.approve.reason, "ticket or reason (audited)")->required();
-  c.approve_cmd->add_flag("--two-person", c.approve.require_confirmation,
+  c.approve_cmd->add_flag("--two-person", c.approve.two_person,
                           "stay pending until a second operator confirms");
   AddDir(c, c.approve_cmd);
 
@@ -433,8 +433,8 @@ std::optional<tpmma::Result<json>> RemoteCall(const Cli& c, s::OperatorClient& c
   if (*c.approve_cmd) {
     auto ttl = s::ParseDuration(c.expires);
     if (!ttl) return tpmma::Error(ttl.error().WithContext("--expires"));
-    return client.Approve(c.approve.old_platform, c.approve.new_platform, c.approve.package_ids,
-                          *ttl, c.approve.reason);
+    return client.Approve(c.approve.old_platform_id, c.approve.new_platform_id,
+                          c.approve.package_ids, *ttl, c.approve.reason);
   }
   if (*c.ap_list) return client.ListApprovals(c.new_filter);
   if (*c.ap_confirm) return client.ConfirmApproval(c.approval_id);
@@ -462,7 +462,7 @@ std::optional<tpmma::Result<json>> RemoteCall(const Cli& c, s::OperatorClient& c
 int RunRemote(const Cli& c) {
   auto client = s::OperatorClient::Create(c.remote);
   if (!client) return Fail(client.error(), c.json);
-  if (*c.approve_cmd && c.approve.require_confirmation) {
+  if (*c.approve_cmd && c.approve.two_person) {
     return Usage(
         "--two-person is the MA's policy in remote mode "
         "(approvals.two_person in its config)");
@@ -491,8 +491,8 @@ tpmma::Status ResolvePlatforms(Cli& c, const s::AdminContext& ctx) {
   if (*c.pk_list && c.platform_filter) return Resolve(ctx, &*c.platform_filter);
   if (*c.ap_list && !c.new_filter.empty()) return Resolve(ctx, &c.new_filter);
   if (*c.approve_cmd) {
-    TPMMA_RETURN_IF_ERROR(Resolve(ctx, &c.approve.old_platform).WithContext("--old"));
-    return Resolve(ctx, &c.approve.new_platform).WithContext("--new");
+    TPMMA_RETURN_IF_ERROR(Resolve(ctx, &c.approve.old_platform_id).WithContext("--old"));
+    return Resolve(ctx, &c.approve.new_platform_id).WithContext("--new");
   }
   return tpmma::Status::Ok();
 }
@@ -513,7 +513,7 @@ std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
   if (*c.approve_cmd) {
     auto ttl = s::ParseDuration(c.expires);
     if (!ttl) return ttl.error().WithContext("--expires");
-    c.approve.ttl_s = *ttl;
+    c.approve.validity_s = *ttl;
     return s::Approve(ctx, c.approve);
   }
   if (*c.ap_list) return s::ListApprovals(ctx, c.new_filter);
@@ -558,7 +558,8 @@ int RunVault(const Cli& c) {
                       .env = tpmma::Env::Default(),
                       .actor = LocalActor(),
                       .json = c.json,
-                      .out = stdout};
+                      .out = stdout,
+                      .approvals = s::ApprovalRulesOf(*cfg)};
   tpmma::Status st;
   if (*c.vault_backup) st = s::BackupVault(ctx, *cfg, c.vault_out);
   if (*c.vault_restore) st = s::RestoreVault(ctx, *cfg, c.vault_from, c.vault_force);
@@ -575,7 +576,8 @@ int RunLocal(Cli& c) {
                       .env = tpmma::Env::Default(),
                       .actor = LocalActor(),
                       .json = c.json,
-                      .out = stdout};
+                      .out = stdout,
+                      .approvals = s::ApprovalRulesOf(*cfg)};
   std::optional<tpmma::Status> st = LocalCall(c, ctx);
   if (!st) return kUsage;
   return st->ok() ? 0 : Fail(*st, c.json);
@@ -586,6 +588,9 @@ int RunLocal(Cli& c) {
 int main(int argc, char** argv) {
   Cli c;
   c.app.require_subcommand(1);
+  // Options of ma-admin itself (--json, --ma, ...) may also follow the subcommand:
+  // `ma-admin platforms list --json` as well as `ma-admin --json platforms list`.
+  c.app.fallthrough();
   c.app.add_flag("--json", c.json, "machine-readable output");
   c.app.footer("Exit codes: 0 success, 1 the operation failed, 2 bad usage.");
   AddInitCommand(c);

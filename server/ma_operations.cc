@@ -9,6 +9,7 @@
 
 #include "common/text.h"
 #include "schema/package_xml.h"
+#include "server/approvals.h"
 #include "server/ek_identity.h"
 #include "server/escrow_key.h"
 #include "tpm/attest.h"
@@ -565,9 +566,7 @@ Result<std::optional<int64_t>> MaOperations::State::MayRestore(const storage::Pa
   if (approval) return std::optional<int64_t>(approval->id);
   if (approval.error().code() != Code::kNotFound) return Error(approval.error());
   if (own) return std::optional<int64_t>();
-  return Error(Code::kPermissionDenied,
-               "restore to another platform needs a helpdesk approval (none is active for "
-               "this platform and package)");
+  return Error(Code::kPermissionDenied, NoApprovalReason(*vault, platform, d, Now()));
 }
 
 // The session, the package and the approval decision: the same for both rounds.

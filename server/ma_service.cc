@@ -683,12 +683,9 @@ Result<std::unique_ptr<Endpoint>> Build(std::unique_ptr<Core> core, const Config
   core->counted_vault = std::make_unique<storage::CountingVault>(backend);
   storage::Vault* vault = core->counted_vault.get();
   TPMMA_ASSIGN_OR_RETURN(core->ops, MaOperations::Create(cfg, env, vault, custody, core->options));
-  OperatorPolicy policy;
-  policy.two_person_approvals = cfg.approvals_two_person;
-  policy.max_approval_ttl_s = cfg.approvals_max_ttl_s;
   // One per-peer count of anonymous refusals for both sides of the port.
-  core->operator_ops =
-      std::make_unique<OperatorOperations>(vault, env, policy, core->ops->refusal_limiter());
+  core->operator_ops = std::make_unique<OperatorOperations>(vault, env, ApprovalRulesOf(cfg),
+                                                            core->ops->refusal_limiter());
   core->limits.max_message_bytes = cfg.max_body_bytes;
   core->limits.max_string_bytes = static_cast<long>(cfg.max_body_bytes);
   return std::unique_ptr<Endpoint>(std::make_unique<MaService>(std::move(core)));

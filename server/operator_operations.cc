@@ -166,42 +166,16 @@ Result<storage::PackagePage> OperatorOperations::ListPackages(const storage::Pac
   return Finish(call, run());
 }
 
-Result<storage::Approval> OperatorOperations::Approve(const ApproveRequest& req,
+Result<storage::Approval> OperatorOperations::Approve(const ApprovalGrant& req,
                                                       OperatorCall* call) {
   auto run = [&]() -> Result<storage::Approval> {
     TPMMA_ASSIGN_OR_RETURN(storage::Operator me, Authorize(call, "Approve", kHelpdeskOrAdmin, ""));
     TPMMA_RETURN_IF_ERROR(
         CheckIds({{"OldPlatformId", req.old_platform_id}, {"NewPlatformId", req.new_platform_id}}));
     for (const auto& id : req.package_ids) TPMMA_RETURN_IF_ERROR(CheckIds({{"PackageId", id}}));
-    if (req.validity_s > policy_.max_approval_ttl_s) {
-      return Error(Code::kInvalidArgument,
-                   fmt::format("ValiditySeconds exceeds approvals.max_ttl_s = {}",
-                               policy_.max_approval_ttl_s));
-    }
-    TPMMA_ASSIGN_OR_RETURN(storage::Platform old_p, vault_->GetPlatform(req.old_platform_id));
-    TPMMA_ASSIGN_OR_RETURN(storage::Platform new_p, vault_->GetPlatform(req.new_platform_id));
-    (void)old_p;
-    if (new_p.state == storage::PlatformState::kRevoked) {
-      return Error(Code::kPermissionDenied, "the new platform is revoked");
-    }
-    for (const auto& id : req.package_ids) {
-      TPMMA_ASSIGN_OR_RETURN(storage::PackageDescriptor d, vault_->GetPackageDescriptor(id));
-      if (d.source_platform_id != req.old_platform_id) {
-        return Error(Code::kInvalidArgument, "package " + id + " is not from the old platform");
-      }
-    }
-    const int64_t now = env_->NowUnixSeconds();
-    storage::ApprovalRequest a{.old_platform_id = req.old_platform_id,
-                               .new_platform_id = req.new_platform_id,
-                               .all_packages = req.package_ids.empty(),
-                               .package_ids = req.package_ids,
-                               .reason = req.reason,
-                               .created_by = me.name,
-                               .created_at = now,
-                               .expires_at = now + req.validity_s,
-                               .require_confirmation = policy_.two_person_approvals};
     TPMMA_ASSIGN_OR_RETURN(storage::Approval made,
-                           vault_->CreateApproval(a, Event(*call, req.reason)));
+                           GrantApproval(*vault_, rules_, req, me.name, env_->NowUnixSeconds(),
+                                         Event(*call, req.reason)));
     call->audited = true;
     return made;
   };

@@ -16,15 +16,11 @@
 
 #include "common/env.h"
 #include "common/status.h"
+#include "server/approvals.h"
 #include "server/refusal_limiter.h"
 #include "storage/vault.h"
 
 namespace tpmma::server {
-
-struct OperatorPolicy {
-  bool two_person_approvals = false;       // approvals.two_person
-  int64_t max_approval_ttl_s = 7 * 86400;  // approvals.max_ttl_s
-};
 
 // One call: the caller's certificate in, who and what out (for the request log line).
 struct OperatorCall {
@@ -36,21 +32,13 @@ struct OperatorCall {
   bool audited = false;  // a state change wrote its own record
 };
 
-struct ApproveRequest {
-  std::string old_platform_id;
-  std::string new_platform_id;
-  std::vector<std::string> package_ids;  // empty: every package of the old platform
-  std::string reason;
-  int64_t validity_s = 0;
-};
-
 class OperatorOperations {
  public:
   // `limiter` (may be null: every refusal audited) counts refusals of callers that are no
   // operator (no certificate, an unknown one) per peer instead of auditing each (finding 3).
-  OperatorOperations(storage::Vault* vault, Env* env, const OperatorPolicy& policy,
+  OperatorOperations(storage::Vault* vault, Env* env, const ApprovalRules& rules,
                      RefusalLimiter* limiter = nullptr)
-      : vault_(vault), env_(env), policy_(policy), limiter_(limiter) {}
+      : vault_(vault), env_(env), rules_(rules), limiter_(limiter) {}
 
   // A requested page size: 0 or less is the default (100), at most 500.
   static size_t PageSize(int requested);
@@ -61,7 +49,7 @@ class OperatorOperations {
   Status RevokePlatform(const std::string& platform_id, const std::string& reason,
                         OperatorCall* call);
   Result<storage::PackagePage> ListPackages(const storage::PackageQuery& query, OperatorCall* call);
-  Result<storage::Approval> Approve(const ApproveRequest& request, OperatorCall* call);
+  Result<storage::Approval> Approve(const ApprovalGrant& grant, OperatorCall* call);
   Result<storage::Approval> ConfirmApproval(int64_t approval_id, OperatorCall* call);
   Status RevokeApproval(int64_t approval_id, const std::string& reason, OperatorCall* call);
   Result<std::vector<storage::Approval>> ListApprovals(const std::string& new_platform_id,
@@ -87,7 +75,7 @@ class OperatorOperations {
 
   storage::Vault* vault_;
   Env* env_;
-  OperatorPolicy policy_;
+  ApprovalRules rules_;
   RefusalLimiter* limiter_;
 };
 

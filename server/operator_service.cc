@@ -116,8 +116,11 @@ class OperatorCalls::Impl final : public OperatorBindingService {
   }
 
   int Approve(_op__ApproveRequest* req, _op__ApproveResponse& resp) override {
-    ApproveRequest r{req->OldPlatformId, req->NewPlatformId, req->PackageId, req->Reason,
-                     req->ValiditySeconds};
+    ApprovalGrant r{.old_platform_id = req->OldPlatformId,
+                    .new_platform_id = req->NewPlatformId,
+                    .package_ids = req->PackageId,
+                    .reason = req->Reason,
+                    .validity_s = req->ValiditySeconds};
     auto made = ops_->Approve(r, &call_);
     if (!made) return Fault(made.error());
     resp.Approval = ToWire(*made);

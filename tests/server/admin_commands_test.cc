@@ -5,6 +5,8 @@
 
 #include <sys/stat.h>
 
+#include <regex>
+
 #include <gtest/gtest.h>
 #include <openssl/sha.h>
 #include <nlohmann/json.hpp>
@@ -339,6 +341,85 @@ TEST(AdminParse, DurationsAndTimes) {
   EXPECT_EQ(*ParseTime("42"), 42);
   EXPECT_FALSE(ParseTime("yesterday").has_value());
   EXPECT_FALSE(ParseTime("2026-11-30T12:00:00").has_value());
+}
+
+}  // namespace
+}  // namespace tpmma::server
+
+namespace tpmma::server {
+namespace {
+
+// ---- Issue #15: what tripped a new helpdesk person up on the command line.
+
+// Tables printed platform ids cut to 16 hex digits and a "…", which approve then refused.
+TEST_F(AdminCommandsTest, TextOutputPrintsIdsThatCommandsTakeBack) {
+  ASSERT_EQ(Admin({"approve", "--old", kOld, "--new", kNew, "--reason", "t1"}).exit_code, 0);
+  for (std::vector<std::string> cmd :
+       {std::vector<std::string>{"packages", "list"}, {"approvals", "list"}, {"audit"}}) {
+    CommandResult r = Admin(cmd);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find(kOld), std::string::npos) << cmd[0] << ":\n" << r.output;
+    EXPECT_EQ(r.output.find("…"), std::string::npos) << r.output;
+  }
+  // What `approvals list` prints as OLD is taken back by approve as it stands.
+  CommandResult list = Admin({"approvals", "list"});
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(list.output, m, std::regex("000b[0-9a-f]+"))) << list.output;
+  CommandResult again = Admin({"approve", "--old", m.str(), "--new", kNew, "--reason", "t2"});
+  EXPECT_EQ(again.exit_code, 0) << again.output;
+}
+
+TEST_F(AdminCommandsTest, JsonMayFollowTheSubcommand) {
+  for (std::vector<std::string> cmd : {std::vector<std::string>{"platforms", "list", "--json"},
+                                       {"approvals", "list", "--json"},
+                                       {"audit", "--json", "--action", "Upload"}}) {
+    CommandResult r = Admin(cmd);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    json j = json::parse(r.output, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << cmd[0] << ": " << r.output;
+    EXPECT_EQ(j["ok"], true);
+  }
+  EXPECT_EQ(json::parse(Admin({"platforms", "list", "--json"}).output)["platforms"].size(), 2u);
+}
+
+TEST_F(AdminCommandsTest, OperatorIssueMakesItsOutDirectory) {
+  const std::string out = tmp_.File("handover/alice");
+  CommandResult r =
+      Admin({"operator", "issue", "--name", "alice", "--role", "helpdesk", "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  struct stat st {};
+  ASSERT_EQ(::stat(out.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat((out + "/alice.pem").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // A file where the directory should be: refused, nothing registered.
+  testing::WriteFileOrDie(tmp_.File("afile"), ToBytes("x"));
+  r = Admin(
+      {"operator", "issue", "--name", "bob", "--role", "auditor", "--out", tmp_.File("afile")});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--out"), std::string::npos) << r.output;
+  EXPECT_EQ(AdminJson({"operator", "list"})["operators"].size(), 1u);
+}
+
+// The local approve follows [approvals] of config.toml as the operator side does.
+TEST_F(AdminCommandsTest, LocalApprovalsFollowTheConfiguredRules) {
+  const std::string path = dir_ + "/config.toml";
+  std::string text = ToString(testing::ReadFileOrDie(path));
+  const std::string from = "max_ttl_s = 604800";
+  ASSERT_NE(text.find(from), std::string::npos) << text;
+  text.replace(text.find(from), from.size(), "max_ttl_s = 3600\ntwo_person = true");
+  const std::string old_two = "two_person = false\n";
+  if (text.find(old_two) != std::string::npos) text.erase(text.find(old_two), old_two.size());
+  testing::WriteFileOrDie(path, ToBytes(text));
+
+  CommandResult r =
+      Admin({"approve", "--old", kOld, "--new", kNew, "--reason", "t", "--expires", "2h"});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("approvals.max_ttl_s = 3600"), std::string::npos) << r.output;
+  json ok =
+      AdminJson({"approve", "--old", kOld, "--new", kNew, "--reason", "t", "--expires", "30m"});
+  EXPECT_EQ(ok["approval"]["state"], "pending") << ok.dump();  // two_person from the config
+  EXPECT_EQ(ok["approval"]["status"], "pending");
 }
 
 }  // namespace

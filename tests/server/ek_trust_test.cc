@@ -132,7 +132,8 @@ class EkTrustAdminTest : public EkTrustTest {
                      .env = Env::Default(),
                      .actor = "admin:test",
                      .json = json,
-                     .out = fp};
+                     .out = fp,
+                     .approvals = {}};
     *st = f(ctx);
     std::fclose(fp);
     return Slurp(out);

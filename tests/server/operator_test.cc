@@ -90,6 +90,15 @@ TEST_F(OperatorTest, RolesDecideWhatEachOperatorMayDo) {
   EXPECT_EQ(a["approval"]["created_by"], "alice");
   EXPECT_EQ(AsJson("bob", {"approvals", "list"})["approvals"].size(), 1u);
 
+  // One expiry rule, remotely and on the MA host (issue #15): the local approve used to take
+  // any --expires the server then refused remotely. The default approvals.max_ttl_s is 7 days.
+  ExpectRefused(
+      As("alice", {"approve", "--old", kOld, "--new", kNew, "--reason", "x", "--expires", "8d"}),
+      "approvals.max_ttl_s = 604800");
+  ExpectRefused(
+      Local({"approve", "--old", kOld, "--new", kNew, "--reason", "x", "--expires", "8d"}),
+      "approvals.max_ttl_s = 604800");
+
   // An auditor cannot approve; a helpdesk cannot read the audit log or revoke platforms.
   ExpectRefused(As("bob", {"approve", "--old", kOld, "--new", kNew, "--reason", "x"}),
                 "PermissionDenied");
@@ -99,9 +108,15 @@ TEST_F(OperatorTest, RolesDecideWhatEachOperatorMayDo) {
   json verified = AsJson("bob", {"audit", "verify"});
   EXPECT_GE(verified["verified_rows"].get<int64_t>(), 5);
   json rows = AsJson("bob", {"audit", "--action", "Operator.Approve"});
-  ASSERT_GE(rows["records"].size(), 2u);  // alice's approval and bob's refused one
+  // alice's approval, her refused 8-day one, and bob's refused one (the local refusal is
+  // made before anything is written).
+  ASSERT_EQ(rows["records"].size(), 3u) << rows.dump();
   EXPECT_EQ(rows["records"][0]["actor"], "operator:alice");
-  EXPECT_EQ(rows["records"][1]["outcome"], "PermissionDenied");
+  EXPECT_EQ(rows["records"][0]["outcome"], "ok");
+  EXPECT_EQ(rows["records"][1]["actor"], "operator:alice");
+  EXPECT_EQ(rows["records"][1]["outcome"], "InvalidArgument");
+  EXPECT_EQ(rows["records"][2]["actor"], "operator:bob");
+  EXPECT_EQ(rows["records"][2]["outcome"], "PermissionDenied");
 
   // The admin revokes the new platform: no approval for it any more.
   EXPECT_EQ(As("carol", {"platforms", "revoke", kNew, "--reason", "stolen"}).exit_code, 0);
