@@ -27,11 +27,15 @@ std::string SizeText(uint64_t bytes) {
   return std::to_string((bytes + 512) / 1024) + " KB";
 }
 
+// Enums as every JSON of lms and ma-admin spells them ("recovery-code", "own"), not as the
+// WSDL does ("RecoveryCode", "Own").
 json DescriptorJson(const ma::PackageDescriptor& d) {
   return {{"package_id", d.package_id},
           {"source_platform_id", d.source_platform_id},
-          {"access", ma::AccessName(d.access)},
-          {"custody", ma::CustodyName(d.custody_mode)},
+          {"access", d.access == ma::Access::kApproved ? "approved" : "own"},
+          {"custody",
+           CustodyModeName(d.custody_mode == ma::Custody::kEscrow ? CustodyMode::kEscrow
+                                                                  : CustodyMode::kRecoveryCode)},
           {"created_at", Utc(d.created_at)},
           {"uploaded_at", Utc(d.uploaded_at)},
           {"keys", d.key_count},
@@ -87,8 +91,12 @@ json StatusJson(const StatusReport& r, bool healthy) {
                     {"tpm_firmware", i.tpm_firmware},
                     {"owner_label", i.owner_label}};
   if (!healthy) {
-    j["code"] = "Unavailable";
-    j["message"] = !r.tpm_reachable  ? "the TPM cannot be used: " + r.tpm_error
+    const bool other_tpm = r.tpm_reachable && r.initialised && !r.srk_matches_store;
+    j["code"] = other_tpm ? "Conflict" : "Unavailable";
+    j["message"] = !r.tpm_reachable ? "the TPM cannot be used: " + r.tpm_error
+                   : other_tpm      ? std::string(
+                                          "the TPM's SRK is not the store's (cleared, or another "
+                                               "TPM): run lms restore")
                    : !r.ma_reachable ? "the MA cannot be reached: " + r.ma_error
                                      : "the MA did not accept this platform: " + r.enroll_error;
   }
@@ -321,16 +329,20 @@ Command AddDeleteCommand(CLI::App& app, const Globals& g) {
 }
 
 Command AddStatusCommand(CLI::App& app, const Globals& g) {
-  CLI::App* c = AddSubcommand(app, "status",
-                              "Is the MA reachable, this platform enrolled, and when was the last "
-                              "backup (exit 1 if the MA or the TPM cannot be used)");
+  CLI::App* c =
+      AddSubcommand(app, "status",
+                    "Is the MA reachable, this platform enrolled, and when was the last "
+                    "backup (exit 1 if the MA or the TPM cannot be used, or the TPM is not "
+                    "the store's)");
   return {c, [&g]() -> int {
             auto lms = Lms::Open(g.LmsOptions());
             if (!lms) return Fail(g, lms.error());
             ShowProgress(g, **lms);
             auto settings = ResolveMaSettings((*lms)->store(), FlagsOf(g));
             StatusReport r = GetStatus(**lms, settings);
-            const bool healthy = r.ma_reachable && r.tpm_reachable && r.enrolled;
+            // A TPM that is not the store's (cleared, or a new board) cannot use the keys.
+            const bool healthy = r.ma_reachable && r.tpm_reachable && r.enrolled &&
+                                 (!r.initialised || r.srk_matches_store);
             const std::string out = g.json ? StatusJson(r, healthy).dump() + "\n" : StatusText(r);
             std::fwrite(out.data(), 1, out.size(), stdout);
             std::fflush(stdout);

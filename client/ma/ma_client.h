@@ -38,7 +38,7 @@ struct MaClientOptions {
 
 // A custody mode of the inner wrapper key, as the MA offers it and a package records it.
 enum class Custody { kRecoveryCode, kEscrow };
-// The wire spelling: "RecoveryCode" | "Escrow" (lms query --json shows it as is).
+// The wire spelling: "RecoveryCode" | "Escrow" (JSON output spells it "recovery-code", "escrow").
 std::string_view CustodyName(Custody custody);
 
 // Why this platform may restore a package Query lists: its own, or another platform's a

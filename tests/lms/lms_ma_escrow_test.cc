@@ -85,7 +85,7 @@ TEST_F(LmsMaTest, EscrowCustodyRestoresAfterAClearOnlyUnderAHelpdeskApproval) {
   json q = b.Json({"query"});
   ASSERT_FALSE(q["packages"].empty()) << q.dump();
   EXPECT_EQ(q["packages"][0]["package_id"], package);
-  EXPECT_EQ(q["packages"][0]["custody"], "Escrow");
+  EXPECT_EQ(q["packages"][0]["custody"], "escrow");
   {
     auto l = lms::Lms::Open({.store_dir = store, .tcti = w_->b->tcti(), .env = nullptr});
     ASSERT_TRUE(l.has_value());
@@ -191,7 +191,7 @@ TEST_F(LmsMaTest, EscrowCustodyRestoresAfterAClearOnlyUnderAHelpdeskApproval) {
   q = b.Json({"query"});
   ASSERT_FALSE(q["packages"].empty());
   EXPECT_EQ(q["packages"][0]["package_id"], up2["package_id"]);
-  EXPECT_EQ(q["packages"][0]["custody"], "Escrow");
+  EXPECT_EQ(q["packages"][0]["custody"], "escrow");
 }
 
 // An MA made with `ma-admin init --no-escrow` offers recovery codes only: `lms init

@@ -89,7 +89,7 @@ TEST_F(LmsMaTest, BackupThenTpmClearThenRestoreBringsEveryKeyBack) {
   json q = a().Json({"query"});
   ASSERT_EQ(q["packages"].size(), 1u) << q.dump();
   EXPECT_EQ(q["packages"][0]["package_id"], package);
-  EXPECT_EQ(q["packages"][0]["access"], "Own");
+  EXPECT_EQ(q["packages"][0]["access"], "own");
   EXPECT_EQ(q["packages"][0]["keys"], 5);
   EXPECT_EQ(q["packages"][0]["last_backup"], true);
   r = a()({"query"});
@@ -99,8 +99,13 @@ TEST_F(LmsMaTest, BackupThenTpmClearThenRestoreBringsEveryKeyBack) {
   auto cleared = w_->a->Tools({"tpm2_clear", "-c", "p"});
   ASSERT_EQ(cleared.exit_code, 0) << cleared.output;
   EXPECT_FAILS_WITH(a()({"sign", "vpn", "--in", doc}), 1, "lms restore");
-  json st = ParseJson(a()({"status", "--json"}));
+  // lms status says so, and exits 1 (it said 0: a monitoring check saw a healthy endpoint).
+  Ran status = a()({"status", "--json"});
+  EXPECT_EQ(status.exit_code, 1) << status.all();
+  json st = ParseJson(status);
   EXPECT_EQ(st["tpm"]["srk_matches_store"], false) << st.dump();
+  EXPECT_EQ(st["code"], "Conflict") << st.dump();
+  EXPECT_NE(st.value("message", "").find("run lms restore"), std::string::npos) << st.dump();
   before = Snapshot(a().store);
 
   // No terminal and no --recovery-code-file: says how to give the code.
@@ -357,7 +362,7 @@ TEST_F(LmsMaTest, AnotherPlatformRestoresOnlyAfterAHelpdeskApproval) {
   ASSERT_EQ(approved.exit_code, 0) << approved.output;
   json q = c.Json({"query", "--from", w_->platform_a});
   ASSERT_FALSE(q["packages"].empty()) << q.dump();
-  EXPECT_EQ(q["packages"][0]["access"], "Approved");
+  EXPECT_EQ(q["packages"][0]["access"], "approved");
   // A mistyped code is caught before the Download, so it does not use the approval up.
   std::string wrong = w_->code_a;
   wrong[0] = wrong[0] == 'A' ? 'B' : 'A';
@@ -368,6 +373,11 @@ TEST_F(LmsMaTest, AnotherPlatformRestoresOnlyAfterAHelpdeskApproval) {
   EXPECT_EQ(restored["source_platform_id"], w_->platform_a);
   EXPECT_EQ(restored["platform_id"], platform_c);
   EXPECT_EQ(restored["used_recovery_code"], true);
+  // The approval is used up; a second restore is told so (it was "none is active").
+  r = c({"restore", "--package", w_->package_a, "--recovery-code-file", F("code"), "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.all();
+  EXPECT_NE(ParseJson(r).value("message", "").find("was already used at"), std::string::npos)
+      << r.out;
   Spit(F("doc"), "signed on the new board\n");
   Spit(F("vpn.pem"), vpn_pem);
   r = c({"sign", "vpn", "--in", F("doc"), "--out", F("sig")});
@@ -381,7 +391,7 @@ TEST_F(LmsMaTest, AnotherPlatformRestoresOnlyAfterAHelpdeskApproval) {
   q = c.Json({"query"});
   bool own = false;
   for (const json& p : q["packages"])
-    own |= p["access"] == "Own" && p["package_id"] == up["package_id"];
+    own |= p["access"] == "own" && p["package_id"] == up["package_id"];
   EXPECT_TRUE(own) << q.dump();
 }
 
