@@ -8,6 +8,8 @@
 // ma-server, one private swtpm of this binary's own (it is killed).
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <set>
 
@@ -77,6 +79,12 @@ class LmsTpmFaultTest : public ::testing::Test {
   Lms lms_;
 };
 
+std::string Codes(const std::vector<uint32_t>& codes) {
+  std::string out = std::to_string(codes.size()) + " command(s):";
+  for (uint32_t c : codes) out += fmt::format(" {:x}", c);
+  return out;
+}
+
 TEST_F(LmsTpmFaultTest, TpmKilledAnywhereInARestoreLeavesTheStoreAndTheNextRestoreWorks) {
   ASSERT_NO_FATAL_FAILURE(BackUpThenClear());
   ASSERT_NO_FATAL_FAILURE(RestartTpm());  // a quiet state directory to copy
@@ -126,8 +134,14 @@ TEST_F(LmsTpmFaultTest, TpmKilledAnywhereInARestoreLeavesTheStoreAndTheNextResto
     ASSERT_NO_FATAL_FAILURE(RestartTpm(F("cleared-state")));
     CopyTree(F("store-before"), lms_.store);
     proxy_->Arm(cut);
+    const size_t killed_first = proxy_->commands().size();
     Ran killed = Restore();
-    ASSERT_TRUE(proxy_->fired());
+    // Seen once under load: the cut at the last command did not fire. Say what was sent.
+    const std::vector<uint32_t> now = proxy_->commands();
+    const std::vector<uint32_t> this_run(now.begin() + static_cast<long>(killed_first), now.end());
+    ASSERT_TRUE(proxy_->fired()) << "the whole restore sent " << Codes(sent) << "\nthis one sent "
+                                 << Codes(this_run) << "\n"
+                                 << killed.all();
     // What the user reads, in the test log (docs/reliability.md quotes it).
     std::printf("%s: exit %d: %s\n", where.c_str(), killed.exit_code,
                 ParseJson(killed).value("message", "(done)").c_str());
