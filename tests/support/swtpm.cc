@@ -2,6 +2,7 @@
 #include "tests/support/swtpm.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -22,6 +23,14 @@
 namespace tpmma::testing {
 
 namespace {
+
+// tss2 3.2.1's swtpm TCTI leaks its copy of the configuration string when it cannot connect
+// (to a TPM a test has just killed), and tctildr then unloads the module, so LeakSanitizer
+// can name neither the module nor a function and tests/lsan.supp could not match the report.
+// Kept loaded (RTLD_NODELETE), the report names libtss2-tcti-swtpm.so, which it lists.
+[[maybe_unused]] const bool kSwtpmTctiPinned = [] {
+  return dlopen("libtss2-tcti-swtpm.so.0", RTLD_NOW | RTLD_NODELETE) != nullptr;
+}();
 
 bool InPath(const std::string& prog) {
   const char* path = std::getenv("PATH");
