@@ -83,6 +83,9 @@ PG_CONFIG=$WORK/ma/config-pg.toml
 cp "$SQLITE_CONFIG" "$PG_CONFIG"
 toml_set "$PG_CONFIG" vault "url=\"$PG_CONNINFO dbname=tpmma\""
 toml_set "$PG_CONFIG" server 'trusted_proxies=["127.0.0.2"]'
+# /metrics on every instance, read straight from it (not through haproxy) before it stops:
+# the vault's batch sizes say how many write calls shared a transaction.
+for c in "$SQLITE_CONFIG" "$PG_CONFIG"; do toml_set "$c" metrics 'enabled=true'; done
 
 INSTANCE_PIDS=()
 start_instances() {  # CONFIG COUNT: sets PORTS
@@ -129,8 +132,18 @@ print(sum(1 for l in d.decode().splitlines() if l.startswith('ma_servers,ma') an
   URL=https://127.0.0.1:$lb_port/
 }
 
+scrape_metrics() {  # the vault lines of each instance's /metrics into OUT/metrics-NAME-i.txt
+  local i=0 port
+  for port in "${PORTS[@]}"; do
+    i=$((i + 1))
+    curl -sS --cacert "$WORK/ma/ca/ca-cert.pem" "https://127.0.0.1:$port/metrics" |
+      grep -E '^tpmma_vault_(batch|largest|write|commits)' > "$OUT/metrics-$NAME-$i.txt" || true
+  done
+}
+
 stop_all() {
   local p
+  scrape_metrics
   for p in ${LB_PID:-} "${INSTANCE_PIDS[@]}"; do wait_kill "$p"; done
   LB_PID=""
 }
