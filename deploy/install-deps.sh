@@ -30,6 +30,10 @@ PACKAGES=(
   uuid-runtime
   # applications' PKCS#11 token on the MRK (client/lms/pkcs11), and the tests' ssh login
   libtpm2-pkcs11-1 libtpm2-pkcs11-tools opensc openssh-server openssh-client
+  # the helpdesk console's templates (server/console/), and its browser test: headless
+  # Chromium driven by Selenium, operator certificates in NSS databases (tests/console/)
+  libkainjow-mustache-dev
+  chromium chromium-driver python3-selenium libnss3-tools fonts-dejavu-core curl
   # code-size check (tests/style)
   universal-ctags
   # the Debian packages' test (deploy/package-test.sh; cpack uses dpkg-shlibdeps from

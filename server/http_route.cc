@@ -30,6 +30,17 @@ RouteDecision RoutePath(const http::request_header<>& req, std::string_view path
     d.allow = "GET, HEAD";
     return d;
   }
+  if (path == "/console" || path.starts_with("/console/")) {
+    // The helpdesk console's pages and forms (server/console/); it decides per page.
+    const http::verb m = req.method();
+    if (m != http::verb::get && m != http::verb::head && m != http::verb::post) {
+      d = Refuse(http::status::method_not_allowed, "Unsupported", "Method Not Allowed\n");
+      d.allow = "GET, HEAD, POST";
+      return d;
+    }
+    d.route = Route::kConsole;
+    return d;
+  }
   if (path == "/" || path == "/soap" || (path == "/echo" && echo)) {
     if (req.method() != http::verb::post) {
       d = Refuse(http::status::method_not_allowed, "Unsupported", "Method Not Allowed\n");

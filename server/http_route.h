@@ -11,7 +11,7 @@
 
 namespace tpmma::server {
 
-enum class Route { kHealth, kMetrics, kSoap, kEcho };
+enum class Route { kHealth, kMetrics, kSoap, kEcho, kConsole };
 
 struct RouteDecision {
   std::optional<Route> route;  // set: serve it; else refuse with the fields below

@@ -59,6 +59,21 @@ constexpr milliseconds kCloseGrace{500};
 
 class ServerImpl;
 
+std::shared_ptr<WebRequest> WebRequestOf(const http::request<http::string_body>& req,
+                                         std::string body) {
+  auto field = [&](auto f) { return std::string(req[f]); };
+  auto web = std::make_shared<WebRequest>();
+  web->method = std::string(req.method_string());
+  web->target = std::string(req.target());
+  web->host = field(http::field::host);
+  web->origin = field(http::field::origin);
+  web->cookie = field(http::field::cookie);
+  web->content_type = field(http::field::content_type);
+  web->sec_fetch_site = field("Sec-Fetch-Site");
+  web->body = std::move(body);
+  return web;
+}
+
 // One TLS connection. Every member is touched only on the connection's strand (the
 // executor of its socket); workers hand replies back with asio::post.
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -683,11 +698,14 @@ void Connection::OnRequest() {
   RequestInfo info{.peer = peer_,
                    .client_cert_fingerprint = fingerprint_,
                    .received_micros = server_->env()->NowMicros()};
-  auto body = std::make_shared<std::string>(std::move(parser_->get().body()));
+  auto& req = parser_->get();
+  auto body = std::make_shared<std::string>(std::move(req.body()));
+  std::shared_ptr<WebRequest> web;
+  if (route_ == Route::kConsole) web = WebRequestOf(req, std::move(*body));
   bool echo = route_ == Route::kEcho;
   Endpoint* endpoint = server_->endpoint();
-  bool queued = server_->pool().TryPost([self = shared_from_this(), body, info = std::move(info),
-                                         echo, endpoint] {
+  bool queued = server_->pool().TryPost([self = shared_from_this(), body, web,
+                                         info = std::move(info), echo, endpoint] {
     Reply reply;
     if (echo) {
       reply.content_type = "application/octet-stream";
@@ -695,13 +713,18 @@ void Connection::OnRequest() {
       reply.log_op = "echo";
     } else {
       try {
-        reply = endpoint->Handle(*body, info);
+        reply = web ? endpoint->HandleWeb(*web, info) : endpoint->Handle(*body, info);
       } catch (...) {
         // A bug in an operation must cost one request, not the process.
         spdlog::error("endpoint threw an exception");
         reply = Reply();
         reply.http_status = 500;
-        reply.body = wsdl::SoapFaultXml(Status(Code::kInternal, "internal error"));
+        if (web) {
+          reply.content_type = "text/plain; charset=utf-8";
+          reply.body = "internal error\n";
+        } else {
+          reply.body = wsdl::SoapFaultXml(Status(Code::kInternal, "internal error"));
+        }
         reply.log_outcome = CodeName(Code::kInternal);
       }
     }
@@ -739,6 +762,7 @@ void Connection::SendReply(Reply reply) {
   bool valid = reply.http_status >= 200 && reply.http_status <= 599;
   res_.result(valid ? reply.http_status : 500u);
   res_.set(http::field::content_type, reply.content_type);
+  for (const auto& [name, value] : reply.headers) res_.set(name, value);
   res_.body() = std::move(reply.body);
   Write(false);
 }

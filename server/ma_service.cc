@@ -21,6 +21,7 @@
 #include "common/text.h"
 #include "schema/package_xml.h"
 #include "server/audit_checkpoint.h"
+#include "server/console/console.h"
 #include "server/ek_identity.h"
 #include "server/ek_trust.h"
 #include "server/escrow_key.h"
@@ -334,6 +335,7 @@ struct Core {
   std::unique_ptr<storage::CountingVault> counted_vault;
   std::unique_ptr<MaOperations> ops;
   std::unique_ptr<OperatorOperations> operator_ops;
+  std::unique_ptr<console::Console> console;  // the helpdesk console's pages, on operator_ops
   MaServiceOptions options;
   wsdl::SoapLimits limits;
   std::unique_ptr<AuditCheckpointer> checkpointer;  // after owned_vault: stopped before it
@@ -632,6 +634,10 @@ class MaService final : public Endpoint {
     return core_->counted_vault->Stats();
   }
 
+  Reply HandleWeb(const WebRequest& request, const RequestInfo& info) override {
+    return core_->console->Serve(request, info);
+  }
+
   Reply Handle(std::string_view body, const RequestInfo& info) override {
     // A pool rather than thread_local: contexts belong to this endpoint (tests create
     // several) and die with it, and a worker thread only ever holds one at a time.
@@ -686,6 +692,7 @@ Result<std::unique_ptr<Endpoint>> Build(std::unique_ptr<Core> core, const Config
   // One per-peer count of anonymous refusals for both sides of the port.
   core->operator_ops = std::make_unique<OperatorOperations>(vault, env, ApprovalRulesOf(cfg),
                                                             core->ops->refusal_limiter());
+  core->console = std::make_unique<console::Console>(core->operator_ops.get(), env);
   core->limits.max_message_bytes = cfg.max_body_bytes;
   core->limits.max_string_bytes = static_cast<long>(cfg.max_body_bytes);
   return std::unique_ptr<Endpoint>(std::make_unique<MaService>(std::move(core)));

@@ -132,6 +132,12 @@ Result<storage::Operator> OperatorOperations::WhoAmI(OperatorCall* call) {
   return Finish(call, Authorize(call, "WhoAmI", kAnyRole, ""));
 }
 
+Result<storage::Operator> OperatorOperations::Identify(OperatorCall* call) {
+  auto me = Authorize(call, "Console", kAnyRole, "");
+  if (!me) return Error(Finish(call, me.error()));
+  return me;
+}
+
 Result<storage::PlatformPage> OperatorOperations::ListPlatforms(size_t page_size,
                                                                 const std::string& page_token,
                                                                 OperatorCall* call) {
@@ -139,6 +145,34 @@ Result<storage::PlatformPage> OperatorOperations::ListPlatforms(size_t page_size
     TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPlatforms", kAnyRole, ""));
     TPMMA_RETURN_IF_ERROR(CheckIds({{"PageToken", page_token}}));
     return vault_->ListPlatforms(page_size, page_token);
+  };
+  return Finish(call, run());
+}
+
+Result<std::vector<storage::PlatformSummary>> OperatorOperations::FindPlatforms(
+    const std::string& text, OperatorCall* call) {
+  auto run = [&]() -> Result<std::vector<storage::PlatformSummary>> {
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "FindPlatforms", kAnyRole, text));
+    TPMMA_RETURN_IF_ERROR(CheckIds({{"Text", text}}));
+    return vault_->FindPlatforms(text, 100);
+  };
+  return Finish(call, run());
+}
+
+Result<storage::PlatformSummary> OperatorOperations::GetPlatform(const std::string& platform_id,
+                                                                 OperatorCall* call) {
+  auto run = [&]() -> Result<storage::PlatformSummary> {
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "GetPlatform", kAnyRole, platform_id));
+    TPMMA_RETURN_IF_ERROR(CheckIds({{"PlatformId", platform_id}}));
+    storage::PlatformSummary out;
+    TPMMA_ASSIGN_OR_RETURN(out.platform, vault_->GetPlatform(platform_id));
+    auto inventory = vault_->GetPlatformInventory(platform_id);
+    if (inventory) {
+      out.inventory = std::move(*inventory);
+    } else if (inventory.error().code() != Code::kNotFound) {
+      return Error(inventory.error());
+    }
+    return out;
   };
   return Finish(call, run());
 }

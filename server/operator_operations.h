@@ -40,12 +40,25 @@ class OperatorOperations {
                      RefusalLimiter* limiter = nullptr)
       : vault_(vault), env_(env), rules_(rules), limiter_(limiter) {}
 
+  // The [approvals] rules Approve applies (a console page says when a second operator
+  // must confirm).
+  const ApprovalRules& approval_rules() const { return rules_; }
+
   // A requested page size: 0 or less is the default (100), at most 500.
   static size_t PageSize(int requested);
 
   Result<storage::Operator> WhoAmI(OperatorCall* call);
+  // Who the caller is, for a console page that shows what their role may do: like WhoAmI,
+  // but a success writes no audit row (the page's own call does); a refusal does.
+  Result<storage::Operator> Identify(OperatorCall* call);
   Result<storage::PlatformPage> ListPlatforms(size_t page_size, const std::string& page_token,
                                               OperatorCall* call);
+  // Platforms whose hostname, serial, asset tag, owner label or machine id contains `text`,
+  // or whose id starts with it (Vault::FindPlatforms), at most 100.
+  Result<std::vector<storage::PlatformSummary>> FindPlatforms(const std::string& text,
+                                                              OperatorCall* call);
+  // One platform and its latest inventory (none if it never reported one).
+  Result<storage::PlatformSummary> GetPlatform(const std::string& platform_id, OperatorCall* call);
   Status RevokePlatform(const std::string& platform_id, const std::string& reason,
                         OperatorCall* call);
   Result<storage::PackagePage> ListPackages(const storage::PackageQuery& query, OperatorCall* call);
