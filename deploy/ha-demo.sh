@@ -54,6 +54,7 @@ PY=/usr/bin/python3
 . "$root/deploy/lib/swtpm.sh"
 . "$root/deploy/lib/postgres.sh"
 . "$root/deploy/lib/toml.sh"
+. "$root/deploy/lib/steps.sh"
 
 pids=()
 cleanup() {
@@ -64,16 +65,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-n=0
-step() { n=$((n + 1)); printf '\n== %d. %s\n' "$n" "$*"; }
-ok() { printf '   ok: %s\n' "$*"; }
-fail() {
-  printf '   FAILED: %s\n' "$*" >&2
-  keep=1
-  echo "   (everything is kept in $work)" >&2
-  exit 1
-}
-json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 free_port() { $PY -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
 d=$work/data
 mkdir -p "$d"
