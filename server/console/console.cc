@@ -38,6 +38,8 @@ constexpr Route kRoutes[] = {
     {"/console/approvals", false, ApprovalsPage, "console.approvals"},
     {"/console/approvals/confirm", true, ConfirmApproval, "console.confirm"},
     {"/console/approvals/revoke", true, RevokeApproval, "console.revoke"},
+    {"/console/platform/revoke", false, RevokePlatformPage, "console.revoke_platform"},
+    {"/console/platform/revoke", true, RevokePlatform, "console.revoke_platform"},
     {"/console/audit", false, AuditPage, "console.audit"},
 };
 

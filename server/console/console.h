@@ -11,6 +11,8 @@
 //   GET  /console/approvals           the queue: pending, active, used, revoked, expired
 //   POST /console/approvals/confirm   the second operator's confirmation
 //   POST /console/approvals/revoke    revoke one, with a reason
+//   GET  /console/platform/revoke?id= revoking a platform, confirmed by typing its hostname
+//   POST /console/platform/revoke      revoke it (admin)
 //   GET  /console/audit               the audit log, filtered and paged, and its chain (auditor,
 //                                     admin)
 //   GET  /console/style.css           the one stylesheet

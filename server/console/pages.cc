@@ -25,6 +25,10 @@ bool PageRequest::MayApprove() const {
   return me.role == OperatorRole::kHelpdesk || me.role == OperatorRole::kAdmin;
 }
 
+bool PageRequest::MayRevokePlatforms() const {
+  return me.role == OperatorRole::kAdmin;
+}
+
 bool PageRequest::MayAudit() const {
   return me.role == OperatorRole::kAuditor || me.role == OperatorRole::kAdmin;
 }
@@ -141,6 +145,7 @@ Result<Page> PlatformPage(const PageRequest& r) {
   const std::string hostname = s.inventory ? s.inventory->hostname : "";
   Page page{.title = hostname.empty() ? "Platform " + id.substr(0, 16) : hostname,
             .template_name = "platform.mustache"};
+  if (r.form.Has("revoked")) page.notice = "Platform revoked: its sessions ended.";
   mu::data& d = page.data;
   d = PlatformRow(s);
   d.set("hostname_raw", hostname);
@@ -176,7 +181,9 @@ Result<Page> PlatformPage(const PageRequest& r) {
   }
   d.set("approvals", approval_rows);
   d.set("has_approvals", any);
-  d.set("can_approve", r.MayApprove() && s.platform.state != storage::PlatformState::kRevoked);
+  const bool revoked = s.platform.state == storage::PlatformState::kRevoked;
+  d.set("can_approve", r.MayApprove() && !revoked);
+  d.set("can_revoke", r.MayRevokePlatforms() && !revoked);
   return page;
 }
 

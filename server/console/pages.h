@@ -34,6 +34,7 @@ struct PageRequest {
   // What the role may do, for what a page offers; OperatorOperations decides again.
   bool MayApprove() const;
   bool MayAudit() const;
+  bool MayRevokePlatforms() const;
 };
 
 struct Page {
@@ -54,6 +55,9 @@ Result<Page> GrantApproval(const PageRequest& r);  // POST
 Result<Page> ApprovalsPage(const PageRequest& r);
 Result<Page> ConfirmApproval(const PageRequest& r);  // POST
 Result<Page> RevokeApproval(const PageRequest& r);   // POST
+// revoke_pages.cc
+Result<Page> RevokePlatformPage(const PageRequest& r);
+Result<Page> RevokePlatform(const PageRequest& r);  // POST
 
 // Shared by the pages.
 std::string Time(int64_t unix_seconds);  // "2026-12-03T10:00:00Z", "-" for 0

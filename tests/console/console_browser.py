@@ -10,7 +10,8 @@ one JSON object and exits 1 with the failed check on stderr. console_browser_tes
 Scenarios: helpdesk (find the old laptop by hostname, review, approve), auditor (sees the
 approval and the verified chain, no approve button; a forged approve form is refused), nocert
 (a browser without a certificate gets nothing), cross-site (a form on another origin posting
-to the console is refused).
+to the console is refused), admin (revokes a platform: confirmation page, mistyped hostname
+refused, revoked).
 """
 import argparse
 import hashlib
@@ -116,6 +117,7 @@ def helpdesk(a, out):
         check(wait_id(d, "platform-id").text == a.old, "the platform page shows another platform")
         check(len(d.find_elements(By.CSS_SELECTOR, "#packages tbody tr")) >= 1,
               "the old platform's page lists no package")
+        check(not d.find_elements(By.ID, "revoke-link"), "a helpdesk operator may revoke platforms")
         shot(a, d, "2-platform")
         d.find_element(By.ID, "reason").send_keys(a.reason)
         d.find_element(By.ID, "review").click()
@@ -226,13 +228,39 @@ def cross_site(a, out):
         srv.shutdown()
 
 
+def admin(a, out):
+    """The admin revokes the old board (say it was stolen): a confirmation page, a mistyped
+    hostname refused, then revoked."""
+    d = browser(a, "admin", a.cert)
+    try:
+        d.get(a.base + f"/console/platform?id={a.old}")
+        wait_id(d, "revoke-link").click()
+        check(wait_id(d, "revoke-id").text == a.old, "the confirmation names another platform")
+        d.find_element(By.ID, "revoke-reason").send_keys(a.reason)
+        d.find_element(By.ID, "confirm").send_keys("laptop-9999")
+        shot(a, d, "10-revoke-confirm")
+        d.find_element(By.ID, "revoke").click()
+        refusal(a, d, out, "mistyped", "not revoked", "11-revoke-mistyped")
+        d.get(a.base + f"/console/platform/revoke?id={a.old}")
+        d.find_element(By.ID, "revoke-reason").send_keys(a.reason)
+        d.find_element(By.ID, "confirm").send_keys(a.hostname.upper())
+        d.find_element(By.ID, "revoke").click()
+        notice = wait_id(d, "notice").text
+        out["revoked"] = notice
+        check("revoked" in notice, f"no revoked notice: {notice}")
+        check(not d.find_elements(By.ID, "revoke-link") and not d.find_elements(By.ID, "approve-form"),
+              "a revoked platform's page still offers to revoke or approve")
+    finally:
+        d.quit()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="https://127.0.0.1:PORT")
     ap.add_argument("--ca", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--shots")
-    ap.add_argument("scenario", choices=["helpdesk", "auditor", "nocert", "cross-site"])
+    ap.add_argument("scenario", choices=["helpdesk", "auditor", "nocert", "cross-site", "admin"])
     ap.add_argument("--cert")
     ap.add_argument("--operator", default="")
     ap.add_argument("--fingerprint", default="")
@@ -245,7 +273,7 @@ def main():
     a = ap.parse_args()
     out = {"scenario": a.scenario}
     run = {"helpdesk": helpdesk, "auditor": auditor, "nocert": nocert,
-           "cross-site": cross_site}[a.scenario]
+           "cross-site": cross_site, "admin": admin}[a.scenario]
     try:
         run(a, out)
     except Failed as e:

@@ -8,7 +8,9 @@
 #   4. audrey (auditor) sees the approval (used) and the chain verified, is offered no approve
 #      form or button, and her approve form posted anyway is refused by role;
 #   5. a browser without a certificate gets a refusal and no data; a form on another origin
-#      posting to the console in helen's browser is refused, and no approval was made by it.
+#      posting to the console in helen's browser is refused, and no approval was made by it;
+#   6. carol (admin) revokes the old board after a confirmation page; a mistyped hostname is
+#      refused; the vault then says revoked. curl checks the headers of every reply.
 # Usage: console_browser_test.sh [--build DIR] [--workdir DIR] [--shots DIR] [--keep]
 # Exit 0 when every check passed, 1 on a failed check, 77 when Chromium, chromedriver,
 # Selenium or NSS tools are missing (ctest: skipped). Loopback only.
@@ -50,7 +52,7 @@ trap cleanup EXIT
 d=$work/data
 mkdir -p "$d"
 
-step "Two TPMs (boards A and B), one MA, operators helen (helpdesk) and audrey (auditor)"
+step "Two TPMs (boards A and B), one MA, operators helen (helpdesk), audrey (auditor), carol (admin)"
 swtpm_localca_init "$work" tpm-ma-console-test
 for b in A B; do
   swtpm_provision "$b" "$work/tpm-$b" || fail "swtpm_setup of $b"
@@ -68,7 +70,7 @@ port=$(port_of)
 [ -n "$port" ] || fail "ma-server exited: $(tail -n 5 "$work/ma.log")"
 MA=https://127.0.0.1:$port
 MA_CA=$work/ma/ca/ca-cert.pem
-for op in helen:helpdesk audrey:auditor; do
+for op in helen:helpdesk audrey:auditor carol:admin; do
   "$MA_ADMIN" operator issue --name "${op%%:*}" --role "${op#*:}" --out "$work/operators" \
     --dir "$work/ma" >/dev/null
 done
@@ -141,6 +143,13 @@ browse cross-site --cert "$work/operators/helen.pem" --old "$OLD" --new "$NEW"
 after=$("$MA_ADMIN" --json approvals list --dir "$work/ma" | json 'len(d["approvals"])')
 [ "$before" = "$after" ] || fail "the cross-site form made an approval ($before -> $after)"
 ok "cross-site: $(json 'd["cross_site"]' < "$d/cross-site.json"); still $after approval(s)"
+
+step "carol (admin) revokes the old board: a confirmation, a mistyped hostname refused, revoked"
+browse admin --cert "$work/operators/carol.pem" --old "$OLD" --hostname laptop-4711 \
+  --reason "ticket 4712: the old board was stolen from the repair shop"
+state=$("$MA_ADMIN" --json platforms show "$OLD" --dir "$work/ma" | json 'd["platform"]["state"]')
+[ "$state" = revoked ] || fail "the vault says the old platform is $state, not revoked"
+ok "mistyped: $(json 'd["mistyped"]' < "$d/admin.json"); then revoked (the vault agrees)"
 
 step "What every console reply says to the browser (curl)"
 curl -sS -D "$d/headers.txt" -o "$d/find.html" --cacert "$MA_CA" --cert "$work/operators/helen.pem" \
