@@ -27,6 +27,11 @@ Result<PlatformInventory> CountingVault::GetPlatformInventory(std::string_view i
   return Count(inner_->GetPlatformInventory(id));
 }
 
+Result<PlatformBackupsPage> CountingVault::ListPlatformBackups(size_t page_size,
+                                                              std::string_view page_token) {
+  return Count(inner_->ListPlatformBackups(page_size, page_token));
+}
+
 Result<std::vector<PlatformSummary>> CountingVault::FindPlatforms(std::string_view text,
                                                                   size_t limit) {
   return Count(inner_->FindPlatforms(text, limit));

@@ -86,6 +86,8 @@ class PostgresVault final : public Vault {
   Result<PlatformPage> ListPlatforms(size_t page_size, std::string_view page_token) override;
   Result<PlatformInventory> GetPlatformInventory(std::string_view id) override;
   Result<std::vector<PlatformSummary>> FindPlatforms(std::string_view text, size_t limit) override;
+  Result<PlatformBackupsPage> ListPlatformBackups(size_t page_size,
+                                                    std::string_view page_token) override;
   Status RevokePlatform(std::string_view id, const AuditEvent& audit) override;
   Status AcceptPlatform(std::string_view id, const AuditEvent& audit) override;
   Result<size_t> RegisterPlatforms(const std::vector<PlatformRegistration>& registrations,

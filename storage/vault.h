@@ -183,6 +183,18 @@ struct PlatformSummary {
   std::optional<PlatformInventory> inventory;
 };
 
+// A platform as a compliance view sees it: its summary and its backups.
+struct PlatformBackups {
+  PlatformSummary summary;
+  int64_t package_count = 0;
+  int64_t last_uploaded_at = 0;  // 0: never backed up
+};
+
+struct PlatformBackupsPage {
+  std::vector<PlatformBackups> platforms;  // ascending id
+  std::string next_page_token;
+};
+
 // ---------------------------------------------------------------------------------------
 // Challenges and sessions
 
@@ -365,6 +377,10 @@ class Vault {
   // at most `limit` (0 → 100, capped at 1000). Empty text: kInvalidArgument.
   virtual Result<std::vector<PlatformSummary>> FindPlatforms(std::string_view text,
                                                              size_t limit) = 0;
+  // Every platform with its inventory, package count and latest upload, by id, paged
+  // (page_size 0 → 100, capped at 1000): one query per page, for a fleet's compliance view.
+  virtual Result<PlatformBackupsPage> ListPlatformBackups(size_t page_size,
+                                                          std::string_view page_token) = 0;
   // Marks revoked and ends its sessions. kNotFound.
   virtual Status RevokePlatform(std::string_view id, const AuditEvent& audit) = 0;
   // A pending platform becomes active. kNotFound; kConflict if it is not pending.

@@ -119,4 +119,43 @@ Result<std::vector<PlatformSummary>> PostgresVault::FindPlatforms(std::string_vi
   });
 }
 
+Result<PlatformBackupsPage> PostgresVault::ListPlatformBackups(size_t page_size,
+                                                              std::string_view page_token) {
+  std::string after;
+  if (!page_token.empty()) {
+    TPMMA_ASSIGN_OR_RETURN(after, ParsePageToken('b', page_token));
+  }
+  const size_t n = ClampPageSize(page_size);
+  return postgres::Read(*pool_, [&](PGconn* c) -> Result<PlatformBackupsPage> {
+    TPMMA_ASSIGN_OR_RETURN(
+        Rows r,
+        Query(c, "list platform backups",
+              Cat("SELECT ", postgres::kPlatformColumns, ", platform_id, ", kInventoryColumnList,
+                  ", (SELECT count(*) FROM packages WHERE source_platform_id = id)"
+                  ", (SELECT coalesce(max(uploaded_at), 0) FROM packages "
+                  "WHERE source_platform_id = id)"
+                  " FROM platforms LEFT JOIN platform_inventory ON platform_id = id"
+                  " WHERE id > $1 ORDER BY id LIMIT $2"),
+              Params(after, static_cast<int64_t>(n + 1))));
+    PlatformBackupsPage page;
+    constexpr int kInventoryFirst = postgres::kPlatformColumnCount + 1;
+    constexpr int kCounts = kInventoryFirst + 13;  // after the 13 inventory columns
+    for (int i = 0; i < r.size(); ++i) {
+      if (page.platforms.size() == n) {
+        page.next_page_token = MakePageToken('b', page.platforms.back().summary.platform.id);
+        break;
+      }
+      PlatformBackups b;
+      TPMMA_ASSIGN_OR_RETURN(b.summary.platform, postgres::ReadPlatform(r, i));
+      if (!r.IsNull(i, postgres::kPlatformColumnCount)) {
+        b.summary.inventory = ReadInventory(r, i, kInventoryFirst);
+      }
+      b.package_count = r.Int(i, kCounts);
+      b.last_uploaded_at = r.Int(i, kCounts + 1);
+      page.platforms.push_back(std::move(b));
+    }
+    return page;
+  });
+}
+
 }  // namespace tpmma::storage

@@ -103,4 +103,40 @@ Result<std::vector<PlatformSummary>> SqliteVault::FindPlatforms(std::string_view
   return out;
 }
 
+Result<PlatformBackupsPage> SqliteVault::ListPlatformBackups(size_t page_size,
+                                                            std::string_view page_token) {
+  std::string after;
+  if (!page_token.empty()) {
+    TPMMA_ASSIGN_OR_RETURN(after, ParsePageToken('b', page_token));
+  }
+  const size_t n = ClampPageSize(page_size);
+  auto conn = readers_->Acquire();
+  TPMMA_ASSIGN_OR_RETURN(
+      Stmt s, Stmt::Prepare(conn.get(), "list platform backups",
+                            Cat("SELECT ", sqlite::kPlatformColumns, ", platform_id, ",
+                                kInventoryColumnList,
+                                ", (SELECT count(*) FROM packages WHERE source_platform_id = id)"
+                                ", (SELECT coalesce(max(uploaded_at), 0) FROM packages "
+                                "WHERE source_platform_id = id)"
+                                " FROM platforms LEFT JOIN platform_inventory ON platform_id = id"
+                                " WHERE id > ? ORDER BY id LIMIT ?")));
+  s.Bind(after, static_cast<int64_t>(n + 1));
+  PlatformBackupsPage page;
+  while (true) {
+    TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    if (page.platforms.size() == n) {
+      page.next_page_token = MakePageToken('b', page.platforms.back().summary.platform.id);
+      break;
+    }
+    PlatformBackups b;
+    TPMMA_ASSIGN_OR_RETURN(b.summary.platform, sqlite::ReadPlatform(s));
+    if (!s.IsNull(11)) b.summary.inventory = ReadInventory(s, 12);
+    b.package_count = s.Int(25);
+    b.last_uploaded_at = s.Int(26);
+    page.platforms.push_back(std::move(b));
+  }
+  return page;
+}
+
 }  // namespace tpmma::storage

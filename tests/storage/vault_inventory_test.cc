@@ -175,3 +175,59 @@ TEST_P(VaultTest, FindPlatformsByInventoryTextOrIdPrefix) {
 
 }  // namespace
 }  // namespace tpmma::storage::testing
+
+namespace tpmma::storage::testing {
+namespace {
+
+Package PackageOf(const std::string& id, const std::string& platform, int64_t uploaded) {
+  Package p;
+  p.descriptor.package_id = id;
+  p.descriptor.source_platform_id = platform;
+  p.descriptor.format_version = "1.0";
+  p.descriptor.created_at = uploaded - 5;
+  p.descriptor.uploaded_at = uploaded;
+  p.descriptor.keys.push_back({id + "-k", "label", "sign"});
+  p.body = ToBytes("<Package id='" + id + "'/>");
+  p.descriptor.sha256 = Sha(::tpmma::ToString(p.body));
+  return p;
+}
+
+// The compliance view's one query per page (issue #15): inventory, count and latest upload.
+TEST_P(VaultTest, ListPlatformBackupsCountsPackagesAndTheLatestUpload) {
+  AuthCompletion a = Completion(*vault_, "c1", kAlice, kNow);
+  a.inventory = Inventory("laptop-a", "SN-A", "Alice Example");
+  ASSERT_OK(vault_->CompleteAuthentication(a));
+  ASSERT_OK(vault_->CompleteAuthentication(Completion(*vault_, "c2", kBob, kNow)));
+  ASSERT_OK(vault_->CompleteAuthentication(Completion(*vault_, "c3", kCarol, kNow)));
+  const AuditEvent up{kNow, "system", "Upload", "p", "ok", "test"};
+  ASSERT_OK(vault_->PutPackage(PackageOf("p1", kAlice, kNow + 10), up));
+  ASSERT_OK(vault_->PutPackage(PackageOf("p2", kAlice, kNow + 30), up));
+  ASSERT_OK(vault_->PutPackage(PackageOf("p3", kCarol, kNow + 20), up));
+
+  auto first = vault_->ListPlatformBackups(2, "");
+  ASSERT_OK(first);
+  ASSERT_EQ(first->platforms.size(), 2u);
+  ASSERT_FALSE(first->next_page_token.empty());
+  const PlatformBackups& alice = first->platforms[0];
+  EXPECT_EQ(alice.summary.platform.id, kAlice);
+  ASSERT_TRUE(alice.summary.inventory.has_value());
+  EXPECT_EQ(alice.summary.inventory->hostname, "laptop-a");
+  EXPECT_EQ(alice.package_count, 2);
+  EXPECT_EQ(alice.last_uploaded_at, kNow + 30);
+  EXPECT_EQ(first->platforms[1].summary.platform.id, kBob);  // never backed up
+  EXPECT_EQ(first->platforms[1].package_count, 0);
+  EXPECT_EQ(first->platforms[1].last_uploaded_at, 0);
+  EXPECT_FALSE(first->platforms[1].summary.inventory.has_value());
+
+  auto second = vault_->ListPlatformBackups(2, first->next_page_token);
+  ASSERT_OK(second);
+  ASSERT_EQ(second->platforms.size(), 1u);
+  EXPECT_EQ(second->platforms[0].summary.platform.id, kCarol);
+  EXPECT_EQ(second->platforms[0].package_count, 1);
+  EXPECT_EQ(second->platforms[0].last_uploaded_at, kNow + 20);
+  EXPECT_TRUE(second->next_page_token.empty());
+  EXPECT_CODE(vault_->ListPlatformBackups(2, "garbage"), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tpmma::storage::testing
