@@ -177,6 +177,16 @@ Result<storage::PlatformSummary> OperatorOperations::GetPlatform(const std::stri
   return Finish(call, run());
 }
 
+Result<storage::PlatformBackupsPage> OperatorOperations::ListPlatformBackups(
+    size_t page_size, const std::string& page_token, OperatorCall* call) {
+  auto run = [&]() -> Result<storage::PlatformBackupsPage> {
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPlatformBackups", kAnyRole, ""));
+    TPMMA_RETURN_IF_ERROR(CheckIds({{"PageToken", page_token}}));
+    return vault_->ListPlatformBackups(page_size, page_token);
+  };
+  return Finish(call, run());
+}
+
 Status OperatorOperations::RevokePlatform(const std::string& platform_id, const std::string& reason,
                                           OperatorCall* call) {
   auto run = [&]() -> Status {

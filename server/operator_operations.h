@@ -59,6 +59,11 @@ class OperatorOperations {
                                                               OperatorCall* call);
   // One platform and its latest inventory (none if it never reported one).
   Result<storage::PlatformSummary> GetPlatform(const std::string& platform_id, OperatorCall* call);
+  // One page of every platform with its backups (Vault::ListPlatformBackups), page_size
+  // as PageSize().
+  Result<storage::PlatformBackupsPage> ListPlatformBackups(size_t page_size,
+                                                           const std::string& page_token,
+                                                           OperatorCall* call);
   Status RevokePlatform(const std::string& platform_id, const std::string& reason,
                         OperatorCall* call);
   Result<storage::PackagePage> ListPackages(const storage::PackageQuery& query, OperatorCall* call);

@@ -40,6 +40,8 @@ constexpr Route kRoutes[] = {
     {"/console/approvals/revoke", true, RevokeApproval, "console.revoke"},
     {"/console/platform/revoke", false, RevokePlatformPage, "console.revoke_platform"},
     {"/console/platform/revoke", true, RevokePlatform, "console.revoke_platform"},
+    {"/console/compliance", false, CompliancePage, "console.compliance"},
+    {"/console/compliance.csv", false, ComplianceCsv, "console.compliance_csv"},
     {"/console/audit", false, AuditPage, "console.audit"},
 };
 
@@ -181,6 +183,12 @@ Reply ServePage(const Route& route, const WebRequest& web, const RequestInfo& in
   Reply reply;
   if (!page) {
     reply = ErrorPage(page.error(), route.log_op, &me);
+  } else if (!page->raw_type.empty()) {
+    reply = Base(200, route.log_op);
+    reply.content_type = page->raw_type;
+    reply.headers.emplace_back("Content-Disposition",
+                               "attachment; filename=\"" + page->filename + "\"");
+    reply.body = std::move(page->raw_body);
   } else if (!page->redirect.empty()) {
     // After a POST, the browser fetches the result (a reload does not post again).
     reply = Base(303, route.log_op);

@@ -13,6 +13,8 @@
 //   POST /console/approvals/revoke    revoke one, with a reason
 //   GET  /console/platform/revoke?id= revoking a platform, confirmed by typing its hostname
 //   POST /console/platform/revoke      revoke it (admin)
+//   GET  /console/compliance?days=    no backup in N days, never backed up, revoked
+//   GET  /console/compliance.csv?days= the same as CSV
 //   GET  /console/audit               the audit log, filtered and paged, and its chain (auditor,
 //                                     admin)
 //   GET  /console/style.css           the one stylesheet

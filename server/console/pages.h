@@ -43,6 +43,10 @@ struct Page {
   mu::data data = mu::data();
   std::string notice = "";    // a line above the page ("Approval 7 granted ...")
   std::string redirect = "";  // set: answer 303 See Other to this path instead (after a POST)
+  // Set: not a page but a download (CSV) of this type and body, saved as `filename`.
+  std::string raw_type = "";
+  std::string raw_body = "";
+  std::string filename = "";
 };
 
 // pages.cc
@@ -55,6 +59,9 @@ Result<Page> GrantApproval(const PageRequest& r);  // POST
 Result<Page> ApprovalsPage(const PageRequest& r);
 Result<Page> ConfirmApproval(const PageRequest& r);  // POST
 Result<Page> RevokeApproval(const PageRequest& r);   // POST
+// compliance_pages.cc
+Result<Page> CompliancePage(const PageRequest& r);
+Result<Page> ComplianceCsv(const PageRequest& r);
 // revoke_pages.cc
 Result<Page> RevokePlatformPage(const PageRequest& r);
 Result<Page> RevokePlatform(const PageRequest& r);  // POST

@@ -11,7 +11,7 @@ Scenarios: helpdesk (find the old laptop by hostname, review, approve), auditor 
 approval and the verified chain, no approve button; a forged approve form is refused), nocert
 (a browser without a certificate gets nothing), cross-site (a form on another origin posting
 to the console is refused), admin (revokes a platform: confirmation page, mistyped hostname
-refused, revoked).
+refused, revoked), compliance (never backed up and revoked platforms listed).
 """
 import argparse
 import hashlib
@@ -254,13 +254,32 @@ def admin(a, out):
         d.quit()
 
 
+def compliance(a, out):
+    """The compliance view as an auditor: the new board never backed up, the old one revoked."""
+    d = browser(a, "compliance", a.cert)
+    try:
+        d.get(a.base + "/console/")
+        wait_id(d, "me")
+        d.find_element(By.LINK_TEXT, "Compliance").click()
+        out["summary"] = wait_id(d, "summary").text
+        never = d.find_element(By.ID, "never").text
+        revoked = d.find_element(By.ID, "revoked").text
+        check(a.new in never, "the new board is not listed as never backed up")
+        check(a.old in revoked, "the revoked old board is not listed as revoked")
+        check(not d.find_elements(By.ID, "stale"), "a platform is listed as without a recent backup")
+        shot(a, d, "12-compliance")
+    finally:
+        d.quit()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="https://127.0.0.1:PORT")
     ap.add_argument("--ca", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--shots")
-    ap.add_argument("scenario", choices=["helpdesk", "auditor", "nocert", "cross-site", "admin"])
+    ap.add_argument("scenario", choices=["helpdesk", "auditor", "nocert", "cross-site", "admin",
+                                             "compliance"])
     ap.add_argument("--cert")
     ap.add_argument("--operator", default="")
     ap.add_argument("--fingerprint", default="")
@@ -273,7 +292,8 @@ def main():
     a = ap.parse_args()
     out = {"scenario": a.scenario}
     run = {"helpdesk": helpdesk, "auditor": auditor, "nocert": nocert,
-           "cross-site": cross_site, "admin": admin}[a.scenario]
+           "cross-site": cross_site, "admin": admin,
+           "compliance": compliance}[a.scenario]
     try:
         run(a, out)
     except Failed as e:

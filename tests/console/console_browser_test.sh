@@ -10,7 +10,9 @@
 #   5. a browser without a certificate gets a refusal and no data; a form on another origin
 #      posting to the console in helen's browser is refused, and no approval was made by it;
 #   6. carol (admin) revokes the old board after a confirmation page; a mistyped hostname is
-#      refused; the vault then says revoked. curl checks the headers of every reply.
+#      refused; the vault then says revoked;
+#   7. audrey's compliance view lists B as never backed up and A as revoked; its CSV quotes and
+#      defuses a formula in an owner label. curl checks the headers of every reply.
 # Usage: console_browser_test.sh [--build DIR] [--workdir DIR] [--shots DIR] [--keep]
 # Exit 0 when every check passed, 1 on a failed check, 77 when Chromium, chromedriver,
 # Selenium or NSS tools are missing (ctest: skipped). Loopback only.
@@ -150,6 +152,23 @@ browse admin --cert "$work/operators/carol.pem" --old "$OLD" --hostname laptop-4
 state=$("$MA_ADMIN" --json platforms show "$OLD" --dir "$work/ma" | json 'd["platform"]["state"]')
 [ "$state" = revoked ] || fail "the vault says the old platform is $state, not revoked"
 ok "mistyped: $(json 'd["mistyped"]' < "$d/admin.json"); then revoked (the vault agrees)"
+
+step "Compliance as audrey: B never backed up, A revoked; the CSV defuses a formula owner label"
+# What a platform reports about itself goes into the CSV: a spreadsheet must not run it.
+lms_on B "$work/store-B" --json --owner-label "=HYPERLINK(\"http://x\")" authenticate >/dev/null ||
+  fail "B did not authenticate again"
+browse compliance --cert "$work/operators/audrey.pem" --old "$OLD" --new "$NEW"
+ok "$(json 'd["summary"]' < "$d/compliance.json")"
+curl -sS -D "$d/csv-headers.txt" -o "$d/compliance.csv" --cacert "$MA_CA" \
+  --cert "$work/operators/audrey.pem" "$MA/console/compliance.csv?days=30"
+grep -qi '^content-type: text/csv' "$d/csv-headers.txt" &&
+  grep -qi '^content-disposition: attachment; filename="tpm-ma-compliance-30d.csv"' "$d/csv-headers.txt" ||
+  fail "the CSV is not served as a text/csv attachment: $(cat "$d/csv-headers.txt")"
+grep -q "^never-backed-up,\"$NEW\",\"laptop-4711\",\"'=HYPERLINK(\"\"http://x\"\")\"," "$d/compliance.csv" ||
+  fail "the CSV's line for B is not as expected: $(cat "$d/compliance.csv")"
+grep -q "^revoked,\"$OLD\"," "$d/compliance.csv" || fail "the CSV does not list A as revoked"
+[ "$(grep -c . "$d/compliance.csv")" = 3 ] || fail "the CSV has other lines: $(cat "$d/compliance.csv")"
+ok "CSV: a header and 2 findings; B's owner label quoted and prefixed (no formula)"
 
 step "What every console reply says to the browser (curl)"
 curl -sS -D "$d/headers.txt" -o "$d/find.html" --cacert "$MA_CA" --cert "$work/operators/helen.pem" \
