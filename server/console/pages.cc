@@ -184,6 +184,7 @@ Result<Page> PlatformPage(const PageRequest& r) {
   const bool revoked = s.platform.state == storage::PlatformState::kRevoked;
   d.set("can_approve", r.MayApprove() && !revoked);
   d.set("can_revoke", r.MayRevokePlatforms() && !revoked);
+  d.set("can_audit", r.MayAudit());
   return page;
 }
 

@@ -145,6 +145,11 @@ def auditor(a, out):
         d.get(a.base + f"/console/platform?id={a.old}")
         wait_id(d, "platform-id")
         check(not d.find_elements(By.ID, "approve-form"), "an auditor is offered the approve form")
+        d.find_element(By.ID, "platform-audit").click()
+        objects = [c.text for c in d.find_elements(By.CSS_SELECTOR, "#audit tbody td.id")]
+        check(objects and all(o == a.old for o in objects),
+              f"the platform's audit link shows other objects' records: {set(objects)}")
+        out["platform_audit_rows"] = len(objects)
         d.get(a.base + "/console/audit?action=Operator.Approve")
         chain = wait_id(d, "chain").text
         out["chain"] = chain
