@@ -28,6 +28,37 @@ enum Roles : unsigned {
   kAuditorOrAdmin = kAuditor | kAdmin,
 };
 
+// Who may call what: one table, for Authorize and for pages that offer only what the
+// caller's role may do (RoleMay).
+struct OpRoles {
+  std::string_view op;
+  unsigned roles;
+};
+constexpr OpRoles kOpRoles[] = {
+    {"WhoAmI", kAnyRole},
+    {"Console", kAnyRole},
+    {"ListPlatforms", kAnyRole},
+    {"FindPlatforms", kAnyRole},
+    {"GetPlatform", kAnyRole},
+    {"ListPlatformBackups", kAnyRole},
+    {"ListPackages", kAnyRole},
+    {"ListApprovals", kAnyRole},
+    {"Approve", kHelpdeskOrAdmin},
+    {"ConfirmApproval", kHelpdeskOrAdmin},
+    {"RevokeApproval", kHelpdeskOrAdmin},
+    {"RevokePlatform", kAdminOnly},
+    {"ListAudit", kAuditorOrAdmin},
+    {"VerifyAudit", kAuditorOrAdmin},
+};
+
+// An operation not in the table is no one's.
+unsigned RolesOf(std::string_view op) {
+  for (const OpRoles& o : kOpRoles) {
+    if (o.op == op) return o.roles;
+  }
+  return 0;
+}
+
 unsigned Bit(OperatorRole r) {
   switch (r) {
     case OperatorRole::kHelpdesk:
@@ -84,8 +115,12 @@ storage::AuditEvent OperatorOperations::Event(const OperatorCall& call, std::str
                              .detail = std::move(text)};
 }
 
+bool OperatorOperations::RoleMay(OperatorRole role, std::string_view op) {
+  return (Bit(role) & RolesOf(op)) != 0;
+}
+
 Result<storage::Operator> OperatorOperations::Authorize(OperatorCall* call, const char* op,
-                                                        unsigned roles, std::string object) {
+                                                        std::string object) {
   call->op = op;
   call->object = Clip(object);
   call->audited = false;
@@ -105,7 +140,7 @@ Result<storage::Operator> OperatorOperations::Authorize(OperatorCall* call, cons
   if (me->revoked_at) {
     return Error(Code::kPermissionDenied, "operator " + me->name + " has been revoked");
   }
-  if ((Bit(me->role) & roles) == 0) {
+  if (!RoleMay(me->role, op)) {
     return Error(Code::kPermissionDenied,
                  fmt::format("role {} may not call {}", storage::ToString(me->role), op));
   }
@@ -129,11 +164,11 @@ Status OperatorOperations::Finish(OperatorCall* call, Status s) {
 }
 
 Result<storage::Operator> OperatorOperations::WhoAmI(OperatorCall* call) {
-  return Finish(call, Authorize(call, "WhoAmI", kAnyRole, ""));
+  return Finish(call, Authorize(call, "WhoAmI", ""));
 }
 
 Result<storage::Operator> OperatorOperations::Identify(OperatorCall* call) {
-  auto me = Authorize(call, "Console", kAnyRole, "");
+  auto me = Authorize(call, "Console", "");
   if (!me) return Error(Finish(call, me.error()));
   return me;
 }
@@ -142,7 +177,7 @@ Result<storage::PlatformPage> OperatorOperations::ListPlatforms(size_t page_size
                                                                 const std::string& page_token,
                                                                 OperatorCall* call) {
   auto run = [&]() -> Result<storage::PlatformPage> {
-    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPlatforms", kAnyRole, ""));
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPlatforms", ""));
     TPMMA_RETURN_IF_ERROR(CheckIds({{"PageToken", page_token}}));
     return vault_->ListPlatforms(page_size, page_token);
   };
@@ -152,7 +187,7 @@ Result<storage::PlatformPage> OperatorOperations::ListPlatforms(size_t page_size
 Result<std::vector<storage::PlatformSummary>> OperatorOperations::FindPlatforms(
     const std::string& text, OperatorCall* call) {
   auto run = [&]() -> Result<std::vector<storage::PlatformSummary>> {
-    TPMMA_RETURN_IF_ERROR(Authorize(call, "FindPlatforms", kAnyRole, text));
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "FindPlatforms", text));
     TPMMA_RETURN_IF_ERROR(CheckIds({{"Text", text}}));
     return vault_->FindPlatforms(text, 100);
   };
@@ -162,7 +197,7 @@ Result<std::vector<storage::PlatformSummary>> OperatorOperations::FindPlatforms(
 Result<storage::PlatformSummary> OperatorOperations::GetPlatform(const std::string& platform_id,
                                                                  OperatorCall* call) {
   auto run = [&]() -> Result<storage::PlatformSummary> {
-    TPMMA_RETURN_IF_ERROR(Authorize(call, "GetPlatform", kAnyRole, platform_id));
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "GetPlatform", platform_id));
     TPMMA_RETURN_IF_ERROR(CheckIds({{"PlatformId", platform_id}}));
     storage::PlatformSummary out;
     TPMMA_ASSIGN_OR_RETURN(out.platform, vault_->GetPlatform(platform_id));
@@ -180,7 +215,7 @@ Result<storage::PlatformSummary> OperatorOperations::GetPlatform(const std::stri
 Result<storage::PlatformBackupsPage> OperatorOperations::ListPlatformBackups(
     size_t page_size, const std::string& page_token, OperatorCall* call) {
   auto run = [&]() -> Result<storage::PlatformBackupsPage> {
-    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPlatformBackups", kAnyRole, ""));
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPlatformBackups", ""));
     TPMMA_RETURN_IF_ERROR(CheckIds({{"PageToken", page_token}}));
     return vault_->ListPlatformBackups(page_size, page_token);
   };
@@ -190,7 +225,7 @@ Result<storage::PlatformBackupsPage> OperatorOperations::ListPlatformBackups(
 Status OperatorOperations::RevokePlatform(const std::string& platform_id, const std::string& reason,
                                           OperatorCall* call) {
   auto run = [&]() -> Status {
-    TPMMA_RETURN_IF_ERROR(Authorize(call, "RevokePlatform", kAdminOnly, platform_id));
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "RevokePlatform", platform_id));
     TPMMA_RETURN_IF_ERROR(CheckIds({{"PlatformId", platform_id}}));
     TPMMA_RETURN_IF_ERROR(vault_->RevokePlatform(platform_id, Event(*call, reason)));
     call->audited = true;
@@ -202,7 +237,7 @@ Status OperatorOperations::RevokePlatform(const std::string& platform_id, const 
 Result<storage::PackagePage> OperatorOperations::ListPackages(const storage::PackageQuery& query,
                                                               OperatorCall* call) {
   auto run = [&]() -> Result<storage::PackagePage> {
-    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPackages", kAnyRole, ""));
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPackages", ""));
     TPMMA_RETURN_IF_ERROR(CheckIds(
         {{"SourcePlatformId", Opt(query.source_platform_id)}, {"PageToken", query.page_token}}));
     return vault_->QueryPackages(query);
@@ -213,7 +248,7 @@ Result<storage::PackagePage> OperatorOperations::ListPackages(const storage::Pac
 Result<storage::Approval> OperatorOperations::Approve(const ApprovalGrant& req,
                                                       OperatorCall* call) {
   auto run = [&]() -> Result<storage::Approval> {
-    TPMMA_ASSIGN_OR_RETURN(storage::Operator me, Authorize(call, "Approve", kHelpdeskOrAdmin, ""));
+    TPMMA_ASSIGN_OR_RETURN(storage::Operator me, Authorize(call, "Approve", ""));
     TPMMA_RETURN_IF_ERROR(
         CheckIds({{"OldPlatformId", req.old_platform_id}, {"NewPlatformId", req.new_platform_id}}));
     for (const auto& id : req.package_ids) TPMMA_RETURN_IF_ERROR(CheckIds({{"PackageId", id}}));
@@ -229,9 +264,8 @@ Result<storage::Approval> OperatorOperations::Approve(const ApprovalGrant& req,
 Result<storage::Approval> OperatorOperations::ConfirmApproval(int64_t approval_id,
                                                               OperatorCall* call) {
   auto run = [&]() -> Result<storage::Approval> {
-    TPMMA_ASSIGN_OR_RETURN(
-        storage::Operator me,
-        Authorize(call, "ConfirmApproval", kHelpdeskOrAdmin, std::to_string(approval_id)));
+    TPMMA_ASSIGN_OR_RETURN(storage::Operator me,
+                           Authorize(call, "ConfirmApproval", std::to_string(approval_id)));
     TPMMA_ASSIGN_OR_RETURN(storage::Approval a,
                            vault_->ConfirmApproval(approval_id, me.name, env_->NowUnixSeconds(),
                                                    Event(*call, "second operator confirmed")));
@@ -244,8 +278,7 @@ Result<storage::Approval> OperatorOperations::ConfirmApproval(int64_t approval_i
 Status OperatorOperations::RevokeApproval(int64_t approval_id, const std::string& reason,
                                           OperatorCall* call) {
   auto run = [&]() -> Status {
-    TPMMA_RETURN_IF_ERROR(
-        Authorize(call, "RevokeApproval", kHelpdeskOrAdmin, std::to_string(approval_id)));
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "RevokeApproval", std::to_string(approval_id)));
     TPMMA_RETURN_IF_ERROR(vault_->RevokeApproval(approval_id, Event(*call, reason)));
     call->audited = true;
     return Status::Ok();
@@ -256,7 +289,7 @@ Status OperatorOperations::RevokeApproval(int64_t approval_id, const std::string
 Result<std::vector<storage::Approval>> OperatorOperations::ListApprovals(
     const std::string& new_platform_id, OperatorCall* call) {
   auto run = [&]() -> Result<std::vector<storage::Approval>> {
-    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListApprovals", kAnyRole, ""));
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListApprovals", ""));
     TPMMA_RETURN_IF_ERROR(CheckIds({{"NewPlatformId", new_platform_id}}));
     return vault_->ListApprovals(new_platform_id);
   };
@@ -266,7 +299,7 @@ Result<std::vector<storage::Approval>> OperatorOperations::ListApprovals(
 Result<storage::AuditPage> OperatorOperations::ListAudit(const storage::AuditFilter& filter,
                                                          OperatorCall* call) {
   auto run = [&]() -> Result<storage::AuditPage> {
-    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListAudit", kAuditorOrAdmin, ""));
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListAudit", ""));
     TPMMA_RETURN_IF_ERROR(CheckIds({{"Actor", Opt(filter.actor)},
                                     {"Action", Opt(filter.action)},
                                     {"Object", Opt(filter.object)},
@@ -278,7 +311,7 @@ Result<storage::AuditPage> OperatorOperations::ListAudit(const storage::AuditFil
 
 Result<int64_t> OperatorOperations::VerifyAudit(OperatorCall* call) {
   auto run = [&]() -> Result<int64_t> {
-    TPMMA_RETURN_IF_ERROR(Authorize(call, "VerifyAudit", kAuditorOrAdmin, ""));
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "VerifyAudit", ""));
     TPMMA_RETURN_IF_ERROR(vault_->VerifyAuditChain());
     storage::AuditFilter f;
     f.page_size = 1000;

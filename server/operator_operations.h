@@ -44,6 +44,10 @@ class OperatorOperations {
   // must confirm).
   const ApprovalRules& approval_rules() const { return rules_; }
 
+  // Whether `role` may call operation `op` ("Approve", "ListAudit", "RevokePlatform"): the
+  // table every call is authorized by, for a page that offers only what its caller may do.
+  static bool RoleMay(storage::OperatorRole role, std::string_view op);
+
   // A requested page size: 0 or less is the default (100), at most 500.
   static size_t PageSize(int requested);
 
@@ -78,8 +82,7 @@ class OperatorOperations {
 
  private:
   // Who is calling, and may they: fills call->op/actor/object.
-  Result<storage::Operator> Authorize(OperatorCall* call, const char* op, unsigned roles,
-                                      std::string object);
+  Result<storage::Operator> Authorize(OperatorCall* call, const char* op, std::string object);
   // Audits reads and refusals (state changes audit themselves inside their transaction).
   Status Finish(OperatorCall* call, Status s);
   template <typename T>

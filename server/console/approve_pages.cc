@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // The recovery flow of docs/operations.md as pages: review the old and the new platform side
 // by side, grant with a reason and an expiry, and the approvals queue (confirm, revoke).
-#include <charconv>
-
 #include <fmt/format.h>
 
 #include "server/approvals.h"
@@ -11,24 +9,6 @@
 namespace tpmma::server::console {
 
 namespace {
-
-Result<int64_t> Number(const Form& form, std::string_view name) {
-  const std::string v = form.Get(name);
-  int64_t n = 0;
-  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (v.empty() || ec != std::errc() || end != v.data() + v.size()) {
-    return Error(Code::kInvalidArgument, fmt::format("{} must be a whole number", name));
-  }
-  return n;
-}
-
-Result<std::string> Required(const Form& form, std::string_view name, std::string_view what) {
-  std::string v = form.Get(name);
-  if (v.find_first_not_of(' ') == std::string::npos) {
-    return Error(Code::kInvalidArgument, fmt::format("{} is required", what));
-  }
-  return v;
-}
 
 // The platforms `text` names other than `old_id`: a full id, or what FindPlatforms matches
 // (after a board swap the new platform usually reports the old one's hostname).
@@ -98,10 +78,10 @@ Result<Page> ReviewPage(const PageRequest& r) {
     return Error(Code::kPermissionDenied,
                  fmt::format("role {} may not approve", storage::ToString(r.me.role)));
   }
-  TPMMA_ASSIGN_OR_RETURN(std::string old_id, Required(r.form, "old", "the old platform"));
-  TPMMA_ASSIGN_OR_RETURN(std::string text, Required(r.form, "new", "the new platform"));
-  TPMMA_ASSIGN_OR_RETURN(std::string reason, Required(r.form, "reason", "a reason"));
-  TPMMA_ASSIGN_OR_RETURN(int64_t expires, Number(r.form, "expires"));
+  TPMMA_ASSIGN_OR_RETURN(std::string old_id, FormRequired(r.form, "old", "the old platform"));
+  TPMMA_ASSIGN_OR_RETURN(std::string text, FormRequired(r.form, "new", "the new platform"));
+  TPMMA_ASSIGN_OR_RETURN(std::string reason, FormRequired(r.form, "reason", "a reason"));
+  TPMMA_ASSIGN_OR_RETURN(int64_t expires, FormNumber(r.form, "expires"));
   OperatorCall call = r.Call();
   TPMMA_ASSIGN_OR_RETURN(storage::PlatformSummary old_p, r.ops->GetPlatform(old_id, &call));
   TPMMA_ASSIGN_OR_RETURN(auto candidates, NewPlatformCandidates(r, text, old_id));
@@ -119,18 +99,12 @@ Result<Page> ReviewPage(const PageRequest& r) {
     return page;
   }
   const storage::PlatformSummary& new_p = candidates.front();
-  storage::PackageQuery q;
-  q.source_platform_id = old_id;
-  q.with_keys = false;
-  q.page_size = 500;
-  call = r.Call();
-  TPMMA_ASSIGN_OR_RETURN(storage::PackagePage packages, r.ops->ListPackages(q, &call));
+  TPMMA_ASSIGN_OR_RETURN(std::vector<storage::PackageDescriptor> packages, PackagesOf(r, old_id));
   Page page{.title = "Review the restore", .template_name = "review.mustache"};
   mu::data& d = page.data;
   AddSideBySide(d, old_p, new_p);
-  d.set("package_count",
-        std::to_string(packages.packages.size()) + (packages.next_page_token.empty() ? "" : "+"));
-  if (!packages.packages.empty()) d.set("latest", Time(packages.packages.back().created_at));
+  d.set("package_count", std::to_string(packages.size()));
+  if (!packages.empty()) d.set("latest", Time(packages.back().created_at));
   d.set("reason", reason);
   d.set("expires", std::to_string(expires));
   d.set("until", Time(r.env->NowUnixSeconds() + expires));
@@ -142,10 +116,10 @@ Result<Page> ReviewPage(const PageRequest& r) {
 }
 
 Result<Page> GrantApproval(const PageRequest& r) {
-  TPMMA_ASSIGN_OR_RETURN(std::string old_id, Required(r.form, "old", "the old platform"));
-  TPMMA_ASSIGN_OR_RETURN(std::string new_id, Required(r.form, "new", "the new platform"));
-  TPMMA_ASSIGN_OR_RETURN(std::string reason, Required(r.form, "reason", "a reason"));
-  TPMMA_ASSIGN_OR_RETURN(int64_t expires, Number(r.form, "expires"));
+  TPMMA_ASSIGN_OR_RETURN(std::string old_id, FormRequired(r.form, "old", "the old platform"));
+  TPMMA_ASSIGN_OR_RETURN(std::string new_id, FormRequired(r.form, "new", "the new platform"));
+  TPMMA_ASSIGN_OR_RETURN(std::string reason, FormRequired(r.form, "reason", "a reason"));
+  TPMMA_ASSIGN_OR_RETURN(int64_t expires, FormNumber(r.form, "expires"));
   OperatorCall call = r.Call();
   TPMMA_ASSIGN_OR_RETURN(storage::Approval a,
                          r.ops->Approve(ApprovalGrant{.old_platform_id = old_id,
@@ -189,15 +163,15 @@ Result<Page> ApprovalsPage(const PageRequest& r) {
 }
 
 Result<Page> ConfirmApproval(const PageRequest& r) {
-  TPMMA_ASSIGN_OR_RETURN(int64_t id, Number(r.form, "id"));
+  TPMMA_ASSIGN_OR_RETURN(int64_t id, FormNumber(r.form, "id"));
   OperatorCall call = r.Call();
   TPMMA_RETURN_IF_ERROR(r.ops->ConfirmApproval(id, &call));
   return Page{.redirect = fmt::format("/console/approvals?confirmed={}", id)};
 }
 
 Result<Page> RevokeApproval(const PageRequest& r) {
-  TPMMA_ASSIGN_OR_RETURN(int64_t id, Number(r.form, "id"));
-  TPMMA_ASSIGN_OR_RETURN(std::string reason, Required(r.form, "reason", "a reason"));
+  TPMMA_ASSIGN_OR_RETURN(int64_t id, FormNumber(r.form, "id"));
+  TPMMA_ASSIGN_OR_RETURN(std::string reason, FormRequired(r.form, "reason", "a reason"));
   OperatorCall call = r.Call();
   TPMMA_RETURN_IF_ERROR(r.ops->RevokeApproval(id, reason, &call));
   return Page{.redirect = fmt::format("/console/approvals?revoked={}", id)};

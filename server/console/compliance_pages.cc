@@ -2,7 +2,6 @@
 // The compliance view: which platforms have no backup in N days, never backed up, or are
 // revoked; as a page and as CSV. One vault query per 1,000 platforms
 // (Vault::ListPlatformBackups), each audited as Operator.ListPlatformBackups.
-#include <charconv>
 #include <vector>
 
 #include <fmt/format.h>
@@ -26,13 +25,9 @@ struct Report {
 };
 
 Result<int64_t> Days(const Form& form) {
-  const std::string v = form.Get("days");
-  if (v.empty()) return 30;
-  int64_t n = 0;
-  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (ec != std::errc() || end != v.data() + v.size() || n < 1 || n > 3650) {
-    return Error(Code::kInvalidArgument, "days must be a whole number from 1 to 3650");
-  }
+  if (form.Get("days").empty()) return 30;
+  TPMMA_ASSIGN_OR_RETURN(int64_t n, FormNumber(form, "days"));
+  if (n < 1 || n > 3650) return Error(Code::kInvalidArgument, "days must be from 1 to 3650");
   return n;
 }
 

@@ -78,7 +78,7 @@ std::string Readable(const Status& s) {
 }
 
 bool MayAudit(const storage::Operator& me) {
-  return me.role == storage::OperatorRole::kAuditor || me.role == storage::OperatorRole::kAdmin;
+  return OperatorOperations::RoleMay(me.role, "ListAudit");
 }
 
 Reply Base(unsigned status, std::string_view log_op) {

@@ -12,8 +12,6 @@
 
 namespace tpmma::server::console {
 
-using storage::OperatorRole;
-
 OperatorCall PageRequest::Call() const {
   OperatorCall call;
   call.client_cert_fingerprint = info.client_cert_fingerprint;
@@ -22,15 +20,33 @@ OperatorCall PageRequest::Call() const {
 }
 
 bool PageRequest::MayApprove() const {
-  return me.role == OperatorRole::kHelpdesk || me.role == OperatorRole::kAdmin;
+  return OperatorOperations::RoleMay(me.role, "Approve");
 }
 
 bool PageRequest::MayRevokePlatforms() const {
-  return me.role == OperatorRole::kAdmin;
+  return OperatorOperations::RoleMay(me.role, "RevokePlatform");
 }
 
 bool PageRequest::MayAudit() const {
-  return me.role == OperatorRole::kAuditor || me.role == OperatorRole::kAdmin;
+  return OperatorOperations::RoleMay(me.role, "ListAudit");
+}
+
+Result<int64_t> FormNumber(const Form& form, std::string_view name) {
+  const std::string v = form.Get(name);
+  int64_t n = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (v.empty() || ec != std::errc() || end != v.data() + v.size()) {
+    return Error(Code::kInvalidArgument, fmt::format("{} must be a whole number", name));
+  }
+  return n;
+}
+
+Result<std::string> FormRequired(const Form& form, std::string_view name, std::string_view what) {
+  std::string v = form.Get(name);
+  if (v.find_first_not_of(' ') == std::string::npos) {
+    return Error(Code::kInvalidArgument, fmt::format("{} is required", what));
+  }
+  return v;
 }
 
 std::string Time(int64_t t) {
@@ -114,6 +130,8 @@ mu::data InventoryRows(const storage::PlatformInventory& inventory) {
   return rows;
 }
 
+}  // namespace
+
 // Every package of `platform`, oldest first (a platform keeps a few; pages of 500).
 Result<std::vector<storage::PackageDescriptor>> PackagesOf(const PageRequest& r,
                                                            const std::string& platform) {
@@ -130,8 +148,6 @@ Result<std::vector<storage::PackageDescriptor>> PackagesOf(const PageRequest& r,
   } while (!q.page_token.empty());
   return all;
 }
-
-}  // namespace
 
 Result<Page> PlatformPage(const PageRequest& r) {
   const std::string id = r.form.Get("id");

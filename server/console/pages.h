@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/env.h"
 #include "common/status.h"
@@ -73,5 +75,12 @@ std::string TpmText(const storage::PlatformInventory& inventory);
 mu::data PlatformRow(const storage::PlatformSummary& p);
 mu::data ApprovalRow(const storage::Approval& a, int64_t now);
 mu::data List();
+// Form fields: a whole number (kInvalidArgument naming `name` otherwise), or a value that
+// must not be blank (kInvalidArgument: "<what> is required").
+Result<int64_t> FormNumber(const Form& form, std::string_view name);
+Result<std::string> FormRequired(const Form& form, std::string_view name, std::string_view what);
+// Every package of `platform`, oldest first (a few per platform; read in pages of 500).
+Result<std::vector<storage::PackageDescriptor>> PackagesOf(const PageRequest& r,
+                                                           const std::string& platform);
 
 }  // namespace tpmma::server::console

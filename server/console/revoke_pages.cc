@@ -55,12 +55,8 @@ Result<Page> RevokePlatformPage(const PageRequest& r) {
 Result<Page> RevokePlatform(const PageRequest& r) {
   // The role first, so that a helpdesk operator learns that, not a missing field.
   TPMMA_RETURN_IF_ERROR(MayRevoke(r));
-  const std::string id = r.form.Get("id");
-  const std::string reason = r.form.Get("reason");
-  if (id.empty()) return Error(Code::kInvalidArgument, "which platform? (id is missing)");
-  if (reason.find_first_not_of(' ') == std::string::npos) {
-    return Error(Code::kInvalidArgument, "a reason is required");
-  }
+  TPMMA_ASSIGN_OR_RETURN(std::string id, FormRequired(r.form, "id", "the platform"));
+  TPMMA_ASSIGN_OR_RETURN(std::string reason, FormRequired(r.form, "reason", "a reason"));
   OperatorCall call = r.Call();
   TPMMA_ASSIGN_OR_RETURN(storage::PlatformSummary s, r.ops->GetPlatform(id, &call));
   if (!SameWord(r.form.Get("confirm"), ConfirmWord(s))) {
