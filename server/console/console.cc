@@ -69,9 +69,24 @@ unsigned HttpStatusOf(Code code) {
 }
 
 // What a person reads for a refusal: the operation's own words, except for faults that
-// are ours (internal, I/O, crypto): those say only that it failed, the log says more.
+// are ours (internal, I/O, crypto, TPM, a damaged vault): those say only that it failed,
+// and the log says more. Keyed on the code, not the HTTP status: a refused method (405)
+// or form encoding (415) is the browser's mistake and is worth reading.
+bool IsOurFault(Code code) {
+  switch (code) {
+    case Code::kInternal:
+    case Code::kIoError:
+    case Code::kCryptoError:
+    case Code::kTpmError:
+    case Code::kCorruption:
+      return true;
+    default:
+      return false;
+  }
+}
+
 std::string Readable(const Status& s) {
-  if (HttpStatusOf(s.code()) == 500)
+  if (IsOurFault(s.code()))
     return "the MA could not do this (" + std::string(CodeName(s.code())) +
            "); try again or ask an administrator";
   return s.message();
@@ -117,8 +132,10 @@ std::string RenderLayout(const std::string& title, const std::string& notice,
   return RenderTemplate("layout.mustache", d);
 }
 
-Reply ErrorPage(const Status& s, std::string_view log_op, const storage::Operator* me) {
-  Reply reply = Base(HttpStatusOf(s.code()), log_op);
+// `http_status` overrides the code's own status where HTTP has a more precise one (405, 415).
+Reply ErrorPage(const Status& s, std::string_view log_op, const storage::Operator* me,
+                unsigned http_status = 0) {
+  Reply reply = Base(http_status != 0 ? http_status : HttpStatusOf(s.code()), log_op);
   mu::data d;
   d.set("message", Readable(s));
   if (me != nullptr) d.set("operator", true);
@@ -147,12 +164,9 @@ bool IsCookieValue(const std::string& v) {
 Reply ServePage(const Route& route, const WebRequest& web, const RequestInfo& info,
                 const storage::Operator& me, OperatorOperations* ops, Env* env) {
   if (route.post && !web.content_type.starts_with("application/x-www-form-urlencoded")) {
-    Reply r = ErrorPage(Status(Code::kUnsupported,
-                               "a form is sent as "
-                               "application/x-www-form-urlencoded"),
-                        route.log_op, &me);
-    r.http_status = 415;
-    return r;
+    return ErrorPage(
+        Status(Code::kUnsupported, "a form is sent as application/x-www-form-urlencoded"),
+        route.log_op, &me, 415);
   }
   Result<Form> form = Form::Parse(route.post ? std::string_view(web.body) : QueryOf(web.target));
   if (!form) return ErrorPage(form.error(), route.log_op, &me);
@@ -230,12 +244,11 @@ Reply Console::Serve(const WebRequest& web, const RequestInfo& info) {
   bool other_method = false;
   const Route* route = FindRoute(path, post, &other_method);
   if (route == nullptr) {
-    Reply r = ErrorPage(
-        Status(other_method ? Code::kUnsupported : Code::kNotFound,
-               other_method ? "this page does not take that method" : "there is no such page"),
-        "console", &*me);
-    r.http_status = other_method ? 405 : 404;
-    return r;
+    if (other_method) {
+      return ErrorPage(Status(Code::kUnsupported, "this page does not take that method"), "console",
+                       &*me, 405);
+    }
+    return ErrorPage(Status(Code::kNotFound, "there is no such page"), "console", &*me);
   }
   return ServePage(*route, web, info, *me, ops_, env_);
 }

@@ -186,6 +186,17 @@ code=$(curl -sS -o "$d/anon.html" -w '%{http_code}' --cacert "$MA_CA" "$MA/conso
   fail "without a certificate: $code and $(grep -c laptop-4711 "$d/anon.html") mention(s) of the laptop"
 ok "CSP without script or framing, DENY, nosniff, no-store; the cookie __Host- and Strict; 403 and nothing without a certificate"
 
+# A browser's mistakes are answered in words, not hidden like the MA's own faults.
+code=$(curl -sS -o "$d/method.html" -w '%{http_code}' --cacert "$MA_CA" \
+  --cert "$work/operators/helen.pem" -X POST -d x=1 "$MA/console/platform")
+[ "$code" = 405 ] && grep -q "this page does not take that method" "$d/method.html" ||
+  fail "POST to a page that takes GET: $code, $(grep -o 'class="error">[^<]*' "$d/method.html")"
+code=$(curl -sS -o "$d/enctype.html" -w '%{http_code}' --cacert "$MA_CA" \
+  --cert "$work/operators/helen.pem" -H 'Content-Type: text/plain' -d x=1 "$MA/console/approve")
+[ "$code" = 415 ] && grep -q "a form is sent as application/x-www-form-urlencoded" "$d/enctype.html" ||
+  fail "a form as text/plain: $code, $(grep -o 'class="error">[^<]*' "$d/enctype.html")"
+ok "405 and 415 say what the browser did wrong"
+
 "$MA_ADMIN" --json audit verify --dir "$work/ma" > "$d/verify.json" ||
   fail "audit verify: $(cat "$d/verify.json")"
 ok "ma-admin audit verify: $(json 'd["verified_rows"]' < "$d/verify.json") rows"
