@@ -28,7 +28,7 @@ Result<PlatformInventory> CountingVault::GetPlatformInventory(std::string_view i
 }
 
 Result<PlatformBackupsPage> CountingVault::ListPlatformBackups(size_t page_size,
-                                                              std::string_view page_token) {
+                                                               std::string_view page_token) {
   return Count(inner_->ListPlatformBackups(page_size, page_token));
 }
 
@@ -89,6 +89,11 @@ Result<Session> CountingVault::GetSession(ByteView token_hash, int64_t now) {
 
 Status CountingVault::DeleteSession(ByteView token_hash, const std::optional<AuditEvent>& audit) {
   return Count(inner_->DeleteSession(token_hash, audit));
+}
+
+Result<std::vector<Session>> CountingVault::ListSessions(std::string_view platform_id, int64_t now,
+                                                         size_t limit) {
+  return Count(inner_->ListSessions(platform_id, now, limit));
 }
 
 Result<int64_t> CountingVault::PurgeExpired(int64_t now) {

@@ -35,7 +35,7 @@ class CountingVault final : public Vault {
   Result<PlatformInventory> GetPlatformInventory(std::string_view id) override;
   Result<std::vector<PlatformSummary>> FindPlatforms(std::string_view text, size_t limit) override;
   Result<PlatformBackupsPage> ListPlatformBackups(size_t page_size,
-                                                    std::string_view page_token) override;
+                                                  std::string_view page_token) override;
   Status RevokePlatform(std::string_view id, const AuditEvent& audit) override;
   Status AcceptPlatform(std::string_view id, const AuditEvent& audit) override;
   Result<size_t> RegisterPlatforms(const std::vector<PlatformRegistration>& registrations,
@@ -51,6 +51,8 @@ class CountingVault final : public Vault {
   Status CreateSession(const Session& session, const std::optional<AuditEvent>& audit) override;
   Result<Session> GetSession(ByteView token_hash, int64_t now) override;
   Status DeleteSession(ByteView token_hash, const std::optional<AuditEvent>& audit) override;
+  Result<std::vector<Session>> ListSessions(std::string_view platform_id, int64_t now,
+                                            size_t limit) override;
   Result<int64_t> PurgeExpired(int64_t now) override;
   Result<PutOutcome> PutPackage(const Package& package, const AuditEvent& audit) override;
   Result<Package> GetPackage(std::string_view package_id) override;

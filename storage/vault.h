@@ -425,6 +425,10 @@ class Vault {
   // kNotFound, or kExpired when now >= expires_at.
   virtual Result<Session> GetSession(ByteView token_hash, int64_t now) = 0;
   virtual Status DeleteSession(ByteView token_hash, const std::optional<AuditEvent>& audit) = 0;
+  // The platform's sessions that have not expired at `now`, newest first, at most
+  // `limit` (0 → 100, capped at 1000); what a helpdesk sees of them. Unknown platform: empty.
+  virtual Result<std::vector<Session>> ListSessions(std::string_view platform_id, int64_t now,
+                                                    size_t limit) = 0;
   // Removes expired sessions and expired or used challenges; returns how many rows.
   virtual Result<int64_t> PurgeExpired(int64_t now) = 0;
 

@@ -398,6 +398,23 @@ Result<Session> PostgresVault::GetSession(ByteView token_hash, int64_t now) {
   });
 }
 
+Result<std::vector<Session>> PostgresVault::ListSessions(std::string_view platform_id, int64_t now,
+                                                         size_t limit) {
+  return postgres::Read(*pool_, [&](PGconn* c) -> Result<std::vector<Session>> {
+    TPMMA_ASSIGN_OR_RETURN(
+        Rows r, Query(c, "list sessions",
+                      "SELECT token_hash, created_at, expires_at FROM sessions "
+                      "WHERE platform_id = $1 AND expires_at > $2 "
+                      "ORDER BY created_at DESC, token_hash LIMIT $3",
+                      Params(platform_id, now, static_cast<int64_t>(ClampPageSize(limit)))));
+    std::vector<Session> out;
+    for (int i = 0; i < r.size(); ++i) {
+      out.push_back(Session{r.Blob(i, 0), std::string(platform_id), r.Int(i, 1), r.Int(i, 2)});
+    }
+    return out;
+  });
+}
+
 Status PostgresVault::DeleteSession(ByteView token_hash, const std::optional<AuditEvent>& audit) {
   return ToStatus(Write(*writes_, "delete session", [&](PGconn* c) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(

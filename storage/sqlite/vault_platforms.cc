@@ -422,6 +422,24 @@ Result<Session> SqliteVault::GetSession(ByteView token_hash, int64_t now) {
   return out;
 }
 
+Result<std::vector<Session>> SqliteVault::ListSessions(std::string_view platform_id, int64_t now,
+                                                       size_t limit) {
+  auto conn = readers_->Acquire();
+  TPMMA_ASSIGN_OR_RETURN(Stmt s,
+                         Stmt::Prepare(conn.get(), "list sessions",
+                                       "SELECT token_hash, created_at, expires_at FROM sessions "
+                                       "WHERE platform_id = ? AND expires_at > ? "
+                                       "ORDER BY created_at DESC, token_hash LIMIT ?"));
+  s.Bind(platform_id, now, static_cast<int64_t>(ClampPageSize(limit)));
+  std::vector<Session> out;
+  while (true) {
+    TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    out.push_back(Session{s.Blob(0), std::string(platform_id), s.Int(1), s.Int(2)});
+  }
+  return out;
+}
+
 Status SqliteVault::DeleteSession(ByteView token_hash, const std::optional<AuditEvent>& audit) {
   return ToStatus(Write(*writer_, "delete session", [&](sqlite3* db) -> Result<void> {
     TPMMA_ASSIGN_OR_RETURN(

@@ -299,6 +299,32 @@ TEST_P(VaultTest, Sessions) {
   ASSERT_OK(vault_->GetSession(Sha("b"), kNow + 10));
 }
 
+TEST_P(VaultTest, ListSessionsShowsAPlatformsLiveSessionsNewestFirst) {
+  ASSERT_OK(vault_->UpsertPlatform(MakePlatform("p1"), std::nullopt));
+  ASSERT_OK(vault_->UpsertPlatform(MakePlatform("p2"), std::nullopt));
+  Session older = MakeSession("a", "p1", 100);
+  Session newer = MakeSession("b", "p1", 1000);
+  newer.created_at = kNow + 5;
+  ASSERT_OK(vault_->CreateSession(older, std::nullopt));
+  ASSERT_OK(vault_->CreateSession(newer, std::nullopt));
+  ASSERT_OK(vault_->CreateSession(MakeSession("c", "p2"), std::nullopt));
+  auto live = vault_->ListSessions("p1", kNow, 0);
+  ASSERT_OK(live);
+  ASSERT_EQ(live->size(), 2u);
+  EXPECT_EQ((*live)[0].token_hash, Sha("b"));
+  EXPECT_EQ((*live)[0].created_at, kNow + 5);
+  EXPECT_EQ((*live)[0].expires_at, kNow + 1000);
+  EXPECT_EQ((*live)[0].platform_id, "p1");
+  EXPECT_EQ((*live)[1].token_hash, Sha("a"));
+  // Expired is gone even before a purge; a limit holds; another platform's is not shown.
+  EXPECT_EQ(vault_->ListSessions("p1", kNow + 100, 0)->size(), 1u);
+  EXPECT_EQ(vault_->ListSessions("p1", kNow, 1)->size(), 1u);
+  EXPECT_TRUE(vault_->ListSessions("nobody", kNow, 0)->empty());
+  // Revoking a platform ends its sessions.
+  ASSERT_OK(vault_->RevokePlatform("p1", Audit("RevokePlatform", "p1")));
+  EXPECT_TRUE(vault_->ListSessions("p1", kNow, 0)->empty());
+}
+
 TEST_P(VaultTest, PackagesKeepTheKeyTheyWereVerifiedWith) {
   ASSERT_TRUE(vault_->UpsertPlatform(MakePlatform("p1"), std::nullopt).has_value());
   Package with = MakePackage("3f2504e0-4f89-41d3-9a0c-0305e82c3301", "p1");
