@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "common/text.h"
 
+#include <charconv>
 #include <cstdio>
 #include <ctime>
 
@@ -21,6 +22,25 @@ std::string Utc(int64_t unix_seconds) {
     return std::to_string(unix_seconds);
   }
   return buf;
+}
+
+Result<int64_t> ParseUtc(std::string_view text) {
+  int64_t n = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (!text.empty() && ec == std::errc() && ptr == text.data() + text.size()) return n;
+  std::tm tm{};
+  const std::string s(text);
+  const char* end = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (end == nullptr || *end != '\0') {
+    tm = {};
+    end = strptime(s.c_str(), "%Y-%m-%d", &tm);
+    if (end == nullptr || *end != '\0') {
+      return Error(
+          Code::kInvalidArgument,
+          "a time is YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ (UTC) or Unix seconds, got '" + s + "'");
+    }
+  }
+  return static_cast<int64_t>(timegm(&tm));
 }
 
 std::string EscapeForTerminal(std::string_view s) {

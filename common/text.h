@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/status.h"
+
 namespace tpmma {
 
 namespace text_internal {
@@ -40,6 +42,9 @@ std::string Hex32(uint32_t v);
 // Unix seconds as "YYYY-MM-DDTHH:MM:SSZ" (UTC), the form the package format and every
 // JSON output use; a value gmtime cannot represent comes back as its decimal number.
 std::string Utc(int64_t unix_seconds);
+// Back: "YYYY-MM-DDTHH:MM:SSZ", "YYYY-MM-DD" (its midnight, UTC) or Unix seconds;
+// kInvalidArgument with the accepted forms otherwise.
+Result<int64_t> ParseUtc(std::string_view text);
 
 // `s` safe to print on one line of a terminal: C0 controls (line feeds and ESC included), DEL
 // and C1 controls (U+0080..U+009F, CSI among them) become visible escapes such as "\x1b" and

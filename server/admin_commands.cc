@@ -215,24 +215,6 @@ Result<int64_t> ParseDuration(std::string_view text) {
   return n * unit;
 }
 
-Result<int64_t> ParseTime(std::string_view text) {
-  int64_t n = 0;
-  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (!text.empty() && ec == std::errc() && ptr == text.data() + text.size()) return n;
-  std::tm tm{};
-  std::string s(text);
-  const char* end = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  if (end == nullptr || *end != '\0') {
-    end = strptime(s.c_str(), "%Y-%m-%d", &tm);
-    if (end == nullptr || *end != '\0') {
-      return Error(
-          Code::kInvalidArgument,
-          "a time is YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ (UTC) or Unix seconds, got '" + s + "'");
-    }
-  }
-  return static_cast<int64_t>(timegm(&tm));
-}
-
 Status RevokePlatform(const AdminContext& ctx, const std::string& id, const std::string& reason) {
   TPMMA_RETURN_IF_ERROR(
       ctx.vault->RevokePlatform(id, AdminEvent(ctx, "RevokePlatform", id, reason)));

@@ -88,7 +88,5 @@ Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
 
 // "24h", "90m", "7d", "3600" (seconds) -> seconds; kInvalidArgument otherwise.
 Result<int64_t> ParseDuration(std::string_view text);
-// "2026-11-30T12:00:00Z" or Unix seconds -> Unix seconds.
-Result<int64_t> ParseTime(std::string_view text);
 
 }  // namespace tpmma::server

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/env.h"
+#include "common/text.h"
 #include "server/admin_audit.h"
 #include "server/admin_commands.h"
 #include "server/admin_ek_trust.h"
@@ -353,7 +354,7 @@ tpmma::Status ParseAuditWindow(const Cli& c, std::optional<int64_t>& since,
                                std::optional<int64_t>& until) {
   for (auto [text, field] : {std::pair{&c.since, &since}, std::pair{&c.until, &until}}) {
     if (text->empty()) continue;
-    TPMMA_ASSIGN_OR_RETURN(*field, s::ParseTime(*text));
+    TPMMA_ASSIGN_OR_RETURN(*field, tpmma::ParseUtc(*text));
   }
   return tpmma::Status::Ok();
 }
@@ -536,7 +537,7 @@ std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
   if (*c.audit_checkpoint_key) return s::CreateAuditCheckpointKey(ctx, c.dir);
   if (*c.audit_archive) {
     if (!c.archive_before.empty()) {
-      TPMMA_ASSIGN_OR_RETURN(c.archive.before, s::ParseTime(c.archive_before));
+      TPMMA_ASSIGN_OR_RETURN(c.archive.before, tpmma::ParseUtc(c.archive_before));
     }
     return s::ArchiveAuditLog(ctx, c.dir, c.archive);
   }

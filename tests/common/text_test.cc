@@ -64,5 +64,15 @@ TEST(Text, Hex32AndUtc) {
   EXPECT_EQ(Utc(0), "1970-01-01T00:00:00Z");
 }
 
+TEST(Text, ParseUtcTakesWhatUtcPrintsADateOrSeconds) {
+  EXPECT_EQ(*ParseUtc("1970-01-02"), 86400);
+  EXPECT_EQ(*ParseUtc("2026-11-30T12:00:00Z"), 1796040000);
+  EXPECT_EQ(*ParseUtc(Utc(1796040000)), 1796040000);
+  EXPECT_EQ(*ParseUtc("42"), 42);
+  for (const char* bad : {"", "yesterday", "2026-11-30T12:00:00", "2026-11-30 ", "2026-13-01"}) {
+    EXPECT_FALSE(ParseUtc(bad).has_value()) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace tpmma
