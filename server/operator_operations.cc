@@ -41,6 +41,7 @@ constexpr OpRoles kOpRoles[] = {
     {"FindPlatforms", kAnyRole},
     {"GetPlatform", kAnyRole},
     {"ListPlatformBackups", kAnyRole},
+    {"ListSessions", kAnyRole},
     {"ListPackages", kAnyRole},
     {"ListApprovals", kAnyRole},
     {"Approve", kHelpdeskOrAdmin},
@@ -218,6 +219,20 @@ Result<storage::PlatformBackupsPage> OperatorOperations::ListPlatformBackups(
     TPMMA_RETURN_IF_ERROR(Authorize(call, "ListPlatformBackups", ""));
     TPMMA_RETURN_IF_ERROR(CheckIds({{"PageToken", page_token}}));
     return vault_->ListPlatformBackups(page_size, page_token);
+  };
+  return Finish(call, run());
+}
+
+Result<std::vector<storage::Session>> OperatorOperations::ListSessions(
+    const std::string& platform_id, OperatorCall* call) {
+  auto run = [&]() -> Result<std::vector<storage::Session>> {
+    TPMMA_RETURN_IF_ERROR(Authorize(call, "ListSessions", platform_id));
+    TPMMA_RETURN_IF_ERROR(CheckIds({{"PlatformId", platform_id}}));
+    TPMMA_ASSIGN_OR_RETURN(std::vector<storage::Session> sessions,
+                           vault_->ListSessions(platform_id, env_->NowUnixSeconds(), 100));
+    // A token's hash is not a secret, but no page needs it.
+    for (storage::Session& s : sessions) s.token_hash.clear();
+    return sessions;
   };
   return Finish(call, run());
 }

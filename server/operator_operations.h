@@ -68,6 +68,10 @@ class OperatorOperations {
   Result<storage::PlatformBackupsPage> ListPlatformBackups(size_t page_size,
                                                            const std::string& page_token,
                                                            OperatorCall* call);
+  // The platform's open (unexpired) sessions, newest first, at most 100; token hashes
+  // left empty.
+  Result<std::vector<storage::Session>> ListSessions(const std::string& platform_id,
+                                                     OperatorCall* call);
   Status RevokePlatform(const std::string& platform_id, const std::string& reason,
                         OperatorCall* call);
   Result<storage::PackagePage> ListPackages(const storage::PackageQuery& query, OperatorCall* call);

@@ -149,6 +149,26 @@ Result<std::vector<storage::PackageDescriptor>> PackagesOf(const PageRequest& r,
   return all;
 }
 
+namespace {
+
+// What a helpdesk needs of a platform's sessions: is its lms signed in now, since when.
+Status AddSessions(const PageRequest& r, const std::string& id, mu::data* d) {
+  OperatorCall call = r.Call();
+  TPMMA_ASSIGN_OR_RETURN(std::vector<storage::Session> sessions, r.ops->ListSessions(id, &call));
+  mu::data rows = List();
+  for (const storage::Session& s : sessions) {
+    mu::data row;
+    row.set("started", Time(s.created_at));
+    row.set("ends", Time(s.expires_at));
+    rows.push_back(row);
+  }
+  d->set("sessions", rows);
+  d->set("has_sessions", !sessions.empty());
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<Page> PlatformPage(const PageRequest& r) {
   const std::string id = r.form.Get("id");
   if (id.empty()) return Error(Code::kInvalidArgument, "which platform? (id= is missing)");
@@ -197,6 +217,7 @@ Result<Page> PlatformPage(const PageRequest& r) {
   }
   d.set("approvals", approval_rows);
   d.set("has_approvals", any);
+  TPMMA_RETURN_IF_ERROR(AddSessions(r, id, &d));
   const bool revoked = s.platform.state == storage::PlatformState::kRevoked;
   d.set("can_approve", r.MayApprove() && !revoked);
   d.set("can_revoke", r.MayRevokePlatforms() && !revoked);
@@ -209,6 +230,31 @@ namespace {
 std::optional<std::string> Filter(const Form& form, std::string_view name) {
   std::string v = form.Get(name);
   return v.empty() ? std::nullopt : std::optional<std::string>(std::move(v));
+}
+
+constexpr const char* kAuditFilters[] = {"actor", "action", "object", "from", "to"};
+
+// from= and to= are days (what <input type=date> sends) or UTC times; a day in to= is
+// taken whole, so from=to=one day shows that day.
+Result<storage::AuditFilter> AuditFilterOf(const Form& form) {
+  storage::AuditFilter f;
+  f.actor = Filter(form, "actor");
+  f.action = Filter(form, "action");
+  f.object = Filter(form, "object");
+  if (form.Has("from") && !form.Get("from").empty()) {
+    TPMMA_ASSIGN_OR_RETURN(f.time_from, ParseUtc(form.Get("from")));
+  }
+  if (form.Has("to") && !form.Get("to").empty()) {
+    const std::string to = form.Get("to");
+    TPMMA_ASSIGN_OR_RETURN(int64_t t, ParseUtc(to));
+    f.time_to = to.size() == 10 && to[4] == '-' ? t + 86400 : t;
+  }
+  if (f.time_from && f.time_to && *f.time_to <= *f.time_from) {
+    return Error(Code::kInvalidArgument, "the audit period ends before it starts (from/to)");
+  }
+  f.page_token = form.Get("page");
+  f.page_size = 100;
+  return f;
 }
 
 }  // namespace
@@ -232,12 +278,7 @@ Result<Page> AuditPage(const PageRequest& r) {
   } else {
     return Error(verified.error());
   }
-  storage::AuditFilter f;
-  f.actor = Filter(r.form, "actor");
-  f.action = Filter(r.form, "action");
-  f.object = Filter(r.form, "object");
-  f.page_token = r.form.Get("page");
-  f.page_size = 100;
+  TPMMA_ASSIGN_OR_RETURN(storage::AuditFilter f, AuditFilterOf(r.form));
   call = r.Call();
   TPMMA_ASSIGN_OR_RETURN(storage::AuditPage records, r.ops->ListAudit(f, &call));
   mu::data rows = List();
@@ -253,10 +294,10 @@ Result<Page> AuditPage(const PageRequest& r) {
     rows.push_back(row);
   }
   page.data.set("records", rows);
-  for (const char* name : {"actor", "action", "object"}) page.data.set(name, r.form.Get(name));
+  for (const char* name : kAuditFilters) page.data.set(name, r.form.Get(name));
   if (!records.next_page_token.empty()) {
     std::string next = "/console/audit?page=" + QueryEscape(records.next_page_token);
-    for (const char* name : {"actor", "action", "object"}) {
+    for (const char* name : kAuditFilters) {
       if (r.form.Has(name)) next += fmt::format("&{}={}", name, QueryEscape(r.form.Get(name)));
     }
     page.data.set("next", next);

@@ -7,13 +7,16 @@ one JSON object and exits 1 with the failed check on stderr. console_browser_tes
 
   console_browser.py --base URL --ca CA --work DIR [--shots DIR] SCENARIO [options]
 
-Scenarios: helpdesk (find the old laptop by hostname, review, approve), auditor (sees the
-approval and the verified chain, no approve button; a forged approve form is refused), nocert
+Scenarios: helpdesk (find the old laptop by hostname, review, approve; with two-person approvals
+her own confirmation is refused), confirm (a second helpdesk operator confirms it; later grants
+and revokes another), auditor (sees the approval and the verified chain, the audit of a period,
+no approve button; a forged approve form is refused), nocert
 (a browser without a certificate gets nothing), cross-site (a form on another origin posting
 to the console is refused), admin (revokes a platform: confirmation page, mistyped hostname
 refused, revoked), compliance (never backed up and revoked platforms listed).
 """
 import argparse
+import contextlib
 import hashlib
 import hmac
 import http.server
@@ -80,6 +83,16 @@ def browser(a, name, pem):
     return d
 
 
+@contextlib.contextmanager
+def opened(a, name, pem):
+    """A browser for one scenario, closed whatever happens in it."""
+    d = browser(a, name, pem)
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
 def shot(a, d, name):
     if a.shots:
         os.makedirs(a.shots, exist_ok=True)
@@ -98,13 +111,36 @@ def refusal(a, d, out, key, words, shot_name):
     shot(a, d, shot_name)
 
 
+def notice(a, d, out, key, words, shot_name=None):
+    """The page's notice says `words`; it goes into out[key]."""
+    n = wait_id(d, "notice").text
+    out[key] = n
+    check(all(w in n for w in words), f"{key}: the notice does not say {words}: {n}")
+    if shot_name:
+        shot(a, d, shot_name)
+    return n
+
+
+def status_of(d, approval):
+    return wait_id(d, f"approval-{approval}").find_element(By.CSS_SELECTOR, "td:nth-child(2)").text
+
+
+def expect_status(d, out, approval, want):
+    out["status"] = status_of(d, approval)
+    check(out["status"] == want, f"approval {approval} is {out['status']}, not {want}")
+
+
+def row_button(d, approval, action):
+    row = wait_id(d, f"approval-{approval}")
+    return row.find_element(By.CSS_SELECTOR, f"form[action='/console/approvals/{action}'] button")
+
+
 def text(d):
     return d.execute_script("return document.body ? document.body.innerText : ''")
 
 
 def helpdesk(a, out):
-    d = browser(a, "helpdesk", a.cert)
-    try:
+    with opened(a, "helpdesk", a.cert) as d:
         d.get(a.base + "/console/")
         check(wait_id(d, "me").text == a.operator, "the console does not say who is signed in")
         d.find_element(By.ID, "q").send_keys(a.hostname)
@@ -118,6 +154,8 @@ def helpdesk(a, out):
         check(len(d.find_elements(By.CSS_SELECTOR, "#packages tbody tr")) >= 1,
               "the old platform's page lists no package")
         check(not d.find_elements(By.ID, "revoke-link"), "a helpdesk operator may revoke platforms")
+        out["sessions"] = len(d.find_elements(By.CSS_SELECTOR, "#sessions tbody tr"))
+        check(out["sessions"] >= 1, "the old board's page shows no open session (it backed up)")
         shot(a, d, "2-platform")
         d.find_element(By.ID, "reason").send_keys(a.reason)
         d.find_element(By.ID, "review").click()
@@ -125,20 +163,46 @@ def helpdesk(a, out):
         check(a.old in review and a.new in review, "the review does not show both platforms")
         shot(a, d, "3-review")
         d.find_element(By.ID, "grant").click()
-        notice = wait_id(d, "notice").text
-        check("granted" in notice and a.new in notice, f"no granted notice: {notice}")
-        out["approval_id"] = int(notice.split()[1])
-        shot(a, d, "4-approvals")
-    finally:
-        d.quit()
+        n = notice(a, d, out, "granted", ["granted", "pending", a.new], "4-approvals")
+        out["approval_id"] = int(n.split()[1])
+        # Two-person approvals: the one who granted it may not also confirm it.
+        check(status_of(d, out["approval_id"]) == "pending", "the new approval is not pending")
+        row_button(d, out["approval_id"], "confirm").click()
+        refusal(a, d, out, "own_confirm", "second operator", "4b-own-confirm-refused")
+
+
+def confirm(a, out):
+    """A second helpdesk operator confirms helen's pending approval in the queue."""
+    with opened(a, "confirm", a.cert) as d:
+        d.get(a.base + "/console/approvals")
+        check(status_of(d, a.approval) == "pending", "the approval is not pending before")
+        row_button(d, a.approval, "confirm").click()
+        notice(a, d, out, "confirmed", [f"Approval {a.approval} confirmed."])
+        expect_status(d, out, a.approval, "active")
+        shot(a, d, "4c-confirmed")
+
+
+def grant_and_revoke(a, out):
+    """The same operator grants a second approval (pending) and revokes it with a reason."""
+    with opened(a, "grant-revoke", a.cert) as d:
+        d.get(a.base + f"/console/approve?old={a.old}&new={a.new}&reason=ticket+4713&expires=3600")
+        wait_id(d, "grant").click()
+        n = notice(a, d, out, "granted", ["granted", "pending"])
+        approval = int(n.split()[1])
+        out["approval_id"] = approval
+        row = wait_id(d, f"approval-{approval}")
+        row.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys(a.reason)
+        row_button(d, approval, "revoke").click()
+        notice(a, d, out, "revoked", [f"Approval {approval} revoked."], "4d-revoked")
+        expect_status(d, out, approval, "revoked")
+        check(not wait_id(d, f"approval-{approval}").find_elements(By.CSS_SELECTOR, "form"),
+              "a revoked approval still offers a button")
 
 
 def auditor(a, out):
-    d = browser(a, "auditor", a.cert)
-    try:
+    with opened(a, "auditor", a.cert) as d:
         d.get(a.base + "/console/approvals")
-        row = wait_id(d, f"approval-{a.approval}")
-        out["approval_status"] = row.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text
+        out["approval_status"] = status_of(d, a.approval)
         check(not d.find_elements(By.CSS_SELECTOR, "form[method=post]"),
               "an auditor is offered a button that changes an approval")
         shot(a, d, "5-approvals-auditor")
@@ -158,6 +222,14 @@ def auditor(a, out):
         check(any(a.approver in r and "ok" in r for r in approvals),
               f"the audit page lists no approval by {a.approver}: {approvals}")
         shot(a, d, "6-audit")
+        # A period: today holds the approval, a period that ends before it starts is refused.
+        d.get(a.base + f"/console/audit?action=Operator.Approve&from={a.today}&to={a.today}")
+        out["today_rows"] = len(d.find_elements(By.CSS_SELECTOR, "#audit tbody tr"))
+        check(out["today_rows"] == len(approvals), f"today's audit is not the whole audit: "
+              f"{out['today_rows']} of {len(approvals)}")
+        check(wait_id(d, "from").get_attribute("value") == a.today, "the filter forgot its day")
+        d.get(a.base + f"/console/audit?from={a.today}&to=2000-01-01")
+        refusal(a, d, out, "bad_period", "ends before it starts", "6b-audit-bad-period")
         # The form posted anyway, with a token that is valid for this operator's certificate
         # and cookie: the role decides, and the refusal says so.
         cookie = d.get_cookie(CSRF_COOKIE)
@@ -167,8 +239,6 @@ def auditor(a, out):
         post(d, a.base + "/console/approve", {"csrf": token, "old": a.old, "new": a.new,
                                               "reason": "auditor tries", "expires": "3600"})
         refusal(a, d, out, "auditor_post", "may not", "7-auditor-refused")
-    finally:
-        d.quit()
 
 
 def post(d, url, fields):
@@ -183,8 +253,7 @@ def post(d, url, fields):
 
 
 def nocert(a, out):
-    d = browser(a, "nocert", None)
-    try:
+    with opened(a, "nocert", None) as d:
         try:
             d.get(a.base + "/console/?q=" + a.hostname)
         except TimeoutException:
@@ -195,8 +264,6 @@ def nocert(a, out):
         check(a.hostname not in body, "a page without a certificate names a platform")
         check(not d.find_elements(By.ID, "results"), "a browser without a certificate saw results")
         shot(a, d, "8-no-certificate")
-    finally:
-        d.quit()
 
 
 def cross_site(a, out):
@@ -221,23 +288,21 @@ def cross_site(a, out):
 
     srv = http.server.HTTPServer(("127.0.0.1", 0), Evil)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    d = browser(a, "crosssite", a.cert)
     try:
-        d.get(a.base + "/console/")  # the operator has the console open: its cookie is set
-        wait_id(d, "me")
-        d.get(f"http://127.0.0.1:{srv.server_address[1]}/prize.html")
-        d.find_element(By.ID, "go").click()
-        refusal(a, d, out, "cross_site", "another site", "9-cross-site-refused")
+        with opened(a, "crosssite", a.cert) as d:
+            d.get(a.base + "/console/")  # the operator has the console open: its cookie is set
+            wait_id(d, "me")
+            d.get(f"http://127.0.0.1:{srv.server_address[1]}/prize.html")
+            d.find_element(By.ID, "go").click()
+            refusal(a, d, out, "cross_site", "another site", "9-cross-site-refused")
     finally:
-        d.quit()
         srv.shutdown()
 
 
 def admin(a, out):
     """The admin revokes the old board (say it was stolen): a confirmation page, a mistyped
     hostname refused, then revoked."""
-    d = browser(a, "admin", a.cert)
-    try:
+    with opened(a, "admin", a.cert) as d:
         d.get(a.base + f"/console/platform?id={a.old}")
         wait_id(d, "revoke-link").click()
         check(wait_id(d, "revoke-id").text == a.old, "the confirmation names another platform")
@@ -255,14 +320,12 @@ def admin(a, out):
         check("revoked" in notice, f"no revoked notice: {notice}")
         check(not d.find_elements(By.ID, "revoke-link") and not d.find_elements(By.ID, "approve-form"),
               "a revoked platform's page still offers to revoke or approve")
-    finally:
-        d.quit()
+        check(not d.find_elements(By.ID, "sessions"), "a revoked platform still has open sessions")
 
 
 def compliance(a, out):
     """The compliance view as an auditor: the new board never backed up, the old one revoked."""
-    d = browser(a, "compliance", a.cert)
-    try:
+    with opened(a, "compliance", a.cert) as d:
         d.get(a.base + "/console/")
         wait_id(d, "me")
         d.find_element(By.LINK_TEXT, "Compliance").click()
@@ -273,8 +336,6 @@ def compliance(a, out):
         check(a.old in revoked, "the revoked old board is not listed as revoked")
         check(not d.find_elements(By.ID, "stale"), "a platform is listed as without a recent backup")
         shot(a, d, "12-compliance")
-    finally:
-        d.quit()
 
 
 def main():
@@ -283,8 +344,8 @@ def main():
     ap.add_argument("--ca", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--shots")
-    ap.add_argument("scenario", choices=["helpdesk", "auditor", "nocert", "cross-site", "admin",
-                                             "compliance"])
+    ap.add_argument("scenario", choices=["helpdesk", "confirm", "grant-revoke", "auditor",
+                                         "nocert", "cross-site", "admin", "compliance"])
     ap.add_argument("--cert")
     ap.add_argument("--operator", default="")
     ap.add_argument("--fingerprint", default="")
@@ -294,9 +355,11 @@ def main():
     ap.add_argument("--reason", default="")
     ap.add_argument("--approval", default="")
     ap.add_argument("--approver", default="", help="operator:NAME of the approval's author")
+    ap.add_argument("--today", default="", help="YYYY-MM-DD, UTC")
     a = ap.parse_args()
     out = {"scenario": a.scenario}
-    run = {"helpdesk": helpdesk, "auditor": auditor, "nocert": nocert,
+    run = {"helpdesk": helpdesk, "confirm": confirm, "grant-revoke": grant_and_revoke,
+           "auditor": auditor, "nocert": nocert,
            "cross-site": cross_site, "admin": admin,
            "compliance": compliance}[a.scenario]
     try:

@@ -3,14 +3,16 @@
 # The helpdesk console end to end (issue #15), in headless Chromium (console_browser.py):
 #   1. board A (hostname laptop-4711) backs up; its disk goes to board B, which authenticates;
 #   2. helen (helpdesk), in a browser with her certificate in NSS, finds laptop-4711, opens the
-#      old board, reviews both side by side and grants the approval with a reason;
-#   3. B's `lms restore` succeeds and A's key signs on B with its old public key;
-#   4. audrey (auditor) sees the approval (used) and the chain verified, is offered no approve
-#      form or button, and her approve form posted anyway is refused by role;
+#      old board (its open session shown), reviews both side by side and grants the approval
+#      with a reason; approvals are two-person, so it is pending and her own Confirm is refused;
+#   3. hugo (helpdesk) confirms it in the queue; B's `lms restore` succeeds and A's key signs on
+#      B with its old public key; hugo grants a second approval and revokes it with a reason;
+#   4. audrey (auditor) sees the approval (used), the chain verified and today's audit, is
+#      offered no approve form or button, and her approve form posted anyway is refused by role;
 #   5. a browser without a certificate gets a refusal and no data; a form on another origin
 #      posting to the console in helen's browser is refused, and no approval was made by it;
 #   6. carol (admin) revokes the old board after a confirmation page; a mistyped hostname is
-#      refused; the vault then says revoked;
+#      refused; the vault then says revoked and its page shows no open session;
 #   7. audrey's compliance view lists B as never backed up and A as revoked; its CSV quotes and
 #      defuses a formula in an owner label. curl checks the headers of every reply.
 # Usage: console_browser_test.sh [--build DIR] [--workdir DIR] [--shots DIR] [--keep]
@@ -54,13 +56,15 @@ trap cleanup EXIT
 d=$work/data
 mkdir -p "$d"
 
-step "Two TPMs (boards A and B), one MA, operators helen (helpdesk), audrey (auditor), carol (admin)"
+step "Two TPMs (boards A and B), one MA (two-person approvals), operators helen and hugo (helpdesk), audrey (auditor), carol (admin)"
 swtpm_localca_init "$work" tpm-ma-console-test
 for b in A B; do
   swtpm_provision "$b" "$work/tpm-$b" || fail "swtpm_setup of $b"
   swtpm_start "$b" "$work/tpm-$b" "$work/swtpm-$b.log" || fail "swtpm $b did not start"
 done
 "$MA_ADMIN" init --dir "$work/ma" --listen 127.0.0.1:0 --ek-root "$SWTPM_EK_ROOT" >/dev/null
+sed -i 's/^two_person = false$/two_person = true/' "$work/ma/config.toml"
+grep -q '^two_person = true$' "$work/ma/config.toml" || fail "config.toml has no two_person line"
 : > "$work/ma.log"
 "$MA_SERVER" --config "$work/ma/config.toml" 2>> "$work/ma.log" &
 ma=$!
@@ -72,7 +76,7 @@ port=$(port_of)
 [ -n "$port" ] || fail "ma-server exited: $(tail -n 5 "$work/ma.log")"
 MA=https://127.0.0.1:$port
 MA_CA=$work/ma/ca/ca-cert.pem
-for op in helen:helpdesk audrey:auditor carol:admin; do
+for op in helen:helpdesk hugo:helpdesk audrey:auditor carol:admin; do
   "$MA_ADMIN" operator issue --name "${op%%:*}" --role "${op#*:}" --out "$work/operators" \
     --dir "$work/ma" >/dev/null
 done
@@ -114,27 +118,40 @@ browse helpdesk --cert "$work/operators/helen.pem" --operator "helen · helpdesk
   --hostname laptop-4711 --old "$OLD" --new "$NEW" --reason "ticket 4711: motherboard replaced"
 APPROVAL=$(json 'd["approval_id"]' < "$d/helpdesk.json")
 ok "approval $APPROVAL granted in the browser ($(json 'd["found"]' < "$d/helpdesk.json") platforms found)"
-"$MA_ADMIN" --json approvals list --dir "$work/ma" > "$d/approvals.json"
-[ "$(json '[a["created_by"] + "/" + a["reason"] for a in d["approvals"] if a["id"] == '"$APPROVAL"'][0]' < "$d/approvals.json")" = "helen/ticket 4711: motherboard replaced" ] ||
-  fail "the vault's approval is not helen's with her reason: $(cat "$d/approvals.json")"
+ok "her own confirmation: $(json 'd["own_confirm"]' < "$d/helpdesk.json")"
+approval_is() {  # ID FIELDS EXPECTED: the vault's approval ID, FIELDS joined by /
+  "$MA_ADMIN" --json approvals list --dir "$work/ma" > "$d/approvals.json"
+  local got
+  got=$(json '["/".join(str(a[f]) for f in "'"$2"'".split(",")) for a in d["approvals"] if a["id"] == '"$1"'][0]' < "$d/approvals.json")
+  [ "$got" = "$3" ] || fail "the vault's approval $1 has $2 = $got, not $3"
+}
+approval_is "$APPROVAL" created_by,reason,status "helen/ticket 4711: motherboard replaced/pending"
+
+step "hugo (helpdesk) confirms helen's approval in the queue"
+browse confirm --cert "$work/operators/hugo.pem" --approval "$APPROVAL"
+approval_is "$APPROVAL" confirmed_by,status "hugo/active"
+ok "$(json 'd["confirmed"]' < "$d/confirm.json") The vault: confirmed by hugo, active"
 
 step "Board B restores; A's key signs on B"
 lms_on B "$work/store-B" --json restore --from "$OLD" --recovery-code-file "$d/recovery-code.txt" \
   > "$d/restore.json" || fail "restore on B: $(cat "$d/restore.json")"
-lms_on B "$work/store-B" pubkey vpn --out "$d/vpn-B.pem" >/dev/null
-cmp -s "$d/vpn-A.pem" "$d/vpn-B.pem" || fail "vpn: the public key changed"
-echo "signed on board B" > "$d/msg.txt"
-lms_on B "$work/store-B" sign vpn --in "$d/msg.txt" --out "$d/msg.sig" >/dev/null
-openssl dgst -sha256 -verify "$d/vpn-A.pem" -signature "$d/msg.sig" "$d/msg.txt" >/dev/null ||
-  fail "B's signature does not verify with A's public key"
+key_signs_as vpn "$d/vpn-A.pem" "$d" lms_on B "$work/store-B"
 ok "restored under approval $APPROVAL; vpn signs on B with A's public key"
+
+step "hugo grants a second approval by mistake and revokes it in the queue"
+browse grant-revoke --cert "$work/operators/hugo.pem" --old "$OLD" --new "$NEW" \
+  --reason "granted by mistake"
+SECOND=$(json 'd["approval_id"]' < "$d/grant-revoke.json")
+approval_is "$SECOND" created_by,status "hugo/revoked"
+ok "$(json 'd["revoked"]' < "$d/grant-revoke.json") The vault agrees"
 
 step "audrey (auditor): the approval and the verified chain; no approve; a posted form refused"
 browse auditor --cert "$work/operators/audrey.pem" --fingerprint "$audrey_fp" --old "$OLD" \
-  --new "$NEW" --approval "$APPROVAL" --approver operator:helen
+  --new "$NEW" --approval "$APPROVAL" --approver operator:helen --today "$(date -u +%F)"
 [ "$(json 'd["approval_status"]' < "$d/auditor.json")" = used ] ||
   fail "the auditor sees approval $APPROVAL as $(json 'd["approval_status"]' < "$d/auditor.json"), not used"
-ok "$(json 'd["chain"]' < "$d/auditor.json")"
+ok "$(json 'd["chain"]' < "$d/auditor.json"); today: $(json 'd["today_rows"]' < "$d/auditor.json") approval record(s)"
+ok "a period that ends before it starts: $(json 'd["bad_period"]' < "$d/auditor.json")"
 ok "posted anyway: $(json 'd["auditor_post"]' < "$d/auditor.json")"
 
 step "No certificate: nothing; a form from another site: refused"
