@@ -3,7 +3,6 @@
 // uploads are minutes old and N is at least a day): the page functions called in-process on
 // a real SQLite vault whose packages were uploaded 40 and 2 days ago.
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
 
 #include <memory>
 #include <string>
@@ -22,13 +21,6 @@ namespace {
 
 constexpr int64_t kDay = 86400;
 const std::string kFingerprint(64, 'a');
-
-Bytes Sha256(ByteView data) {
-  Bytes out(32);
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha256(), nullptr);
-  return out;
-}
 
 class ConsoleComplianceTest : public ::testing::Test {
  protected:
@@ -73,7 +65,7 @@ class ConsoleComplianceTest : public ::testing::Test {
     pkg.descriptor.created_at = uploaded_at;
     pkg.descriptor.uploaded_at = uploaded_at;
     pkg.body = ToBytes("<Package id='" + id + "'/>");
-    pkg.descriptor.sha256 = Sha256(pkg.body);
+    pkg.descriptor.sha256 = testing::Sha256Of(pkg.body);
     ASSERT_TRUE(vault_->PutPackage(pkg, Event("Upload", id)).has_value());
   }
 

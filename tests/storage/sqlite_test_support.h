@@ -24,21 +24,15 @@
 #include <thread>
 #include <vector>
 
-#include <openssl/evp.h>
-
 #include "storage/sqlite_vault.h"
 #include "tests/storage/vault_test.h"
+#include "tests/support/testutil.h"
 
 namespace tpmma::storage::testing {
 
 inline constexpr int64_t kNow = 1'800'000'000;
 
-inline Bytes Sha256Of(ByteView data) {
-  Bytes out(32);
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha256(), nullptr);
-  return out;
-}
+using ::tpmma::testing::Sha256Of;
 
 inline std::string DbPath(const std::string& dir) {
   return dir + "/vault.db";

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 #include "tests/support/testutil.h"
 
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <sys/wait.h>
@@ -82,6 +83,13 @@ void Spit(const std::string& path, std::string_view data) {
 
 std::string SourceDir() {
   return TPMMA_SOURCE_DIR;
+}
+
+Bytes Sha256Of(ByteView data) {
+  Bytes out(32);
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha256(), nullptr);
+  return out;
 }
 
 Bytes PemCertificateFileToDer(const std::string& path) {

@@ -34,6 +34,8 @@ struct CommandResult {
 CommandResult RunCommand(const std::vector<std::string>& argv);
 
 Bytes ReadFileOrDie(const std::string& path);
+// SHA-256 of `data` (32 bytes), what a stored package's descriptor carries.
+Bytes Sha256Of(ByteView data);
 // The first certificate of a PEM file as DER (empty if there is none).
 Bytes PemCertificateFileToDer(const std::string& path);
 void WriteFileOrDie(const std::string& path, ByteView data);
