@@ -43,7 +43,11 @@ Result<MaConnection> OpenMaConnection(Lms& lms, const MaSettings& s, bool with_s
 // kMaxKnownSigners.
 void RememberSigner(MaState& m, const std::string& platform_id, const Bytes& public_area);
 
-// Every page of a Query, newest first.
+// Newest first: by creation time, then upload time; a tie (one-second resolution) goes to
+// the later upload, which assumes `packages` arrive in the MA's upload order.
+void SortNewestFirst(std::vector<ma::PackageDescriptor>& packages);
+
+// Every page of a Query, newest first (SortNewestFirst).
 Result<std::vector<ma::PackageDescriptor>> QueryAll(MaConnection& s, const MaSettings& settings,
                                                     const ma::QueryFilter& filter);
 

@@ -236,11 +236,17 @@ Result<std::vector<ma::PackageDescriptor>> QueryAll(MaConnection& s, const MaSet
     if (r->next_page_token.empty()) break;
     page_token = r->next_page_token;
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-    return std::tie(a.created_at, a.uploaded_at, a.package_id) >
-           std::tie(b.created_at, b.uploaded_at, b.package_id);
-  });
+  SortNewestFirst(out);
   return out;
+}
+
+void SortNewestFirst(std::vector<ma::PackageDescriptor>& packages) {
+  // The MA lists packages in upload order (docs/protocol.md): reversed, a stable sort keeps
+  // the later of two same-second uploads first. A package id is random, no tie-breaker.
+  std::reverse(packages.begin(), packages.end());
+  std::stable_sort(packages.begin(), packages.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.created_at, a.uploaded_at) > std::tie(b.created_at, b.uploaded_at);
+  });
 }
 
 schema::KeyUsage UsageOf(KeyType t) {

@@ -19,6 +19,7 @@
 
 #include "client/lms/custody.h"
 #include "client/lms/keystore.h"
+#include "client/lms/ma_connection.h"
 #include "client/lms/operations.h"
 #include "common/env.h"
 #include "common/openssl.h"
@@ -156,6 +157,29 @@ class LmsTest : public ::testing::Test {
 };
 
 // ------------------------------------------------------------------ init and keygen
+
+// Two backups in one second tie on every time the MA reports: the later upload (the MA
+// lists in upload order) is the newest, whatever the random package ids say.
+TEST(LmsQueryOrder, NewestFirstAndASameSecondTieGoesToTheLaterUpload) {
+  auto d = [](std::string id, int64_t created, int64_t uploaded) {
+    ma::PackageDescriptor p;
+    p.package_id = std::move(id);
+    p.created_at = created;
+    p.uploaded_at = uploaded;
+    return p;
+  };
+  // Upload order: z (t=100), b (t=200), a (t=200, same second), c (created 150, uploaded 300).
+  std::vector<ma::PackageDescriptor> list = {d("z", 100, 100), d("b", 200, 200), d("a", 200, 200),
+                                             d("c", 150, 300)};
+  SortNewestFirst(list);
+  std::vector<std::string> ids;
+  for (const auto& p : list) ids.push_back(p.package_id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"a", "b", "c", "z"}));
+  // Same creation time, another upload time: the later upload first.
+  list = {d("late", 200, 205), d("early", 200, 201)};
+  SortNewestFirst(list);
+  EXPECT_EQ(list[0].package_id, "late");
+}
 
 TEST_F(LmsTest, InitShowsTheRecoveryCodeOnceAndStoresItNowhere) {
   EXPECT_TRUE(std::regex_match(w_->recovery_code,
