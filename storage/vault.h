@@ -123,6 +123,11 @@ struct Platform {
   Bytes ak_public;
   Bytes ak_name;
   std::optional<Bytes> signing_key_public;  // package-signing key, once known
+  // The SRK (TPM2B_PUBLIC) the AK certified at the latest Authenticate that sent one, and
+  // when: the parent a Download re-wraps to, for the helpdesk to see before it approves a
+  // restore to this platform. An upsert without one keeps the stored pair.
+  std::optional<Bytes> srk_public;
+  int64_t srk_certified_at = 0;
   PlatformState state = PlatformState::kActive;
   int64_t created_at = 0;
   int64_t last_seen_at = 0;

@@ -10,8 +10,8 @@ namespace {
 
 using T = CopyType;
 
-// Column by column from storage/sqlite/migrations/000[1-6]*.sql and
-// storage/postgres/migrations/0001_schema.sql (SQLite's platforms.pending is folded into
+// Column by column from storage/sqlite/migrations/000[1-7]*.sql and
+// storage/postgres/migrations/000[12]*.sql (SQLite's platforms.pending is folded into
 // state; PostgreSQL's schema_version and audit_head are the importer's to write).
 constexpr CopyColumn kPlatforms[] = {
     {"id", T::kText},
@@ -24,6 +24,8 @@ constexpr CopyColumn kPlatforms[] = {
     {"created_at", T::kInt},
     {"last_seen_at", T::kInt},
     {"ek_key_id", T::kBytes, true},
+    {"srk_public", T::kBytes, true},
+    {"srk_certified_at", T::kInt, true},
 };
 constexpr CopyColumn kRegistrations[] = {
     {"kind", T::kText}, {"digest", T::kBytes}, {"label", T::kText}, {"created_at", T::kInt}};

@@ -8,4 +8,6 @@
 namespace tpmma::storage::postgres::embedded {
 extern const unsigned char kMigration1[];
 extern const size_t kMigration1Size;
+extern const unsigned char kMigration2[];
+extern const size_t kMigration2Size;
 }  // namespace tpmma::storage::postgres::embedded

@@ -5,8 +5,9 @@
 // lock. Here the calls queued at the same time share one transaction: the first in the queue
 // leads (as in LevelDB's write queue, no extra thread), locks the audit head once, runs
 // each call in its own SAVEPOINT (a call that fails is rolled back alone, with its own
-// error), commits once, and wakes the others. A call returns only after the COMMIT that holds it, so an acknowledged write is
-// durable; if the COMMIT fails, every call of the batch gets that error.
+// error), commits once, and wakes the others. A call returns only after the COMMIT that holds it,
+// so an acknowledged write is durable; if the COMMIT fails, every call of the batch gets that
+// error.
 //
 // Why not libpq's pipeline mode: each call reads what it wrote a statement before (the
 // package's new pk, the approval row it locked), so its statements cannot be queued ahead

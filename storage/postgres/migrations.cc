@@ -22,6 +22,7 @@ std::string_view Text(const unsigned char* data, size_t size) {
 // Migration i takes version i to i+1; append, never edit a released entry.
 const std::string_view kMigrations[] = {
     Text(embedded::kMigration1, embedded::kMigration1Size),
+    Text(embedded::kMigration2, embedded::kMigration2Size),
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));

@@ -79,6 +79,8 @@ Result<Platform> ReadPlatform(const Rows& rows, int i) {
   p.created_at = rows.Int(i, 7);
   p.last_seen_at = rows.Int(i, 8);
   p.ek_key_id = rows.Blob(i, 9);
+  if (!rows.IsNull(i, 10)) p.srk_public = rows.Blob(i, 10);
+  if (!rows.IsNull(i, 11)) p.srk_certified_at = rows.Int(i, 11);
   return p;
 }
 

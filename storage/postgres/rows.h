@@ -92,8 +92,8 @@ Result<bool> PlatformExists(PGconn* c, std::string_view id);
 // The platforms columns ReadPlatform reads, in its order.
 inline constexpr std::string_view kPlatformColumns =
     "id, ek_public, ek_certificate, ak_public, ak_name, signing_key_public, state, created_at, "
-    "last_seen_at, ek_key_id";
-inline constexpr int kPlatformColumnCount = 10;
+    "last_seen_at, ek_key_id, srk_public, srk_certified_at";
+inline constexpr int kPlatformColumnCount = 12;
 Result<Platform> ReadPlatform(const Rows& rows, int row);
 // Replaces the platform's inventory row (reported at `now`); nothing if it is absent.
 Status PutInventoryLocked(PGconn* c, std::string_view platform_id,

@@ -120,7 +120,7 @@ Result<std::vector<PlatformSummary>> PostgresVault::FindPlatforms(std::string_vi
 }
 
 Result<PlatformBackupsPage> PostgresVault::ListPlatformBackups(size_t page_size,
-                                                              std::string_view page_token) {
+                                                               std::string_view page_token) {
   std::string after;
   if (!page_token.empty()) {
     TPMMA_ASSIGN_OR_RETURN(after, ParsePageToken('b', page_token));

@@ -44,19 +44,25 @@ Result<Platform> UpsertPlatformLocked(PGconn* c, const Platform& p) {
   if (!p.ek_key_id.empty()) key_id = p.ek_key_id;
   TPMMA_ASSIGN_OR_RETURN(
       Rows r,
-      Query(c, "upsert platform",
-            Cat("INSERT INTO platforms (id, ek_public, ek_certificate, ak_public, ak_name, "
-                "signing_key_public, state, created_at, last_seen_at, ek_key_id) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-                "ON CONFLICT (id) DO UPDATE SET ek_public = excluded.ek_public, "
-                "ek_key_id = COALESCE(excluded.ek_key_id, platforms.ek_key_id), "
-                "ek_certificate = excluded.ek_certificate, ak_public = excluded.ak_public, "
-                "ak_name = excluded.ak_name, signing_key_public = "
-                "COALESCE(excluded.signing_key_public, platforms.signing_key_public), "
-                "last_seen_at = excluded.last_seen_at RETURNING ",
-                kPlatformColumns),
-            Params(p.id, p.ek_public, p.ek_certificate, p.ak_public, p.ak_name,
-                   p.signing_key_public, ToString(p.state), p.created_at, p.last_seen_at, key_id)));
+      Query(
+          c, "upsert platform",
+          Cat("INSERT INTO platforms (id, ek_public, ek_certificate, ak_public, ak_name, "
+              "signing_key_public, state, created_at, last_seen_at, ek_key_id, srk_public, "
+              "srk_certified_at) "
+              "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+              "ON CONFLICT (id) DO UPDATE SET ek_public = excluded.ek_public, "
+              "ek_key_id = COALESCE(excluded.ek_key_id, platforms.ek_key_id), "
+              "ek_certificate = excluded.ek_certificate, ak_public = excluded.ak_public, "
+              "ak_name = excluded.ak_name, signing_key_public = "
+              "COALESCE(excluded.signing_key_public, platforms.signing_key_public), "
+              "srk_certified_at = CASE WHEN excluded.srk_public IS NULL THEN "
+              "platforms.srk_certified_at ELSE excluded.srk_certified_at END, "
+              "srk_public = COALESCE(excluded.srk_public, platforms.srk_public), "
+              "last_seen_at = excluded.last_seen_at RETURNING ",
+              kPlatformColumns),
+          Params(p.id, p.ek_public, p.ek_certificate, p.ak_public, p.ak_name, p.signing_key_public,
+                 ToString(p.state), p.created_at, p.last_seen_at, key_id, p.srk_public,
+                 p.srk_public ? std::optional<int64_t>(p.srk_certified_at) : std::nullopt)));
   return ReadPlatform(r, 0);
 }
 

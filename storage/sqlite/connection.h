@@ -18,8 +18,8 @@ Status CreatePrivateFile(const std::string& path);
 // Same configuration on every connection: a tampered file's triggers/views cannot call
 // risky functions (trusted_schema=OFF); foreign keys on; then `pragmas`. `vfs`: the SQLite
 // VFS by name, empty for the default (tests register one that injects I/O faults).
-Result<DbPtr> OpenConnection(const std::string& path, int busy_timeout_ms,
-                             std::string_view pragmas, const std::string& vfs);
+Result<DbPtr> OpenConnection(const std::string& path, int busy_timeout_ms, std::string_view pragmas,
+                             const std::string& vfs);
 
 // WAL journal mode and synchronous=FULL: a commit is on disk (WAL fsynced) before the call
 // returns (storage/README.md, "Durability and transactions").

@@ -18,4 +18,6 @@ extern const unsigned char kMigration5[];
 extern const size_t kMigration5Size;
 extern const unsigned char kMigration6[];
 extern const size_t kMigration6Size;
+extern const unsigned char kMigration7[];
+extern const size_t kMigration7Size;
 }  // namespace tpmma::storage::sqlite::embedded

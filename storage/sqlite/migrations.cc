@@ -24,6 +24,7 @@ const std::string_view kMigrations[] = {
     Text(embedded::kMigration4, embedded::kMigration4Size),
     Text(embedded::kMigration5, embedded::kMigration5Size),
     Text(embedded::kMigration6, embedded::kMigration6Size),
+    Text(embedded::kMigration7, embedded::kMigration7Size),
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));

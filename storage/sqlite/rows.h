@@ -53,8 +53,9 @@ Result<bool> PlatformExists(sqlite3* db, std::string_view id);
 // vault joins them with has these names).
 inline constexpr std::string_view kPlatformColumns =
     "id, ek_public, ek_certificate, ak_public, ak_name, signing_key_public, state, created_at, "
-    "last_seen_at, ek_key_id, pending";
-// A platform from columns 0..10 of `s` (kPlatformColumns).
+    "last_seen_at, ek_key_id, pending, srk_public, srk_certified_at";
+inline constexpr int kPlatformColumnCount = 13;
+// A platform from columns 0..12 of `s` (kPlatformColumns).
 Result<Platform> ReadPlatform(const Stmt& s);
 // Replaces the platform's inventory row with `inventory` (reported at `now`); nothing
 // if it is absent. Inside the open write transaction; the caller has checked it.

@@ -19,6 +19,9 @@ constexpr std::string_view kInventoryColumnList =
     "hostname, os_name, kernel_release, system_vendor, product_name, serial_number, asset_tag, "
     "machine_id, tpm_manufacturer, tpm_vendor, tpm_firmware, owner_label, reported_at";
 constexpr int kInventoryValues = 12;
+// In a platform-and-inventory row: the platform's columns, then platform_id (NULL: no
+// inventory), then kInventoryColumnList (13 columns), then any counts.
+constexpr int kInventoryAt = sqlite::kPlatformColumnCount;
 
 // Columns first..first+12 of `s` (kInventoryColumnList).
 PlatformInventory ReadInventory(const Stmt& s, int first) {
@@ -97,14 +100,14 @@ Result<std::vector<PlatformSummary>> SqliteVault::FindPlatforms(std::string_view
     if (!row) break;
     PlatformSummary m;
     TPMMA_ASSIGN_OR_RETURN(m.platform, sqlite::ReadPlatform(s));
-    if (!s.IsNull(11)) m.inventory = ReadInventory(s, 12);
+    if (!s.IsNull(kInventoryAt)) m.inventory = ReadInventory(s, kInventoryAt + 1);
     out.push_back(std::move(m));
   }
   return out;
 }
 
 Result<PlatformBackupsPage> SqliteVault::ListPlatformBackups(size_t page_size,
-                                                            std::string_view page_token) {
+                                                             std::string_view page_token) {
   std::string after;
   if (!page_token.empty()) {
     TPMMA_ASSIGN_OR_RETURN(after, ParsePageToken('b', page_token));
@@ -112,14 +115,14 @@ Result<PlatformBackupsPage> SqliteVault::ListPlatformBackups(size_t page_size,
   const size_t n = ClampPageSize(page_size);
   auto conn = readers_->Acquire();
   TPMMA_ASSIGN_OR_RETURN(
-      Stmt s, Stmt::Prepare(conn.get(), "list platform backups",
-                            Cat("SELECT ", sqlite::kPlatformColumns, ", platform_id, ",
-                                kInventoryColumnList,
-                                ", (SELECT count(*) FROM packages WHERE source_platform_id = id)"
-                                ", (SELECT coalesce(max(uploaded_at), 0) FROM packages "
-                                "WHERE source_platform_id = id)"
-                                " FROM platforms LEFT JOIN platform_inventory ON platform_id = id"
-                                " WHERE id > ? ORDER BY id LIMIT ?")));
+      Stmt s, Stmt::Prepare(
+                  conn.get(), "list platform backups",
+                  Cat("SELECT ", sqlite::kPlatformColumns, ", platform_id, ", kInventoryColumnList,
+                      ", (SELECT count(*) FROM packages WHERE source_platform_id = id)"
+                      ", (SELECT coalesce(max(uploaded_at), 0) FROM packages "
+                      "WHERE source_platform_id = id)"
+                      " FROM platforms LEFT JOIN platform_inventory ON platform_id = id"
+                      " WHERE id > ? ORDER BY id LIMIT ?")));
   s.Bind(after, static_cast<int64_t>(n + 1));
   PlatformBackupsPage page;
   while (true) {
@@ -131,9 +134,9 @@ Result<PlatformBackupsPage> SqliteVault::ListPlatformBackups(size_t page_size,
     }
     PlatformBackups b;
     TPMMA_ASSIGN_OR_RETURN(b.summary.platform, sqlite::ReadPlatform(s));
-    if (!s.IsNull(11)) b.summary.inventory = ReadInventory(s, 12);
-    b.package_count = s.Int(25);
-    b.last_uploaded_at = s.Int(26);
+    if (!s.IsNull(kInventoryAt)) b.summary.inventory = ReadInventory(s, kInventoryAt + 1);
+    b.package_count = s.Int(kInventoryAt + 1 + 13);
+    b.last_uploaded_at = s.Int(kInventoryAt + 1 + 14);
     page.platforms.push_back(std::move(b));
   }
   return page;

@@ -36,6 +36,8 @@ Result<Platform> ReadPlatform(const Stmt& s) {
   if (!s.IsNull(9)) p.ek_key_id = s.Blob(9);
   // Stored as state 'active' + pending = 1 (migration 0004).
   if (p.state == PlatformState::kActive && s.Int(10) != 0) p.state = PlatformState::kPending;
+  if (!s.IsNull(11)) p.srk_public = s.Blob(11);
+  if (!s.IsNull(12)) p.srk_certified_at = s.Int(12);
   return p;
 }
 
@@ -57,26 +59,37 @@ Result<Platform> GetPlatformLocked(sqlite3* db, std::string_view id) {
   return ReadPlatform(s);
 }
 
+// NULL with no SRK, so that an upsert without one keeps the stored time too.
+std::optional<int64_t> SrkCertifiedAt(const Platform& p) {
+  if (!p.srk_public) return std::nullopt;
+  return p.srk_certified_at;
+}
+
 Result<Platform> UpsertPlatformLocked(sqlite3* db, const Platform& p) {
   if (p.id.empty()) return Error(Code::kInvalidArgument, "platform id is empty");
   TPMMA_ASSIGN_OR_RETURN(
       Stmt s, Stmt::Prepare(
                   db, "upsert platform",
                   "INSERT INTO platforms (id, ek_public, ek_certificate, ak_public, ak_name, "
-                  "signing_key_public, state, created_at, last_seen_at, ek_key_id, pending) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                  "signing_key_public, state, created_at, last_seen_at, ek_key_id, pending, "
+                  "srk_public, srk_certified_at) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                   "ON CONFLICT (id) DO UPDATE SET ek_public = excluded.ek_public, "
                   "ek_key_id = COALESCE(excluded.ek_key_id, ek_key_id), "
                   "ek_certificate = excluded.ek_certificate, ak_public = excluded.ak_public, "
                   "ak_name = excluded.ak_name, "
                   "signing_key_public = COALESCE(excluded.signing_key_public, signing_key_public), "
+                  "srk_certified_at = CASE WHEN excluded.srk_public IS NULL THEN "
+                  "srk_certified_at ELSE excluded.srk_certified_at END, "
+                  "srk_public = COALESCE(excluded.srk_public, srk_public), "
                   "last_seen_at = excluded.last_seen_at"));
   std::optional<Bytes> key_id;
   if (!p.ek_key_id.empty()) key_id = p.ek_key_id;
   const bool pending = p.state == PlatformState::kPending;
   const PlatformState stored = pending ? PlatformState::kActive : p.state;
   s.Bind(p.id, p.ek_public, p.ek_certificate, p.ak_public, p.ak_name, p.signing_key_public,
-         ToString(stored), p.created_at, p.last_seen_at, key_id, int64_t{pending ? 1 : 0});
+         ToString(stored), p.created_at, p.last_seen_at, key_id, int64_t{pending ? 1 : 0},
+         p.srk_public, SrkCertifiedAt(p));
   TPMMA_RETURN_IF_ERROR(s.Run());
   return GetPlatformLocked(db, p.id);
 }

@@ -158,7 +158,8 @@ TEST_F(AuditAnchorTest, AnUpgradedVaultGetsItsGenesisAfterTheRecordsItHad) {
           "DROP TABLE audit_segments",
           "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT "
           "RAISE(ABORT, 'audit_log is append-only'); END",
-          "PRAGMA user_version = 5"}) {
+          "ALTER TABLE platforms DROP COLUMN srk_public",  // migration 7's
+          "ALTER TABLE platforms DROP COLUMN srk_certified_at", "PRAGMA user_version = 5"}) {
       ASSERT_EQ(raw.Exec(sql), "") << sql;
     }
     ForgeRecords(raw, 1, 3, Bytes(32, 0), "Legacy");

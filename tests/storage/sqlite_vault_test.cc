@@ -243,5 +243,36 @@ TEST_F(SqliteVaultTest, MigratingTwiceIsANoOp) {
   EXPECT_EQ(raw.Count("PRAGMA user_version"), SqliteVault::SchemaVersion());
 }
 
+// Migration 7 on a vault that schema 6 wrote: its platforms are kept, with no SRK until they
+// next authenticate with one.
+TEST_F(SqliteVaultTest, Schema6PlatformsGainAnEmptySrk) {
+  {
+    auto v = OpenOrDie(Path());
+    ASSERT_TRUE(v->UpsertPlatform(MakePlatform("p-six"), std::nullopt).has_value());
+  }
+  {
+    RawDb raw(Path());
+    for (const char* sql :
+         {"ALTER TABLE platforms DROP COLUMN srk_public",
+          "ALTER TABLE platforms DROP COLUMN srk_certified_at", "PRAGMA user_version = 6"}) {
+      ASSERT_EQ(raw.Exec(sql), "") << sql;
+    }
+  }
+  auto v = OpenOrDie(Path());
+  auto p = v->GetPlatform("p-six");
+  ASSERT_TRUE(p.has_value()) << p.error().ToString();
+  EXPECT_FALSE(p->srk_public.has_value());
+  EXPECT_EQ(p->srk_certified_at, 0);
+  Platform again = MakePlatform("p-six");
+  again.srk_public = ToBytes("srk");
+  again.srk_certified_at = 1234;
+  p = v->UpsertPlatform(again, std::nullopt);
+  ASSERT_TRUE(p.has_value()) << p.error().ToString();
+  EXPECT_EQ(p->srk_public, ToBytes("srk"));
+  EXPECT_EQ(p->srk_certified_at, 1234);
+  RawDb raw(Path());
+  EXPECT_EQ(raw.Count("PRAGMA user_version"), SqliteVault::SchemaVersion());
+}
+
 }  // namespace
 }  // namespace tpmma::storage::testing

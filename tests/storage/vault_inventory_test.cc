@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // Backend-independent tests of the Vault contract for platform inventory (issue #12): the
-// latest report per platform, stored by CompleteAuthentication, and FindPlatforms.
+// latest report per platform, stored by CompleteAuthentication, and FindPlatforms; the SRK
+// the platform's AK certified (issue #15), kept the same way.
 #include <openssl/evp.h>
 
 #include "tests/storage/vault_test.h"
@@ -171,6 +172,56 @@ TEST_P(VaultTest, FindPlatformsByInventoryTextOrIdPrefix) {
   auto carol = vault_->FindPlatforms("000bcc", 0);
   ASSERT_OK(carol);
   EXPECT_FALSE((*carol)[0].inventory.has_value());
+}
+
+// The SRK a Complete carried stays until a later one carries another: a Complete without one
+// (an older lms) changes neither the key nor when it was certified. Read back through every
+// query that returns platforms, after a reopen.
+TEST_P(VaultTest, CertifiedSrkIsKeptUntilAnotherReplacesIt) {
+  AuthCompletion a = Completion(*vault_, "c1", kAlice, kNow);
+  a.platform.srk_public = ToBytes("srk-1");
+  a.platform.srk_certified_at = kNow;
+  a.inventory = Inventory("alice-laptop", "SN-1", "Alice Example");
+  ASSERT_OK(vault_->CompleteAuthentication(a));
+  ASSERT_OK_AND_ASSIGN(Platform p, vault_->GetPlatform(kAlice));
+  EXPECT_EQ(p.srk_public, ToBytes("srk-1"));
+  EXPECT_EQ(p.srk_certified_at, kNow);
+
+  AuthCompletion silent = Completion(*vault_, "c2", kAlice, kNow + 10);
+  silent.platform.srk_certified_at = kNow + 10;  // no key: the time is not taken either
+  ASSERT_OK(vault_->CompleteAuthentication(silent));
+  ASSERT_OK_AND_ASSIGN(p, vault_->GetPlatform(kAlice));
+  EXPECT_EQ(p.srk_public, ToBytes("srk-1"));
+  EXPECT_EQ(p.srk_certified_at, kNow);
+  EXPECT_EQ(p.last_seen_at, kNow + 10);
+
+  AuthCompletion cleared = Completion(*vault_, "c3", kAlice, kNow + 20);
+  cleared.platform.srk_public = ToBytes("srk-2");
+  cleared.platform.srk_certified_at = kNow + 20;
+  ASSERT_OK(vault_->CompleteAuthentication(cleared));
+  ASSERT_OK(vault_->CompleteAuthentication(Completion(*vault_, "c4", kBob, kNow)));
+  Reopen();
+  ASSERT_OK_AND_ASSIGN(p, vault_->GetPlatform(kAlice));
+  EXPECT_EQ(p.srk_public, ToBytes("srk-2"));
+  EXPECT_EQ(p.srk_certified_at, kNow + 20);
+  ASSERT_OK_AND_ASSIGN(p, vault_->GetPlatform(kBob));
+  EXPECT_FALSE(p.srk_public.has_value());
+  EXPECT_EQ(p.srk_certified_at, 0);
+
+  ASSERT_OK_AND_ASSIGN(auto found, vault_->FindPlatforms("alice-laptop", 10));
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].platform.srk_public, ToBytes("srk-2"));
+  ASSERT_TRUE(found[0].inventory.has_value());
+  EXPECT_EQ(found[0].inventory->hostname, "alice-laptop");
+  EXPECT_EQ(found[0].inventory->reported_at, kNow);
+  ASSERT_OK_AND_ASSIGN(auto backups, vault_->ListPlatformBackups(10, ""));
+  ASSERT_EQ(backups.platforms.size(), 2u);
+  EXPECT_EQ(backups.platforms[0].summary.platform.srk_certified_at, kNow + 20);
+  EXPECT_EQ(backups.platforms[0].summary.inventory->serial_number, "SN-1");
+  EXPECT_EQ(backups.platforms[0].package_count, 0);
+  ASSERT_OK_AND_ASSIGN(auto listed, vault_->ListPlatforms(10, ""));
+  ASSERT_EQ(listed.platforms.size(), 2u);
+  EXPECT_EQ(listed.platforms[0].srk_public, ToBytes("srk-2"));
 }
 
 }  // namespace
