@@ -10,6 +10,7 @@
 
 #include "server/admin_commands.h"
 #include "server/admin_text.h"
+#include "server/srk_view.h"
 
 namespace tpmma::server {
 
@@ -138,6 +139,11 @@ Status ShowPlatform(const AdminContext& ctx, const std::string& id) {
   q.page_size = 1000;
   TPMMA_ASSIGN_OR_RETURN(auto page, ctx.vault->QueryPackages(q));
   json j = SummaryJson(s);
+  TPMMA_ASSIGN_OR_RETURN(std::optional<SrkView> srk, ViewSrk(s.platform));
+  j["srk"] = !srk ? json(nullptr)
+                  : json{{"algorithm", srk->algorithm},
+                         {"name", srk->name_hex},
+                         {"certified_at", Iso(srk->certified_at)}};
   j["packages"] = json::array();
   for (const auto& d : page.packages) j["packages"].push_back(d.package_id);
   if (ctx.json) {
@@ -148,6 +154,7 @@ Status ShowPlatform(const AdminContext& ctx, const std::string& id) {
   Line(ctx, "state:     " + j["state"].get<std::string>());
   Line(ctx, "created:   " + Iso(s.platform.created_at));
   Line(ctx, "last seen: " + Iso(s.platform.last_seen_at));
+  Line(ctx, "SRK:       " + SrkText(s.platform));
   if (s.inventory) {
     Line(ctx, "inventory: reported " + Iso(s.inventory->reported_at) +
                   " (self-reported by the platform; informational, not identity)");

@@ -85,11 +85,32 @@ std::optional<Bytes> ReadLv(ByteView& in) {
   return out;
 }
 
+// The audit detail of an opened session: which keys the AK certified with it.
+std::string CompleteDetail(bool signing_key, bool srk) {
+  if (signing_key && srk) return "session opened; package-signing key and SRK certified";
+  if (signing_key) return "session opened; package-signing key certified";
+  if (srk) return "session opened; SRK certified";
+  return "session opened";
+}
+
 }  // namespace
 
 Result<Bytes> AttestBody(ByteView tpm2b_attest) {
   TPMMA_ASSIGN_OR_RETURN(TPM2B_ATTEST a, tpm::Unmarshal<TPM2B_ATTEST>(tpm2b_attest));
   return Bytes(a.attestationData, a.attestationData + a.size);
+}
+
+Result<TPM2B_PUBLIC> VerifyCertifiedKey(const CertifiedKeyProof& proof, const TPM2B_PUBLIC& ak,
+                                        ByteView nonce, std::string_view what) {
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC key, tpm::Unmarshal<TPM2B_PUBLIC>(proof.public_area));
+  TPMMA_ASSIGN_OR_RETURN(Bytes attest, AttestBody(proof.certify_info));
+  TPMMA_ASSIGN_OR_RETURN(TPMT_SIGNATURE sig,
+                         tpm::Unmarshal<TPMT_SIGNATURE>(proof.certify_signature));
+  Status certified = tpm::VerifyCertify(ak.publicArea, attest, sig, nonce, key.publicArea);
+  if (!certified.ok()) {
+    return Error(certified.code(), fmt::format("{} certification: {}", what, certified.message()));
+  }
+  return key;
 }
 
 Status CheckSigningKeyAttributes(const TPMT_PUBLIC& key) {
@@ -419,19 +440,21 @@ Result<CompleteResult> Authenticator::Complete(const CompleteRequest& request,
   *platform_id = who.platform_id;
   const int64_t now = env_->NowUnixSeconds();
 
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(who.ak_public));
   std::optional<Bytes> signing_key;
   if (request.signing_key) {
-    const SigningKeyProof& s = *request.signing_key;
-    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(who.ak_public));
-    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC key, tpm::Unmarshal<TPM2B_PUBLIC>(s.public_area));
-    TPMMA_ASSIGN_OR_RETURN(Bytes attest, AttestBody(s.certify_info));
-    TPMMA_ASSIGN_OR_RETURN(TPMT_SIGNATURE sig, tpm::Unmarshal<TPMT_SIGNATURE>(s.certify_signature));
-    Status certified = tpm::VerifyCertify(ak.publicArea, attest, sig, p->nonce, key.publicArea);
-    if (!certified.ok()) {
-      return Error(certified.code(), "PackageSigningKey certification: " + certified.message());
-    }
+    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC key, VerifyCertifiedKey(*request.signing_key, ak, p->nonce,
+                                                                "PackageSigningKey"));
     TPMMA_RETURN_IF_ERROR(CheckSigningKeyAttributes(key.publicArea));
-    signing_key = s.public_area;
+    signing_key = request.signing_key->public_area;
+  }
+  std::optional<Bytes> srk;
+  if (request.srk) {
+    TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC key,
+                           VerifyCertifiedKey(*request.srk, ak, p->nonce, "StorageRootKey"));
+    TPMMA_RETURN_IF_ERROR(
+        tpm::CheckStorageParent(key.publicArea).WithContext("StorageRootKey is not a storage key"));
+    srk = request.srk->public_area;
   }
 
   TPMMA_ASSIGN_OR_RETURN(Bytes token_bytes, RandomBytes(32));
@@ -456,6 +479,8 @@ Result<CompleteResult> Authenticator::Complete(const CompleteRequest& request,
   a.platform.ak_public = who.ak_public;
   a.platform.ak_name = who.ak_name;
   a.platform.signing_key_public = signing_key;
+  a.platform.srk_public = srk;
+  a.platform.srk_certified_at = srk ? now : 0;
   a.platform.created_at = now;
   a.platform.last_seen_at = now;
   a.inventory = request.inventory;  // informational; stored only with a proven Complete
@@ -463,13 +488,12 @@ Result<CompleteResult> Authenticator::Complete(const CompleteRequest& request,
   a.session.platform_id = who.platform_id;
   a.session.created_at = now;
   a.session.expires_at = out.expires_at;
-  a.audit = storage::AuditEvent{
-      now,
-      who.platform_id,
-      "Authenticate.Complete",
-      who.platform_id,
-      "ok",
-      signing_key ? "session opened; package-signing key certified" : "session opened"};
+  a.audit = storage::AuditEvent{now,
+                                who.platform_id,
+                                "Authenticate.Complete",
+                                who.platform_id,
+                                "ok",
+                                CompleteDetail(signing_key.has_value(), srk.has_value())};
   // approve-first: a platform not yet stored is stored pending and gets no session.
   a.enroll_pending = options_.enrollment == EnrollmentPolicy::kApproveFirst;
   a.pending_audit = storage::AuditEvent{

@@ -76,7 +76,9 @@ struct BeginResult {
   int64_t expires_at = 0;
 };
 
-struct SigningKeyProof {
+// A key of the platform's TPM (the package-signing key, the SRK) with TPM2_Certify by the
+// AK over the challenge's nonce: the MA learns the key lives in the TPM whose EK it checked.
+struct CertifiedKeyProof {
   Bytes public_area;        // TPM2B_PUBLIC
   Bytes certify_info;       // TPM2B_ATTEST
   Bytes certify_signature;  // TPMT_SIGNATURE
@@ -85,7 +87,8 @@ struct SigningKeyProof {
 struct CompleteRequest {
   Bytes challenge_id;
   Bytes proof;
-  std::optional<SigningKeyProof> signing_key;
+  std::optional<CertifiedKeyProof> signing_key;
+  std::optional<CertifiedKeyProof> srk;  // the parent a Download re-wraps to
   // What the platform says about itself (checked by the caller: storage::CheckPlatformInventory).
   std::optional<storage::PlatformInventory> inventory;
 };
@@ -98,6 +101,11 @@ struct CompleteResult {
 
 // Splits a TPM2B_ATTEST into the TPMS_ATTEST bytes the AK signed.
 Result<Bytes> AttestBody(ByteView tpm2b_attest);
+
+// The key `proof` names, once the AK's TPM2_Certify of it over `nonce` verifies; refusals
+// start with "`what` certification: ".
+Result<TPM2B_PUBLIC> VerifyCertifiedKey(const CertifiedKeyProof& proof, const TPM2B_PUBLIC& ak,
+                                        ByteView nonce, std::string_view what);
 
 // Package-signing key: a TPM key (fixedTPM|fixedParent|sensitiveDataOrigin) that can only
 // sign (sign set, decrypt and restricted clear, so it cannot forge TPM attestations).

@@ -626,12 +626,8 @@ Result<TPM2B_PUBLIC> MaOperations::State::CheckCertifiedParent(const DownloadCom
   }
   TPMMA_ASSIGN_OR_RETURN(storage::Platform me, vault->GetPlatform(session.platform_id));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ak, tpm::Unmarshal<TPM2B_PUBLIC>(me.ak_public));
-  TPMMA_ASSIGN_OR_RETURN(Bytes attest, AttestBody(r.certify_info));
-  TPMMA_ASSIGN_OR_RETURN(TPMT_SIGNATURE sig, tpm::Unmarshal<TPMT_SIGNATURE>(r.certify_signature));
-  Status certified = tpm::VerifyCertify(ak.publicArea, attest, sig, r.nonce, parent.publicArea);
-  if (!certified.ok()) {
-    return Error(certified.code(), "destination parent certification: " + certified.message());
-  }
+  const CertifiedKeyProof proof{r.parent_public, r.certify_info, r.certify_signature};
+  TPMMA_RETURN_IF_ERROR(VerifyCertifiedKey(proof, ak, r.nonce, "destination parent"));
   TPMMA_RETURN_IF_ERROR(tpm::CheckStorageParent(parent.publicArea));
   return parent;
 }

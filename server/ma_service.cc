@@ -158,6 +158,12 @@ Result<CompleteRequest> DecodeComplete(const ma__AuthenticateComplete& c) {
     TPMMA_RETURN_IF_ERROR(
         CheckBlob(k->CertifySignature, 1, kMaxTpmBlob, "PackageSigningKey/CertifySignature"));
   }
+  if (const ma__CertifiedStorageRootKey* k = c.StorageRootKey) {
+    TPMMA_RETURN_IF_ERROR(CheckBlob(k->Public, 1, kMaxTpmBlob, "StorageRootKey/Public"));
+    TPMMA_RETURN_IF_ERROR(CheckBlob(k->CertifyInfo, 1, kMaxTpmBlob, "StorageRootKey/CertifyInfo"));
+    TPMMA_RETURN_IF_ERROR(
+        CheckBlob(k->CertifySignature, 1, kMaxTpmBlob, "StorageRootKey/CertifySignature"));
+  }
   CompleteRequest r;
   if (c.Inventory != nullptr) {
     TPMMA_ASSIGN_OR_RETURN(r.inventory, DecodeInventory(*c.Inventory));
@@ -165,9 +171,14 @@ Result<CompleteRequest> DecodeComplete(const ma__AuthenticateComplete& c) {
   r.challenge_id = FromBase64Binary(c.ChallengeId);
   r.proof = FromBase64Binary(c.Proof);
   if (c.PackageSigningKey != nullptr) {
-    r.signing_key = SigningKeyProof{FromBase64Binary(c.PackageSigningKey->Public),
-                                    FromBase64Binary(c.PackageSigningKey->CertifyInfo),
-                                    FromBase64Binary(c.PackageSigningKey->CertifySignature)};
+    r.signing_key = CertifiedKeyProof{FromBase64Binary(c.PackageSigningKey->Public),
+                                      FromBase64Binary(c.PackageSigningKey->CertifyInfo),
+                                      FromBase64Binary(c.PackageSigningKey->CertifySignature)};
+  }
+  if (c.StorageRootKey != nullptr) {
+    r.srk = CertifiedKeyProof{FromBase64Binary(c.StorageRootKey->Public),
+                              FromBase64Binary(c.StorageRootKey->CertifyInfo),
+                              FromBase64Binary(c.StorageRootKey->CertifySignature)};
   }
   return r;
 }

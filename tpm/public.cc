@@ -4,6 +4,7 @@
 #include <openssl/core_names.h>
 #include <openssl/obj_mac.h>
 
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -246,6 +247,28 @@ Status CheckAkAttributes(const TPMT_PUBLIC& ak) {
     return Status(Code::kUnsupported, "AK must be an RSA or ECC key");
   }
   return Status::Ok();
+}
+
+std::string KeyAlgorithmText(const TPMT_PUBLIC& key) {
+  char hex[16];
+  if (key.type == TPM2_ALG_RSA) return "RSA " + std::to_string(key.parameters.rsaDetail.keyBits);
+  if (key.type != TPM2_ALG_ECC) {
+    std::snprintf(hex, sizeof hex, "0x%04x", key.type);
+    return std::string("algorithm ") + hex;
+  }
+  switch (key.parameters.eccDetail.curveID) {
+    case TPM2_ECC_NIST_P256:
+      return "ECC NIST P-256";
+    case TPM2_ECC_NIST_P384:
+      return "ECC NIST P-384";
+    case TPM2_ECC_NIST_P521:
+      return "ECC NIST P-521";
+    case TPM2_ECC_SM2_P256:
+      return "ECC SM2 P-256";
+    default:
+      std::snprintf(hex, sizeof hex, "0x%04x", key.parameters.eccDetail.curveID);
+      return std::string("ECC curve ") + hex;
+  }
 }
 
 Status CheckStorageParent(const TPMT_PUBLIC& parent) {

@@ -6,6 +6,8 @@
 #include <openssl/evp.h>
 #include <tss2/tss2_tpm2_types.h>
 
+#include <string>
+
 #include "common/bytes.h"
 #include "common/openssl.h"
 #include "common/status.h"
@@ -45,5 +47,9 @@ Status CheckAkAttributes(const TPMT_PUBLIC& ak);
 // Storage parent: RSA or ECC, restricted|decrypt set, sign clear, AES-CFB symmetric
 // (any AES key size), nameAlg a supported hash.
 Status CheckStorageParent(const TPMT_PUBLIC& parent);
+
+// The key's algorithm as people name it: "RSA 2048", "ECC NIST P-256"; anything else by its
+// TPM algorithm or curve id ("ECC curve 0x0020", "algorithm 0x0008").
+std::string KeyAlgorithmText(const TPMT_PUBLIC& key);
 
 }  // namespace tpmma::tpm

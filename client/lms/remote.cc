@@ -184,6 +184,7 @@ Result<MaConnection> OpenMaConnection(Lms& lms, const MaSettings& s, bool with_s
   o.with_signing_key = with_signing_key;
   o.signing_key_type = esys::ChildType::kEccSign;
   o.reuse_signing_key = signing ? &*signing : nullptr;
+  o.certify_srk = true;  // the helpdesk sees it when it reviews a restore to this TPM
   o.inventory = CollectInventory(*lms.env(), tpm, s.owner_label);
 
   lms.Progress("authenticating to the MA at " + s.url);

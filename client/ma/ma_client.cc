@@ -233,6 +233,12 @@ Result<MaSession> MaClient::AuthenticateComplete(const AuthComplete& request) {
     m->PackageSigningKey->CertifySignature =
         ToBase64Binary(soap, request.signing_key->certify_signature);
   }
+  if (request.srk) {
+    m->StorageRootKey = soap_new_ma__CertifiedStorageRootKey(soap);
+    m->StorageRootKey->Public = ToBase64Binary(soap, request.srk->public_area);
+    m->StorageRootKey->CertifyInfo = ToBase64Binary(soap, request.srk->certify_info);
+    m->StorageRootKey->CertifySignature = ToBase64Binary(soap, request.srk->certify_signature);
+  }
   if (request.inventory) m->Inventory = WireInventory(soap, *request.inventory);
   req.__union_AuthenticateRequest = SOAP_UNION__ma__union_AuthenticateRequest_Complete;
   req.union_AuthenticateRequest.Complete = m;

@@ -77,7 +77,9 @@ struct AuthChallenge {
   int64_t expires_at = 0;
 };
 
-struct SigningKeyProof {
+// A key of the platform's TPM (the package-signing key, the SRK) with TPM2_Certify by the
+// AK over the challenge's nonce: the MA learns the key lives in the TPM whose EK it checked.
+struct CertifiedKeyProof {
   Bytes public_area;        // TPM2B_PUBLIC
   Bytes certify_info;       // TPM2B_ATTEST
   Bytes certify_signature;  // TPMT_SIGNATURE
@@ -91,7 +93,8 @@ using PlatformInventory = storage::PlatformInventory;
 struct AuthComplete {
   Bytes challenge_id;
   Bytes proof;  // HMAC-SHA256(activated secret, challenge id): ChallengeProof()
-  std::optional<SigningKeyProof> signing_key;
+  std::optional<CertifiedKeyProof> signing_key;
+  std::optional<CertifiedKeyProof> srk;  // the parent a Download re-wraps to
   std::optional<PlatformInventory> inventory;
 };
 

@@ -107,6 +107,16 @@ Result<EkChoice> EkOfCertificate(esys::Tpm& tpm, ByteView der) {
                                     ")");
 }
 
+// `key` with the AK's TPM2_Certify of it over `nonce`, as Complete carries it.
+Result<CertifiedKeyProof> CertifyKey(esys::Tpm& tpm, const esys::Object& key,
+                                     const esys::Object& ak, ByteView nonce) {
+  TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo info, tpm.ReadPublic(key));
+  TPMMA_ASSIGN_OR_RETURN(esys::Attestation cert, tpm.Certify(key, ak, nonce));
+  return CertifiedKeyProof{.public_area = info.marshalled,
+                           .certify_info = Tpm2bAttest(cert.attest),
+                           .certify_signature = cert.signature};
+}
+
 }  // namespace
 
 Result<EkChoice> ChooseEk(esys::Tpm& tpm, ByteView given_certificate) {
@@ -141,8 +151,9 @@ TPM2B_PUBLIC PackageSigningTemplate(esys::ChildType type) {
 Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::KeyBlob& ak_blob,
                                      const esys::Object* signing_parent,
                                      const AuthenticateOptions& options) {
-  if (options.with_signing_key && signing_parent == nullptr) {
-    return Error(Code::kInvalidArgument, "a package-signing key needs a parent (the SRK)");
+  if ((options.with_signing_key || options.certify_srk) && signing_parent == nullptr) {
+    return Error(Code::kInvalidArgument,
+                 "a package-signing key or an SRK certification needs the SRK");
   }
   EkChoice chosen;
   if (options.ek) {
@@ -174,7 +185,7 @@ Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::K
 
   PlatformSession out;
   out.ek_template = &OrL1(chosen.ek_template);
-  std::optional<SigningKeyProof> proof;
+  std::optional<CertifiedKeyProof> proof;
   if (options.with_signing_key) {
     esys::KeyBlob key_blob;
     esys::Object key;
@@ -190,14 +201,14 @@ Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::K
           key_blob, tpm.Create(*signing_parent, PackageSigningTemplate(options.signing_key_type)));
       TPMMA_ASSIGN_OR_RETURN(key, tpm.Load(*signing_parent, key_blob));
     }
-    TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo key_info, tpm.ReadPublic(key));
-    TPMMA_ASSIGN_OR_RETURN(esys::Attestation cert, tpm.Certify(key, ak, ch.nonce));
-    proof = SigningKeyProof{.public_area = key_info.marshalled,
-                            .certify_info = Tpm2bAttest(cert.attest),
-                            .certify_signature = cert.signature};
-    out.signing_public = key_info.marshalled;
+    TPMMA_ASSIGN_OR_RETURN(proof, CertifyKey(tpm, key, ak, ch.nonce));
+    out.signing_public = proof->public_area;
     out.signing_blob = key_blob;
     TPMMA_ASSIGN_OR_RETURN(out.signer, esys::MakeTpmSigningKey(tpm, std::move(key)));
+  }
+  std::optional<CertifiedKeyProof> srk_proof;
+  if (options.certify_srk) {
+    TPMMA_ASSIGN_OR_RETURN(srk_proof, CertifyKey(tpm, *signing_parent, ak, ch.nonce));
   }
   ak.reset();
 
@@ -205,6 +216,7 @@ Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::K
   TPMMA_ASSIGN_OR_RETURN(out.session, ma.AuthenticateComplete({.challenge_id = ch.challenge_id,
                                                                .proof = std::move(p),
                                                                .signing_key = std::move(proof),
+                                                               .srk = std::move(srk_proof),
                                                                .inventory = options.inventory}));
   return out;
 }

@@ -86,6 +86,9 @@ struct AuthenticateOptions {
   // longer loads (the TPM was cleared) is replaced by a new one. Keeping one key lets the
   // MA verify every package the platform signed since.
   const esys::KeyBlob* reuse_signing_key = nullptr;
+  // Certify `signing_parent` (the SRK, the parent a Download re-wraps to) with the AK over
+  // the challenge nonce too: the MA shows it to the helpdesk reviewing a restore here.
+  bool certify_srk = false;
   // Sent with Complete, so only a TPM that has proven itself reports it.
   std::optional<PlatformInventory> inventory;
 };
@@ -101,7 +104,8 @@ struct PlatformSession {
 // The package-signing key template: fixedTPM|fixedParent|sensitiveDataOrigin, sign only.
 TPM2B_PUBLIC PackageSigningTemplate(esys::ChildType type);
 
-// Both rounds of Authenticate. `signing_parent` is only used with with_signing_key.
+// Both rounds of Authenticate. `signing_parent` (the SRK) is only used with with_signing_key
+// or certify_srk.
 Result<PlatformSession> Authenticate(MaClient& ma, esys::Tpm& tpm, const esys::KeyBlob& ak,
                                      const esys::Object* signing_parent,
                                      const AuthenticateOptions& options = {});

@@ -5,6 +5,7 @@
 
 #include "server/approvals.h"
 #include "server/console/pages.h"
+#include "server/srk_view.h"
 
 namespace tpmma::server::console {
 
@@ -67,6 +68,8 @@ void AddSideBySide(mu::data& d, const storage::PlatformSummary& old_p,
     return s.platform.ek_certificate.empty() ? "EK public key only" : "EK certificate verified";
   };
   add("TPM identity", ek(old_p), ek(new_p));
+  // Where the packages will be re-wrapped to: the new board's SRK as its AK certified it.
+  add("Storage root key (SRK)", SrkText(old_p.platform), SrkText(new_p.platform));
   add("Platform id", old_p.platform.id, new_p.platform.id);
   d.set("rows", rows);
 }

@@ -159,8 +159,17 @@ def helpdesk(a, out):
         shot(a, d, "2-platform")
         d.find_element(By.ID, "reason").send_keys(a.reason)
         d.find_element(By.ID, "review").click()
+        wait_id(d, "grant")  # the review page (the platform page's button is #review too)
         review = wait_id(d, "review").text
         check(a.old in review and a.new in review, "the review does not show both platforms")
+        # Each board's SRK, certified by its AK: the new one is where the packages will go.
+        srk = [td.text for td in
+               d.find_elements(By.XPATH, "//table[@id='review']//tr[th='Storage root key (SRK)']/td")]
+        check(len(srk) == 2, f"the review has no SRK row: {srk}")
+        for text, name in zip(srk, [a.srk_old, a.srk_new]):
+            check(f"Name {name}," in text and "certified by the platform's AK" in text,
+                  f"the review's SRK is not {name} certified: {text}")
+        out["srk_new"] = srk[1]
         shot(a, d, "3-review")
         d.find_element(By.ID, "grant").click()
         n = notice(a, d, out, "granted", ["granted", "pending", a.new], "4-approvals")
@@ -356,6 +365,8 @@ def main():
     ap.add_argument("--approval", default="")
     ap.add_argument("--approver", default="", help="operator:NAME of the approval's author")
     ap.add_argument("--today", default="", help="YYYY-MM-DD, UTC")
+    ap.add_argument("--srk-old", default="", help="hex TPM Name of the old board's SRK")
+    ap.add_argument("--srk-new", default="", help="hex TPM Name of the new board's SRK")
     a = ap.parse_args()
     out = {"scenario": a.scenario}
     run = {"helpdesk": helpdesk, "confirm": confirm, "grant-revoke": grant_and_revoke,

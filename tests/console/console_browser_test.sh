@@ -105,6 +105,16 @@ NEW=$(lms_on B "$work/store-B" --json --owner-label "Alice Example" authenticate
   json 'd["platform_id"]')
 [ -n "$NEW" ] && [ "$NEW" != "$OLD" ] || fail "B did not authenticate as a new platform"
 ok "old platform ${OLD:0:16}..., new platform ${NEW:0:16}..., both laptop-4711"
+# Each board's SRK as the TPM names it: A's from lms init, B's read from B's TPM by tpm2-tools.
+# The review must show these, certified by each board's AK when it authenticated.
+SRK_A=$(json 'd["srk_name"]' < "$d/init.json")
+tpm2_readpublic -T "$SWTPM_TCTI_B" -c "$(json 'd["srk_handle"]' < "$d/init.json")" \
+  -n "$d/srk-B.name" >/dev/null || fail "tpm2_readpublic of B's SRK"
+SRK_B=$(od -An -tx1 -v "$d/srk-B.name" | tr -d ' \n')
+"$MA_ADMIN" --json platforms show "$NEW" --dir "$work/ma" > "$d/show-B.json"
+[ "$(json 'd["platform"]["srk"]["name"]' < "$d/show-B.json")" = "$SRK_B" ] ||
+  fail "ma-admin platforms show: B's certified SRK is not B's SRK: $(cat "$d/show-B.json")"
+ok "ma-admin shows B's SRK ${SRK_B:0:12}... as certified by B's AK"
 
 browse() {  # SCENARIO ARGS...: one console_browser.py run; its JSON in $d/SCENARIO.json
   local s=$1
@@ -115,7 +125,8 @@ browse() {  # SCENARIO ARGS...: one console_browser.py run; its JSON in $d/SCENA
 }
 step "helen in the browser: find laptop-4711, open the old board, review, grant"
 browse helpdesk --cert "$work/operators/helen.pem" --operator "helen · helpdesk" \
-  --hostname laptop-4711 --old "$OLD" --new "$NEW" --reason "ticket 4711: motherboard replaced"
+  --hostname laptop-4711 --old "$OLD" --new "$NEW" --reason "ticket 4711: motherboard replaced" \
+  --srk-old "$SRK_A" --srk-new "$SRK_B"
 APPROVAL=$(json 'd["approval_id"]' < "$d/helpdesk.json")
 ok "approval $APPROVAL granted in the browser ($(json 'd["found"]' < "$d/helpdesk.json") platforms found)"
 ok "her own confirmation: $(json 'd["own_confirm"]' < "$d/helpdesk.json")"

@@ -73,7 +73,7 @@ class EkChainTest : public ::testing::Test {
          b.challenge_id.size(), proof.data(), &len);
     std::string platform;
     TPMMA_ASSIGN_OR_RETURN(CompleteResult done,
-                           auth.Complete({b.challenge_id, proof, {}, {}}, &platform));
+                           auth.Complete({b.challenge_id, proof, {}, {}, {}}, &platform));
     return done.token.empty() ? Status(Code::kInternal, "no token") : Status::Ok();
   }
 

@@ -20,21 +20,6 @@ namespace {
 
 using testing::TempDir;
 
-struct Ops {
-  std::unique_ptr<storage::SqliteVault> vault;
-  std::unique_ptr<MaKeyCustody> custody;
-  std::unique_ptr<MaOperations> ops;
-};
-
-Result<Ops> MakeOps(const Config& cfg, Env* env) {
-  Ops s;
-  TPMMA_ASSIGN_OR_RETURN(
-      s.custody, LoadSoftwareMaKey(cfg.ma.key_id, cfg.ma.private_key, cfg.ma.certificate, env));
-  TPMMA_ASSIGN_OR_RETURN(s.vault, storage::SqliteVault::Open(cfg.vault_path));
-  TPMMA_ASSIGN_OR_RETURN(s.ops, MaOperations::Create(cfg, env, s.vault.get(), s.custody.get()));
-  return s;
-}
-
 class EkIdentityTest : public MaPlatformTest {
  protected:
   void SetUp() override {
@@ -94,7 +79,7 @@ class EkIdentityTest : public MaPlatformTest {
 };
 
 TEST_F(EkIdentityTest, TheSameKeyUnderANonTemplatePublicAreaIsRefused) {
-  auto ops = MakeOps(cfg_, &env_);
+  auto ops = MakeInProcessMa(cfg_, &env_);
   ASSERT_OK(ops);
   AuthOnlyCalls c(ops->ops.get());
   struct Case {
@@ -130,7 +115,7 @@ TEST_F(EkIdentityTest, ARevokedKeyStaysRevokedUnderAnotherEncoding) {
   Config cfg = cfg_;
   cfg.ek_templates = {dir_.File("site-ek.pub")};
   testing::WriteFileOrDie(cfg.ek_templates[0], other);  // unique included: it is not compared
-  auto ops = MakeOps(cfg, &env_);
+  auto ops = MakeInProcessMa(cfg, &env_);
   ASSERT_OK(ops);
   AuthOnlyCalls c(ops->ops.get());
   std::string first, second;
@@ -161,7 +146,7 @@ TEST_F(EkIdentityTest, ARevokedKeyStaysRevokedUnderAnotherEncoding) {
 }
 
 TEST_F(EkIdentityTest, EkCertificateWithNvPaddingIsAcceptedOtherTrailingBytesRefused) {
-  auto ops = MakeOps(cfg_, &env_);
+  auto ops = MakeInProcessMa(cfg_, &env_);
   ASSERT_OK(ops);
   AuthOnlyCalls c(ops->ops.get());
   for (uint8_t pad : {0x00, 0xff}) {
@@ -198,7 +183,7 @@ TEST_F(EkIdentityTest, PlatformsStoredWithoutAnEkKeyIdGetItAtStartUp) {
     p.ak_public = ak_pub_;
     ASSERT_OK((*vault)->UpsertPlatform(p, std::nullopt));
   }
-  auto ops = MakeOps(cfg_, &env_);
+  auto ops = MakeInProcessMa(cfg_, &env_);
   ASSERT_OK(ops);
   auto stored = ops->vault->GetPlatform(HexEncode(ek_info_.name));
   ASSERT_OK(stored);

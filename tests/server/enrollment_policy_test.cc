@@ -19,48 +19,29 @@ namespace {
 class EnrollmentPolicyTest : public MaPlatformTest {
  protected:
   void Start(const std::string& policy) {
-    ops_.reset();  // a second Start (another policy) on the same vault file
-    vault_.reset();
-    if (admin_.out != nullptr) std::fclose(admin_.out);
+    m_.ops.reset();  // a second Start (another policy) on the same vault file: ops first
+    m_.vault.reset();
+    CloseAdminOut();
     cfg_.enrollment_policy = policy;
-    auto custody =
-        LoadSoftwareMaKey(cfg_.ma.key_id, cfg_.ma.private_key, cfg_.ma.certificate, &env_);
-    ASSERT_OK(custody);
-    custody_ = std::move(*custody);
-    auto vault = storage::SqliteVault::Open(cfg_.vault_path);
-    ASSERT_OK(vault);
-    vault_ = std::move(*vault);
-    auto ops = MaOperations::Create(cfg_, &env_, vault_.get(), custody_.get());
-    ASSERT_OK(ops);
-    ops_ = std::move(*ops);
-    admin_.vault = vault_.get();
+    ASSERT_OK_AND_ASSIGN(m_, MakeInProcessMa(cfg_, &env_));
+    admin_.vault = m_.vault.get();
     admin_.env = &env_;
     admin_.actor = "admin:test";
     admin_.out = std::tmpfile();
   }
-  void TearDown() override {
-    if (admin_.out != nullptr) std::fclose(admin_.out);
+  void TearDown() override { CloseAdminOut(); }
+  // The tmpfile Start opened; never AdminContext's default, stdout (gtest reports there).
+  void CloseAdminOut() {
+    if (admin_.out != nullptr && admin_.out != stdout) std::fclose(admin_.out);
+    admin_.out = nullptr;
   }
 
   // Begin + ActivateCredential + Complete (no package-signing key).
   Status Authenticate(std::string* token, std::string* platform) {
-    AuthOnlyCalls c(ops_.get());
-    auto ek = tpm_->CreateEk();
-    if (!ek) return ek.error();
-    if (ak_pub_.empty()) {
-      auto blob = tpm_->CreateAk(*ek, esys::KeyAlg::kRsa2048);
-      if (!blob) return blob.error();
-      ak_blob_ = *blob;
-      ak_pub_ = *tpm::Marshal(blob->public_area);
-    }
-    auto ak = tpm_->Load(*ek, ak_blob_);
-    if (!ak) return ak.error();
-    Begun b;
-    TPMMA_RETURN_IF_ERROR(Begin(c, *ek, ak_pub_, &b));
-    auto secret = tpm_->ActivateCredential(*ak, *ek, b.blob, b.secret);
-    if (!secret) return secret.error();
-    return Complete(c, b.challenge_id, Proof(*secret, b.challenge_id), nullptr, nullptr, token,
-                    platform);
+    AuthOnlyCalls c(m_.ops.get());
+    Activated a;
+    TPMMA_RETURN_IF_ERROR(Activate(c, &ak_blob_, &ak_pub_, &a));
+    return Complete(c, a.begun.challenge_id, a.proof, nullptr, nullptr, token, platform);
   }
 
   std::string WriteEkPublic() {
@@ -79,9 +60,7 @@ class EnrollmentPolicyTest : public MaPlatformTest {
     return *EkKeyId(pub->publicArea);
   }
 
-  std::unique_ptr<MaKeyCustody> custody_;
-  std::unique_ptr<storage::SqliteVault> vault_;
-  std::unique_ptr<MaOperations> ops_;
+  InProcessMa m_;
   AdminContext admin_;
   esys::KeyBlob ak_blob_;
   Bytes ak_pub_;
@@ -91,7 +70,7 @@ TEST_F(EnrollmentPolicyTest, OpenEnrollsAnyTrustedEk) {
   ASSERT_NO_FATAL_FAILURE(Start("open"));
   std::string token, platform;
   ASSERT_OK(Authenticate(&token, &platform));
-  EXPECT_EQ(vault_->GetPlatform(platform)->state, storage::PlatformState::kActive);
+  EXPECT_EQ(m_.vault->GetPlatform(platform)->state, storage::PlatformState::kActive);
 }
 
 TEST_F(EnrollmentPolicyTest, RegisteredRefusesUnregisteredAndTakesARegisteredEkPublic) {
@@ -110,7 +89,7 @@ TEST_F(EnrollmentPolicyTest, RegisteredRefusesUnregisteredAndTakesARegisteredEkP
   ASSERT_OK(RegisterPlatforms(admin_, o));
   ASSERT_OK(Authenticate(&token, &platform));
   EXPECT_FALSE(token.empty());
-  auto reg = vault_->FindRegistration(EkKeyIdOfSwtpm(), {});
+  auto reg = m_.vault->FindRegistration(EkKeyIdOfSwtpm(), {});
   ASSERT_OK(reg);
   EXPECT_EQ(reg->label, "alice's laptop");
 }
@@ -139,7 +118,7 @@ TEST_F(EnrollmentPolicyTest, RegisteredTakesACsvImport) {
   RegisterOptions o;
   o.csv = csv;
   ASSERT_OK(RegisterPlatforms(admin_, o));
-  EXPECT_EQ(vault_->ListRegistrations()->size(), 2u);
+  EXPECT_EQ(m_.vault->ListRegistrations()->size(), 2u);
   std::string token, platform;
   ASSERT_OK(Authenticate(&token, &platform));
 }
@@ -166,7 +145,7 @@ TEST_F(EnrollmentPolicyTest, CsvImportIsAllOrNothingAndNamesEveryBadLine) {
   EXPECT_EQ(s.message().find(csv + ":2:"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("5 bad line(s), nothing registered"), std::string::npos)
       << s.message();
-  EXPECT_TRUE(vault_->ListRegistrations()->empty());
+  EXPECT_TRUE(m_.vault->ListRegistrations()->empty());
 
   EXPECT_FALSE(ParseRegistrationCsv("label\nx\n", "h.csv", 0).has_value());
   EXPECT_FALSE(ParseRegistrationCsv("ek_key_id,colour\n", "h.csv", 0).has_value());
@@ -194,7 +173,7 @@ TEST_F(EnrollmentPolicyTest, ApproveFirstLeavesAPendingPlatformUntilAccepted) {
   EXPECT_NE(s.message().find("awaits an operator"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("enrollment policy \"approve-first\""), std::string::npos);
   EXPECT_TRUE(token.empty());
-  auto page = vault_->ListPlatforms(10, "");
+  auto page = m_.vault->ListPlatforms(10, "");
   ASSERT_OK(page);
   ASSERT_EQ(page->platforms.size(), 1u);
   const std::string id = page->platforms[0].id;
@@ -211,7 +190,7 @@ TEST_F(EnrollmentPolicyTest, ApproveFirstLeavesAPendingPlatformUntilAccepted) {
 
   storage::AuditFilter f;
   f.page_size = 1000;
-  auto audit = vault_->ListAudit(f);
+  auto audit = m_.vault->ListAudit(f);
   ASSERT_OK(audit);
   int pending = 0, accepted = 0;
   for (const auto& r : audit->records) {
@@ -237,13 +216,13 @@ TEST_F(EnrollmentPolicyTest, NoCertificateIsRefusedUnlessRegisteredSayingWhatToD
       EXPECT_NE(s.message().find(hint), std::string::npos) << hint << ": " << s.message();
     }
     EXPECT_TRUE(token.empty());
-    auto page = vault_->ListPlatforms(10, "");
+    auto page = m_.vault->ListPlatforms(10, "");
     ASSERT_OK(page);
     EXPECT_TRUE(page->platforms.empty());
   }
   storage::AuditFilter f;
   f.page_size = 1000;
-  auto audit = vault_->ListAudit(f);
+  auto audit = m_.vault->ListAudit(f);
   ASSERT_OK(audit);
   int refused = 0;
   for (const auto& r : audit->records) {
@@ -283,13 +262,13 @@ TEST_F(EnrollmentPolicyTest, NoCertificateEnrollsOnlyByARegisteredEkPublic) {
   ASSERT_OK(RegisterPlatforms(admin_, by_public));
   ASSERT_OK(Authenticate(&token, &platform));
   EXPECT_FALSE(token.empty());
-  auto stored = vault_->GetPlatform(platform);
+  auto stored = m_.vault->GetPlatform(platform);
   ASSERT_OK(stored);
   EXPECT_TRUE(stored->ek_certificate.empty());
   EXPECT_EQ(stored->ek_key_id, EkKeyIdOfSwtpm());
   storage::AuditFilter f;
   f.page_size = 1000;
-  auto audit = vault_->ListAudit(f);
+  auto audit = m_.vault->ListAudit(f);
   ASSERT_OK(audit);
   bool begun = false;
   for (const auto& r : audit->records) {
@@ -308,7 +287,7 @@ TEST_F(EnrollmentPolicyTest, NoCertificateEnrollsOnlyByARegisteredEkPublic) {
   BeginRequest r;
   r.ek_public = *tpm::Marshal(odd);
   r.ak_public = ak_pub_;
-  AuthOnlyCalls c(ops_.get());
+  AuthOnlyCalls c(m_.ops.get());
   BeginResult got;
   Status odd_status = c.Begin(r, &got);
   EXPECT_FALSE(odd_status.ok());

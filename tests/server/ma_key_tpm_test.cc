@@ -6,7 +6,6 @@
 
 #include <gtest/gtest.h>
 
-#include "tpm/esys/esys.h"
 #include "server/escrow_key.h"
 #include "server/ma_key.h"
 #include "server/ma_key_tpm.h"
@@ -14,6 +13,7 @@
 #include "tests/support/swtpm.h"
 #include "tests/support/testutil.h"
 #include "tpm/escrow.h"
+#include "tpm/esys/esys.h"
 #include "tpm/marshal.h"
 
 namespace tpmma::server {

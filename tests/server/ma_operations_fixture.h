@@ -103,21 +103,9 @@ class Client : public MaCalls {
 };
 
 // The operations with their own vault and software MA key, as MakeMaService opens them.
-struct Service {
-  std::unique_ptr<storage::SqliteVault> vault;
-  std::unique_ptr<MaKeyCustody> custody;
-  std::unique_ptr<MaOperations> ops;
-  MaOperations* get() const { return ops.get(); }
-};
+using Service = InProcessMa;
 
-Result<Service> MakeOps(const Config& cfg, Env* env) {
-  Service s;
-  TPMMA_ASSIGN_OR_RETURN(
-      s.custody, LoadSoftwareMaKey(cfg.ma.key_id, cfg.ma.private_key, cfg.ma.certificate, env));
-  TPMMA_ASSIGN_OR_RETURN(s.vault, storage::SqliteVault::Open(cfg.vault_path));
-  TPMMA_ASSIGN_OR_RETURN(s.ops, MaOperations::Create(cfg, env, s.vault.get(), s.custody.get()));
-  return s;
-}
+inline Result<Service> MakeOps(const Config& cfg, Env* env) { return MakeInProcessMa(cfg, env); }
 
 Result<std::unique_ptr<MaOperations>> MakeOps(const Config& cfg, Env* env, storage::Vault* vault,
                                               MaKeyCustody* custody) {

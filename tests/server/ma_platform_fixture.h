@@ -21,7 +21,9 @@
 #include "schema/package_xml.h"
 #include "server/auth.h"
 #include "server/config.h"
+#include "server/ma_key.h"
 #include "server/ma_operations.h"
+#include "storage/sqlite_vault.h"
 #include "tests/support/status_testing.h"
 #include "tests/support/swtpm.h"
 #include "tests/support/testutil.h"
@@ -92,6 +94,23 @@ struct Downloaded {
   Bytes escrowed_inner_key;  // marshalled TPM2B_DATA, when the MA released it
   Bytes signing_key_public;  // TPM2B_PUBLIC the MA verified the package with
 };
+
+// The MA in process on `cfg`: its software MA key, its SQLite vault, the operations on them.
+struct InProcessMa {
+  std::unique_ptr<storage::SqliteVault> vault;
+  std::unique_ptr<MaKeyCustody> custody;
+  std::unique_ptr<MaOperations> ops;
+  MaOperations* get() const { return ops.get(); }
+};
+
+inline Result<InProcessMa> MakeInProcessMa(const Config& cfg, Env* env) {
+  InProcessMa s;
+  TPMMA_ASSIGN_OR_RETURN(
+      s.custody, LoadSoftwareMaKey(cfg.ma.key_id, cfg.ma.private_key, cfg.ma.certificate, env));
+  TPMMA_ASSIGN_OR_RETURN(s.vault, storage::SqliteVault::Open(cfg.vault_path));
+  TPMMA_ASSIGN_OR_RETURN(s.ops, MaOperations::Create(cfg, env, s.vault.get(), s.custody.get()));
+  return s;
+}
 
 // The platform operations, as a test drives them.
 class MaCalls {
@@ -190,6 +209,33 @@ class MaPlatformTest : public ::testing::Test {
     return Status::Ok();
   }
 
+  // Round one answered on the fixture's TPM: Begin with the AK `*ak_blob` (made under the EK
+  // when `*ak_pub` is empty), ActivateCredential, the proof; the AK stays loaded for
+  // certifications over begun.nonce (the EK is flushed: swtpm holds three objects).
+  struct Activated {
+    Begun begun;
+    Bytes proof;
+    esys::Object ak;
+  };
+  Status Activate(MaCalls& c, esys::KeyBlob* ak_blob, Bytes* ak_pub, Activated* out) {
+    auto ek = tpm_->CreateEk();
+    if (!ek) return ek.error();
+    if (ak_pub->empty()) {
+      auto blob = tpm_->CreateAk(*ek, esys::KeyAlg::kRsa2048);
+      if (!blob) return blob.error();
+      *ak_blob = *blob;
+      *ak_pub = *tpm::Marshal(blob->public_area);
+    }
+    auto ak = tpm_->Load(*ek, *ak_blob);
+    if (!ak) return ak.error();
+    TPMMA_RETURN_IF_ERROR(Begin(c, *ek, *ak_pub, &out->begun));
+    auto secret = tpm_->ActivateCredential(*ak, *ek, out->begun.blob, out->begun.secret);
+    if (!secret) return secret.error();
+    out->proof = Proof(*secret, out->begun.challenge_id);
+    out->ak = std::move(*ak);
+    return Status::Ok();
+  }
+
   Status Complete(MaCalls& c, const Bytes& challenge_id, const Bytes& proof,
                   const esys::PublicInfo* signing, const esys::Attestation* cert,
                   std::string* token, std::string* platform) {
@@ -198,7 +244,7 @@ class MaPlatformTest : public ::testing::Test {
     r.proof = proof;
     if (signing != nullptr) {
       r.signing_key =
-          SigningKeyProof{signing->marshalled, Tpm2bAttest(cert->attest), cert->signature};
+          CertifiedKeyProof{signing->marshalled, Tpm2bAttest(cert->attest), cert->signature};
     }
     CompleteResult got;
     Status s = c.Complete(r, &got);
@@ -240,7 +286,7 @@ class MaPlatformTest : public ::testing::Test {
   Config cfg_;
   FakeClockEnv env_;
   std::unique_ptr<esys::Tpm> tpm_;
-  esys::Tpm* cur_ = nullptr;  // the TPM Begin reads the EK certificate from
+  esys::Tpm* cur_ = nullptr;         // the TPM Begin reads the EK certificate from
   bool send_ek_certificate_ = true;  // false: Begin as a TPM without an EK certificate
   Bytes intermediate_;
   Bytes cur_intermediate_;

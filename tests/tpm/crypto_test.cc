@@ -62,6 +62,25 @@ TEST(PublicTest, MaStoragePublicShape) {
   EXPECT_EQ((*name)[1], 0x0b);
 }
 
+// What the helpdesk reads on the review of a restore (the SRK row).
+TEST(PublicTest, KeyAlgorithmTextNamesRsaSizesCurvesAndTheRestByNumber) {
+  TPMT_PUBLIC p{};
+  p.type = TPM2_ALG_RSA;
+  p.parameters.rsaDetail.keyBits = 3072;
+  EXPECT_EQ(KeyAlgorithmText(p), "RSA 3072");
+  p = TPMT_PUBLIC{};
+  p.type = TPM2_ALG_ECC;
+  p.parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
+  EXPECT_EQ(KeyAlgorithmText(p), "ECC NIST P-256");
+  p.parameters.eccDetail.curveID = TPM2_ECC_NIST_P384;
+  EXPECT_EQ(KeyAlgorithmText(p), "ECC NIST P-384");
+  p.parameters.eccDetail.curveID = TPM2_ECC_BN_P256;
+  EXPECT_EQ(KeyAlgorithmText(p), "ECC curve 0x0010");
+  p = TPMT_PUBLIC{};
+  p.type = TPM2_ALG_KEYEDHASH;
+  EXPECT_EQ(KeyAlgorithmText(p), "algorithm 0x0008");
+}
+
 TEST(PublicTest, EvpRoundTripRsaAndEcc) {
   for (EVP_PKEY* key : {MaKey()}) {
     auto pub = MaStoragePublic(key);
