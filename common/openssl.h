@@ -12,6 +12,7 @@
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
 
+#include "common/bytes.h"
 #include "common/status.h"
 
 namespace tpmma {
@@ -22,7 +23,8 @@ struct OpensslDeleter {
 };
 
 using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, OpensslDeleter<EVP_PKEY, EVP_PKEY_free>>;
-using EvpPkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, OpensslDeleter<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
+using EvpPkeyCtxPtr =
+    std::unique_ptr<EVP_PKEY_CTX, OpensslDeleter<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
 using EvpMdCtxPtr = std::unique_ptr<EVP_MD_CTX, OpensslDeleter<EVP_MD_CTX, EVP_MD_CTX_free>>;
 using EvpCipherCtxPtr =
     std::unique_ptr<EVP_CIPHER_CTX, OpensslDeleter<EVP_CIPHER_CTX, EVP_CIPHER_CTX_free>>;
@@ -40,5 +42,9 @@ using OsslParamPtr = std::unique_ptr<OSSL_PARAM, OpensslDeleter<OSSL_PARAM, OSSL
 
 // Drains OpenSSL's thread-local error queue into a kCryptoError Status naming `call`.
 Status OpensslError(std::string_view call);
+
+// EVP_DigestSign with SHA-256 and the key's default padding (PKCS#1 v1.5 for RSA, DER ECDSA
+// for EC) over `data`; a failure names `what` was being signed.
+Result<Bytes> SignSha256(EVP_PKEY* key, ByteView data, std::string_view what);
 
 }  // namespace tpmma

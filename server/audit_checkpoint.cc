@@ -44,18 +44,7 @@ Bytes SignedBytes(const AuditCheckpoint& cp) {
 }
 
 Result<Bytes> Sign(EVP_PKEY* key, ByteView data) {
-  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
-  size_t len = 0;
-  if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, key) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &len, data.data(), data.size()) != 1) {
-    return Error(OpensslError("EVP_DigestSign (audit checkpoint)"));
-  }
-  Bytes sig(len);
-  if (EVP_DigestSign(ctx.get(), sig.data(), &len, data.data(), data.size()) != 1) {
-    return Error(OpensslError("EVP_DigestSign (audit checkpoint)"));
-  }
-  sig.resize(len);
-  return sig;
+  return SignSha256(key, data, "audit checkpoint");
 }
 
 bool Verify(const EVP_PKEY* key, ByteView data, ByteView sig) {

@@ -18,4 +18,19 @@ namespace tpmma::tpm {
 // malformed Name would make an MRK that can never be duplicated.
 Result<TPM2B_DIGEST> DuplicationSelectPolicy(ByteView new_parent_name);
 
+// MRKs that follow the MA's key rotations (docs/protocol.md, "MRK policies"): authPolicy =
+// TPM2_PolicyAuthorize(keySign = Name of the MA's policy-signing key, policyRef) from an empty
+// policy, SHA-256(SHA-256(0^32 || TPM_CC_PolicyAuthorize || keySignName) || policyRef). The
+// MA then approves each storage key by signing DuplicationSelectPolicy(its Name); an MRK
+// duplicates to whichever key holds such a signature. `policy_key_name` must be a SHA-256
+// Name; `policy_ref` at most 64 bytes (TPM2B_NONCE).
+Result<TPM2B_DIGEST> AuthorizePolicy(ByteView policy_key_name, ByteView policy_ref);
+
+// What the policy-signing key signs (and TPM2_VerifySignature checks) to approve
+// `approved_policy`: aHash = SHA-256(approvedPolicy || policyRef), raw bytes, no sizes.
+Result<TPM2B_DIGEST> AuthorizeAHash(const TPM2B_DIGEST& approved_policy, ByteView policy_ref);
+
+// The policyRef of every tpm-ma MRK and approval: "tpm-ma duplicate" (16 bytes, no NUL).
+ByteView DuplicationPolicyRef();
+
 }  // namespace tpmma::tpm

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-// The one PolicyDuplicationSelect digest (tpm/policy.h), in software: a known answer and the
-// input checks. That the TPM computes the same digest is checked on swtpm
-// (tests/tpm/esys/esys_test.cc DuplicationPolicyInSoftwareEqualsTrialSession, and the
-// MaKey tests in tests/server/ma_service_swtpm_test.cc, one of them for this very Name).
+// The policy digests of tpm/policy.h in software (PolicyDuplicationSelect, PolicyAuthorize and
+// the aHash the MA's policy-signing key signs): known answers and the input checks. That the TPM
+// computes the same digest is checked on swtpm (tests/tpm/esys/esys_test.cc
+// DuplicationPolicyInSoftwareEqualsTrialSession, and the MaKey tests in
+// tests/server/ma_service_swtpm_test.cc, one of them for this very Name).
 #include "tpm/policy.h"
 
 #include <gtest/gtest.h>
@@ -46,6 +47,33 @@ TEST(DuplicationSelectPolicy, RefusesAnythingButASha256Name) {
     ASSERT_FALSE(r.has_value()) << HexEncode(bad);
     EXPECT_EQ(r.error().code(), Code::kInvalidArgument);
   }
+}
+
+// Known answers computed with Python's hashlib, as ../shared/reference/policy-authorize's
+// polcalc.py does (run.sh checks that arithmetic against a trial session and
+// tpm2_verifysignature; tests/tpm/esys checks ours against swtpm).
+TEST(AuthorizePolicy, KnownAnswers) {
+  EXPECT_EQ(HexEncode(DuplicationPolicyRef()), HexEncode(ToBytes("tpm-ma duplicate")));
+  ASSERT_OK_AND_ASSIGN(TPM2B_DIGEST mrk, AuthorizePolicy(TestName(), DuplicationPolicyRef()));
+  // SHA-256(SHA-256(0^32 || 0000016a || name) || "tpm-ma duplicate")
+  EXPECT_EQ(HexEncode(ByteView(mrk.buffer, mrk.size)),
+            "cada7c41e326de10b2261809b31a171f4e821792375bac3b2d534019864e873e");
+  ASSERT_OK_AND_ASSIGN(TPM2B_DIGEST approved, DuplicationSelectPolicy(TestName()));
+  ASSERT_OK_AND_ASSIGN(TPM2B_DIGEST ahash, AuthorizeAHash(approved, DuplicationPolicyRef()));
+  // SHA-256(approvedPolicy || "tpm-ma duplicate")
+  EXPECT_EQ(HexEncode(ByteView(ahash.buffer, ahash.size)),
+            "a62ebdeabb7b53ac88c1147d2b949e90fbd1ff1868a59c6f73f963455bf567b0");
+}
+
+TEST(AuthorizePolicy, RefusesBadNamesRefsAndDigests) {
+  EXPECT_EQ(AuthorizePolicy(Bytes(34, 1), DuplicationPolicyRef()).error().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(AuthorizePolicy(TestName(), Bytes(65, 1)).error().code(), Code::kInvalidArgument);
+  EXPECT_TRUE(AuthorizePolicy(TestName(), Bytes(64, 1)).has_value());
+  TPM2B_DIGEST short_digest{};
+  short_digest.size = 20;
+  EXPECT_EQ(AuthorizeAHash(short_digest, DuplicationPolicyRef()).error().code(),
+            Code::kInvalidArgument);
 }
 
 }  // namespace

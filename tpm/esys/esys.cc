@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common/text.h"
+#include "tpm/esys/esys_internal.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 #include "tpm/tss_error.h"
@@ -18,80 +19,7 @@ namespace tpmma::esys {
 namespace {
 
 using tpm::CheckRc;
-
-// Writes an ESAPI output pointer into a unique_ptr once the call returns (std::out_ptr is
-// not in g++ 12's library).
-template <typename T, typename D>
-class OutPtr {
- public:
-  explicit OutPtr(std::unique_ptr<T, D>& owner) : owner_(owner) {}
-  ~OutPtr() { owner_.reset(raw_); }
-  OutPtr(const OutPtr&) = delete;
-  OutPtr& operator=(const OutPtr&) = delete;
-  operator T**() { return &raw_; }  // NOLINT: implicit, as std::out_ptr
-
- private:
-  std::unique_ptr<T, D>& owner_;
-  T* raw_ = nullptr;
-};
-template <typename T, typename D>
-OutPtr<T, D> Out(std::unique_ptr<T, D>& owner) {
-  return OutPtr<T, D>(owner);
-}
-
-// ESAPI outputs that carry secrets (credential secrets, unsealed data, inner keys): wiped
-// before they go back to the heap.
-template <typename T>
-struct EsysSecretFree {
-  void operator()(T* p) const {
-    if (p == nullptr) return;
-    Wipe(p, sizeof(T));
-    Esys_Free(p);
-  }
-};
-template <typename T>
-using EsysSecretPtr = std::unique_ptr<T, EsysSecretFree<T>>;
-
-// A TPM input structure holding a secret, wiped when it goes out of scope.
-template <typename T>
-struct Wiped {
-  T value{};
-  Wiped() = default;
-  Wiped(const Wiped&) = delete;
-  Wiped& operator=(const Wiped&) = delete;
-  ~Wiped() { Wipe(&value, sizeof value); }
-};
-
-template <typename T2B>
-Status Fill(T2B& out, ByteView data, const char* what) {
-  Status s = tpm::FillTpm2b(out, data);
-  if (!s.ok()) return Status(s.code(), std::string(what) + ": " + s.message());
-  return s;
-}
-
-Status FillName(TPM2B_NAME& out, ByteView name) {
-  if (name.size() > sizeof out.name) return Status(Code::kInvalidArgument, "Name too long");
-  out.size = static_cast<uint16_t>(name.size());
-  std::memcpy(out.name, name.data(), name.size());
-  return Status::Ok();
-}
-
-template <typename T2B>
-SecureBytes SecretFrom(const T2B& in) {
-  return SecureBytes(in.buffer, in.buffer + in.size);
-}
-
-constexpr TPMT_SYM_DEF kNoSymmetric = {TPM2_ALG_NULL, {}, {}};
-
-TPMT_SYM_DEF_OBJECT Aes128Cfb() {
-  TPMT_SYM_DEF_OBJECT sym{};
-  sym.algorithm = TPM2_ALG_AES;
-  sym.keyBits.aes = 128;
-  sym.mode.aes = TPM2_ALG_CFB;
-  return sym;
-}
-
-constexpr size_t kInnerKeySize = 16;  // AES-128
+using namespace internal;  // NOLINT: this folder's shared helpers (esys_internal.h)
 
 }  // namespace
 
@@ -601,11 +529,6 @@ Result<KeyBlob> Tpm::Create(const Object& parent, const TPM2B_PUBLIC& tmpl,
   return KeyBlob{*pub, *priv};
 }
 
-Result<KeyBlob> Tpm::CreateMrk(const Object& srk, ByteView ma_name, KeyAlg alg) {
-  TPMMA_ASSIGN_OR_RETURN(TPM2B_DIGEST policy, DuplicationSelectPolicy(ma_name));
-  return Create(srk, MrkTemplate(alg, policy));
-}
-
 Result<KeyBlob> Tpm::CreateChild(const Object& mrk, ChildType type, const SecureBytes& seal_data) {
   const TPMT_PUBLIC& parent = mrk.public_area().publicArea;
   TPMMA_RETURN_IF_ERROR(tpm::CheckStorageParent(parent).WithContext("MRK"));
@@ -719,54 +642,6 @@ Result<SecureBytes> Tpm::Unseal(const Object& sealed) {
   TPMMA_RETURN_IF_ERROR(CheckRc(
       "Esys_Unseal", Esys_Unseal(ctx_, sealed.handle(), auth, enc, ESYS_TR_NONE, Out(out))));
   return SecretFrom(*out);
-}
-
-Result<Duplicated> Tpm::Duplicate(const Object& object, const TPM2B_PUBLIC& new_parent,
-                                  InnerWrap inner, const SecureBytes& given_inner_key) {
-  const TPMT_PUBLIC& p = object.public_area().publicArea;
-  if (inner == InnerWrap::kNone && (p.objectAttributes & TPMA_OBJECT_ENCRYPTEDDUPLICATION)) {
-    return Error(Code::kInvalidArgument,
-                 "this key has encryptedDuplication set: it can only be duplicated with an "
-                 "inner wrapper key");
-  }
-  if (inner == InnerWrap::kGiven && given_inner_key.size() != kInnerKeySize) {
-    return Error(Code::kInvalidArgument, "the inner wrapper key must be 16 bytes (AES-128), got " +
-                                             std::to_string(given_inner_key.size()));
-  }
-  if (inner != InnerWrap::kGiven && !given_inner_key.empty()) {
-    return Error(Code::kInvalidArgument, "an inner key was given but InnerWrap is not kGiven");
-  }
-  TPMMA_ASSIGN_OR_RETURN(Object parent, LoadExternal(new_parent));
-  TPMMA_ASSIGN_OR_RETURN(Handle session, StartPolicySession(TPM2_SE_POLICY));
-  TPM2B_NAME object_name{}, parent_name{};
-  TPMMA_RETURN_IF_ERROR(FillName(object_name, object.name()));
-  TPMMA_RETURN_IF_ERROR(FillName(parent_name, parent.name()));
-  TPMMA_RETURN_IF_ERROR(
-      CheckRc("Esys_PolicyDuplicationSelect",
-              Esys_PolicyDuplicationSelect(ctx_, session.get(), ESYS_TR_NONE, ESYS_TR_NONE,
-                                           ESYS_TR_NONE, &object_name, &parent_name, TPM2_NO)));
-  TPMT_SYM_DEF_OBJECT sym{};
-  sym.algorithm = TPM2_ALG_NULL;
-  if (inner != InnerWrap::kNone) sym = Aes128Cfb();
-  Wiped<TPM2B_DATA> key_in;
-  TPMMA_RETURN_IF_ERROR(Fill(key_in.value, given_inner_key, "inner key"));
-  TPMMA_ASSIGN_OR_RETURN(ESYS_TR enc, EncSession(TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT));
-  EsysSecretPtr<TPM2B_DATA> key_out;
-  EsysPtr<TPM2B_PRIVATE> dup;
-  EsysPtr<TPM2B_ENCRYPTED_SECRET> seed;
-  TPMMA_RETURN_IF_ERROR(CheckRc(
-      "Esys_Duplicate",
-      Esys_Duplicate(ctx_, object.handle(), parent.handle(), session.get(), enc, ESYS_TR_NONE,
-                     &key_in.value, &sym, Out(key_out), Out(dup), Out(seed))));
-  Duplicated out;
-  out.duplicate = *dup;
-  out.encrypted_seed = *seed;
-  if (inner == InnerWrap::kGiven) {
-    out.inner_key = given_inner_key;
-  } else if (inner == InnerWrap::kTpmGenerated) {
-    out.inner_key = SecretFrom(*key_out);
-  }
-  return out;
 }
 
 Result<TPM2B_PRIVATE> Tpm::Import(const Object& parent, const TPM2B_PUBLIC& object_public,

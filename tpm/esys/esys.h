@@ -30,6 +30,7 @@
 
 #include "common/bytes.h"
 #include "common/status.h"
+#include "tpm/approval.h"
 #include "tpm/ek_templates.h"
 #include "tpm/esys/templates.h"
 #include "tpm/rewrap.h"
@@ -217,6 +218,9 @@ class Tpm {
   // Same digest as DuplicationSelectPolicy(), computed by the TPM in a trial session.
   Result<TPM2B_DIGEST> TrialDuplicationSelectPolicy(ByteView new_parent_name);
   Result<KeyBlob> CreateMrk(const Object& srk, ByteView ma_name, KeyAlg alg);
+  // An MRK that follows the MA's key rotations: authPolicy = PolicyAuthorize(policy_key_name,
+  // tpm::DuplicationPolicyRef()); it duplicates to every storage key that key approves.
+  Result<KeyBlob> CreateMrkFollowingMa(const Object& srk, ByteView policy_key_name, KeyAlg alg);
   // seal_data only for kSealed (1..128 bytes).
   Result<KeyBlob> CreateChild(const Object& mrk, ChildType type, const SecureBytes& seal_data = {});
   // Generic TPM2_Create under `parent` from a template (for callers with their own).
@@ -241,6 +245,14 @@ class Tpm {
   // `new_parent` (loaded as an external public) in a PolicyDuplicationSelect session.
   Result<Duplicated> Duplicate(const Object& object, const TPM2B_PUBLIC& new_parent,
                                InnerWrap inner, const SecureBytes& given_inner_key = {});
+  // The same for an MRK from CreateMrkFollowingMa (tpm/approval.h): the TPM checks `approval` with
+  // TPM2_VerifySignature (the policy key loaded in the owner hierarchy, so that it gets a
+  // ticket), then PolicyDuplicationSelect(new_parent) and PolicyAuthorize with that ticket.
+  // A signature from another key, or an approval of another storage key, is refused by the
+  // TPM (TPM_RC_SIGNATURE, TPM_RC_VALUE).
+  Result<Duplicated> DuplicateAuthorized(const Object& object, const TPM2B_PUBLIC& new_parent,
+                                         const tpm::Approval& approval, InnerWrap inner,
+                                         const SecureBytes& given_inner_key = {});
   // TPM2_Import under `parent`; inner_key empty means no inner wrapper. Returns the new
   // private blob, loadable with Load(parent, {object_public, result}).
   Result<TPM2B_PRIVATE> Import(const Object& parent, const TPM2B_PUBLIC& object_public,
@@ -275,6 +287,13 @@ class Tpm {
   // ESYS_TR_NONE when parameter encryption is off.
   Result<ESYS_TR> EncSession(TPMA_SESSION attributes);
   Result<Handle> StartPolicySession(TPM2_SE type);
+  // A policy session with PolicyDuplicationSelect(object, parent) run in it.
+  Result<Handle> DuplicationSelectSession(const Object& object, const Object& parent);
+  // TPM2_Duplicate of `object` to `parent` in `session` (PolicyDuplicationSelect done).
+  Result<Duplicated> DuplicateIn(const Object& object, const Object& parent, const Handle& session,
+                                 InnerWrap inner, const SecureBytes& given_inner_key);
+  // TPM2_VerifySignature of `approval` (esys_duplicate.cc): the ticket PolicyAuthorize takes.
+  Result<TPMT_TK_VERIFIED> VerifyApproval(const tpm::Approval& approval);
   Result<Object> WrapObject(ESYS_TR tr, Handle::Kind kind, const TPM2B_PUBLIC* known_public);
   Result<SecureBytes> RsaDecrypt(const Object& key, ByteView ciphertext,
                                  const TPMT_RSA_DECRYPT& scheme, ByteView label);
