@@ -59,7 +59,8 @@ void RelativeTo(const std::string& dir, Config& c) {
     if (p.starts_with(prefix)) p = p.substr(prefix.size());
   };
   for (std::string* p : {&c.tls_certificate, &c.tls_private_key, &c.tls_client_ca, &c.vault_path,
-                         &c.audit_checkpoint_key, &c.audit_checkpoint_dir}) {
+                         &c.audit_checkpoint_key, &c.audit_checkpoint_dir, &c.policy_public_key,
+                         &c.policy_approval}) {
     rel(*p);
   }
   std::vector<TpmKeyConfig*> keys = {&c.ma, &c.escrow};

@@ -7,6 +7,7 @@
 #include "server/audit_checkpoint.h"
 #include "server/config.h"
 #include "server/pki.h"
+#include "server/policy_key.h"
 #include "storage/sqlite_vault.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
@@ -143,6 +144,10 @@ Config InitialConfig(const InitOptions& opts) {
     cfg.escrow.private_key = "escrow/escrow-key.pem";
     cfg.escrow.certificate = "escrow/escrow-cert.pem";
   }
+  if (opts.policy_key) {
+    cfg.policy_public_key = "policy/policy-key.pub.pem";
+    cfg.policy_approval = "policy/" + opts.ma_key_id + ".approval";
+  }
   cfg.vault_path = "vault.db";
   cfg.ek_roots = {"trust/ek-roots"};
   cfg.ek_intermediates = {"trust/ek-intermediates"};
@@ -188,6 +193,12 @@ Result<Bytes> MakeKeys(const InitOptions& opts, Env* env) {
         WriteIssued(env, dir, escrow, "escrow/escrow-key.pem", "escrow/escrow-cert.pem"));
   }
   TPMMA_RETURN_IF_ERROR(WriteIssued(env, dir, tls, "tls/server-key.pem", "tls/server-cert.pem"));
+  if (opts.policy_key) {
+    TPMMA_RETURN_IF_ERROR(CreatePolicyKey(dir + "/policy/policy-key.pem",
+                                          dir + "/policy/policy-key.pub.pem", env));
+    TPMMA_RETURN_IF_ERROR(WriteApproval(dir + "/policy/policy-key.pem", ma_name,
+                                        dir + "/policy/" + opts.ma_key_id + ".approval", env));
+  }
   return ma_name;
 }
 
@@ -196,8 +207,8 @@ Result<Bytes> MakeKeys(const InitOptions& opts, Env* env) {
 Result<InitReport> InitMaState(const InitOptions& opts, Env* env) {
   TPMMA_RETURN_IF_ERROR(CheckInitOptions(opts, env));
   const std::string& dir = opts.dir;
-  for (const char* sub : {"", "/ca", "/ma", "/escrow", "/tls", "/trust", "/trust/ek-roots",
-                          "/trust/ek-intermediates", "/audit"}) {
+  for (const char* sub : {"", "/ca", "/ma", "/escrow", "/policy", "/tls", "/trust",
+                          "/trust/ek-roots", "/trust/ek-intermediates", "/audit"}) {
     TPMMA_RETURN_IF_ERROR(env->CreateDirs(dir + sub, kDirMode));
   }
   TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, MakeKeys(opts, env));

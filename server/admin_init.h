@@ -11,6 +11,9 @@
 //     ma/ma-cert.pem          0644
 //     escrow/escrow-key.pem   0600  the escrow key (escrow custody, docs/operations.md): a separate
 //     escrow/escrow-cert.pem  0644  file from the MA key, so each can have its own custody
+//     policy/policy-key.pem   0600  the policy-signing key MRKs that follow the MA name
+//     policy/policy-key.pub.pem 0644  (docs/protocol.md, "MRK policies"), and its approval
+//     policy/MAKEYID.approval 0644  of the MA key: what ma-server publishes in GetMAKey
 //     tls/server-key.pem      0600
 //     tls/server-cert.pem     0644
 //     trust/ek-roots/         0700  TPM manufacturer roots accepted for EK certificates
@@ -38,6 +41,9 @@ struct InitOptions {
   // Offer escrow custody of inner keys (docs/operations.md): an escrow key apart from the MA key.
   bool escrow = true;
   std::string escrow_key_id = "escrow-1";
+  // A policy-signing key, so that new MRKs follow the MA through key rotations. false: this
+  // MA takes PolicyDuplicationSelect MRKs only (what MAs made before #16 do).
+  bool policy_key = true;
 };
 
 struct InitReport {

@@ -45,6 +45,7 @@ struct Cli {
   s::InitOptions init;
   std::string listen = "127.0.0.1:8443";
   bool no_escrow = false;
+  bool no_policy_key = false;
   CLI::App* init_cmd = nullptr;
 
   std::string dir = "/var/lib/tpm-ma";
@@ -132,6 +133,8 @@ void AddInitCommand(Cli& c) {
       ->capture_default_str();
   c.init_cmd->add_flag("--no-escrow", c.no_escrow,
                        "offer recovery-code custody only: make no escrow key");
+  c.init_cmd->add_flag("--no-policy-key", c.no_policy_key,
+                       "make no policy-signing key: MRKs bind to this MA key for good");
 }
 
 constexpr const char* kPlatformHelp =
@@ -413,6 +416,7 @@ int RunInit(Cli& c) {
     return kUsage;
   }
   c.init.escrow = !c.no_escrow;
+  c.init.policy_key = !c.no_policy_key;
   auto report = s::InitMaState(c.init, tpmma::Env::Default());
   if (!report) return Fail(report.error(), c.json);
   PrintInitReport(c, *report);

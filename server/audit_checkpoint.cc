@@ -22,7 +22,6 @@ using json = nlohmann::json;
 
 constexpr std::string_view kFormat = "tpm-ma audit checkpoint 1";
 constexpr size_t kMaxCheckpointBytes = 4096;
-constexpr size_t kMaxKeyFileBytes = 16384;
 
 void PutU64(Bytes* out, int64_t v) {
   for (int shift = 56; shift >= 0; shift -= 8) {
@@ -186,24 +185,10 @@ Result<CheckpointVerdict> VerifyAgainstCheckpoint(storage::Vault& vault,
 
 Status CreateCheckpointKey(const std::string& private_path, const std::string& public_path,
                            Env* env) {
-  if (env->FileExists(private_path) || env->FileExists(public_path)) {
-    return Status(Code::kAlreadyExists,
-                  fmt::format("{} or {} exists; refusing to replace a checkpoint key (checkpoints "
-                              "already signed with it would no longer verify against the new one)",
-                              private_path, public_path));
-  }
-  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateKey(KeyType::kEcP256));
-  TPMMA_ASSIGN_OR_RETURN(SecureString pem, PrivateKeyToPem(key.get()));
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_PUBKEY(bio.get(), key.get()) != 1) {
-    return OpensslError("PEM_write_bio_PUBKEY");
-  }
-  char* data = nullptr;
-  long n = BIO_get_mem_data(bio.get(), &data);
-  TPMMA_RETURN_IF_ERROR(
-      env->WriteFileAtomic(private_path, View(std::string_view(pem.data(), pem.size())), 0600));
-  return env->WriteFileAtomic(public_path, View(std::string_view(data, static_cast<size_t>(n))),
-                              0644);
+  return CreateKeyPairFiles(private_path, public_path,
+                            "checkpoints already signed with it would no longer verify against "
+                            "a new one",
+                            env);
 }
 
 Result<EvpPkeyPtr> LoadCheckpointKey(const std::string& private_path, Env* env) {
@@ -211,16 +196,7 @@ Result<EvpPkeyPtr> LoadCheckpointKey(const std::string& private_path, Env* env) 
 }
 
 Result<EvpPkeyPtr> LoadCheckpointPublicKey(const std::string& path, Env* env) {
-  TPMMA_ASSIGN_OR_RETURN(Bytes pem, env->ReadFile(path, kMaxKeyFileBytes));
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  EvpPkeyPtr key(bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!key) {
-    // A private key file also names its public key: accept it for verifying.
-    auto priv = PrivateKeyFromPem(pem);
-    if (priv) return priv;
-    return Error(Code::kInvalidArgument, fmt::format("{} is not a PEM public key", path));
-  }
-  return key;
+  return ReadPublicKeyFile(path, env);
 }
 
 Result<std::string> WriteCheckpoint(storage::Vault& vault, EVP_PKEY* key, const std::string& dir,

@@ -291,6 +291,15 @@ void RequireTpmKey(Reader& r, std::string_view sec, const TpmKeyConfig& k) {
   if (k.custody != "none") r.Require(sec, "certificate", k.certificate);
 }
 
+// [policy]: the policy-signing key's public half and its approval of [ma]'s key, together.
+void ReadPolicy(Reader& r, Config& c) {
+  r.Path("policy", "public_key", c.policy_public_key);
+  r.Path("policy", "approval", c.policy_approval);
+  if (c.policy_public_key.empty() != c.policy_approval.empty()) {
+    r.Fail("policy.public_key and policy.approval go together: set both, or neither");
+  }
+}
+
 // An escrow key ([escrow] or a retired one) must not be the MA key under another name.
 void CheckEscrowKeyApart(Reader& r, const TpmKeyConfig& k, const TpmKeyConfig& ma) {
   if (k.custody == "none") return;
@@ -335,6 +344,19 @@ void ReadRetiredEscrowKeys(const toml::node& node, const std::string& base_dir, 
   }
 }
 
+// The MA's keys: [ma], [escrow], [[escrow.retired]] and [policy].
+void ReadKeys(Reader& r, const std::string& base_dir, Config& c) {
+  ReadTpmKey(r, "ma", c.ma, /*allow_none=*/false);
+  ReadTpmKey(r, "escrow", c.escrow, /*allow_none=*/true);
+  RequireTpmKey(r, "ma", c.ma);
+  RequireTpmKey(r, "escrow", c.escrow);
+  CheckEscrowKeyApart(r, c.escrow, c.ma);
+  if (const toml::node* retired = r.Node("escrow", "retired")) {
+    ReadRetiredEscrowKeys(*retired, base_dir, c, r);
+  }
+  ReadPolicy(r, c);
+}
+
 }  // namespace
 
 Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_dir,
@@ -377,14 +399,7 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& base_d
   r.Int("limits", "handshake_timeout_ms", c.handshake_timeout_ms, 100, 600'000);
   r.Int("limits", "max_package_bytes", c.max_package_bytes, 1024, 256 << 20);
   r.Int("limits", "max_child_keys", c.max_child_keys, 1, 100'000);
-  ReadTpmKey(r, "ma", c.ma, /*allow_none=*/false);
-  ReadTpmKey(r, "escrow", c.escrow, /*allow_none=*/true);
-  RequireTpmKey(r, "ma", c.ma);
-  RequireTpmKey(r, "escrow", c.escrow);
-  CheckEscrowKeyApart(r, c.escrow, c.ma);
-  if (const toml::node* retired = r.Node("escrow", "retired")) {
-    ReadRetiredEscrowKeys(*retired, base_dir, c, r);
-  }
+  ReadKeys(r, base_dir, c);
   r.Bool("approvals", "two_person", c.approvals_two_person);
   r.Int("approvals", "max_ttl_s", c.approvals_max_ttl_s, 60, 366 * 86400);
   r.Bool("approvals", "single_use", c.approvals_single_use);
@@ -607,6 +622,12 @@ std::string ConfigToToml(const Config& c) {
                       .Int("max_pending_challenges", c.max_pending_challenges)
                       .Int("ek_cache_entries", c.ek_cache_entries)
                       .Take());
+  if (!c.policy_public_key.empty()) {
+    section("policy", TableBuilder()
+                          .Str("public_key", c.policy_public_key)
+                          .Str("approval", c.policy_approval)
+                          .Take());
+  }
   section("enrollment", TableBuilder().Str("policy", c.enrollment_policy).Take());
   section("audit", TableBuilder()
                        .Str("reads", c.audit_reads)

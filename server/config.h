@@ -92,6 +92,12 @@ struct Config {
   // Retired keys (`ma-admin escrow rotate`) still release what was escrowed to them.
   TpmKeyConfig escrow = TpmKeyConfig::Named("none", "escrow-1");
   std::vector<TpmKeyConfig> escrow_retired;
+  // [policy]: MRKs that follow the MA (docs/protocol.md, "MRK policies"). public_key: the
+  // policy-signing key's public PEM (its private half is ma-admin's, and may stay offline);
+  // approval: its signature (a marshalled TPMT_SIGNATURE) approving duplication to [ma]'s key.
+  // Both empty: this MA takes PolicyDuplicationSelect MRKs only.
+  std::string policy_public_key;
+  std::string policy_approval;
   // [approvals]
   bool approvals_two_person = false;         // a second operator must confirm each approval
   uint32_t approvals_max_ttl_s = 7 * 86400;  // longest validity an operator may grant

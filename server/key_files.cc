@@ -8,7 +8,10 @@
 
 #include <cstdio>
 
+#include <fmt/format.h>
+
 #include "common/file_mode.h"
+#include "server/pki.h"
 #include "tpm/marshal.h"
 #include "tpm/public.h"
 
@@ -131,6 +134,39 @@ Status TpmKeySlot::Run(const Command& command) {
     return Error(Code::kUnavailable, "the " + what_ + " key's TPM is not available; retry later");
   }
   return command(*loaded_->tpm, loaded_->key);
+}
+
+Status CreateKeyPairFiles(const std::string& private_path, const std::string& public_path,
+                          std::string_view why_not_replace, Env* env) {
+  if (env->FileExists(private_path) || env->FileExists(public_path)) {
+    return Status(Code::kAlreadyExists, fmt::format("{} or {} exists; refusing to replace it ({})",
+                                                    private_path, public_path, why_not_replace));
+  }
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateKey(KeyType::kEcP256));
+  TPMMA_ASSIGN_OR_RETURN(SecureString pem, PrivateKeyToPem(key.get()));
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_PUBKEY(bio.get(), key.get()) != 1) {
+    return OpensslError("PEM_write_bio_PUBKEY");
+  }
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio.get(), &data);
+  TPMMA_RETURN_IF_ERROR(
+      env->WriteFileAtomic(private_path, View(std::string_view(pem.data(), pem.size())), 0600));
+  return env->WriteFileAtomic(public_path, View(std::string_view(data, static_cast<size_t>(n))),
+                              0644);
+}
+
+Result<EvpPkeyPtr> ReadPublicKeyFile(const std::string& path, Env* env) {
+  TPMMA_ASSIGN_OR_RETURN(Bytes pem, env->ReadFile(path, kMaxKeyFile));
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  EvpPkeyPtr key(bio ? PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!key) {
+    // A private key file also names its public key: accept it for verifying.
+    auto priv = PrivateKeyFromPem(pem);
+    if (priv) return priv;
+    return Error(Code::kInvalidArgument, fmt::format("{} is not a PEM public key", path));
+  }
+  return key;
 }
 
 }  // namespace tpmma::server

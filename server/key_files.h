@@ -25,6 +25,15 @@ namespace tpmma::server {
 // configuration error, not a warning.
 Result<EvpPkeyPtr> ReadPrivateKeyFile(const std::string& path, std::string_view what, Env* env);
 
+// A new EC P-256 key pair: the private PEM at `private_path` (0600) and the public PEM at
+// `public_path` (0644). kAlreadyExists if either file exists (`why_not_replace` says why a
+// key of this kind must never be replaced silently).
+Status CreateKeyPairFiles(const std::string& private_path, const std::string& public_path,
+                          std::string_view why_not_replace, Env* env);
+
+// A PEM public key (or a private key's public half) at `path`.
+Result<EvpPkeyPtr> ReadPublicKeyFile(const std::string& path, Env* env);
+
 // The PEM certificate at `path` as DER, after checking it certifies `key`.
 Result<Bytes> ReadCertificateFor(const std::string& path, const EVP_PKEY* key,
                                  std::string_view key_path, std::string_view what, Env* env);

@@ -12,9 +12,11 @@
 #include "server/approvals.h"
 #include "server/ek_identity.h"
 #include "server/escrow_key.h"
+#include "server/policy_key.h"
 #include "tpm/attest.h"
 #include "tpm/escrow.h"
 #include "tpm/marshal.h"
+#include "tpm/policy.h"
 #include "tpm/public.h"
 
 namespace tpmma::server {
@@ -67,15 +69,22 @@ Result<storage::CustodyMode> CustodyOf(const schema::Custody& c) {
                                                           : storage::CustodyMode::kRecoveryCode;
 }
 
-// The MRK must be duplicable only to this MA (authPolicy), only with an inner wrapper
-// (encryptedDuplication), and duplicable at all (fixedTPM/fixedParent clear): otherwise
-// the vaulted blob either cannot be restored or could have been copied elsewhere too.
-Status CheckMrk(const TPMT_PUBLIC& mrk, ByteView expected_policy) {
+bool SameBytes(ByteView a, ByteView b) { return std::ranges::equal(a, b); }
+
+// The MRK must be duplicable only to this MA (authPolicy: PolicyDuplicationSelect to its
+// key, or PolicyAuthorize by its policy-signing key, docs/protocol.md "MRK policies"), only
+// with an inner wrapper (encryptedDuplication), and duplicable at all (fixedTPM/fixedParent
+// clear): otherwise the vaulted blob either cannot be restored or could have been copied
+// elsewhere too.
+Status CheckMrk(const TPMT_PUBLIC& mrk, ByteView select_policy, ByteView authorize_policy) {
   ByteView policy = tpm::Tpm2bView(mrk.authPolicy);
-  if (policy.size() != expected_policy.size() ||
-      !std::equal(policy.begin(), policy.end(), expected_policy.begin())) {
+  const bool follows = !authorize_policy.empty() && SameBytes(policy, authorize_policy);
+  if (!follows && !SameBytes(policy, select_policy)) {
     return Status(Code::kInvalidArgument,
-                  "MRK authPolicy is not PolicyDuplicationSelect to this MA's key (GetMAKey)");
+                  authorize_policy.empty()
+                      ? "MRK authPolicy is not PolicyDuplicationSelect to this MA's key (GetMAKey)"
+                      : "MRK authPolicy is neither PolicyDuplicationSelect to this MA's key nor "
+                        "PolicyAuthorize by its policy-signing key (GetMAKey)");
   }
   const TPMA_OBJECT a = mrk.objectAttributes;
   if ((a & TPMA_OBJECT_ENCRYPTEDDUPLICATION) == 0) {
@@ -117,7 +126,11 @@ struct MaOperations::State {
   std::vector<std::unique_ptr<EscrowKeyCustody>> retired_escrow;
   std::unique_ptr<Authenticator> auth;
   Bytes ma_name_tpm2b;           // GetMAKey's Name (TPM2B_NAME)
-  Bytes mrk_policy;              // PolicyDuplicationSelect(MA Name): every MRK's authPolicy
+  Bytes mrk_policy;              // PolicyDuplicationSelect(MA Name): a legacy MRK's authPolicy
+  // With a policy-signing key ([policy]): its approval of the MA key, published by GetMAKey,
+  // and PolicyAuthorize(its Name), the authPolicy of MRKs that follow the MA.
+  std::optional<tpm::Approval> approval;
+  Bytes authorize_policy;
   bool defer_read_audit = true;  // audit.reads = "deferred"
   SigningKeyCache signing_keys;
   std::unique_ptr<RefusalLimiter> limiter;
@@ -318,6 +331,13 @@ Result<std::unique_ptr<MaOperations>> MaOperations::Create(const Config& cfg, En
   TPMMA_RETURN_IF_ERROR(BackfillEkKeyIds(vault, env));
   s->auth = std::move(*auth);
   TPMMA_ASSIGN_OR_RETURN(s->mrk_policy, DuplicationSelectPolicyDigest(custody->name()));
+  TPMMA_ASSIGN_OR_RETURN(s->approval, LoadApproval(cfg, custody->name(), env));
+  if (s->approval) {
+    TPMMA_ASSIGN_OR_RETURN(Bytes key_name, tpm::ComputeName(s->approval->policy_key.publicArea));
+    TPMMA_ASSIGN_OR_RETURN(TPM2B_DIGEST p,
+                           tpm::AuthorizePolicy(key_name, tpm::DuplicationPolicyRef()));
+    s->authorize_policy.assign(p.buffer, p.buffer + p.size);
+  }
   const Bytes& raw = custody->name();
   TPM2B_NAME name{};
   if (raw.size() > sizeof(name.name)) return Error(Code::kInternal, "MA Name too long");
@@ -382,7 +402,7 @@ Result<MaKeyInfo> MaOperations::GetMAKey(const std::optional<std::string>& key_i
   if (key_id && s_->escrow && *key_id == s_->escrow->key_id()) {
     const EscrowKeyCustody& e = *s_->escrow;
     call->object = e.key_id();
-    out = {e.key_id(), e.certificate_der(), e.public_bytes(), e.name_tpm2b()};
+    out = {e.key_id(), e.certificate_der(), e.public_bytes(), e.name_tpm2b(), {}, {}};
   } else if (key_id && *key_id != k.key_id()) {
     // The id the caller asked for is the record's object, once: the recorded message does
     // not repeat it (finding 3: it was stored twice). The caller's fault still names it.
@@ -390,7 +410,11 @@ Result<MaKeyInfo> MaOperations::GetMAKey(const std::optional<std::string>& key_i
     (void)s_->Refuse(*call, Status(Code::kNotFound, "no MA key with this KeyId"));
     return Error(Code::kNotFound, "no MA key with id " + ForAudit(call->object, 256));
   } else {
-    out = {k.key_id(), k.certificate_der(), k.public_bytes(), s_->ma_name_tpm2b};
+    out = {k.key_id(), k.certificate_der(), k.public_bytes(), s_->ma_name_tpm2b, {}, {}};
+    if (s_->approval) {
+      TPMMA_ASSIGN_OR_RETURN(out.policy_key, tpm::Marshal(s_->approval->policy_key));
+      TPMMA_ASSIGN_OR_RETURN(out.approval, tpm::Marshal(s_->approval->signature));
+    }
   }
   TPMMA_RETURN_IF_ERROR(s_->Audited(*call, s_->Read(*call)));
   return out;
@@ -447,7 +471,7 @@ Result<schema::MigrationPackage> MaOperations::State::VerifyUpload(ByteView body
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, SigningKeyOf(*me));
   TPMMA_ASSIGN_OR_RETURN(schema::MigrationPackage pkg, reader.Verify(key.get()));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC mrk, tpm::Unmarshal<TPM2B_PUBLIC>(pkg.mrk.public_area));
-  TPMMA_RETURN_IF_ERROR(CheckMrk(mrk.publicArea, mrk_policy));
+  TPMMA_RETURN_IF_ERROR(CheckMrk(mrk.publicArea, mrk_policy, authorize_policy));
   if (const auto* e = std::get_if<schema::EscrowCustody>(&pkg.custody)) {
     // An escrow blob that would not open at restore time is a silent loss: check now that
     // it decrypts and was made for this platform and MRK. The key is wiped on return.

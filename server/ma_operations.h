@@ -68,6 +68,11 @@ struct MaKeyInfo {
   Bytes certificate;  // DER
   Bytes public_area;  // TPM2B_PUBLIC
   Bytes name;         // TPM2B_NAME
+  // A storage key of an MA with a policy-signing key (docs/protocol.md, "MRK policies"):
+  // that key's TPM2B_PUBLIC and its approval of this key (a marshalled TPMT_SIGNATURE).
+  // Both empty otherwise.
+  Bytes policy_key;
+  Bytes approval;
 };
 
 struct UploadRequest {

@@ -395,6 +395,12 @@ class Handler final : public MigrationAuthorityBindingService {
     resp.Certificate = ToBase64Binary(soap, k.certificate);
     resp.Public = ToBase64Binary(soap, k.public_area);
     resp.Name = ToBase64Binary(soap, k.name);
+    if (!k.policy_key.empty()) {
+      resp.PolicySigningKey = soap_new_xsd__base64Binary(soap);
+      *resp.PolicySigningKey = ToBase64Binary(soap, k.policy_key);
+      resp.Approval = soap_new_xsd__base64Binary(soap);
+      *resp.Approval = ToBase64Binary(soap, k.approval);
+    }
     return SOAP_OK;
   }
 

@@ -155,10 +155,17 @@ Result<MaKeyInfo> MaClient::GetMAKey(std::string_view key_id) {
   if (!id.empty()) req.KeyId = &id;
   _ma__GetMAKeyResponse resp;
   TPMMA_RETURN_IF_ERROR(Finish(proxy_->GetMAKey(&req, resp)));
-  return MaKeyInfo{.key_id = resp.KeyId,
-                   .certificate = FromBase64Binary(resp.Certificate),
-                   .public_area = FromBase64Binary(resp.Public),
-                   .name = FromBase64Binary(resp.Name)};
+  MaKeyInfo out{.key_id = resp.KeyId,
+                .certificate = FromBase64Binary(resp.Certificate),
+                .public_area = FromBase64Binary(resp.Public),
+                .name = FromBase64Binary(resp.Name),
+                .policy_key = {},
+                .approval = {}};
+  if (resp.PolicySigningKey != nullptr && resp.Approval != nullptr) {
+    out.policy_key = FromBase64Binary(*resp.PolicySigningKey);
+    out.approval = FromBase64Binary(*resp.Approval);
+  }
+  return out;
 }
 
 Result<AuthChallenge> MaClient::AuthenticateBegin(const AuthBegin& request) {

@@ -60,6 +60,11 @@ struct MaKeyInfo {
   Bytes certificate;  // DER
   Bytes public_area;  // TPM2B_PUBLIC, the duplication target
   Bytes name;         // TPM2B_NAME as the server computed it; callers recompute and compare
+  // A storage key of an MA with a policy-signing key (docs/protocol.md, "MRK policies"):
+  // that key's TPM2B_PUBLIC and its approval of this key (a marshalled TPMT_SIGNATURE).
+  // Both empty otherwise.
+  Bytes policy_key;
+  Bytes approval;
 };
 
 struct AuthBegin {

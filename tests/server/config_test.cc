@@ -280,6 +280,29 @@ TEST(ConfigTest, VaultUrlMakesThePathOptionalAndTakesAPasswordFile) {
   EXPECT_EQ(Parse("")->drain_ms, 0u);
 }
 
+// Issue #16: the policy-signing key's public half and its approval, relative to the file,
+// written back by ConfigToToml, and only together.
+TEST(ConfigTest, PolicyKeyAndApprovalGoTogether) {
+  Result<Config> c = ParseConfig(std::string(kRequired) +
+                                     "[policy]\npublic_key = \"policy/p.pub.pem\"\n"
+                                     "approval = \"policy/ma-1.approval\"\n",
+                                 "/srv/ma", "test.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  EXPECT_EQ(c->policy_public_key, "/srv/ma/policy/p.pub.pem");
+  EXPECT_EQ(c->policy_approval, "/srv/ma/policy/ma-1.approval");
+  Result<Config> back = ParseConfig(ConfigToToml(*c), "/", "roundtrip");
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(*back, *c);
+  EXPECT_TRUE(Parse("")->policy_public_key.empty());
+  for (const char* half : {"[policy]\npublic_key = \"p.pem\"", "[policy]\napproval = \"a\""}) {
+    Result<Config> bad = Parse(half);
+    ASSERT_FALSE(bad.has_value()) << half;
+    EXPECT_NE(bad.error().message().find("policy.public_key and policy.approval go together"),
+              std::string::npos)
+        << bad.error().message();
+  }
+}
+
 // Issue #14: the load balancers whose PROXY line the server believes.
 TEST(ConfigTest, TrustedProxiesAreAddresses) {
   Result<Config> c = Parse("[server]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]");

@@ -105,10 +105,12 @@ class Client : public MaCalls {
 // The operations with their own vault and software MA key, as MakeMaService opens them.
 using Service = InProcessMa;
 
-inline Result<Service> MakeOps(const Config& cfg, Env* env) { return MakeInProcessMa(cfg, env); }
+inline Result<Service> MakeOps(const Config& cfg, Env* env) {
+  return MakeInProcessMa(cfg, env);
+}
 
-Result<std::unique_ptr<MaOperations>> MakeOps(const Config& cfg, Env* env, storage::Vault* vault,
-                                              MaKeyCustody* custody) {
+inline Result<std::unique_ptr<MaOperations>> MakeOps(const Config& cfg, Env* env,
+                                                     storage::Vault* vault, MaKeyCustody* custody) {
   return MaOperations::Create(cfg, env, vault, custody);
 }
 

@@ -29,10 +29,7 @@ TEST_F(MaOperationsTest, PlatformsSeeOnlyTheirOwnOrApprovedPackages) {
   const Bytes& ma_name = (*custody)->name();
 
   Plat a, b;
-  ASSERT_NO_FATAL_FAILURE(OpenPlat(t_, &a));
-  ASSERT_NO_FATAL_FAILURE(OpenPlat(tb, &b));
-  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, a, true));
-  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, b, false));
+  ASSERT_NO_FATAL_FAILURE(OpenBoth(c, tb, &a, &b, false));
   ASSERT_NE(a.id, b.id);
 
   Made pa;
@@ -202,10 +199,7 @@ TEST_F(MaOperationsTest, EscrowedInnerKeyIsReleasedOnlyUnderAnApproval) {
   }
 
   Plat a, b;
-  ASSERT_NO_FATAL_FAILURE(OpenPlat(t_, &a));
-  ASSERT_NO_FATAL_FAILURE(OpenPlat(tb, &b));
-  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, a, true));
-  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, b, true));
+  ASSERT_NO_FATAL_FAILURE(OpenBoth(c, tb, &a, &b, true));
 
   // Refused at Upload: an escrow blob for another key id, and one made for another platform
   // (a copy of B's escrowed key re-signed into A's package would otherwise open for A).
@@ -520,10 +514,7 @@ TEST_F(MaOperationsTest, MaTpmKilledMidRewrapLeavesTheApprovalUnusedAndRecovers)
   ASSERT_OK(ops);
   Client c(ops->get());
   Plat a, b;
-  ASSERT_NO_FATAL_FAILURE(OpenPlat(t_, &a));
-  ASSERT_NO_FATAL_FAILURE(OpenPlat(tb, &b));
-  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, a, true));
-  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, b, false));
+  ASSERT_NO_FATAL_FAILURE(OpenBoth(c, tb, &a, &b, false));
   Made pa;
   ASSERT_NO_FATAL_FAILURE(MakePackage(a, (*custody)->public_area(), (*custody)->name(), &pa));
   ASSERT_OK(Upload(c, a.token, pa.bytes, nullptr));

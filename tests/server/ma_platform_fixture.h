@@ -329,6 +329,15 @@ class MaPlatformTest : public ::testing::Test {
     p->srk_name = *tpm::Marshal(n);
   }
 
+  // The old board `a` on the fixture's TPM and the new board `b` on `tb`, both authenticated
+  // through `c`; `a` with a package-signing key, `b` with one if `b_signs`.
+  void OpenBoth(MaCalls& c, testing::Swtpm* tb, Plat* a, Plat* b, bool b_signs) {
+    ASSERT_NO_FATAL_FAILURE(OpenPlat(t_, a));
+    ASSERT_NO_FATAL_FAILURE(OpenPlat(tb, b));
+    ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, *a, true));
+    ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, *b, b_signs));
+  }
+
   static TPM2B_PUBLIC SigningTemplate() {
     TPM2B_PUBLIC t = esys::ChildTemplate(esys::ChildType::kRsaSign, false);
     t.publicArea.objectAttributes |= TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT;
@@ -388,16 +397,24 @@ class MaPlatformTest : public ::testing::Test {
   };
 
   // A real backup: MRK duplicated by the TPM to the MA key, package signed in the TPM.
-  // With `escrow_public`, the inner key is escrowed to it (else recovery-code custody).
+  // With `escrow_public`, the inner key is escrowed to it (else recovery-code custody). With
+  // `follow`, the MRK follows the MA (PolicyAuthorize by follow->policy_key) and duplicates
+  // under that approval (else PolicyDuplicationSelect to `ma_name`).
   void MakePackage(Plat& p, const TPM2B_PUBLIC& ma_public, const Bytes& ma_name, Made* out,
                    const TPM2B_PUBLIC* escrow_public = nullptr,
-                   const std::string& escrow_key_id = "escrow-test") {
-    auto mrk_blob = p.tpm->CreateMrk(p.srk, ma_name, esys::KeyAlg::kRsa2048);
+                   const std::string& escrow_key_id = "escrow-test",
+                   const tpm::Approval* follow = nullptr) {
+    auto mrk_blob = follow == nullptr ? p.tpm->CreateMrk(p.srk, ma_name, esys::KeyAlg::kRsa2048)
+                                      : p.tpm->CreateMrkFollowingMa(
+                                            p.srk, *tpm::ComputeName(follow->policy_key.publicArea),
+                                            esys::KeyAlg::kRsa2048);
     ASSERT_OK(mrk_blob);
     out->mrk = *mrk_blob;
     auto mrk = p.tpm->Load(p.srk, *mrk_blob);
     ASSERT_OK(mrk);
-    auto d = p.tpm->Duplicate(*mrk, ma_public, esys::InnerWrap::kTpmGenerated);
+    auto d = follow == nullptr ? p.tpm->Duplicate(*mrk, ma_public, esys::InnerWrap::kTpmGenerated)
+                               : p.tpm->DuplicateAuthorized(*mrk, ma_public, *follow,
+                                                            esys::InnerWrap::kTpmGenerated);
     ASSERT_OK(d);
     mrk->reset();
     out->inner_key = d->inner_key;

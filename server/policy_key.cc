@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#include "server/policy_key.h"
+
+#include "server/key_files.h"
+#include "tpm/marshal.h"
+#include "tpm/public.h"
+
+namespace tpmma::server {
+
+namespace {
+
+constexpr size_t kMaxApprovalFile = 4096;
+
+}  // namespace
+
+Status CreatePolicyKey(const std::string& private_path, const std::string& public_path,
+                       Env* env) {
+  return CreateKeyPairFiles(private_path, public_path,
+                            "every MRK made with PolicyAuthorize names this key: a new one would "
+                            "strand them",
+                            env);
+}
+
+Status WriteApproval(const std::string& private_path, ByteView storage_key_name,
+                     const std::string& approval_path, Env* env) {
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, ReadPrivateKeyFile(private_path, "policy-signing", env));
+  TPMMA_ASSIGN_OR_RETURN(tpm::Approval a, tpm::SignApproval(key.get(), storage_key_name));
+  TPMMA_ASSIGN_OR_RETURN(Bytes sig, tpm::Marshal(a.signature));
+  return env->WriteFileAtomic(approval_path, sig, 0644);
+}
+
+Result<std::optional<tpm::Approval>> LoadApproval(const Config& cfg, ByteView storage_key_name,
+                                                  Env* env) {
+  if (cfg.policy_public_key.empty()) return std::optional<tpm::Approval>();
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, ReadPublicKeyFile(cfg.policy_public_key, env));
+  tpm::Approval a;
+  TPMMA_ASSIGN_OR_RETURN(a.policy_key, tpm::PolicyKeyPublic(key.get()));
+  TPMMA_ASSIGN_OR_RETURN(a.approved_policy, tpm::DuplicationSelectPolicy(storage_key_name));
+  TPMMA_ASSIGN_OR_RETURN(Bytes sig, env->ReadFile(cfg.policy_approval, kMaxApprovalFile));
+  auto signature = tpm::Unmarshal<TPMT_SIGNATURE>(sig);
+  if (!signature) {
+    return Error(Code::kInvalidArgument,
+                 "policy.approval " + cfg.policy_approval + " is not a TPMT_SIGNATURE: " +
+                     signature.error().message());
+  }
+  a.signature = *signature;
+  TPMMA_ASSIGN_OR_RETURN(Bytes key_name, tpm::ComputeName(a.policy_key.publicArea));
+  Status ok = tpm::CheckApproval(a, storage_key_name, key_name);
+  if (!ok.ok()) {
+    return Error(ok.code(), "policy.approval " + cfg.policy_approval +
+                                " does not approve this MA's storage key with policy.public_key "
+                                "(run `ma-admin policy-key approve`): " +
+                                ok.message());
+  }
+  return std::optional<tpm::Approval>(std::move(a));
+}
+
+}  // namespace tpmma::server
