@@ -7,6 +7,7 @@
 
 #include "common/openssl.h"
 #include "tpm/attest.h"
+#include "tpm/marshal.h"
 #include "tpm/policy.h"
 #include "tpm/public.h"
 
@@ -103,6 +104,27 @@ Status CheckApproval(const Approval& a, ByteView storage_key_name, ByteView poli
                   "the approval's signature does not verify: " + s.message());
   }
   return Status::Ok();
+}
+
+Result<Approval> ApprovalFromWire(ByteView policy_key, ByteView signature,
+                                  ByteView storage_key_name) {
+  auto key = Unmarshal<TPM2B_PUBLIC>(policy_key);
+  auto sig = Unmarshal<TPMT_SIGNATURE>(signature);
+  if (!key || !sig) {
+    return Error(Code::kMalformed,
+                 "the policy-signing key or its approval is not a TPM2B_PUBLIC / TPMT_SIGNATURE");
+  }
+  Approval a;
+  a.policy_key = *key;
+  a.signature = *sig;
+  TPMMA_ASSIGN_OR_RETURN(a.approved_policy, DuplicationSelectPolicy(storage_key_name));
+  TPMMA_ASSIGN_OR_RETURN(Bytes name, PolicyKeyName(a));
+  TPMMA_RETURN_IF_ERROR(CheckApproval(a, storage_key_name, name));
+  return a;
+}
+
+Result<Bytes> PolicyKeyName(const Approval& a) {
+  return ComputeName(a.policy_key.publicArea);
 }
 
 }  // namespace tpmma::tpm

@@ -38,4 +38,13 @@ Result<Approval> SignApproval(EVP_PKEY* policy_key, ByteView storage_key_name);
 // kIntegrityFailure naming what differs.
 Status CheckApproval(const Approval& a, ByteView storage_key_name, ByteView policy_key_name);
 
+// An approval as GetMAKey sends it and lms keeps it (the policy key's marshalled TPM2B_PUBLIC,
+// the marshalled TPMT_SIGNATURE) for the storage key `storage_key_name`, checked
+// (CheckApproval) against the policy key it comes with: kMalformed if it does not parse.
+Result<Approval> ApprovalFromWire(ByteView policy_key, ByteView signature,
+                                  ByteView storage_key_name);
+
+// The Name of the policy key an approval is signed with (what a following MRK's policy names).
+Result<Bytes> PolicyKeyName(const Approval& a);
+
 }  // namespace tpmma::tpm

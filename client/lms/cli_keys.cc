@@ -78,24 +78,48 @@ int SecretResult(const Globals& g, const KeyRecord& k, const std::string& out,
 struct InitArgs {
   std::string ma_key_public, ma_key_id;
   std::string mrk_alg = "rsa2048";
+  std::string mrk_policy = "auto";  // follow | fixed | auto (follow when the MA offers it)
   std::string mrk_handle = "0x81000100";
   std::string custody = "recovery-code";  // CustodyModeName spelling
   std::string escrow_key_id;
   bool force = false, discard = false;
 };
 
-// init: the MA storage key, from --ma-key-public or fetched from the MA.
-Result<Bytes> InitMaKey(const Globals& g, const InitArgs& a, Lms& lms,
-                        const Result<MaSettings>& settings) {
-  if (!a.ma_key_public.empty()) return ReadInput(g, a.ma_key_public, kMaxSmallInput);
+// init: the MA storage key, from --ma-key-public or fetched from the MA (with the MA's
+// approval of it when it has a policy-signing key).
+Result<FetchedMaKey> InitMaKey(const Globals& g, const InitArgs& a, Lms& lms,
+                               const Result<MaSettings>& settings) {
+  if (!a.ma_key_public.empty()) {
+    FetchedMaKey given;
+    TPMMA_ASSIGN_OR_RETURN(given.public_area, ReadInput(g, a.ma_key_public, kMaxSmallInput));
+    return given;
+  }
   if (!settings) {
     return Error(Code::kInvalidArgument,
                  "init needs the MA key: --ma-key-public FILE, or the MA to fetch it from (" +
                      settings.error().message() + ")");
   }
   lms.Progress("fetching the MA key from " + settings->url);
-  TPMMA_ASSIGN_OR_RETURN(FetchedMaKey key, FetchMaKey(*settings, a.ma_key_id));
-  return std::move(key.public_area);
+  return FetchMaKey(*settings, a.ma_key_id);
+}
+
+// init: an MRK that follows the MA (PolicyAuthorize) when asked or, by default, when the MA
+// offers it; bound to the MA key (PolicyDuplicationSelect) otherwise.
+Status InitMrkPolicy(const InitArgs& a, const FetchedMaKey& key, InitOptions& o) {
+  const bool offered = !key.policy_key.empty();
+  if (a.mrk_policy == "follow" && !offered) {
+    return Status(Code::kInvalidArgument,
+                  a.ma_key_public.empty()
+                      ? "--mrk-policy follow: this MA publishes no policy-signing key (made with "
+                        "--no-policy-key, or before it had one); use --mrk-policy fixed"
+                      : "--mrk-policy follow needs the MA's approval, which only the MA gives: "
+                        "drop --ma-key-public");
+  }
+  if (a.mrk_policy != "fixed" && offered) {
+    o.policy_key_public = key.policy_key;
+    o.ma_key_approval = key.approval;
+  }
+  return Status::Ok();
 }
 
 // init: the custody of the inner key; escrow fetches the MA's escrow key.
@@ -129,6 +153,7 @@ int InitSucceeded(const Globals& g, const InitArgs& a, Lms& lms, const InitResul
             {"srk_name", HexEncode(r.state.srk_name)},
             {"mrk", KeyJson(r.mrk)},
             {"ma_key_name", HexEncode(r.state.ma_key_name)},
+            {"mrk_policy", r.state.policy_key_public.empty() ? "fixed" : "follow"},
             {"custody", CustodyModeName(r.state.custody.mode)},
             {"retired_to", r.retired_to ? json(*r.retired_to) : json(nullptr)}};
   if (escrow) j["escrow_key_id"] = r.state.custody.escrow_key_id;
@@ -137,8 +162,13 @@ int InitSucceeded(const Globals& g, const InitArgs& a, Lms& lms, const InitResul
   append("Initialised the key store " + lms.store().dir() + "\n");
   if (r.retired_to) append("  the previous store was set aside in " + *r.retired_to + "\n");
   append("  SRK  " + Hex32(r.state.srk_handle) + "  " + HexEncode(r.state.srk_name) + "\n");
-  append("  MRK  " + r.mrk.id + "  (" + a.mrk_alg + ", duplicable only to MA key " +
-         HexEncode(r.state.ma_key_name) + ")\n\n");
+  append(
+      "  MRK  " + r.mrk.id + "  (" + a.mrk_alg +
+      (r.state.policy_key_public.empty()
+           ? ", duplicable only to MA key " + HexEncode(r.state.ma_key_name)
+           : ", follows the MA: duplicable to each MA key its policy-signing key approves, now " +
+                 HexEncode(r.state.ma_key_name)) +
+      ")\n\n");
   if (escrow) {
     append("Inner key custody: escrow (MA escrow key " + r.state.custody.escrow_key_id +
            "). There is no recovery code: restoring these keys on a new or cleared "
@@ -160,14 +190,16 @@ int RunInit(const Globals& g, const InitArgs& a) {
   if (!lms) return Fail(g, lms.error());
   ShowProgress(g, **lms);
   auto settings = ResolveMaSettings((*lms)->store(), FlagsOf(g));
-  auto ma_public = InitMaKey(g, a, **lms, settings);
-  if (!ma_public) return Fail(g, ma_public.error());
+  auto ma_key = InitMaKey(g, a, **lms, settings);
+  if (!ma_key) return Fail(g, ma_key.error());
   // --custody is checked against the CustodyModeName spellings by CLI11.
   const CustodyMode custody = CustodyModeFromName(a.custody).value_or(CustodyMode::kRecoveryCode);
   InitOptions o;
   Status custody_ok = InitCustody(a, custody, **lms, settings, o);
   if (!custody_ok.ok()) return Fail(g, custody_ok);
-  o.ma_key_public = std::move(*ma_public);
+  Status policy_ok = InitMrkPolicy(a, *ma_key, o);
+  if (!policy_ok.ok()) return Fail(g, policy_ok);
+  o.ma_key_public = std::move(ma_key->public_area);
   o.mrk_alg = a.mrk_alg == "ecc-p256" ? esys::KeyAlg::kEccP256 : esys::KeyAlg::kRsa2048;
   auto handle = ParseMrkHandle(a.mrk_handle);
   if (!handle) return Fail(g, handle.error());
@@ -207,6 +239,12 @@ Command AddInitCommand(CLI::App& app, const Globals& g) {
                 "with --custody escrow: which MA escrow key (default: the one the MA lists)");
   c->add_option("--mrk-alg", a->mrk_alg, "MRK algorithm: rsa2048 | ecc-p256")
       ->check(CLI::IsMember({"rsa2048", "ecc-p256"}))
+      ->capture_default_str();
+  c->add_option("--mrk-policy", a->mrk_policy,
+                "follow: the MRK follows the MA through key rotations (PolicyAuthorize by the "
+                "MA's policy-signing key); fixed: bound to this MA key for good "
+                "(PolicyDuplicationSelect); auto: follow when the MA offers it")
+      ->check(CLI::IsMember({"auto", "follow", "fixed"}))
       ->capture_default_str();
   c->add_option("--mrk-handle", a->mrk_handle,
                 "also keep the MRK persistent at this handle, the parent that key files "

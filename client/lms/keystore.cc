@@ -254,6 +254,10 @@ std::string StoreStateToJson(const StoreState& s) {
   // Written only when set, so that a store without them reads (and writes) as before.
   if (s.mrk_handle != 0) j["mrk_handle"] = s.mrk_handle;
   if (!s.pkcs11_sha256.empty()) j["pkcs11_sha256"] = HexEncode(s.pkcs11_sha256);
+  if (!s.policy_key_public.empty()) {
+    j["ma_key"]["policy_key"] = Base64Encode(s.policy_key_public);
+    j["ma_key"]["approval"] = Base64Encode(s.ma_key_approval);
+  }
   return j.dump(2) + "\n";
 }
 
@@ -293,6 +297,10 @@ Result<StoreState> StoreStateFromJson(std::string_view text, std::string_view wh
   Fields fm(*ma, ma_what);
   s.ma_key_public = fm.Base64("public");
   s.ma_key_name = fm.Hex("name");
+  if (fm.OptStr("policy_key")) {  // absent before issue #16, and for bound MRKs
+    s.policy_key_public = fm.Base64("policy_key");
+    s.ma_key_approval = fm.Base64("approval");
+  }
   if (!fm.status().ok()) return Error(fm.status());
   const std::string c_what = std::string(what) + " custody";
   Fields fc(*custody, c_what);

@@ -111,6 +111,11 @@ struct StoreState {
   uint32_t mrk_handle = 0;
   Bytes ma_key_public;  // TPM2B_PUBLIC of the MA storage key the MRK duplicates to
   Bytes ma_key_name;
+  // An MRK that follows the MA (docs/protocol.md, "MRK policies"): the TPM2B_PUBLIC of the
+  // MA's policy-signing key its authPolicy names, and that key's approval of ma_key (a
+  // marshalled TPMT_SIGNATURE). Empty: the MRK is bound to ma_key by PolicyDuplicationSelect.
+  Bytes policy_key_public;
+  Bytes ma_key_approval;
   InnerKeyCustody custody;
   std::optional<int64_t> last_backup_at;
   std::optional<std::string> last_backup_package_id;

@@ -11,6 +11,7 @@
 
 #include "client/lms/custody.h"
 #include "client/lms/mrk_handle.h"
+#include "client/lms/mrk_policy.h"
 #include "common/openssl.h"
 #include "common/text.h"
 #include "schema/package.h"
@@ -419,7 +420,7 @@ Result<InitResult> Lms::Init(const InitOptions& o) {
   }
   TPMMA_ASSIGN_OR_RETURN(out.retired_to, SetAsidePrevious(store_, o));
   TPMMA_ASSIGN_OR_RETURN(esys::PublicInfo srk_info, tpm_->ReadPublic(srk_));
-  TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob mrk_blob, tpm_->CreateMrk(srk_, ma_name, o.mrk_alg));
+  TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob mrk_blob, CreateMrkFor(*tpm_, srk_, o, ma_name));
   if (o.mrk_handle != 0) {
     if (!previous_mrk.empty()) TPMMA_RETURN_IF_ERROR(EvictMrk(*tpm_, o.mrk_handle, previous_mrk));
     TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, tpm_->Load(srk_, mrk_blob));
@@ -449,6 +450,8 @@ Result<InitResult> Lms::Init(const InitOptions& o) {
   s.mrk_handle = o.mrk_handle;
   s.ma_key_public = o.ma_key_public;
   s.ma_key_name = ma_name;
+  s.policy_key_public = o.policy_key_public;
+  s.ma_key_approval = o.ma_key_approval;
   s.custody = custody.custody;
   TPMMA_ASSIGN_OR_RETURN(s.custody.sealed_public, tpm::Marshal(sealed.public_area));
   TPMMA_ASSIGN_OR_RETURN(s.custody.sealed_private, tpm::Marshal(sealed.private_area));

@@ -39,6 +39,11 @@ struct Options {
 
 struct InitOptions {
   Bytes ma_key_public;  // marshalled TPM2B_PUBLIC of the MA storage key (as GetMAKey returns)
+  // Both set: an MRK that follows the MA (PolicyAuthorize by this policy-signing key, whose
+  // approval of ma_key this is; GetMAKey's PolicySigningKey and Approval). Both empty: an
+  // MRK bound to ma_key for good (PolicyDuplicationSelect).
+  Bytes policy_key_public;
+  Bytes ma_key_approval;
   esys::KeyAlg mrk_alg = esys::KeyAlg::kRsa2048;
   // Where the MRK is also made persistent for applications' key files (0: nowhere). Refused,
   // before anything changes, when another object holds it.

@@ -23,6 +23,7 @@
 #include "client/lms/inventory.h"
 #include "client/lms/ma_connection.h"
 #include "client/lms/mrk_handle.h"
+#include "client/lms/mrk_policy.h"
 #include "client/lms/pkcs11_token.h"
 #include "client/ma/platform.h"
 #include "common/openssl.h"
@@ -299,7 +300,9 @@ Result<FetchedMaKey> GetCheckedMaKey(ma::MaClient& client, const MaSettings& set
   }
   return FetchedMaKey{.key_id = verified->key_id,
                       .public_area = key->public_area,
-                      .name = std::move(verified->name)};
+                      .name = std::move(verified->name),
+                      .policy_key = verified->approval ? key->policy_key : Bytes(),
+                      .approval = verified->approval ? key->approval : Bytes()};
 }
 
 Result<MaSettings> ResolveMaSettings(const KeyStore& store, const MaFlags& flags) {
@@ -362,7 +365,9 @@ Result<FetchedMaKey> FindEscrowKey(ma::MaClient& client, const MaSettings& setti
     }
     found.push_back({.key_id = verified->key_id,
                      .public_area = key->public_area,
-                     .name = std::move(verified->name)});
+                     .name = std::move(verified->name),
+                     .policy_key = {},
+                     .approval = {}});
   }
   if (found.empty()) {
     return Error(Code::kNotFound, "the MA at " + settings.url +
@@ -489,12 +494,11 @@ Status DuplicateMrk(Lms& lms, const StoreState& state, const KeyRecord& mrk_reco
         "unsealing the inner wrapper key (kept sealed to this TPM since lms init)");
   }
   p.inner = std::move(*inner);
-  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ma_public, tpm::Unmarshal<TPM2B_PUBLIC>(state.ma_key_public));
   lms.Progress("duplicating the MRK to the MA key");
   esys::Duplicated dup;
   {
     TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, lms.LoadKey(mrk_record, nullptr));
-    TPMMA_ASSIGN_OR_RETURN(dup, tpm->Duplicate(mrk, ma_public, esys::InnerWrap::kGiven, p.inner));
+    TPMMA_ASSIGN_OR_RETURN(dup, DuplicateMrkFor(*tpm, state, mrk, p.inner));
   }
   schema::MigratableRootKey& m = p.model.mrk;
   m.public_area = mrk_record.public_area;

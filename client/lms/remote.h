@@ -62,6 +62,10 @@ struct FetchedMaKey {
   std::string key_id;
   Bytes public_area;  // marshalled TPM2B_PUBLIC
   Bytes name;
+  // An MA with a policy-signing key: its TPM2B_PUBLIC and its approval of this key (a
+  // marshalled TPMT_SIGNATURE), checked. Empty otherwise.
+  Bytes policy_key;
+  Bytes approval;
 };
 Result<FetchedMaKey> FetchMaKey(const MaSettings& settings, std::string_view key_id = {});
 

@@ -13,6 +13,7 @@
 
 #include "client/lms/custody.h"
 #include "client/lms/ma_connection.h"
+#include "client/lms/mrk_policy.h"
 #include "client/lms/remote.h"
 #include "client/lms/restore_apps.h"
 #include "client/ma/platform.h"
@@ -582,19 +583,13 @@ Status PrepareNewStore(KeyStore& store, const RestoreOptions& o) {
 // The new store backs up to the MA key its MRK is bound to (authPolicy =
 // PolicyDuplicationSelect to that key's Name): a store pinned to another key could never
 // duplicate its MRK. So the MA's current key must be the MRK's; it is kept in `ma_key`.
+
+// The MA's current key, and whether the package's MRK can be backed up to it from a new store.
 Status CheckMrkBoundToMaKey(RestoreRun& run, const TPM2B_PUBLIC& mrk_public, FetchedMaKey& ma_key) {
   TPMMA_ASSIGN_OR_RETURN(
       ma_key, GetCheckedMaKey(*run.connection->client, run.settings, {}, ma::MaKeyRole::kStorage));
-  TPMMA_ASSIGN_OR_RETURN(TPM2B_DIGEST policy, esys::DuplicationSelectPolicy(ma_key.name));
-  if (std::ranges::equal(tpm::Tpm2bView(policy),
-                         tpm::Tpm2bView(mrk_public.publicArea.authPolicy))) {
-    return Status::Ok();
-  }
-  return Status(Code::kConflict,
-                "the MRK in package " + run.package_id + " is not bound to the MA's current key (" +
-                    ma_key.key_id + ", Name " + HexEncode(ma_key.name) +
-                    "): its authPolicy is not PolicyDuplicationSelect to that key, so a new "
-                    "store could not back it up; nothing was restored");
+  return CheckMrkPolicyFor(ma_key, tpm::Tpm2bView(mrk_public.publicArea.authPolicy),
+                           run.package_id);
 }
 
 // The key records of a new store: the package has no ids or origins for its keys beyond
@@ -693,6 +688,8 @@ Result<RestoreResult> RestoreIntoNewStore(RestoreRun& run) {
   state.mrk_id = keys.mrk.id;
   state.ma_key_public = ma_key.public_area;
   state.ma_key_name = ma_key.name;
+  state.policy_key_public = ma_key.policy_key;
+  state.ma_key_approval = ma_key.approval;
   state.custody = loaded.custody;
   state.mrk_handle = loaded.mrk_handle;
   TPMMA_RETURN_IF_ERROR(SealInnerKey(run.lms, loaded.inner, state.custody));

@@ -51,7 +51,16 @@ Result<VerifiedMaKey> VerifyMaKey(const MaKeyInfo& key, MaKeyRole role) {
     return Error(Code::kIntegrityFailure,
                  "the MA key certificate certifies a different key than the TPM public area");
   }
-  return VerifiedMaKey{.key_id = key.key_id, .public_area = pub, .name = std::move(name)};
+  VerifiedMaKey out{
+      .key_id = key.key_id, .public_area = pub, .name = std::move(name), .approval = std::nullopt};
+  if (role == MaKeyRole::kStorage && !key.policy_key.empty()) {
+    auto approval = tpm::ApprovalFromWire(key.policy_key, key.approval, out.name);
+    if (!approval) {
+      return Error(approval.error().WithContext("the MA's approval of its key does not check out"));
+    }
+    out.approval = std::move(*approval);
+  }
+  return out;
 }
 
 namespace {

@@ -27,6 +27,7 @@
 #include "client/ma/ma_client.h"
 #include "common/openssl.h"
 #include "common/status.h"
+#include "tpm/approval.h"
 #include "tpm/ek_templates.h"
 #include "tpm/esys/esys.h"
 
@@ -36,6 +37,10 @@ struct VerifiedMaKey {
   std::string key_id;
   TPM2B_PUBLIC public_area{};
   Bytes name;  // nameAlg || digest, as CreateMrk and PolicyDuplicationSelect want it
+  // A storage key of an MA with a policy-signing key: its approval of this key, checked
+  // (tpm::CheckApproval) against the policy key it names. Whether that is the policy key
+  // an MRK follows is the caller's to check.
+  std::optional<tpm::Approval> approval;
 };
 
 // What an MA key is for: the storage key packages are duplicated to (a storage parent,

@@ -267,6 +267,8 @@ class LmsMaTest : public ::testing::Test {
     auto key = FetchMaKey(Settings(t));
     if (!key) return key.error().ToString();
     InitOptions o{.ma_key_public = key->public_area,
+                  .policy_key_public = key->policy_key,  // follows the MA when it can
+                  .ma_key_approval = key->approval,
                   .mrk_alg = esys::KeyAlg::kEccP256,
                   .mrk_handle = 0,  // a shared TPM: see LmsRunner
                   .custody = custody,

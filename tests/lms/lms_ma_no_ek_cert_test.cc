@@ -52,8 +52,8 @@ TEST(LmsMaNoEkCertTest, EnrollsOnlyByARegisteredEkPublic) {
   EXPECT_NE(r.err.find("this TPM has no EK certificate in NV and none is configured"),
             std::string::npos)
       << r.all();
-  for (const char* hint : {"sent no EK certificate", "enrollment policy \"open\"",
-                           "lms ek fetch", "ma-admin platforms register --ek-public FILE"}) {
+  for (const char* hint : {"sent no EK certificate", "enrollment policy \"open\"", "lms ek fetch",
+                           "ma-admin platforms register --ek-public FILE"}) {
     EXPECT_NE(r.all().find(hint), std::string::npos) << hint << ": " << r.all();
   }
 
@@ -63,8 +63,8 @@ TEST(LmsMaNoEkCertTest, EnrollsOnlyByARegisteredEkPublic) {
   EXPECT_EQ(pub.value("has_certificate", true), false);
   const std::string key_id = pub.value("ek_key_id", "");
   ASSERT_EQ(key_id.size(), 64u);
-  auto made = t->Tools({"tpm2_createek", "-c", dir.File("ek.ctx"), "-G", "rsa", "-u",
-                        dir.File("ek-tools.pub")});
+  auto made = t->Tools(
+      {"tpm2_createek", "-c", dir.File("ek.ctx"), "-G", "rsa", "-u", dir.File("ek-tools.pub")});
   ASSERT_EQ(made.exit_code, 0) << made.output;
   EXPECT_EQ(Slurp(dir.File("ek.pub")), Slurp(dir.File("ek-tools.pub")));
   t->Tools({"tpm2_flushcontext", "-t"});

@@ -565,6 +565,8 @@ TEST_F(LmsTest, EscrowInitShowsNoCodeAndSealsARandomInnerKeyForTheEscrowKey) {
   // A key that is no escrow key (the MA storage key: restricted) is refused before the
   // store or the TPM change.
   InitOptions o{.ma_key_public = ma_public,
+                .policy_key_public = {},
+                .ma_key_approval = {},
                 .mrk_alg = esys::KeyAlg::kEccP256,
                 .mrk_handle = 0,  // a shared TPM: see LmsRunner
                 .custody = CustodyMode::kEscrow,
