@@ -11,6 +11,8 @@
 #include "server/admin_text.h"
 #include "server/config.h"
 #include "server/pki.h"
+#include "server/policy_key.h"
+#include "tpm/public.h"
 
 namespace tpmma::server {
 
@@ -94,6 +96,47 @@ std::string NextEscrowKeyId(const Config& c) {
 }
 
 }  // namespace
+
+Status InitPolicyKey(const AdminContext& ctx, const std::string& state_dir) {
+  const std::string config_path = state_dir + "/config.toml";
+  TPMMA_ASSIGN_OR_RETURN(Config cfg, LoadConfig(config_path));
+  if (!cfg.policy_public_key.empty()) {
+    return Status(Code::kAlreadyExists, "this MA has a policy-signing key (" +
+                                            cfg.policy_public_key +
+                                            "): a new one would strand every MRK that follows it");
+  }
+  // The MA key's Name from its certificate: the same for software and TPM custody.
+  constexpr size_t kMaxPem = 64 * 1024;
+  TPMMA_ASSIGN_OR_RETURN(Bytes cert_pem, ctx.env->ReadFile(cfg.ma.certificate, kMaxPem));
+  TPMMA_ASSIGN_OR_RETURN(X509Ptr cert, CertificateFromPem(cert_pem));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ma_public,
+                         tpm::MaStoragePublic(X509_get0_pubkey(cert.get())));
+  TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, tpm::ComputeName(ma_public.publicArea));
+  const std::string key = state_dir + "/policy/policy-key.pem";
+  cfg.policy_public_key = state_dir + "/policy/policy-key.pub.pem";
+  cfg.policy_approval = state_dir + "/policy/" + cfg.ma.key_id + ".approval";
+  TPMMA_RETURN_IF_ERROR(ctx.env->CreateDirs(state_dir + "/policy", 0700));
+  TPMMA_RETURN_IF_ERROR(CreatePolicyKey(key, cfg.policy_public_key, ctx.env));
+  TPMMA_RETURN_IF_ERROR(WriteApproval(key, ma_name, cfg.policy_approval, ctx.env));
+  TPMMA_ASSIGN_OR_RETURN(std::optional<tpm::Approval> approval,
+                         LoadApproval(cfg, ma_name, ctx.env));  // as ma-server will
+  TPMMA_ASSIGN_OR_RETURN(Bytes policy_name, tpm::PolicyKeyName(*approval));
+  RelativeTo(state_dir, cfg);
+  const std::string toml = ConfigToToml(cfg);
+  TPMMA_RETURN_IF_ERROR(ParseConfig(toml, state_dir, config_path));
+  TPMMA_RETURN_IF_ERROR(ctx.vault->AppendAudit(
+      AdminEvent(ctx, "InitPolicyKey", HexEncode(policy_name), "approves " + cfg.ma.key_id)));
+  TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(config_path, View(toml), 0600));
+  if (ctx.json) {
+    Print(ctx, {{"ok", true}, {"policy_key_name", HexEncode(policy_name)}, {"private_key", key}});
+  } else {
+    Line(ctx, "Policy-signing key " + HexEncode(policy_name) + " made (" + key +
+                  "), approving MA key " + cfg.ma.key_id +
+                  ". Restart ma-server; new lms stores then make MRKs that follow the MA. Keep " +
+                  key + " offline: ma-server does not need it.");
+  }
+  return Status::Ok();
+}
 
 Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
                        const std::string& new_key_id) {

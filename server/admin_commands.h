@@ -83,6 +83,12 @@ Status ListOperators(const AdminContext& ctx);
 // previous one moves to [[escrow.retired]], where it still releases what it escrowed
 // (docs/operations.md, Inner-key custody). Also how an MA made with --no-escrow starts to
 // offer escrow. `new_key_id` empty: escrow-<N+1>. ma-server uses the new key after a restart.
+// `ma-admin policy-key init`: gives an MA made without one (init --no-policy-key, or before
+// #16) its policy-signing key (policy/policy-key.pem, .pub.pem) and the key's approval of the
+// MA key (policy/MAKEYID.approval), and [policy] in config.toml. Refused when it has one: a
+// new key would strand the MRKs that follow the old. ma-server publishes it after a restart.
+Status InitPolicyKey(const AdminContext& ctx, const std::string& state_dir);
+
 Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
                        const std::string& new_key_id);
 

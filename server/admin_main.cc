@@ -68,6 +68,7 @@ struct Cli {
 
   std::string escrow_key_id;
   CLI::App* escrow_rotate = nullptr;
+  CLI::App* policy_init = nullptr;
 
   std::string ek_add_root, ek_add_intermediate, ek_fingerprint, ek_cert;
   std::vector<std::string> ek_chain;
@@ -240,6 +241,14 @@ void AddEscrowCommands(Cli& c) {
   c.escrow_rotate->add_option("--key-id", c.escrow_key_id,
                               "id of the new key (default: escrow-<N+1>)");
   AddDir(c, c.escrow_rotate);
+  auto* policy = c.app.add_subcommand(
+      "policy-key", "the policy-signing key that MRKs which follow the MA name (issue #16)");
+  policy->require_subcommand(1);
+  c.policy_init = policy->add_subcommand(
+      "init",
+      "give an MA made without one its policy-signing key and the key's approval of the MA "
+      "key (restart ma-server afterwards)");
+  AddDir(c, c.policy_init);
 }
 
 void AddEkTrustCommands(Cli& c) {
@@ -528,6 +537,7 @@ std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
   if (*c.op_revoke) return s::RevokeOperator(ctx, c.op_name, c.reason);
   if (*c.op_list) return s::ListOperators(ctx);
   if (*c.escrow_rotate) return s::RotateEscrowKey(ctx, c.dir, c.escrow_key_id);
+  if (*c.policy_init) return s::InitPolicyKey(ctx, c.dir);
   if (*c.ekt_add) {
     const bool root = !c.ek_add_root.empty();
     return s::EkTrustAdd(ctx, c.dir, root ? c.ek_add_root : c.ek_add_intermediate,

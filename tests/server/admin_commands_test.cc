@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <regex>
 
 #include <gtest/gtest.h>
@@ -287,6 +288,40 @@ TEST_F(AdminCommandsTest, AuditTextOutputEscapesControlCharacters) {
 
 // ma-admin escrow rotate: a new current escrow key, the old one retired (kept, still loaded
 // by the server), the config still accepted and still relative to the state directory.
+// Issue #16: an MA made without a policy-signing key gets one; one that has it keeps it.
+TEST_F(AdminCommandsTest, PolicyKeyInitGivesAnMaWithoutOneItsKeyAndNeverReplacesIt) {
+  const Bytes made_by_init = tpmma::testing::ReadFileOrDie(dir_ + "/config.toml");
+  CommandResult again = Admin({"policy-key", "init"});
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.output.find("would strand every MRK that follows it"), std::string::npos)
+      << again.output;
+  EXPECT_EQ(tpmma::testing::ReadFileOrDie(dir_ + "/config.toml"), made_by_init);
+  // As an MA made with --no-policy-key (or before #16) is: no [policy], no files.
+  auto cfg = LoadConfig(dir_ + "/config.toml");
+  ASSERT_TRUE(cfg.has_value());
+  cfg->policy_public_key.clear();
+  cfg->policy_approval.clear();
+  RelativeTo(dir_, *cfg);
+  tpmma::testing::WriteFileOrDie(dir_ + "/config.toml", ToBytes(ConfigToToml(*cfg)));
+  std::filesystem::remove_all(dir_ + "/policy");
+
+  json made = AdminJson({"policy-key", "init"});
+  ASSERT_TRUE(made.contains("policy_key_name")) << made.dump();
+  cfg = LoadConfig(dir_ + "/config.toml");
+  ASSERT_TRUE(cfg.has_value()) << cfg.error().ToString();
+  EXPECT_EQ(cfg->policy_public_key, dir_ + "/policy/policy-key.pub.pem");
+  EXPECT_EQ(cfg->policy_approval, dir_ + "/policy/ma-1.approval");
+  struct stat st {};
+  ASSERT_EQ(::stat((dir_ + "/policy/policy-key.pem").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const Bytes toml = tpmma::testing::ReadFileOrDie(dir_ + "/config.toml");
+  EXPECT_EQ(std::string(toml.begin(), toml.end()).find(dir_), std::string::npos);  // relative
+  json audit = AdminJson({"audit", "--action", "InitPolicyKey"});
+  ASSERT_EQ(audit["records"].size(), 1u);
+  EXPECT_EQ(audit["records"][0]["object"], made["policy_key_name"]);
+  EXPECT_EQ(audit["records"][0]["detail"], "approves ma-1");
+}
+
 TEST_F(AdminCommandsTest, EscrowRotateRetiresTheCurrentKey) {
   const Bytes before = tpmma::testing::ReadFileOrDie(dir_ + "/escrow/escrow-key.pem");
   json rotated = AdminJson({"escrow", "rotate"});
