@@ -55,7 +55,8 @@ json StatusJson(const StatusReport& r, bool healthy) {
               {"keys", r.keys},
               {"not_backed_up", r.not_backed_up},
               {"custody", r.initialised ? json(CustodyText(r)) : json(nullptr)},
-              {"escrow_key_id", r.escrow_key_id.empty() ? json(nullptr) : json(r.escrow_key_id)}}},
+              {"escrow_key_id", r.escrow_key_id.empty() ? json(nullptr) : json(r.escrow_key_id)},
+              {"mrk_policy", r.mrk_policy.empty() ? json(nullptr) : json(r.mrk_policy)}}},
             {"last_backup_at", OptUtc(r.last_backup_at)},
             {"last_backup_package_id",
              r.last_backup_package_id ? json(*r.last_backup_package_id) : json(nullptr)},
@@ -116,6 +117,13 @@ std::string StatusText(const StatusReport& r) {
     t += "custody      " + CustodyText(r) +
          (r.escrow_key_id.empty() ? std::string() : " (MA escrow key " + r.escrow_key_id + ")") +
          "\n";
+    if (!r.mrk_policy.empty()) {
+      t += "MRK policy   " +
+           std::string(r.mrk_policy == "follow"
+                           ? "follows the MA (its policy-signing key approves each MA key)"
+                           : "fixed to one MA key (PolicyDuplicationSelect)") +
+           "\n";
+    }
   }
   t += "last backup  " +
        (r.last_backup_at

@@ -779,6 +779,7 @@ StatusReport GetStatus(Lms& lms, const Result<MaSettings>& settings) {
       r.last_backup_package_id = state->last_backup_package_id;
       r.custody = state->custody.mode;
       r.escrow_key_id = state->custody.escrow_key_id;
+      r.mrk_policy = state->policy_key_public.empty() ? "fixed" : "follow";
     }
     if (keys) {
       r.keys = keys->size();

@@ -149,6 +149,8 @@ struct StatusReport {
   std::optional<std::string> last_backup_package_id;
   std::optional<CustodyMode> custody;  // initialised stores whose store.json reads
   std::string escrow_key_id;  // escrow custody: the MA escrow key packages are encrypted to
+  // "follow" (the MRK follows the MA's key rotations) or "fixed" (bound to one MA key).
+  std::string mrk_policy;
   bool tpm_reachable = false;
   bool srk_matches_store = false;
   uint32_t mrk_handle = 0;       // where applications' key files expect the MRK (0: none)

@@ -57,6 +57,8 @@ TEST_F(LmsMaTest, InitMakesAnMrkThatFollowsTheMaAndItBacksUp) {
   b.Json({"keygen", "--type", "ecc-sign", "--label", "follows"});
   json up = b.Json({"backup"});
   EXPECT_TRUE(up.value("uploaded", false)) << up.dump();
+  EXPECT_EQ(b.Json({"status"})["store"]["mrk_policy"], "follow");
+  EXPECT_NE(b({"status"}).out.find("MRK policy   follows the MA"), std::string::npos);
 
   // --mrk-policy fixed: bound to the MA key, as every MRK was before.
   const std::string fixed = F("fixed");
@@ -70,6 +72,7 @@ TEST_F(LmsMaTest, InitMakesAnMrkThatFollowsTheMaAndItBacksUp) {
   auto select = tpm::DuplicationSelectPolicy(*HexDecode(ma_key["name"].get<std::string>()));
   ASSERT_TRUE(select.has_value());
   EXPECT_EQ(MrkPolicyOf(fixed, w_->b), Digest(*select));
+  EXPECT_EQ(f.Json({"status"})["store"]["mrk_policy"], "fixed");
 }
 
 TEST_F(LmsMaTest, AnMaWithoutAPolicyKeyGetsBoundMrksAndRefusesFollowingOnes) {
