@@ -108,6 +108,25 @@ Result<Package> CountingVault::GetPackage(std::string_view package_id) {
   return Count(inner_->GetPackage(package_id));
 }
 
+Result<std::vector<WrapCount>> CountingVault::CountPackagesByWrapKey() {
+  return Count(inner_->CountPackagesByWrapKey());
+}
+
+Result<std::vector<std::string>> CountingVault::ListPackagesWrappedTo(std::string_view key_id,
+                                                                      size_t limit) {
+  return Count(inner_->ListPackagesWrappedTo(key_id, limit));
+}
+
+Result<int64_t> CountingVault::ReplaceOuterWraps(const std::vector<WrapUpdate>& updates,
+                                                 const AuditEvent& audit) {
+  return Count(inner_->ReplaceOuterWraps(updates, audit));
+}
+
+Result<int64_t> CountingVault::AssignUnrecordedWraps(std::string_view key_id,
+                                                     const AuditEvent& audit) {
+  return Count(inner_->AssignUnrecordedWraps(key_id, audit));
+}
+
 Result<PackageDescriptor> CountingVault::GetPackageDescriptor(std::string_view package_id) {
   return Count(inner_->GetPackageDescriptor(package_id));
 }

@@ -59,6 +59,12 @@ class CountingVault final : public Vault {
   Result<PackageDescriptor> GetPackageDescriptor(std::string_view package_id) override;
   Status DeletePackage(std::string_view package_id, const AuditEvent& audit) override;
   Result<PackagePage> QueryPackages(const PackageQuery& query) override;
+  Result<std::vector<WrapCount>> CountPackagesByWrapKey() override;
+  Result<std::vector<std::string>> ListPackagesWrappedTo(std::string_view key_id,
+                                                         size_t limit) override;
+  Result<int64_t> ReplaceOuterWraps(const std::vector<WrapUpdate>& updates,
+                                    const AuditEvent& audit) override;
+  Result<int64_t> AssignUnrecordedWraps(std::string_view key_id, const AuditEvent& audit) override;
   Result<Approval> CreateApproval(const ApprovalRequest& request, const AuditEvent& audit) override;
   Result<Approval> ConfirmApproval(int64_t approval_id, std::string_view operator_name, int64_t now,
                                    const AuditEvent& audit) override;

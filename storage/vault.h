@@ -258,6 +258,14 @@ Status CheckAuthCompletion(const AuthCompletion& completion);
 
 enum class CustodyMode { kRecoveryCode, kEscrow };
 
+// A package's outer wrap: the MRK's TPM2B_PRIVATE and TPM2B_ENCRYPTED_SECRET as one of the
+// MA's storage keys opens them (docs/operations.md, "MA key lifecycle").
+struct OuterWrap {
+  Bytes duplicate;
+  Bytes encrypted_seed;
+  bool operator==(const OuterWrap&) const = default;
+};
+
 struct PackageKey {
   std::string key_id;
   std::string label;
@@ -278,11 +286,32 @@ struct PackageDescriptor {
   Bytes signing_key;
   std::vector<PackageKey> keys;  // in package order; empty from a query without with_keys
   int64_t key_count = 0;         // filled by the vault whether or not `keys` is
+  // The MA storage key that holds the outer wrap; empty for packages stored before schema 8
+  // (the MA's key of the time, until ma-server or ma-admin records it).
+  std::string wrap_key_id;
 };
 
 struct Package {
   PackageDescriptor descriptor;
   Bytes body;  // the signed XML Migration Package
+  // The outer wrap once re-enciphered to another storage key than the platform wrapped it to
+  // (the document is never changed: its signature must keep verifying); nullopt: the
+  // document's own.
+  std::optional<OuterWrap> rewrap;
+};
+
+// How many packages a storage key holds the outer wrap of ("" : not recorded).
+struct WrapCount {
+  std::string key_id;
+  int64_t packages = 0;
+};
+
+// One package's outer wrap moved to another storage key (ma-admin ma-key reencipher).
+struct WrapUpdate {
+  std::string package_id;
+  std::string from_key_id;
+  std::string to_key_id;
+  OuterWrap wrap;
 };
 
 enum class PutOutcome { kStored, kAlreadyStored };
@@ -450,6 +479,21 @@ class Vault {
   virtual Status DeletePackage(std::string_view package_id, const AuditEvent& audit) = 0;
   // kInvalidArgument for a page token this backend did not issue.
   virtual Result<PackagePage> QueryPackages(const PackageQuery& query) = 0;
+
+  // --- Outer wraps (MA key rotation, docs/operations.md "MA key lifecycle")
+  virtual Result<std::vector<WrapCount>> CountPackagesByWrapKey() = 0;
+  // Up to `limit` ids of the packages whose outer wrap `key_id` holds, oldest upload first.
+  virtual Result<std::vector<std::string>> ListPackagesWrappedTo(std::string_view key_id,
+                                                                 size_t limit) = 0;
+  // Each update in one transaction with `audit`: a package whose wrap is no longer held by
+  // its from_key_id (moved by another job meanwhile) or that was deleted is left alone.
+  // How many moved.
+  virtual Result<int64_t> ReplaceOuterWraps(const std::vector<WrapUpdate>& updates,
+                                            const AuditEvent& audit) = 0;
+  // Packages whose wrap key is not recorded get `key_id`, with `audit` if there were any;
+  // how many.
+  virtual Result<int64_t> AssignUnrecordedWraps(std::string_view key_id,
+                                                const AuditEvent& audit) = 0;
 
   // --- Approvals
   // Active at once, or pending if request.require_confirmation. An empty audit.object is

@@ -60,6 +60,9 @@ constexpr CopyColumn kPackages[] = {
     {"size", T::kInt},
     {"custody", T::kText},
     {"signing_key", T::kBytes, true},
+    {"wrap_key_id", T::kText, true},
+    {"wrap_duplicate", T::kBytes, true},
+    {"wrap_seed", T::kBytes, true},
 };
 constexpr CopyColumn kBodies[] = {{"package_pk", T::kInt}, {"body", T::kBytes}};
 constexpr CopyColumn kKeys[] = {{"package_pk", T::kInt},

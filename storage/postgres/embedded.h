@@ -10,4 +10,6 @@ extern const unsigned char kMigration1[];
 extern const size_t kMigration1Size;
 extern const unsigned char kMigration2[];
 extern const size_t kMigration2Size;
+extern const unsigned char kMigration3[];
+extern const size_t kMigration3Size;
 }  // namespace tpmma::storage::postgres::embedded

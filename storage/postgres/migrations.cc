@@ -23,6 +23,7 @@ std::string_view Text(const unsigned char* data, size_t size) {
 const std::string_view kMigrations[] = {
     Text(embedded::kMigration1, embedded::kMigration1Size),
     Text(embedded::kMigration2, embedded::kMigration2Size),
+    Text(embedded::kMigration3, embedded::kMigration3Size),
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));

@@ -24,7 +24,7 @@ namespace {
 
 constexpr std::string_view kPackageColumns =
     "pk, package_id, source_platform_id, format_version, created_at, uploaded_at, sha256, size, "
-    "custody, signing_key";
+    "custody, signing_key, wrap_key_id";
 
 Result<PackageDescriptor> ReadDescriptor(const Rows& r, int i) {
   PackageDescriptor d;
@@ -37,6 +37,7 @@ Result<PackageDescriptor> ReadDescriptor(const Rows& r, int i) {
   d.size = r.Int(i, 7);
   TPMMA_ASSIGN_OR_RETURN(d.custody, ParseEnum(r.Text(i, 8), kCustodyModes, "custody mode"));
   d.signing_key = r.Blob(i, 9);
+  if (!r.IsNull(i, 10)) d.wrap_key_id = r.Text(i, 10);
   return d;
 }
 
@@ -85,6 +86,16 @@ Result<std::optional<Bytes>> StoredDigest(PGconn* c, std::string_view package_id
   return r.Blob(0, 0);
 }
 
+std::optional<std::string> OptionalText(const std::string& s) {
+  return s.empty() ? std::nullopt : std::optional<std::string>(s);
+}
+std::optional<Bytes> RewrapDuplicate(const Package& p) {
+  return p.rewrap ? std::optional<Bytes>(p.rewrap->duplicate) : std::nullopt;
+}
+std::optional<Bytes> RewrapSeed(const Package& p) {
+  return p.rewrap ? std::optional<Bytes>(p.rewrap->encrypted_seed) : std::nullopt;
+}
+
 }  // namespace
 
 // --- Packages
@@ -109,12 +120,14 @@ Result<PutOutcome> PostgresVault::PutPackage(const Package& package, const Audit
     TPMMA_ASSIGN_OR_RETURN(
         Rows ins, Query(c, "insert package",
                         "INSERT INTO packages (package_id, source_platform_id, format_version, "
-                        "created_at, uploaded_at, sha256, size, custody, signing_key) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                        "created_at, uploaded_at, sha256, size, custody, signing_key, "
+                        "wrap_key_id, wrap_duplicate, wrap_seed) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
                         "ON CONFLICT (package_id) DO NOTHING RETURNING pk",
                         Params(d.package_id, d.source_platform_id, d.format_version, d.created_at,
                                d.uploaded_at, d.sha256, package.body.size(), ToString(d.custody),
-                               d.signing_key)));
+                               d.signing_key, OptionalText(d.wrap_key_id), RewrapDuplicate(package),
+                               RewrapSeed(package))));
     if (ins.empty()) {
       TPMMA_ASSIGN_OR_RETURN(stored, StoredDigest(c, d.package_id));
       if (!stored) return Error(Code::kUnavailable, "package row vanished while storing it");
@@ -141,9 +154,13 @@ Result<Package> PostgresVault::GetPackage(std::string_view package_id) {
     TPMMA_ASSIGN_OR_RETURN(auto dpk, GetDescriptorLocked(c, package_id));
     TPMMA_ASSIGN_OR_RETURN(
         Rows r, Query(c, "read package body",
-                      "SELECT body FROM package_bodies WHERE package_pk = $1", Params(dpk.second)));
+                      "SELECT b.body, p.wrap_duplicate, p.wrap_seed FROM package_bodies b "
+                      "JOIN packages p ON p.pk = b.package_pk WHERE b.package_pk = $1",
+                      Params(dpk.second)));
     if (r.empty()) return Error(Code::kCorruption, Cat("package ", package_id, " has no body"));
-    return Package{std::move(dpk.first), r.Blob(0, 0)};
+    Package p{std::move(dpk.first), r.Blob(0, 0), std::nullopt};
+    if (!r.IsNull(0, 1)) p.rewrap = OuterWrap{r.Blob(0, 1), r.Blob(0, 2)};
+    return p;
   });
 }
 
@@ -239,13 +256,73 @@ Result<PackagePage> PostgresVault::QueryPackages(const PackageQuery& q) {
       }
       TPMMA_ASSIGN_OR_RETURN(PackageDescriptor d, ReadDescriptor(r, i));
       last_pk = r.Int(i, 0);
-      d.key_count = r.Int(i, 10);
+      d.key_count = r.Int(i, 11);
       if (q.with_keys) {
         TPMMA_ASSIGN_OR_RETURN(d.keys, ReadKeys(c, last_pk));
       }
       page.packages.push_back(std::move(d));
     }
     return page;
+  });
+}
+
+// --- Outer wraps
+
+Result<std::vector<WrapCount>> PostgresVault::CountPackagesByWrapKey() {
+  return postgres::Snapshot(
+      *pool_, "count packages by wrap key", [&](PGconn* c) -> Result<std::vector<WrapCount>> {
+        TPMMA_ASSIGN_OR_RETURN(Rows r, Query(c, "count packages by wrap key",
+                                             "SELECT coalesce(wrap_key_id, ''), count(*) FROM "
+                                             "packages GROUP BY 1 ORDER BY 1",
+                                             Params()));
+        std::vector<WrapCount> out;
+        for (int i = 0; i < r.size(); ++i) out.push_back({r.Text(i, 0), r.Int(i, 1)});
+        return out;
+      });
+}
+
+Result<std::vector<std::string>> PostgresVault::ListPackagesWrappedTo(std::string_view key_id,
+                                                                      size_t limit) {
+  return postgres::Snapshot(
+      *pool_, "list packages by wrap key", [&](PGconn* c) -> Result<std::vector<std::string>> {
+        TPMMA_ASSIGN_OR_RETURN(Rows r, Query(c, "list packages by wrap key",
+                                             "SELECT package_id FROM packages WHERE "
+                                             "wrap_key_id = $1 ORDER BY pk LIMIT $2",
+                                             Params(key_id, static_cast<int64_t>(limit))));
+        std::vector<std::string> out;
+        for (int i = 0; i < r.size(); ++i) out.push_back(r.Text(i, 0));
+        return out;
+      });
+}
+
+Result<int64_t> PostgresVault::ReplaceOuterWraps(const std::vector<WrapUpdate>& updates,
+                                                 const AuditEvent& audit) {
+  return Write(*writes_, "replace outer wraps", [&](PGconn* c) -> Result<int64_t> {
+    int64_t moved = 0;
+    for (const WrapUpdate& u : updates) {
+      TPMMA_ASSIGN_OR_RETURN(int64_t n,
+                             Command(c, "replace outer wrap",
+                                     "UPDATE packages SET wrap_key_id = $1, wrap_duplicate = $2, "
+                                     "wrap_seed = $3 WHERE package_id = $4 AND wrap_key_id = $5",
+                                     Params(u.to_key_id, u.wrap.duplicate, u.wrap.encrypted_seed,
+                                            u.package_id, u.from_key_id)));
+      moved += n;
+    }
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(c, audit));
+    return moved;
+  });
+}
+
+Result<int64_t> PostgresVault::AssignUnrecordedWraps(std::string_view key_id,
+                                                     const AuditEvent& audit) {
+  if (key_id.empty()) return Error(Code::kInvalidArgument, "wrap key id is empty");
+  return Write(*writes_, "record wrap keys", [&](PGconn* c) -> Result<int64_t> {
+    TPMMA_ASSIGN_OR_RETURN(int64_t n, Command(c, "record wrap keys",
+                                              "UPDATE packages SET wrap_key_id = $1 WHERE "
+                                              "wrap_key_id IS NULL",
+                                              Params(key_id)));
+    if (n > 0) TPMMA_RETURN_IF_ERROR(AppendAuditLocked(c, audit));
+    return n;
   });
 }
 

@@ -20,4 +20,6 @@ extern const unsigned char kMigration6[];
 extern const size_t kMigration6Size;
 extern const unsigned char kMigration7[];
 extern const size_t kMigration7Size;
+extern const unsigned char kMigration8[];
+extern const size_t kMigration8Size;
 }  // namespace tpmma::storage::sqlite::embedded

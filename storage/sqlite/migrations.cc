@@ -25,6 +25,7 @@ const std::string_view kMigrations[] = {
     Text(embedded::kMigration5, embedded::kMigration5Size),
     Text(embedded::kMigration6, embedded::kMigration6Size),
     Text(embedded::kMigration7, embedded::kMigration7Size),
+    Text(embedded::kMigration8, embedded::kMigration8Size),
 };
 
 constexpr int kSchemaVersion = static_cast<int>(std::size(kMigrations));

@@ -24,7 +24,7 @@ namespace {
 
 constexpr std::string_view kPackageColumns =
     "pk, package_id, source_platform_id, format_version, created_at, uploaded_at, sha256, size, "
-    "custody, signing_key";
+    "custody, signing_key, wrap_key_id";
 
 Result<PackageDescriptor> ReadDescriptor(const Stmt& s) {
   PackageDescriptor d;
@@ -37,6 +37,7 @@ Result<PackageDescriptor> ReadDescriptor(const Stmt& s) {
   d.size = s.Int(7);
   TPMMA_ASSIGN_OR_RETURN(d.custody, ParseEnum(s.Text(8), kCustodyModes, "custody mode"));
   d.signing_key = s.Blob(9);
+  if (!s.IsNull(10)) d.wrap_key_id = s.Text(10);
   return d;
 }
 
@@ -75,6 +76,16 @@ Result<std::pair<PackageDescriptor, int64_t>> GetDescriptorLocked(sqlite3* db,
   return std::make_pair(std::move(d), pk);
 }
 
+std::optional<std::string> OptionalText(const std::string& s) {
+  return s.empty() ? std::nullopt : std::optional<std::string>(s);
+}
+std::optional<Bytes> RewrapDuplicate(const Package& p) {
+  return p.rewrap ? std::optional<Bytes>(p.rewrap->duplicate) : std::nullopt;
+}
+std::optional<Bytes> RewrapSeed(const Package& p) {
+  return p.rewrap ? std::optional<Bytes>(p.rewrap->encrypted_seed) : std::nullopt;
+}
+
 }  // namespace
 
 // --- Packages
@@ -111,9 +122,11 @@ Result<PutOutcome> SqliteVault::PutPackage(const Package& package, const AuditEv
         Stmt ins, Stmt::Prepare(db, "insert package",
                                 "INSERT INTO packages (package_id, source_platform_id, "
                                 "format_version, created_at, uploaded_at, sha256, size, custody, "
-                                "signing_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                                "signing_key, wrap_key_id, wrap_duplicate, wrap_seed) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     ins.Bind(d.package_id, d.source_platform_id, d.format_version, d.created_at, d.uploaded_at,
-             digest, package.body.size(), ToString(d.custody), d.signing_key);
+             digest, package.body.size(), ToString(d.custody), d.signing_key,
+             OptionalText(d.wrap_key_id), RewrapDuplicate(package), RewrapSeed(package));
     TPMMA_RETURN_IF_ERROR(ins.Run());
     int64_t pk = sqlite3_last_insert_rowid(db);
     TPMMA_RETURN_IF_ERROR(options_.fault_hook("package_row"));
@@ -144,15 +157,18 @@ Result<Package> SqliteVault::GetPackage(std::string_view package_id) {
   sqlite3* db = conn.get();
   return InTxn(db, false, "get package", [&]() -> Result<Package> {
     TPMMA_ASSIGN_OR_RETURN(auto dpk, GetDescriptorLocked(db, package_id));
-    TPMMA_ASSIGN_OR_RETURN(Stmt s,
-                           Stmt::Prepare(db, "read package body",
-                                         "SELECT body FROM package_bodies WHERE package_pk = ?"));
+    TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "read package body",
+                                                 "SELECT b.body, p.wrap_duplicate, p.wrap_seed "
+                                                 "FROM package_bodies b JOIN packages p ON "
+                                                 "p.pk = b.package_pk WHERE b.package_pk = ?"));
     s.Bind(dpk.second);
     TPMMA_ASSIGN_OR_RETURN(bool found, s.Step());
     if (!found) {
       return Error(Code::kCorruption, Cat("package ", package_id, " has no body"));
     }
-    return Package{std::move(dpk.first), s.Blob(0)};
+    Package p{std::move(dpk.first), s.Blob(0), std::nullopt};
+    if (!s.IsNull(1)) p.rewrap = OuterWrap{s.Blob(1), s.Blob(2)};
+    return p;
   });
 }
 
@@ -187,7 +203,7 @@ Status SqliteVault::DeletePackage(std::string_view package_id, const AuditEvent&
 Result<PackagePage> SqliteVault::QueryPackages(const PackageQuery& q) {
   TPMMA_ASSIGN_OR_RETURN(int64_t after_pk, ParseIntPageToken('p', q.page_token));
   size_t n = ClampPageSize(q.page_size);
-  // Column 9: the key count, from package_keys' primary key alone (no key row is decoded).
+  // Column 11: the key count, from package_keys' primary key alone (no key row is decoded).
   std::string sql = Cat("SELECT ", kPackageColumns,
                         ", (SELECT count(*) FROM package_keys k WHERE k.package_pk = p.pk) "
                         "FROM packages p WHERE p.pk > ?");
@@ -242,13 +258,86 @@ Result<PackagePage> SqliteVault::QueryPackages(const PackageQuery& q) {
       }
       TPMMA_ASSIGN_OR_RETURN(PackageDescriptor d, ReadDescriptor(s));
       last_pk = s.Int(0);
-      d.key_count = s.Int(10);
+      d.key_count = s.Int(11);
       if (q.with_keys) {
         TPMMA_ASSIGN_OR_RETURN(d.keys, ReadKeys(keys, last_pk));
       }
       page.packages.push_back(std::move(d));
     }
     return page;
+  });
+}
+
+// --- Outer wraps
+
+Result<std::vector<WrapCount>> SqliteVault::CountPackagesByWrapKey() {
+  auto conn = readers_->Acquire();
+  sqlite3* db = conn.get();
+  return InTxn(db, false, "count packages by wrap key", [&]() -> Result<std::vector<WrapCount>> {
+    TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "count packages by wrap key",
+                                                 "SELECT coalesce(wrap_key_id, ''), count(*) "
+                                                 "FROM packages GROUP BY 1 ORDER BY 1"));
+    std::vector<WrapCount> out;
+    while (true) {
+      TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      out.push_back({s.Text(0), s.Int(1)});
+    }
+    return out;
+  });
+}
+
+Result<std::vector<std::string>> SqliteVault::ListPackagesWrappedTo(std::string_view key_id,
+                                                                    size_t limit) {
+  auto conn = readers_->Acquire();
+  sqlite3* db = conn.get();
+  return InTxn(db, false, "list packages by wrap key", [&]() -> Result<std::vector<std::string>> {
+    TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "list packages by wrap key",
+                                                 "SELECT package_id FROM packages WHERE "
+                                                 "wrap_key_id = ? ORDER BY pk LIMIT ?"));
+    s.Bind(key_id, static_cast<int64_t>(limit));
+    std::vector<std::string> out;
+    while (true) {
+      TPMMA_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      out.push_back(s.Text(0));
+    }
+    return out;
+  });
+}
+
+Result<int64_t> SqliteVault::ReplaceOuterWraps(const std::vector<WrapUpdate>& updates,
+                                               const AuditEvent& audit) {
+  return Write(*writer_, "replace outer wraps", [&](sqlite3* db) -> Result<int64_t> {
+    TPMMA_ASSIGN_OR_RETURN(Stmt s,
+                           Stmt::Prepare(db, "replace outer wrap",
+                                         "UPDATE packages SET wrap_key_id = ?, wrap_duplicate = ?, "
+                                         "wrap_seed = ? WHERE package_id = ? AND wrap_key_id = ?"));
+    int64_t moved = 0;
+    for (const WrapUpdate& u : updates) {
+      s.Reset();
+      s.Bind(u.to_key_id, u.wrap.duplicate, u.wrap.encrypted_seed, u.package_id, u.from_key_id);
+      TPMMA_RETURN_IF_ERROR(s.Run());
+      moved += sqlite3_changes(db);
+      TPMMA_RETURN_IF_ERROR(options_.fault_hook("outer_wrap"));
+    }
+    TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    return moved;
+  });
+}
+
+Result<int64_t> SqliteVault::AssignUnrecordedWraps(std::string_view key_id,
+                                                   const AuditEvent& audit) {
+  if (key_id.empty()) return Error(Code::kInvalidArgument, "wrap key id is empty");
+  return Write(*writer_, "record wrap keys", [&](sqlite3* db) -> Result<int64_t> {
+    TPMMA_ASSIGN_OR_RETURN(Stmt s, Stmt::Prepare(db, "record wrap keys",
+                                                 "UPDATE packages SET wrap_key_id = ? WHERE "
+                                                 "wrap_key_id IS NULL"));
+    s.Bind(key_id);
+    TPMMA_RETURN_IF_ERROR(s.Run());
+    const int64_t n = sqlite3_changes(db);
+    if (n > 0) TPMMA_RETURN_IF_ERROR(AppendAuditLocked(db, audit));
+    return n;
   });
 }
 

@@ -158,6 +158,10 @@ TEST_F(AuditAnchorTest, AnUpgradedVaultGetsItsGenesisAfterTheRecordsItHad) {
           "DROP TABLE audit_segments",
           "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT "
           "RAISE(ABORT, 'audit_log is append-only'); END",
+          "DROP INDEX packages_by_wrap_key",  // migration 8's
+          "ALTER TABLE packages DROP COLUMN wrap_key_id",
+          "ALTER TABLE packages DROP COLUMN wrap_duplicate",
+          "ALTER TABLE packages DROP COLUMN wrap_seed",
           "ALTER TABLE platforms DROP COLUMN srk_public",  // migration 7's
           "ALTER TABLE platforms DROP COLUMN srk_certified_at", "PRAGMA user_version = 5"}) {
       ASSERT_EQ(raw.Exec(sql), "") << sql;

@@ -253,7 +253,11 @@ TEST_F(SqliteVaultTest, Schema6PlatformsGainAnEmptySrk) {
   {
     RawDb raw(Path());
     for (const char* sql :
-         {"ALTER TABLE platforms DROP COLUMN srk_public",
+         {"DROP INDEX packages_by_wrap_key",  // migration 8's
+          "ALTER TABLE packages DROP COLUMN wrap_key_id",
+          "ALTER TABLE packages DROP COLUMN wrap_duplicate",
+          "ALTER TABLE packages DROP COLUMN wrap_seed",
+          "ALTER TABLE platforms DROP COLUMN srk_public",
           "ALTER TABLE platforms DROP COLUMN srk_certified_at", "PRAGMA user_version = 6"}) {
       ASSERT_EQ(raw.Exec(sql), "") << sql;
     }

@@ -88,6 +88,8 @@ void ExpectSameReads(Vault& from, Vault& to) {
     EXPECT_EQ(b.descriptor.sha256, a.descriptor.sha256);
     EXPECT_EQ(b.descriptor.keys.size(), a.descriptor.keys.size());
     EXPECT_EQ(b.descriptor.uploaded_at, a.descriptor.uploaded_at);
+    EXPECT_EQ(b.descriptor.wrap_key_id, a.descriptor.wrap_key_id);
+    EXPECT_EQ(b.rewrap, a.rewrap);
   }
   ASSERT_OK_AND_ASSIGN(auto apps_a, from.ListApprovals("p-new"));
   ASSERT_OK_AND_ASSIGN(auto apps_b, to.ListApprovals("p-new"));

@@ -34,8 +34,10 @@ inline void FillVault(Vault& v) {
   ASSERT_OK(v.CreateSession(Session{Bytes(32, 2), "p-old", kNow, kNow + 900}, std::nullopt));
   for (int i = 0; i < 3; ++i) {
     const std::string id = "pkg-" + std::to_string(i);
-    ASSERT_OK(
-        v.PutPackage(MakePackage(id, "p-old", i + 1, "<body " + id + "/>"), Audit("Upload", id)));
+    Package p = MakePackage(id, "p-old", i + 1, "<body " + id + "/>");
+    p.descriptor.wrap_key_id = i == 0 ? "" : "ma-" + std::to_string(i);
+    if (i == 2) p.rewrap = OuterWrap{ToBytes("dup"), ToBytes("seed")};  // re-enciphered
+    ASSERT_OK(v.PutPackage(p, Audit("Upload", id)));
   }
   ApprovalRequest all{"p-old", "p-new", true, {}, "swap", "alice", kNow, kNow + 3600, true};
   ASSERT_OK_AND_ASSIGN(Approval a, v.CreateApproval(all, Audit("ApproveRestore")));
