@@ -6,12 +6,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <memory>
 
 #include "common/fd.h"
+#include "common/openssl.h"
 
 namespace tpmma {
 namespace {
@@ -110,6 +114,49 @@ Status Env::RemoveFile(const std::string& path) {
     if (errno == ENOENT) return Status(Code::kNotFound, "no such file: " + path);
     return PosixError("cannot remove", path, errno);
   }
+  return Status::Ok();
+}
+
+namespace {
+
+Status OverwriteWith(int fd, const std::string& path, off_t size, bool random) {
+  uint8_t buf[4096];
+  if (::lseek(fd, 0, SEEK_SET) != 0) return PosixError("cannot seek", path, errno);
+  for (off_t left = size; left > 0;) {
+    const size_t n = static_cast<size_t>(std::min<off_t>(left, sizeof buf));
+    if (random) {
+      if (RAND_bytes(buf, static_cast<int>(n)) != 1) return OpensslError("RAND_bytes");
+    } else {
+      std::memset(buf, 0, n);
+    }
+    const ssize_t w = ::write(fd, buf, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return PosixError("cannot overwrite", path, errno);
+    left -= w;
+  }
+  if (::fsync(fd) != 0) return PosixError("cannot fsync", path, errno);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status Env::DestroyFile(const std::string& path) {
+  {
+    Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (fd.get() < 0) {
+      if (errno == ENOENT) return Status(Code::kNotFound, "no such file: " + path);
+      return PosixError("cannot open", path, errno);
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return PosixError("cannot stat", path, errno);
+    if (!S_ISREG(st.st_mode)) return Status(Code::kInvalidArgument, path + " is not a file");
+    TPMMA_RETURN_IF_ERROR(OverwriteWith(fd.get(), path, st.st_size, true));
+    TPMMA_RETURN_IF_ERROR(OverwriteWith(fd.get(), path, st.st_size, false));
+  }
+  TPMMA_RETURN_IF_ERROR(RemoveFile(path));
+  std::string dir = DirName(path);
+  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dfd.get() < 0 || ::fsync(dfd.get()) != 0) return PosixError("cannot fsync", dir, errno);
   return Status::Ok();
 }
 

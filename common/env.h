@@ -26,6 +26,10 @@ class Env {
   virtual Status WriteFileAtomic(const std::string& path, ByteView data, uint32_t mode);
   virtual bool FileExists(const std::string& path);
   virtual Status RemoveFile(const std::string& path);
+  // For key material: overwrites the file's bytes in place (random, then zeros), fsyncs and
+  // removes it. On flash or copy-on-write file systems old blocks may survive anyway
+  // (docs/operations.md says what that means for a retired key).
+  virtual Status DestroyFile(const std::string& path);
   // Creates the directory (and parents) with `mode` for any it creates.
   virtual Status CreateDirs(const std::string& path, uint32_t mode);
   virtual Result<std::vector<std::string>> ListDir(const std::string& path);
@@ -48,6 +52,7 @@ class EnvWrapper : public Env {
   }
   bool FileExists(const std::string& path) override { return target_->FileExists(path); }
   Status RemoveFile(const std::string& path) override { return target_->RemoveFile(path); }
+  Status DestroyFile(const std::string& path) override { return target_->DestroyFile(path); }
   Status CreateDirs(const std::string& path, uint32_t mode) override {
     return target_->CreateDirs(path, mode);
   }

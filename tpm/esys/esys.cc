@@ -681,8 +681,12 @@ Result<tpm::Rewrapped> Tpm::Rewrap(const Object& old_parent, const Object& new_p
                   &duplicate, &name, &encrypted_seed, Out(out_dup), Out(out_seed));
   Status st = CheckRc("Esys_Rewrap", rc);
   // The duplicate was not made for this old parent and object: the same code the software
-  // re-wrap (tpm/rewrap.h) gives, so callers need not know which one ran.
-  if (!st.ok() && tpm::TpmBaseRc(rc) == TPM2_RC_INTEGRITY) {
+  // re-wrap (tpm/rewrap.h) gives, so callers need not know which one ran. A seed encrypted
+  // to another key fails its RSA/ECC decryption (VALUE, SIZE, or ECC_POINT) before any HMAC
+  // is checked; the new parent was checked in software before the TPM saw it.
+  const uint32_t base = tpm::TpmBaseRc(rc);
+  if (!st.ok() && (base == TPM2_RC_INTEGRITY || base == TPM2_RC_VALUE || base == TPM2_RC_SIZE ||
+                   base == TPM2_RC_ECC_POINT)) {
     return Error(Code::kIntegrityFailure, st.message());
   }
   TPMMA_RETURN_IF_ERROR(st);
