@@ -64,6 +64,7 @@ Status AppendAdminAudit(const AdminContext& ctx, const Config& cfg,
 std::vector<std::pair<std::string, std::string>> FilesToBackUp(const Config& cfg) {
   std::vector<std::pair<std::string, std::string>> out;
   AddKey(out, "MA key " + cfg.ma.key_id, cfg.ma);
+  for (const TpmKeyConfig& k : cfg.ma_retiring) AddKey(out, "retiring MA key " + k.key_id, k);
   AddKey(out, "escrow key " + cfg.escrow.key_id, cfg.escrow);
   for (const TpmKeyConfig& k : cfg.escrow_retired) AddKey(out, "retired escrow key " + k.key_id, k);
   Add(out, "audit checkpoint key", cfg.audit_checkpoint_key);

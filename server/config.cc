@@ -313,38 +313,41 @@ void CheckEscrowKeyApart(Reader& r, const TpmKeyConfig& k, const TpmKeyConfig& m
   }
 }
 
-// [[escrow.retired]]: escrow keys `ma-admin escrow rotate` replaced. Each is read like
-// [escrow] but has no defaults (custody and key_id are required); its errors say which
-// entry they are about.
-void ReadRetiredEscrowKeys(const toml::node& node, const std::string& base_dir, Config& c,
-                           Reader& r) {
+// [[escrow.retired]] (escrow keys `ma-admin escrow rotate` replaced) or [[ma.retiring]]
+// (storage keys `ma-admin ma-key rotate` replaced): `sec`.`list`. Each entry is read like
+// [sec] but has no defaults (custody and key_id are required); its errors say which entry
+// they are about. `ids`: the key ids taken so far, which no entry may reuse.
+std::vector<TpmKeyConfig> ReadKeyList(const toml::node& node, std::string_view sec,
+                                      std::string_view list, const std::string& base_dir,
+                                      const Config& c, std::set<std::string> ids, Reader& r) {
+  std::vector<TpmKeyConfig> out;
   const toml::array* arr = node.as_array();
   if (arr == nullptr || !arr->is_array_of_tables()) {
-    r.Fail(fmt::format("escrow.retired must be an array of tables ([[escrow.retired]]), got {}",
+    r.Fail(fmt::format("{0}.{1} must be an array of tables ([[{0}.{1}]]), got {2}", sec, list,
                        Describe(node)));
-    return;
+    return out;
   }
-  std::set<std::string> ids = {c.escrow.key_id};
   for (size_t i = 0; i < arr->size(); ++i) {
     toml::table wrapper;
-    wrapper.insert("escrow", *arr->get(i)->as_table());
+    wrapper.insert(sec, *arr->get(i)->as_table());
     Reader sub(wrapper, base_dir);
     TpmKeyConfig k;
-    ReadTpmKey(sub, "escrow", k, /*allow_none=*/false);
-    sub.Require("escrow", "custody", std::string());
-    sub.Require("escrow", "key_id", std::string());
-    RequireTpmKey(sub, "escrow", k);
-    CheckEscrowKeyApart(sub, k, c.ma);
+    ReadTpmKey(sub, sec, k, /*allow_none=*/false);
+    sub.Require(sec, "custody", std::string());
+    sub.Require(sec, "key_id", std::string());
+    RequireTpmKey(sub, sec, k);
+    if (sec == "escrow") CheckEscrowKeyApart(sub, k, c.ma);
     sub.CheckUnknown();
     if (!ids.insert(k.key_id).second && !k.key_id.empty()) {
-      sub.Fail(fmt::format("key_id \"{}\" is used twice among the escrow keys", k.key_id));
+      sub.Fail(fmt::format("key_id \"{}\" is used twice among the {} keys", k.key_id, sec));
     }
-    for (const std::string& e : sub.errors()) r.Fail(fmt::format("escrow.retired[{}]: {}", i, e));
-    c.escrow_retired.push_back(std::move(k));
+    for (const std::string& e : sub.errors()) r.Fail(fmt::format("{}.{}[{}]: {}", sec, list, i, e));
+    out.push_back(std::move(k));
   }
+  return out;
 }
 
-// The MA's keys: [ma], [escrow], [[escrow.retired]] and [policy].
+// The MA's keys: [ma], [[ma.retiring]], [escrow], [[escrow.retired]] and [policy].
 void ReadKeys(Reader& r, const std::string& base_dir, Config& c) {
   ReadTpmKey(r, "ma", c.ma, /*allow_none=*/false);
   ReadTpmKey(r, "escrow", c.escrow, /*allow_none=*/true);
@@ -352,7 +355,11 @@ void ReadKeys(Reader& r, const std::string& base_dir, Config& c) {
   RequireTpmKey(r, "escrow", c.escrow);
   CheckEscrowKeyApart(r, c.escrow, c.ma);
   if (const toml::node* retired = r.Node("escrow", "retired")) {
-    ReadRetiredEscrowKeys(*retired, base_dir, c, r);
+    c.escrow_retired =
+        ReadKeyList(*retired, "escrow", "retired", base_dir, c, {c.escrow.key_id}, r);
+  }
+  if (const toml::node* retiring = r.Node("ma", "retiring")) {
+    c.ma_retiring = ReadKeyList(*retiring, "ma", "retiring", base_dir, c, {c.ma.key_id}, r);
   }
   ReadPolicy(r, c);
 }
@@ -538,6 +545,16 @@ toml::table TpmKeyToml(const TpmKeyConfig& k) {
   return b.Take();
 }
 
+toml::table MaToml(const Config& c) {
+  toml::table t = TpmKeyToml(c.ma);
+  if (!c.ma_retiring.empty()) {
+    toml::array retiring;
+    for (const TpmKeyConfig& k : c.ma_retiring) retiring.push_back(TpmKeyToml(k));
+    t.insert("retiring", std::move(retiring));
+  }
+  return t;
+}
+
 toml::table EscrowToml(const Config& c) {
   toml::table t = TpmKeyToml(c.escrow);
   if (!c.escrow_retired.empty()) {
@@ -554,7 +571,9 @@ std::string ConfigToToml(const Config& c) {
   std::ostringstream out;
   out << "# ma-server configuration. Relative paths are relative to this file's directory.\n"
          "# [[escrow.retired]]: keys replaced by `ma-admin escrow rotate`; each still releases\n"
-         "# what was escrowed to it and escrows nothing new.\n";
+         "# what was escrowed to it and escrows nothing new. [[ma.retiring]]: storage keys\n"
+         "# replaced by `ma-admin ma-key rotate`; each opens what it still holds until\n"
+         "# `ma-admin ma-key retire` destroys it.\n";
   // Section by section, in the order docs/operations.md describes them: one toml::table
   // holding them all would be written in key order.
   auto section = [&](std::string_view name, toml::table&& body) {
@@ -594,7 +613,7 @@ std::string ConfigToToml(const Config& c) {
                         .Int("max_package_bytes", static_cast<int64_t>(c.max_package_bytes))
                         .Int("max_child_keys", c.max_child_keys)
                         .Take());
-  section("ma", TpmKeyToml(c.ma));
+  section("ma", MaToml(c));
   section("escrow", EscrowToml(c));
   section("approvals", TableBuilder()
                            .Bool("two_person", c.approvals_two_person)
@@ -667,6 +686,9 @@ Status CheckConfigFiles(const Config& c) {
     TPMMA_RETURN_IF_ERROR(CheckReadable("tls.client_ca", c.tls_client_ca));
   }
   TPMMA_RETURN_IF_ERROR(CheckTpmKeyFiles("ma", c.ma));
+  for (size_t i = 0; i < c.ma_retiring.size(); ++i) {
+    TPMMA_RETURN_IF_ERROR(CheckTpmKeyFiles(fmt::format("ma.retiring[{}]", i), c.ma_retiring[i]));
+  }
   TPMMA_RETURN_IF_ERROR(CheckTpmKeyFiles("escrow", c.escrow));
   for (size_t i = 0; i < c.escrow_retired.size(); ++i) {
     TPMMA_RETURN_IF_ERROR(

@@ -87,6 +87,10 @@ struct Config {
   // [ma]: the MA storage key packages are duplicated to (server/ma_key.h,
   // server/ma_key_tpm.h). Its private_key must be a different file from any escrow key's.
   TpmKeyConfig ma = TpmKeyConfig::Named("software", "ma-1");
+  // [[ma.retiring]]: storage keys `ma-admin ma-key rotate` replaced (server/ma_key_ring.h).
+  // Each still opens the packages not yet re-enciphered and takes uploads from legacy MRKs
+  // bound to it, until `ma-admin ma-key retire` destroys it.
+  std::vector<TpmKeyConfig> ma_retiring;
   // [escrow] and [[escrow.retired]]: escrow custody of packages' inner keys
   // (server/escrow_key.h). `escrow` is the current key: new packages are escrowed to it.
   // Retired keys (`ma-admin escrow rotate`) still release what was escrowed to them.

@@ -12,6 +12,7 @@
 #include "server/approvals.h"
 #include "server/ek_identity.h"
 #include "server/escrow_key.h"
+#include "server/ma_key_ring.h"
 #include "server/policy_key.h"
 #include "tpm/attest.h"
 #include "tpm/escrow.h"
@@ -69,17 +70,22 @@ Result<storage::CustodyMode> CustodyOf(const schema::Custody& c) {
                                                           : storage::CustodyMode::kRecoveryCode;
 }
 
-bool SameBytes(ByteView a, ByteView b) { return std::ranges::equal(a, b); }
+bool SameBytes(ByteView a, ByteView b) {
+  return std::ranges::equal(a, b);
+}
 
-// The MRK must be duplicable only to this MA (authPolicy: PolicyDuplicationSelect to its
-// key, or PolicyAuthorize by its policy-signing key, docs/protocol.md "MRK policies"), only
-// with an inner wrapper (encryptedDuplication), and duplicable at all (fixedTPM/fixedParent
-// clear): otherwise the vaulted blob either cannot be restored or could have been copied
-// elsewhere too.
-Status CheckMrk(const TPMT_PUBLIC& mrk, ByteView select_policy, ByteView authorize_policy) {
+// The MRK must be duplicable only to this MA (authPolicy: PolicyDuplicationSelect to one of
+// its storage keys, or PolicyAuthorize by its policy-signing key, docs/protocol.md "MRK
+// policies"), only with an inner wrapper (encryptedDuplication), and duplicable at all
+// (fixedTPM/fixedParent clear): otherwise the vaulted blob either cannot be restored or could
+// have been copied elsewhere too. `*bound`: the storage key a legacy MRK is bound to; null
+// for one that follows the MA.
+Status CheckMrk(const TPMT_PUBLIC& mrk, const MaKeyRing& ring, ByteView authorize_policy,
+                const RingKey** bound) {
   ByteView policy = tpm::Tpm2bView(mrk.authPolicy);
   const bool follows = !authorize_policy.empty() && SameBytes(policy, authorize_policy);
-  if (!follows && !SameBytes(policy, select_policy)) {
+  *bound = follows ? nullptr : ring.BoundBy(policy);
+  if (!follows && *bound == nullptr) {
     return Status(Code::kInvalidArgument,
                   authorize_policy.empty()
                       ? "MRK authPolicy is not PolicyDuplicationSelect to this MA's key (GetMAKey)"
@@ -112,6 +118,20 @@ bool IsRead(std::string_view op) {
 
 enum class EscrowUse { kUpload, kRelease };
 
+// Packages stored before the vault recorded wrap keys were wrapped to the MA's one key of the
+// time: outside a rotation that is the current key, and it is recorded now, once. During a
+// rotation it is not known without trying (State::WrapOf does, ma-admin ma-key rotate records
+// them before it rotates).
+Status RecordWrapKeys(const MaKeyRing& ring, storage::Vault* vault, Env* env) {
+  if (ring.rotating()) return Status::Ok();
+  const std::string& id = ring.current().custody->key_id();
+  auto n = vault->AssignUnrecordedWraps(
+      id,
+      storage::AuditEvent{env->NowUnixSeconds(), "system", "RecordWrapKeys", id, "ok",
+                          "packages stored before wrap keys were recorded are wrapped to " + id});
+  return n ? Status::Ok() : n.error();
+}
+
 }  // namespace
 
 struct MaOperations::State {
@@ -119,14 +139,13 @@ struct MaOperations::State {
   Env* env = nullptr;
   MaServiceOptions options;
   storage::Vault* vault = nullptr;
-  MaKeyCustody* custody = nullptr;
+  MaKeyCustody* custody = nullptr;  // the current storage key: ring->current()
+  std::unique_ptr<MaKeyRing> ring;
   // Escrow custody (docs/protocol.md "Inner-key custody"): the current key (null when
   // escrow.custody = "none"), and the retired ones, which only release what was escrowed to them.
   std::unique_ptr<EscrowKeyCustody> escrow;
   std::vector<std::unique_ptr<EscrowKeyCustody>> retired_escrow;
   std::unique_ptr<Authenticator> auth;
-  Bytes ma_name_tpm2b;           // GetMAKey's Name (TPM2B_NAME)
-  Bytes mrk_policy;              // PolicyDuplicationSelect(MA Name): a legacy MRK's authPolicy
   // With a policy-signing key ([policy]): its approval of the MA key, published by GetMAKey,
   // and PolicyAuthorize(its Name), the authPolicy of MRKs that follow the MA.
   std::optional<tpm::Approval> approval;
@@ -224,9 +243,10 @@ struct MaOperations::State {
   EscrowKeyCustody* EscrowKeyFor(const schema::EscrowCustody& e, EscrowUse use);
 
   Result<schema::MigrationPackage> VerifyUpload(ByteView body, const storage::Session& session,
-                                                storage::Platform* me, CallContext* call);
+                                                storage::Platform* me, Placement* placement,
+                                                CallContext* call);
   Result<storage::Package> PackageRow(const schema::MigrationPackage& pkg,
-                                      const storage::Platform& me, Bytes body);
+                                      const storage::Platform& me, Placement placement, Bytes body);
 
   struct Authorized {
     storage::Session session;
@@ -243,7 +263,12 @@ struct MaOperations::State {
     Bytes body;
     Bytes signing_public;
     schema::MigrationPackage verified;
+    std::string wrap_key_id;
+    std::optional<storage::OuterWrap> rewrap;
   };
+  // The outer wrap of `stored` and the storage key that opens it.
+  Result<std::pair<const RingKey*, storage::OuterWrap>> WrapOf(const Stored& stored,
+                                                               const TPM2B_PUBLIC& mrk);
   Result<Stored> ReadVerifiedPackage(const storage::PackageDescriptor& d);
   Status RecordRestore(const CallContext& call, std::optional<int64_t> approval,
                        const std::string& detail);
@@ -330,7 +355,8 @@ Result<std::unique_ptr<MaOperations>> MaOperations::Create(const Config& cfg, En
   // Platforms enrolled before the vault kept their EK key: bind them to it now.
   TPMMA_RETURN_IF_ERROR(BackfillEkKeyIds(vault, env));
   s->auth = std::move(*auth);
-  TPMMA_ASSIGN_OR_RETURN(s->mrk_policy, DuplicationSelectPolicyDigest(custody->name()));
+  TPMMA_ASSIGN_OR_RETURN(s->ring, MaKeyRing::Create(custody, cfg.ma_retiring, env));
+  TPMMA_RETURN_IF_ERROR(RecordWrapKeys(*s->ring, vault, env));
   TPMMA_ASSIGN_OR_RETURN(s->approval, LoadApproval(cfg, custody->name(), env));
   if (s->approval) {
     TPMMA_ASSIGN_OR_RETURN(Bytes key_name, tpm::ComputeName(s->approval->policy_key.publicArea));
@@ -338,12 +364,6 @@ Result<std::unique_ptr<MaOperations>> MaOperations::Create(const Config& cfg, En
                            tpm::AuthorizePolicy(key_name, tpm::DuplicationPolicyRef()));
     s->authorize_policy.assign(p.buffer, p.buffer + p.size);
   }
-  const Bytes& raw = custody->name();
-  TPM2B_NAME name{};
-  if (raw.size() > sizeof(name.name)) return Error(Code::kInternal, "MA Name too long");
-  name.size = static_cast<uint16_t>(raw.size());
-  std::copy(raw.begin(), raw.end(), name.name);
-  TPMMA_ASSIGN_OR_RETURN(s->ma_name_tpm2b, tpm::Marshal(name));
   return std::unique_ptr<MaOperations>(new MaOperations(std::move(s)));
 }
 
@@ -384,6 +404,9 @@ Result<ServiceInfo> MaOperations::GetMAServiceInfo(CallContext* call) {
   info.max_request_bytes = s_->cfg.max_body_bytes;
   info.custody_modes = {storage::CustodyMode::kRecoveryCode};
   info.ma_key_ids = {s_->custody->key_id()};
+  for (size_t i = 1; i < s_->ring->keys().size(); ++i) {
+    info.retiring_ma_key_ids.push_back(s_->ring->keys()[i].custody->key_id());
+  }
   if (s_->escrow) {
     info.custody_modes.push_back(storage::CustodyMode::kEscrow);
     info.ma_key_ids.push_back(s_->escrow->key_id());
@@ -399,7 +422,13 @@ Result<MaKeyInfo> MaOperations::GetMAKey(const std::optional<std::string>& key_i
   const MaKeyCustody& k = *s_->custody;
   call->object = k.key_id();
   MaKeyInfo out;
-  if (key_id && s_->escrow && *key_id == s_->escrow->key_id()) {
+  const RingKey* retiring = key_id && *key_id != k.key_id() ? s_->ring->Find(*key_id) : nullptr;
+  if (retiring != nullptr) {
+    // No approval: an MRK that follows the MA duplicates to the current key only.
+    const MaKeyCustody& r = *retiring->custody;
+    call->object = r.key_id();
+    out = {r.key_id(), r.certificate_der(), r.public_bytes(), retiring->name_tpm2b, {}, {}};
+  } else if (key_id && s_->escrow && *key_id == s_->escrow->key_id()) {
     const EscrowKeyCustody& e = *s_->escrow;
     call->object = e.key_id();
     out = {e.key_id(), e.certificate_der(), e.public_bytes(), e.name_tpm2b(), {}, {}};
@@ -410,7 +439,8 @@ Result<MaKeyInfo> MaOperations::GetMAKey(const std::optional<std::string>& key_i
     (void)s_->Refuse(*call, Status(Code::kNotFound, "no MA key with this KeyId"));
     return Error(Code::kNotFound, "no MA key with id " + ForAudit(call->object, 256));
   } else {
-    out = {k.key_id(), k.certificate_der(), k.public_bytes(), s_->ma_name_tpm2b, {}, {}};
+    out = {k.key_id(), k.certificate_der(), k.public_bytes(), s_->ring->current().name_tpm2b, {},
+           {}};
     if (s_->approval) {
       TPMMA_ASSIGN_OR_RETURN(out.policy_key, tpm::Marshal(s_->approval->policy_key));
       TPMMA_ASSIGN_OR_RETURN(out.approval, tpm::Marshal(s_->approval->signature));
@@ -457,6 +487,7 @@ Result<CompleteResult> MaOperations::AuthenticateComplete(const CompleteRequest&
 Result<schema::MigrationPackage> MaOperations::State::VerifyUpload(ByteView body,
                                                                    const storage::Session& session,
                                                                    storage::Platform* me,
+                                                                   Placement* placement,
                                                                    CallContext* call) {
   TPMMA_ASSIGN_OR_RETURN(schema::PackageReader reader, schema::PackageReader::Open(body, Limits()));
   const schema::UnverifiedHeader& h = reader.UnverifiedHeaderFields();
@@ -471,19 +502,25 @@ Result<schema::MigrationPackage> MaOperations::State::VerifyUpload(ByteView body
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, SigningKeyOf(*me));
   TPMMA_ASSIGN_OR_RETURN(schema::MigrationPackage pkg, reader.Verify(key.get()));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC mrk, tpm::Unmarshal<TPM2B_PUBLIC>(pkg.mrk.public_area));
-  TPMMA_RETURN_IF_ERROR(CheckMrk(mrk.publicArea, mrk_policy, authorize_policy));
+  const RingKey* bound = nullptr;
+  TPMMA_RETURN_IF_ERROR(CheckMrk(mrk.publicArea, *ring, authorize_policy, &bound));
   if (const auto* e = std::get_if<schema::EscrowCustody>(&pkg.custody)) {
     // An escrow blob that would not open at restore time is a silent loss: check now that
     // it decrypts and was made for this platform and MRK. The key is wiped on return.
     auto opened = OpenEscrow(*e, session.platform_id, mrk.publicArea, EscrowUse::kUpload);
     if (!opened) return Error(opened.error().WithContext("package custody (Escrow)"));
   }
+  TPMMA_ASSIGN_OR_RETURN(*placement,
+                         ring->Place(bound, mrk, {pkg.mrk.duplicate, pkg.mrk.encrypted_seed}));
   return pkg;
 }
 
 Result<storage::Package> MaOperations::State::PackageRow(const schema::MigrationPackage& pkg,
-                                                         const storage::Platform& me, Bytes body) {
+                                                         const storage::Platform& me,
+                                                         Placement placement, Bytes body) {
   storage::Package p;
+  p.descriptor.wrap_key_id = std::move(placement.key_id);
+  p.rewrap = std::move(placement.rewrap);
   p.descriptor.package_id = pkg.package_id;
   p.descriptor.source_platform_id = pkg.source_platform_id;
   p.descriptor.format_version = std::to_string(pkg.format_version);
@@ -511,16 +548,21 @@ Result<UploadResult> MaOperations::Upload(UploadRequest request, CallContext* ca
                                              std::to_string(s_->cfg.max_package_bytes));
     }
     storage::Platform me;
+    Placement placement;
     TPMMA_ASSIGN_OR_RETURN(schema::MigrationPackage pkg,
-                           s_->VerifyUpload(request.package, session, &me, call));
-    TPMMA_ASSIGN_OR_RETURN(storage::Package p, s_->PackageRow(pkg, me, std::move(request.package)));
+                           s_->VerifyUpload(request.package, session, &me, &placement, call));
+    const std::string wrapped =
+        ", wrapped to " + placement.key_id +
+        (placement.moved_from.empty() ? "" : " (re-enciphered from " + placement.moved_from + ")");
+    TPMMA_ASSIGN_OR_RETURN(storage::Package p, s_->PackageRow(pkg, me, std::move(placement),
+                                                              std::move(request.package)));
     const std::string digest = HexEncode(p.descriptor.sha256);
     TPMMA_ASSIGN_OR_RETURN(
         storage::PutOutcome outcome,
-        s_->vault->PutPackage(
-            p, s_->Event(*call, "ok",
-                         std::to_string(p.body.size()) + " bytes, " +
-                             std::to_string(pkg.child_keys.size()) + " keys, sha256 " + digest)));
+        s_->vault->PutPackage(p, s_->Event(*call, "ok",
+                                           std::to_string(p.body.size()) + " bytes, " +
+                                               std::to_string(pkg.child_keys.size()) +
+                                               " keys, sha256 " + digest + wrapped)));
     return UploadResult{pkg.package_id, digest, outcome == storage::PutOutcome::kAlreadyStored};
   };
   return s_->Audited(*call, run());
@@ -679,7 +721,32 @@ Result<MaOperations::State::Stored> MaOperations::State::ReadVerifiedPackage(
                  "stored package no longer verifies with its platform's signing key: " +
                      verified.error().message());
   }
-  return Stored{std::move(stored.body), std::move(signing_public), std::move(*verified)};
+  return Stored{std::move(stored.body), std::move(signing_public), std::move(*verified),
+                std::move(stored.descriptor.wrap_key_id), std::move(stored.rewrap)};
+}
+
+Result<std::pair<const RingKey*, storage::OuterWrap>> MaOperations::State::WrapOf(
+    const Stored& stored, const TPM2B_PUBLIC& mrk) {
+  storage::OuterWrap wrap = stored.rewrap.value_or(
+      storage::OuterWrap{stored.verified.mrk.duplicate, stored.verified.mrk.encrypted_seed});
+  if (stored.wrap_key_id.empty()) {
+    // Stored before the vault recorded wrap keys, and not recorded yet because a rotation
+    // was already on when this server started: the key that opens it.
+    for (const RingKey& k : ring->keys()) {
+      if (ring->CheckOpens(k, mrk, wrap).ok()) return std::make_pair(&k, std::move(wrap));
+    }
+    return Error(Code::kConflict,
+                 "the package's outer wrap opens under none of this MA's storage keys");
+  }
+  const RingKey* key = ring->Find(stored.wrap_key_id);
+  if (key == nullptr) {
+    // Most likely an instance not restarted after `ma-key rotate` while reencipher ran.
+    return Error(Code::kUnavailable,
+                 "the package's outer wrap is held by MA key " + Clip(stored.wrap_key_id) +
+                     ", which this MA instance does not hold (restarted since `ma-admin ma-key "
+                     "rotate`? retired?)");
+  }
+  return std::make_pair(key, std::move(wrap));
 }
 
 // No audit record, no key material out. A restore under a single-use approval uses it up,
@@ -729,9 +796,10 @@ Result<DownloadedPackage> MaOperations::DownloadComplete(const DownloadCompleteR
     TPMMA_ASSIGN_OR_RETURN(State::Stored stored, s_->ReadVerifiedPackage(a.descriptor));
     const schema::MigratableRootKey& m = stored.verified.mrk;
     TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC mrk, tpm::Unmarshal<TPM2B_PUBLIC>(m.public_area));
-    TPMMA_ASSIGN_OR_RETURN(TPM2B_PRIVATE dup, tpm::Unmarshal<TPM2B_PRIVATE>(m.duplicate));
+    TPMMA_ASSIGN_OR_RETURN(auto wrap, s_->WrapOf(stored, mrk));
+    TPMMA_ASSIGN_OR_RETURN(TPM2B_PRIVATE dup, tpm::Unmarshal<TPM2B_PRIVATE>(wrap.second.duplicate));
     TPMMA_ASSIGN_OR_RETURN(TPM2B_ENCRYPTED_SECRET seed,
-                           tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(m.encrypted_seed));
+                           tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(wrap.second.encrypted_seed));
     // The escrowed inner key leaves the MA only with a Download under an approval.
     SecureBytes inner_key;
     const auto* escrow = std::get_if<schema::EscrowCustody>(&stored.verified.custody);
@@ -739,13 +807,14 @@ Result<DownloadedPackage> MaOperations::DownloadComplete(const DownloadCompleteR
       TPMMA_ASSIGN_OR_RETURN(inner_key, s_->OpenEscrow(*escrow, a.descriptor.source_platform_id,
                                                        mrk.publicArea, EscrowUse::kRelease));
     }
-    TPMMA_ASSIGN_OR_RETURN(tpm::Rewrapped rw, s_->custody->Rewrap(mrk, dup, seed, parent));
+    TPMMA_ASSIGN_OR_RETURN(tpm::Rewrapped rw, wrap.first->custody->Rewrap(mrk, dup, seed, parent));
     DownloadedPackage out;
     TPMMA_ASSIGN_OR_RETURN(out.duplicate, tpm::Marshal(rw.duplicate));
     TPMMA_ASSIGN_OR_RETURN(out.encrypted_seed, tpm::Marshal(rw.encrypted_seed));
     TPMMA_ASSIGN_OR_RETURN(TPM2B_NAME parent_name, tpm::ComputeTpm2bName(parent.publicArea));
     const std::string detail =
-        "re-wrapped to parent " + HexEncode(ByteView(parent_name.name, parent_name.size)) +
+        "re-wrapped from MA key " + wrap.first->custody->key_id() + " to parent " +
+        HexEncode(ByteView(parent_name.name, parent_name.size)) +
         (inner_key.empty()
              ? ""
              : ", escrowed inner key released (escrow key " + Clip(escrow->escrow_key_id) + ")");

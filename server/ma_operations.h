@@ -61,6 +61,9 @@ struct ServiceInfo {
   uint64_t max_request_bytes = 0;
   std::vector<storage::CustodyMode> custody_modes;
   std::vector<std::string> ma_key_ids;  // the storage key first, then the escrow key
+  // Storage keys being replaced (docs/operations.md, "MA key lifecycle"): they still hold
+  // packages and take uploads from MRKs bound to them, but new MRKs duplicate to ma_key_ids[0].
+  std::vector<std::string> retiring_ma_key_ids;
 };
 
 struct MaKeyInfo {

@@ -25,6 +25,7 @@
 #include "server/ek_identity.h"
 #include "server/ek_trust.h"
 #include "server/escrow_key.h"
+#include "server/ma_key_ring.h"
 #include "server/ma_key_tpm.h"
 #include "server/ma_operations.h"
 #include "server/operator_operations.h"
@@ -376,6 +377,7 @@ class Handler final : public MigrationAuthorityBindingService {
     resp.Limits->MaxRequestBytes = info.max_request_bytes;
     for (storage::CustodyMode m : info.custody_modes) resp.CustodyMode.push_back(WireCustody(m));
     resp.MAKeyId = info.ma_key_ids;
+    resp.RetiringMAKeyId = info.retiring_ma_key_ids;
     return SOAP_OK;
   }
 
@@ -728,21 +730,7 @@ Result<std::unique_ptr<Endpoint>> MakeMaService(const Config& cfg, Env* env, sto
 namespace {
 
 Result<std::unique_ptr<MaKeyCustody>> LoadMaCustody(const Config& cfg, Env* env) {
-  auto custody = cfg.ma.custody == "tpm" ? LoadTpmMaKey({.key_id = cfg.ma.key_id,
-                                                         .tcti = cfg.ma.tpm_tcti,
-                                                         .parent_handle = cfg.ma.tpm_parent,
-                                                         .public_path = cfg.ma.tpm_public,
-                                                         .private_path = cfg.ma.tpm_private,
-                                                         .certificate_path = cfg.ma.certificate},
-                                                        env)
-                                         : LoadSoftwareMaKey(cfg.ma.key_id, cfg.ma.private_key,
-                                                             cfg.ma.certificate, env);
-  if (!custody) {
-    return Error(custody.error().WithContext(cfg.ma.custody == "tpm"
-                                                 ? "ma.tpm_* (TPM-resident MA key)"
-                                                 : "ma.private_key/ma.certificate"));
-  }
-  return custody;
+  return LoadMaKeyCustody(cfg.ma, "ma", env);
 }
 
 }  // namespace
@@ -750,6 +738,9 @@ Result<std::unique_ptr<MaKeyCustody>> LoadMaCustody(const Config& cfg, Env* env)
 Status CheckMaServiceConfig(const Config& cfg, Env* env) {
   auto custody = LoadMaCustody(cfg, env);
   if (!custody) return custody.error();
+  if (auto ring = MaKeyRing::Create(custody->get(), cfg.ma_retiring, env); !ring) {
+    return ring.error();
+  }
   if (cfg.escrow.custody != "none") {
     auto escrow = LoadEscrowKey(cfg.escrow, env);
     if (!escrow) return escrow.error().WithContext("escrow");

@@ -13,8 +13,7 @@ constexpr size_t kMaxApprovalFile = 4096;
 
 }  // namespace
 
-Status CreatePolicyKey(const std::string& private_path, const std::string& public_path,
-                       Env* env) {
+Status CreatePolicyKey(const std::string& private_path, const std::string& public_path, Env* env) {
   return CreateKeyPairFiles(private_path, public_path,
                             "every MRK made with PolicyAuthorize names this key: a new one would "
                             "strand them",
@@ -33,26 +32,22 @@ Result<std::optional<tpm::Approval>> LoadApproval(const Config& cfg, ByteView st
                                                   Env* env) {
   if (cfg.policy_public_key.empty()) return std::optional<tpm::Approval>();
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, ReadPublicKeyFile(cfg.policy_public_key, env));
-  tpm::Approval a;
-  TPMMA_ASSIGN_OR_RETURN(a.policy_key, tpm::PolicyKeyPublic(key.get()));
-  TPMMA_ASSIGN_OR_RETURN(a.approved_policy, tpm::DuplicationSelectPolicy(storage_key_name));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC policy_key, tpm::PolicyKeyPublic(key.get()));
+  TPMMA_ASSIGN_OR_RETURN(Bytes policy_key_bytes, tpm::Marshal(policy_key));
   TPMMA_ASSIGN_OR_RETURN(Bytes sig, env->ReadFile(cfg.policy_approval, kMaxApprovalFile));
-  auto signature = tpm::Unmarshal<TPMT_SIGNATURE>(sig);
-  if (!signature) {
-    return Error(Code::kInvalidArgument,
-                 "policy.approval " + cfg.policy_approval + " is not a TPMT_SIGNATURE: " +
-                     signature.error().message());
+  auto a = tpm::ApprovalFromWire(policy_key_bytes, sig, storage_key_name);
+  if (!a && a.error().code() == Code::kMalformed) {
+    return Error(Code::kInvalidArgument, "policy.approval " + cfg.policy_approval +
+                                             " is not a TPMT_SIGNATURE: " + a.error().message());
   }
-  a.signature = *signature;
-  TPMMA_ASSIGN_OR_RETURN(Bytes key_name, tpm::ComputeName(a.policy_key.publicArea));
-  Status ok = tpm::CheckApproval(a, storage_key_name, key_name);
-  if (!ok.ok()) {
-    return Error(ok.code(), "policy.approval " + cfg.policy_approval +
-                                " does not approve this MA's storage key with policy.public_key "
-                                "(run `ma-admin policy-key approve`): " +
-                                ok.message());
+  if (!a) {
+    return Error(a.error().code(),
+                 "policy.approval " + cfg.policy_approval +
+                     " does not approve this MA's storage key with policy.public_key "
+                     "(`ma-admin policy-key init` and `ma-admin ma-key rotate` write it): " +
+                     a.error().message());
   }
-  return std::optional<tpm::Approval>(std::move(a));
+  return std::optional<tpm::Approval>(std::move(*a));
 }
 
 }  // namespace tpmma::server

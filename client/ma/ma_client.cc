@@ -139,6 +139,7 @@ Result<ServiceInfo> MaClient::GetMAServiceInfo() {
   out.operations = resp.Operation;
   out.algorithms = resp.Algorithm;
   out.ma_key_ids = resp.MAKeyId;
+  out.retiring_ma_key_ids = resp.RetiringMAKeyId;
   for (auto m : resp.CustodyMode) out.custody_modes.push_back(CustodyOf(m));
   if (resp.Limits != nullptr) {
     out.max_package_bytes = resp.Limits->MaxPackageBytes;

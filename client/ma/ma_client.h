@@ -50,6 +50,7 @@ std::string_view AccessName(Access access);
 struct ServiceInfo {
   std::string service_version;
   std::vector<std::string> protocol_versions, operations, algorithms, ma_key_ids;
+  std::vector<std::string> retiring_ma_key_ids;  // storage keys a rotation is replacing
   std::vector<Custody> custody_modes;
   uint64_t max_package_bytes = 0, max_request_bytes = 0;
   uint32_t max_child_keys = 0;

@@ -107,6 +107,79 @@ TEST_F(MrkPolicyTest, AnMrkAuthorizedByAnotherKeyIsRefusedAtUpload) {
   EXPECT_TRUE(ids.empty());  // nothing vaulted
 }
 
+// After `ma-admin ma-key rotate` (ma-2 current, ma-test retiring): an upload still wrapped to
+// the retiring key (a following MRK whose backup began before the restart, or a legacy MRK
+// bound to it) is re-enciphered to ma-2 at once and restores from there; a legacy MRK bound
+// to a key this MA never held is refused.
+TEST_F(MrkPolicyTest, UploadsWrappedToARetiringKeyAreReencipheredAtOnce) {
+  std::string why;
+  Swtpm* tb = testing::SharedSwtpm(1, &why);
+  ASSERT_NE(tb, nullptr) << why;
+  const tpm::Approval old_approval = Published();
+  const MaFiles k2 = MakeMaFiles(dir_, "ma2");
+  Config cfg = cfg_;
+  cfg.ek_roots = {t_->RootCaCertPath(), tb->RootCaCertPath()};
+  cfg.ma_retiring = {cfg_.ma};
+  cfg.ma = TpmKeyConfig::Named("software", "ma-2");
+  cfg.ma.private_key = k2.key;
+  cfg.ma.certificate = k2.cert;
+  auto k2_custody = LoadSoftwareMaKey("ma-2", k2.key, k2.cert, &env_);
+  ASSERT_OK(k2_custody);
+  cfg.policy_approval = dir_.File("ma-2.approval");
+  ASSERT_OK(WriteApproval(policy_key_, (*k2_custody)->name(), cfg.policy_approval, &env_));
+  ASSERT_OK_AND_ASSIGN(ep_, MakeOps(cfg, &env_));
+  CallContext info_call;
+  ASSERT_OK_AND_ASSIGN(ServiceInfo info, ep_.ops->GetMAServiceInfo(&info_call));
+  EXPECT_EQ(info.ma_key_ids.front(), "ma-2");
+  EXPECT_EQ(info.retiring_ma_key_ids, std::vector<std::string>{"ma-test"});
+
+  Client c(ep_.get());
+  Plat a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenBoth(c, tb, &a, &b, false));
+  Made follow, legacy;
+  ASSERT_NO_FATAL_FAILURE(
+      MakePackage(a, ma_public_, ma_name_, &follow, nullptr, "", &old_approval));
+  ASSERT_OK(Upload(c, a.token, follow.bytes, nullptr));
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, a, true));
+  ASSERT_NO_FATAL_FAILURE(MakePackage(a, ma_public_, ma_name_, &legacy));
+  ASSERT_OK(Upload(c, a.token, legacy.bytes, nullptr));
+  for (const Made* m : {&follow, &legacy}) {
+    ASSERT_OK_AND_ASSIGN(storage::Package stored, ep_.vault->GetPackage(m->model.package_id));
+    EXPECT_EQ(stored.descriptor.wrap_key_id, "ma-2");
+    ASSERT_TRUE(stored.rewrap.has_value());
+    EXPECT_NE(stored.rewrap->encrypted_seed, m->model.mrk.encrypted_seed);
+    EXPECT_EQ(stored.body, m->bytes);  // the document as the platform signed it
+  }
+  storage::AuditFilter f;
+  f.action = "Upload";
+  ASSERT_OK_AND_ASSIGN(storage::AuditPage uploads, ep_.vault->ListAudit(f));
+  ASSERT_FALSE(uploads.records.empty());
+  EXPECT_NE(uploads.records.back().event.detail.find("re-enciphered from ma-test"),
+            std::string::npos)
+      << uploads.records.back().event.detail;
+
+  // B restores the legacy one from its re-enciphered wrap.
+  ASSERT_OK(Approve(*ep_.vault, a.id, b.id));
+  Downloaded got;
+  ASSERT_OK(DownloadTo(c, b, legacy.model.package_id, &got));
+  ASSERT_OK_AND_ASSIGN(
+      TPM2B_PRIVATE priv,
+      b.tpm->Import(b.srk, legacy.mrk.public_area, *tpm::Unmarshal<TPM2B_PRIVATE>(got.duplicate),
+                    *tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(got.seed), legacy.inner_key));
+  ASSERT_OK(b.tpm->Load(b.srk, esys::KeyBlob{legacy.mrk.public_area, priv}));
+
+  // A legacy MRK bound to a key this MA does not hold.
+  const MaFiles k3 = MakeMaFiles(dir_, "ma3");
+  auto stranger = LoadSoftwareMaKey("k3", k3.key, k3.cert, &env_);
+  ASSERT_OK(stranger);
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c, a, true));
+  Made elsewhere;
+  ASSERT_NO_FATAL_FAILURE(
+      MakePackage(a, (*stranger)->public_area(), (*stranger)->name(), &elsewhere));
+  Status s = Upload(c, a.token, elsewhere.bytes, nullptr);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+}
+
 TEST_F(MrkPolicyTest, AnApprovalOfAnotherKeyOrNoneStopsTheMa) {
   // The approval file signed for another storage key: the MA does not start.
   Bytes other_name = ma_name_;
