@@ -254,7 +254,9 @@ Command AddBackupCommand(CLI::App& app, const Globals& g) {
                       {"already_stored", r->already_stored},
                       {"attempts", r->attempts},
                       {"reason", r->reason},
-                      {"escrow_key_rotated", RotationJson(r->escrow_key_rotated)}};
+                      {"escrow_key_rotated", RotationJson(r->escrow_key_rotated)},
+                      {"ma_key_moved",
+                       r->ma_key_moved_to ? json{{"to", *r->ma_key_moved_to}} : json(nullptr)}};
             std::string text;
             if (!r->uploaded) {
               text = r->reason + (a->if_changed ? "\n" : "; --full uploads anyway\n");
@@ -266,6 +268,10 @@ Command AddBackupCommand(CLI::App& app, const Globals& g) {
                 text += "escrow    the MA replaced escrow key " + r->escrow_key_rotated->from +
                         " with " + r->escrow_key_rotated->to + ": this package is escrowed to " +
                         r->escrow_key_rotated->to + ", and the store pins it from now on\n";
+              }
+              if (r->ma_key_moved_to) {
+                text += "MA key    the MA rotated its storage key: this package is duplicated to " +
+                        *r->ma_key_moved_to + ", and the store pins it from now on\n";
               }
             }
             return Succeed(g, j, text);

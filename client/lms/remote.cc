@@ -481,13 +481,26 @@ struct PreparedBackup {
   std::optional<TPM2B_PUBLIC> escrow_public;  // escrow store: the escrow key it pins
   Bytes mrk_name;                             // escrow store: what the escrow binds to
   Bytes pkcs11_sha256;                        // of the token store carried (empty: none)
+  KeyRecord mrk_record;
 };
+
+// The MRK duplicated to `state`'s MA key (as its policy requires) into `p`.
+Status DuplicateTo(Lms& lms, const StoreState& state, PreparedBackup& p) {
+  TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, lms.tpm());
+  esys::Duplicated dup;
+  {
+    TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, lms.LoadKey(p.mrk_record, nullptr));
+    TPMMA_ASSIGN_OR_RETURN(dup, DuplicateMrkFor(*tpm, state, mrk, p.inner));
+  }
+  TPMMA_ASSIGN_OR_RETURN(p.model.mrk.duplicate, tpm::Marshal(dup.duplicate));
+  TPMMA_ASSIGN_OR_RETURN(p.model.mrk.encrypted_seed, tpm::Marshal(dup.encrypted_seed));
+  return Status::Ok();
+}
 
 // Step: the MRK loaded and duplicated to the MA key with the inner key (kept sealed to this
 // TPM since init, for unattended backups).
 Status DuplicateMrk(Lms& lms, const StoreState& state, const KeyRecord& mrk_record,
                     PreparedBackup& p) {
-  TPMMA_ASSIGN_OR_RETURN(esys::Tpm * tpm, lms.tpm());
   auto inner = lms.UnsealInnerKey();
   if (!inner) {
     return inner.error().WithContext(
@@ -495,15 +508,10 @@ Status DuplicateMrk(Lms& lms, const StoreState& state, const KeyRecord& mrk_reco
   }
   p.inner = std::move(*inner);
   lms.Progress("duplicating the MRK to the MA key");
-  esys::Duplicated dup;
-  {
-    TPMMA_ASSIGN_OR_RETURN(esys::Object mrk, lms.LoadKey(mrk_record, nullptr));
-    TPMMA_ASSIGN_OR_RETURN(dup, DuplicateMrkFor(*tpm, state, mrk, p.inner));
-  }
+  p.mrk_record = mrk_record;
+  TPMMA_RETURN_IF_ERROR(DuplicateTo(lms, state, p));
   schema::MigratableRootKey& m = p.model.mrk;
   m.public_area = mrk_record.public_area;
-  TPMMA_ASSIGN_OR_RETURN(m.duplicate, tpm::Marshal(dup.duplicate));
-  TPMMA_ASSIGN_OR_RETURN(m.encrypted_seed, tpm::Marshal(dup.encrypted_seed));
   m.symmetric = schema::SymmetricAlgorithm::kAes128Cfb;
   if (state.mrk_handle != 0) {
     const std::string handle = HandleText(state.mrk_handle);
@@ -559,7 +567,29 @@ struct UploadAttempt {
   std::optional<ma::UploadResult> uploaded;
   Status unreachable;
   std::optional<FetchedMaKey> new_escrow_key;  // the MA's, when not the one the store pins
+  std::optional<FetchedMaKey> new_ma_key;      // the same for the storage key (MRK follows)
 };
+
+// Step (a store whose MRK follows the MA): after `ma-admin ma-key rotate` the MA's current
+// storage key is another; the MRK is duplicated to it again, under its approval, which
+// MovedMaKey checked against the policy-signing key the MRK names. No re-init.
+Status FollowMaKey(Lms& lms, const MaSettings& settings, const StoreState& state, PreparedBackup& p,
+                   UploadAttempt& attempt) {
+  auto client = Connect(settings);
+  if (!client) return client.error();
+  TPMMA_ASSIGN_OR_RETURN(std::optional<FetchedMaKey> moved, MovedMaKey(**client, settings, state));
+  if (!moved) return Status::Ok();
+  lms.Progress("the MA's storage key is now " + moved->key_id +
+               ": duplicating the MRK to it under its approval (the store pins it once the MA "
+               "has the package)");
+  StoreState to = state;
+  to.ma_key_public = moved->public_area;
+  to.ma_key_name = moved->name;
+  to.ma_key_approval = moved->approval;
+  TPMMA_RETURN_IF_ERROR(DuplicateTo(lms, to, p));
+  attempt.new_ma_key = std::move(*moved);
+  return Status::Ok();
+}
 
 // Step (escrow store): which escrow key the MA takes now, fetched and checked as at init
 // after `ma-admin escrow rotate` (the pinned key would be refused), and the inner key
@@ -606,6 +636,14 @@ Status EscrowInnerKey(Lms& lms, const MaSettings& settings, const StoreState& st
 Result<UploadAttempt> UploadOnce(Lms& lms, const MaSettings& settings, const StoreState& state,
                                  PreparedBackup& p, BackupResult& out) {
   UploadAttempt attempt;
+  if (!state.policy_key_public.empty()) {
+    Status followed = FollowMaKey(lms, settings, state, p, attempt);
+    if (followed.code() == Code::kUnavailable) {
+      attempt.unreachable = followed;
+      return attempt;
+    }
+    TPMMA_RETURN_IF_ERROR(followed);
+  }
   auto connection = OpenMaConnection(lms, settings, true);
   if (!connection) {
     if (connection.error().code() != Code::kUnavailable) return Error(connection.error());
@@ -693,6 +731,12 @@ Status RecordBackup(KeyStore& store, StoreState& state, const std::vector<KeyRec
         EscrowKeyRotation{.from = state.custody.escrow_key_id, .to = key->key_id};
     state.custody.escrow_key_id = key->key_id;
     state.custody.escrow_public = key->public_area;
+  }
+  if (const auto& key = attempt.new_ma_key) {
+    out.ma_key_moved_to = key->key_id;
+    state.ma_key_public = key->public_area;
+    state.ma_key_name = key->name;
+    state.ma_key_approval = key->approval;
   }
   TPMMA_RETURN_IF_ERROR(store.WriteState(state));
   out.uploaded = true;

@@ -117,6 +117,9 @@ struct BackupResult {
   // The MA's escrow key was not the one the store pinned: this package is escrowed to the
   // MA's current key, which the store pins now that the MA has the package.
   std::optional<EscrowKeyRotation> escrow_key_rotated;
+  // A store whose MRK follows the MA, after `ma-admin ma-key rotate`: the id of the MA's new
+  // storage key, which this package is duplicated to and the store pins from now on.
+  std::optional<std::string> ma_key_moved_to;
 };
 // Whether anything changed since the last backup: a key never backed up, or no backup of
 // this store yet.

@@ -580,16 +580,12 @@ Status PrepareNewStore(KeyStore& store, const RestoreOptions& o) {
   return Status::Ok();
 }
 
-// The new store backs up to the MA key its MRK is bound to (authPolicy =
-// PolicyDuplicationSelect to that key's Name): a store pinned to another key could never
-// duplicate its MRK. So the MA's current key must be the MRK's; it is kept in `ma_key`.
-
-// The MA's current key, and whether the package's MRK can be backed up to it from a new store.
+// The MA key the new store backs up to (MaKeyForMrk): one its MRK can be duplicated to.
 Status CheckMrkBoundToMaKey(RestoreRun& run, const TPM2B_PUBLIC& mrk_public, FetchedMaKey& ma_key) {
   TPMMA_ASSIGN_OR_RETURN(
-      ma_key, GetCheckedMaKey(*run.connection->client, run.settings, {}, ma::MaKeyRole::kStorage));
-  return CheckMrkPolicyFor(ma_key, tpm::Tpm2bView(mrk_public.publicArea.authPolicy),
-                           run.package_id);
+      ma_key, MaKeyForMrk(*run.connection->client, run.settings,
+                          tpm::Tpm2bView(mrk_public.publicArea.authPolicy), run.package_id));
+  return Status::Ok();
 }
 
 // The key records of a new store: the package has no ids or origins for its keys beyond
