@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/bytes.h"
+#include "server/admin_ma_key.h"
 #include "server/admin_text.h"
 #include "server/config.h"
 #include "server/pki.h"
@@ -32,6 +33,7 @@ json DescriptorJson(const storage::PackageDescriptor& d) {
           {"size", d.size},
           {"sha256", HexEncode(d.sha256)},
           {"custody", std::string(storage::ToString(d.custody))},
+          {"wrap_key_id", d.wrap_key_id},
           {"keys", keys}};
 }
 
@@ -67,6 +69,7 @@ void RelativeTo(const std::string& dir, Config& c) {
   }
   std::vector<TpmKeyConfig*> keys = {&c.ma, &c.escrow};
   for (TpmKeyConfig& k : c.escrow_retired) keys.push_back(&k);
+  for (TpmKeyConfig& k : c.ma_retiring) keys.push_back(&k);
   for (TpmKeyConfig* k : keys) {
     for (std::string* p : {&k->private_key, &k->certificate, &k->tpm_public, &k->tpm_private}) {
       rel(*p);
@@ -81,21 +84,33 @@ namespace {
 
 // escrow-<N+1> after the highest escrow-<N> in use (escrow-1 when there is none).
 std::string NextEscrowKeyId(const Config& c) {
-  int highest = 0;
-  auto consider = [&](const TpmKeyConfig& k) {
-    if (k.custody == "none" || !k.key_id.starts_with("escrow-")) return;
-    int n = 0;
-    const char* begin = k.key_id.data() + 7;
-    const char* end = k.key_id.data() + k.key_id.size();
-    auto [ptr, ec] = std::from_chars(begin, end, n);
-    if (ec == std::errc() && ptr == end) highest = std::max(highest, n);
-  };
-  consider(c.escrow);
-  for (const TpmKeyConfig& k : c.escrow_retired) consider(k);
-  return "escrow-" + std::to_string(highest + 1);
+  std::vector<const TpmKeyConfig*> keys = {&c.escrow};
+  for (const TpmKeyConfig& k : c.escrow_retired) keys.push_back(&k);
+  return NextKeyId(keys, "escrow-");
 }
 
 }  // namespace
+
+std::string NextKeyId(const std::vector<const TpmKeyConfig*>& keys, const std::string& prefix) {
+  int highest = 0;
+  for (const TpmKeyConfig* k : keys) {
+    if (k->custody == "none" || !k->key_id.starts_with(prefix)) continue;
+    int n = 0;
+    const char* begin = k->key_id.data() + prefix.size();
+    const char* end = k->key_id.data() + k->key_id.size();
+    auto [ptr, ec] = std::from_chars(begin, end, n);
+    if (ec == std::errc() && ptr == end) highest = std::max(highest, n);
+  }
+  return prefix + std::to_string(highest + 1);
+}
+
+std::vector<std::string> TakenKeyIds(const Config& c) {
+  std::vector<std::string> taken = {c.ma.key_id};
+  for (const TpmKeyConfig& k : c.ma_retiring) taken.push_back(k.key_id);
+  if (c.escrow.custody != "none") taken.push_back(c.escrow.key_id);
+  for (const TpmKeyConfig& k : c.escrow_retired) taken.push_back(k.key_id);
+  return taken;
+}
 
 Status InitPolicyKey(const AdminContext& ctx, const std::string& state_dir) {
   const std::string config_path = state_dir + "/config.toml";
@@ -105,13 +120,7 @@ Status InitPolicyKey(const AdminContext& ctx, const std::string& state_dir) {
                                             cfg.policy_public_key +
                                             "): a new one would strand every MRK that follows it");
   }
-  // The MA key's Name from its certificate: the same for software and TPM custody.
-  constexpr size_t kMaxPem = 64 * 1024;
-  TPMMA_ASSIGN_OR_RETURN(Bytes cert_pem, ctx.env->ReadFile(cfg.ma.certificate, kMaxPem));
-  TPMMA_ASSIGN_OR_RETURN(X509Ptr cert, CertificateFromPem(cert_pem));
-  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC ma_public,
-                         tpm::MaStoragePublic(X509_get0_pubkey(cert.get())));
-  TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, tpm::ComputeName(ma_public.publicArea));
+  TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, StorageKeyNameOf(ctx.env, cfg.ma));
   const std::string key = state_dir + "/policy/policy-key.pem";
   cfg.policy_public_key = state_dir + "/policy/policy-key.pub.pem";
   cfg.policy_approval = state_dir + "/policy/" + cfg.ma.key_id + ".approval";
@@ -138,21 +147,9 @@ Status InitPolicyKey(const AdminContext& ctx, const std::string& state_dir) {
   return Status::Ok();
 }
 
-Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
-                       const std::string& new_key_id) {
-  const std::string config_path = state_dir + "/config.toml";
-  TPMMA_ASSIGN_OR_RETURN(Config cfg, LoadConfig(config_path));
-  const std::string id = new_key_id.empty() ? NextEscrowKeyId(cfg) : new_key_id;
-  std::vector<std::string> taken = {cfg.ma.key_id};
-  if (cfg.escrow.custody != "none") taken.push_back(cfg.escrow.key_id);
-  for (const TpmKeyConfig& k : cfg.escrow_retired) taken.push_back(k.key_id);
-  if (std::find(taken.begin(), taken.end(), id) != taken.end()) {
-    return Status(Code::kAlreadyExists, "key id " + id +
-                                            " is in use by this MA (a key id is never reused: "
-                                            "packages name the key they were escrowed to)");
-  }
-  const std::string key_file = "escrow/" + id + "-key.pem";
-  const std::string cert_file = "escrow/" + id + "-cert.pem";
+Status IssueCaCertifiedKey(const AdminContext& ctx, const std::string& state_dir,
+                           const std::string& common_name, const std::string& key_file,
+                           const std::string& cert_file) {
   for (const std::string& f : {key_file, cert_file}) {
     if (ctx.env->FileExists(state_dir + "/" + f)) {
       return Status(Code::kAlreadyExists, state_dir + "/" + f + " exists; choose another --key-id");
@@ -163,7 +160,7 @@ Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
   if (!ca_key_pem) {
     return Status(Code::kNotFound,
                   "the MA CA key (" + state_dir +
-                      "/ca/ca-key.pem) certifies the new escrow key: bring the offline copy back "
+                      "/ca/ca-key.pem) certifies the new key: bring the offline copy back "
                       "for the rotation (" +
                       ca_key_pem.error().message() + ")");
   }
@@ -174,9 +171,10 @@ Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
                          ctx.env->ReadFile(state_dir + "/ca/ca-cert.pem", kMaxPem));
   TPMMA_ASSIGN_OR_RETURN(X509Ptr ca_cert, CertificateFromPem(ca_cert_pem));
 
-  // RSA-2048 so that it can live in a TPM too (TPM2_RSA_Decrypt), like the one init makes.
+  // RSA-2048 so that it can live in a TPM too (TPM2_RSA_Decrypt, TPM2_Rewrap), like the
+  // ones init makes.
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, GenerateKey(KeyType::kRsa2048));
-  TPMMA_ASSIGN_OR_RETURN(X509Ptr cert, IssueCertificate({.common_name = "tpm-ma escrow key " + id,
+  TPMMA_ASSIGN_OR_RETURN(X509Ptr cert, IssueCertificate({.common_name = common_name,
                                                          .profile = CertProfile::kMaStorage,
                                                          .dns_names = {},
                                                          .ip_addresses = {},
@@ -184,12 +182,29 @@ Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
                                                         key.get(), ca_key.get(), ca_cert.get()));
   TPMMA_ASSIGN_OR_RETURN(SecureString key_pem, PrivateKeyToPem(key.get()));
   TPMMA_ASSIGN_OR_RETURN(std::string cert_pem, CertificateToPem(cert.get()));
-  TPMMA_RETURN_IF_ERROR(ctx.env->CreateDirs(state_dir + "/escrow", 0700));
+  const std::string dir = state_dir + "/" + key_file.substr(0, key_file.rfind('/'));
+  TPMMA_RETURN_IF_ERROR(ctx.env->CreateDirs(dir, 0700));
   TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(
       state_dir + "/" + key_file,
       ByteView(reinterpret_cast<const uint8_t*>(key_pem.data()), key_pem.size()), 0600));
+  return ctx.env->WriteFileAtomic(state_dir + "/" + cert_file, View(cert_pem), 0644);
+}
+
+Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
+                       const std::string& new_key_id) {
+  const std::string config_path = state_dir + "/config.toml";
+  TPMMA_ASSIGN_OR_RETURN(Config cfg, LoadConfig(config_path));
+  const std::string id = new_key_id.empty() ? NextEscrowKeyId(cfg) : new_key_id;
+  std::vector<std::string> taken = TakenKeyIds(cfg);
+  if (std::find(taken.begin(), taken.end(), id) != taken.end()) {
+    return Status(Code::kAlreadyExists, "key id " + id +
+                                            " is in use by this MA (a key id is never reused: "
+                                            "packages name the key they were escrowed to)");
+  }
+  const std::string key_file = "escrow/" + id + "-key.pem";
+  const std::string cert_file = "escrow/" + id + "-cert.pem";
   TPMMA_RETURN_IF_ERROR(
-      ctx.env->WriteFileAtomic(state_dir + "/" + cert_file, View(cert_pem), 0644));
+      IssueCaCertifiedKey(ctx, state_dir, "tpm-ma escrow key " + id, key_file, cert_file));
 
   std::string retired = "none";
   if (cfg.escrow.custody != "none") {
@@ -308,6 +323,8 @@ Status ShowPackage(const AdminContext& ctx, const std::string& id) {
   Line(ctx, "created:  " + Iso(d.created_at) + "   uploaded: " + Iso(d.uploaded_at));
   Line(ctx, fmt::format("size:     {} bytes, sha256 {}", d.size, HexEncode(d.sha256)));
   Line(ctx, "custody:  " + std::string(storage::ToString(d.custody)));
+  Line(ctx,
+       "wrapped:  to MA key " + (d.wrap_key_id.empty() ? "(not recorded yet)" : d.wrap_key_id));
   for (const auto& k : d.keys)
     Line(ctx, fmt::format("  key {}  {:<8} {}", k.key_id, k.usage, k.label));
   return Status::Ok();

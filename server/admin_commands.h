@@ -17,6 +17,7 @@
 #include "common/env.h"
 #include "common/status.h"
 #include "server/approvals.h"
+#include "server/config.h"
 #include "storage/vault.h"
 
 namespace tpmma::server {
@@ -91,6 +92,19 @@ Status InitPolicyKey(const AdminContext& ctx, const std::string& state_dir);
 
 Status RotateEscrowKey(const AdminContext& ctx, const std::string& state_dir,
                        const std::string& new_key_id);
+
+// PREFIX<N+1> after the highest PREFIX<N> among `keys` (PREFIX1 when there is none).
+std::string NextKeyId(const std::vector<const TpmKeyConfig*>& keys, const std::string& prefix);
+// Every key id the MA's config names (storage, retiring, escrow, retired escrow keys): a
+// key id is never reused, since packages and audit records name keys by it.
+std::vector<std::string> TakenKeyIds(const Config& c);
+
+// A new RSA-2048 key certified by the MA CA in `state_dir`/ca (profile kMaStorage), at
+// `state_dir`/`key_file` (0600) and `cert_file` (0644), both relative; refused if either
+// exists or the CA key is not there (kept offline: the message says to bring it back).
+Status IssueCaCertifiedKey(const AdminContext& ctx, const std::string& state_dir,
+                           const std::string& common_name, const std::string& key_file,
+                           const std::string& cert_file);
 
 // "24h", "90m", "7d", "3600" (seconds) -> seconds; kInvalidArgument otherwise.
 Result<int64_t> ParseDuration(std::string_view text);

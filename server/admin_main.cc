@@ -6,6 +6,7 @@
 // Exit codes: 0 success, 1 the operation failed, 2 bad usage.
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "server/admin_ek_trust.h"
 #include "server/admin_enrollment.h"
 #include "server/admin_init.h"
+#include "server/admin_ma_key.h"
 #include "server/admin_vault.h"
 #include "server/config.h"
 #include "server/operator_client.h"
@@ -69,6 +71,10 @@ struct Cli {
   std::string escrow_key_id;
   CLI::App* escrow_rotate = nullptr;
   CLI::App* policy_init = nullptr;
+  std::string ma_key_id;
+  s::ReencipherOptions reencipher;
+  CLI::App *mk_rotate = nullptr, *mk_status = nullptr, *mk_reencipher = nullptr,
+           *mk_retire = nullptr;
 
   std::string ek_add_root, ek_add_intermediate, ek_fingerprint, ek_cert;
   std::vector<std::string> ek_chain;
@@ -231,6 +237,31 @@ void AddOperatorCommands(Cli& c) {
   for (auto* cmd : {c.op_issue, c.op_revoke, c.op_list}) AddDir(c, cmd);
 }
 
+void AddMaKeyCommands(Cli& c) {
+  auto* ma_key = c.app.add_subcommand(
+      "ma-key", "the MA storage key's lifecycle: rotate, re-encipher, retire (docs/operations.md)");
+  ma_key->require_subcommand(1);
+  c.mk_rotate = ma_key->add_subcommand(
+      "rotate",
+      "make a new current storage key, approved by the policy-signing key; the current one "
+      "is retiring (restart ma-server afterwards)");
+  c.mk_rotate->add_option("--key-id", c.ma_key_id, "id of the new key (default: ma-<N+1>)");
+  c.mk_status = ma_key->add_subcommand(
+      "status", "each storage key, the packages it holds, the platforms bound to it");
+  c.mk_reencipher = ma_key->add_subcommand(
+      "reencipher",
+      "move the outer wrap of every package a retiring key holds to the current key "
+      "(resumable; after `vault backup`)");
+  c.mk_reencipher->add_option("--batch", c.reencipher.batch, "packages per transaction")
+      ->check(CLI::Range(1, 10000));
+  c.mk_reencipher->add_flag("--i-have-a-backup", c.reencipher.have_backup,
+                            "start without a `vault backup` taken since the rotation");
+  c.mk_retire = ma_key->add_subcommand(
+      "retire", "destroy a retiring key once no package and no platform needs it");
+  c.mk_retire->add_option("ID", c.ma_key_id, "the retiring key's id")->required();
+  for (auto* cmd : {c.mk_rotate, c.mk_status, c.mk_reencipher, c.mk_retire}) AddDir(c, cmd);
+}
+
 void AddEscrowCommands(Cli& c) {
   auto* escrow = c.app.add_subcommand("escrow", "the escrow key (escrow custody of inner keys)");
   escrow->require_subcommand(1);
@@ -249,6 +280,7 @@ void AddEscrowCommands(Cli& c) {
       "give an MA made without one its policy-signing key and the key's approval of the MA "
       "key (restart ma-server afterwards)");
   AddDir(c, c.policy_init);
+  AddMaKeyCommands(c);
 }
 
 void AddEkTrustCommands(Cli& c) {
@@ -538,6 +570,16 @@ std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
   if (*c.op_list) return s::ListOperators(ctx);
   if (*c.escrow_rotate) return s::RotateEscrowKey(ctx, c.dir, c.escrow_key_id);
   if (*c.policy_init) return s::InitPolicyKey(ctx, c.dir);
+  if (*c.mk_rotate) return s::RotateMaKey(ctx, c.dir, c.ma_key_id);
+  if (*c.mk_status) return s::MaKeyStatus(ctx, c.dir);
+  if (*c.mk_reencipher) {
+    // Fault injection for the rotation drill (tests/lms/lms_ma_key_rotation_test.cc).
+    if (const char* kill = std::getenv("TPMMA_REENCIPHER_KILL_AFTER_BATCHES")) {
+      c.reencipher.kill_after_batches = std::strtoul(kill, nullptr, 10);
+    }
+    return s::ReencipherPackages(ctx, c.dir, c.reencipher);
+  }
+  if (*c.mk_retire) return s::RetireMaKey(ctx, c.dir, c.ma_key_id);
   if (*c.ekt_add) {
     const bool root = !c.ek_add_root.empty();
     return s::EkTrustAdd(ctx, c.dir, root ? c.ek_add_root : c.ek_add_intermediate,

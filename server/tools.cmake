@@ -2,7 +2,7 @@
 
 # PKI helpers and `ma-admin init`.
 add_library(tpmma_admin STATIC admin_init.cc admin_audit.cc admin_commands.cc admin_platforms.cc admin_ek_trust.cc
-            admin_vault.cc
+            admin_vault.cc admin_ma_key.cc admin_reencipher.cc
             admin_enrollment.cc
             operator_client.cc)
 tpmma_target(tpmma_admin)

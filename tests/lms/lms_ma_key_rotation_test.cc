@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The MA storage key rotated under live endpoints (issue #16; docs/operations.md, "MA key
+// lifecycle"), with the real ma-server, ma-admin and lms on swtpm (lms_ma_fixture.h). Store A's
+// MRK follows the MA, store L's is bound to the MA key (--mrk-policy fixed); both back up to
+// ma-1. `ma-admin ma-key rotate` makes ma-2 current and keeps ma-1 retiring. A's next backup
+// goes to ma-2 with no re-init; L's still goes to ma-1 (its TPM allows nothing else) and the MA
+// re-enciphers it to ma-2 at Upload. Packages held by either key restore on a new board, the
+// restored keys sign with their old public keys, and the audit chain verifies.
+#include <gtest/gtest.h>
+
+#include "tests/lms/lms_ma_fixture.h"
+
+namespace tpmma::lms {
+namespace {
+
+json Admin(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {MA_ADMIN_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back("--json");
+  Ran r = Exec(argv);
+  EXPECT_EQ(r.exit_code, 0) << r.all();
+  return ParseJson(r);
+}
+
+// Which MA key holds the package's outer wrap, as the vault records it.
+std::string WrapKeyOf(const std::string& state, const std::string& package) {
+  return Admin({"packages", "show", package, "--dir", state})["package"].value("wrap_key_id", "");
+}
+
+// The restored store's `label` key: its public key is the old store's, and it signs.
+void ExpectSignsAsBefore(const std::string& old_store, Swtpm* old_tpm, const std::string& store,
+                         Swtpm* t, const std::string& label) {
+  auto before = lms::Lms::Open({.store_dir = old_store, .tcti = old_tpm->tcti(), .env = nullptr});
+  auto after = lms::Lms::Open({.store_dir = store, .tcti = t->tcti(), .env = nullptr});
+  ASSERT_TRUE(before.has_value() && after.has_value());
+  auto old_pem = (*before)->PublicKey(label, PublicFormat::kPem);
+  auto new_pem = (*after)->PublicKey(label, PublicFormat::kPem);
+  ASSERT_TRUE(old_pem.has_value() && new_pem.has_value()) << label;
+  EXPECT_EQ(*old_pem, *new_pem) << label;
+  const Bytes digest(32, 0x3c);
+  auto sig = (*after)->Sign(label, digest);
+  ASSERT_TRUE(sig.has_value()) << label << ": " << sig.error().ToString();
+  BioPtr bio(BIO_new_mem_buf(old_pem->data(), static_cast<int>(old_pem->size())));
+  EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
+  ASSERT_TRUE(key);
+  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new(key.get(), nullptr));
+  ASSERT_EQ(EVP_PKEY_verify_init(ctx.get()), 1);
+  EXPECT_EQ(EVP_PKEY_verify(ctx.get(), sig->data(), sig->size(), digest.data(), digest.size()), 1)
+      << label;
+}
+
+class KeyRotationTest : public LmsMaTest {
+ protected:
+  // The MA's flags for a store on `t`, at the MA's current address (a restart moves it).
+  std::vector<std::string> Flags(Swtpm* t) const {
+    return {"--ma",
+            w_->ma->url(),
+            "--ma-ca",
+            w_->ma->ca_file(),
+            "--ek-intermediate",
+            t->IntermediateCaCertPath()};
+  }
+  std::string State() const { return w_->ma->state_dir(); }
+
+  // A new board (TPM C, an empty disk) restores `package` of `from` under a fresh approval.
+  void RestoreOnNewBoard(const std::string& store, const std::string& from,
+                         const std::string& package, const std::string& code_file) {
+    const Lms c{store, w_->c->tcti(), Flags(w_->c)};
+    const std::string platform_c = c.Json({"authenticate"}).value("platform_id", "");
+    ASSERT_FALSE(platform_c.empty());
+    Admin({"approve", "--old", from, "--new", platform_c, "--reason", "board swap drill",
+           "--expires", "1h", "--dir", State()});
+    json r = c.Json({"restore", "--new-store", "--from", from, "--package", package,
+                     "--recovery-code-file", code_file});
+    EXPECT_EQ(r["package_id"], package) << r.dump();
+  }
+};
+
+TEST_F(KeyRotationTest, EndpointsFollowARotationAndEveryPackageStillRestores) {
+  // Before: A (follows the MA) and L (bound to ma-1) back up to ma-1.
+  Spit(F("code-a"), w_->code_a);
+  json a1 = a().Json({"backup", "--full"});
+  const std::string platform_a = a1.value("platform_id", "");
+  const std::string p1 = a1.value("package_id", "");
+  ASSERT_FALSE(p1.empty()) << a1.dump();
+  EXPECT_EQ(a().Json({"status"})["store"]["mrk_policy"], "follow");
+  const Lms l{F("legacy"), w_->b->tcti(), {}};
+  std::vector<std::string> init = {"init", "--mrk-policy", "fixed"};
+  init.insert(init.end(), w_->ma_flags_b.begin(), w_->ma_flags_b.end());
+  json l_init = l.Json(init);
+  Spit(F("code-l"), l_init.value("recovery_code", ""));
+  l.Json({"keygen", "--type", "ecc-sign", "--label", "legacy vpn"});
+  json l1 = l.Json({"backup"});
+  const std::string platform_l = l1.value("platform_id", "");
+  EXPECT_EQ(WrapKeyOf(State(), p1), "ma-1");
+  EXPECT_EQ(WrapKeyOf(State(), l1.value("package_id", "")), "ma-1");
+  const json ma_key_before = json::parse(Slurp(a().store + "/store.json"))["ma_key"];
+
+  // The rotation: ma-2 current, ma-1 retiring; the server restarted on it.
+  json rotated = Admin({"ma-key", "rotate", "--dir", State()});
+  EXPECT_EQ(rotated["ma_key_id"], "ma-2") << rotated.dump();
+  EXPECT_EQ(rotated["retiring"], json::array({"ma-1"})) << rotated.dump();
+  w_->ma->Stop();
+  std::string why;
+  ASSERT_TRUE(w_->ma->Restart(&why)) << why;
+
+  // A's next backup goes to ma-2: no re-init, the store now pins ma-2.
+  const Lms a2{a().store, w_->a->tcti(), Flags(w_->a)};
+  a2.Json({"keygen", "--type", "ecc-sign", "--label", "after rotation"});
+  json a2_up = a2.Json({"backup"});
+  const std::string p2 = a2_up.value("package_id", "");
+  EXPECT_EQ(a2_up["ma_key_moved"]["to"], "ma-2") << a2_up.dump();
+  EXPECT_EQ(WrapKeyOf(State(), p2), "ma-2");
+  const json ma_key_after = json::parse(Slurp(a().store + "/store.json"))["ma_key"];
+  EXPECT_NE(ma_key_after["name"], ma_key_before["name"]);
+  EXPECT_NE(ma_key_after["approval"], ma_key_before["approval"]);
+  // L can only duplicate to ma-1; the MA takes it and re-enciphers it to ma-2 at once.
+  const Lms l2{l.store, w_->b->tcti(), Flags(w_->b)};
+  l2.Json({"keygen", "--type", "ecc-sign", "--label", "legacy after"});
+  json l2_up = l2.Json({"backup"});
+  const std::string pl2 = l2_up.value("package_id", "");
+  EXPECT_TRUE(l2_up["ma_key_moved"].is_null()) << l2_up.dump();
+  EXPECT_EQ(WrapKeyOf(State(), pl2), "ma-2");
+  EXPECT_EQ(WrapKeyOf(State(), p1), "ma-1");  // not re-enciphered yet
+
+  // Another MA (its own storage and policy-signing keys) is not followed: A's TPM would
+  // refuse its approval, and lms refuses first, with nothing uploaded or changed.
+  TempDir other_dir;
+  auto other = MaInstance::Start({MA_ADMIN_PATH, MA_SERVER_PATH}, other_dir.path(),
+                                 {File(*w_, "ek-roots.pem")}, &why);
+  ASSERT_NE(other, nullptr) << why;
+  const auto before = Snapshot(a().store);
+  const Lms stray{a().store,
+                  w_->a->tcti(),
+                  {"--ma", other->url(), "--ma-ca", other->ca_file(), "--ek-intermediate",
+                   w_->a->IntermediateCaCertPath()}};
+  Ran refused = stray({"backup", "--full", "--json"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.all();
+  EXPECT_EQ(ParseJson(refused)["code"], "IntegrityFailure") << refused.out;
+  EXPECT_NE(refused.out.find("the one this store's MRK follows"), std::string::npos) << refused.out;
+  EXPECT_EQ(Snapshot(a().store), before);
+
+  // A package ma-1 still holds restores on a new board (the MA re-wraps it from ma-1).
+  ASSERT_NO_FATAL_FAILURE(RestoreOnNewBoard(F("new-1"), platform_a, p1, F("code-a")));
+  ASSERT_NO_FATAL_FAILURE(ExpectSignsAsBefore(a().store, w_->a, F("new-1"), w_->c, "vpn"));
+
+  // Re-encipherment: refused before a vault backup; killed after its first batch, it leaves
+  // that batch done and the rest on ma-1; run again, it finishes.
+  EXPECT_FAILS_WITH(Exec({MA_ADMIN_PATH, "ma-key", "reencipher", "--dir", State()}), 1,
+                    "no vault backup since the last MA key rotation");
+  EXPECT_FAILS_WITH(Exec({MA_ADMIN_PATH, "ma-key", "retire", "ma-1", "--dir", State()}), 1,
+                    "still wrapped to ma-1");
+  Admin({"vault", "backup", "--out", F("vault-after-rotation.db"), "--dir", State()});
+  EXPECT_EQ(Admin({"ma-key", "status", "--dir", State()})["keys"][1]["packages"], 2);
+  setenv("TPMMA_REENCIPHER_KILL_AFTER_BATCHES", "1", 1);
+  Ran killed = Exec({MA_ADMIN_PATH, "ma-key", "reencipher", "--batch", "1", "--dir", State()});
+  unsetenv("TPMMA_REENCIPHER_KILL_AFTER_BATCHES");
+  EXPECT_EQ(killed.exit_code, -1) << killed.all();  // died of SIGKILL
+  json status = Admin({"ma-key", "status", "--dir", State()});
+  EXPECT_EQ(status["keys"][0]["packages"], 3) << status.dump();  // p2, pl2 and one moved
+  EXPECT_EQ(status["keys"][1]["packages"], 1) << status.dump();
+  json resumed = Admin({"ma-key", "reencipher", "--batch", "1", "--dir", State()});
+  EXPECT_EQ(resumed["moved"], 1) << resumed.dump();
+  EXPECT_EQ(WrapKeyOf(State(), p1), "ma-2");
+  // Download works on either side of the job: these are on ma-2 now.
+  ASSERT_NO_FATAL_FAILURE(RestoreOnNewBoard(F("new-2"), platform_a, p2, F("code-a")));
+  ASSERT_NO_FATAL_FAILURE(
+      ExpectSignsAsBefore(a().store, w_->a, F("new-2"), w_->c, "after rotation"));
+  ASSERT_NO_FATAL_FAILURE(RestoreOnNewBoard(F("new-l"), platform_l, pl2, F("code-l")));
+  ASSERT_NO_FATAL_FAILURE(ExpectSignsAsBefore(l.store, w_->b, F("new-l"), w_->c, "legacy after"));
+
+  // Retirement: refused while L's MRK is bound to ma-1; once L is decommissioned, ma-1 is
+  // destroyed, and A's first package (re-enciphered) still restores.
+  status = Admin({"ma-key", "status", "--dir", State()});
+  EXPECT_EQ(status["keys"][1]["bound_platforms"], json::array({platform_l})) << status.dump();
+  EXPECT_FAILS_WITH(Exec({MA_ADMIN_PATH, "ma-key", "retire", "ma-1", "--dir", State()}), 1,
+                    "MRKs bound to ma-1");
+  Admin({"platforms", "revoke", platform_l, "--reason", "decommissioned", "--dir", State()});
+  const std::string ma1_key = State() + "/ma/ma-key.pem";
+  ASSERT_TRUE(std::filesystem::exists(ma1_key));
+  json retired = Admin({"ma-key", "retire", "ma-1", "--dir", State()});
+  EXPECT_EQ(retired["retired"], "ma-1") << retired.dump();
+  EXPECT_FALSE(std::filesystem::exists(ma1_key));
+  EXPECT_EQ(Admin({"ma-key", "status", "--dir", State()})["keys"].size(), 1u);
+  w_->ma->Stop();
+  ASSERT_TRUE(w_->ma->Restart(&why)) << why;
+  ASSERT_NO_FATAL_FAILURE(RestoreOnNewBoard(F("new-3"), platform_a, p1, F("code-a")));
+  ASSERT_NO_FATAL_FAILURE(ExpectSignsAsBefore(a().store, w_->a, F("new-3"), w_->c, "vpn"));
+  EXPECT_EQ(Admin({"audit", "verify", "--dir", State()}).value("ok", false), true);
+}
+
+}  // namespace
+}  // namespace tpmma::lms
