@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/lms/lms_ma_fixture.h"
+#include "tests/support/postgres.h"
 
 namespace tpmma::lms {
 namespace {
@@ -49,18 +50,30 @@ void ExpectSignsAsBefore(const std::string& old_store, Swtpm* old_tpm, const std
       << label;
 }
 
+// One MA the drill runs against: its vault and where its retiring key's secret lives.
+struct DrillVariant {
+  MaInstance* ma = nullptr;
+  bool postgres = false;                 // its backups are pg_dump's, which ma-admin does not see
+  std::vector<std::string> rotate_args;  // e.g. TPM custody of the new key
+  std::string ma1_secret;                // the file `retire ma-1` destroys
+};
+
 class KeyRotationTest : public LmsMaTest {
  protected:
   // The MA's flags for a store on `t`, at the MA's current address (a restart moves it).
   std::vector<std::string> Flags(Swtpm* t) const {
-    return {"--ma",
-            w_->ma->url(),
-            "--ma-ca",
-            w_->ma->ca_file(),
-            "--ek-intermediate",
-            t->IntermediateCaCertPath()};
+    return {"--ma",         ma_->url(),          "--ma-ca",
+            ma_->ca_file(), "--ek-intermediate", t->IntermediateCaCertPath()};
   }
-  std::string State() const { return w_->ma->state_dir(); }
+  std::string State() const { return ma_->state_dir(); }
+  void Restart() {
+    ma_->Stop();
+    std::string why;
+    ASSERT_TRUE(ma_->Restart(&why)) << why;
+  }
+  void RunDrill(const DrillVariant& v);
+
+  MaInstance* ma_ = nullptr;
 
   // A new board (TPM C, an empty disk) restores `package` of `from` under a fresh approval.
   void RestoreOnNewBoard(const std::string& store, const std::string& from,
@@ -76,42 +89,45 @@ class KeyRotationTest : public LmsMaTest {
   }
 };
 
-TEST_F(KeyRotationTest, EndpointsFollowARotationAndEveryPackageStillRestores) {
+void KeyRotationTest::RunDrill(const DrillVariant& v) {
+  ma_ = v.ma;
+  std::string why;
   // Before: A (follows the MA) and L (bound to ma-1) back up to ma-1.
-  Spit(F("code-a"), w_->code_a);
-  json a1 = a().Json({"backup", "--full"});
+  const Lms a{F("follow"), w_->a->tcti(), Flags(w_->a)};
+  json a_init = a.Json({"init"});
+  EXPECT_EQ(a_init["mrk_policy"], "follow") << a_init.dump();
+  Spit(F("code-a"), a_init.value("recovery_code", ""));
+  a.Json({"keygen", "--type", "ecc-sign", "--label", "vpn"});
+  json a1 = a.Json({"backup"});
   const std::string platform_a = a1.value("platform_id", "");
   const std::string p1 = a1.value("package_id", "");
   ASSERT_FALSE(p1.empty()) << a1.dump();
-  EXPECT_EQ(a().Json({"status"})["store"]["mrk_policy"], "follow");
-  const Lms l{F("legacy"), w_->b->tcti(), {}};
-  std::vector<std::string> init = {"init", "--mrk-policy", "fixed"};
-  init.insert(init.end(), w_->ma_flags_b.begin(), w_->ma_flags_b.end());
-  json l_init = l.Json(init);
+  const Lms l{F("legacy"), w_->b->tcti(), Flags(w_->b)};
+  json l_init = l.Json({"init", "--mrk-policy", "fixed"});
   Spit(F("code-l"), l_init.value("recovery_code", ""));
   l.Json({"keygen", "--type", "ecc-sign", "--label", "legacy vpn"});
   json l1 = l.Json({"backup"});
   const std::string platform_l = l1.value("platform_id", "");
   EXPECT_EQ(WrapKeyOf(State(), p1), "ma-1");
   EXPECT_EQ(WrapKeyOf(State(), l1.value("package_id", "")), "ma-1");
-  const json ma_key_before = json::parse(Slurp(a().store + "/store.json"))["ma_key"];
+  const json ma_key_before = json::parse(Slurp(a.store + "/store.json"))["ma_key"];
 
   // The rotation: ma-2 current, ma-1 retiring; the server restarted on it.
-  json rotated = Admin({"ma-key", "rotate", "--dir", State()});
+  std::vector<std::string> rotate = {"ma-key", "rotate", "--dir", State()};
+  rotate.insert(rotate.end(), v.rotate_args.begin(), v.rotate_args.end());
+  json rotated = Admin(rotate);
   EXPECT_EQ(rotated["ma_key_id"], "ma-2") << rotated.dump();
   EXPECT_EQ(rotated["retiring"], json::array({"ma-1"})) << rotated.dump();
-  w_->ma->Stop();
-  std::string why;
-  ASSERT_TRUE(w_->ma->Restart(&why)) << why;
+  ASSERT_NO_FATAL_FAILURE(Restart());
 
   // A's next backup goes to ma-2: no re-init, the store now pins ma-2.
-  const Lms a2{a().store, w_->a->tcti(), Flags(w_->a)};
+  const Lms a2{a.store, w_->a->tcti(), Flags(w_->a)};
   a2.Json({"keygen", "--type", "ecc-sign", "--label", "after rotation"});
   json a2_up = a2.Json({"backup"});
   const std::string p2 = a2_up.value("package_id", "");
   EXPECT_EQ(a2_up["ma_key_moved"]["to"], "ma-2") << a2_up.dump();
   EXPECT_EQ(WrapKeyOf(State(), p2), "ma-2");
-  const json ma_key_after = json::parse(Slurp(a().store + "/store.json"))["ma_key"];
+  const json ma_key_after = json::parse(Slurp(a.store + "/store.json"))["ma_key"];
   EXPECT_NE(ma_key_after["name"], ma_key_before["name"]);
   EXPECT_NE(ma_key_after["approval"], ma_key_before["approval"]);
   // L can only duplicate to ma-1; the MA takes it and re-enciphers it to ma-2 at once.
@@ -129,8 +145,8 @@ TEST_F(KeyRotationTest, EndpointsFollowARotationAndEveryPackageStillRestores) {
   auto other = MaInstance::Start({MA_ADMIN_PATH, MA_SERVER_PATH}, other_dir.path(),
                                  {File(*w_, "ek-roots.pem")}, &why);
   ASSERT_NE(other, nullptr) << why;
-  const auto before = Snapshot(a().store);
-  const Lms stray{a().store,
+  const auto before = Snapshot(a.store);
+  const Lms stray{a.store,
                   w_->a->tcti(),
                   {"--ma", other->url(), "--ma-ca", other->ca_file(), "--ek-intermediate",
                    w_->a->IntermediateCaCertPath()}};
@@ -138,34 +154,41 @@ TEST_F(KeyRotationTest, EndpointsFollowARotationAndEveryPackageStillRestores) {
   EXPECT_EQ(refused.exit_code, 1) << refused.all();
   EXPECT_EQ(ParseJson(refused)["code"], "IntegrityFailure") << refused.out;
   EXPECT_NE(refused.out.find("the one this store's MRK follows"), std::string::npos) << refused.out;
-  EXPECT_EQ(Snapshot(a().store), before);
+  EXPECT_EQ(Snapshot(a.store), before);
 
   // A package ma-1 still holds restores on a new board (the MA re-wraps it from ma-1).
   ASSERT_NO_FATAL_FAILURE(RestoreOnNewBoard(F("new-1"), platform_a, p1, F("code-a")));
-  ASSERT_NO_FATAL_FAILURE(ExpectSignsAsBefore(a().store, w_->a, F("new-1"), w_->c, "vpn"));
+  ASSERT_NO_FATAL_FAILURE(ExpectSignsAsBefore(a.store, w_->a, F("new-1"), w_->c, "vpn"));
 
   // Re-encipherment: refused before a vault backup; killed after its first batch, it leaves
   // that batch done and the rest on ma-1; run again, it finishes.
-  EXPECT_FAILS_WITH(Exec({MA_ADMIN_PATH, "ma-key", "reencipher", "--dir", State()}), 1,
-                    "no vault backup since the last MA key rotation");
+  EXPECT_FAILS_WITH(
+      Exec({MA_ADMIN_PATH, "ma-key", "reencipher", "--dir", State()}), 1,
+      v.postgres ? "this vault is PostgreSQL" : "no vault backup since the last MA key rotation");
   EXPECT_FAILS_WITH(Exec({MA_ADMIN_PATH, "ma-key", "retire", "ma-1", "--dir", State()}), 1,
                     "still wrapped to ma-1");
-  Admin({"vault", "backup", "--out", F("vault-after-rotation.db"), "--dir", State()});
+  std::vector<std::string> reencipher = {MA_ADMIN_PATH, "ma-key", "reencipher", "--batch",
+                                         "1",           "--dir",  State()};
+  if (v.postgres) {
+    reencipher.push_back("--i-have-a-backup");  // pg_dump, in a real runbook
+  } else {
+    Admin({"vault", "backup", "--out", F("vault-after-rotation.db"), "--dir", State()});
+  }
   EXPECT_EQ(Admin({"ma-key", "status", "--dir", State()})["keys"][1]["packages"], 2);
   setenv("TPMMA_REENCIPHER_KILL_AFTER_BATCHES", "1", 1);
-  Ran killed = Exec({MA_ADMIN_PATH, "ma-key", "reencipher", "--batch", "1", "--dir", State()});
+  Ran killed = Exec(reencipher);
   unsetenv("TPMMA_REENCIPHER_KILL_AFTER_BATCHES");
   EXPECT_EQ(killed.exit_code, -1) << killed.all();  // died of SIGKILL
   json status = Admin({"ma-key", "status", "--dir", State()});
   EXPECT_EQ(status["keys"][0]["packages"], 3) << status.dump();  // p2, pl2 and one moved
   EXPECT_EQ(status["keys"][1]["packages"], 1) << status.dump();
-  json resumed = Admin({"ma-key", "reencipher", "--batch", "1", "--dir", State()});
+  reencipher.erase(reencipher.begin());
+  json resumed = Admin(reencipher);
   EXPECT_EQ(resumed["moved"], 1) << resumed.dump();
   EXPECT_EQ(WrapKeyOf(State(), p1), "ma-2");
   // Download works on either side of the job: these are on ma-2 now.
   ASSERT_NO_FATAL_FAILURE(RestoreOnNewBoard(F("new-2"), platform_a, p2, F("code-a")));
-  ASSERT_NO_FATAL_FAILURE(
-      ExpectSignsAsBefore(a().store, w_->a, F("new-2"), w_->c, "after rotation"));
+  ASSERT_NO_FATAL_FAILURE(ExpectSignsAsBefore(a.store, w_->a, F("new-2"), w_->c, "after rotation"));
   ASSERT_NO_FATAL_FAILURE(RestoreOnNewBoard(F("new-l"), platform_l, pl2, F("code-l")));
   ASSERT_NO_FATAL_FAILURE(ExpectSignsAsBefore(l.store, w_->b, F("new-l"), w_->c, "legacy after"));
 
@@ -176,17 +199,40 @@ TEST_F(KeyRotationTest, EndpointsFollowARotationAndEveryPackageStillRestores) {
   EXPECT_FAILS_WITH(Exec({MA_ADMIN_PATH, "ma-key", "retire", "ma-1", "--dir", State()}), 1,
                     "MRKs bound to ma-1");
   Admin({"platforms", "revoke", platform_l, "--reason", "decommissioned", "--dir", State()});
-  const std::string ma1_key = State() + "/ma/ma-key.pem";
+  const std::string ma1_key = v.ma1_secret.empty() ? State() + "/ma/ma-key.pem" : v.ma1_secret;
   ASSERT_TRUE(std::filesystem::exists(ma1_key));
   json retired = Admin({"ma-key", "retire", "ma-1", "--dir", State()});
   EXPECT_EQ(retired["retired"], "ma-1") << retired.dump();
   EXPECT_FALSE(std::filesystem::exists(ma1_key));
   EXPECT_EQ(Admin({"ma-key", "status", "--dir", State()})["keys"].size(), 1u);
-  w_->ma->Stop();
-  ASSERT_TRUE(w_->ma->Restart(&why)) << why;
+  ASSERT_NO_FATAL_FAILURE(Restart());
   ASSERT_NO_FATAL_FAILURE(RestoreOnNewBoard(F("new-3"), platform_a, p1, F("code-a")));
-  ASSERT_NO_FATAL_FAILURE(ExpectSignsAsBefore(a().store, w_->a, F("new-3"), w_->c, "vpn"));
+  ASSERT_NO_FATAL_FAILURE(ExpectSignsAsBefore(a.store, w_->a, F("new-3"), w_->c, "vpn"));
   EXPECT_EQ(Admin({"audit", "verify", "--dir", State()}).value("ok", false), true);
+}
+
+TEST_F(KeyRotationTest, EndpointsFollowARotationAndEveryPackageStillRestores) {
+  RunDrill({.ma = w_->ma.get(), .postgres = false, .rotate_args = {}, .ma1_secret = {}});
+}
+
+TEST_F(KeyRotationTest, TheSameDrillOnPostgres) {
+  auto cluster = testing::PostgresCluster::Shared();
+  ASSERT_TRUE(cluster.has_value()) << cluster.error().ToString();
+  if (*cluster == nullptr) GTEST_SKIP() << testing::PostgresCluster::SkipReason();
+  ASSERT_TRUE((*cluster)->DropDatabase("rotation").ok());
+  ASSERT_TRUE((*cluster)->CreateDatabase("rotation").ok());
+  std::string why;
+  TempDir d;
+  auto ma =
+      MaInstance::Start({MA_ADMIN_PATH, MA_SERVER_PATH}, d.path(), {File(*w_, "ek-roots.pem")},
+                        &why, {}, (*cluster)->ConnInfo("rotation"));
+  ASSERT_NE(ma, nullptr) << why;
+  RunDrill({.ma = ma.get(), .postgres = true, .rotate_args = {}, .ma1_secret = {}});
+  auto rows = (*cluster)->QueryValue(
+      "rotation",
+      "SELECT count(*) FROM packages WHERE wrap_key_id = 'ma-2' AND wrap_seed IS NOT NULL");
+  ASSERT_TRUE(rows.has_value()) << rows.error().ToString();
+  EXPECT_EQ(*rows, "3");  // p1 and l1 by the job, pl2 at Upload
 }
 
 }  // namespace
