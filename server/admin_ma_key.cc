@@ -10,9 +10,12 @@
 #include "schema/package_xml.h"
 #include "server/admin_ma_key_internal.h"
 #include "server/admin_text.h"
+#include "server/key_files.h"
 #include "server/ma_key_ring.h"
 #include "server/pki.h"
 #include "server/policy_key.h"
+#include "tpm/esys/esys.h"
+#include "tpm/import.h"
 #include "tpm/marshal.h"
 #include "tpm/policy.h"
 #include "tpm/public.h"
@@ -164,6 +167,33 @@ Status WriteConfig(const AdminContext& ctx, const std::string& state_dir, Config
 
 namespace {
 
+// `next` (a software key just made) imported into the MA's TPM as `tpm2_import` would, checked
+// to load, and named by its TPM blobs from now on.
+Status ImportIntoTpm(const AdminContext& ctx, const std::string& state_dir, const RotateOptions& o,
+                     TpmKeyConfig& next) {
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, ReadPrivateKeyFile(next.private_key, "MA", ctx.env));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::MaStoragePublic(key.get()));
+  auto tpm = esys::Tpm::Open(o.tpm_tcti);
+  if (!tpm) return tpm.error().WithContext("the MA's TPM at " + o.tpm_tcti);
+  TPMMA_ASSIGN_OR_RETURN(esys::Object parent, (*tpm)->FromPersistent(o.tpm_parent));
+  TPMMA_ASSIGN_OR_RETURN(tpm::Importable wrapped,
+                         tpm::WrapRsaKeyForImport(parent.public_area().publicArea, pub, key.get()));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PRIVATE priv, (*tpm)->Import(parent, pub, wrapped.duplicate,
+                                                            wrapped.encrypted_seed, {}));
+  TPMMA_ASSIGN_OR_RETURN(esys::Object loaded, (*tpm)->Load(parent, esys::KeyBlob{pub, priv}));
+  TPMMA_ASSIGN_OR_RETURN(Bytes pub_bytes, tpm::Marshal(pub));
+  TPMMA_ASSIGN_OR_RETURN(Bytes priv_bytes, tpm::Marshal(priv));
+  next.custody = "tpm";
+  next.tpm_tcti = o.tpm_tcti;
+  next.tpm_parent = o.tpm_parent;
+  next.tpm_public = state_dir + "/ma/" + next.key_id + "-tpm.pub";
+  next.tpm_private = state_dir + "/ma/" + next.key_id + "-tpm.priv";
+  TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(next.tpm_public, pub_bytes, 0644));
+  TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(next.tpm_private, priv_bytes, 0600));
+  next.private_key.clear();  // [ma] names the TPM blobs; the PEM is the offline copy
+  return Status::Ok();
+}
+
 // [policy]: the policy-signing key approves storage key `name` (policy/<id>.approval), and
 // the approval is checked as ma-server will.
 Status ApproveStorageKey(const AdminContext& ctx, const std::string& state_dir, Config& cfg,
@@ -182,10 +212,15 @@ Status ApproveStorageKey(const AdminContext& ctx, const std::string& state_dir, 
 
 }  // namespace
 
-Status RotateMaKey(const AdminContext& ctx, const std::string& state_dir,
-                   const std::string& new_key_id) {
+Status RotateMaKey(const AdminContext& ctx, const std::string& state_dir, const RotateOptions& o) {
   TPMMA_ASSIGN_OR_RETURN(Config cfg, LoadConfig(state_dir + "/config.toml"));
-  const std::string id = new_key_id.empty() ? NextKeyId(StorageKeys(cfg), "ma-") : new_key_id;
+  if (o.custody != "software" && o.custody != "tpm") {
+    return Status(Code::kInvalidArgument, "--custody must be software or tpm");
+  }
+  if (o.custody == "tpm" && o.tpm_tcti.empty()) {
+    return Status(Code::kInvalidArgument, "--custody tpm needs --tpm-tcti (the MA's TPM)");
+  }
+  const std::string id = o.key_id.empty() ? NextKeyId(StorageKeys(cfg), "ma-") : o.key_id;
   const std::vector<std::string> taken = TakenKeyIds(cfg);
   if (std::find(taken.begin(), taken.end(), id) != taken.end()) {
     return Status(Code::kAlreadyExists,
@@ -209,6 +244,7 @@ Status RotateMaKey(const AdminContext& ctx, const std::string& state_dir,
   TpmKeyConfig next = TpmKeyConfig::Named("software", id);
   next.private_key = state_dir + "/" + key_file;
   next.certificate = state_dir + "/" + cert_file;
+  if (o.custody == "tpm") TPMMA_RETURN_IF_ERROR(ImportIntoTpm(ctx, state_dir, o, next));
   TPMMA_ASSIGN_OR_RETURN(Bytes name, StorageKeyNameOf(ctx.env, next));
   if (!cfg.policy_public_key.empty()) {
     TPMMA_RETURN_IF_ERROR(ApproveStorageKey(ctx, state_dir, cfg, id, name));
@@ -225,13 +261,18 @@ Status RotateMaKey(const AdminContext& ctx, const std::string& state_dir,
     Print(ctx, {{"ok", true},
                 {"ma_key_id", id},
                 {"name", HexEncode(name)},
-                {"private_key", next.private_key},
+                {"custody", next.custody},
+                {"private_key", state_dir + "/" + key_file},
                 {"approved", !cfg.policy_public_key.empty()},
                 {"retiring", retiring}});
     return Status::Ok();
   }
-  Line(ctx, "MA storage key " + id + " made (" + next.private_key + "), Name " + HexEncode(name) +
-                "; " + old + " is retiring.");
+  Line(ctx, "MA storage key " + id + " made (" + state_dir + "/" + key_file + "), Name " +
+                HexEncode(name) + "; " + old + " is retiring.");
+  if (next.custody == "tpm") {
+    Line(ctx, "It is in the MA's TPM (" + next.tpm_private + "); move " + state_dir + "/" +
+                  key_file + " offline: it is the disaster-recovery copy.");
+  }
   Line(ctx,
        "Next: restart ma-server (every instance); `ma-admin vault backup --out FILE`; then "
        "`ma-admin ma-key reencipher` moves the packages " +

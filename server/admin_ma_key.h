@@ -20,8 +20,17 @@ namespace tpmma::server {
 // follow the MA duplicate to it from their next backup on. `new_key_id` empty: ma-<N+1>.
 // Packages stored before the vault recorded wrap keys are recorded as the old key's first.
 // ma-server uses the new key after a restart.
+struct RotateOptions {
+  std::string key_id;  // empty: ma-<N+1>
+  // "software", or "tpm": the new key is also imported into the MA's TPM (at tpm_tcti, under
+  // the persistent parent tpm_parent) as ma/<id>-tpm.pub/.priv, and [ma] names those; the PEM
+  // stays beside them as the disaster-recovery copy, to be moved offline.
+  std::string custody = "software";
+  std::string tpm_tcti;
+  uint32_t tpm_parent = 0x81000001;
+};
 Status RotateMaKey(const AdminContext& ctx, const std::string& state_dir,
-                   const std::string& new_key_id);
+                   const RotateOptions& options);
 
 // Every storage key, its state (current, retiring) and the packages it holds; the platforms
 // whose latest package's MRK is bound to a retiring key (legacy MRKs: they keep that key

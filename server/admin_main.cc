@@ -72,6 +72,7 @@ struct Cli {
   CLI::App* escrow_rotate = nullptr;
   CLI::App* policy_init = nullptr;
   std::string ma_key_id;
+  s::RotateOptions rotate;
   s::ReencipherOptions reencipher;
   CLI::App *mk_rotate = nullptr, *mk_status = nullptr, *mk_reencipher = nullptr,
            *mk_retire = nullptr;
@@ -245,7 +246,13 @@ void AddMaKeyCommands(Cli& c) {
       "rotate",
       "make a new current storage key, approved by the policy-signing key; the current one "
       "is retiring (restart ma-server afterwards)");
-  c.mk_rotate->add_option("--key-id", c.ma_key_id, "id of the new key (default: ma-<N+1>)");
+  c.mk_rotate->add_option("--key-id", c.rotate.key_id, "id of the new key (default: ma-<N+1>)");
+  c.mk_rotate->add_option("--custody", c.rotate.custody, "software (default) or tpm")
+      ->check(CLI::IsMember({"software", "tpm"}));
+  c.mk_rotate->add_option("--tpm-tcti", c.rotate.tpm_tcti,
+                          "with --custody tpm: the MA's TPM, e.g. device:/dev/tpmrm0");
+  c.mk_rotate->add_option("--tpm-parent", c.rotate.tpm_parent,
+                          "with --custody tpm: its persistent storage parent (0x81000001)");
   c.mk_status = ma_key->add_subcommand(
       "status", "each storage key, the packages it holds, the platforms bound to it");
   c.mk_reencipher = ma_key->add_subcommand(
@@ -570,7 +577,7 @@ std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
   if (*c.op_list) return s::ListOperators(ctx);
   if (*c.escrow_rotate) return s::RotateEscrowKey(ctx, c.dir, c.escrow_key_id);
   if (*c.policy_init) return s::InitPolicyKey(ctx, c.dir);
-  if (*c.mk_rotate) return s::RotateMaKey(ctx, c.dir, c.ma_key_id);
+  if (*c.mk_rotate) return s::RotateMaKey(ctx, c.dir, c.rotate);
   if (*c.mk_status) return s::MaKeyStatus(ctx, c.dir);
   if (*c.mk_reencipher) {
     // Fault injection for the rotation drill (tests/lms/lms_ma_key_rotation_test.cc).

@@ -10,6 +10,8 @@
 
 #include "tests/lms/lms_ma_fixture.h"
 #include "tests/support/postgres.h"
+#include "tests/support/tabrmd.h"
+#include "tpm/esys/esys.h"
 
 namespace tpmma::lms {
 namespace {
@@ -213,6 +215,50 @@ void KeyRotationTest::RunDrill(const DrillVariant& v) {
 
 TEST_F(KeyRotationTest, EndpointsFollowARotationAndEveryPackageStillRestores) {
   RunDrill({.ma = w_->ma.get(), .postgres = false, .rotate_args = {}, .ma1_secret = {}});
+}
+
+// The MA's storage keys in a TPM of its own (behind tpm2-abrmd, as /dev/tpmrm0 would be: each
+// key keeps its own context open): ma-1 imported with tpm2_import as docs/operations.md says,
+// ma-2 imported by `ma-key rotate --custody tpm`; re-encipherment is TPM2_Rewrap there.
+TEST_F(KeyRotationTest, TheSameDrillWithTheMaKeysInTheMasTpm) {
+  std::string why;
+  if (!testing::ResourceManager::Available(&why)) GTEST_SKIP() << why;
+  Swtpm* hsm = testing::SharedSwtpm(3, &why);
+  ASSERT_NE(hsm, nullptr) << why;
+  auto rm = testing::ResourceManager::Start(*hsm, &why);
+  ASSERT_NE(rm, nullptr) << why;
+  {
+    auto tpm = esys::Tpm::Open(rm->tcti());
+    ASSERT_TRUE(tpm.has_value()) << tpm.error().ToString();
+    ASSERT_TRUE((*tpm)->GetOrCreateSrk(esys::KeyAlg::kRsa2048).has_value());
+  }
+  TempDir d;
+  auto ma = MaInstance::Start({MA_ADMIN_PATH, MA_SERVER_PATH}, d.path(),
+                              {File(*w_, "ek-roots.pem")}, &why);
+  ASSERT_NE(ma, nullptr) << why;
+  const std::string ma_dir = ma->state_dir() + "/ma/";
+  auto imported = rm->Tools({"tpm2_import", "-C", "0x81000001", "-G", "rsa", "-i",
+                             ma_dir + "ma-key.pem", "-a", "restricted|decrypt|userwithauth", "-u",
+                             ma_dir + "ma-tpm.pub", "-r", ma_dir + "ma-tpm.priv"});
+  ASSERT_EQ(imported.exit_code, 0) << imported.output;
+  std::string config = Slurp(ma->config_path());
+  const std::string software =
+      "custody = \"software\"\nkey_id = \"ma-1\"\nprivate_key = \"ma/ma-key.pem\"\n";
+  ASSERT_NE(config.find(software), std::string::npos) << config;
+  config.replace(config.find(software), software.size(),
+                 "custody = \"tpm\"\nkey_id = \"ma-1\"\ntpm_private = \"ma/ma-tpm.priv\"\n"
+                 "tpm_public = \"ma/ma-tpm.pub\"\ntpm_tcti = \"" +
+                     rm->tcti() + "\"\n");
+  Spit(ma->config_path(), config);
+  ma->Stop();
+  ASSERT_TRUE(ma->Restart(&why)) << why;
+  RunDrill({.ma = ma.get(),
+            .postgres = false,
+            .rotate_args = {"--custody", "tpm", "--tpm-tcti", rm->tcti()},
+            .ma1_secret = ma_dir + "ma-tpm.priv"});
+  const std::string rotated = Slurp(ma->config_path());
+  EXPECT_NE(rotated.find("tpm_private = \"ma/ma-2-tpm.priv\""), std::string::npos) << rotated;
+  ma->Stop();  // its TPM contexts close before the resource manager goes
 }
 
 TEST_F(KeyRotationTest, TheSameDrillOnPostgres) {
