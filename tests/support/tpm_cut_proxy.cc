@@ -207,6 +207,9 @@ struct TpmCutProxy::Impl {
         bool keep = true;
         if (fds[i].revents != 0) keep = Pump(*it, true, &cut_all);
         if (keep && !cut_all && fds[i + 1].revents != 0) keep = Pump(*it, false, &cut_all);
+        // A cut closes every link in Fire(), after it is marked fired: closing this one here
+        // would let the client see its connection drop, and ask fired(), before that.
+        if (cut_all) break;
         it = keep ? std::next(it) : links.erase(it);
       }
       if (cut_all) {
