@@ -359,7 +359,11 @@ void ReadKeys(Reader& r, const std::string& base_dir, Config& c) {
         ReadKeyList(*retired, "escrow", "retired", base_dir, c, {c.escrow.key_id}, r);
   }
   if (const toml::node* retiring = r.Node("ma", "retiring")) {
-    c.ma_retiring = ReadKeyList(*retiring, "ma", "retiring", base_dir, c, {c.ma.key_id}, r);
+    // GetMAKey tells every key apart by its id: none may be an escrow key's.
+    std::set<std::string> ids = {c.ma.key_id};
+    if (c.escrow.custody != "none") ids.insert(c.escrow.key_id);
+    for (const TpmKeyConfig& k : c.escrow_retired) ids.insert(k.key_id);
+    c.ma_retiring = ReadKeyList(*retiring, "ma", "retiring", base_dir, c, std::move(ids), r);
   }
   ReadPolicy(r, c);
 }

@@ -419,6 +419,41 @@ TEST(ConfigTest, RetiredEscrowKeysAreCheckedOneByOne) {
       << not_tables.error().message();
 }
 
+// [[ma.retiring]] (issue #16): storage keys a rotation replaced, read like [ma]; no id twice
+// among the MA's keys; written back by ConfigToToml.
+TEST(ConfigTest, RetiringMaKeysAreReadCheckedAndWritten) {
+  // kRequired's [ma] is ma-1; its [[ma.retiring]] entries follow the other tables.
+  const std::string escrow =
+      "[escrow]\ncustody = \"software\"\nkey_id = \"escrow-1\"\nprivate_key = \"e.key\"\n"
+      "certificate = \"e.crt\"\n";
+  auto parse = [&](const std::string& retiring) { return Parse(escrow + retiring); };
+  Result<Config> ok = parse(
+      "[[ma.retiring]]\ncustody = \"tpm\"\nkey_id = \"ma-0\"\ncertificate = \"m0.crt\"\n"
+      "tpm_tcti = \"device:/dev/tpmrm0\"\ntpm_public = \"m0.pub\"\ntpm_private = \"m0.priv\"\n");
+  ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
+  ASSERT_EQ(ok->ma_retiring.size(), 1u);
+  EXPECT_EQ(ok->ma_retiring[0].custody, "tpm");
+  EXPECT_EQ(ok->ma_retiring[0].tpm_private, "/srv/ma/m0.priv");
+  Result<Config> again = ParseConfig(ConfigToToml(*ok), "/srv/ma", "again.toml");
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_EQ(again->ma_retiring, ok->ma_retiring);
+  const std::pair<std::string, std::string> bad[] = {
+      {"[[ma.retiring]]\ncustody = \"software\"\nkey_id = \"ma-1\"\nprivate_key = \"x\"\n"
+       "certificate = \"y\"\n",
+       "ma.retiring[0]: key_id \"ma-1\" is used twice among the ma keys"},
+      {"[[ma.retiring]]\ncustody = \"software\"\nkey_id = \"escrow-1\"\nprivate_key = \"x\"\n"
+       "certificate = \"y\"\n",
+       "ma.retiring[0]: key_id \"escrow-1\" is used twice"},
+      {"[[ma.retiring]]\ncustody = \"tpm\"\nkey_id = \"ma-0\"\ncertificate = \"y\"\n",
+       "ma.retiring[0]: ma.tpm_tcti is required"},
+  };
+  for (const auto& [toml, message] : bad) {
+    Result<Config> c = parse(toml);
+    ASSERT_FALSE(c.has_value()) << toml;
+    EXPECT_NE(c.error().message().find(message), std::string::npos) << c.error().message();
+  }
+}
+
 TEST(ConfigTest, ConfigToTomlRoundTrips) {
   Config c;
   c.listen_address = "0.0.0.0";
