@@ -12,7 +12,8 @@ import time
 class MaServer:
     def __init__(self, ma_admin, ma_server, extra_config=None):
         self.dir = tempfile.mkdtemp(prefix='tpmma-interop-')
-        state = os.path.join(self.dir, 'ma')
+        self.state = state = os.path.join(self.dir, 'ma')
+        self.ma_server = ma_server
         subprocess.run([ma_admin, 'init', '--dir', state, '--listen', '127.0.0.1:0'],
                        check=True, capture_output=True)
         self.config = os.path.join(state, 'config.toml')
@@ -25,11 +26,24 @@ class MaServer:
                 text = re.sub(rf'(\[{section}\][^\[]*?){key} = [^\n]*', rf'\g<1>{key} = {value}',
                               text, flags=re.S)
             open(self.config, 'w').write(text)
-        self.log_path = os.path.join(self.dir, 'ma-server.log')
+        self.starts = 0
+        self._start()
+
+    def _start(self):
+        self.starts += 1
+        self.log_path = os.path.join(self.dir, f'ma-server.{self.starts}.log')
         self.log = open(self.log_path, 'w+')
-        self.proc = subprocess.Popen([ma_server, '--config', self.config],
+        self.proc = subprocess.Popen([self.ma_server, '--config', self.config],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         self.url = self._wait_listening()
+
+    def restart(self):
+        """Stops the server (SIGTERM) and starts it again on the same state: a new port."""
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=30)
+        self.log.close()
+        assert rc == 0, f'ma-server exited with {rc} after SIGTERM'
+        self._start()
 
     def _wait_listening(self, timeout=20):
         deadline = time.monotonic() + timeout

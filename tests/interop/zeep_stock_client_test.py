@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: GPL-2.0-or-later
 """A stock SOAP client that no one here wrote (python3-zeep) calls the real ma-server over
-TLS, knowing only the WSDL: GetMAServiceInfo and GetMAKey. The MA key it gets back is
+TLS, knowing only the WSDL: GetMAServiceInfo and GetMAKey, before and after an MA key rotation
+(RetiringMAKeyId). The MA key it gets back is
 checked independently with python3-cryptography: the TPM2B_PUBLIC must carry the same RSA
 key as the MA certificate, and the Name must be nameAlg || SHA-256(TPMT_PUBLIC).
 
@@ -10,6 +11,7 @@ usage: zeep_stock_client_test.py WSDL MA_ADMIN MA_SERVER
 import hashlib
 import os
 import struct
+import subprocess
 import sys
 import unittest
 
@@ -104,6 +106,50 @@ class StockClientTest(unittest.TestCase):
                                 PackageId='00000000-0000-4000-8000-000000000000')
         codes = [e.text for e in ctx.exception.detail.iter() if e.tag.endswith('Code')]
         self.assertEqual(codes, ['Unauthenticated'])
+
+
+class RotatedMaTest(unittest.TestCase):
+    """After `ma-admin ma-key rotate` (issue #16) the same stock client sees the new storage
+    key with its approval, and the replaced one listed as retiring, from the WSDL alone."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = MaServer(MA_ADMIN, MA_SERVER)
+        subprocess.run([MA_ADMIN, 'ma-key', 'rotate', '--dir', cls.server.state], check=True,
+                       capture_output=True)
+        cls.server.restart()
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = cls.server.ca
+        cls.client = zeep.Client(WSDL, transport=zeep.Transport(session=session))
+        cls.service = cls.client.create_service(
+            '{urn:tpm-ma:migration:1}MigrationAuthorityBinding', cls.server.url)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.server.stop()
+        assert rc == 0, f'ma-server exited with {rc} after SIGTERM'
+
+    def test_service_info_lists_the_retiring_key(self):
+        info = self.service.GetMAServiceInfo()
+        self.assertEqual(list(info.MAKeyId), ['ma-2', 'escrow-1'])
+        self.assertEqual(list(info.RetiringMAKeyId), ['ma-1'])
+
+    def test_current_key_is_approved_and_the_retiring_one_is_not(self):
+        current = self.service.GetMAKey()
+        self.assertEqual(current.KeyId, 'ma-2')
+        self.assertIsNotNone(current.PolicySigningKey)
+        self.assertIsNotNone(current.Approval)
+        retiring = self.service.GetMAKey(KeyId='ma-1')
+        self.assertEqual(retiring.KeyId, 'ma-1')
+        self.assertIsNone(retiring.Approval)
+        self.assertNotEqual(retiring.Name, current.Name)
+        with open(self.server.ma_cert, 'rb') as f:  # ma-1's certificate, as init made it
+            self.assertEqual(x509.load_der_x509_certificate(retiring.Certificate),
+                             x509.load_pem_x509_certificate(f.read()))
+        area = retiring.Public[2:]
+        expected = struct.pack('>H', 0x000B) + hashlib.sha256(area).digest()
+        self.assertEqual(retiring.Name, struct.pack('>H', len(expected)) + expected)
 
 
 if __name__ == '__main__':
