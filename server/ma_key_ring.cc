@@ -124,6 +124,24 @@ Result<storage::OuterWrap> MaKeyRing::Reencipher(const RingKey& from, const TPM2
   return out;
 }
 
+Result<std::pair<const RingKey*, tpm::Rewrapped>> MaKeyRing::RewrapTo(
+    const RingKey* hint, const TPM2B_PUBLIC& mrk, const storage::OuterWrap& wrap,
+    const TPM2B_PUBLIC& new_parent) const {
+  TPMMA_ASSIGN_OR_RETURN(Unwrapped u, Decode(wrap));
+  std::vector<const RingKey*> order;
+  if (hint != nullptr) order.push_back(hint);
+  for (const RingKey& k : keys_) {
+    if (&k != hint) order.push_back(&k);
+  }
+  for (const RingKey* k : order) {
+    auto out = k->custody->Rewrap(mrk, u.duplicate, u.seed, new_parent);
+    if (out) return std::make_pair(k, std::move(*out));
+    if (out.error().code() != Code::kIntegrityFailure) return Error(out.error());
+  }
+  return Error(Code::kIntegrityFailure,
+               "the package's outer wrap opens under none of this MA's storage keys");
+}
+
 Result<Placement> MaKeyRing::Place(const RingKey* bound, const TPM2B_PUBLIC& mrk,
                                    const storage::OuterWrap& wrap) const {
   const std::string& now = current().custody->key_id();

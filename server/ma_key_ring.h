@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/bytes.h"
@@ -59,6 +60,14 @@ class MaKeyRing {
   // Whether `wrap` opens under `key`: the seed decrypts and the outer HMAC verifies.
   Status CheckOpens(const RingKey& key, const TPM2B_PUBLIC& mrk,
                     const storage::OuterWrap& wrap) const;
+  // `wrap` re-wrapped to `new_parent` (a Download) by the key that opens it: `hint` (the key
+  // the vault records; may be null) first, then the others. A record can be wrong: an
+  // instance not yet restarted after a rotation records a following MRK's upload under the
+  // key it knows. kIntegrityFailure if no key opens it.
+  Result<std::pair<const RingKey*, tpm::Rewrapped>> RewrapTo(const RingKey* hint,
+                                                             const TPM2B_PUBLIC& mrk,
+                                                             const storage::OuterWrap& wrap,
+                                                             const TPM2B_PUBLIC& new_parent) const;
   // An upload's `wrap` of `mrk`. `bound`: the key a legacy MRK is bound to; null for an MRK
   // that follows the MA, whose wrap is then tried under each key while a rotation is on
   // (kIntegrityFailure if it opens under none). Outside a rotation no crypto is spent here:

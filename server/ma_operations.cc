@@ -120,7 +120,7 @@ enum class EscrowUse { kUpload, kRelease };
 
 // Packages stored before the vault recorded wrap keys were wrapped to the MA's one key of the
 // time: outside a rotation that is the current key, and it is recorded now, once. During a
-// rotation it is not known without trying (State::WrapOf does, ma-admin ma-key rotate records
+// rotation it is not known without trying (MaKeyRing::RewrapTo does, ma-admin ma-key rotate records
 // them before it rotates).
 Status RecordWrapKeys(const MaKeyRing& ring, storage::Vault* vault, Env* env) {
   if (ring.rotating()) return Status::Ok();
@@ -266,9 +266,8 @@ struct MaOperations::State {
     std::string wrap_key_id;
     std::optional<storage::OuterWrap> rewrap;
   };
-  // The outer wrap of `stored` and the storage key that opens it.
-  Result<std::pair<const RingKey*, storage::OuterWrap>> WrapOf(const Stored& stored,
-                                                               const TPM2B_PUBLIC& mrk);
+  // The outer wrap of `stored` and the storage key the vault says holds it (null: none here).
+  Result<std::pair<const RingKey*, storage::OuterWrap>> WrapOf(const Stored& stored);
   Result<Stored> ReadVerifiedPackage(const storage::PackageDescriptor& d);
   Status RecordRestore(const CallContext& call, std::optional<int64_t> approval,
                        const std::string& detail);
@@ -726,27 +725,12 @@ Result<MaOperations::State::Stored> MaOperations::State::ReadVerifiedPackage(
 }
 
 Result<std::pair<const RingKey*, storage::OuterWrap>> MaOperations::State::WrapOf(
-    const Stored& stored, const TPM2B_PUBLIC& mrk) {
+    const Stored& stored) {
   storage::OuterWrap wrap = stored.rewrap.value_or(
       storage::OuterWrap{stored.verified.mrk.duplicate, stored.verified.mrk.encrypted_seed});
-  if (stored.wrap_key_id.empty()) {
-    // Stored before the vault recorded wrap keys, and not recorded yet because a rotation
-    // was already on when this server started: the key that opens it.
-    for (const RingKey& k : ring->keys()) {
-      if (ring->CheckOpens(k, mrk, wrap).ok()) return std::make_pair(&k, std::move(wrap));
-    }
-    return Error(Code::kConflict,
-                 "the package's outer wrap opens under none of this MA's storage keys");
-  }
-  const RingKey* key = ring->Find(stored.wrap_key_id);
-  if (key == nullptr) {
-    // Most likely an instance not restarted after `ma-key rotate` while reencipher ran.
-    return Error(Code::kUnavailable,
-                 "the package's outer wrap is held by MA key " + Clip(stored.wrap_key_id) +
-                     ", which this MA instance does not hold (restarted since `ma-admin ma-key "
-                     "rotate`? retired?)");
-  }
-  return std::make_pair(key, std::move(wrap));
+  // Empty (stored before wrap keys were recorded, during a rotation) or not held here: no
+  // hint, RewrapTo tries every key.
+  return std::make_pair(ring->Find(stored.wrap_key_id), std::move(wrap));
 }
 
 // No audit record, no key material out. A restore under a single-use approval uses it up,
@@ -796,10 +780,7 @@ Result<DownloadedPackage> MaOperations::DownloadComplete(const DownloadCompleteR
     TPMMA_ASSIGN_OR_RETURN(State::Stored stored, s_->ReadVerifiedPackage(a.descriptor));
     const schema::MigratableRootKey& m = stored.verified.mrk;
     TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC mrk, tpm::Unmarshal<TPM2B_PUBLIC>(m.public_area));
-    TPMMA_ASSIGN_OR_RETURN(auto wrap, s_->WrapOf(stored, mrk));
-    TPMMA_ASSIGN_OR_RETURN(TPM2B_PRIVATE dup, tpm::Unmarshal<TPM2B_PRIVATE>(wrap.second.duplicate));
-    TPMMA_ASSIGN_OR_RETURN(TPM2B_ENCRYPTED_SECRET seed,
-                           tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(wrap.second.encrypted_seed));
+    TPMMA_ASSIGN_OR_RETURN(auto wrap, s_->WrapOf(stored));
     // The escrowed inner key leaves the MA only with a Download under an approval.
     SecureBytes inner_key;
     const auto* escrow = std::get_if<schema::EscrowCustody>(&stored.verified.custody);
@@ -807,13 +788,22 @@ Result<DownloadedPackage> MaOperations::DownloadComplete(const DownloadCompleteR
       TPMMA_ASSIGN_OR_RETURN(inner_key, s_->OpenEscrow(*escrow, a.descriptor.source_platform_id,
                                                        mrk.publicArea, EscrowUse::kRelease));
     }
-    TPMMA_ASSIGN_OR_RETURN(tpm::Rewrapped rw, wrap.first->custody->Rewrap(mrk, dup, seed, parent));
+    auto moved = s_->ring->RewrapTo(wrap.first, mrk, wrap.second, parent);
+    if (!moved && wrap.first == nullptr && !stored.wrap_key_id.empty()) {
+      // Most likely an instance not restarted after `ma-key rotate` while reencipher ran.
+      return Error(Code::kUnavailable, "the package's outer wrap is held by MA key " +
+                                           Clip(stored.wrap_key_id) +
+                                           ", which this MA instance does not hold (restarted "
+                                           "since `ma-admin ma-key rotate`? retired?)");
+    }
+    if (!moved) return Error(moved.error());
+    const tpm::Rewrapped& rw = moved->second;
     DownloadedPackage out;
     TPMMA_ASSIGN_OR_RETURN(out.duplicate, tpm::Marshal(rw.duplicate));
     TPMMA_ASSIGN_OR_RETURN(out.encrypted_seed, tpm::Marshal(rw.encrypted_seed));
     TPMMA_ASSIGN_OR_RETURN(TPM2B_NAME parent_name, tpm::ComputeTpm2bName(parent.publicArea));
     const std::string detail =
-        "re-wrapped from MA key " + wrap.first->custody->key_id() + " to parent " +
+        "re-wrapped from MA key " + moved->first->custody->key_id() + " to parent " +
         HexEncode(ByteView(parent_name.name, parent_name.size)) +
         (inner_key.empty()
              ? ""

@@ -47,6 +47,25 @@ class MrkPolicyTest : public MaOperationsTest {
     return a;
   }
 
+  // cfg_ after `ma-admin ma-key rotate`: ma-2 (made here) current and approved, ma-test
+  // retiring, the EK roots of `tb` too; `*k2` is ma-2's custody.
+  Config Rotated(Swtpm* tb, std::unique_ptr<MaKeyCustody>* k2) {
+    const MaFiles files = MakeMaFiles(dir_, "ma2");
+    Config cfg = cfg_;
+    cfg.ek_roots = {t_->RootCaCertPath(), tb->RootCaCertPath()};
+    cfg.ma_retiring = {cfg_.ma};
+    cfg.ma = TpmKeyConfig::Named("software", "ma-2");
+    cfg.ma.private_key = files.key;
+    cfg.ma.certificate = files.cert;
+    auto custody = LoadSoftwareMaKey("ma-2", files.key, files.cert, &env_);
+    EXPECT_TRUE(custody.has_value());
+    if (!custody) return cfg;
+    cfg.policy_approval = dir_.File("ma-2.approval");
+    EXPECT_TRUE(WriteApproval(policy_key_, (*custody)->name(), cfg.policy_approval, &env_).ok());
+    *k2 = std::move(*custody);
+    return cfg;
+  }
+
   std::string policy_key_;
   TPM2B_PUBLIC ma_public_{};
   Bytes ma_name_;
@@ -116,18 +135,8 @@ TEST_F(MrkPolicyTest, UploadsWrappedToARetiringKeyAreReencipheredAtOnce) {
   Swtpm* tb = testing::SharedSwtpm(1, &why);
   ASSERT_NE(tb, nullptr) << why;
   const tpm::Approval old_approval = Published();
-  const MaFiles k2 = MakeMaFiles(dir_, "ma2");
-  Config cfg = cfg_;
-  cfg.ek_roots = {t_->RootCaCertPath(), tb->RootCaCertPath()};
-  cfg.ma_retiring = {cfg_.ma};
-  cfg.ma = TpmKeyConfig::Named("software", "ma-2");
-  cfg.ma.private_key = k2.key;
-  cfg.ma.certificate = k2.cert;
-  auto k2_custody = LoadSoftwareMaKey("ma-2", k2.key, k2.cert, &env_);
-  ASSERT_OK(k2_custody);
-  cfg.policy_approval = dir_.File("ma-2.approval");
-  ASSERT_OK(WriteApproval(policy_key_, (*k2_custody)->name(), cfg.policy_approval, &env_));
-  ASSERT_OK_AND_ASSIGN(ep_, MakeOps(cfg, &env_));
+  std::unique_ptr<MaKeyCustody> k2;
+  ASSERT_OK_AND_ASSIGN(ep_, MakeOps(Rotated(tb, &k2), &env_));
   CallContext info_call;
   ASSERT_OK_AND_ASSIGN(ServiceInfo info, ep_.ops->GetMAServiceInfo(&info_call));
   EXPECT_EQ(info.ma_key_ids.front(), "ma-2");
@@ -178,6 +187,46 @@ TEST_F(MrkPolicyTest, UploadsWrappedToARetiringKeyAreReencipheredAtOnce) {
       MakePackage(a, (*stranger)->public_area(), (*stranger)->name(), &elsewhere));
   Status s = Upload(c, a.token, elsewhere.bytes, nullptr);
   EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+}
+
+// A rolling restart after a rotation: an instance still on ma-test alone takes a following
+// MRK's upload already duplicated to ma-2 and records it under ma-test (outside a rotation it
+// spends no crypto on the wrap). Once it runs with the rotated keys, Download finds the key
+// that opens it.
+TEST_F(MrkPolicyTest, AnUploadRecordedUnderAnOlderKeyStillRestores) {
+  std::string why;
+  Swtpm* tb = testing::SharedSwtpm(1, &why);
+  ASSERT_NE(tb, nullptr) << why;
+  std::unique_ptr<MaKeyCustody> k2;
+  const Config rotated = Rotated(tb, &k2);
+  ASSERT_NE(k2, nullptr);
+  Config before = cfg_;
+  before.ek_roots = rotated.ek_roots;
+  ASSERT_OK_AND_ASSIGN(ep_, MakeOps(before, &env_));
+  ASSERT_OK_AND_ASSIGN(
+      tpm::Approval to_k2,
+      tpm::ApprovalFromWire(*tpm::Marshal(Published().policy_key),
+                            *env_.ReadFile(rotated.policy_approval, 4096), k2->name()));
+  Client c(ep_.get());
+  Plat a, b;
+  ASSERT_NO_FATAL_FAILURE(OpenBoth(c, tb, &a, &b, false));
+  Made m;
+  ASSERT_NO_FATAL_FAILURE(MakePackage(a, k2->public_area(), k2->name(), &m, nullptr, "", &to_k2));
+  ASSERT_OK(Upload(c, a.token, m.bytes, nullptr));
+  ASSERT_OK_AND_ASSIGN(storage::PackageDescriptor d,
+                       ep_.vault->GetPackageDescriptor(m.model.package_id));
+  EXPECT_EQ(d.wrap_key_id, "ma-test");  // the record is wrong
+  ASSERT_OK_AND_ASSIGN(ep_, MakeOps(rotated, &env_));
+  Client c2(ep_.get());
+  ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c2, b, false));
+  ASSERT_OK(Approve(*ep_.vault, a.id, b.id));
+  Downloaded got;
+  ASSERT_OK(DownloadTo(c2, b, m.model.package_id, &got));
+  ASSERT_OK_AND_ASSIGN(
+      TPM2B_PRIVATE priv,
+      b.tpm->Import(b.srk, m.mrk.public_area, *tpm::Unmarshal<TPM2B_PRIVATE>(got.duplicate),
+                    *tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(got.seed), m.inner_key));
+  ASSERT_OK(b.tpm->Load(b.srk, esys::KeyBlob{m.mrk.public_area, priv}));
 }
 
 TEST_F(MrkPolicyTest, AnApprovalOfAnotherKeyOrNoneStopsTheMa) {
