@@ -281,5 +281,38 @@ TEST_F(KeyRotationTest, TheSameDrillOnPostgres) {
   EXPECT_EQ(*rows, "3");  // p1 and l1 by the job, pl2 at Upload
 }
 
+// What following the MA costs a backup (docs/benchmarks.md, issue #16): `lms backup --full` of
+// a store whose MRK follows the MA (GetMAKey first, then TPM2_VerifySignature of the approval,
+// PolicyAuthorize, Duplicate) against one bound to the MA key (PolicyDuplicationSelect), both
+// on TPM A with 3 children, alternated; medians of 9 and their ratio. Not a pass/fail test.
+TEST_F(KeyRotationTest, DISABLED_BackupCostFollowingVersusBound) {
+  ma_ = w_->ma.get();
+  std::vector<Lms> stores = {{F("bench-follow"), w_->a->tcti(), Flags(w_->a)},
+                             {F("bench-fixed"), w_->a->tcti(), Flags(w_->a)}};
+  stores[0].Json({"init", "--mrk-policy", "follow"});
+  stores[1].Json({"init", "--mrk-policy", "fixed"});
+  for (const Lms& l : stores) {
+    for (int i = 0; i < 3; ++i)
+      l.Json({"keygen", "--type", "ecc-sign", "--label", "k" + std::to_string(i)});
+    l.Json({"backup"});  // warm: authenticated, signing key certified
+  }
+  std::vector<double> ms[2];
+  for (int run = 0; run < 9; ++run) {
+    for (int k = 0; k < 2; ++k) {
+      const auto t0 = std::chrono::steady_clock::now();
+      stores[k].Json({"backup", "--full"});
+      ms[k].push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  std::printf(
+      "backup --full, 3 children: following %.0f ms, bound %.0f ms (medians of 9), ratio %.2f\n",
+      median(ms[0]), median(ms[1]), median(ms[0]) / median(ms[1]));
+}
+
 }  // namespace
 }  // namespace tpmma::lms
