@@ -67,7 +67,7 @@ void RelativeTo(const std::string& dir, Config& c) {
                          &c.policy_approval}) {
     rel(*p);
   }
-  std::vector<TpmKeyConfig*> keys = {&c.ma, &c.escrow};
+  std::vector<TpmKeyConfig*> keys = {&c.ma, &c.escrow, &c.policy_signer};
   for (TpmKeyConfig& k : c.escrow_retired) keys.push_back(&k);
   for (TpmKeyConfig& k : c.ma_retiring) keys.push_back(&k);
   for (TpmKeyConfig* k : keys) {

@@ -167,46 +167,73 @@ Status WriteConfig(const AdminContext& ctx, const std::string& state_dir, Config
 
 namespace {
 
-// `next` (a software key just made) imported into the MA's TPM as `tpm2_import` would, checked
-// to load, and named by its TPM blobs from now on.
+// `key` (public area `pub`) imported into the TPM at `tcti` under the persistent parent, as
+// `tpm2_import` would, and checked to load there.
+Result<esys::KeyBlob> ImportKey(const std::string& tcti, uint32_t parent_handle,
+                                const TPM2B_PUBLIC& pub, const EVP_PKEY* key) {
+  auto tpm = esys::Tpm::Open(tcti);
+  if (!tpm) return Error(tpm.error().WithContext("the MA's TPM at " + tcti));
+  TPMMA_ASSIGN_OR_RETURN(esys::Object parent, (*tpm)->FromPersistent(parent_handle));
+  TPMMA_ASSIGN_OR_RETURN(tpm::Importable wrapped,
+                         tpm::WrapKeyForImport(parent.public_area().publicArea, pub, key));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PRIVATE priv, (*tpm)->Import(parent, pub, wrapped.duplicate,
+                                                            wrapped.encrypted_seed, {}));
+  esys::KeyBlob blob{pub, priv};
+  TPMMA_ASSIGN_OR_RETURN(esys::Object loaded, (*tpm)->Load(parent, blob));
+  return blob;
+}
+
+// `blob` written as `tpm2_import -u/-r` would beside the key's other files; `k` names it.
+Status WriteBlob(const AdminContext& ctx, const esys::KeyBlob& blob, const std::string& stem,
+                 TpmKeyConfig& k) {
+  TPMMA_ASSIGN_OR_RETURN(Bytes pub_bytes, tpm::Marshal(blob.public_area));
+  TPMMA_ASSIGN_OR_RETURN(Bytes priv_bytes, tpm::Marshal(blob.private_area));
+  k.custody = "tpm";
+  k.tpm_public = stem + "-tpm.pub";
+  k.tpm_private = stem + "-tpm.priv";
+  TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(k.tpm_public, pub_bytes, 0644));
+  return ctx.env->WriteFileAtomic(k.tpm_private, priv_bytes, 0600);
+}
+
+// `next` (a software key just made) imported into the MA's TPM and named by its TPM blobs
+// from now on.
 Status ImportIntoTpm(const AdminContext& ctx, const std::string& state_dir, const RotateOptions& o,
                      TpmKeyConfig& next) {
   TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key, ReadPrivateKeyFile(next.private_key, "MA", ctx.env));
   TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::MaStoragePublic(key.get()));
-  auto tpm = esys::Tpm::Open(o.tpm_tcti);
-  if (!tpm) return tpm.error().WithContext("the MA's TPM at " + o.tpm_tcti);
-  TPMMA_ASSIGN_OR_RETURN(esys::Object parent, (*tpm)->FromPersistent(o.tpm_parent));
-  TPMMA_ASSIGN_OR_RETURN(tpm::Importable wrapped,
-                         tpm::WrapRsaKeyForImport(parent.public_area().publicArea, pub, key.get()));
-  TPMMA_ASSIGN_OR_RETURN(TPM2B_PRIVATE priv, (*tpm)->Import(parent, pub, wrapped.duplicate,
-                                                            wrapped.encrypted_seed, {}));
-  TPMMA_ASSIGN_OR_RETURN(esys::Object loaded, (*tpm)->Load(parent, esys::KeyBlob{pub, priv}));
-  TPMMA_ASSIGN_OR_RETURN(Bytes pub_bytes, tpm::Marshal(pub));
-  TPMMA_ASSIGN_OR_RETURN(Bytes priv_bytes, tpm::Marshal(priv));
-  next.custody = "tpm";
+  TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob blob, ImportKey(o.tpm_tcti, o.tpm_parent, pub, key.get()));
   next.tpm_tcti = o.tpm_tcti;
   next.tpm_parent = o.tpm_parent;
-  next.tpm_public = state_dir + "/ma/" + next.key_id + "-tpm.pub";
-  next.tpm_private = state_dir + "/ma/" + next.key_id + "-tpm.priv";
-  TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(next.tpm_public, pub_bytes, 0644));
-  TPMMA_RETURN_IF_ERROR(ctx.env->WriteFileAtomic(next.tpm_private, priv_bytes, 0600));
+  TPMMA_RETURN_IF_ERROR(WriteBlob(ctx, blob, state_dir + "/ma/" + next.key_id, next));
   next.private_key.clear();  // [ma] names the TPM blobs; the PEM is the offline copy
   return Status::Ok();
+}
+
+std::string PolicyKeyPem(const std::string& state_dir) {
+  return state_dir + "/policy/policy-key.pem";
+}
+
+// Whether the policy-signing key can sign now: in the MA's TPM, or its PEM brought back.
+Status PolicySignerHere(const AdminContext& ctx, const std::string& state_dir, const Config& cfg) {
+  if (cfg.policy_signer.custody == "tpm" || ctx.env->FileExists(PolicyKeyPem(state_dir))) {
+    return Status::Ok();
+  }
+  return Status(Code::kNotFound,
+                "the policy-signing key (" + PolicyKeyPem(state_dir) +
+                    ") approves the new key, or MRKs that follow the MA could not duplicate to "
+                    "it: bring the offline copy back for the rotation; nothing was changed");
 }
 
 // [policy]: the policy-signing key approves storage key `name` (policy/<id>.approval), and
 // the approval is checked as ma-server will.
 Status ApproveStorageKey(const AdminContext& ctx, const std::string& state_dir, Config& cfg,
                          const std::string& id, const Bytes& name) {
-  const std::string policy_key = state_dir + "/policy/policy-key.pem";
-  if (!ctx.env->FileExists(policy_key)) {
-    return Status(Code::kNotFound,
-                  "the policy-signing key (" + policy_key +
-                      ") approves the new key, or MRKs that follow the MA could not duplicate "
-                      "to it: bring the offline copy back for the rotation; nothing was changed");
-  }
+  TPMMA_RETURN_IF_ERROR(PolicySignerHere(ctx, state_dir, cfg));
   cfg.policy_approval = state_dir + "/policy/" + id + ".approval";
-  TPMMA_RETURN_IF_ERROR(WriteApproval(policy_key, name, cfg.policy_approval, ctx.env));
+  TPMMA_RETURN_IF_ERROR(
+      cfg.policy_signer.custody == "tpm"
+          ? WriteApprovalInTpm(cfg.policy_signer, name, cfg.policy_approval, ctx.env)
+          : WriteApproval(PolicyKeyPem(state_dir), name, cfg.policy_approval, ctx.env));
   return internal::AsStatus(LoadApproval(cfg, name, ctx.env));
 }
 
@@ -228,10 +255,7 @@ Status RotateMaKey(const AdminContext& ctx, const std::string& state_dir, const 
                       " is in use by this MA (a key id is never reused: the vault "
                       "and the audit log name keys by it)");
   }
-  if (!cfg.policy_public_key.empty() &&
-      !ctx.env->FileExists(state_dir + "/policy/policy-key.pem")) {
-    return ApproveStorageKey(ctx, state_dir, cfg, id, {});  // says to bring the key back
-  }
+  if (!cfg.policy_public_key.empty()) TPMMA_RETURN_IF_ERROR(PolicySignerHere(ctx, state_dir, cfg));
   // Packages stored before the vault recorded wrap keys went to the one key there was.
   if (cfg.ma_retiring.empty()) {
     TPMMA_RETURN_IF_ERROR(ctx.vault->AssignUnrecordedWraps(
@@ -316,6 +340,55 @@ Status MaKeyStatus(const AdminContext& ctx, const std::string& state_dir) {
   }
   if (counts[""] > 0) {
     Line(ctx, fmt::format("{} package(s) stored before wrap keys were recorded", counts[""]));
+  }
+  return Status::Ok();
+}
+
+Status ImportPolicyKeyToTpm(const AdminContext& ctx, const std::string& state_dir,
+                            const std::string& tcti, uint32_t parent_handle) {
+  TPMMA_ASSIGN_OR_RETURN(Config cfg, LoadConfig(state_dir + "/config.toml"));
+  if (cfg.policy_public_key.empty()) {
+    return Status(Code::kNotFound,
+                  "this MA has no policy-signing key (`ma-admin policy-key init`)");
+  }
+  if (cfg.policy_signer.custody == "tpm") {
+    return Status(Code::kAlreadyExists, "the policy-signing key is in the MA's TPM already (" +
+                                            cfg.policy_signer.tpm_private + ")");
+  }
+  TPMMA_RETURN_IF_ERROR(PolicySignerHere(ctx, state_dir, cfg));
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr key,
+                         ReadPrivateKeyFile(PolicyKeyPem(state_dir), "policy-signing", ctx.env));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC pub, tpm::PolicyKeyPublic(key.get()));
+  TPMMA_ASSIGN_OR_RETURN(EvpPkeyPtr published, ReadPublicKeyFile(cfg.policy_public_key, ctx.env));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_PUBLIC expected, tpm::PolicyKeyPublic(published.get()));
+  TPMMA_ASSIGN_OR_RETURN(Bytes name, tpm::ComputeName(pub.publicArea));
+  if (name != tpm::ComputeName(expected.publicArea).value_or(Bytes())) {
+    return Status(Code::kConflict, PolicyKeyPem(state_dir) + " is not the key policy.public_key " +
+                                       "publishes; nothing was imported");
+  }
+  TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob blob, ImportKey(tcti, parent_handle, pub, key.get()));
+  cfg.policy_signer.tpm_tcti = tcti;
+  cfg.policy_signer.tpm_parent = parent_handle;
+  TPMMA_RETURN_IF_ERROR(WriteBlob(ctx, blob, state_dir + "/policy/policy-key", cfg.policy_signer));
+  // The TPM signs the current key's approval again: it works before anything depends on it.
+  TPMMA_ASSIGN_OR_RETURN(Bytes ma_name, StorageKeyNameOf(ctx.env, cfg.ma));
+  TPMMA_RETURN_IF_ERROR(
+      WriteApprovalInTpm(cfg.policy_signer, ma_name, cfg.policy_approval + ".tpm-check", ctx.env));
+  Config check = cfg;
+  check.policy_approval += ".tpm-check";
+  TPMMA_RETURN_IF_ERROR(internal::AsStatus(LoadApproval(check, ma_name, ctx.env)));
+  TPMMA_RETURN_IF_ERROR(ctx.env->RemoveFile(check.policy_approval));
+  TPMMA_RETURN_IF_ERROR(WriteConfig(ctx, state_dir, cfg,
+                                    AdminEvent(ctx, "ImportPolicyKeyToTpm", HexEncode(name),
+                                               "into " + cfg.policy_signer.tpm_private)));
+  if (ctx.json) {
+    Print(ctx, {{"ok", true},
+                {"policy_key_name", HexEncode(name)},
+                {"tpm_private", cfg.policy_signer.tpm_private}});
+  } else {
+    Line(ctx, "Policy-signing key " + HexEncode(name) + " is in the MA's TPM (" +
+                  cfg.policy_signer.tpm_private + "); `ma-key rotate` signs with it there. Move " +
+                  PolicyKeyPem(state_dir) + " offline: it is the disaster-recovery copy.");
   }
   return Status::Ok();
 }

@@ -57,6 +57,13 @@ Status ReencipherPackages(const AdminContext& ctx, const std::string& state_dir,
 Status RetireMaKey(const AdminContext& ctx, const std::string& state_dir,
                    const std::string& key_id);
 
+// `ma-admin policy-key import-tpm`: the policy-signing key (policy/policy-key.pem) imported into
+// the MA's TPM at `tcti` under the persistent parent (policy/policy-key-tpm.pub/.priv), checked
+// to sign an approval that verifies, and [policy] custody = "tpm" from then on: rotations sign
+// with TPM2_Sign, and the PEM can stay offline for good.
+Status ImportPolicyKeyToTpm(const AdminContext& ctx, const std::string& state_dir,
+                            const std::string& tcti, uint32_t parent_handle);
+
 // The Name of storage key `k` (what PolicyDuplicationSelect binds), from its certificate: the
 // same for software and TPM custody.
 Result<Bytes> StorageKeyNameOf(Env* env, const TpmKeyConfig& k);

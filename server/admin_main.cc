@@ -71,6 +71,9 @@ struct Cli {
   std::string escrow_key_id;
   CLI::App* escrow_rotate = nullptr;
   CLI::App* policy_init = nullptr;
+  CLI::App* policy_import_tpm = nullptr;
+  std::string policy_tcti;
+  uint32_t policy_parent = 0x81000001;
   std::string ma_key_id;
   s::RotateOptions rotate;
   s::ReencipherOptions reencipher;
@@ -287,6 +290,13 @@ void AddEscrowCommands(Cli& c) {
       "give an MA made without one its policy-signing key and the key's approval of the MA "
       "key (restart ma-server afterwards)");
   AddDir(c, c.policy_init);
+  c.policy_import_tpm = policy->add_subcommand(
+      "import-tpm",
+      "move the policy-signing key into the MA's TPM: rotations then sign with TPM2_Sign");
+  c.policy_import_tpm->add_option("--tpm-tcti", c.policy_tcti, "the MA's TPM")->required();
+  c.policy_import_tpm->add_option("--tpm-parent", c.policy_parent,
+                                  "its persistent storage parent (0x81000001)");
+  AddDir(c, c.policy_import_tpm);
   AddMaKeyCommands(c);
 }
 
@@ -577,6 +587,9 @@ std::optional<tpmma::Status> LocalCall(Cli& c, const s::AdminContext& ctx) {
   if (*c.op_list) return s::ListOperators(ctx);
   if (*c.escrow_rotate) return s::RotateEscrowKey(ctx, c.dir, c.escrow_key_id);
   if (*c.policy_init) return s::InitPolicyKey(ctx, c.dir);
+  if (*c.policy_import_tpm) {
+    return s::ImportPolicyKeyToTpm(ctx, c.dir, c.policy_tcti, c.policy_parent);
+  }
   if (*c.mk_rotate) return s::RotateMaKey(ctx, c.dir, c.rotate);
   if (*c.mk_status) return s::MaKeyStatus(ctx, c.dir);
   if (*c.mk_reencipher) {

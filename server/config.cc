@@ -295,6 +295,15 @@ void RequireTpmKey(Reader& r, std::string_view sec, const TpmKeyConfig& k) {
 void ReadPolicy(Reader& r, Config& c) {
   r.Path("policy", "public_key", c.policy_public_key);
   r.Path("policy", "approval", c.policy_approval);
+  ReadTpmKey(r, "policy", c.policy_signer, /*allow_none=*/true);
+  if (c.policy_signer.custody == "software") {
+    r.Fail("policy.custody: \"none\" (the PEM, kept offline) or \"tpm\"");
+  }
+  if (c.policy_signer.custody == "tpm") {  // a signing key: no certificate
+    r.Require("policy", "tpm_tcti", c.policy_signer.tpm_tcti);
+    r.Require("policy", "tpm_public", c.policy_signer.tpm_public);
+    r.Require("policy", "tpm_private", c.policy_signer.tpm_private);
+  }
   if (c.policy_public_key.empty() != c.policy_approval.empty()) {
     r.Fail("policy.public_key and policy.approval go together: set both, or neither");
   }
@@ -646,10 +655,11 @@ std::string ConfigToToml(const Config& c) {
                       .Int("ek_cache_entries", c.ek_cache_entries)
                       .Take());
   if (!c.policy_public_key.empty()) {
-    section("policy", TableBuilder()
-                          .Str("public_key", c.policy_public_key)
-                          .Str("approval", c.policy_approval)
-                          .Take());
+    toml::table policy =
+        c.policy_signer.custody == "tpm" ? TpmKeyToml(c.policy_signer) : toml::table();
+    policy.insert("public_key", c.policy_public_key);
+    policy.insert("approval", c.policy_approval);
+    section("policy", std::move(policy));
   }
   section("enrollment", TableBuilder().Str("policy", c.enrollment_policy).Take());
   section("audit", TableBuilder()

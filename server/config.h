@@ -102,6 +102,11 @@ struct Config {
   // Both empty: this MA takes PolicyDuplicationSelect MRKs only.
   std::string policy_public_key;
   std::string policy_approval;
+  // Where ma-admin finds the policy-signing key's private half to approve a new storage key:
+  // custody "none" (the default), the PEM policy/policy-key.pem when it is brought back from
+  // offline; "tpm", imported into the MA's TPM (`ma-admin policy-key import-tpm`): tpm_tcti,
+  // tpm_public, tpm_private, tpm_parent. ma-server never reads it.
+  TpmKeyConfig policy_signer = TpmKeyConfig::Named("none", "policy");
   // [approvals]
   bool approvals_two_person = false;         // a second operator must confirm each approval
   uint32_t approvals_max_ttl_s = 7 * 86400;  // longest validity an operator may grant

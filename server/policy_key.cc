@@ -3,6 +3,7 @@
 
 #include "server/key_files.h"
 #include "tpm/marshal.h"
+#include "tpm/policy.h"
 #include "tpm/public.h"
 
 namespace tpmma::server {
@@ -26,6 +27,21 @@ Status WriteApproval(const std::string& private_path, ByteView storage_key_name,
   TPMMA_ASSIGN_OR_RETURN(tpm::Approval a, tpm::SignApproval(key.get(), storage_key_name));
   TPMMA_ASSIGN_OR_RETURN(Bytes sig, tpm::Marshal(a.signature));
   return env->WriteFileAtomic(approval_path, sig, 0644);
+}
+
+Status WriteApprovalInTpm(const TpmKeyConfig& signer, ByteView storage_key_name,
+                          const std::string& approval_path, Env* env) {
+  TPMMA_ASSIGN_OR_RETURN(esys::KeyBlob blob, ReadTpmKeyBlob(signer.tpm_public, signer.tpm_private,
+                                                            "policy-signing", env));
+  TPMMA_ASSIGN_OR_RETURN(LoadedTpmKey key,
+                         LoadTpmKey(signer.tpm_tcti, signer.tpm_parent, blob, "policy-signing"));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_DIGEST approved, tpm::DuplicationSelectPolicy(storage_key_name));
+  TPMMA_ASSIGN_OR_RETURN(TPM2B_DIGEST a_hash,
+                         tpm::AuthorizeAHash(approved, tpm::DuplicationPolicyRef()));
+  TPMMA_ASSIGN_OR_RETURN(TPMT_SIGNATURE sig,
+                         key.tpm->Sign(key.key, ByteView(a_hash.buffer, a_hash.size)));
+  TPMMA_ASSIGN_OR_RETURN(Bytes bytes, tpm::Marshal(sig));
+  return env->WriteFileAtomic(approval_path, bytes, 0644);
 }
 
 Result<std::optional<tpm::Approval>> LoadApproval(const Config& cfg, ByteView storage_key_name,

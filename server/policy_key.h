@@ -27,6 +27,11 @@ Status CreatePolicyKey(const std::string& private_path, const std::string& publi
 Status WriteApproval(const std::string& private_path, ByteView storage_key_name,
                      const std::string& approval_path, Env* env);
 
+// ma-admin, the policy-signing key in the MA's TPM ([policy] custody = "tpm"): the same
+// approval, signed by TPM2_Sign over AuthorizeAHash(approved policy, policyRef).
+Status WriteApprovalInTpm(const TpmKeyConfig& signer, ByteView storage_key_name,
+                          const std::string& approval_path, Env* env);
+
 // ma-server: [policy]'s public key and approval of the storage key `storage_key_name`,
 // checked (tpm::CheckApproval) so that an MA never publishes an approval the endpoints'
 // TPMs would refuse. nullopt when [policy] is not configured.

@@ -22,32 +22,42 @@ struct BnFree {
   void operator()(BIGNUM* b) const { BN_clear_free(b); }
 };
 
-// The marshalled TPM2B_SENSITIVE of an RSA key: its first prime.
-Result<SecureBytes> RsaSensitive(const EVP_PKEY* rsa, const TPMT_PUBLIC& object) {
+// `key`'s private part in `s`: an RSA key's first prime, an EC key's private scalar, each as
+// long as `object` says.
+Status FillPrivate(const EVP_PKEY* key, const TPMT_PUBLIC& object, TPMT_SENSITIVE& s) {
+  const bool rsa = object.type == TPM2_ALG_RSA;
   BIGNUM* raw = nullptr;
-  if (EVP_PKEY_get_bn_param(rsa, OSSL_PKEY_PARAM_RSA_FACTOR1, &raw) != 1) {
-    return Error(OpensslError("EVP_PKEY_get_bn_param(rsa-factor1)"));
+  const char* param = rsa ? OSSL_PKEY_PARAM_RSA_FACTOR1 : OSSL_PKEY_PARAM_PRIV_KEY;
+  if (EVP_PKEY_get_bn_param(key, param, &raw) != 1) {
+    return OpensslError(std::string("EVP_PKEY_get_bn_param(") + param + ")");
   }
-  std::unique_ptr<BIGNUM, BnFree> p(raw);
-  const int prime_bytes = object.parameters.rsaDetail.keyBits / 16;
+  std::unique_ptr<BIGNUM, BnFree> value(raw);
+  s.sensitiveType = object.type;
+  uint8_t* out = rsa ? s.sensitive.rsa.buffer : s.sensitive.ecc.buffer;
+  const size_t room = rsa ? sizeof(s.sensitive.rsa.buffer) : sizeof(s.sensitive.ecc.buffer);
+  const int bytes = rsa ? object.parameters.rsaDetail.keyBits / 16 : object.unique.ecc.x.size;
+  if (bytes <= 0 || static_cast<size_t>(bytes) > room ||
+      BN_bn2binpad(value.get(), out, bytes) != bytes) {
+    return Status(Code::kInvalidArgument, "the private key does not fit its public area");
+  }
+  (rsa ? s.sensitive.rsa.size : s.sensitive.ecc.size) = static_cast<uint16_t>(bytes);
+  return Status::Ok();
+}
+
+// The marshalled TPM2B_SENSITIVE of `key`.
+Result<SecureBytes> Sensitive(const EVP_PKEY* key, const TPMT_PUBLIC& object) {
   TPM2B_SENSITIVE s{};
-  s.sensitiveArea.sensitiveType = TPM2_ALG_RSA;
-  if (prime_bytes <= 0 ||
-      prime_bytes > static_cast<int>(sizeof(s.sensitiveArea.sensitive.rsa.buffer)) ||
-      BN_bn2binpad(p.get(), s.sensitiveArea.sensitive.rsa.buffer, prime_bytes) != prime_bytes) {
-    return Error(Code::kInvalidArgument, "the RSA key's prime does not fit its public area");
+  Status filled = FillPrivate(key, object, s.sensitiveArea);
+  // A seedValue of the nameAlg's size: a storage key (restricted|decrypt) derives its
+  // children's protection from it (TPM_RC_SIZE otherwise). Random, as tpm2_import makes it.
+  if (filled.ok() && object.nameAlg != TPM2_ALG_SHA256) {
+    filled = Status(Code::kUnsupported, "nameAlg must be SHA-256");
   }
-  s.sensitiveArea.sensitive.rsa.size = static_cast<uint16_t>(prime_bytes);
-  // A storage key (restricted|decrypt) needs a seedValue of its nameAlg's size: the TPM derives
-  // its children's protection from it (TPM_RC_SIZE otherwise). Random, as tpm2_import makes it.
-  const int seed_bytes = EVP_MD_get_size(EVP_sha256());
-  if (object.nameAlg != TPM2_ALG_SHA256)
-    return Error(Code::kUnsupported, "nameAlg must be SHA-256");
-  if (RAND_bytes(s.sensitiveArea.seedValue.buffer, seed_bytes) != 1) {
-    return Error(OpensslError("RAND_bytes"));
+  if (filled.ok() && RAND_bytes(s.sensitiveArea.seedValue.buffer, 32) != 1) {
+    filled = OpensslError("RAND_bytes");
   }
-  s.sensitiveArea.seedValue.size = static_cast<uint16_t>(seed_bytes);
-  auto bytes = Marshal(s);
+  s.sensitiveArea.seedValue.size = 32;
+  auto bytes = filled.ok() ? Marshal(s) : Result<Bytes>(Error(filled));
   Wipe(&s, sizeof s);
   if (!bytes) return Error(bytes.error());
   SecureBytes out(bytes->begin(), bytes->end());
@@ -57,13 +67,13 @@ Result<SecureBytes> RsaSensitive(const EVP_PKEY* rsa, const TPMT_PUBLIC& object)
 
 }  // namespace
 
-Result<Importable> WrapRsaKeyForImport(const TPMT_PUBLIC& parent, const TPM2B_PUBLIC& object,
-                                       const EVP_PKEY* rsa) {
-  if (object.publicArea.type != TPM2_ALG_RSA) {
-    return Error(Code::kInvalidArgument, "only RSA keys are imported this way");
+Result<Importable> WrapKeyForImport(const TPMT_PUBLIC& parent, const TPM2B_PUBLIC& object,
+                                    const EVP_PKEY* key) {
+  if (object.publicArea.type != TPM2_ALG_RSA && object.publicArea.type != TPM2_ALG_ECC) {
+    return Error(Code::kInvalidArgument, "only RSA and ECC keys are imported this way");
   }
   TPMMA_RETURN_IF_ERROR(CheckStorageParent(parent));
-  TPMMA_ASSIGN_OR_RETURN(SecureBytes sensitive, RsaSensitive(rsa, object.publicArea));
+  TPMMA_ASSIGN_OR_RETURN(SecureBytes sensitive, Sensitive(key, object.publicArea));
   TPMMA_ASSIGN_OR_RETURN(Bytes name, ComputeName(object.publicArea));
   TPMMA_ASSIGN_OR_RETURN(Seed seed, CreateSeed(parent, kDuplicateLabel));
   TPMMA_ASSIGN_OR_RETURN(Bytes body, OuterWrap(parent, seed.seed, name, sensitive));

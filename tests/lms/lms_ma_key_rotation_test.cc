@@ -217,9 +217,10 @@ TEST_F(KeyRotationTest, EndpointsFollowARotationAndEveryPackageStillRestores) {
   RunDrill({.ma = w_->ma.get(), .postgres = false, .rotate_args = {}, .ma1_secret = {}});
 }
 
-// The MA's storage keys in a TPM of its own (behind tpm2-abrmd, as /dev/tpmrm0 would be: each
-// key keeps its own context open): ma-1 imported with tpm2_import as docs/operations.md says,
-// ma-2 imported by `ma-key rotate --custody tpm`; re-encipherment is TPM2_Rewrap there.
+// The MA's keys in a TPM of its own (behind tpm2-abrmd, as /dev/tpmrm0 would be: each key
+// keeps its own context open): ma-1 imported with tpm2_import as docs/operations.md says, the
+// policy-signing key by `policy-key import-tpm` (its PEM then offline), ma-2 by `ma-key rotate
+// --custody tpm`, approved by TPM2_Sign; re-encipherment is TPM2_Rewrap there.
 TEST_F(KeyRotationTest, TheSameDrillWithTheMaKeysInTheMasTpm) {
   std::string why;
   if (!testing::ResourceManager::Available(&why)) GTEST_SKIP() << why;
@@ -250,6 +251,12 @@ TEST_F(KeyRotationTest, TheSameDrillWithTheMaKeysInTheMasTpm) {
                  "tpm_public = \"ma/ma-tpm.pub\"\ntpm_tcti = \"" +
                      rm->tcti() + "\"\n");
   Spit(ma->config_path(), config);
+  // The policy-signing key into the TPM too; its PEM goes offline (here: aside).
+  json moved =
+      Admin({"policy-key", "import-tpm", "--tpm-tcti", rm->tcti(), "--dir", ma->state_dir()});
+  EXPECT_NE(moved.value("tpm_private", ""), "") << moved.dump();
+  const std::string pem = ma->state_dir() + "/policy/policy-key.pem";
+  std::filesystem::rename(pem, d.File("policy-key.pem.offline"));
   ma->Stop();
   ASSERT_TRUE(ma->Restart(&why)) << why;
   RunDrill({.ma = ma.get(),
@@ -258,6 +265,9 @@ TEST_F(KeyRotationTest, TheSameDrillWithTheMaKeysInTheMasTpm) {
             .ma1_secret = ma_dir + "ma-tpm.priv"});
   const std::string rotated = Slurp(ma->config_path());
   EXPECT_NE(rotated.find("tpm_private = \"ma/ma-2-tpm.priv\""), std::string::npos) << rotated;
+  EXPECT_NE(rotated.find("tpm_private = \"policy/policy-key-tpm.priv\""), std::string::npos)
+      << rotated;
+  EXPECT_FALSE(std::filesystem::exists(pem));  // the approval of ma-2 came from the TPM
   ma->Stop();  // its TPM contexts close before the resource manager goes
 }
 

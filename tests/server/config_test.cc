@@ -303,6 +303,31 @@ TEST(ConfigTest, PolicyKeyAndApprovalGoTogether) {
   }
 }
 
+// [policy] custody = "tpm" (`ma-admin policy-key import-tpm`): where ma-admin signs approvals;
+// the TPM blobs are required with it, and "software" is no custody of its own (the PEM is).
+TEST(ConfigTest, PolicySignerInTheTpm) {
+  const std::string policy =
+      "[policy]\npublic_key = \"policy/p.pub.pem\"\napproval = \"policy/ma-1.approval\"\n";
+  Result<Config> c =
+      ParseConfig(std::string(kRequired) + policy +
+                      "custody = \"tpm\"\ntpm_tcti = \"device:/dev/tpmrm0\"\n"
+                      "tpm_public = \"policy/k.pub\"\ntpm_private = \"policy/k.priv\"\n",
+                  "/srv/ma", "test.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  EXPECT_EQ(c->policy_signer.custody, "tpm");
+  EXPECT_EQ(c->policy_signer.tpm_private, "/srv/ma/policy/k.priv");
+  Result<Config> back = ParseConfig(ConfigToToml(*c), "/", "roundtrip");
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  EXPECT_EQ(back->policy_signer, c->policy_signer);
+  EXPECT_EQ(ParseConfig(std::string(kRequired) + policy, "/srv/ma", "t")->policy_signer.custody,
+            "none");
+  for (const std::string& extra :
+       {std::string("custody = \"tpm\"\n"), std::string("custody = \"software\"\n")}) {
+    Result<Config> bad = ParseConfig(std::string(kRequired) + policy + extra, "/srv/ma", "t");
+    EXPECT_FALSE(bad.has_value()) << extra;
+  }
+}
+
 // Issue #14: the load balancers whose PROXY line the server believes.
 TEST(ConfigTest, TrustedProxiesAreAddresses) {
   Result<Config> c = Parse("[server]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]");
