@@ -27,18 +27,21 @@ WSDL, MA_ADMIN, MA_SERVER = sys.argv[1:4]
 del sys.argv[1:4]
 
 
+def stock_service(server):
+    """zeep from the WSDL alone, over real TLS to `server` (its MA CA from ma-admin init)."""
+    session = requests.Session()
+    # Environment CA bundles (REQUESTS_CA_BUNDLE) and proxies would override ours.
+    session.trust_env = False
+    session.verify = server.ca
+    client = zeep.Client(WSDL, transport=zeep.Transport(session=session))
+    return client.create_service('{urn:tpm-ma:migration:1}MigrationAuthorityBinding', server.url)
+
+
 class StockClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.server = MaServer(MA_ADMIN, MA_SERVER)
-        session = requests.Session()
-        # Environment CA bundles (REQUESTS_CA_BUNDLE) and proxies would override ours.
-        session.trust_env = False
-        session.verify = cls.server.ca  # real TLS: the MA CA from ma-admin init
-        transport = zeep.Transport(session=session)
-        cls.client = zeep.Client(WSDL, transport=transport)
-        cls.service = cls.client.create_service(
-            '{urn:tpm-ma:migration:1}MigrationAuthorityBinding', cls.server.url)
+        cls.service = stock_service(cls.server)
 
     @classmethod
     def tearDownClass(cls):
@@ -118,12 +121,7 @@ class RotatedMaTest(unittest.TestCase):
         subprocess.run([MA_ADMIN, 'ma-key', 'rotate', '--dir', cls.server.state], check=True,
                        capture_output=True)
         cls.server.restart()
-        session = requests.Session()
-        session.trust_env = False
-        session.verify = cls.server.ca
-        cls.client = zeep.Client(WSDL, transport=zeep.Transport(session=session))
-        cls.service = cls.client.create_service(
-            '{urn:tpm-ma:migration:1}MigrationAuthorityBinding', cls.server.url)
+        cls.service = stock_service(cls.server)
 
     @classmethod
     def tearDownClass(cls):

@@ -66,6 +66,18 @@ class MrkPolicyTest : public MaOperationsTest {
     return cfg;
   }
 
+  // B, approved for A's packages, downloads `m` and its TPM imports and loads the MRK.
+  void RestoresOn(Client& c, Plat& a, Plat& b, const Made& m) {
+    ASSERT_OK(Approve(*ep_.vault, a.id, b.id));
+    Downloaded got;
+    ASSERT_OK(DownloadTo(c, b, m.model.package_id, &got));
+    ASSERT_OK_AND_ASSIGN(
+        TPM2B_PRIVATE priv,
+        b.tpm->Import(b.srk, m.mrk.public_area, *tpm::Unmarshal<TPM2B_PRIVATE>(got.duplicate),
+                      *tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(got.seed), m.inner_key));
+    ASSERT_OK(b.tpm->Load(b.srk, esys::KeyBlob{m.mrk.public_area, priv}));
+  }
+
   std::string policy_key_;
   TPM2B_PUBLIC ma_public_{};
   Bytes ma_name_;
@@ -168,14 +180,7 @@ TEST_F(MrkPolicyTest, UploadsWrappedToARetiringKeyAreReencipheredAtOnce) {
       << uploads.records.back().event.detail;
 
   // B restores the legacy one from its re-enciphered wrap.
-  ASSERT_OK(Approve(*ep_.vault, a.id, b.id));
-  Downloaded got;
-  ASSERT_OK(DownloadTo(c, b, legacy.model.package_id, &got));
-  ASSERT_OK_AND_ASSIGN(
-      TPM2B_PRIVATE priv,
-      b.tpm->Import(b.srk, legacy.mrk.public_area, *tpm::Unmarshal<TPM2B_PRIVATE>(got.duplicate),
-                    *tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(got.seed), legacy.inner_key));
-  ASSERT_OK(b.tpm->Load(b.srk, esys::KeyBlob{legacy.mrk.public_area, priv}));
+  ASSERT_NO_FATAL_FAILURE(RestoresOn(c, a, b, legacy));
 
   // A legacy MRK bound to a key this MA does not hold.
   const MaFiles k3 = MakeMaFiles(dir_, "ma3");
@@ -219,14 +224,7 @@ TEST_F(MrkPolicyTest, AnUploadRecordedUnderAnOlderKeyStillRestores) {
   ASSERT_OK_AND_ASSIGN(ep_, MakeOps(rotated, &env_));
   Client c2(ep_.get());
   ASSERT_NO_FATAL_FAILURE(AuthenticatePlat(c2, b, false));
-  ASSERT_OK(Approve(*ep_.vault, a.id, b.id));
-  Downloaded got;
-  ASSERT_OK(DownloadTo(c2, b, m.model.package_id, &got));
-  ASSERT_OK_AND_ASSIGN(
-      TPM2B_PRIVATE priv,
-      b.tpm->Import(b.srk, m.mrk.public_area, *tpm::Unmarshal<TPM2B_PRIVATE>(got.duplicate),
-                    *tpm::Unmarshal<TPM2B_ENCRYPTED_SECRET>(got.seed), m.inner_key));
-  ASSERT_OK(b.tpm->Load(b.srk, esys::KeyBlob{m.mrk.public_area, priv}));
+  ASSERT_NO_FATAL_FAILURE(RestoresOn(c2, a, b, m));
 }
 
 TEST_F(MrkPolicyTest, AnApprovalOfAnotherKeyOrNoneStopsTheMa) {
