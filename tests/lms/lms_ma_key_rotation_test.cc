@@ -271,6 +271,36 @@ TEST_F(KeyRotationTest, TheSameDrillWithTheMaKeysInTheMasTpm) {
   ma->Stop();  // its TPM contexts close before the resource manager goes
 }
 
+// Re-encipherment stops at the first package it cannot move, names it, and changes nothing of
+// that batch: here a package whose stored document no longer verifies.
+TEST_F(KeyRotationTest, ReencipherStopsAtAPackageThatFailsAndNamesIt) {
+  std::string why;
+  TempDir d;
+  auto ma = MaInstance::Start({MA_ADMIN_PATH, MA_SERVER_PATH}, d.path(),
+                              {File(*w_, "ek-roots.pem")}, &why);
+  ASSERT_NE(ma, nullptr) << why;
+  ma_ = ma.get();
+  const Lms a{F("stop-a"), w_->a->tcti(), Flags(w_->a)};
+  a.Json({"init"});
+  a.Json({"keygen", "--type", "ecc-sign", "--label", "vpn"});
+  const std::string package = a.Json({"backup"}).value("package_id", "");
+  Admin({"ma-key", "rotate", "--dir", State()});
+  // The stored document damaged behind the vault's back (one byte of a label).
+  auto r = RunCommand(
+      {"sqlite3", ma->vault_path(),
+       "UPDATE package_bodies SET body = CAST(replace(CAST(body AS TEXT), '>vpn<', "
+       "'>vpm<') AS BLOB) WHERE package_pk = (SELECT pk FROM packages WHERE package_id = '" +
+           package + "')"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  Ran stopped =
+      Exec({MA_ADMIN_PATH, "ma-key", "reencipher", "--i-have-a-backup", "--dir", State()});
+  EXPECT_EQ(stopped.exit_code, 1) << stopped.all();
+  EXPECT_NE(stopped.all().find("re-encipherment stopped at package " + package + " (on ma-1)"),
+            std::string::npos)
+      << stopped.all();
+  EXPECT_EQ(WrapKeyOf(State(), package), "ma-1");  // nothing moved
+}
+
 TEST_F(KeyRotationTest, TheSameDrillOnPostgres) {
   auto cluster = testing::PostgresCluster::Shared();
   ASSERT_TRUE(cluster.has_value()) << cluster.error().ToString();
