@@ -2,6 +2,7 @@
 // PostgresVault: vaulted packages, their bodies and key rows, and the package query.
 #include <variant>
 
+#include "storage/package_columns.h"
 #include "storage/page_token.h"
 #include "storage/postgres/rows.h"
 #include "storage/postgres_vault.h"
@@ -86,16 +87,6 @@ Result<std::optional<Bytes>> StoredDigest(PGconn* c, std::string_view package_id
   return r.Blob(0, 0);
 }
 
-std::optional<std::string> OptionalText(const std::string& s) {
-  return s.empty() ? std::nullopt : std::optional<std::string>(s);
-}
-std::optional<Bytes> RewrapDuplicate(const Package& p) {
-  return p.rewrap ? std::optional<Bytes>(p.rewrap->duplicate) : std::nullopt;
-}
-std::optional<Bytes> RewrapSeed(const Package& p) {
-  return p.rewrap ? std::optional<Bytes>(p.rewrap->encrypted_seed) : std::nullopt;
-}
-
 }  // namespace
 
 // --- Packages
@@ -126,8 +117,8 @@ Result<PutOutcome> PostgresVault::PutPackage(const Package& package, const Audit
                         "ON CONFLICT (package_id) DO NOTHING RETURNING pk",
                         Params(d.package_id, d.source_platform_id, d.format_version, d.created_at,
                                d.uploaded_at, d.sha256, package.body.size(), ToString(d.custody),
-                               d.signing_key, OptionalText(d.wrap_key_id), RewrapDuplicate(package),
-                               RewrapSeed(package))));
+                               d.signing_key, WrapKeyColumn(d), WrapDuplicateColumn(package),
+                               WrapSeedColumn(package))));
     if (ins.empty()) {
       TPMMA_ASSIGN_OR_RETURN(stored, StoredDigest(c, d.package_id));
       if (!stored) return Error(Code::kUnavailable, "package row vanished while storing it");

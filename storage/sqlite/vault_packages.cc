@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 // SqliteVault: vaulted packages, their bodies and key rows, and the package query.
+#include "storage/package_columns.h"
 #include "storage/page_token.h"
 #include "storage/sqlite/read_pool.h"
 #include "storage/sqlite/rows.h"
@@ -76,16 +77,6 @@ Result<std::pair<PackageDescriptor, int64_t>> GetDescriptorLocked(sqlite3* db,
   return std::make_pair(std::move(d), pk);
 }
 
-std::optional<std::string> OptionalText(const std::string& s) {
-  return s.empty() ? std::nullopt : std::optional<std::string>(s);
-}
-std::optional<Bytes> RewrapDuplicate(const Package& p) {
-  return p.rewrap ? std::optional<Bytes>(p.rewrap->duplicate) : std::nullopt;
-}
-std::optional<Bytes> RewrapSeed(const Package& p) {
-  return p.rewrap ? std::optional<Bytes>(p.rewrap->encrypted_seed) : std::nullopt;
-}
-
 }  // namespace
 
 // --- Packages
@@ -125,8 +116,8 @@ Result<PutOutcome> SqliteVault::PutPackage(const Package& package, const AuditEv
                                 "signing_key, wrap_key_id, wrap_duplicate, wrap_seed) "
                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     ins.Bind(d.package_id, d.source_platform_id, d.format_version, d.created_at, d.uploaded_at,
-             digest, package.body.size(), ToString(d.custody), d.signing_key,
-             OptionalText(d.wrap_key_id), RewrapDuplicate(package), RewrapSeed(package));
+             digest, package.body.size(), ToString(d.custody), d.signing_key, WrapKeyColumn(d),
+             WrapDuplicateColumn(package), WrapSeedColumn(package));
     TPMMA_RETURN_IF_ERROR(ins.Run());
     int64_t pk = sqlite3_last_insert_rowid(db);
     TPMMA_RETURN_IF_ERROR(options_.fault_hook("package_row"));
